@@ -1,0 +1,19 @@
+//! `flow`: run promptflow `flow.dag.yaml` flows from one binary.
+//!
+//! Data flows one way: `model` (typed, located flow definition) → `dag` (validated, ordered)
+//! → `executor` (one line = one future) → `record` (what ran). Connections resolve from `.env`
+//! and the environment (`connection`), and `provider` turns an LLM request into an HTTP call.
+//! `template` renders Jinja2 prompts and splits them into chat messages; `python` runs `@tool`
+//! functions in long-lived worker processes.
+
+pub mod chat;
+pub mod connection;
+pub mod dag;
+pub mod diagnostic;
+pub mod executor;
+pub mod model;
+pub mod prompty;
+pub mod provider;
+pub mod python;
+pub mod record;
+pub mod template;
