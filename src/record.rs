@@ -1,1 +1,241 @@
-//! TODO(skeleton): record
+//! What ran: the records of nodes, lines and aggregations, in the shape promptflow writes them
+//! (`.promptflow/flow.detail.json`, run directories), serialisable as JSON.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// How a node or a line ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    Completed,
+    Failed,
+    /// Not run: its `activate` condition did not hold, or everything it depends on was bypassed.
+    Bypassed,
+    /// Not finished because another node of the line failed first.
+    Canceled,
+}
+
+/// Token counts of one model call or a sum of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl Tokens {
+    /// Add another count to this one.
+    pub fn add(&mut self, other: &Tokens) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+}
+
+/// What kind of failure, so callers can tell a bad prompt from a broken endpoint (SPEC §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// A flow input is missing or does not have its declared type.
+    Input,
+    /// A template failed to render or its chat messages did not parse.
+    Template,
+    /// A reference's property path did not exist at run time.
+    Reference,
+    /// The model endpoint answered with an error for this request.
+    Provider,
+    /// The endpoint could not be used at all: unreachable, key refused, deployment missing.
+    Endpoint,
+    /// A Python tool raised an exception or its worker died.
+    Python,
+    /// A connection could not be resolved.
+    Connection,
+    /// The line ran out of time.
+    Timeout,
+}
+
+/// A failure, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The exception type for Python errors, the HTTP status class for provider errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+    /// The node that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl ErrorInfo {
+    /// A failure of `kind` with a message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ErrorInfo {
+            kind,
+            message: message.into(),
+            error_type: None,
+            traceback: None,
+            node: None,
+        }
+    }
+}
+
+/// One node's execution within a line (or an aggregation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRun {
+    pub node: String,
+    pub status: Status,
+    pub inputs: Map<String, Value>,
+    pub output: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    pub start_time: String,
+    pub end_time: String,
+    /// Wall time in milliseconds.
+    pub duration_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Tokens>,
+    /// The model that answered, as reported by the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant_id: Option<String>,
+    /// Retries the request needed (429/5xx), when it was a model call.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    /// Metrics logged with `log_metric` (aggregation nodes).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub metrics: Map<String, Value>,
+    /// What a Python tool printed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdout: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One line of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineResult {
+    pub line_number: usize,
+    pub status: Status,
+    pub inputs: Map<String, Value>,
+    pub outputs: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    pub nodes: Vec<NodeRun>,
+    pub start_time: String,
+    pub end_time: String,
+    pub duration_ms: f64,
+    pub tokens: Tokens,
+}
+
+impl LineResult {
+    /// Whether every node that ran completed.
+    pub fn succeeded(&self) -> bool {
+        self.status == Status::Completed
+    }
+}
+
+/// The aggregation step of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AggregationResult {
+    pub nodes: Vec<NodeRun>,
+    /// Every `log_metric` value, by name.
+    pub metrics: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+}
+
+/// A timestamp as promptflow writes them: RFC 3339, UTC, microseconds.
+pub fn timestamp(t: SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t);
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    dt.format(&format).unwrap_or_default()
+}
+
+/// Milliseconds, rounded to microseconds.
+pub fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+/// Write the single-line detail record promptflow writes for `pf flow test`:
+/// `<flow dir>/.promptflow/flow.detail.json` and `flow.output.json`.
+pub fn write_detail(
+    flow_dir: &Path,
+    line: &LineResult,
+    aggregation: Option<&AggregationResult>,
+    variant: &str,
+) -> std::io::Result<std::path::PathBuf> {
+    let dir = flow_dir.join(".promptflow");
+    std::fs::create_dir_all(&dir)?;
+    let mut node_runs: Vec<Value> = line.nodes.iter().map(|n| node_json(n, line.line_number)).collect();
+    if let Some(agg) = aggregation {
+        node_runs.extend(agg.nodes.iter().map(|n| node_json(n, line.line_number)));
+    }
+    let detail = serde_json::json!({
+        "flow_runs": [{
+            "run_id": format!("{}", line.line_number),
+            "status": line.status,
+            "error": line.error,
+            "inputs": line.inputs,
+            "output": line.outputs,
+            "metrics": aggregation.map(|a| a.metrics.clone()).unwrap_or_default(),
+            "start_time": line.start_time,
+            "end_time": line.end_time,
+            "index": line.line_number,
+            "variant_id": variant,
+            "system_metrics": {
+                "duration": line.duration_ms / 1000.0,
+                "prompt_tokens": line.tokens.prompt_tokens,
+                "completion_tokens": line.tokens.completion_tokens,
+                "total_tokens": line.tokens.total_tokens,
+            },
+        }],
+        "node_runs": node_runs,
+    });
+    let path = dir.join("flow.detail.json");
+    write_json_atomic(&path, &detail)?;
+    write_json_atomic(&dir.join("flow.output.json"), &Value::Object(line.outputs.clone()))?;
+    Ok(path)
+}
+
+fn node_json(n: &NodeRun, index: usize) -> Value {
+    serde_json::json!({
+        "node": n.node,
+        "status": n.status,
+        "inputs": n.inputs,
+        "output": n.output,
+        "error": n.error,
+        "metrics": n.metrics,
+        "start_time": n.start_time,
+        "end_time": n.end_time,
+        "index": index,
+        "variant_id": n.variant_id.clone().unwrap_or_default(),
+        "logs": {"stdout": n.stdout, "stderr": ""},
+        "system_metrics": {
+            "duration": n.duration_ms / 1000.0,
+            "prompt_tokens": n.tokens.map_or(0, |t| t.prompt_tokens),
+            "completion_tokens": n.tokens.map_or(0, |t| t.completion_tokens),
+            "total_tokens": n.tokens.map_or(0, |t| t.total_tokens),
+        },
+        "model": n.model,
+        "retries": n.retries,
+    })
+}
+
+/// Write JSON to a temporary file beside `path`, then rename it into place.
+pub fn write_json_atomic(path: &Path, value: &Value) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,91 @@
+//! Argument parsing (clap) and dispatch. Each command lives in its own file and only parses,
+//! calls the library and prints.
+
+mod connections;
+mod init;
+mod output;
+mod run;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use output::Failure;
+
+const EXIT_STATUSES: &str = "\
+Exit status:
+  0  success
+  1  quality failure: a line failed (or, for eval, a gate failed)
+  2  usage or configuration error: bad flags, invalid flow, missing connection variable
+  3  the endpoint could not be used at all (unreachable, key refused), so nothing meaningful ran";
+
+/// Run promptflow flows (flow.dag.yaml) from one binary: locally, in CI, in production.
+#[derive(Debug, Parser)]
+#[command(name = "flow", version, about, after_help = EXIT_STATUSES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a flow on one input and print its outputs.
+    Run(run::RunArgs),
+    /// Check a flow and print its nodes in the order they run.
+    Validate(validate::ValidateArgs),
+    /// List the connections a flow needs and whether each resolves; `check` calls each one.
+    Connections(connections::ConnectionsArgs),
+    /// Create a working project: a flow, a prompt, a Python node, a dataset and .env.example.
+    Init(init::InitArgs),
+}
+
+/// Options shared by commands that call models.
+#[derive(Debug, clap::Args, Clone)]
+pub struct ModelArgs {
+    /// Read connections from this file instead of ./.env.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// Answer every model call with the offline echo provider: no network, no key, no cost.
+    #[arg(long)]
+    pub offline: bool,
+    /// Seconds before a model request times out.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
+    pub request_timeout: f64,
+}
+
+/// Parse arguments, run the command, and turn its result into an exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Validate(args) => validate::run(args),
+        Command::Connections(args) => connections::run(args),
+        Command::Init(args) => init::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if !failure.message.is_empty() {
+                eprintln!("{}", failure.message.trim_end());
+            }
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// A tokio runtime for commands that do I/O.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::usage(format!("error: cannot start the async runtime: {e}")))
+}

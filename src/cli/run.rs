@@ -1,0 +1,289 @@
+//! `flow run FLOW --inputs k=v ...`: one line, outputs printed, a detail record written.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde_json::{Map, Value};
+
+use super::output::{Failure, bold, color_stderr, dim, print_warnings, stdout_is_terminal};
+use super::{ModelArgs, runtime};
+use flow::connection::EnvVars;
+use flow::executor::{Executor, ExecutorOptions};
+use flow::model::{Flow, VariantSelection};
+use flow::record::{ErrorInfo, ErrorKind, LineResult, NodeRun, Status};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The flow: a directory holding flow.dag.yaml, the YAML file, or a .prompty file.
+    pub flow: PathBuf,
+    /// Flow inputs as name=value (repeatable), or a JSON file holding an object of inputs.
+    #[arg(long, short = 'i', value_name = "NAME=VALUE|FILE.json", num_args = 1..)]
+    pub inputs: Vec<String>,
+    /// Run only this node, with --inputs as its inputs.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Use a variant: '${node.variant_id}' (repeatable, one per node).
+    #[arg(long, value_name = "${NODE.VARIANT}")]
+    pub variant: Vec<String>,
+    /// How to print the outputs.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Readable text.
+    Pretty,
+    /// One JSON object on stdout, for scripts.
+    Json,
+}
+
+pub fn run(args: RunArgs) -> Result<(), Failure> {
+    let selections = parse_variants(&args.variant)?;
+    let flow = load_flow(&args.flow, &selections)?;
+    let given = parse_inputs(&args.inputs)?;
+    if args.node.is_none() {
+        check_required_inputs(&flow, &given)?;
+    }
+    let options = executor_options(&args.model, &flow)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let executor = prepare(flow, &options).await?;
+        let result = match &args.node {
+            Some(node) => run_node(&executor, node, &given, &args).await,
+            None => run_line(&executor, &given, &args, options.offline).await,
+        };
+        executor.shutdown().await;
+        result
+    })
+}
+
+/// Parse `--variant` values.
+pub fn parse_variants(values: &[String]) -> Result<Vec<VariantSelection>, Failure> {
+    values
+        .iter()
+        .map(|v| v.parse::<VariantSelection>().map_err(|e| Failure::usage(format!("error: {e}"))))
+        .collect()
+}
+
+/// Load a flow and check its DAG, printing warnings; errors become exit status 2.
+pub fn load_flow(path: &Path, selections: &[VariantSelection]) -> Result<Flow, Failure> {
+    let flow = flow::model::load(path, selections).map_err(|e| Failure::diagnostics(&e.diagnostics))?;
+    print_warnings(&flow.warnings);
+    Ok(flow)
+}
+
+/// Everything the executor needs from the command line and the environment.
+pub fn executor_options(model: &ModelArgs, flow: &Flow) -> Result<ExecutorOptions, Failure> {
+    let cwd = std::env::current_dir().map_err(|e| Failure::usage(format!("error: no working directory: {e}")))?;
+    let env = EnvVars::load(model.env_file.as_deref(), &cwd).map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let mut options = ExecutorOptions::new(env);
+    options.offline = model.offline;
+    if !(model.request_timeout > 0.0 && model.request_timeout.is_finite()) {
+        return Err(Failure::usage("error: --request-timeout must be a positive number of seconds"));
+    }
+    options.request_timeout = std::time::Duration::from_secs_f64(model.request_timeout);
+    let python_nodes = flow.nodes.iter().filter(|n| n.kind == flow::model::NodeKind::Python).count();
+    options.python_workers = python_nodes.clamp(1, 4);
+    Ok(options)
+}
+
+/// Build the DAG and prepare the executor; problems become exit status 2.
+pub async fn prepare(flow: Flow, options: &ExecutorOptions) -> Result<Executor, Failure> {
+    let (dag, warnings) = flow::dag::build(&flow).map_err(|d| Failure::diagnostics(&d))?;
+    print_warnings(&warnings);
+    Executor::new(flow, dag, options)
+        .await
+        .map_err(|e| Failure::diagnostics(&e.diagnostics))
+}
+
+/// `--inputs a=1 b=two` or `--inputs inputs.json`.
+pub fn parse_inputs(values: &[String]) -> Result<Map<String, Value>, Failure> {
+    let mut out = Map::new();
+    for raw in values {
+        match raw.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !Path::new(raw).is_file() => {
+                out.insert(k.trim().to_string(), Value::String(v.to_string()));
+            }
+            _ => {
+                let text = std::fs::read_to_string(raw).map_err(|e| {
+                    Failure::usage(format!(
+                        "error: --inputs `{raw}` is neither NAME=VALUE nor a readable JSON file ({e})"
+                    ))
+                })?;
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(Value::Object(map)) => out.extend(map),
+                    Ok(_) => return Err(Failure::usage(format!("error: {raw} must hold a JSON object of inputs"))),
+                    Err(e) => {
+                        return Err(Failure::usage(format!(
+                            "error: {raw}:{}:{}: invalid JSON: {e}",
+                            e.line(),
+                            e.column()
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn check_required_inputs(flow: &Flow, given: &Map<String, Value>) -> Result<(), Failure> {
+    let missing: Vec<&str> = flow
+        .inputs
+        .values()
+        .filter(|i| i.default.is_none() && !given.contains_key(&i.name))
+        .map(|i| i.name.as_str())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let example: Vec<String> = missing.iter().map(|m| format!("{m}=...")).collect();
+    Err(Failure::usage(format!(
+        "error: flow input{} {} {} no default and no value\n  help: pass --inputs {}",
+        if missing.len() == 1 { "" } else { "s" },
+        missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+        if missing.len() == 1 { "has" } else { "have" },
+        example.join(" ")
+    )))
+}
+
+async fn run_line(executor: &Executor, given: &Map<String, Value>, args: &RunArgs, offline: bool) -> Result<(), Failure> {
+    let line = executor.run_line(0, given).await;
+    let aggregation = if line.succeeded() && !executor.dag().aggregation_nodes.is_empty() {
+        Some(executor.run_aggregation(std::slice::from_ref(&line)).await)
+    } else {
+        None
+    };
+    let flow = executor.flow();
+    let detail = flow::record::write_detail(&flow.dir, &line, aggregation.as_ref(), &flow.variant_label());
+    let color = color_stderr();
+    match args.output {
+        OutputFormat::Json => {
+            let mut doc = serde_json::json!({
+                "status": line.status,
+                "outputs": line.outputs,
+                "error": line.error,
+                "tokens": line.tokens,
+                "duration_ms": line.duration_ms,
+                "offline": offline,
+            });
+            if let Some(agg) = &aggregation {
+                doc["metrics"] = Value::Object(agg.metrics.clone());
+            }
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        OutputFormat::Pretty => {
+            if line.succeeded() {
+                print_outputs(&line.outputs);
+                if let Some(agg) = &aggregation {
+                    for (k, v) in &agg.metrics {
+                        println!("{} {}", bold(&format!("metric {k}:"), stdout_is_terminal()), v);
+                    }
+                }
+            }
+        }
+    }
+    if offline {
+        eprintln!("{}", dim("offline: every model answer came from the echo provider, not a model", color));
+    }
+    let summary = summarize(&line);
+    match &detail {
+        Ok(path) => eprintln!("{}", dim(&format!("{summary} · detail: {}", path.display()), color)),
+        Err(e) => eprintln!("warning: could not write the detail record under {}: {e}", flow.dir.display()),
+    }
+    if let Some(err) = &line.error {
+        return Err(line_failure(err));
+    }
+    if let Some(err) = aggregation.as_ref().and_then(|a| a.error.as_ref()) {
+        return Err(line_failure(err));
+    }
+    Ok(())
+}
+
+async fn run_node(executor: &Executor, node: &str, given: &Map<String, Value>, args: &RunArgs) -> Result<(), Failure> {
+    let Some(record) = executor.run_single_node(node, given).await else {
+        let names: Vec<&str> = executor.flow().nodes.iter().map(|n| n.name.as_str()).collect();
+        let hint = flow::model::closest(node, names.iter().copied())
+            .map(|c| format!("did you mean `{c}`? "))
+            .unwrap_or_default();
+        return Err(Failure::usage(format!("error: the flow has no node `{node}`\n  help: {hint}nodes are: {}", names.join(", "))));
+    };
+    print_node(&record, args.output);
+    match &record.error {
+        Some(err) => Err(line_failure(err)),
+        None => Ok(()),
+    }
+}
+
+fn print_node(record: &NodeRun, format: OutputFormat) {
+    match format {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "node": record.node,
+                "status": record.status,
+                "output": record.output,
+                "error": record.error,
+                "tokens": record.tokens,
+            }))
+            .unwrap_or_default()
+        ),
+        OutputFormat::Pretty => {
+            if record.status == Status::Completed {
+                let mut m = Map::new();
+                m.insert(record.node.clone(), record.output.clone());
+                print_outputs(&m);
+            }
+        }
+    }
+}
+
+/// Outputs as `name: value`, multi-line text indented under its name.
+fn print_outputs(outputs: &Map<String, Value>) {
+    let color = stdout_is_terminal();
+    for (name, value) in outputs {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            other => serde_json::to_string_pretty(other).unwrap_or_default(),
+        };
+        if text.contains('\n') {
+            println!("{}", bold(&format!("{name}:"), color));
+            for l in text.lines() {
+                println!("  {l}");
+            }
+        } else {
+            println!("{} {text}", bold(&format!("{name}:"), color));
+        }
+    }
+}
+
+fn summarize(line: &LineResult) -> String {
+    let ran = line.nodes.iter().filter(|n| n.status == Status::Completed).count();
+    let bypassed = line.nodes.iter().filter(|n| n.status == Status::Bypassed).count();
+    let mut parts = vec![format!("{ran} node{} ran", if ran == 1 { "" } else { "s" })];
+    if bypassed > 0 {
+        parts.push(format!("{bypassed} bypassed"));
+    }
+    parts.push(format!("{:.0} ms", line.duration_ms));
+    if line.tokens.total_tokens > 0 {
+        parts.push(format!("{} tokens", line.tokens.total_tokens));
+    }
+    parts.join(" · ")
+}
+
+/// A failed line: exit 3 when the endpoint was unusable, else 1.
+pub fn line_failure(err: &ErrorInfo) -> Failure {
+    let mut message = format!("error: {}", err.message);
+    if let Some(tb) = &err.traceback {
+        message.push_str("\n\n");
+        message.push_str(tb.trim_end());
+    }
+    match err.kind {
+        ErrorKind::Endpoint => Failure::endpoint(message),
+        ErrorKind::Connection => Failure::usage(message),
+        _ => Failure::quality(message),
+    }
+}

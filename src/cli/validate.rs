@@ -1,0 +1,96 @@
+//! `flow validate FLOW`: every problem at once, then the DAG in the order it runs.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::output::{Failure, bold, dim, print_warnings, stdout_is_terminal};
+use super::run::{load_flow, parse_variants};
+use flow::model::{Flow, ValueSource};
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The flow: a directory holding flow.dag.yaml, the YAML file, or a .prompty file.
+    pub flow: PathBuf,
+    /// Check with a variant applied: '${node.variant_id}' (repeatable).
+    #[arg(long, value_name = "${NODE.VARIANT}")]
+    pub variant: Vec<String>,
+}
+
+pub fn run(args: ValidateArgs) -> Result<(), Failure> {
+    let selections = parse_variants(&args.variant)?;
+    let flow = load_flow(&args.flow, &selections)?;
+    let (dag, warnings) = flow::dag::build(&flow).map_err(|d| Failure::diagnostics(&d))?;
+    let template_problems = flow::executor::check_templates(&flow);
+    if template_problems.iter().any(|d| d.is_error()) {
+        return Err(Failure::diagnostics(&template_problems));
+    }
+    print_warnings(&warnings);
+    print_warnings(&template_problems);
+    print_dag(&flow, &dag);
+    Ok(())
+}
+
+fn print_dag(flow: &Flow, dag: &flow::dag::Dag) {
+    let color = stdout_is_terminal();
+    println!("{} {}", bold(&flow.file.display().to_string(), color), "is valid");
+    if !flow.inputs.is_empty() {
+        let inputs: Vec<String> = flow
+            .inputs
+            .values()
+            .map(|i| format!("{} ({})", i.name, i.ty.name()))
+            .collect();
+        println!("inputs: {}", inputs.join(", "));
+    }
+    println!("nodes, in the order they run:");
+    let width = flow.nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);
+    for (pos, &i) in dag.order.iter().enumerate() {
+        let node = &flow.nodes[i];
+        let mut tags = vec![node.kind.name().to_string()];
+        if node.aggregation {
+            tags.push("aggregation".into());
+        }
+        if let Some(v) = &node.variant_id {
+            tags.push(format!("variant {v}"));
+        }
+        if node.activate.is_some() {
+            tags.push("conditional".into());
+        }
+        let deps: Vec<String> = node
+            .inputs
+            .values()
+            .filter_map(|s| match s {
+                ValueSource::Reference(r) => Some(r.to_string()),
+                ValueSource::Literal(_) => None,
+            })
+            .collect();
+        println!(
+            "  {:>2}. {:<width$}  {:<28} {}",
+            pos + 1,
+            node.name,
+            tags.join(", "),
+            dim(&format!("{}{}", node.source.display(), if deps.is_empty() { String::new() } else { format!(" ← {}", deps.join(", ")) }), color),
+        );
+    }
+    if !flow.outputs.is_empty() {
+        let outputs: Vec<String> = flow
+            .outputs
+            .values()
+            .map(|o| match &o.reference {
+                ValueSource::Reference(r) => format!("{} ← {r}", o.name),
+                ValueSource::Literal(v) => format!("{} = {v}", o.name),
+            })
+            .collect();
+        println!("outputs: {}", outputs.join(", "));
+    }
+    if !flow.node_variants.is_empty() {
+        for (node, nv) in &flow.node_variants {
+            let ids: Vec<String> = nv
+                .variants
+                .keys()
+                .map(|k| if k == &nv.default_variant_id { format!("{k} (default)") } else { k.clone() })
+                .collect();
+            println!("variants of {node}: {}", ids.join(", "));
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The executor: runs one line of a flow as one future, each node as soon as the nodes it
+//! references are done, independent nodes concurrently; then the aggregation nodes once.
+//!
+//! Everything that can be prepared before the first line is: templates are compiled, connections
+//! resolved, Python tool signatures inspected. A line then costs only rendering, requests and
+//! bookkeeping.
+
+mod inputs;
+mod line;
+mod node;
+mod prepare;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+pub use prepare::PrepareError;
+
+use crate::connection::{Connection, EnvVars};
+use crate::dag::Dag;
+use crate::model::Flow;
+use crate::provider::LlmClient;
+use crate::python::PythonPool;
+use crate::template::PromptTemplate;
+
+/// How the executor reaches the outside world.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// Variables from `.env` and the environment, for connections.
+    pub env: EnvVars,
+    /// Route every connection to the offline `echo` provider.
+    pub offline: bool,
+    /// The Python interpreter (default: `FLOW_PYTHON`, else `python3`).
+    pub python: Option<PathBuf>,
+    /// How many Python workers may run at once.
+    pub python_workers: usize,
+    /// Timeout of one model request.
+    pub request_timeout: Duration,
+    /// Retries of a model request on 429/5xx/connection errors.
+    pub max_retries: u32,
+}
+
+impl ExecutorOptions {
+    /// Defaults for a given environment.
+    pub fn new(env: EnvVars) -> Self {
+        ExecutorOptions {
+            env,
+            offline: false,
+            python: None,
+            python_workers: 4,
+            request_timeout: Duration::from_secs(120),
+            max_retries: 5,
+        }
+    }
+}
+
+/// A node ready to run.
+pub(crate) enum Prepared {
+    Llm {
+        template: PromptTemplate,
+        connection: Arc<Connection>,
+    },
+    Prompt {
+        template: PromptTemplate,
+    },
+    Python {
+        file: PathBuf,
+        function: Option<String>,
+        /// Parameters with a default value (they keep it when their input is bypassed).
+        defaults: Vec<String>,
+        /// Connection parameters: name → the connection as Python sees it.
+        connections: Map<String, Value>,
+    },
+}
+
+/// Runs lines of one flow. Cheap to share across tasks (`&Executor` is enough).
+pub struct Executor {
+    pub(crate) flow: Arc<Flow>,
+    pub(crate) dag: Dag,
+    pub(crate) prepared: Vec<Prepared>,
+    pub(crate) llm: LlmClient,
+    pub(crate) python: Option<PythonPool>,
+}
+
+impl Executor {
+    /// The flow this executor runs.
+    pub fn flow(&self) -> &Flow {
+        &self.flow
+    }
+
+    /// The validated DAG.
+    pub fn dag(&self) -> &Dag {
+        &self.dag
+    }
+
+    /// Stop the Python workers.
+    pub async fn shutdown(&self) {
+        if let Some(p) = &self.python {
+            p.shutdown().await;
+        }
+    }
+}

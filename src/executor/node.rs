@@ -1,0 +1,314 @@
+//! Running one node with its resolved inputs: render + call a model, render a prompt, or call
+//! a Python tool.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+use super::{Executor, Prepared};
+use crate::connection::ApiType;
+use crate::model::{LlmApi, Node};
+use crate::provider::{Api, LlmRequest, ProviderError};
+use crate::python::{PythonCall, PythonError};
+use crate::record::{ErrorInfo, ErrorKind, Tokens};
+
+/// Node inputs that are model parameters, not template variables (SPEC §2.2).
+pub const MODEL_PARAMETERS: &[&str] = &[
+    "model",
+    "deployment_name",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "response_format",
+    "seed",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+];
+
+/// What a node produced.
+pub struct NodeOutcome {
+    pub output: Value,
+    /// For prompt nodes: the text with flow-input role markers kept inert, for downstream nodes.
+    pub escaped: Option<String>,
+    pub tokens: Option<Tokens>,
+    pub model: Option<String>,
+    pub retries: u32,
+    pub metrics: Map<String, Value>,
+    pub stdout: String,
+}
+
+impl NodeOutcome {
+    fn value(output: Value) -> Self {
+        NodeOutcome {
+            output,
+            escaped: None,
+            tokens: None,
+            model: None,
+            retries: 0,
+            metrics: Map::new(),
+            stdout: String::new(),
+        }
+    }
+}
+
+/// A node's inputs, resolved: template/tool arguments, which of them must not create chat
+/// messages, and which referenced bypassed nodes.
+pub struct NodeInputs {
+    pub values: Map<String, Value>,
+    pub tainted: HashSet<String>,
+    pub bypassed: Vec<String>,
+}
+
+impl Executor {
+    /// Run node `index` with resolved inputs.
+    pub(crate) async fn run_node(&self, index: usize, inputs: &NodeInputs) -> Result<NodeOutcome, ErrorInfo> {
+        let node = &self.flow.nodes[index];
+        match &self.prepared[index] {
+            Prepared::Prompt { template } => {
+                let rendered = template
+                    .render_guarded(&inputs.values, &inputs.tainted)
+                    .map_err(|e| template_error(node, &e.to_string()))?;
+                let mut out = NodeOutcome::value(Value::String(rendered.text));
+                out.escaped = Some(rendered.escaped);
+                Ok(out)
+            }
+            Prepared::Llm { template, connection } => {
+                let (params, vars) = split_parameters(&inputs.values);
+                let rendered = template
+                    .render_guarded(&vars, &inputs.tainted)
+                    .map_err(|e| template_error(node, &e.to_string()))?;
+                let model = string_param(&params, "model");
+                let deployment = string_param(&params, "deployment_name");
+                let mut request = LlmRequest {
+                    api: match node.api {
+                        LlmApi::Chat => Api::Chat,
+                        LlmApi::Completion => Api::Completion,
+                    },
+                    messages: Vec::new(),
+                    prompt: None,
+                    // Azure addresses a deployment; everything else a model.
+                    model: if connection.api_type == ApiType::Azure {
+                        deployment.or(model)
+                    } else {
+                        model.or(deployment)
+                    },
+                    params: model_params(&params).map_err(|m| {
+                        ErrorInfo {
+                            node: Some(node.name.clone()),
+                            ..ErrorInfo::new(ErrorKind::Input, m)
+                        }
+                    })?,
+                    stream: false,
+                };
+                match node.api {
+                    LlmApi::Chat => {
+                        request.messages = crate::template::parse_chat(&rendered.escaped)
+                            .map_err(|e| template_error(node, &e.to_string()))?;
+                    }
+                    LlmApi::Completion => request.prompt = Some(rendered.text),
+                }
+                let response = self
+                    .llm
+                    .complete(connection, &request, None)
+                    .await
+                    .map_err(|e| provider_error(node, &e))?;
+                let mut out = NodeOutcome::value(response.output);
+                out.tokens = Some(Tokens {
+                    prompt_tokens: response.usage.prompt_tokens,
+                    completion_tokens: response.usage.completion_tokens,
+                    total_tokens: response.usage.total_tokens,
+                });
+                out.model = response.model;
+                out.retries = response.retries;
+                Ok(out)
+            }
+            Prepared::Python {
+                file,
+                function,
+                defaults: _,
+                connections,
+            } => {
+                let Some(pool) = &self.python else {
+                    return Err(ErrorInfo::new(ErrorKind::Python, "internal: no Python pool"));
+                };
+                let mut kwargs = inputs.values.clone();
+                for name in connections.keys() {
+                    kwargs.remove(name);
+                }
+                let call = PythonCall {
+                    file: file.clone(),
+                    function: function.clone(),
+                    kwargs,
+                    connections: connections.clone(),
+                    bypassed: inputs.bypassed.clone(),
+                };
+                let result = pool.call(call).await.map_err(|e| python_error(node, e))?;
+                let mut out = NodeOutcome::value(result.output);
+                out.metrics = result
+                    .metrics
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Number::from_f64(v).map(Value::Number).unwrap_or(Value::Null)))
+                    .collect();
+                out.stdout = result.stdout;
+                Ok(out)
+            }
+        }
+    }
+}
+
+fn split_parameters(inputs: &Map<String, Value>) -> (Map<String, Value>, Map<String, Value>) {
+    let mut params = Map::new();
+    let mut vars = Map::new();
+    for (k, v) in inputs {
+        if MODEL_PARAMETERS.contains(&k.as_str()) {
+            params.insert(k.clone(), v.clone());
+        } else {
+            vars.insert(k.clone(), v.clone());
+        }
+    }
+    (params, vars)
+}
+
+fn string_param(params: &Map<String, Value>, key: &str) -> Option<String> {
+    match params.get(key)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        _ => None,
+    }
+}
+
+/// Typed model parameters: `"256"` becomes 256, `""` and null mean unset, JSON strings for
+/// structured parameters are parsed.
+fn model_params(params: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    for (k, v) in params {
+        if matches!(k.as_str(), "model" | "deployment_name") {
+            continue;
+        }
+        if v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()) {
+            continue;
+        }
+        let typed = match k.as_str() {
+            "max_tokens" | "seed" => match v {
+                Value::Number(n) if n.is_i64() || n.is_u64() => v.clone(),
+                Value::Number(n) => match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 => Value::from(f as i64),
+                    _ => return Err(format!("model parameter `{k}` must be an integer, got {v}")),
+                },
+                Value::String(s) => s
+                    .trim()
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .map_err(|_| format!("model parameter `{k}` must be an integer, got \"{s}\""))?,
+                _ => return Err(format!("model parameter `{k}` must be an integer, got {v}")),
+            },
+            "temperature" | "top_p" | "presence_penalty" | "frequency_penalty" => match v {
+                Value::Number(_) => v.clone(),
+                Value::String(s) => s
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .ok_or_else(|| format!("model parameter `{k}` must be a number, got \"{s}\""))?,
+                _ => return Err(format!("model parameter `{k}` must be a number, got {v}")),
+            },
+            "stop" => match v {
+                Value::String(s) => match serde_json::from_str::<Value>(s) {
+                    Ok(list @ Value::Array(_)) => list,
+                    _ => Value::Array(vec![v.clone()]),
+                },
+                Value::Array(_) => v.clone(),
+                _ => return Err(format!("model parameter `stop` must be a string or a list, got {v}")),
+            },
+            "response_format" => match v {
+                Value::String(s) => match serde_json::from_str::<Value>(s) {
+                    Ok(obj @ Value::Object(_)) => obj,
+                    _ => serde_json::json!({ "type": s.trim() }),
+                },
+                _ => v.clone(),
+            },
+            "logit_bias" | "tools" | "functions" | "tool_choice" | "function_call" => match v {
+                Value::String(s) => match serde_json::from_str::<Value>(s) {
+                    Ok(parsed) => parsed,
+                    Err(_) if matches!(k.as_str(), "tool_choice" | "function_call") => v.clone(),
+                    Err(e) => return Err(format!("model parameter `{k}` is not valid JSON: {e}")),
+                },
+                _ => v.clone(),
+            },
+            _ => v.clone(),
+        };
+        out.insert(k.clone(), typed);
+    }
+    Ok(out)
+}
+
+fn template_error(node: &Node, message: &str) -> ErrorInfo {
+    ErrorInfo {
+        node: Some(node.name.clone()),
+        ..ErrorInfo::new(
+            ErrorKind::Template,
+            format!("node `{}` ({}): {message}", node.name, node.source.display()),
+        )
+    }
+}
+
+fn provider_error(node: &Node, e: &ProviderError) -> ErrorInfo {
+    let kind = if e.endpoint_unusable() {
+        ErrorKind::Endpoint
+    } else {
+        ErrorKind::Provider
+    };
+    ErrorInfo {
+        node: Some(node.name.clone()),
+        error_type: Some("ProviderError".into()),
+        ..ErrorInfo::new(kind, format!("node `{}`: {e}", node.name))
+    }
+}
+
+fn python_error(node: &Node, e: PythonError) -> ErrorInfo {
+    match e {
+        PythonError::Exception {
+            type_name,
+            message,
+            traceback,
+        } => ErrorInfo {
+            node: Some(node.name.clone()),
+            error_type: Some(type_name.clone()),
+            traceback: Some(traceback),
+            ..ErrorInfo::new(
+                ErrorKind::Python,
+                format!("node `{}`: {type_name}: {message}", node.name),
+            )
+        },
+        other => ErrorInfo {
+            node: Some(node.name.clone()),
+            ..ErrorInfo::new(ErrorKind::Python, format!("node `{}`: {other}", node.name))
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn model_parameters_are_typed() {
+        let params = json!({"max_tokens": "256", "temperature": "0.5", "stop": "\n", "seed": "", "response_format": "json_object", "model": "x"});
+        let out = model_params(params.as_object().unwrap()).unwrap();
+        assert_eq!(out["max_tokens"], json!(256));
+        assert_eq!(out["temperature"], json!(0.5));
+        assert_eq!(out["stop"], json!(["\n"]));
+        assert!(!out.contains_key("seed"));
+        assert!(!out.contains_key("model"));
+        assert_eq!(out["response_format"], json!({"type": "json_object"}));
+        let bad = json!({"max_tokens": "lots"});
+        assert!(model_params(bad.as_object().unwrap()).unwrap_err().contains("integer"));
+    }
+}

@@ -1,0 +1,210 @@
+//! Preparing a flow to run: compile templates, resolve connections, inspect Python tools.
+//! Every problem is found here, before the first line, with its location.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{Executor, ExecutorOptions, Prepared};
+use crate::connection::{self, Connection};
+use crate::dag::Dag;
+use crate::diagnostic::{Diagnostic, Location};
+use crate::model::{Flow, Node, NodeKind, ValueSource};
+use crate::provider::LlmClient;
+use crate::python::{PythonConfig, PythonPool};
+use crate::template::PromptTemplate;
+
+/// Why a flow cannot run: configuration problems (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct PrepareError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Executor {
+    /// Prepare `flow` to run. Spawns Python workers only when the flow has Python nodes.
+    pub async fn new(flow: Flow, dag: Dag, options: &ExecutorOptions) -> Result<Executor, PrepareError> {
+        let mut diagnostics = Vec::new();
+        let mut connections: HashMap<String, Arc<Connection>> = HashMap::new();
+        let needs_python = flow.nodes.iter().any(|n| n.kind == NodeKind::Python);
+        let python = needs_python.then(|| {
+            PythonPool::new(PythonConfig {
+                python: options.python.clone(),
+                working_dir: flow.dir.clone(),
+                size: options.python_workers.max(1),
+                env: flow
+                    .environment_variables
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            })
+        });
+        let mut prepared = Vec::with_capacity(flow.nodes.len());
+        for node in &flow.nodes {
+            let result = match node.kind {
+                NodeKind::Llm => load_template(&flow, node).and_then(|template| {
+                    let name = node.connection.clone().unwrap_or_default();
+                    let connection = match connections.get(&name) {
+                        Some(c) => c.clone(),
+                        None => {
+                            let c = resolve(&flow, node, &name, options)?;
+                            connections.insert(name, c.clone());
+                            c
+                        }
+                    };
+                    Ok(Prepared::Llm {
+                        template,
+                        connection,
+                    })
+                }),
+                NodeKind::Prompt => load_template(&flow, node).map(|template| Prepared::Prompt { template }),
+                NodeKind::Python => match &python {
+                    Some(pool) => prepare_python(&flow, node, pool, options).await,
+                    None => Err(vec![Diagnostic::error("internal: no Python pool")]),
+                },
+            };
+            match result {
+                Ok(p) => prepared.push(p),
+                Err(mut d) => diagnostics.append(&mut d),
+            }
+        }
+        if !diagnostics.is_empty() {
+            if let Some(p) = &python {
+                p.shutdown().await;
+            }
+            return Err(PrepareError { diagnostics });
+        }
+        let llm = LlmClient::new(options.request_timeout, options.max_retries);
+        Ok(Executor {
+            flow: Arc::new(flow),
+            dag,
+            prepared,
+            llm,
+            python,
+        })
+    }
+}
+
+fn resolve(flow: &Flow, node: &Node, name: &str, options: &ExecutorOptions) -> Result<Arc<Connection>, Vec<Diagnostic>> {
+    connection::resolve(name, &options.env, options.offline)
+        .map(Arc::new)
+        .map_err(|e| {
+            vec![
+                flow.error_at(&format!("{}.connection", node.yaml_path), e.to_string())
+                    .with_label("connection not configured")
+                    .with_help(format!(
+                        "run `flow connections {}` to see what is configured, or add --offline to use the echo provider",
+                        flow.dir.display()
+                    )),
+            ]
+        })
+}
+
+fn load_template(flow: &Flow, node: &Node) -> Result<PromptTemplate, Vec<Diagnostic>> {
+    let Some(path) = flow.resolve_file(&node.source) else {
+        return Err(vec![flow.error_at(
+            &format!("{}.source.path", node.yaml_path),
+            format!("node `{}`: template `{}` does not exist", node.name, node.source.display()),
+        )]);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        vec![flow.error_at(
+            &format!("{}.source.path", node.yaml_path),
+            format!("cannot read template {}: {e}", path.display()),
+        )]
+    })?;
+    PromptTemplate::new(&node.source.to_string_lossy(), text).map_err(|e| {
+        let location = e.line().map(|line| Location::new(line, e.col().unwrap_or(1), 1));
+        vec![
+            Diagnostic::error(format!("template of node `{}`: {}", node.name, e.message()))
+                .at(&path, location)
+                .with_help("fix the Jinja2 syntax of the template"),
+        ]
+    })
+}
+
+async fn prepare_python(
+    flow: &Flow,
+    node: &Node,
+    pool: &PythonPool,
+    options: &ExecutorOptions,
+) -> Result<Prepared, Vec<Diagnostic>> {
+    let Some(file) = flow.resolve_file(&node.source) else {
+        return Err(vec![flow.error_at(
+            &format!("{}.source.path", node.yaml_path),
+            format!("node `{}`: `{}` does not exist", node.name, node.source.display()),
+        )]);
+    };
+    let signature = pool
+        .inspect(&file, node.function.as_deref())
+        .await
+        .map_err(|e| vec![Diagnostic::error(format!("node `{}`: {e}", node.name)).at(&file, None)])?;
+    let mut diagnostics = Vec::new();
+    let mut connections = Map::new();
+    let mut defaults = Vec::new();
+    for param in &signature.params {
+        if param.has_default {
+            defaults.push(param.name.clone());
+        }
+        let provided = node.inputs.get(&param.name);
+        if provided.is_none() && !param.has_default {
+            diagnostics.push(
+                flow.error_at(&format!("{}.inputs", node.yaml_path), format!(
+                    "node `{}`: the tool `{}` needs input `{}`, which the node does not give",
+                    node.name, signature.function, param.name
+                ))
+                .with_help(format!("add `{}: ...` under the node's `inputs`", param.name)),
+            );
+        }
+        if param.connection_type.is_some() {
+            match provided {
+                Some(ValueSource::Literal(Value::String(conn_name))) => {
+                    match connection::resolve(conn_name, &options.env, options.offline) {
+                        Ok(c) => {
+                            connections.insert(param.name.clone(), c.to_python());
+                        }
+                        Err(e) => diagnostics.push(
+                            flow.error_at(&format!("{}.inputs.{}", node.yaml_path, param.name), e.to_string())
+                                .with_label("connection not configured"),
+                        ),
+                    }
+                }
+                Some(_) => diagnostics.push(
+                    flow.error_at(&format!("{}.inputs.{}", node.yaml_path, param.name), format!(
+                        "node `{}`: input `{}` is a connection and must name one (a plain string)",
+                        node.name, param.name
+                    )),
+                ),
+                None => {}
+            }
+        }
+    }
+    if !signature.accepts_kwargs {
+        for name in node.inputs.keys() {
+            if !signature.params.iter().any(|p| &p.name == name) {
+                let names: Vec<&str> = signature.params.iter().map(|p| p.name.as_str()).collect();
+                let help = match crate::model::closest(name, names.iter().copied()) {
+                    Some(c) => format!("did you mean `{c}`? the tool's parameters: {}", names.join(", ")),
+                    None => format!("the tool's parameters: {}", names.join(", ")),
+                };
+                diagnostics.push(
+                    flow.error_at(&format!("{}.inputs.{name}", node.yaml_path), format!(
+                        "node `{}`: the tool `{}` has no parameter `{name}`",
+                        node.name, signature.function
+                    ))
+                    .with_help(help),
+                );
+            }
+        }
+    }
+    if !diagnostics.is_empty() {
+        return Err(diagnostics);
+    }
+    Ok(Prepared::Python {
+        file,
+        function: Some(signature.function.clone()),
+        defaults,
+        connections,
+    })
+}

@@ -1,0 +1,727 @@
+//! Loading `flow.dag.yaml` into a [`Flow`], collecting every problem with its location.
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+use super::locate::{YamlIndex, join_index, join_key};
+use super::reference::ValueSource;
+use super::types::*;
+use crate::diagnostic::{Diagnostic, Location};
+
+/// Why a flow could not be loaded: every problem found, with locations.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", summary(.diagnostics))]
+pub struct LoadError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+fn summary(diagnostics: &[Diagnostic]) -> String {
+    let errors: Vec<String> = diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    errors.join("\n")
+}
+
+impl LoadError {
+    pub(crate) fn one(d: Diagnostic) -> Self {
+        LoadError {
+            diagnostics: vec![d],
+        }
+    }
+}
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "inputs",
+    "outputs",
+    "nodes",
+    "node_variants",
+    "environment_variables",
+    "additional_includes",
+    "environment",
+    "$schema",
+    "type",
+    "description",
+    "display_name",
+    "tags",
+    "language",
+    "entry",
+    "sample",
+];
+
+const NODE_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "source",
+    "inputs",
+    "connection",
+    "api",
+    "activate",
+    "aggregation",
+    "use_variants",
+    "provider",
+    "module",
+    "function",
+    "comment",
+    "enable_cache",
+    "use_variant",
+];
+
+/// Find the flow file for a user-given path: a directory holding `flow.dag.yaml`, or the file.
+pub fn find_flow_file(path: &Path) -> Result<PathBuf, LoadError> {
+    if path.is_dir() {
+        for name in ["flow.dag.yaml", "flow.dag.yml"] {
+            let candidate = path.join(name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+        let prompty: Vec<PathBuf> = std::fs::read_dir(path)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "prompty"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if prompty.len() == 1 {
+            return Ok(prompty[0].clone());
+        }
+        return Err(LoadError::one(
+            Diagnostic::error(format!("{} has no flow.dag.yaml", path.display())).with_help(
+                "pass a directory holding flow.dag.yaml, the YAML file itself, or a .prompty file \
+                 (`flow init` creates a working flow)",
+            ),
+        ));
+    }
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    Err(LoadError::one(
+        Diagnostic::error(format!("{} does not exist", path.display()))
+            .with_help("check the path; a flow is a directory holding flow.dag.yaml"),
+    ))
+}
+
+/// Parse a flow's YAML text. `file` is used for diagnostics and to find the flow directory.
+pub fn parse_flow(file: &Path, text: &str) -> Result<Flow, LoadError> {
+    let yaml: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+        let location = e
+            .location()
+            .map(|l| Location::new(l.line(), l.column(), 1));
+        let message = e.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
+        LoadError::one(
+            Diagnostic::error(format!("invalid YAML: {message}"))
+                .at(file, location)
+                .with_help("fix the YAML syntax (indentation, quotes, a `:` after each key)"),
+        )
+    })?;
+    let root = to_json(yaml);
+    let dir = file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut loader = Loader {
+        file: file.to_path_buf(),
+        index: YamlIndex::build(text),
+        diagnostics: Vec::new(),
+    };
+    let flow = loader.flow(&root, dir);
+    if loader.diagnostics.iter().any(Diagnostic::is_error) {
+        return Err(LoadError {
+            diagnostics: loader.diagnostics,
+        });
+    }
+    let mut flow = flow;
+    flow.warnings = loader.diagnostics;
+    Ok(flow)
+}
+
+/// Convert serde_yaml's value into JSON: mapping keys become strings, tags are dropped.
+pub(crate) fn to_json(v: serde_yaml::Value) -> Value {
+    match v {
+        serde_yaml::Value::Null => Value::Null,
+        serde_yaml::Value::Bool(b) => Value::Bool(b),
+        serde_yaml::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                n.as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null)
+            }
+        }
+        serde_yaml::Value::String(s) => Value::String(s),
+        serde_yaml::Value::Sequence(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        serde_yaml::Value::Mapping(m) => {
+            let mut out = Map::new();
+            for (k, v) in m {
+                let key = match k {
+                    serde_yaml::Value::String(s) => s,
+                    other => match to_json(other) {
+                        Value::String(s) => s,
+                        x => x.to_string(),
+                    },
+                };
+                out.insert(key, to_json(v));
+            }
+            Value::Object(out)
+        }
+        serde_yaml::Value::Tagged(t) => to_json(t.value),
+    }
+}
+
+struct Loader {
+    file: PathBuf,
+    index: YamlIndex,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Loader {
+    fn error(&mut self, path: &str, message: impl Into<String>, help: Option<&str>) {
+        let mut d = Diagnostic::error(message).at(&self.file, self.index.value(path));
+        if let Some(h) = help {
+            d = d.with_help(h);
+        }
+        self.diagnostics.push(d);
+    }
+
+    fn warn_key(&mut self, path: &str, message: impl Into<String>, help: Option<String>) {
+        let mut d = Diagnostic::warning(message).at(&self.file, self.index.key(path));
+        if let Some(h) = help {
+            d = d.with_help(h);
+        }
+        self.diagnostics.push(d);
+    }
+
+    fn object<'v>(&mut self, v: &'v Value, path: &str, what: &str) -> Option<&'v Map<String, Value>> {
+        match v {
+            Value::Object(m) => Some(m),
+            Value::Null => None,
+            other => {
+                self.error(
+                    path,
+                    format!("{what} must be a mapping, found {}", super::reference::type_name(other)),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, v: Option<&Value>, path: &str, what: &str) -> Option<String> {
+        match v? {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            other => {
+                self.error(
+                    path,
+                    format!("{what} must be a string, found {}", super::reference::type_name(other)),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, v: Option<&Value>, path: &str, what: &str) -> bool {
+        match v {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
+            Some(other) => {
+                self.error(
+                    path,
+                    format!("{what} must be true or false, found {}", super::types::short(other)),
+                    None,
+                );
+                false
+            }
+        }
+    }
+
+    fn unknown_keys(&mut self, map: &Map<String, Value>, path: &str, known: &[&str], what: &str) {
+        for key in map.keys() {
+            if !known.contains(&key.as_str()) {
+                let help = closest(key, known.iter().copied()).map(|c| format!("did you mean `{c}`?"));
+                self.warn_key(
+                    &join_key(path, key),
+                    format!("unknown key `{key}` in {what} is ignored"),
+                    help,
+                );
+            }
+        }
+    }
+
+    fn flow(&mut self, root: &Value, dir: PathBuf) -> Flow {
+        let empty = Map::new();
+        let map = match root {
+            Value::Object(m) => m,
+            Value::Null => {
+                self.error("", "the flow file is empty", Some("a flow needs `inputs`, `outputs` and `nodes`"));
+                &empty
+            }
+            other => {
+                self.error(
+                    "",
+                    format!("a flow must be a YAML mapping, found {}", super::reference::type_name(other)),
+                    Some("start with `inputs:`, `outputs:` and `nodes:` keys"),
+                );
+                &empty
+            }
+        };
+        self.unknown_keys(map, "", TOP_LEVEL_KEYS, "the flow");
+
+        let inputs = self.inputs(map.get("inputs"));
+        let outputs = self.outputs(map.get("outputs"));
+        let mut nodes = Vec::new();
+        match map.get("nodes") {
+            Some(Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(node) = self.node(item, &join_index("nodes", i), None) {
+                        nodes.push(node);
+                    }
+                }
+            }
+            None | Some(Value::Null) => {}
+            Some(other) => self.error(
+                "nodes",
+                format!("`nodes` must be a list, found {}", super::reference::type_name(other)),
+                Some("write each node as a `- name: ...` item"),
+            ),
+        }
+        let node_variants = self.node_variants(map.get("node_variants"));
+        let environment_variables = self.environment_variables(map.get("environment_variables"));
+        let additional_includes = match map.get("additional_includes") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| self.string(Some(v), &join_index("additional_includes", i), "an include"))
+                .collect(),
+            None | Some(Value::Null) => Vec::new(),
+            Some(_) => {
+                self.error("additional_includes", "`additional_includes` must be a list of paths", None);
+                Vec::new()
+            }
+        };
+        let description = self.string(map.get("description"), "description", "`description`");
+        let display_name = self.string(map.get("display_name"), "display_name", "`display_name`");
+        let flow_type = self.string(map.get("type"), "type", "`type`");
+        Flow {
+            file: self.file.clone(),
+            dir,
+            inputs,
+            outputs,
+            nodes,
+            node_variants,
+            environment_variables,
+            additional_includes,
+            environment: map.get("environment").cloned(),
+            description,
+            display_name,
+            tags: map.get("tags").cloned(),
+            flow_type,
+            selected_variants: IndexMap::new(),
+            warnings: Vec::new(),
+            index: self.index.clone(),
+        }
+    }
+
+    fn value_type(&mut self, v: Option<&Value>, path: &str) -> Option<ValueType> {
+        let name = self.string(v, path, "`type`")?;
+        match ValueType::parse(&name) {
+            Some(t) => Some(t),
+            None => {
+                let help = match closest(&name, ValueType::NAMES.iter().copied()) {
+                    Some(c) => format!("did you mean `{c}`? valid types: {}", ValueType::NAMES.join(", ")),
+                    None => format!("valid types: {}", ValueType::NAMES.join(", ")),
+                };
+                self.error(path, format!("unknown type `{name}`"), Some(&help));
+                None
+            }
+        }
+    }
+
+    fn inputs(&mut self, v: Option<&Value>) -> IndexMap<String, FlowInput> {
+        let mut out = IndexMap::new();
+        let Some(v) = v else { return out };
+        let Some(map) = self.object(v, "inputs", "`inputs`") else {
+            return out;
+        };
+        for (name, spec) in map {
+            let path = join_key("inputs", name);
+            let empty = Map::new();
+            let spec_map = match spec {
+                Value::Object(m) => m,
+                Value::Null => &empty,
+                other => {
+                    self.error(
+                        &path,
+                        format!(
+                            "input `{name}` must be a mapping with `type` (found {})",
+                            super::reference::type_name(other)
+                        ),
+                        Some("write e.g. `question: {type: string, default: \"...\"}`"),
+                    );
+                    continue;
+                }
+            };
+            let ty = match spec_map.get("type") {
+                None => ValueType::String,
+                t => self.value_type(t, &join_key(&path, "type")).unwrap_or(ValueType::String),
+            };
+            let mut default = spec_map.get("default").cloned();
+            if let Some(d) = &default {
+                if !d.is_null() {
+                    match ty.coerce(d) {
+                        Ok(c) => default = Some(c),
+                        Err(e) => self.error(
+                            &join_key(&path, "default"),
+                            format!("the default of input `{name}`: {e}"),
+                            Some("make the default match the input's type, or change the type"),
+                        ),
+                    }
+                }
+            }
+            let allowed = match spec_map.get("enum") {
+                Some(Value::Array(items)) => Some(items.clone()),
+                _ => None,
+            };
+            let description = self.string(spec_map.get("description"), &join_key(&path, "description"), "`description`");
+            let is_chat_input = self.boolean(spec_map.get("is_chat_input"), &join_key(&path, "is_chat_input"), "`is_chat_input`");
+            let is_chat_history = self.boolean(spec_map.get("is_chat_history"), &join_key(&path, "is_chat_history"), "`is_chat_history`");
+            out.insert(
+                name.clone(),
+                FlowInput {
+                    name: name.clone(),
+                    ty,
+                    default,
+                    description,
+                    allowed,
+                    is_chat_input,
+                    is_chat_history,
+                },
+            );
+        }
+        out
+    }
+
+    fn outputs(&mut self, v: Option<&Value>) -> IndexMap<String, FlowOutput> {
+        let mut out = IndexMap::new();
+        let Some(v) = v else { return out };
+        let Some(map) = self.object(v, "outputs", "`outputs`") else {
+            return out;
+        };
+        for (name, spec) in map {
+            let path = join_key("outputs", name);
+            let Some(spec_map) = self.object(spec, &path, &format!("output `{name}`")) else {
+                self.error(&path, format!("output `{name}` needs a `reference`"), Some("write `reference: ${node.output}`"));
+                continue;
+            };
+            let ty = match spec_map.get("type") {
+                None => None,
+                t => self.value_type(t, &join_key(&path, "type")),
+            };
+            let ref_path = join_key(&path, "reference");
+            let reference = match spec_map.get("reference") {
+                None => {
+                    self.error(&path, format!("output `{name}` has no `reference`"), Some("add `reference: ${node_name.output}`"));
+                    continue;
+                }
+                Some(r) => match ValueSource::parse(r) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.error(&ref_path, e, None);
+                        continue;
+                    }
+                },
+            };
+            let description = self.string(spec_map.get("description"), &join_key(&path, "description"), "`description`");
+            let is_chat_output = self.boolean(spec_map.get("is_chat_output"), &join_key(&path, "is_chat_output"), "`is_chat_output`");
+            out.insert(
+                name.clone(),
+                FlowOutput {
+                    name: name.clone(),
+                    ty,
+                    reference,
+                    description,
+                    is_chat_output,
+                },
+            );
+        }
+        out
+    }
+
+    /// A node body. `variant` is `(node name, variant id)` for bodies under `node_variants`.
+    fn node(&mut self, v: &Value, path: &str, variant: Option<(&str, &str)>) -> Option<Node> {
+        let map = self.object(v, path, "a node")?;
+        self.unknown_keys(map, path, NODE_KEYS, "a node");
+        let name = match variant {
+            Some((node, _)) => node.to_string(),
+            None => match self.string(map.get("name"), &join_key(path, "name"), "`name`") {
+                Some(n) if !n.trim().is_empty() => n,
+                _ => {
+                    self.error(path, "a node has no `name`", Some("give every node a unique `name:`"));
+                    return None;
+                }
+            },
+        };
+        let use_variants = self.boolean(map.get("use_variants"), &join_key(path, "use_variants"), "`use_variants`");
+        if use_variants && variant.is_none() {
+            // The body comes from node_variants; a placeholder until variants are applied.
+            return Some(Node {
+                name,
+                kind: NodeKind::Llm,
+                source: PathBuf::new(),
+                function: None,
+                inputs: IndexMap::new(),
+                connection: None,
+                api: LlmApi::Chat,
+                activate: None,
+                aggregation: false,
+                variant_id: Some(String::new()),
+                yaml_path: path.to_string(),
+            });
+        }
+        let type_path = join_key(path, "type");
+        let kind = match self.string(map.get("type"), &type_path, "`type`").as_deref() {
+            Some("llm") => NodeKind::Llm,
+            Some("prompt") => NodeKind::Prompt,
+            Some("python") => NodeKind::Python,
+            Some(other) => {
+                let help = match other {
+                    "custom_llm" => "`custom_llm` nodes run package tools (promptflow-tools' llm tool, vision, ...) that \
+                                     flow does not ship; rewrite the node as `type: llm` with a `.jinja2` prompt"
+                        .to_string(),
+                    _ => format!(
+                        "supported node types: llm, prompt, python{}",
+                        closest(other, ["llm", "prompt", "python"]).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default()
+                    ),
+                };
+                self.error(&type_path, format!("node `{name}` has unsupported type `{other}`"), Some(&help));
+                return None;
+            }
+            None => {
+                self.error(path, format!("node `{name}` has no `type`"), Some("add `type: llm`, `type: prompt` or `type: python`"));
+                return None;
+            }
+        };
+        let source_path = join_key(path, "source");
+        let source = match map.get("source") {
+            Some(Value::Object(src)) => {
+                let src_type = src.get("type").and_then(Value::as_str).unwrap_or("code");
+                if src_type != "code" {
+                    let tool = src.get("tool").and_then(Value::as_str).unwrap_or("?");
+                    self.error(
+                        &join_key(&source_path, "type"),
+                        format!("node `{name}` uses a `{src_type}` source (tool `{tool}`); only `code` sources are supported"),
+                        Some("package tools from promptflow-tools are not available: replace the node with an llm, prompt or python node whose code lives in the flow"),
+                    );
+                    return None;
+                }
+                match self.string(src.get("path"), &join_key(&source_path, "path"), "`source.path`") {
+                    Some(p) => PathBuf::from(p),
+                    None => {
+                        self.error(&source_path, format!("node `{name}` has a source without `path`"), Some("add `path: file.jinja2` or `path: file.py`"));
+                        return None;
+                    }
+                }
+            }
+            Some(Value::String(p)) => PathBuf::from(p),
+            _ => {
+                self.error(
+                    path,
+                    format!("node `{name}` has no `source`"),
+                    Some("add `source: {type: code, path: <file>}`"),
+                );
+                return None;
+            }
+        };
+        let mut inputs = IndexMap::new();
+        let inputs_path = join_key(path, "inputs");
+        if let Some(v) = map.get("inputs") {
+            if let Some(m) = self.object(v, &inputs_path, "node `inputs`") {
+                for (k, v) in m {
+                    match ValueSource::parse(v) {
+                        Ok(s) => {
+                            inputs.insert(k.clone(), s);
+                        }
+                        Err(e) => self.error(&join_key(&inputs_path, k), e, None),
+                    }
+                }
+            }
+        }
+        let connection = self.string(map.get("connection"), &join_key(path, "connection"), "`connection`");
+        let api_path = join_key(path, "api");
+        let api = match self.string(map.get("api"), &api_path, "`api`").as_deref() {
+            None | Some("chat") => LlmApi::Chat,
+            Some("completion") => LlmApi::Completion,
+            Some(other) => {
+                self.error(&api_path, format!("unknown api `{other}`"), Some("use `api: chat` or `api: completion`"));
+                LlmApi::Chat
+            }
+        };
+        let activate_path = join_key(path, "activate");
+        let activate = match map.get("activate") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(a)) => {
+                let when = match a.get("when") {
+                    Some(w) => match ValueSource::parse(w) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            self.error(&join_key(&activate_path, "when"), e, None);
+                            None
+                        }
+                    },
+                    None => {
+                        self.error(&activate_path, format!("`activate` of node `{name}` has no `when`"), Some("write `activate: {when: ${node.output}, is: value}`"));
+                        None
+                    }
+                };
+                if !a.contains_key("is") {
+                    self.error(&activate_path, format!("`activate` of node `{name}` has no `is`"), Some("write `activate: {when: ${node.output}, is: value}`"));
+                }
+                when.map(|when| Activate {
+                    when,
+                    is: a.get("is").cloned().unwrap_or(Value::Null),
+                })
+            }
+            Some(_) => {
+                self.error(&activate_path, "`activate` must be a mapping with `when` and `is`", None);
+                None
+            }
+        };
+        let aggregation = self.boolean(map.get("aggregation"), &join_key(path, "aggregation"), "`aggregation`");
+        let function = self.string(map.get("function"), &join_key(path, "function"), "`function`");
+        if kind == NodeKind::Llm && connection.is_none() {
+            self.error(
+                path,
+                format!("llm node `{name}` has no `connection`"),
+                Some("add `connection: <name>` and configure it in .env (see `flow connections`)"),
+            );
+        }
+        Some(Node {
+            name,
+            kind,
+            source,
+            function,
+            inputs,
+            connection,
+            api,
+            activate,
+            aggregation,
+            variant_id: variant.map(|(_, v)| v.to_string()),
+            yaml_path: path.to_string(),
+        })
+    }
+
+    fn node_variants(&mut self, v: Option<&Value>) -> IndexMap<String, NodeVariants> {
+        let mut out = IndexMap::new();
+        let Some(v) = v else { return out };
+        let Some(map) = self.object(v, "node_variants", "`node_variants`") else {
+            return out;
+        };
+        for (node_name, spec) in map {
+            let path = join_key("node_variants", node_name);
+            let Some(spec) = self.object(spec, &path, "a node's variants") else {
+                continue;
+            };
+            let mut variants = IndexMap::new();
+            let vpath = join_key(&path, "variants");
+            match spec.get("variants") {
+                Some(Value::Object(vs)) => {
+                    for (vid, body) in vs {
+                        let body_path = join_key(&vpath, vid);
+                        let Some(body_map) = self.object(body, &body_path, "a variant") else {
+                            continue;
+                        };
+                        let node_path = join_key(&body_path, "node");
+                        let Some(node_value) = body_map.get("node") else {
+                            self.error(&body_path, format!("variant `{vid}` of `{node_name}` has no `node`"), Some("a variant is `{node: {type: llm, source: ..., inputs: ...}}`"));
+                            continue;
+                        };
+                        let description = self.string(body_map.get("description"), &join_key(&body_path, "description"), "`description`");
+                        if let Some(node) = self.node(node_value, &node_path, Some((node_name, vid))) {
+                            variants.insert(
+                                vid.clone(),
+                                Variant {
+                                    id: vid.clone(),
+                                    description,
+                                    node,
+                                },
+                            );
+                        }
+                    }
+                }
+                _ => self.error(&path, format!("`node_variants.{node_name}` has no `variants` mapping"), None),
+            }
+            let default_variant_id = match self.string(spec.get("default_variant_id"), &join_key(&path, "default_variant_id"), "`default_variant_id`") {
+                Some(d) => {
+                    if !variants.contains_key(&d) && !variants.is_empty() {
+                        let ids: Vec<&str> = variants.keys().map(String::as_str).collect();
+                        self.error(
+                            &join_key(&path, "default_variant_id"),
+                            format!("default variant `{d}` of `{node_name}` does not exist"),
+                            Some(&format!("variants are: {}", ids.join(", "))),
+                        );
+                    }
+                    d
+                }
+                None => match variants.keys().next() {
+                    Some(first) => first.clone(),
+                    None => continue,
+                },
+            };
+            out.insert(
+                node_name.clone(),
+                NodeVariants {
+                    default_variant_id,
+                    variants,
+                },
+            );
+        }
+        out
+    }
+
+    fn environment_variables(&mut self, v: Option<&Value>) -> IndexMap<String, String> {
+        let mut out = IndexMap::new();
+        let Some(v) = v else { return out };
+        let Some(map) = self.object(v, "environment_variables", "`environment_variables`") else {
+            return out;
+        };
+        for (k, v) in map {
+            let s = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            out.insert(k.clone(), s);
+        }
+        out
+    }
+}
+
+/// The candidate closest to `word`, when it is close enough to be a likely typo.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let mut best: Option<(&str, f64)> = None;
+    for c in candidates {
+        let score = strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase());
+        if score > 0.8 && best.is_none_or(|(_, s)| score > s) {
+            best = Some((c, score));
+        }
+    }
+    best.map(|(c, _)| c)
+}
