@@ -37,20 +37,36 @@ fn call(file: &str, kwargs: Value) -> PythonCall {
 #[tokio::test]
 async fn shim_is_imported_not_a_real_promptflow() {
     let pool = pool(1);
-    let out = pool.call(call("imports.py", json!({"name": "x"}))).await.unwrap();
+    let out = pool
+        .call(call("imports.py", json!({"name": "x"})))
+        .await
+        .unwrap();
     let shim_root = std::env::temp_dir().canonicalize().unwrap();
     let file = PathBuf::from(out.output["promptflow"].as_str().unwrap());
     let file = file.canonicalize().unwrap();
-    assert!(file.starts_with(&shim_root), "{file:?} is not in the shim dir");
+    assert!(
+        file.starts_with(&shim_root),
+        "{file:?} is not in the shim dir"
+    );
     assert!(file.to_string_lossy().contains("flow-python-"), "{file:?}");
-    assert!(out.output["core"].as_str().unwrap().contains("flow-python-"));
+    assert!(
+        out.output["core"]
+            .as_str()
+            .unwrap()
+            .contains("flow-python-")
+    );
     assert_eq!(out.output["same_tool"], json!(true));
     assert_eq!(out.output["same_metric"], json!(true));
     assert_eq!(out.output["prompt_is_str"], json!(true));
     assert_eq!(out.output["traced"], json!("x!"));
     assert_eq!(
         out.output["classes"],
-        json!(["AzureOpenAIConnection", "OpenAIConnection", "CustomConnection", "ServerlessConnection"])
+        json!([
+            "AzureOpenAIConnection",
+            "OpenAIConnection",
+            "CustomConnection",
+            "ServerlessConnection"
+        ])
     );
     pool.shutdown().await;
 }
@@ -70,7 +86,10 @@ async fn json_values_round_trip_with_int_float_distinct() {
         (json!(9007199254740993_i64), "int"),
     ];
     for (value, ty) in cases {
-        let out = pool.call(call("echo.py", json!({"value": value}))).await.unwrap();
+        let out = pool
+            .call(call("echo.py", json!({"value": value})))
+            .await
+            .unwrap();
         assert_eq!(out.output["value"], value, "{value}");
         assert_eq!(out.output["type"], json!(ty), "{value}");
     }
@@ -89,7 +108,10 @@ async fn bypassed_inputs_use_defaults_or_none() {
     let mut c = call("defaults.py", json!({"a": 1, "b": "given", "d": 9}));
     c.bypassed = vec!["b".into(), "a".into()];
     let out = pool.call(c).await.unwrap();
-    assert_eq!(out.output, json!({"a": null, "b": "B default", "c": null, "d": 9}));
+    assert_eq!(
+        out.output,
+        json!({"a": null, "b": "B default", "c": null, "d": 9})
+    );
 }
 
 #[tokio::test]
@@ -97,43 +119,78 @@ async fn inspect_reports_signature_and_connection_types() {
     let pool = pool(1);
     let sig = pool.inspect(Path::new("defaults.py"), None).await.unwrap();
     assert_eq!(sig.function, "with_defaults");
-    let names: Vec<_> = sig.params.iter().map(|p| (p.name.as_str(), p.has_default)).collect();
+    let names: Vec<_> = sig
+        .params
+        .iter()
+        .map(|p| (p.name.as_str(), p.has_default))
+        .collect();
     assert_eq!(names, [("a", false), ("b", true), ("c", true), ("d", true)]);
     assert_eq!(sig.params[1].annotation.as_deref(), Some("str"));
     assert!(!sig.accepts_kwargs);
 
     let sig = pool.inspect(Path::new("conns.py"), None).await.unwrap();
-    let types: Vec<_> = sig.params.iter().map(|p| p.connection_type.as_deref()).collect();
+    let types: Vec<_> = sig
+        .params
+        .iter()
+        .map(|p| p.connection_type.as_deref())
+        .collect();
     assert_eq!(
         types,
-        [Some("AzureOpenAIConnection"), Some("OpenAIConnection"), Some("CustomConnection"), None, None]
+        [
+            Some("AzureOpenAIConnection"),
+            Some("OpenAIConnection"),
+            Some("CustomConnection"),
+            None,
+            None
+        ]
     );
 }
 
 #[tokio::test]
 async fn exceptions_carry_type_message_and_user_traceback() {
     let pool = pool(1);
-    let err = pool.call(call("fails.py", json!({"x": 5}))).await.unwrap_err();
-    let PythonError::Exception { type_name, message, traceback, stdout } = &err else {
+    let err = pool
+        .call(call("fails.py", json!({"x": 5})))
+        .await
+        .unwrap_err();
+    let PythonError::Exception {
+        type_name,
+        message,
+        traceback,
+        stdout,
+    } = &err
+    else {
         panic!("unexpected error {err:?}")
     };
     assert_eq!(type_name, "ValueError");
     assert_eq!(message, "bad value: 5");
-    assert!(traceback.starts_with("Traceback (most recent call last):"), "{traceback}");
+    assert!(
+        traceback.starts_with("Traceback (most recent call last):"),
+        "{traceback}"
+    );
     assert!(traceback.contains("fails.py"), "{traceback}");
     assert!(traceback.contains("in helper"), "{traceback}");
-    assert!(!traceback.contains("worker.py"), "worker frames not trimmed: {traceback}");
+    assert!(
+        !traceback.contains("worker.py"),
+        "worker frames not trimmed: {traceback}"
+    );
     assert_eq!(stdout, "about to fail\n");
     assert!(err.to_string().contains("ValueError: bad value: 5"));
     // the worker survives a tool exception
-    let out = pool.call(call("echo.py", json!({"value": 1}))).await.unwrap();
+    let out = pool
+        .call(call("echo.py", json!({"value": 1})))
+        .await
+        .unwrap();
     assert_eq!(out.output["value"], json!(1));
 }
 
 #[tokio::test]
 async fn unexpected_and_missing_inputs_are_clear_errors() {
     let pool = pool(1);
-    let err = pool.call(call("defaults.py", json!({"a": 1, "zzz": 2}))).await.unwrap_err();
+    let err = pool
+        .call(call("defaults.py", json!({"a": 1, "zzz": 2})))
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("TypeError") && msg.contains("'zzz'"), "{msg}");
     let err = pool.call(call("defaults.py", json!({}))).await.unwrap_err();
@@ -144,9 +201,15 @@ async fn unexpected_and_missing_inputs_are_clear_errors() {
 async fn prints_do_not_corrupt_the_protocol() {
     let pool = pool(1);
     for _ in 0..3 {
-        let out = pool.call(call("prints.py", json!({"n": 2000}))).await.unwrap();
+        let out = pool
+            .call(call("prints.py", json!({"n": 2000})))
+            .await
+            .unwrap();
         assert_eq!(out.output, json!(4000));
-        assert!(out.stdout.starts_with("{\"ok\":true,\"output\":\"forged\"}\nline 0\n"));
+        assert!(
+            out.stdout
+                .starts_with("{\"ok\":true,\"output\":\"forged\"}\nline 0\n")
+        );
         assert!(out.stdout.ends_with("line 1999\n"));
     }
 }
@@ -201,33 +264,51 @@ async fn non_json_values_are_converted() {
 #[tokio::test]
 async fn generators_are_joined() {
     let pool = pool(1);
-    let out = pool.call(call("generator.py", json!({"n": 3}))).await.unwrap();
+    let out = pool
+        .call(call("generator.py", json!({"n": 3})))
+        .await
+        .unwrap();
     assert_eq!(out.output, json!("chunk0 chunk1 chunk2 "));
 }
 
 #[tokio::test]
 async fn log_metric_is_collected_per_call() {
     let pool = pool(1);
-    let out = pool.call(call("metrics.py", json!({"values": [1, 0, 1, 1]}))).await.unwrap();
+    let out = pool
+        .call(call("metrics.py", json!({"values": [1, 0, 1, 1]})))
+        .await
+        .unwrap();
     assert_eq!(out.output, json!(4));
     assert_eq!(out.metrics.len(), 3);
     assert_eq!(out.metrics[0], ("accuracy".to_string(), 0.75));
     assert_eq!(out.metrics[1], ("count".to_string(), 4.0));
     assert!(out.metrics[2].1.is_nan());
     // metrics do not leak into the next call
-    let out = pool.call(call("echo.py", json!({"value": 1}))).await.unwrap();
+    let out = pool
+        .call(call("echo.py", json!({"value": 1})))
+        .await
+        .unwrap();
     assert!(out.metrics.is_empty());
 
-    let err = pool.call(call("bad_metric.py", json!({}))).await.unwrap_err();
+    let err = pool
+        .call(call("bad_metric.py", json!({})))
+        .await
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("'score'") && msg.contains("must be a number"), "{msg}");
+    assert!(
+        msg.contains("'score'") && msg.contains("must be a number"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
 async fn async_tools_run() {
     let pool = pool(1);
     for x in 0..3 {
-        let out = pool.call(call("async_tool.py", json!({"x": x}))).await.unwrap();
+        let out = pool
+            .call(call("async_tool.py", json!({"x": x})))
+            .await
+            .unwrap();
         assert_eq!(out.output, json!(x + 1));
     }
 }
@@ -235,15 +316,27 @@ async fn async_tools_run() {
 #[tokio::test]
 async fn a_dead_worker_fails_its_call_and_is_replaced() {
     let pool = pool(1);
-    let pid_before = pool.call(call("crash.py", json!({"crash": false}))).await.unwrap();
-    let err = pool.call(call("crash.py", json!({"crash": true}))).await.unwrap_err();
+    let pid_before = pool
+        .call(call("crash.py", json!({"crash": false})))
+        .await
+        .unwrap();
+    let err = pool
+        .call(call("crash.py", json!({"crash": true})))
+        .await
+        .unwrap_err();
     let PythonError::WorkerDied { stderr_tail } = &err else {
         panic!("unexpected error {err:?}")
     };
     assert!(stderr_tail.contains("crashing on purpose"), "{stderr_tail}");
     assert!(stderr_tail.contains("exit status: 1"), "{stderr_tail}");
-    let pid_after = pool.call(call("crash.py", json!({"crash": false}))).await.unwrap();
-    assert_ne!(pid_before.output, pid_after.output, "the worker was not replaced");
+    let pid_after = pool
+        .call(call("crash.py", json!({"crash": false})))
+        .await
+        .unwrap();
+    assert_ne!(
+        pid_before.output, pid_after.output,
+        "the worker was not replaced"
+    );
 }
 
 #[tokio::test]
@@ -268,14 +361,20 @@ async fn calls_run_in_parallel_up_to_pool_size() {
     let start = Instant::now();
     let calls = (0..n + 1).map(|_| pool.call(call("sleep.py", json!({"seconds": 0.3}))));
     futures::future::try_join_all(calls).await.unwrap();
-    assert!(start.elapsed() >= Duration::from_millis(600), "more than `size` ran at once");
+    assert!(
+        start.elapsed() >= Duration::from_millis(600),
+        "more than `size` ran at once"
+    );
     pool.shutdown().await;
 }
 
 #[tokio::test]
 async fn tool_selection_errors() {
     let pool = pool(1);
-    let err = pool.call(call("two_tools.py", json!({"x": 1}))).await.unwrap_err();
+    let err = pool
+        .call(call("two_tools.py", json!({"x": 1})))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, PythonError::AmbiguousTool { found, .. } if found == &["first", "second"]),
         "{err:?}"
@@ -287,7 +386,10 @@ async fn tool_selection_errors() {
     let mut c = call("two_tools.py", json!({"x": 1}));
     c.function = Some("third".into());
     let err = pool.call(c).await.unwrap_err();
-    assert!(matches!(err, PythonError::FunctionNotFound { .. }), "{err:?}");
+    assert!(
+        matches!(err, PythonError::FunctionNotFound { .. }),
+        "{err:?}"
+    );
 
     let err = pool.call(call("no_tool.py", json!({}))).await.unwrap_err();
     assert!(matches!(err, PythonError::NoTool { .. }), "{err:?}");
@@ -300,12 +402,21 @@ async fn tool_selection_errors() {
 #[tokio::test]
 async fn syntax_errors_name_file_and_line() {
     let pool = pool(1);
-    let err = pool.call(call("syntax_error.py", json!({"x": 1}))).await.unwrap_err();
-    let PythonError::Load { type_name, message, .. } = &err else {
+    let err = pool
+        .call(call("syntax_error.py", json!({"x": 1})))
+        .await
+        .unwrap_err();
+    let PythonError::Load {
+        type_name, message, ..
+    } = &err
+    else {
         panic!("unexpected error {err:?}")
     };
     assert_eq!(type_name, "SyntaxError");
-    assert!(message.contains("syntax_error.py") && message.contains("line 5"), "{message}");
+    assert!(
+        message.contains("syntax_error.py") && message.contains("line 5"),
+        "{message}"
+    );
     let shown = err.to_string();
     assert!(shown.contains("syntax_error.py"), "{shown}");
 }
@@ -315,7 +426,9 @@ async fn runs_in_the_flow_directory_with_its_environment() {
     let pool = pool(1);
     let out = pool.call(call("env_cwd.py", json!({}))).await.unwrap();
     assert_eq!(
-        PathBuf::from(out.output["cwd"].as_str().unwrap()).canonicalize().unwrap(),
+        PathBuf::from(out.output["cwd"].as_str().unwrap())
+            .canonicalize()
+            .unwrap(),
         fixtures().canonicalize().unwrap()
     );
     assert_eq!(out.output["env"], json!("set by flow"));
@@ -330,31 +443,122 @@ async fn missing_interpreter_is_a_clear_error() {
         size: 1,
         env: vec![],
     });
-    let err = pool.call(call("echo.py", json!({"value": 1}))).await.unwrap_err();
+    let err = pool
+        .call(call("echo.py", json!({"value": 1})))
+        .await
+        .unwrap_err();
     assert!(matches!(err, PythonError::Spawn { .. }), "{err:?}");
-    assert!(err.to_string().contains("install Python 3.9+ or set FLOW_PYTHON"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("install Python 3.9+ or set FLOW_PYTHON"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn shutdown_refuses_new_calls() {
     let pool = pool(1);
-    pool.call(call("echo.py", json!({"value": 1}))).await.unwrap();
+    pool.call(call("echo.py", json!({"value": 1})))
+        .await
+        .unwrap();
     pool.shutdown().await;
-    let err = pool.call(call("echo.py", json!({"value": 1}))).await.unwrap_err();
+    let err = pool
+        .call(call("echo.py", json!({"value": 1})))
+        .await
+        .unwrap_err();
     assert!(matches!(err, PythonError::Shutdown), "{err:?}");
 }
 
 #[tokio::test]
 async fn round_trip_overhead_is_small() {
     let pool = pool(1);
-    pool.call(call("echo.py", json!({"value": 0}))).await.unwrap();
+    pool.call(call("echo.py", json!({"value": 0})))
+        .await
+        .unwrap();
     let n = 500;
     let start = Instant::now();
     for i in 0..n {
-        pool.call(call("echo.py", json!({"value": i}))).await.unwrap();
+        pool.call(call("echo.py", json!({"value": i})))
+            .await
+            .unwrap();
     }
     let per_call = start.elapsed() / n;
     // generous bound for a shared, unoptimised debug build; typical is far lower
     assert!(per_call < Duration::from_millis(2), "{per_call:?} per call");
     eprintln!("python round trip: {per_call:?} per call");
+}
+
+#[tokio::test]
+async fn async_tracebacks_and_import_errors_point_at_user_code() {
+    let pool = pool(1);
+    let err = pool
+        .call(call("async_tool.py", json!({"x": "a"})))
+        .await
+        .unwrap_err();
+    let PythonError::Exception {
+        type_name,
+        traceback,
+        ..
+    } = &err
+    else {
+        panic!("unexpected error {err:?}")
+    };
+    assert_eq!(type_name, "TypeError");
+    assert!(!traceback.contains("asyncio"), "{traceback}");
+    assert!(traceback.contains("async_tool.py\", line 9"), "{traceback}");
+
+    let err = pool
+        .call(call("missing_import.py", json!({})))
+        .await
+        .unwrap_err();
+    let PythonError::Load {
+        type_name,
+        message,
+        traceback,
+        ..
+    } = &err
+    else {
+        panic!("unexpected error {err:?}")
+    };
+    assert_eq!(type_name, "ModuleNotFoundError");
+    assert!(message.contains("FLOW_PYTHON"), "{message}");
+    assert!(
+        traceback.contains("missing_import.py\", line 1"),
+        "{traceback}"
+    );
+}
+
+#[tokio::test]
+async fn tool_files_are_imported_once_per_worker() {
+    let pool = pool(1);
+    for n in 1..=3 {
+        let out = pool.call(call("counter.py", json!({}))).await.unwrap();
+        assert_eq!(out.output, json!([1, n]));
+    }
+    // the same file through another path spelling is the same module
+    let out = pool.call(call("./counter.py", json!({}))).await.unwrap();
+    assert_eq!(out.output, json!([1, 4]));
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn shutdown_kills_the_workers() {
+    let pool = pool(2);
+    let a = pool.call(call("sleep.py", json!({"seconds": 0.0})));
+    let b = pool.call(call("sleep.py", json!({"seconds": 0.2})));
+    let (a, b) = futures::future::join(a, b).await;
+    let pids = [a.unwrap().output, b.unwrap().output];
+    for pid in &pids {
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "worker {pid} not running"
+        );
+    }
+    pool.shutdown().await;
+    for pid in &pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "worker {pid} still running"
+        );
+    }
 }

@@ -25,7 +25,9 @@ pub enum PythonError {
         stderr_tail: String,
     },
     /// The embedded promptflow shim could not be written to the cache directory.
-    #[error("cannot write the embedded promptflow shim to {dir}: {source}; check that the temp directory is writable (or set TMPDIR)")]
+    #[error(
+        "cannot write the embedded promptflow shim to {dir}: {source}; check that the temp directory is writable (or set TMPDIR)"
+    )]
     ShimInstall {
         /// The directory being written.
         dir: PathBuf,
@@ -52,7 +54,9 @@ pub enum PythonError {
         traceback: String,
     },
     /// The file has no `@tool` function.
-    #[error("no @tool function in {file}: decorate the node's function with `@tool` (from promptflow import tool)")]
+    #[error(
+        "no @tool function in {file}: decorate the node's function with `@tool` (from promptflow import tool)"
+    )]
     NoTool {
         /// The tool file.
         file: PathBuf,
@@ -88,7 +92,9 @@ pub enum PythonError {
         stdout: String,
     },
     /// The worker process exited or crashed during the call; the pool replaces it.
-    #[error("the python worker died during the call (the tool crashed or exited the process); its last stderr lines:\n{stderr_tail}")]
+    #[error(
+        "the python worker died during the call (the tool crashed or exited the process); its last stderr lines:\n{stderr_tail}"
+    )]
     WorkerDied {
         /// The last lines of the worker's stderr.
         stderr_tail: String,

@@ -182,7 +182,10 @@ impl PythonPool {
         handle: impl FnOnce(&str) -> Result<T, PythonError>,
     ) -> Result<T, PythonError> {
         let mut bytes = serde_json::to_vec(request).map_err(|e| PythonError::Protocol {
-            message: format!("cannot encode the request for {}: {e}", request.file.display()),
+            message: format!(
+                "cannot encode the request for {}: {e}",
+                request.file.display()
+            ),
         })?;
         bytes.push(b'\n');
         let _permit = self
@@ -276,7 +279,10 @@ fn python_candidates(cfg: &PythonConfig) -> Vec<PathBuf> {
 
 fn parse<'a, T: Deserialize<'a>>(line: &'a str) -> Result<T, PythonError> {
     serde_json::from_str(line).map_err(|e| PythonError::Protocol {
-        message: format!("invalid reply from the worker ({e}): {}", truncate(line, 200)),
+        message: format!(
+            "invalid reply from the worker ({e}): {}",
+            truncate(line, 200)
+        ),
     })
 }
 
@@ -316,7 +322,10 @@ fn to_error(e: ErrorReply, file: &Path, function: Option<&str>) -> PythonError {
             traceback: e.traceback,
         },
         "no_tool" => PythonError::NoTool { file },
-        "ambiguous" => PythonError::AmbiguousTool { file, found: e.found },
+        "ambiguous" => PythonError::AmbiguousTool {
+            file,
+            found: e.found,
+        },
         "function_not_found" => PythonError::FunctionNotFound {
             file,
             function: function.unwrap_or_default().to_string(),
@@ -356,7 +365,10 @@ mod tests {
             size: 1,
             env: vec![],
         };
-        assert_eq!(python_candidates(&cfg), vec![PathBuf::from("/opt/py/bin/python3.12")]);
+        assert_eq!(
+            python_candidates(&cfg),
+            vec![PathBuf::from("/opt/py/bin/python3.12")]
+        );
     }
 
     #[test]

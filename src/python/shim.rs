@@ -10,19 +10,46 @@ use super::PythonError;
 /// The embedded files: path inside the cache directory, contents.
 const FILES: &[(&str, &str)] = &[
     ("worker.py", include_str!("worker.py")),
-    ("promptflow/__init__.py", include_str!("shim/promptflow/__init__.py")),
-    ("promptflow/_core/__init__.py", include_str!("shim/promptflow/_core/__init__.py")),
-    ("promptflow/_core/tool.py", include_str!("shim/promptflow/_core/tool.py")),
+    (
+        "promptflow/__init__.py",
+        include_str!("shim/promptflow/__init__.py"),
+    ),
+    (
+        "promptflow/_core/__init__.py",
+        include_str!("shim/promptflow/_core/__init__.py"),
+    ),
+    (
+        "promptflow/_core/tool.py",
+        include_str!("shim/promptflow/_core/tool.py"),
+    ),
     (
         "promptflow/_core/metric_logger.py",
         include_str!("shim/promptflow/_core/metric_logger.py"),
     ),
-    ("promptflow/_internal/__init__.py", include_str!("shim/promptflow/_internal/__init__.py")),
-    ("promptflow/connections/__init__.py", include_str!("shim/promptflow/connections/__init__.py")),
-    ("promptflow/contracts/__init__.py", include_str!("shim/promptflow/contracts/__init__.py")),
-    ("promptflow/contracts/types.py", include_str!("shim/promptflow/contracts/types.py")),
-    ("promptflow/core/__init__.py", include_str!("shim/promptflow/core/__init__.py")),
-    ("promptflow/tracing/__init__.py", include_str!("shim/promptflow/tracing/__init__.py")),
+    (
+        "promptflow/_internal/__init__.py",
+        include_str!("shim/promptflow/_internal/__init__.py"),
+    ),
+    (
+        "promptflow/connections/__init__.py",
+        include_str!("shim/promptflow/connections/__init__.py"),
+    ),
+    (
+        "promptflow/contracts/__init__.py",
+        include_str!("shim/promptflow/contracts/__init__.py"),
+    ),
+    (
+        "promptflow/contracts/types.py",
+        include_str!("shim/promptflow/contracts/types.py"),
+    ),
+    (
+        "promptflow/core/__init__.py",
+        include_str!("shim/promptflow/core/__init__.py"),
+    ),
+    (
+        "promptflow/tracing/__init__.py",
+        include_str!("shim/promptflow/tracing/__init__.py"),
+    ),
 ];
 
 /// The name of the worker script inside the shim directory.
@@ -50,7 +77,10 @@ fn version_hash() -> String {
         h.update(contents.as_bytes());
         h.update([0]);
     }
-    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn is_complete(dir: &Path) -> bool {
@@ -92,7 +122,10 @@ pub(crate) fn install_into(base: &Path) -> Result<PathBuf, PythonError> {
                 // another process won the race with identical contents
                 Ok(target)
             } else {
-                Err(PythonError::ShimInstall { dir: target, source: e })
+                Err(PythonError::ShimInstall {
+                    dir: target,
+                    source: e,
+                })
             }
         }
     }

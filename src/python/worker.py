@@ -24,6 +24,7 @@ if sys.version_info < (3, 9):
     sys.exit(3)
 
 WORKER_FILE = os.path.abspath(__file__)
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
 SHIM_DIR = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(WORKER_FILE)
 
 # --- channel: private fds for the protocol; fd 0 <- /dev/null, fd 1 -> stderr -------------------
@@ -89,7 +90,12 @@ def _load_module(path):
         spec.loader.exec_module(module)
     except BaseException as e:  # noqa: B036 - report anything the import raises
         sys.modules.pop(name, None)
-        raise ToolLoadError("load", _describe(e), error=e, file=path)
+        message = _describe(e)
+        if isinstance(e, ModuleNotFoundError):
+            message += "; install it into the Python that flow runs (%s) or point FLOW_PYTHON at one that has it" % (
+                sys.executable
+            )
+        raise ToolLoadError("load", message, error=e, file=path)
     _modules[path] = module
     return module
 
@@ -361,7 +367,7 @@ def _user_traceback(e):
     tb = e.__traceback__
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename
-        if filename == WORKER_FILE or filename.startswith("<frozen importlib"):
+        if filename == WORKER_FILE or filename.startswith(("<frozen importlib", _ASYNCIO_DIR)):
             tb = tb.tb_next
         else:
             break
@@ -383,7 +389,7 @@ def _error(kind, e=None, message=None, **extra):
 def _load_error(e):
     if e.kind == "load":
         cause = e.extra["error"]
-        return _error("load", cause, file=e.extra.get("file"))
+        return _error("load", cause, message=str(e), file=e.extra.get("file"))
     return _error(e.kind, message=str(e), found=e.extra.get("found", []))
 
 

@@ -124,7 +124,11 @@ impl Worker {
             let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
         let mut text = match self.tail.lock() {
-            Ok(lines) => lines.iter().map(String::as_str).collect::<Vec<_>>().join("\n"),
+            Ok(lines) => lines
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("\n"),
             Err(_) => String::new(),
         };
         if let Some(status) = status {
