@@ -187,6 +187,27 @@ pub struct Scaffold {
     pub files: Vec<PathBuf>,
 }
 
+impl Scaffold {
+    /// Shell commands to suggest after scaffolding, with paths as given to [`scaffold`]:
+    /// an offline run, configuring `.env`, and a batch run over the dataset.
+    pub fn next_steps(&self) -> Vec<String> {
+        let flow = self.flow_dir.display();
+        let mut steps = vec![
+            format!("flow run {flow} --offline"),
+            format!(
+                "cp {} {}   # then fill in one provider",
+                self.root.join(".env.example").display(),
+                self.root.join(".env").display()
+            ),
+        ];
+        if self.template == InitTemplate::Chat {
+            steps.push(format!("flow run {flow} --inputs question=\"Hello!\""));
+        }
+        steps.push(format!("flow run {flow} --data {}", self.dataset.display()));
+        steps
+    }
+}
+
 /// Why [`scaffold`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -476,6 +497,35 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn next_steps_name_the_written_flow_and_dataset() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("qa");
+        let s = scaffold(&root, InitTemplate::Chat, false).unwrap();
+        let steps = s.next_steps();
+        let flow = root.join("flows/qa");
+        assert_eq!(steps[0], format!("flow run {} --offline", flow.display()));
+        let data = root.join("datasets/qa.jsonl");
+        assert!(
+            steps
+                .last()
+                .unwrap()
+                .ends_with(&format!("--data {}", data.display()))
+        );
+        assert!(
+            steps
+                .iter()
+                .any(|c| c.starts_with("cp ") && c.contains(".env.example"))
+        );
+        assert!(
+            scaffold(&tmp.path().join("std"), InitTemplate::Standard, false)
+                .unwrap()
+                .next_steps()
+                .iter()
+                .all(|c| !c.contains("question="))
+        );
     }
 
     #[test]
