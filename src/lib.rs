@@ -11,6 +11,7 @@ pub mod connection;
 pub mod dag;
 pub mod diagnostic;
 pub mod executor;
+pub mod init;
 pub mod model;
 pub mod prompty;
 pub mod provider;

@@ -1,0 +1,379 @@
+//! The worker pool: dispatches calls to idle workers, starts them lazily, replaces dead ones.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::{OnceCell, Semaphore};
+
+use super::worker::Worker;
+use super::{PythonCall, PythonConfig, PythonError, PythonOutput, ToolParam, ToolSignature};
+
+/// A pool of long-lived Python workers. Cheap to clone; workers are killed on
+/// [`shutdown`](PythonPool::shutdown) or when the last handle is dropped.
+#[derive(Clone)]
+pub struct PythonPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: PythonConfig,
+    permits: Semaphore,
+    idle: Mutex<Vec<Worker>>,
+    shim: OnceCell<PathBuf>,
+    /// The interpreter that started successfully, once known.
+    python: Mutex<Option<PathBuf>>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for PythonPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PythonPool")
+            .field("working_dir", &self.inner.cfg.working_dir)
+            .field("size", &self.inner.cfg.size)
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct Request<'a> {
+    op: &'static str,
+    file: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kwargs: Option<&'a Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connections: Option<&'a Map<String, Value>>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    bypassed: &'a [String],
+}
+
+#[derive(Deserialize)]
+struct ErrorReply {
+    kind: String,
+    #[serde(default, rename = "type")]
+    type_name: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    traceback: String,
+    #[serde(default)]
+    found: Vec<String>,
+    #[serde(default)]
+    stdout: String,
+}
+
+#[derive(Deserialize)]
+struct CallReply {
+    ok: bool,
+    #[serde(default)]
+    output: Value,
+    #[serde(default)]
+    metrics: Vec<(String, Value)>,
+    #[serde(default)]
+    stdout: String,
+    error: Option<ErrorReply>,
+}
+
+#[derive(Deserialize)]
+struct InspectReply {
+    ok: bool,
+    #[serde(default)]
+    function: String,
+    #[serde(default)]
+    params: Vec<ToolParam>,
+    #[serde(default)]
+    accepts_kwargs: bool,
+    error: Option<ErrorReply>,
+}
+
+impl PythonPool {
+    /// A pool for `cfg`; no process starts until the first call.
+    pub fn new(cfg: PythonConfig) -> PythonPool {
+        let size = cfg.size.max(1);
+        PythonPool {
+            inner: Arc::new(Inner {
+                cfg,
+                permits: Semaphore::new(size),
+                idle: Mutex::new(Vec::with_capacity(size)),
+                shim: OnceCell::new(),
+                python: Mutex::new(None),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The signature of the tool function in `file` (`function`, or its only `@tool`).
+    pub async fn inspect(
+        &self,
+        file: &Path,
+        function: Option<&str>,
+    ) -> Result<ToolSignature, PythonError> {
+        let request = Request {
+            op: "inspect",
+            file,
+            function,
+            kwargs: None,
+            connections: None,
+            bypassed: &[],
+        };
+        self.round_trip(&request, |line| {
+            let reply: InspectReply = parse(line)?;
+            match (reply.ok, reply.error) {
+                (true, _) => Ok(ToolSignature {
+                    function: reply.function,
+                    params: reply.params,
+                    accepts_kwargs: reply.accepts_kwargs,
+                }),
+                (false, Some(e)) => Err(to_error(e, file, function)),
+                (false, None) => Err(missing_error()),
+            }
+        })
+        .await
+    }
+
+    /// Call a tool function with keyword arguments; waits for a free worker when all are busy.
+    pub async fn call(&self, call: PythonCall) -> Result<PythonOutput, PythonError> {
+        let request = Request {
+            op: "call",
+            file: &call.file,
+            function: call.function.as_deref(),
+            kwargs: Some(&call.kwargs),
+            connections: (!call.connections.is_empty()).then_some(&call.connections),
+            bypassed: &call.bypassed,
+        };
+        let function = call.function.as_deref();
+        self.round_trip(&request, |line| {
+            let reply: CallReply = parse(line)?;
+            match (reply.ok, reply.error) {
+                (true, _) => Ok(PythonOutput {
+                    output: reply.output,
+                    metrics: reply
+                        .metrics
+                        .into_iter()
+                        .map(|(k, v)| metric_value(&v).map(|v| (k, v)))
+                        .collect::<Result<_, _>>()?,
+                    stdout: reply.stdout,
+                }),
+                (false, Some(e)) => Err(to_error(e, &call.file, function)),
+                (false, None) => Err(missing_error()),
+            }
+        })
+        .await
+    }
+
+    /// Stop all idle workers and refuse new calls; calls in flight finish, then their workers stop.
+    pub async fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.permits.close();
+        let idle = match self.inner.idle.lock() {
+            Ok(mut idle) => std::mem::take(&mut *idle),
+            Err(_) => Vec::new(),
+        };
+        futures::future::join_all(idle.into_iter().map(Worker::stop)).await;
+    }
+
+    async fn round_trip<T>(
+        &self,
+        request: &Request<'_>,
+        handle: impl FnOnce(&str) -> Result<T, PythonError>,
+    ) -> Result<T, PythonError> {
+        let mut bytes = serde_json::to_vec(request).map_err(|e| PythonError::Protocol {
+            message: format!(
+                "cannot encode the request for {}: {e}",
+                request.file.display()
+            ),
+        })?;
+        bytes.push(b'\n');
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| PythonError::Shutdown)?;
+        let mut worker = match self.take_idle() {
+            Some(worker) => worker,
+            None => self.start_worker().await?,
+        };
+        // on error the worker is dropped here, which kills it; the next call starts a fresh one
+        let result = handle(worker.request(&bytes).await?);
+        self.put_back(worker);
+        result
+    }
+
+    fn take_idle(&self) -> Option<Worker> {
+        let mut idle = self.inner.idle.lock().ok()?;
+        while let Some(mut worker) = idle.pop() {
+            if !worker.has_exited() {
+                return Some(worker);
+            }
+        }
+        None
+    }
+
+    fn put_back(&self, worker: Worker) {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return; // dropped: killed
+        }
+        if let Ok(mut idle) = self.inner.idle.lock() {
+            idle.push(worker);
+        }
+    }
+
+    async fn start_worker(&self) -> Result<Worker, PythonError> {
+        let shim = self
+            .inner
+            .shim
+            .get_or_try_init(|| async {
+                tokio::task::spawn_blocking(super::install_shim)
+                    .await
+                    .map_err(|e| PythonError::Protocol {
+                        message: format!("installing the promptflow shim panicked: {e}"),
+                    })?
+            })
+            .await?;
+        let cfg = &self.inner.cfg;
+        let known = self.inner.python.lock().ok().and_then(|p| p.clone());
+        let candidates = match known {
+            Some(p) => vec![p],
+            None => python_candidates(cfg),
+        };
+        let mut last_err = None;
+        for python in candidates {
+            match Worker::spawn(&python, shim, &cfg.working_dir, &cfg.env).await {
+                Ok(worker) => {
+                    if let Ok(mut known) = self.inner.python.lock() {
+                        *known = Some(python);
+                    }
+                    return Ok(worker);
+                }
+                Err(PythonError::Spawn { python, source })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    // keep the first name tried for the message ("python3 not found")
+                    last_err.get_or_insert(PythonError::Spawn { python, source });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or(PythonError::Spawn {
+            python: "python3".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no interpreter to try"),
+        }))
+    }
+}
+
+/// `cfg.python`, else `FLOW_PYTHON`, else `python3` then `python`.
+fn python_candidates(cfg: &PythonConfig) -> Vec<PathBuf> {
+    if let Some(p) = &cfg.python {
+        return vec![p.clone()];
+    }
+    match std::env::var_os("FLOW_PYTHON") {
+        Some(p) if !p.is_empty() => vec![PathBuf::from(p)],
+        _ => vec![PathBuf::from("python3"), PathBuf::from("python")],
+    }
+}
+
+fn parse<'a, T: Deserialize<'a>>(line: &'a str) -> Result<T, PythonError> {
+    serde_json::from_str(line).map_err(|e| PythonError::Protocol {
+        message: format!(
+            "invalid reply from the worker ({e}): {}",
+            truncate(line, 200)
+        ),
+    })
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn missing_error() -> PythonError {
+    PythonError::Protocol {
+        message: "the worker reported a failure without an error".into(),
+    }
+}
+
+/// A metric value: a JSON number, or `"nan"`/`"inf"`/`"-inf"` for non-finite floats.
+fn metric_value(v: &Value) -> Result<f64, PythonError> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| PythonError::Protocol {
+        message: format!("metric value {v} is not a number"),
+    })
+}
+
+fn to_error(e: ErrorReply, file: &Path, function: Option<&str>) -> PythonError {
+    let file = file.to_path_buf();
+    match e.kind.as_str() {
+        "not_found" => PythonError::NotFound { file },
+        "load" => PythonError::Load {
+            file,
+            type_name: e.type_name,
+            message: e.message,
+            traceback: e.traceback,
+        },
+        "no_tool" => PythonError::NoTool { file },
+        "ambiguous" => PythonError::AmbiguousTool {
+            file,
+            found: e.found,
+        },
+        "function_not_found" => PythonError::FunctionNotFound {
+            file,
+            function: function.unwrap_or_default().to_string(),
+            found: e.found,
+        },
+        "exception" => PythonError::Exception {
+            type_name: e.type_name,
+            message: e.message,
+            traceback: e.traceback,
+            stdout: e.stdout,
+        },
+        _ => PythonError::Protocol { message: e.message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_values_decode_non_finite() {
+        assert_eq!(metric_value(&serde_json::json!(0.5)).unwrap(), 0.5);
+        assert_eq!(metric_value(&serde_json::json!(3)).unwrap(), 3.0);
+        assert!(metric_value(&serde_json::json!("nan")).unwrap().is_nan());
+        assert_eq!(
+            metric_value(&serde_json::json!("-inf")).unwrap(),
+            f64::NEG_INFINITY
+        );
+        assert!(metric_value(&serde_json::json!([1])).is_err());
+    }
+
+    #[test]
+    fn python_from_config_wins() {
+        let cfg = PythonConfig {
+            python: Some(PathBuf::from("/opt/py/bin/python3.12")),
+            working_dir: PathBuf::from("."),
+            size: 1,
+            env: vec![],
+        };
+        assert_eq!(
+            python_candidates(&cfg),
+            vec![PathBuf::from("/opt/py/bin/python3.12")]
+        );
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "hé");
+        assert_eq!(truncate("ab", 5), "ab");
+    }
+}

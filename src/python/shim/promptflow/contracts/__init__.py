@@ -1,0 +1,1 @@
+"""promptflow contracts used by flow code."""

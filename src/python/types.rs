@@ -1,0 +1,72 @@
+//! Data exchanged with the Python worker pool.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// How to start Python workers.
+#[derive(Debug, Clone)]
+pub struct PythonConfig {
+    /// The interpreter; `None` means `FLOW_PYTHON`, else `python3`, else `python`.
+    pub python: Option<PathBuf>,
+    /// The flow directory: the workers' working directory, also on `sys.path`.
+    pub working_dir: PathBuf,
+    /// The most workers to run at once (at least 1).
+    pub size: usize,
+    /// Extra environment variables (the flow's `environment_variables`).
+    pub env: Vec<(String, String)>,
+}
+
+/// The signature of a `@tool` function.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ToolSignature {
+    /// The function's name.
+    pub function: String,
+    /// Its named parameters, in order (`*args`/`**kwargs` excluded).
+    pub params: Vec<ToolParam>,
+    /// Whether it takes `**kwargs`.
+    pub accepts_kwargs: bool,
+}
+
+/// One parameter of a `@tool` function.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ToolParam {
+    /// The parameter name.
+    pub name: String,
+    /// Whether it has a default value.
+    pub has_default: bool,
+    /// The connection class its annotation names, e.g. `AzureOpenAIConnection`.
+    pub connection_type: Option<String>,
+    /// The annotation's name, e.g. `str`, when there is one.
+    pub annotation: Option<String>,
+}
+
+/// One call of a `@tool` function.
+#[derive(Debug, Clone, Default)]
+pub struct PythonCall {
+    /// The tool file (relative to the working directory, or absolute).
+    pub file: PathBuf,
+    /// The function to call; `None` means the file's only `@tool` function.
+    pub function: Option<String>,
+    /// Keyword arguments.
+    pub kwargs: Map<String, Value>,
+    /// Connection parameters: name → connection dict (`name`, `api_key`, `api_base`,
+    /// `api_type`, `api_version`, `extras`; optionally `secrets`/`configs` for custom ones),
+    /// turned into the connection class the parameter's annotation names
+    /// (`CustomConnection` when it names none).
+    pub connections: Map<String, Value>,
+    /// Parameters whose upstream node was bypassed: they take their Python default, else `None`.
+    pub bypassed: Vec<String>,
+}
+
+/// What a successful call returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PythonOutput {
+    /// The return value as JSON (see the crate docs for how non-JSON values are converted).
+    pub output: Value,
+    /// Metrics logged with `log_metric` during the call, in order.
+    pub metrics: Vec<(String, f64)>,
+    /// What the tool printed to `sys.stdout`.
+    pub stdout: String,
+}

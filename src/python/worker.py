@@ -1,0 +1,473 @@
+"""`flow` Python worker: runs `@tool` functions for a flow, one request at a time.
+
+Started as `python3 worker.py SHIM_DIR` with the flow directory as working directory.
+Protocol: one JSON object per line on the original stdin/stdout, which are moved to private
+file descriptors first, so tools that print (or read stdin) cannot corrupt the channel.
+Prints made during a call are captured and returned with its result.
+"""
+
+import asyncio
+import dataclasses
+import datetime
+import enum
+import importlib.util
+import inspect
+import io
+import json
+import math
+import os
+import sys
+import traceback
+
+if sys.version_info < (3, 9):
+    sys.stderr.write("flow needs Python 3.9 or newer, this is %s\n" % sys.version.split()[0])
+    sys.exit(3)
+
+WORKER_FILE = os.path.abspath(__file__)
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
+SHIM_DIR = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(WORKER_FILE)
+
+# --- channel: private fds for the protocol; fd 0 <- /dev/null, fd 1 -> stderr -------------------
+_proto_in = os.fdopen(os.dup(0), "rb", buffering=1 << 16)
+_proto_out = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
+_null = os.open(os.devnull, os.O_RDONLY)
+os.dup2(_null, 0)
+os.close(_null)
+os.dup2(2, 1)
+sys.stdin = open(os.devnull, "r")
+sys.stdout = sys.stderr
+
+# --- import path: shim first, then the flow directory -------------------------------------------
+_here = os.path.dirname(WORKER_FILE)
+sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != _here]
+sys.path.insert(0, os.getcwd())
+sys.path.insert(0, SHIM_DIR)
+for _name in [n for n in sys.modules if n == "promptflow" or n.startswith("promptflow.")]:
+    del sys.modules[_name]
+
+import promptflow  # noqa: E402
+import promptflow.connections as _connections  # noqa: E402
+from promptflow._core import metric_logger as _metric_logger  # noqa: E402
+from promptflow._core.tool import is_tool  # noqa: E402
+
+_CONNECTION_CLASSES = {
+    name: getattr(_connections, name)
+    for name in _connections.__all__
+    if isinstance(getattr(_connections, name), type)
+}
+
+_modules = {}  # absolute path -> module
+_tools = {}  # (file as requested, function) -> _Tool
+_loop = None
+
+
+class ToolLoadError(Exception):
+    """A tool file could not be found, imported, or has no usable tool function."""
+
+    def __init__(self, kind, message, **extra):
+        super().__init__(message)
+        self.kind = kind
+        self.extra = extra
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def _load_module(path):
+    module = _modules.get(path)
+    if module is not None:
+        return module
+    if not os.path.isfile(path):
+        raise ToolLoadError("not_found", "file not found: %s" % path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name = stem if stem.isidentifier() and stem not in sys.modules else "__flow_tool_%d" % len(_modules)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ToolLoadError("not_found", "cannot load %s as a Python module (is it a .py file?)" % path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as e:  # noqa: B036 - report anything the import raises
+        sys.modules.pop(name, None)
+        message = _describe(e)
+        if isinstance(e, ModuleNotFoundError):
+            message += "; install it into the Python that flow runs (%s) or point FLOW_PYTHON at one that has it" % (
+                sys.executable
+            )
+        raise ToolLoadError("load", message, error=e, file=path)
+    _modules[path] = module
+    return module
+
+
+def _find_tool(path, function):
+    module = _load_module(path)
+    if function:
+        f = getattr(module, function, None)
+        if f is None or not callable(f):
+            tools = _tools_in(module)
+            raise ToolLoadError(
+                "function_not_found",
+                "no function '%s' in %s" % (function, path),
+                found=[t.__name__ for t in tools],
+            )
+        return f
+    tools = _tools_in(module)
+    if len(tools) == 1:
+        return tools[0]
+    kind = "no_tool" if not tools else "ambiguous"
+    raise ToolLoadError(kind, "expected exactly one @tool function in %s" % path, found=[t.__name__ for t in tools])
+
+
+class _Tool:
+    """A resolved tool function with its signature, computed once."""
+
+    __slots__ = ("f", "params", "by_name", "accepts_kwargs")
+
+    def __init__(self, f):
+        self.f = f
+        self.params, self.accepts_kwargs = _signature(f)
+        self.by_name = {p.name: p for p in self.params}
+
+
+def _resolve(request):
+    key = (request["file"], request.get("function"))
+    t = _tools.get(key)
+    if t is None:
+        t = _Tool(_find_tool(os.path.abspath(key[0]), key[1]))
+        _tools[key] = t
+    return t
+
+
+def _tools_in(module):
+    marked = [v for v in vars(module).values() if inspect.isfunction(v) and is_tool(v)]
+    own = [f for f in marked if f.__module__ == module.__name__]
+    return own or marked
+
+
+# --- signatures and arguments --------------------------------------------------------------------
+
+
+def _annotation_name(annotation):
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):
+        return annotation.split(".")[-1].strip()
+    name = getattr(annotation, "__name__", None)
+    return name if name else str(annotation)
+
+
+def _connection_type(annotation):
+    if isinstance(annotation, type) and issubclass(annotation, _connections._Connection):
+        return annotation.__name__
+    name = _annotation_name(annotation)
+    if name and name in _CONNECTION_CLASSES:
+        return name
+    return None
+
+
+def _signature(f):
+    try:
+        sig = inspect.signature(f)
+    except (TypeError, ValueError):
+        return [], True
+    params = []
+    accepts_kwargs = False
+    for p in sig.parameters.values():
+        if p.kind == p.VAR_KEYWORD:
+            accepts_kwargs = True
+            continue
+        if p.kind == p.VAR_POSITIONAL:
+            continue
+        params.append(p)
+    return params, accepts_kwargs
+
+
+def _make_connection(value, annotation, param):
+    if isinstance(value, _connections._Connection):
+        return value
+    if not isinstance(value, dict):
+        raise TypeError(
+            "connection parameter '%s' got %s instead of a connection; check the node's connection"
+            % (param, type(value).__name__)
+        )
+    cls = None
+    if isinstance(annotation, type) and issubclass(annotation, _connections._Connection):
+        cls = annotation
+    else:
+        cls = _CONNECTION_CLASSES.get(_annotation_name(annotation) or "")
+    if cls is None:
+        cls = _connections.CustomConnection
+    name = value.get("name")
+    api_key = value.get("api_key")
+    api_base = value.get("api_base")
+    extras = value.get("extras") or {}
+    if issubclass(cls, _connections.CustomConnection):
+        secrets = dict(value.get("secrets") or {})
+        configs = dict(value.get("configs") or {})
+        if api_key is not None:
+            secrets.setdefault("api_key", api_key)
+        for key in ("api_base", "api_type", "api_version"):
+            if value.get(key) is not None:
+                configs.setdefault(key, value[key])
+        for key, v in extras.items():
+            if key not in secrets:
+                configs.setdefault(key, v)
+        conn = cls(secrets=secrets, configs=configs, name=name)
+        return conn
+    if cls is _connections.AzureOpenAIConnection:
+        kwargs = {"api_base": api_base, "api_key": api_key, "name": name}
+        for key in ("api_type", "api_version"):
+            if value.get(key):
+                kwargs[key] = value[key]
+        return cls(**kwargs)
+    if cls is _connections.OpenAIConnection:
+        return cls(api_key=api_key, base_url=api_base, organization=extras.get("organization"), name=name)
+    try:
+        return cls(api_key=api_key, api_base=api_base, name=name)
+    except TypeError:
+        return cls(api_key=api_key, name=name)
+
+
+def _build_kwargs(t, request):
+    f, params, by_name = t.f, t.params, t.by_name
+    kwargs = request.get("kwargs") or {}
+    for name in request.get("bypassed") or ():
+        p = by_name.get(name)
+        if p is not None and p.default is not p.empty:
+            kwargs.pop(name, None)
+        else:
+            kwargs[name] = None
+    for name, value in (request.get("connections") or {}).items():
+        p = by_name.get(name)
+        annotation = p.annotation if p is not None else inspect.Parameter.empty
+        kwargs[name] = _make_connection(value, annotation, name)
+    if not t.accepts_kwargs:
+        unexpected = [k for k in kwargs if k not in by_name]
+        if unexpected:
+            raise TypeError(
+                "%s() got unexpected input(s) %s; its parameters are: %s. "
+                "Remove the input from the node or add the parameter to the function."
+                % (f.__name__, ", ".join("'%s'" % k for k in unexpected), ", ".join(by_name) or "(none)")
+            )
+        missing = [
+            p.name
+            for p in params
+            if p.default is p.empty and p.name not in kwargs and p.kind != p.POSITIONAL_ONLY
+        ]
+        if missing:
+            raise TypeError(
+                "%s() is missing input(s) %s; add them to the node's inputs"
+                % (f.__name__, ", ".join("'%s'" % k for k in missing))
+            )
+    return kwargs
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+def _event_loop():
+    global _loop
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
+    return _loop
+
+
+def _run(f, kwargs):
+    result = f(**kwargs)
+    if inspect.isawaitable(result):
+        result = _event_loop().run_until_complete(result)
+    if inspect.isgenerator(result) or isinstance(result, (map, filter, zip)):
+        # as promptflow does for a non-streaming run: join the streamed pieces
+        result = "".join(str(item) for item in result)
+    elif inspect.isasyncgen(result):
+
+        async def collect(agen):
+            return [item async for item in agen]
+
+        result = "".join(str(item) for item in _event_loop().run_until_complete(collect(result)))
+    return result
+
+
+def _to_json(value):
+    """Turn a tool's return value into JSON-able data, as promptflow's serializer does."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {(k if isinstance(k, str) else _key(k)): _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = list(value)
+        try:
+            items.sort()
+        except TypeError:
+            pass
+        return [_to_json(v) for v in items]
+    if isinstance(value, _connections._Connection):
+        return value.name
+    if isinstance(value, datetime.datetime):
+        return value.isoformat() + ("Z" if value.tzinfo is None else "")
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return _to_json(value.value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if hasattr(value, "serialize"):
+            return _to_json(value.serialize())
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    for method in ("model_dump", "dict"):  # pydantic v2 / v1
+        dump = getattr(value, method, None)
+        if callable(dump) and type(value).__module__.split(".")[0] != "builtins":
+            try:
+                data = dump()
+            except Exception:
+                continue
+            if isinstance(data, dict):
+                return _to_json(data)
+    if isinstance(value, (bytes, bytearray)):
+        return repr(bytes(value))
+    return repr(value)
+
+
+def _key(k):
+    if k is None:
+        return "null"
+    if isinstance(k, bool):
+        return "true" if k else "false"
+    return str(k)
+
+
+def _dumps(obj):
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _encode_output(output):
+    try:
+        return _dumps(output)
+    except (TypeError, ValueError, OverflowError):
+        return _dumps(_to_json(output))
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+def _describe(e):
+    if isinstance(e, SyntaxError):
+        where = "%s, line %s" % (e.filename, e.lineno)
+        if e.offset:
+            where += ", column %s" % e.offset
+        return "%s (%s)" % (e.msg, where)
+    return str(e)
+
+
+def _user_traceback(e):
+    tb = e.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename == WORKER_FILE or filename.startswith(("<frozen importlib", _ASYNCIO_DIR)):
+            tb = tb.tb_next
+        else:
+            break
+    return "".join(traceback.format_exception(type(e), e, tb))
+
+
+def _error(kind, e=None, message=None, **extra):
+    err = {"kind": kind}
+    if e is not None:
+        err["type"] = type(e).__name__
+        err["message"] = message if message is not None else _describe(e)
+        err["traceback"] = _user_traceback(e)
+    else:
+        err["message"] = message or ""
+    err.update(extra)
+    return {"ok": False, "error": err}
+
+
+def _load_error(e):
+    if e.kind == "load":
+        cause = e.extra["error"]
+        return _error("load", cause, message=str(e), file=e.extra.get("file"))
+    return _error(e.kind, message=str(e), found=e.extra.get("found", []))
+
+
+# --- requests ------------------------------------------------------------------------------------
+
+
+def _inspect(request):
+    t = _resolve(request)
+    out = []
+    for p in t.params:
+        out.append(
+            {
+                "name": p.name,
+                "has_default": p.default is not p.empty,
+                "connection_type": _connection_type(p.annotation),
+                "annotation": _annotation_name(p.annotation),
+            }
+        )
+    return {"ok": True, "function": t.f.__name__, "params": out, "accepts_kwargs": t.accepts_kwargs}
+
+
+def _call(request):
+    t = _resolve(request)
+    metrics = []
+    captured = io.StringIO()
+    _metric_logger._collected = metrics
+    sys.stdout = captured
+    try:
+        output = _run(t.f, _build_kwargs(t, request))
+    except BaseException as e:  # noqa: B036 - the tool's failure is the call's result
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        sys.stdout = sys.stderr
+        return _error("exception", e, stdout=captured.getvalue())
+    finally:
+        sys.stdout = sys.stderr
+        _metric_logger._collected = []
+    encoded_metrics = [[k, v if math.isfinite(v) else repr(v)] for k, v in metrics]
+    # output is already encoded so a non-JSON value never breaks the envelope
+    return '{"ok":true,"output":%s,"metrics":%s,"stdout":%s}' % (
+        _encode_output(output),
+        _dumps(encoded_metrics),
+        _dumps(captured.getvalue()),
+    )
+
+
+def _handle(line):
+    try:
+        request = json.loads(line)
+        op = request.get("op")
+        if op == "call":
+            return _call(request)
+        if op == "inspect":
+            return _inspect(request)
+        if op == "ping":
+            return {"ok": True}
+        return _error("protocol", message="unknown op %r" % op)
+    except ToolLoadError as e:
+        return _load_error(e)
+    except Exception as e:
+        return _error("exception", e)
+
+
+def main():
+    _proto_out.write(
+        (_dumps({"ready": True, "python": sys.version.split()[0], "shim": promptflow.__file__}) + "\n").encode()
+    )
+    _proto_out.flush()
+    while True:
+        line = _proto_in.readline()
+        if not line:
+            break
+        response = _handle(line)
+        if not isinstance(response, str):
+            response = _dumps(response)
+        _proto_out.write(response.encode("utf-8", "replace") + b"\n")
+        _proto_out.flush()
+
+
+if __name__ == "__main__":
+    main()
