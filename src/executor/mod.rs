@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-pub use prepare::PrepareError;
+pub use prepare::{PrepareError, check_templates};
 
 use crate::connection::{Connection, EnvVars};
 use crate::dag::Dag;

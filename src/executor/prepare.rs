@@ -208,3 +208,33 @@ async fn prepare_python(
         connections,
     })
 }
+
+/// Compile every prompt template of the flow without running anything (`flow validate`):
+/// syntax errors with their template location, and a warning for each variable a template
+/// reads that its node does not give (it would render empty, as in promptflow).
+pub fn check_templates(flow: &Flow) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for node in &flow.nodes {
+        if node.kind == NodeKind::Python {
+            continue;
+        }
+        match load_template(flow, node) {
+            Ok(template) => {
+                for var in template.variables() {
+                    if !node.inputs.contains_key(&var) {
+                        out.push(
+                            Diagnostic::warning(format!(
+                                "the template of node `{}` uses `{var}`, which the node does not give; it renders empty",
+                                node.name
+                            ))
+                            .at(&flow.file, flow.locate(&format!("{}.inputs", node.yaml_path)))
+                            .with_help(format!("add `{var}: ${{inputs.{var}}}` (or another value) under the node's inputs")),
+                        );
+                    }
+                }
+            }
+            Err(mut d) => out.append(&mut d),
+        }
+    }
+    out
+}
