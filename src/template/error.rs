@@ -95,9 +95,15 @@ pub(super) fn from_minijinja(
     line_offset: usize,
     syntax: bool,
 ) -> TemplateError {
-    let message = match e.detail() {
-        Some(d) => format!("{}: {}", e.kind(), unescape_cow(d)),
-        None => e.kind().to_string(),
+    let message = match (e.detail(), e.kind()) {
+        (Some(d), _) if syntax => unescape_cow(d).into_owned(),
+        (Some(d), kind) => format!("{kind}: {}", unescape_cow(d)),
+        (None, minijinja::ErrorKind::UndefinedError) => {
+            "an attribute, item or method of an undefined variable was used (check the \
+             variable's name, or guard it with `{% if var is defined %}`)"
+                .to_string()
+        }
+        (None, kind) => kind.to_string(),
     };
     let col = e.range().and_then(|r| column(source, r.start));
     let line = e.line().map(|l| l + line_offset);
