@@ -119,7 +119,7 @@ fn no_html_autoescape() {
 fn variables_lists_top_level_reads_only() {
     let t = PromptTemplate::new(
         "t",
-        "{{ a }}{% for x in items %}{{ x.y }}{{ b.c }}{% endfor %}{% set c = 1 %}{{ c }}",
+        "{{ a }}{% for x in items %}{{ x.y }}{{ b.c }}{% endfor %}{% set c = 1 %}{{ c }}{% for i in range(2) %}{{ i }}{% endfor %}",
     )
     .unwrap();
     let got: Vec<&str> = t.variables().iter().map(String::as_str).collect();

@@ -27,7 +27,9 @@ pub use pyliteral::literal_eval;
 /// How a template is compiled.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TemplateOptions {
-    /// How `{{ some_list }}` prints: [`ListStyle::Lines`] for `llm` nodes, `Python` otherwise.
+    /// How `{{ some_list }}` prints: promptflow prints lists one item per line
+    /// ([`ListStyle::Lines`]) in `llm` nodes on Azure OpenAI chat, and like Python everywhere
+    /// else (`prompt` nodes, OpenAI connections, completion API, `.prompty`).
     pub list_style: ListStyle,
     /// Lines before the template in its file (e.g. a `.prompty` front matter), added to the line
     /// numbers of errors.
@@ -95,10 +97,8 @@ impl PromptTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         let style = options.list_style;
         env.set_formatter(move |out, _state, value| {
-            if value.is_safe() {
-                return out
-                    .write_str(value.as_str().unwrap_or_default())
-                    .map_err(Into::into);
+            if let Some(s) = value.as_str() {
+                return out.write_str(s).map_err(Into::into);
             }
             let mut s = String::new();
             pyfmt::write_str(&mut s, value, style);
@@ -114,8 +114,14 @@ impl PromptTemplate {
             .map_err(|e| error::from_minijinja(&e, name, &source, offset, true))?;
         let variables = env
             .get_template(name)
-            .map(|t| t.undeclared_variables(false).into_iter().collect())
+            .map(|t| t.undeclared_variables(false))
             .unwrap_or_default();
+        // Built-in globals (`range`, `dict`, `namespace`...) are not inputs.
+        let globals: HashSet<&str> = env.globals().map(|(k, _)| k).collect();
+        let variables = variables
+            .into_iter()
+            .filter(|v| !globals.contains(v.as_str()))
+            .collect();
         Ok(PromptTemplate {
             env,
             name: name.to_string(),

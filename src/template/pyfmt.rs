@@ -13,8 +13,8 @@ pub enum ListStyle {
     /// Python `str(list)`: `['a', 'b']`. What promptflow's `prompt` nodes and `.prompty` do.
     #[default]
     Python,
-    /// One item per line. promptflow's `llm` nodes wrap list inputs in `ChatInputList`, whose
-    /// `str()` joins the items' `str()` with newlines.
+    /// One item per line. promptflow's Azure OpenAI chat tool (`aoai.py`, not its OpenAI one)
+    /// wraps list inputs in `ChatInputList`, whose `str()` joins the items' `str()` with newlines.
     Lines,
 }
 
