@@ -1,0 +1,263 @@
+//! Render template values the way Python's `str()` does, so output matches promptflow's jinja2.
+//!
+//! jinja2 prints `{{ x }}` with `str(x)`: `True`/`False`, `None`, `1.0`, `['a', 'b']`,
+//! `{'k': 1}`. minijinja would print `true`, `none`, `[\"a\", \"b\"]`; this module fixes that.
+
+use std::fmt::Write;
+
+use minijinja::value::{Value, ValueKind};
+
+/// How a list printed directly (`{{ items }}`) is rendered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListStyle {
+    /// Python `str(list)`: `['a', 'b']`. What promptflow's `prompt` nodes and `.prompty` do.
+    #[default]
+    Python,
+    /// One item per line. promptflow's Azure OpenAI chat tool (`aoai.py`, not its OpenAI one)
+    /// wraps list inputs in `ChatInputList`, whose `str()` joins the items' `str()` with newlines.
+    Lines,
+}
+
+/// Appends Python's `str(value)` to `out`; lists follow `style` (containers inside dicts use repr).
+pub fn write_str(out: &mut String, value: &Value, style: ListStyle) {
+    match value.kind() {
+        ValueKind::Undefined => {}
+        ValueKind::String => out.push_str(value.as_str().unwrap_or_default()),
+        ValueKind::Seq | ValueKind::Iterable if style == ListStyle::Lines => {
+            if let Ok(iter) = value.try_iter() {
+                for (i, item) in iter.enumerate() {
+                    if i > 0 {
+                        out.push('\n');
+                    }
+                    write_str(out, &item, style);
+                }
+            }
+        }
+        _ => write_repr(out, value),
+    }
+}
+
+/// Appends Python's `repr(value)` to `out` (strings quoted, containers recursive).
+pub fn write_repr(out: &mut String, value: &Value) {
+    match value.kind() {
+        ValueKind::Undefined | ValueKind::None => out.push_str("None"),
+        ValueKind::Bool => out.push_str(if value.is_true() { "True" } else { "False" }),
+        ValueKind::Number => write_number(out, value),
+        ValueKind::String => write_str_repr(out, value.as_str().unwrap_or_default()),
+        ValueKind::Seq | ValueKind::Iterable => {
+            out.push('[');
+            if let Ok(iter) = value.try_iter() {
+                for (i, item) in iter.enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    write_repr(out, &item);
+                }
+            }
+            out.push(']');
+        }
+        ValueKind::Map => {
+            out.push('{');
+            if let Ok(iter) = value.try_iter() {
+                for (i, key) in iter.enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    write_repr(out, &key);
+                    out.push_str(": ");
+                    let item = value.get_item(&key).unwrap_or_default();
+                    write_repr(out, &item);
+                }
+            }
+            out.push('}');
+        }
+        _ => {
+            let _ = write!(out, "{value}");
+        }
+    }
+}
+
+fn write_number(out: &mut String, value: &Value) {
+    if value.is_integer() {
+        let _ = write!(out, "{value}");
+    } else if let Ok(f) = f64::try_from(value.clone()) {
+        write_float(out, f);
+    } else {
+        let _ = write!(out, "{value}");
+    }
+}
+
+/// Appends Python's `repr(float)`: shortest round-trip digits, `.0` on whole numbers, exponent
+/// form (`1e+16`, `1e-05`) outside `1e-4 <= |f| < 1e16`.
+pub fn write_float(out: &mut String, f: f64) {
+    if f.is_nan() {
+        out.push_str("nan");
+        return;
+    }
+    if f.is_infinite() {
+        out.push_str(if f > 0.0 { "inf" } else { "-inf" });
+        return;
+    }
+    if f == 0.0 {
+        out.push_str(if f.is_sign_negative() { "-0.0" } else { "0.0" });
+        return;
+    }
+    // `{:e}` gives the shortest round-trip digits: "-1.2345e2", "1e16", "5e-5".
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    out.push_str(sign);
+    if (-4..16).contains(&exp) {
+        if exp < 0 {
+            out.push_str("0.");
+            for _ in 0..(-exp - 1) {
+                out.push('0');
+            }
+            out.push_str(&digits);
+        } else {
+            let int_len = exp as usize + 1;
+            if digits.len() <= int_len {
+                out.push_str(&digits);
+                for _ in digits.len()..int_len {
+                    out.push('0');
+                }
+                out.push_str(".0");
+            } else {
+                out.push_str(&digits[..int_len]);
+                out.push('.');
+                out.push_str(&digits[int_len..]);
+            }
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    }
+}
+
+/// Appends Python's `repr(str)`: single quotes unless the text has `'` and no `"`.
+pub fn write_str_repr(out: &mut String, s: &str) {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if !is_printable(c) => {
+                let code = c as u32;
+                let _ = if code < 0x100 {
+                    write!(out, "\\x{code:02x}")
+                } else if code < 0x10000 {
+                    write!(out, "\\u{code:04x}")
+                } else {
+                    write!(out, "\\U{code:08x}")
+                };
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+}
+
+/// An approximation of Python's `str.isprintable` (controls, separators, format and
+/// private-use characters and noncharacters are not printable; the space is).
+fn is_printable(c: char) -> bool {
+    let code = c as u32;
+    !(c.is_control()
+        || matches!(
+            code,
+            0xA0 | 0xAD
+                | 0x1680
+                | 0x180E
+                | 0x2000..=0x200F
+                | 0x2028..=0x202F
+                | 0x205F..=0x2064
+                | 0x2066..=0x206F
+                | 0x3000
+                | 0xD800..=0xF8FF
+                | 0xFDD0..=0xFDEF
+                | 0xFEFF
+                | 0xFFF9..=0xFFFB
+                | 0xFFFE..=0xFFFF
+        ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn float(f: f64) -> String {
+        let mut s = String::new();
+        write_float(&mut s, f);
+        s
+    }
+
+    fn repr(v: serde_json::Value) -> String {
+        let mut s = String::new();
+        write_repr(&mut s, &Value::from_serialize(&v));
+        s
+    }
+
+    #[test]
+    fn floats_render_like_python_repr() {
+        assert_eq!(float(1.0), "1.0");
+        assert_eq!(float(0.1), "0.1");
+        assert_eq!(float(-2.5), "-2.5");
+        assert_eq!(float(123.456), "123.456");
+        assert_eq!(float(1e16), "1e+16");
+        assert_eq!(float(1.5e16), "1.5e+16");
+        assert_eq!(float(1e15), "1000000000000000.0");
+        assert_eq!(float(0.0001), "0.0001");
+        assert_eq!(float(0.00001), "1e-05");
+        assert_eq!(float(1.25e-7), "1.25e-07");
+        assert_eq!(float(-0.0), "-0.0");
+        assert_eq!(float(f64::INFINITY), "inf");
+        assert_eq!(float(1e300), "1e+300");
+    }
+
+    #[test]
+    fn strings_repr_like_python() {
+        assert_eq!(repr(serde_json::json!("a")), "'a'");
+        assert_eq!(repr(serde_json::json!("it's")), "\"it's\"");
+        assert_eq!(repr(serde_json::json!("'\"")), "'\\'\"'");
+        assert_eq!(repr(serde_json::json!("a\nb\\")), "'a\\nb\\\\'");
+        assert_eq!(repr(serde_json::json!("\u{1}é")), "'\\x01é'");
+    }
+
+    #[test]
+    fn containers_repr_like_python() {
+        let v = serde_json::json!({"b": [1, 2.0, true, null], "a": {"x": "y"}});
+        assert_eq!(repr(v), "{'b': [1, 2.0, True, None], 'a': {'x': 'y'}}");
+        assert_eq!(repr(serde_json::json!([])), "[]");
+        assert_eq!(repr(serde_json::json!({})), "{}");
+    }
+
+    #[test]
+    fn lines_style_joins_top_level_lists() {
+        let v = Value::from_serialize(serde_json::json!(["a", {"k": [1]}, ["b", "c"]]));
+        let mut s = String::new();
+        write_str(&mut s, &v, ListStyle::Lines);
+        assert_eq!(s, "a\n{'k': [1]}\nb\nc");
+        let mut p = String::new();
+        write_str(&mut p, &v, ListStyle::Python);
+        assert_eq!(p, "['a', {'k': [1]}, ['b', 'c']]");
+    }
+}
