@@ -53,6 +53,9 @@ pub struct ModelArgs {
     /// Seconds before a model request times out.
     #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
     pub request_timeout: f64,
+    /// Retries of a model request on 429, 5xx, timeouts and dropped connections.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_retries: u32,
 }
 
 /// Parse arguments, run the command, and turn its result into an exit status.

@@ -85,6 +85,7 @@ pub fn executor_options(model: &ModelArgs, flow: &Flow) -> Result<ExecutorOption
         return Err(Failure::usage("error: --request-timeout must be a positive number of seconds"));
     }
     options.request_timeout = std::time::Duration::from_secs_f64(model.request_timeout);
+    options.max_retries = model.max_retries;
     let python_nodes = flow.nodes.iter().filter(|n| n.kind == flow::model::NodeKind::Python).count();
     options.python_workers = python_nodes.clamp(1, 4);
     Ok(options)

@@ -25,7 +25,7 @@ impl Executor {
     pub async fn run_line(&self, line_number: usize, given: &Map<String, Value>) -> LineResult {
         let started = SystemTime::now();
         let clock = Instant::now();
-        let finish = |inputs: Map<String, Value>, outputs, error, nodes: Vec<NodeRun>| {
+        let finish = |inputs: Map<String, Value>, outputs: Map<String, Value>, error: Option<ErrorInfo>, nodes: Vec<NodeRun>| {
             let mut tokens = Tokens::default();
             for n in &nodes {
                 if let Some(t) = &n.tokens {

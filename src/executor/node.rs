@@ -75,7 +75,7 @@ impl Executor {
                     .render_guarded(&inputs.values, &inputs.tainted)
                     .map_err(|e| template_error(node, &e.to_string()))?;
                 let mut out = NodeOutcome::value(Value::String(rendered.text));
-                out.escaped = Some(rendered.escaped);
+                out.escaped = rendered.escaped.clone();
                 Ok(out)
             }
             Prepared::Llm { template, connection } => {
@@ -108,7 +108,7 @@ impl Executor {
                 };
                 match node.api {
                     LlmApi::Chat => {
-                        request.messages = crate::template::parse_chat(&rendered.escaped)
+                        request.messages = crate::template::parse_chat(rendered.escaped())
                             .map_err(|e| template_error(node, &e.to_string()))?;
                     }
                     LlmApi::Completion => request.prompt = Some(rendered.text),
@@ -277,6 +277,7 @@ fn python_error(node: &Node, e: PythonError) -> ErrorInfo {
             type_name,
             message,
             traceback,
+            ..
         } => ErrorInfo {
             node: Some(node.name.clone()),
             error_type: Some(type_name.clone()),

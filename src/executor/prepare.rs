@@ -7,13 +7,13 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::{Executor, ExecutorOptions, Prepared};
-use crate::connection::{self, Connection};
+use crate::connection::{self, ApiType, Connection};
 use crate::dag::Dag;
 use crate::diagnostic::{Diagnostic, Location};
-use crate::model::{Flow, Node, NodeKind, ValueSource};
+use crate::model::{Flow, LlmApi, Node, NodeKind, ValueSource};
 use crate::provider::LlmClient;
 use crate::python::{PythonConfig, PythonPool};
-use crate::template::PromptTemplate;
+use crate::template::{ListStyle, PromptTemplate, TemplateOptions};
 
 /// Why a flow cannot run: configuration problems (exit status 2).
 #[derive(Debug, thiserror::Error)]
@@ -43,22 +43,28 @@ impl Executor {
         let mut prepared = Vec::with_capacity(flow.nodes.len());
         for node in &flow.nodes {
             let result = match node.kind {
-                NodeKind::Llm => load_template(&flow, node).and_then(|template| {
+                NodeKind::Llm => {
                     let name = node.connection.clone().unwrap_or_default();
                     let connection = match connections.get(&name) {
-                        Some(c) => c.clone(),
-                        None => {
-                            let c = resolve(&flow, node, &name, options)?;
+                        Some(c) => Ok(c.clone()),
+                        None => resolve(&flow, node, &name, options).inspect(|c| {
                             connections.insert(name, c.clone());
-                            c
-                        }
+                        }),
                     };
-                    Ok(Prepared::Llm {
-                        template,
-                        connection,
+                    connection.and_then(|connection| {
+                        let style = if connection.api_type == ApiType::Azure && node.api == LlmApi::Chat {
+                            ListStyle::Lines
+                        } else {
+                            ListStyle::Python
+                        };
+                        let template = load_template(&flow, node, style)?;
+                        Ok(Prepared::Llm {
+                            template,
+                            connection,
+                        })
                     })
-                }),
-                NodeKind::Prompt => load_template(&flow, node).map(|template| Prepared::Prompt { template }),
+                }
+                NodeKind::Prompt => load_template(&flow, node, ListStyle::Python).map(|template| Prepared::Prompt { template }),
                 NodeKind::Python => match &python {
                     Some(pool) => prepare_python(&flow, node, pool, options).await,
                     None => Err(vec![Diagnostic::error("internal: no Python pool")]),
@@ -101,7 +107,9 @@ fn resolve(flow: &Flow, node: &Node, name: &str, options: &ExecutorOptions) -> R
         })
 }
 
-fn load_template(flow: &Flow, node: &Node) -> Result<PromptTemplate, Vec<Diagnostic>> {
+/// Compile a node's template. promptflow's Azure OpenAI chat tool prints lists one item per
+/// line; every other tool prints them as Python does.
+fn load_template(flow: &Flow, node: &Node, list_style: ListStyle) -> Result<PromptTemplate, Vec<Diagnostic>> {
     let Some(path) = flow.resolve_file(&node.source) else {
         return Err(vec![flow.error_at(
             &format!("{}.source.path", node.yaml_path),
@@ -114,10 +122,19 @@ fn load_template(flow: &Flow, node: &Node) -> Result<PromptTemplate, Vec<Diagnos
             format!("cannot read template {}: {e}", path.display()),
         )]
     })?;
-    PromptTemplate::new(&node.source.to_string_lossy(), text).map_err(|e| {
+    if path.extension().is_some_and(|e| e == "prompty") {
+        return crate::prompty::parse(&path, &text)
+            .map(|p| p.template)
+            .map_err(|e| vec![crate::model::prompty_flow::prompty_diagnostic(&path, &e)]);
+    }
+    let options = TemplateOptions {
+        list_style,
+        ..TemplateOptions::default()
+    };
+    PromptTemplate::with_options(&node.source.to_string_lossy(), text, options).map_err(|e| {
         let location = e.line().map(|line| Location::new(line, e.col().unwrap_or(1), 1));
         vec![
-            Diagnostic::error(format!("template of node `{}`: {}", node.name, e.message()))
+            Diagnostic::error(format!("template of node `{}`: {e}", node.name))
                 .at(&path, location)
                 .with_help("fix the Jinja2 syntax of the template"),
         ]
@@ -218,7 +235,7 @@ pub fn check_templates(flow: &Flow) -> Vec<Diagnostic> {
         if node.kind == NodeKind::Python {
             continue;
         }
-        match load_template(flow, node) {
+        match load_template(flow, node, ListStyle::Python) {
             Ok(template) => {
                 for var in template.variables() {
                     if !node.inputs.contains_key(&var) {

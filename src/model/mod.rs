@@ -4,6 +4,7 @@
 //! of where every value is so later stages (the DAG check, the executor) can point at the text.
 
 mod load;
+pub mod prompty_flow;
 pub mod locate;
 pub mod reference;
 mod types;
@@ -25,7 +26,7 @@ pub fn load(path: &Path, variants: &[VariantSelection]) -> Result<Flow, LoadErro
         LoadError::one(Diagnostic::error(format!("cannot read {}: {e}", file.display())))
     })?;
     let flow = if file.extension().is_some_and(|e| e == "prompty") {
-        return Err(LoadError::one(Diagnostic::error("MERGE-TODO prompty")));
+        prompty_flow::flow_from_prompty(&file, &text)?
     } else {
         parse_flow(&file, &text)?
     };
