@@ -1,1 +1,721 @@
-//! TODO(skeleton): connection
+//! Connections: named LLM endpoints resolved from `.env` and the process environment.
+//!
+//! A connection named `X` reads `X_API_TYPE`, `X_API_KEY`, `X_API_BASE`, `X_API_VERSION`,
+//! `X_MODEL`, `X_DEPLOYMENT` and `X_HEADERS`, where the prefix is the name upper-cased with
+//! every non-alphanumeric character replaced by `_`. Any other `X_<FIELD>` variable is kept as an
+//! extra field for Python tools' custom connections. Secrets are wrapped in [`Secret`] so they
+//! never print, and a [`Redactor`] scrubs them from any text shown to users.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use indexmap::IndexMap;
+use serde_json::{Map, Value, json};
+
+/// Default base URL of the OpenAI API.
+pub const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com/v1";
+/// Default base URL of a local Ollama server's OpenAI-compatible endpoint.
+pub const OLLAMA_DEFAULT_BASE: &str = "http://localhost:11434/v1";
+/// Default base URL of the Anthropic API.
+pub const ANTHROPIC_DEFAULT_BASE: &str = "https://api.anthropic.com";
+/// Default Azure OpenAI `api-version` (promptflow's `ConnectionDefaultApiVersion.AZURE_OPEN_AI`).
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-02-01";
+
+/// Errors resolving connections or loading `.env`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// `--env-file` names a file that does not exist.
+    #[error("env file '{}' does not exist: check the --env-file path", path.display())]
+    EnvFileMissing {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The env file exists but could not be read.
+    #[error("cannot read env file '{}': {source}", path.display())]
+    EnvFileRead {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A line of the env file is not `NAME=value`.
+    #[error(
+        "{}:{line}: malformed line in env file (column {column}): write it as NAME=value, quoting values that contain spaces or '#'",
+        path.display()
+    )]
+    EnvFileParse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// 1-based column where parsing failed.
+        column: usize,
+    },
+    /// No variable configures this connection.
+    #[error(
+        "connection '{name}' is not configured: set {prefix}_API_KEY (and {prefix}_API_BASE for a non-OpenAI server) in .env, or OPENAI_API_KEY (or AZURE_OPENAI_API_KEY with AZURE_OPENAI_ENDPOINT); use --offline to run without a model"
+    )]
+    NotConfigured {
+        /// Connection name.
+        name: String,
+        /// Its variable prefix.
+        prefix: String,
+    },
+    /// The connection needs an API key and has none.
+    #[error(
+        "connection '{name}' ({api_type}) has no API key: set {var} in .env or the environment"
+    )]
+    MissingKey {
+        /// Connection name.
+        name: String,
+        /// Its api type.
+        api_type: ApiType,
+        /// The variable to set.
+        var: String,
+    },
+    /// The connection needs a base URL and has none.
+    #[error(
+        "connection '{name}' ({api_type}) has no endpoint: set {var} (e.g. https://<resource>.openai.azure.com) in .env or the environment"
+    )]
+    MissingBase {
+        /// Connection name.
+        name: String,
+        /// Its api type.
+        api_type: ApiType,
+        /// The variable to set.
+        var: String,
+    },
+    /// `X_API_TYPE` holds an unknown value.
+    #[error(
+        "connection '{name}': {var}='{value}' is not a known api type; valid values: openai, azure, ollama, anthropic, echo"
+    )]
+    UnknownApiType {
+        /// Connection name.
+        name: String,
+        /// The variable read.
+        var: String,
+        /// Its value.
+        value: String,
+    },
+    /// `X_HEADERS` is not a JSON object of strings.
+    #[error(
+        "connection '{name}': {var} must be a JSON object of header names to string values, e.g. {{\"X-Team\": \"search\"}} ({reason})"
+    )]
+    BadHeaders {
+        /// Connection name.
+        name: String,
+        /// The variable read.
+        var: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A snapshot of configuration variables: `.env` overlaid by the real process environment.
+#[derive(Debug, Clone, Default)]
+pub struct EnvVars {
+    vars: HashMap<String, String>,
+}
+
+impl EnvVars {
+    /// Loads `env_file` (which must exist) or else `cwd/.env` (if present) without touching the
+    /// process environment, then overlays the process environment (real variables win).
+    pub fn load(env_file: Option<&Path>, cwd: &Path) -> Result<EnvVars, ConnectionError> {
+        let mut vars = HashMap::new();
+        let path = match env_file {
+            Some(p) => {
+                let p = if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    cwd.join(p)
+                };
+                if !p.is_file() {
+                    return Err(ConnectionError::EnvFileMissing { path: p });
+                }
+                Some(p)
+            }
+            None => Some(cwd.join(".env")).filter(|p| p.is_file()),
+        };
+        if let Some(path) = path {
+            read_env_file(&path, &mut vars)?;
+        }
+        for (k, v) in std::env::vars_os() {
+            if let (Ok(k), Ok(v)) = (k.into_string(), v.into_string()) {
+                vars.insert(k, v);
+            }
+        }
+        Ok(EnvVars { vars })
+    }
+
+    /// A snapshot holding exactly these pairs (for tests and embedding).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> EnvVars {
+        EnvVars {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// The value of `name`, if set (an empty value counts as unset).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// Every variable whose name starts with `prefix`, as (full name, value).
+    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.vars
+            .iter()
+            .filter(move |(k, v)| k.starts_with(prefix) && !v.trim().is_empty())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+fn read_env_file(path: &Path, vars: &mut HashMap<String, String>) -> Result<(), ConnectionError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConnectionError::EnvFileRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    for item in dotenvy::from_read_iter(text.as_bytes()) {
+        match item {
+            Ok((k, v)) => {
+                vars.insert(k, v);
+            }
+            Err(dotenvy::Error::LineParse(bad, index)) => {
+                let first = bad.lines().next().unwrap_or("").trim_end();
+                let line = text
+                    .lines()
+                    .position(|l| l.trim_end() == first)
+                    .map_or(0, |i| i + 1);
+                return Err(ConnectionError::EnvFileParse {
+                    path: path.to_path_buf(),
+                    line,
+                    column: index + 1,
+                });
+            }
+            Err(other) => {
+                return Err(ConnectionError::EnvFileRead {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::other(other.to_string()),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The kind of endpoint a connection talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiType {
+    /// OpenAI or anything OpenAI-compatible (vLLM, llama.cpp, LM Studio, LiteLLM).
+    OpenAi,
+    /// Azure OpenAI: deployment in the URL, `api-key` header, `api-version` query.
+    Azure,
+    /// Ollama's OpenAI-compatible endpoint (no key).
+    Ollama,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Built-in offline provider: no network, deterministic reply.
+    Echo,
+}
+
+impl ApiType {
+    /// The lower-case name used in `X_API_TYPE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiType::OpenAi => "openai",
+            ApiType::Azure => "azure",
+            ApiType::Ollama => "ollama",
+            ApiType::Anthropic => "anthropic",
+            ApiType::Echo => "echo",
+        }
+    }
+}
+
+impl fmt::Display for ApiType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ApiType {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "openai" | "open_ai" => Ok(ApiType::OpenAi),
+            "azure" | "azure_openai" | "azure_open_ai" | "azureopenai" => Ok(ApiType::Azure),
+            "ollama" => Ok(ApiType::Ollama),
+            "anthropic" | "claude" => Ok(ApiType::Anthropic),
+            "echo" | "offline" => Ok(ApiType::Echo),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A secret string whose `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret value itself: only for sending it where it belongs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// A safe display form, see [`mask`].
+    pub fn masked(&self) -> String {
+        mask(&self.0)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Masks a secret for display: long values show their first 3 and last 4 characters and their
+/// length (`sk-…f3a9 (51 chars)`), values under 20 characters show only `*** (N chars)`.
+pub fn mask(secret: &str) -> String {
+    let chars: Vec<char> = secret.chars().collect();
+    let n = chars.len();
+    if n < 20 {
+        return format!("*** ({n} chars)");
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[n - 4..].iter().collect();
+    format!("{head}…{tail} ({n} chars)")
+}
+
+/// Replaces every known secret in text with `***`. Secrets shorter than 6 characters are ignored
+/// (they would mangle ordinary text and are not worth hiding).
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    /// An empty redactor.
+    pub fn new() -> Self {
+        Redactor::default()
+    }
+
+    /// Adds a secret value to hide.
+    pub fn add(&mut self, secret: &str) {
+        if secret.chars().count() >= 6 && !self.secrets.iter().any(|s| s == secret) {
+            self.secrets.push(secret.to_string());
+            // Longest first so a secret containing another is replaced whole.
+            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
+    /// Adds every secret of a connection (key, header values, secret-looking extras).
+    pub fn add_connection(&mut self, conn: &Connection) {
+        for s in conn.secrets() {
+            self.add(s);
+        }
+    }
+
+    /// A redactor for these connections.
+    pub fn from_connections<'a>(conns: impl IntoIterator<Item = &'a Connection>) -> Self {
+        let mut r = Redactor::new();
+        for c in conns {
+            r.add_connection(c);
+        }
+        r
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub fn redact<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        if !self.secrets.iter().any(|s| text.contains(s.as_str())) {
+            return std::borrow::Cow::Borrowed(text);
+        }
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), "***");
+            }
+        }
+        std::borrow::Cow::Owned(out)
+    }
+}
+
+/// A resolved connection: where to send requests and how to authenticate.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The name flows use (`connection:` in the node).
+    pub name: String,
+    /// Which protocol to speak.
+    pub api_type: ApiType,
+    /// API key, if any.
+    pub api_key: Option<Secret>,
+    /// Base URL (defaults filled in for openai, ollama and anthropic).
+    pub api_base: Option<String>,
+    /// Azure `api-version` (defaulted for azure).
+    pub api_version: Option<String>,
+    /// Default model for nodes that name none.
+    pub model: Option<String>,
+    /// Default Azure deployment for nodes that name none.
+    pub deployment: Option<String>,
+    /// Extra HTTP headers sent with every request (`X_HEADERS`); values are treated as secrets.
+    pub headers: IndexMap<String, Secret>,
+    /// Other `X_<FIELD>` variables, keyed by lower-cased field name.
+    pub extra: IndexMap<String, String>,
+    /// The variables this connection was read from (names only), for `flow connections`.
+    pub source: Vec<String>,
+}
+
+/// The variable prefix for a connection name: upper-cased, non-alphanumerics as `_`.
+pub fn env_prefix(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn is_secret_field(field: &str) -> bool {
+    let f = field.to_ascii_lowercase();
+    ["key", "secret", "token", "password", "credential"]
+        .iter()
+        .any(|w| f.contains(w))
+}
+
+/// Resolves connection `name` from `env`. With `offline`, every name resolves to an `echo`
+/// connection without reading the environment.
+///
+/// Prefixed variables (`X_*`) take precedence. A connection with none falls back to the standard
+/// variables: when the connection name contains `azure`, `AZURE_OPENAI_API_KEY` +
+/// `AZURE_OPENAI_ENDPOINT` (+ `OPENAI_API_VERSION`) are tried first and `OPENAI_API_KEY` second;
+/// for any other name `OPENAI_API_KEY` (+ `OPENAI_BASE_URL`) is tried first and the Azure
+/// variables second. So with both sets present, `open_ai_connection` uses OpenAI and
+/// `azure_open_ai_connection` uses Azure.
+pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, ConnectionError> {
+    let mut conn = Connection {
+        name: name.to_string(),
+        api_type: ApiType::Echo,
+        api_key: None,
+        api_base: None,
+        api_version: None,
+        model: None,
+        deployment: None,
+        headers: IndexMap::new(),
+        extra: IndexMap::new(),
+        source: Vec::new(),
+    };
+    if offline {
+        conn.source.push("--offline".to_string());
+        return Ok(conn);
+    }
+    let prefix = env_prefix(name);
+    let scan = format!("{prefix}_");
+    let mut found: Vec<(&str, &str)> = env.with_prefix(&scan).collect();
+    found.sort_unstable();
+    if found.is_empty() {
+        return resolve_standard(conn, &prefix, env);
+    }
+    for (var, value) in found {
+        let field = &var[scan.len()..];
+        conn.source.push(var.to_string());
+        let value = value.trim();
+        match field {
+            "API_TYPE" => {
+                conn.api_type = value
+                    .parse()
+                    .map_err(|()| ConnectionError::UnknownApiType {
+                        name: name.to_string(),
+                        var: var.to_string(),
+                        value: value.to_string(),
+                    })?;
+            }
+            "API_KEY" => conn.api_key = Some(Secret::new(value)),
+            "API_BASE" => conn.api_base = Some(value.to_string()),
+            "API_VERSION" => conn.api_version = Some(value.to_string()),
+            "MODEL" => conn.model = Some(value.to_string()),
+            "DEPLOYMENT" => conn.deployment = Some(value.to_string()),
+            "HEADERS" => conn.headers = parse_headers(name, var, value)?,
+            _ if !field.is_empty() => {
+                conn.extra
+                    .insert(field.to_ascii_lowercase(), value.to_string());
+            }
+            _ => {}
+        }
+    }
+    let type_var = format!("{prefix}_API_TYPE");
+    if env.get(&type_var).is_none() {
+        conn.api_type = if conn.api_version.is_some() {
+            ApiType::Azure
+        } else {
+            ApiType::OpenAi
+        };
+    }
+    finish(conn, &prefix)
+}
+
+fn resolve_standard(
+    mut conn: Connection,
+    prefix: &str,
+    env: &EnvVars,
+) -> Result<Connection, ConnectionError> {
+    let openai = env.get("OPENAI_API_KEY").is_some();
+    let azure =
+        env.get("AZURE_OPENAI_API_KEY").is_some() || env.get("AZURE_OPENAI_ENDPOINT").is_some();
+    let prefer_azure = conn.name.to_ascii_lowercase().contains("azure");
+    let use_azure = match (openai, azure) {
+        (true, true) => prefer_azure,
+        (false, true) => true,
+        (true, false) => false,
+        (false, false) => {
+            return Err(ConnectionError::NotConfigured {
+                name: conn.name,
+                prefix: prefix.to_string(),
+            });
+        }
+    };
+    let mut take = |var: &str| -> Option<String> {
+        let v = env.get(var)?.trim().to_string();
+        conn.source.push(var.to_string());
+        Some(v)
+    };
+    if use_azure {
+        let key = take("AZURE_OPENAI_API_KEY");
+        let base = take("AZURE_OPENAI_ENDPOINT");
+        let version = take("OPENAI_API_VERSION");
+        conn.api_type = ApiType::Azure;
+        conn.api_key = key.map(Secret::new);
+        conn.api_base = base;
+        conn.api_version = version;
+    } else {
+        let key = take("OPENAI_API_KEY");
+        let base = take("OPENAI_BASE_URL");
+        conn.api_type = ApiType::OpenAi;
+        conn.api_key = key.map(Secret::new);
+        conn.api_base = base;
+    }
+    finish(conn, prefix)
+}
+
+fn parse_headers(
+    name: &str,
+    var: &str,
+    value: &str,
+) -> Result<IndexMap<String, Secret>, ConnectionError> {
+    let bad = |reason: String| ConnectionError::BadHeaders {
+        name: name.to_string(),
+        var: var.to_string(),
+        reason,
+    };
+    let parsed: Value =
+        serde_json::from_str(value).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let Value::Object(map) = parsed else {
+        return Err(bad("not a JSON object".to_string()));
+    };
+    let mut out = IndexMap::new();
+    for (k, v) in map {
+        let v = match v {
+            Value::String(s) => s,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => return Err(bad(format!("the value of '{k}' is not a string"))),
+        };
+        out.insert(k, Secret::new(v));
+    }
+    Ok(out)
+}
+
+/// Fills defaults and checks required fields for the connection's api type.
+fn finish(mut conn: Connection, prefix: &str) -> Result<Connection, ConnectionError> {
+    let from_standard = !conn.source.iter().any(|v| v.starts_with(prefix));
+    let key_var = conn.key_var();
+    let missing_key = |conn: &Connection| ConnectionError::MissingKey {
+        name: conn.name.clone(),
+        api_type: conn.api_type,
+        var: key_var.clone(),
+    };
+    match conn.api_type {
+        ApiType::OpenAi => {
+            // A custom base (vLLM, llama.cpp, LM Studio) may take no key; api.openai.com always does.
+            if conn.api_key.is_none() && conn.api_base.is_none() {
+                return Err(missing_key(&conn));
+            }
+            if conn.api_base.is_none() {
+                conn.api_base = Some(OPENAI_DEFAULT_BASE.to_string());
+            }
+        }
+        ApiType::Azure => {
+            if conn.api_key.is_none() {
+                return Err(missing_key(&conn));
+            }
+            if conn.api_base.is_none() {
+                let var = if from_standard {
+                    "AZURE_OPENAI_ENDPOINT".to_string()
+                } else {
+                    format!("{prefix}_API_BASE")
+                };
+                return Err(ConnectionError::MissingBase {
+                    name: conn.name.clone(),
+                    api_type: conn.api_type,
+                    var,
+                });
+            }
+            if conn.api_version.is_none() {
+                conn.api_version = Some(AZURE_DEFAULT_API_VERSION.to_string());
+            }
+        }
+        ApiType::Ollama => {
+            if conn.api_base.is_none() {
+                conn.api_base = Some(OLLAMA_DEFAULT_BASE.to_string());
+            }
+        }
+        ApiType::Anthropic => {
+            if conn.api_key.is_none() {
+                return Err(missing_key(&conn));
+            }
+            if conn.api_base.is_none() {
+                conn.api_base = Some(ANTHROPIC_DEFAULT_BASE.to_string());
+            }
+        }
+        ApiType::Echo => {}
+    }
+    Ok(conn)
+}
+
+impl Connection {
+    /// The variable the API key comes from (or would come from).
+    pub fn key_var(&self) -> String {
+        if let Some(v) = self.source.iter().find(|v| v.ends_with("API_KEY")) {
+            return v.clone();
+        }
+        format!("{}_API_KEY", env_prefix(&self.name))
+    }
+
+    /// The variable the base URL comes from (or would come from).
+    pub fn base_var(&self) -> String {
+        if let Some(v) = self
+            .source
+            .iter()
+            .find(|v| v.ends_with("API_BASE") || v.ends_with("BASE_URL") || v.ends_with("ENDPOINT"))
+        {
+            return v.clone();
+        }
+        format!("{}_API_BASE", env_prefix(&self.name))
+    }
+
+    /// Whether this connection is the offline echo provider.
+    pub fn is_offline(&self) -> bool {
+        self.api_type == ApiType::Echo
+    }
+
+    /// Every secret value of this connection: the key, header values, secret-looking extras.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.api_key
+            .iter()
+            .map(Secret::expose)
+            .chain(self.headers.values().map(Secret::expose))
+            .chain(
+                self.extra
+                    .iter()
+                    .filter(|(k, _)| is_secret_field(k))
+                    .map(|(_, v)| v.as_str()),
+            )
+    }
+
+    /// A redactor for this connection's secrets.
+    pub fn redactor(&self) -> Redactor {
+        Redactor::from_connections([self])
+    }
+
+    /// The promptflow connection class Python tools receive: `AzureOpenAIConnection`,
+    /// `OpenAIConnection`, or `CustomConnection` (ollama, anthropic, echo).
+    pub fn python_class(&self) -> &'static str {
+        match self.api_type {
+            ApiType::Azure => "AzureOpenAIConnection",
+            ApiType::OpenAi => "OpenAIConnection",
+            _ => "CustomConnection",
+        }
+    }
+
+    /// The fields promptflow's connection object exposes to Python tools, with secrets exposed
+    /// (only ever hand this to the Python worker). Azure: `api_key`, `api_base`, `api_type`,
+    /// `api_version`; OpenAI: `api_key`, `organization`, `base_url` (plus `api_base`/`api_type`
+    /// for convenience); others: `api_key`, `api_base`, `api_type`; all: `model`, `deployment`
+    /// when set, and every extra field.
+    pub fn to_python(&self) -> Value {
+        let mut m = Map::new();
+        let opt = |s: &Option<String>| s.as_ref().map_or(Value::Null, |v| json!(v));
+        m.insert(
+            "api_key".into(),
+            self.api_key
+                .as_ref()
+                .map_or(Value::Null, |k| json!(k.expose())),
+        );
+        match self.api_type {
+            ApiType::Azure => {
+                m.insert("api_base".into(), opt(&self.api_base));
+                m.insert("api_type".into(), json!("azure"));
+                m.insert("api_version".into(), opt(&self.api_version));
+            }
+            ApiType::OpenAi => {
+                m.insert(
+                    "organization".into(),
+                    self.extra
+                        .get("organization")
+                        .map_or(Value::Null, |v| json!(v)),
+                );
+                m.insert("base_url".into(), opt(&self.api_base));
+                m.insert("api_base".into(), opt(&self.api_base));
+                m.insert("api_type".into(), json!("openai"));
+            }
+            other => {
+                m.insert("api_base".into(), opt(&self.api_base));
+                m.insert("api_type".into(), json!(other.as_str()));
+            }
+        }
+        if self.model.is_some() {
+            m.insert("model".into(), opt(&self.model));
+        }
+        if self.deployment.is_some() {
+            m.insert("deployment".into(), opt(&self.deployment));
+        }
+        for (k, v) in &self.extra {
+            m.entry(k.clone()).or_insert_with(|| json!(v));
+        }
+        Value::Object(m)
+    }
+
+    /// The names of the fields of [`Connection::to_python`] that are secrets (promptflow's
+    /// `secret_keys`).
+    pub fn python_secret_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        if self.api_key.is_some() {
+            keys.push("api_key".to_string());
+        }
+        keys.extend(
+            self.extra
+                .keys()
+                .filter(|k| is_secret_field(k) && k.as_str() != "api_key")
+                .cloned(),
+        );
+        keys
+    }
+}

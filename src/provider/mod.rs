@@ -1,1 +1,324 @@
-//! TODO(skeleton): provider
+//! LLM providers: turn an [`LlmRequest`] into an HTTP call to the connection's endpoint.
+//!
+//! One [`LlmClient`] (one keep-alive connection pool) serves every line of a run. Dispatch is by
+//! the connection's [`ApiType`]: OpenAI-compatible (openai, azure, ollama), Anthropic Messages,
+//! or the offline `echo` provider. Retryable failures (429, 5xx, timeouts) are retried by the
+//! client's [`RetryPolicy`].
+
+mod anthropic;
+mod echo;
+mod error;
+mod http;
+mod openai;
+mod retry;
+pub mod sse;
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::chat::Message;
+use crate::connection::{ApiType, Connection};
+
+pub use echo::ECHO_PREFIX;
+pub use error::ProviderError;
+pub use retry::{RetryPolicy, parse_http_date, parse_retry_after};
+
+/// Which endpoint of the API a request uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// Chat completions (messages in, assistant message out).
+    Chat,
+    /// Legacy text completions (prompt in, text out).
+    Completion,
+}
+
+impl Api {
+    /// `chat` or `completion`, as written in `flow.dag.yaml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Chat => "chat",
+            Api::Completion => "completion",
+        }
+    }
+}
+
+/// One LLM call, provider-independent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmRequest {
+    /// Chat or completion.
+    pub api: Api,
+    /// Chat messages (for [`Api::Chat`]).
+    pub messages: Vec<Message>,
+    /// The prompt text (for [`Api::Completion`]).
+    pub prompt: Option<String>,
+    /// The model (or, for Azure, the deployment) from the node; `None` uses the connection's
+    /// `X_MODEL`/`X_DEPLOYMENT`. For Azure, pass the node's `deployment_name` here in preference
+    /// to its `model`.
+    pub model: Option<String>,
+    /// Typed model parameters (temperature, max_tokens, stop, tools, ...), sent as given.
+    pub params: Map<String, Value>,
+    /// Stream the reply (deltas go to `on_delta`).
+    pub stream: bool,
+}
+
+impl LlmRequest {
+    /// A chat request with no parameters.
+    pub fn chat(messages: Vec<Message>) -> Self {
+        LlmRequest {
+            api: Api::Chat,
+            messages,
+            prompt: None,
+            model: None,
+            params: Map::new(),
+            stream: false,
+        }
+    }
+
+    /// A completion request with no parameters.
+    pub fn completion(prompt: impl Into<String>) -> Self {
+        LlmRequest {
+            api: Api::Completion,
+            messages: Vec::new(),
+            prompt: Some(prompt.into()),
+            model: None,
+            params: Map::new(),
+            stream: false,
+        }
+    }
+
+    /// Whether tools or functions were requested (then a tool call returns the whole message).
+    pub fn wants_tools(&self) -> bool {
+        ["tools", "functions"]
+            .iter()
+            .any(|k| self.params.get(*k).is_some_and(|v| !v.is_null()))
+    }
+
+    /// A stable SHA-256 hex key for the response cache: target URL, model/deployment, api,
+    /// messages or prompt and parameters (object keys sorted). Never includes the key, headers
+    /// or the `stream` flag.
+    pub fn cache_key(&self, conn: &Connection) -> String {
+        let (url, model) = match target(conn, self) {
+            Ok(t) => (t.url, t.model),
+            Err(_) => (String::new(), self.model.clone()),
+        };
+        let mut h = Sha256::new();
+        let mut canon = String::with_capacity(256);
+        let mut doc = Map::new();
+        doc.insert("api".into(), Value::from(self.api.as_str()));
+        doc.insert("api_type".into(), Value::from(conn.api_type.as_str()));
+        doc.insert("url".into(), Value::from(url));
+        doc.insert("model".into(), model.map_or(Value::Null, Value::from));
+        match self.api {
+            Api::Chat => {
+                doc.insert(
+                    "messages".into(),
+                    serde_json::to_value(&self.messages).unwrap_or(Value::Null),
+                );
+            }
+            Api::Completion => {
+                doc.insert(
+                    "prompt".into(),
+                    self.prompt.clone().map_or(Value::Null, Value::from),
+                );
+            }
+        }
+        doc.insert("params".into(), Value::Object(self.params.clone()));
+        write_canonical(&Value::Object(doc), &mut canon);
+        h.update(canon.as_bytes());
+        h.finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    }
+}
+
+/// Writes JSON with object keys sorted and no whitespace.
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::from(k.as_str()).to_string());
+                out.push(':');
+                write_canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// Token counts of one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens in the reply.
+    pub completion_tokens: u64,
+    /// Their sum (as the server reported it).
+    pub total_tokens: u64,
+}
+
+/// What a successful call returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmResponse {
+    /// The assistant text, or the whole assistant message object when tools/functions were
+    /// requested and the model called one.
+    pub output: Value,
+    /// Token usage (zero when a streaming server did not report it).
+    pub usage: Usage,
+    /// The model that answered, as the server named it.
+    pub model: Option<String>,
+    /// Why generation stopped (`stop`, `length`, `tool_calls`, ...).
+    pub finish_reason: Option<String>,
+    /// How many retries it took.
+    pub retries: u32,
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// Full URL including query.
+    pub url: String,
+    /// Model (or Azure deployment) used.
+    pub model: Option<String>,
+}
+
+/// Computes the URL and model for a request, without building the body.
+pub(crate) fn target(conn: &Connection, req: &LlmRequest) -> Result<Target, ProviderError> {
+    match conn.api_type {
+        ApiType::OpenAi | ApiType::Ollama | ApiType::Azure => openai::target(conn, req),
+        ApiType::Anthropic => anthropic::target(conn, req),
+        ApiType::Echo => Ok(Target {
+            url: "echo:".to_string(),
+            model: Some("echo".to_string()),
+        }),
+    }
+}
+
+/// Settings of an [`LlmClient`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Per-attempt timeout (for a stream: to the first byte and between chunks).
+    pub timeout: Duration,
+    /// Retry policy for retryable failures.
+    pub retry: RetryPolicy,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            timeout: Duration::from_secs(120),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// The callback receiving streamed text deltas.
+pub type DeltaFn<'a> = &'a (dyn Fn(&str) + Send + Sync);
+
+/// The process-wide LLM client (cheap to clone; clones share one connection pool).
+#[derive(Debug, Clone)]
+pub struct LlmClient {
+    http: reqwest::Client,
+    config: ClientConfig,
+}
+
+impl LlmClient {
+    /// A client with default settings (120 s timeout, 5 retries).
+    pub fn new() -> Result<Self, ProviderError> {
+        Self::with_config(ClientConfig::default())
+    }
+
+    /// A client with these settings.
+    pub fn with_config(config: ClientConfig) -> Result<Self, ProviderError> {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(config.timeout.min(Duration::from_secs(30)))
+            .user_agent(concat!("flow/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ProviderError::Config {
+                connection: String::new(),
+                message: format!("cannot initialise the HTTP client: {e}"),
+            })?;
+        Ok(LlmClient { http, config })
+    }
+
+    /// The client's settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Sends `req` to `conn`, retrying retryable failures. Streamed text deltas go to
+    /// `on_delta`; a stream that already delivered text is not retried (deltas would repeat).
+    pub async fn complete(
+        &self,
+        conn: &Connection,
+        req: &LlmRequest,
+        on_delta: Option<DeltaFn<'_>>,
+    ) -> Result<LlmResponse, ProviderError> {
+        if conn.api_type == ApiType::Echo {
+            return Ok(echo::complete(req, on_delta));
+        }
+        let prepared = match conn.api_type {
+            ApiType::Anthropic => anthropic::prepare(conn, req)?,
+            _ => openai::prepare(conn, req)?,
+        };
+        let policy = self.config.retry;
+        let mut retries = 0u32;
+        loop {
+            let mut emitted = false;
+            let result = http::attempt(self, conn, req, &prepared, on_delta, &mut emitted).await;
+            match result {
+                Ok(mut resp) => {
+                    resp.retries = retries;
+                    return Ok(resp);
+                }
+                Err(e) if e.is_retryable() && !emitted && retries < policy.max_retries => {
+                    tokio::time::sleep(policy.delay(retries, e.retry_after())).await;
+                    retries += 1;
+                }
+                Err(e) if retries > 0 => {
+                    return Err(ProviderError::Retried {
+                        retries,
+                        source: Box::new(e),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A request ready to send: URL, headers (with secrets: never print) and serialized body.
+pub(crate) struct Prepared {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub protocol: Protocol,
+    pub model: Option<String>,
+}
+
+/// Which wire format the reply uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    OpenAi,
+    Anthropic,
+}

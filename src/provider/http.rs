@@ -1,0 +1,326 @@
+//! One HTTP attempt: send, map error statuses, parse or stream the reply.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::retry::parse_retry_after;
+use super::sse::{SseEvent, SseParser};
+use super::{
+    DeltaFn, LlmClient, LlmRequest, LlmResponse, Prepared, Protocol, ProviderError, anthropic,
+    openai,
+};
+use crate::connection::{ApiType, Connection, Redactor};
+
+/// Longest excerpt of a bad reply shown in an error.
+const EXCERPT_CHARS: usize = 200;
+
+/// Sends one attempt. Sets `emitted` once a streamed delta reached `on_delta`.
+pub(crate) async fn attempt(
+    client: &LlmClient,
+    conn: &Connection,
+    req: &LlmRequest,
+    p: &Prepared,
+    on_delta: Option<DeltaFn<'_>>,
+    emitted: &mut bool,
+) -> Result<LlmResponse, ProviderError> {
+    let timeout = client.config.timeout;
+    let mut rb = client.http.post(&p.url).body(p.body.clone());
+    for (k, v) in &p.headers {
+        rb = rb.header(k.as_str(), v.as_str());
+    }
+    let timed_out = || ProviderError::Timeout {
+        connection: conn.name.clone(),
+        url: p.url.clone(),
+        after: timeout,
+    };
+    if !req.stream {
+        let fut = async {
+            let resp = rb
+                .send()
+                .await
+                .map_err(|e| transport_error(conn, p, &e, timeout))?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| transport_error(conn, p, &e, timeout))?;
+            Ok::<_, ProviderError>((status, headers, bytes))
+        };
+        let (status, headers, bytes) = tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| timed_out())??;
+        if !status.is_success() {
+            return Err(status_error(
+                conn,
+                p,
+                req,
+                status.as_u16(),
+                &headers,
+                &bytes,
+            ));
+        }
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| malformed(conn, p, &format!("not JSON: {e}"), &bytes))?;
+        let parsed = match p.protocol {
+            Protocol::OpenAi => openai::parse(&v, req),
+            Protocol::Anthropic => anthropic::parse(&v, req),
+        };
+        return parsed.map_err(|reason| malformed(conn, p, &reason, &bytes));
+    }
+
+    let resp = tokio::time::timeout(timeout, rb.send())
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| transport_error(conn, p, &e, timeout))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let headers = resp.headers().clone();
+        let bytes = tokio::time::timeout(timeout, resp.bytes())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| transport_error(conn, p, &e, timeout))?;
+        return Err(status_error(
+            conn,
+            p,
+            req,
+            status.as_u16(),
+            &headers,
+            &bytes,
+        ));
+    }
+    let mut stream = resp.bytes_stream();
+    let mut parser = SseParser::new();
+    let mut events: Vec<SseEvent> = Vec::new();
+    let mut state = StreamState::new(p.protocol);
+    loop {
+        let next = tokio::time::timeout(timeout, stream.next())
+            .await
+            .map_err(|_| timed_out())?;
+        match next {
+            Some(Ok(chunk)) => parser.feed(&chunk, &mut events),
+            Some(Err(e)) => return Err(transport_error(conn, p, &e, timeout)),
+            None => {
+                parser.finish(&mut events);
+                state
+                    .handle(&events, on_delta, emitted)
+                    .map_err(|reason| malformed(conn, p, &reason, last_data(&events)))?;
+                break;
+            }
+        }
+        state
+            .handle(&events, on_delta, emitted)
+            .map_err(|reason| malformed(conn, p, &reason, last_data(&events)))?;
+        events.clear();
+        if state.is_done() {
+            break;
+        }
+    }
+    Ok(state.finish(req))
+}
+
+fn last_data(events: &[SseEvent]) -> &[u8] {
+    events.last().map_or(&[], |e| e.data.as_bytes())
+}
+
+/// Per-protocol stream assembly.
+enum StreamState {
+    OpenAi(openai::StreamState),
+    Anthropic(anthropic::StreamState),
+}
+
+impl StreamState {
+    fn new(p: Protocol) -> Self {
+        match p {
+            Protocol::OpenAi => StreamState::OpenAi(Default::default()),
+            Protocol::Anthropic => StreamState::Anthropic(Default::default()),
+        }
+    }
+
+    fn handle(
+        &mut self,
+        events: &[SseEvent],
+        on_delta: Option<DeltaFn<'_>>,
+        emitted: &mut bool,
+    ) -> Result<(), String> {
+        for ev in events {
+            match self {
+                StreamState::OpenAi(s) => s.on_event(ev, on_delta, emitted)?,
+                StreamState::Anthropic(s) => {
+                    if ev.event == "ping" {
+                        continue;
+                    }
+                    s.on_event(ev, on_delta, emitted)?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_done(&self) -> bool {
+        match self {
+            StreamState::OpenAi(s) => s.is_done(),
+            StreamState::Anthropic(s) => s.is_done(),
+        }
+    }
+
+    fn finish(self, req: &LlmRequest) -> LlmResponse {
+        match self {
+            StreamState::OpenAi(s) => s.finish(req),
+            StreamState::Anthropic(s) => s.finish(req),
+        }
+    }
+}
+
+/// Maps a reqwest failure (no HTTP status) to an error.
+fn transport_error(
+    conn: &Connection,
+    p: &Prepared,
+    e: &reqwest::Error,
+    timeout: Duration,
+) -> ProviderError {
+    let mut reason = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        let s_text = s.to_string();
+        if !reason.contains(&s_text) {
+            reason.push_str(": ");
+            reason.push_str(&s_text);
+        }
+        src = s.source();
+    }
+    let reason = conn.redactor().redact(&reason).into_owned();
+    if e.is_timeout() {
+        ProviderError::Timeout {
+            connection: conn.name.clone(),
+            url: p.url.clone(),
+            after: timeout,
+        }
+    } else if e.is_connect() {
+        ProviderError::Unreachable {
+            connection: conn.name.clone(),
+            url: p.url.clone(),
+            base_var: conn.base_var(),
+            reason,
+        }
+    } else {
+        ProviderError::Network {
+            connection: conn.name.clone(),
+            url: p.url.clone(),
+            reason,
+        }
+    }
+}
+
+/// A short redacted excerpt of a body.
+fn excerpt(redactor: &Redactor, bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let short: String = text.chars().take(EXCERPT_CHARS).collect();
+    let mut out = redactor.redact(&short).into_owned();
+    if text.chars().count() > EXCERPT_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+fn malformed(conn: &Connection, p: &Prepared, reason: &str, bytes: &[u8]) -> ProviderError {
+    let r = conn.redactor();
+    ProviderError::Malformed {
+        connection: conn.name.clone(),
+        url: p.url.clone(),
+        base_var: conn.base_var(),
+        reason: r.redact(reason).into_owned(),
+        excerpt: excerpt(&r, bytes),
+    }
+}
+
+/// The server's error message: `error.message`, `message`, `detail`, or a body excerpt.
+fn server_message(redactor: &Redactor, bytes: &[u8]) -> String {
+    let from_json = serde_json::from_slice::<Value>(bytes).ok().and_then(|v| {
+        let pick = |v: &Value| v.as_str().map(str::to_string);
+        v.get("error")
+            .and_then(|e| e.get("message").and_then(pick).or_else(|| pick(e)))
+            .or_else(|| v.get("message").and_then(pick))
+            .or_else(|| v.get("detail").and_then(pick))
+    });
+    match from_json {
+        Some(m) => redactor.redact(&m).into_owned(),
+        None if bytes.is_empty() => "(empty body)".to_string(),
+        None => excerpt(redactor, bytes),
+    }
+}
+
+/// Maps an HTTP error status to an error.
+fn status_error(
+    conn: &Connection,
+    p: &Prepared,
+    req: &LlmRequest,
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    bytes: &[u8],
+) -> ProviderError {
+    let redactor = conn.redactor();
+    let message = server_message(&redactor, bytes);
+    let connection = conn.name.clone();
+    let url = p.url.clone();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let retry_after = parse_retry_after(header("retry-after-ms"), header("retry-after"));
+    match status {
+        401 => ProviderError::Unauthorized {
+            connection,
+            url,
+            key_var: conn.key_var(),
+            message,
+        },
+        403 => ProviderError::Forbidden {
+            connection,
+            url,
+            key_var: conn.key_var(),
+            message,
+        },
+        404 => ProviderError::NotFound {
+            hint: not_found_hint(conn, p, req),
+            connection,
+            url,
+            message,
+        },
+        400 | 422 => ProviderError::BadRequest {
+            connection,
+            url,
+            status,
+            message,
+        },
+        429 => ProviderError::RateLimited {
+            connection,
+            url,
+            retry_after,
+            message,
+        },
+        _ => ProviderError::Status {
+            connection,
+            url,
+            status,
+            retry_after,
+            message,
+        },
+    }
+}
+
+fn not_found_hint(conn: &Connection, p: &Prepared, req: &LlmRequest) -> String {
+    let prefix = crate::connection::env_prefix(&conn.name);
+    let model = p.model.as_deref().unwrap_or("(none)");
+    let base_var = conn.base_var();
+    match conn.api_type {
+        ApiType::Azure => format!(
+            "check the deployment name '{model}' (the node's deployment_name or {prefix}_DEPLOYMENT), {base_var} and the api-version"
+        ),
+        _ if req.model.is_none() => format!(
+            "check the model '{model}' ({prefix}_MODEL) and {base_var} (an OpenAI-compatible base usually ends in /v1)"
+        ),
+        _ => format!(
+            "check the model '{model}' (the node's model) and {base_var} (an OpenAI-compatible base usually ends in /v1)"
+        ),
+    }
+}
