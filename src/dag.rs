@@ -30,13 +30,16 @@ pub fn build(flow: &Flow) -> Result<(Dag, Vec<Diagnostic>), Vec<Diagnostic>> {
         if let Some(&first) = by_name.get(node.name.as_str()) {
             let first_loc = flow.locate(&flow.nodes[first].yaml_path);
             diags.push(
-                flow.error_at(&format!("{}.name", node.yaml_path), format!("duplicate node name `{}`", node.name))
-                    .with_label("second definition")
-                    .with_help(format!(
-                        "node names must be unique; the first `{}` is at line {}",
-                        node.name,
-                        first_loc.map_or(0, |l| l.line)
-                    )),
+                flow.error_at(
+                    &format!("{}.name", node.yaml_path),
+                    format!("duplicate node name `{}`", node.name),
+                )
+                .with_label("second definition")
+                .with_help(format!(
+                    "node names must be unique; the first `{}` is at line {}",
+                    node.name,
+                    first_loc.map_or(0, |l| l.line)
+                )),
             );
         } else {
             by_name.insert(&node.name, i);
@@ -67,7 +70,14 @@ pub fn build(flow: &Flow) -> Result<(Dag, Vec<Diagnostic>), Vec<Diagnostic>> {
                     }
                 }
                 Reference::NodeOutput { node: target, .. } => match by_name.get(target.as_str()) {
-                    None => diags.push(unknown_node(flow, &path, reference, target, &node_names, &input_names)),
+                    None => diags.push(unknown_node(
+                        flow,
+                        &path,
+                        reference,
+                        target,
+                        &node_names,
+                        &input_names,
+                    )),
                     Some(&j) => {
                         if flow.nodes[j].aggregation && !node.aggregation {
                             diags.push(
@@ -162,15 +172,29 @@ pub fn build(flow: &Flow) -> Result<(Dag, Vec<Diagnostic>), Vec<Diagnostic>> {
     ))
 }
 
-fn unknown_input(flow: &Flow, path: &str, reference: &Reference, name: &str, inputs: &[&str]) -> Diagnostic {
+fn unknown_input(
+    flow: &Flow,
+    path: &str,
+    reference: &Reference,
+    name: &str,
+    inputs: &[&str],
+) -> Diagnostic {
     let help = match closest(name, inputs.iter().copied()) {
         Some(c) => format!("did you mean `${{inputs.{c}}}`?"),
-        None if inputs.is_empty() => format!("the flow has no inputs; declare `{name}` under `inputs:`"),
-        None => format!("declare `{name}` under `inputs:`, or use one of: {}", inputs.join(", ")),
+        None if inputs.is_empty() => {
+            format!("the flow has no inputs; declare `{name}` under `inputs:`")
+        }
+        None => format!(
+            "declare `{name}` under `inputs:`, or use one of: {}",
+            inputs.join(", ")
+        ),
     };
-    flow.error_at(path, format!("`{reference}` references unknown flow input `{name}`"))
-        .with_label("unknown input")
-        .with_help(help)
+    flow.error_at(
+        path,
+        format!("`{reference}` references unknown flow input `{name}`"),
+    )
+    .with_label("unknown input")
+    .with_help(help)
 }
 
 fn unknown_node(
@@ -183,12 +207,17 @@ fn unknown_node(
 ) -> Diagnostic {
     let help = match closest(name, nodes.iter().copied()) {
         Some(c) => format!("did you mean `${{{c}.output}}`?"),
-        None if inputs.contains(&name) => format!("`{name}` is a flow input: write `${{inputs.{name}}}`"),
+        None if inputs.contains(&name) => {
+            format!("`{name}` is a flow input: write `${{inputs.{name}}}`")
+        }
         None => format!("nodes are: {}", nodes.join(", ")),
     };
-    flow.error_at(path, format!("`{reference}` references unknown node `{name}`"))
-        .with_label("unknown node")
-        .with_help(help)
+    flow.error_at(
+        path,
+        format!("`{reference}` references unknown node `{name}`"),
+    )
+    .with_label("unknown node")
+    .with_help(help)
 }
 
 fn missing_source(flow: &Flow, i: usize) -> Option<Diagnostic> {
@@ -203,7 +232,11 @@ fn missing_source(flow: &Flow, i: usize) -> Option<Diagnostic> {
     Some(
         flow.error_at(
             &format!("{}.source.path", node.yaml_path),
-            format!("node `{}`: source file `{}` does not exist", node.name, node.source.display()),
+            format!(
+                "node `{}`: source file `{}` does not exist",
+                node.name,
+                node.source.display()
+            ),
         )
         .with_label("missing file")
         .with_help(format!(
@@ -227,10 +260,7 @@ fn topological_order(deps: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
     }
     let mut done = vec![false; n];
     let mut order = Vec::with_capacity(n);
-    loop {
-        let Some(next) = (0..n).find(|&i| !done[i] && pending[i] == 0) else {
-            break;
-        };
+    while let Some(next) = (0..n).find(|&i| !done[i] && pending[i] == 0) {
         done[next] = true;
         order.push(next);
         for &d in &dependents[next] {
@@ -280,7 +310,11 @@ mod tests {
     fn errors(yaml: &str) -> Vec<String> {
         match build(&flow(yaml)) {
             Ok(_) => Vec::new(),
-            Err(d) => d.iter().filter(|d| d.is_error()).map(|d| d.to_string()).collect(),
+            Err(d) => d
+                .iter()
+                .filter(|d| d.is_error())
+                .map(|d| d.to_string())
+                .collect(),
         }
     }
 
@@ -288,15 +322,30 @@ mod tests {
     fn orders_topologically_and_names_cycles() {
         let yaml = "inputs: {q: {type: string}}\noutputs: {}\nnodes:\n- {name: a, type: python, source: {type: code, path: a.py}, inputs: {x: '${b.output}'}}\n- {name: b, type: python, source: {type: code, path: b.py}, inputs: {x: '${c.output}'}}\n- {name: c, type: python, source: {type: code, path: c.py}, inputs: {x: '${a.output}'}}\n";
         let errs = errors(yaml);
-        assert!(errs.iter().any(|e| e.contains("cycle: a → b → c → a")), "{errs:?}");
-        assert_eq!(topological_order(&[vec![1], vec![], vec![0, 1]]).unwrap(), vec![1, 0, 2]);
+        assert!(
+            errs.iter().any(|e| e.contains("cycle: a → b → c → a")),
+            "{errs:?}"
+        );
+        assert_eq!(
+            topological_order(&[vec![1], vec![], vec![0, 1]]).unwrap(),
+            vec![1, 0, 2]
+        );
     }
 
     #[test]
     fn unknown_references_suggest_the_closest_name() {
         let yaml = "inputs: {question: {type: string}}\noutputs: {o: {reference: '${anser.output}'}}\nnodes:\n- {name: answer, type: python, source: {type: code, path: a.py}, inputs: {x: '${inputs.questoin}'}}\n";
         let errs = errors(yaml);
-        assert!(errs.iter().any(|e| e.contains("unknown flow input `questoin`") && e.contains("did you mean `${inputs.question}`")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.contains("unknown node `anser`") && e.contains("did you mean `${answer.output}`")), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("unknown flow input `questoin`")
+                    && e.contains("did you mean `${inputs.question}`")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("unknown node `anser`")
+                && e.contains("did you mean `${answer.output}`")),
+            "{errs:?}"
+        );
     }
 }

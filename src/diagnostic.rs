@@ -163,9 +163,7 @@ impl fmt::Display for Diagnostic {
             Severity::Warning => "warning",
         };
         match (&self.file, self.location) {
-            (Some(file), Some(loc)) => {
-                write!(f, "{}:{}:{}: ", file.display(), loc.line, loc.col)?
-            }
+            (Some(file), Some(loc)) => write!(f, "{}:{}:{}: ", file.display(), loc.line, loc.col)?,
             (Some(file), None) => write!(f, "{}: ", file.display())?,
             _ => {}
         }

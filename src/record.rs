@@ -177,7 +177,11 @@ pub fn write_detail(
 ) -> std::io::Result<std::path::PathBuf> {
     let dir = flow_dir.join(".promptflow");
     std::fs::create_dir_all(&dir)?;
-    let mut node_runs: Vec<Value> = line.nodes.iter().map(|n| node_json(n, line.line_number)).collect();
+    let mut node_runs: Vec<Value> = line
+        .nodes
+        .iter()
+        .map(|n| node_json(n, line.line_number))
+        .collect();
     if let Some(agg) = aggregation {
         node_runs.extend(agg.nodes.iter().map(|n| node_json(n, line.line_number)));
     }
@@ -204,7 +208,10 @@ pub fn write_detail(
     });
     let path = dir.join("flow.detail.json");
     write_json_atomic(&path, &detail)?;
-    write_json_atomic(&dir.join("flow.output.json"), &Value::Object(line.outputs.clone()))?;
+    write_json_atomic(
+        &dir.join("flow.output.json"),
+        &Value::Object(line.outputs.clone()),
+    )?;
     Ok(path)
 }
 

@@ -21,7 +21,9 @@ const TOOL: &str = "from promptflow import tool\n@tool\ndef f(x=None):\n    retu
 #[test]
 fn malformed_yaml_points_at_the_line() {
     let run = check("inputs:\n  q: {type: string\nnodes: []\n", &[]);
-    run.expect_code(2).stderr_has("invalid YAML").stderr_has("flow.dag.yaml:3:");
+    run.expect_code(2)
+        .stderr_has("invalid YAML")
+        .stderr_has("flow.dag.yaml:3:");
 }
 
 #[test]
@@ -65,7 +67,10 @@ fn duplicate_names_and_bad_types() {
         .stderr_has("the default of input `m`: \"abc\" is not a valid int")
         .stderr_has("unsupported type `javascript`");
     let yaml = "inputs: {}\noutputs: {}\nnodes:\n- {name: a, type: python, source: {type: code, path: t.py}}\n- {name: a, type: python, source: {type: code, path: t.py}}\n";
-    check(yaml, &[("t.py", TOOL)]).expect_code(2).stderr_has("duplicate node name `a`").stderr_has("flow.dag.yaml:5:");
+    check(yaml, &[("t.py", TOOL)])
+        .expect_code(2)
+        .stderr_has("duplicate node name `a`")
+        .stderr_has("flow.dag.yaml:5:");
 }
 
 #[test]
@@ -86,7 +91,10 @@ fn a_python_syntax_error_is_reported_before_running() {
             ("t.py", "from promptflow import tool\n@tool\ndef f(:\n    pass\n"),
         ],
     );
-    ctx.run(&["run", "f"]).expect_code(2).stderr_has("t.py").stderr_has("SyntaxError");
+    ctx.run(&["run", "f"])
+        .expect_code(2)
+        .stderr_has("t.py")
+        .stderr_has("SyntaxError");
 }
 
 #[test]
@@ -126,9 +134,14 @@ fn a_tool_missing_a_required_input_is_a_configuration_error() {
 #[test]
 fn a_missing_flow_directory_is_a_usage_error() {
     let ctx = TestContext::new();
-    ctx.run(&["run", "nope"]).expect_code(2).stderr_has("nope does not exist");
+    ctx.run(&["run", "nope"])
+        .expect_code(2)
+        .stderr_has("nope does not exist");
     std::fs::create_dir(ctx.root().join("empty")).unwrap();
-    ctx.run(&["validate", "empty"]).expect_code(2).stderr_has("has no flow.dag.yaml").stderr_has("flow init");
+    ctx.run(&["validate", "empty"])
+        .expect_code(2)
+        .stderr_has("has no flow.dag.yaml")
+        .stderr_has("flow init");
 }
 
 #[test]

@@ -52,7 +52,8 @@ fn chain(ctx: &TestContext) -> std::path::PathBuf {
 #[test]
 fn prompt_llm_python_chain_runs_and_sends_a_typed_request() {
     let ctx = TestContext::with_mock();
-    ctx.mock().reply_when("facts about owls", "  owls fly silently  ");
+    ctx.mock()
+        .reply_when("facts about owls", "  owls fly silently  ");
     chain(&ctx);
     let run = ctx.run(&["run", "chain", "--inputs", "topic=owls", "--output", "json"]);
     run.expect_code(0);
@@ -90,8 +91,10 @@ fn pretty_output_and_detail_record() {
     run.expect_code(0)
         .stdout_has("answer: MOCK: WRITE 2 FACTS ABOUT BEES.")
         .stderr_has("3 nodes ran");
-    let detail: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(flow.join(".promptflow/flow.detail.json")).unwrap()).unwrap();
+    let detail: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(flow.join(".promptflow/flow.detail.json")).unwrap(),
+    )
+    .unwrap();
     let nodes = detail["node_runs"].as_array().unwrap();
     assert_eq!(nodes.len(), 3);
     let ask = nodes.iter().find(|n| n["node"] == "ask").unwrap();
@@ -99,9 +102,14 @@ fn pretty_output_and_detail_record() {
     assert_eq!(ask["inputs"]["request"], "Write 2 facts about bees.");
     assert!(ask["system_metrics"]["total_tokens"].as_u64().unwrap() > 0);
     assert!(ask["system_metrics"]["duration"].as_f64().unwrap() >= 0.0);
-    assert_eq!(detail["flow_runs"][0]["output"]["answer"], "MOCK: WRITE 2 FACTS ABOUT BEES.");
-    let output: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(flow.join(".promptflow/flow.output.json")).unwrap()).unwrap();
+    assert_eq!(
+        detail["flow_runs"][0]["output"]["answer"],
+        "MOCK: WRITE 2 FACTS ABOUT BEES."
+    );
+    let output: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(flow.join(".promptflow/flow.output.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(output["answer"], "MOCK: WRITE 2 FACTS ABOUT BEES.");
 }
 
@@ -112,9 +120,13 @@ fn inputs_from_a_json_file_and_type_coercion() {
     ctx.write("in.json", r#"{"topic": "cats", "count": "5"}"#);
     let run = ctx.run(&["run", "chain", "--inputs", "in.json", "--output", "json"]);
     run.expect_code(0);
-    assert_eq!(run.json()["outputs"]["prompt_text"], "Write 5 facts about cats.");
+    assert_eq!(
+        run.json()["outputs"]["prompt_text"],
+        "Write 5 facts about cats."
+    );
     let bad = ctx.run(&["run", "chain", "--inputs", "topic=cats", "count=many"]);
-    bad.expect_code(1).stderr_has("flow input `count`: \"many\" is not a valid int");
+    bad.expect_code(1)
+        .stderr_has("flow input `count`: \"many\" is not a valid int");
 }
 
 #[test]
@@ -131,25 +143,59 @@ fn missing_required_input_is_a_usage_error() {
 fn single_node_runs_with_given_inputs() {
     let ctx = TestContext::with_mock();
     chain(&ctx);
-    let run = ctx.run(&["run", "chain", "--node", "tidy", "--inputs", "text=  hi  ", "--output", "json"]);
+    let run = ctx.run(&[
+        "run",
+        "chain",
+        "--node",
+        "tidy",
+        "--inputs",
+        "text=  hi  ",
+        "--output",
+        "json",
+    ]);
     run.expect_code(0);
     assert_eq!(run.json()["output"], "HI");
-    assert_eq!(ctx.mock().requests().len(), 0, "--node tidy must not call the model");
-    ctx.run(&["run", "chain", "--node", "tidyy"]).expect_code(2).stderr_has("did you mean `tidy`?");
+    assert_eq!(
+        ctx.mock().requests().len(),
+        0,
+        "--node tidy must not call the model"
+    );
+    ctx.run(&["run", "chain", "--node", "tidyy"])
+        .expect_code(2)
+        .stderr_has("did you mean `tidy`?");
 }
 
 #[test]
 fn offline_mode_needs_no_key_and_says_so() {
     let ctx = TestContext::new();
     chain(&ctx);
-    let run = ctx.run(&["run", "chain", "--offline", "--inputs", "topic=owls", "--output", "json"]);
+    let run = ctx.run(&[
+        "run",
+        "chain",
+        "--offline",
+        "--inputs",
+        "topic=owls",
+        "--output",
+        "json",
+    ]);
     run.expect_code(0).stderr_has("offline");
     let out = run.json();
     assert_eq!(out["offline"], true);
     let answer = out["outputs"]["answer"].as_str().unwrap();
-    assert!(answer.contains("NO MODEL"), "echo must say no model wrote it: {answer}");
+    assert!(
+        answer.contains("NO MODEL"),
+        "echo must say no model wrote it: {answer}"
+    );
     // Deterministic: the same request gives the same reply.
-    let again = ctx.run(&["run", "chain", "--offline", "--inputs", "topic=owls", "--output", "json"]);
+    let again = ctx.run(&[
+        "run",
+        "chain",
+        "--offline",
+        "--inputs",
+        "topic=owls",
+        "--output",
+        "json",
+    ]);
     assert_eq!(again.json()["outputs"]["answer"], out["outputs"]["answer"]);
 }
 
@@ -176,9 +222,25 @@ fn env_file_configures_the_connection() {
         ),
     );
     let mut cmd = ctx.cmd();
-    cmd.env_remove("OPEN_AI_CONNECTION_API_KEY").env_remove("OPEN_AI_CONNECTION_API_BASE");
-    let out = cmd.args(["run", "chain", "--env-file", "custom.env", "--inputs", "topic=x"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    cmd.env_remove("OPEN_AI_CONNECTION_API_KEY")
+        .env_remove("OPEN_AI_CONNECTION_API_BASE");
+    let out = cmd
+        .args([
+            "run",
+            "chain",
+            "--env-file",
+            "custom.env",
+            "--inputs",
+            "topic=x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -187,7 +249,10 @@ fn refused_key_exits_3_and_never_prints_the_key() {
     chain(&ctx);
     let mut cmd = ctx.cmd();
     cmd.env("OPEN_AI_CONNECTION_API_KEY", "sk-wrong-secret-value-123");
-    let out = cmd.args(["run", "chain", "--inputs", "topic=x"]).output().unwrap();
+    let out = cmd
+        .args(["run", "chain", "--inputs", "topic=x"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("open_ai_connection"), "{stderr}");
@@ -200,7 +265,9 @@ fn server_errors_are_retried_then_succeed() {
     let ctx = TestContext::with_mock();
     chain(&ctx);
     ctx.mock().push(MockReply::Status(500, "boom".into()));
-    ctx.mock().push(MockReply::RateLimit { retry_after: Some(0) });
+    ctx.mock().push(MockReply::RateLimit {
+        retry_after: Some(0),
+    });
     let run = ctx.run(&["run", "chain", "--inputs", "topic=x", "--output", "json"]);
     run.expect_code(0);
     assert_eq!(ctx.mock().requests().len(), 3);
@@ -210,7 +277,8 @@ fn server_errors_are_retried_then_succeed() {
 fn malformed_reply_fails_the_line_with_exit_1() {
     let ctx = TestContext::with_mock();
     chain(&ctx);
-    ctx.mock().push(MockReply::Malformed("this is not json".into()));
+    ctx.mock()
+        .push(MockReply::Malformed("this is not json".into()));
     let run = ctx.run(&["run", "chain", "--inputs", "topic=x"]);
     run.expect_code(1).stderr_has("node `ask`");
 }
@@ -223,11 +291,26 @@ fn slow_reply_times_out() {
     let started = std::time::Instant::now();
     let out = ctx
         .cmd()
-        .args(["run", "chain", "--inputs", "topic=x", "--request-timeout", "0.3", "--max-retries", "0"])
+        .args([
+            "run",
+            "chain",
+            "--inputs",
+            "topic=x",
+            "--request-timeout",
+            "0.3",
+            "--max-retries",
+            "0",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.to_lowercase().contains("timed out") || stderr.contains("timeout"), "{stderr}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(5), "the timeout did not cut the request short");
+    assert!(
+        stderr.to_lowercase().contains("timed out") || stderr.contains("timeout"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the timeout did not cut the request short"
+    );
 }

@@ -18,7 +18,9 @@ fn prints_nodes_in_the_order_they_run() {
         ],
     );
     let run = ctx.run(&["validate", "f"]);
-    run.expect_code(0).stdout_has("is valid").stdout_has("inputs: q (string)");
+    run.expect_code(0)
+        .stdout_has("is valid")
+        .stdout_has("inputs: q (string)");
     let first = run.stdout.find("first").unwrap();
     let middle = run.stdout.find("middle").unwrap();
     let last = run.stdout.find("last").unwrap();
@@ -29,9 +31,15 @@ fn prints_nodes_in_the_order_they_run() {
 #[test]
 fn a_twenty_node_flow_validates() {
     let ctx = TestContext::new();
-    let mut yaml = String::from("inputs: {q: {type: string}}\noutputs:\n  o: {reference: '${n19.output}'}\nnodes:\n");
+    let mut yaml = String::from(
+        "inputs: {q: {type: string}}\noutputs:\n  o: {reference: '${n19.output}'}\nnodes:\n",
+    );
     for i in 0..20 {
-        let input = if i == 0 { "${inputs.q}".to_string() } else { format!("${{n{}.output}}", i - 1) };
+        let input = if i == 0 {
+            "${inputs.q}".to_string()
+        } else {
+            format!("${{n{}.output}}", i - 1)
+        };
         yaml.push_str(&format!("- {{name: n{i}, type: prompt, source: {{type: code, path: p.jinja2}}, inputs: {{x: '{input}'}}}}\n"));
     }
     ctx.flow("big", &[("flow.dag.yaml", &yaml), ("p.jinja2", "{{x}}!")]);

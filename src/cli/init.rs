@@ -21,8 +21,13 @@ pub struct InitArgs {
 }
 
 pub fn run(args: InitArgs) -> Result<(), Failure> {
-    let result = scaffold(&args.dir, args.template, args.force).map_err(|e| Failure::usage(format!("error: {e}")))?;
-    println!("Created a {} flow in {}:", result.template, result.root.display());
+    let result = scaffold(&args.dir, args.template, args.force)
+        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    println!(
+        "Created a {} flow in {}:",
+        result.template,
+        result.root.display()
+    );
     for file in &result.files {
         println!("  {}", file.display());
     }

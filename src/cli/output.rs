@@ -14,17 +14,26 @@ pub struct Failure {
 impl Failure {
     /// Exit status 1: a line or a gate failed.
     pub fn quality(message: impl Into<String>) -> Self {
-        Failure { code: 1, message: message.into() }
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
     }
 
     /// Exit status 2: bad usage or configuration.
     pub fn usage(message: impl Into<String>) -> Self {
-        Failure { code: 2, message: message.into() }
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
     }
 
     /// Exit status 3: the endpoint could not be used.
     pub fn endpoint(message: impl Into<String>) -> Self {
-        Failure { code: 3, message: message.into() }
+        Failure {
+            code: 3,
+            message: message.into(),
+        }
     }
 
     /// Exit status 2 with rendered diagnostics.
@@ -60,10 +69,18 @@ pub fn print_warnings(diags: &[Diagnostic]) {
 
 /// Bold text on a terminal.
 pub fn bold(s: &str, on: bool) -> String {
-    if on { format!("\x1b[1m{s}\x1b[0m") } else { s.to_string() }
+    if on {
+        format!("\x1b[1m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
 }
 
 /// Dim text on a terminal.
 pub fn dim(s: &str, on: bool) -> String {
-    if on { format!("\x1b[2m{s}\x1b[0m") } else { s.to_string() }
+    if on {
+        format!("\x1b[2m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
 }

@@ -64,29 +64,41 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
 pub fn parse_variants(values: &[String]) -> Result<Vec<VariantSelection>, Failure> {
     values
         .iter()
-        .map(|v| v.parse::<VariantSelection>().map_err(|e| Failure::usage(format!("error: {e}"))))
+        .map(|v| {
+            v.parse::<VariantSelection>()
+                .map_err(|e| Failure::usage(format!("error: {e}")))
+        })
         .collect()
 }
 
 /// Load a flow and check its DAG, printing warnings; errors become exit status 2.
 pub fn load_flow(path: &Path, selections: &[VariantSelection]) -> Result<Flow, Failure> {
-    let flow = flow::model::load(path, selections).map_err(|e| Failure::diagnostics(&e.diagnostics))?;
+    let flow =
+        flow::model::load(path, selections).map_err(|e| Failure::diagnostics(&e.diagnostics))?;
     print_warnings(&flow.warnings);
     Ok(flow)
 }
 
 /// Everything the executor needs from the command line and the environment.
 pub fn executor_options(model: &ModelArgs, flow: &Flow) -> Result<ExecutorOptions, Failure> {
-    let cwd = std::env::current_dir().map_err(|e| Failure::usage(format!("error: no working directory: {e}")))?;
-    let env = EnvVars::load(model.env_file.as_deref(), &cwd).map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| Failure::usage(format!("error: no working directory: {e}")))?;
+    let env = EnvVars::load(model.env_file.as_deref(), &cwd)
+        .map_err(|e| Failure::usage(format!("error: {e}")))?;
     let mut options = ExecutorOptions::new(env);
     options.offline = model.offline;
     if !(model.request_timeout > 0.0 && model.request_timeout.is_finite()) {
-        return Err(Failure::usage("error: --request-timeout must be a positive number of seconds"));
+        return Err(Failure::usage(
+            "error: --request-timeout must be a positive number of seconds",
+        ));
     }
     options.request_timeout = std::time::Duration::from_secs_f64(model.request_timeout);
     options.max_retries = model.max_retries;
-    let python_nodes = flow.nodes.iter().filter(|n| n.kind == flow::model::NodeKind::Python).count();
+    let python_nodes = flow
+        .nodes
+        .iter()
+        .filter(|n| n.kind == flow::model::NodeKind::Python)
+        .count();
     options.python_workers = python_nodes.clamp(1, 4);
     Ok(options)
 }
@@ -116,7 +128,11 @@ pub fn parse_inputs(values: &[String]) -> Result<Map<String, Value>, Failure> {
                 })?;
                 match serde_json::from_str::<Value>(&text) {
                     Ok(Value::Object(map)) => out.extend(map),
-                    Ok(_) => return Err(Failure::usage(format!("error: {raw} must hold a JSON object of inputs"))),
+                    Ok(_) => {
+                        return Err(Failure::usage(format!(
+                            "error: {raw} must hold a JSON object of inputs"
+                        )));
+                    }
                     Err(e) => {
                         return Err(Failure::usage(format!(
                             "error: {raw}:{}:{}: invalid JSON: {e}",
@@ -145,13 +161,22 @@ fn check_required_inputs(flow: &Flow, given: &Map<String, Value>) -> Result<(), 
     Err(Failure::usage(format!(
         "error: flow input{} {} {} no default and no value\n  help: pass --inputs {}",
         if missing.len() == 1 { "" } else { "s" },
-        missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+        missing
+            .iter()
+            .map(|m| format!("`{m}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
         if missing.len() == 1 { "has" } else { "have" },
         example.join(" ")
     )))
 }
 
-async fn run_line(executor: &Executor, given: &Map<String, Value>, args: &RunArgs, offline: bool) -> Result<(), Failure> {
+async fn run_line(
+    executor: &Executor,
+    given: &Map<String, Value>,
+    args: &RunArgs,
+    offline: bool,
+) -> Result<(), Failure> {
     let line = executor.run_line(0, given).await;
     let aggregation = if line.succeeded() && !executor.dag().aggregation_nodes.is_empty() {
         Some(executor.run_aggregation(std::slice::from_ref(&line)).await)
@@ -159,7 +184,12 @@ async fn run_line(executor: &Executor, given: &Map<String, Value>, args: &RunArg
         None
     };
     let flow = executor.flow();
-    let detail = flow::record::write_detail(&flow.dir, &line, aggregation.as_ref(), &flow.variant_label());
+    let detail = flow::record::write_detail(
+        &flow.dir,
+        &line,
+        aggregation.as_ref(),
+        &flow.variant_label(),
+    );
     let color = color_stderr();
     match args.output {
         OutputFormat::Json => {
@@ -181,19 +211,35 @@ async fn run_line(executor: &Executor, given: &Map<String, Value>, args: &RunArg
                 print_outputs(&line.outputs);
                 if let Some(agg) = &aggregation {
                     for (k, v) in &agg.metrics {
-                        println!("{} {}", bold(&format!("metric {k}:"), stdout_is_terminal()), v);
+                        println!(
+                            "{} {}",
+                            bold(&format!("metric {k}:"), stdout_is_terminal()),
+                            v
+                        );
                     }
                 }
             }
         }
     }
     if offline {
-        eprintln!("{}", dim("offline: every model answer came from the echo provider, not a model", color));
+        eprintln!(
+            "{}",
+            dim(
+                "offline: every model answer came from the echo provider, not a model",
+                color
+            )
+        );
     }
     let summary = summarize(&line);
     match &detail {
-        Ok(path) => eprintln!("{}", dim(&format!("{summary} · detail: {}", path.display()), color)),
-        Err(e) => eprintln!("warning: could not write the detail record under {}: {e}", flow.dir.display()),
+        Ok(path) => eprintln!(
+            "{}",
+            dim(&format!("{summary} · detail: {}", path.display()), color)
+        ),
+        Err(e) => eprintln!(
+            "warning: could not write the detail record under {}: {e}",
+            flow.dir.display()
+        ),
     }
     if let Some(err) = &line.error {
         return Err(line_failure(err));
@@ -204,13 +250,26 @@ async fn run_line(executor: &Executor, given: &Map<String, Value>, args: &RunArg
     Ok(())
 }
 
-async fn run_node(executor: &Executor, node: &str, given: &Map<String, Value>, args: &RunArgs) -> Result<(), Failure> {
+async fn run_node(
+    executor: &Executor,
+    node: &str,
+    given: &Map<String, Value>,
+    args: &RunArgs,
+) -> Result<(), Failure> {
     let Some(record) = executor.run_single_node(node, given).await else {
-        let names: Vec<&str> = executor.flow().nodes.iter().map(|n| n.name.as_str()).collect();
+        let names: Vec<&str> = executor
+            .flow()
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
         let hint = flow::model::closest(node, names.iter().copied())
             .map(|c| format!("did you mean `{c}`? "))
             .unwrap_or_default();
-        return Err(Failure::usage(format!("error: the flow has no node `{node}`\n  help: {hint}nodes are: {}", names.join(", "))));
+        return Err(Failure::usage(format!(
+            "error: the flow has no node `{node}`\n  help: {hint}nodes are: {}",
+            names.join(", ")
+        )));
     };
     print_node(&record, args.output);
     match &record.error {
@@ -262,8 +321,16 @@ fn print_outputs(outputs: &Map<String, Value>) {
 }
 
 fn summarize(line: &LineResult) -> String {
-    let ran = line.nodes.iter().filter(|n| n.status == Status::Completed).count();
-    let bypassed = line.nodes.iter().filter(|n| n.status == Status::Bypassed).count();
+    let ran = line
+        .nodes
+        .iter()
+        .filter(|n| n.status == Status::Completed)
+        .count();
+    let bypassed = line
+        .nodes
+        .iter()
+        .filter(|n| n.status == Status::Bypassed)
+        .count();
     let mut parts = vec![format!("{ran} node{} ran", if ran == 1 { "" } else { "s" })];
     if bypassed > 0 {
         parts.push(format!("{bypassed} bypassed"));

@@ -33,7 +33,7 @@ pub fn run(args: ValidateArgs) -> Result<(), Failure> {
 
 fn print_dag(flow: &Flow, dag: &flow::dag::Dag) {
     let color = stdout_is_terminal();
-    println!("{} {}", bold(&flow.file.display().to_string(), color), "is valid");
+    println!("{} is valid", bold(&flow.file.display().to_string(), color));
     if !flow.inputs.is_empty() {
         let inputs: Vec<String> = flow
             .inputs
@@ -69,7 +69,18 @@ fn print_dag(flow: &Flow, dag: &flow::dag::Dag) {
             pos + 1,
             node.name,
             tags.join(", "),
-            dim(&format!("{}{}", node.source.display(), if deps.is_empty() { String::new() } else { format!(" ← {}", deps.join(", ")) }), color),
+            dim(
+                &format!(
+                    "{}{}",
+                    node.source.display(),
+                    if deps.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ← {}", deps.join(", "))
+                    }
+                ),
+                color
+            ),
         );
     }
     if !flow.outputs.is_empty() {
@@ -88,7 +99,13 @@ fn print_dag(flow: &Flow, dag: &flow::dag::Dag) {
             let ids: Vec<String> = nv
                 .variants
                 .keys()
-                .map(|k| if k == &nv.default_variant_id { format!("{k} (default)") } else { k.clone() })
+                .map(|k| {
+                    if k == &nv.default_variant_id {
+                        format!("{k} (default)")
+                    } else {
+                        k.clone()
+                    }
+                })
                 .collect();
             println!("variants of {node}: {}", ids.join(", "));
         }

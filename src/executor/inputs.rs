@@ -8,7 +8,10 @@ use crate::record::{ErrorInfo, ErrorKind};
 
 /// Coerce the given inputs to the flow's declared types, filling defaults. Unknown keys are kept
 /// (promptflow keeps them too, and evaluation flows read them).
-pub fn resolve_flow_inputs(flow: &Flow, given: &Map<String, Value>) -> Result<Map<String, Value>, ErrorInfo> {
+pub fn resolve_flow_inputs(
+    flow: &Flow,
+    given: &Map<String, Value>,
+) -> Result<Map<String, Value>, ErrorInfo> {
     let mut out = Map::with_capacity(flow.inputs.len());
     for (name, input) in &flow.inputs {
         let value = match given.get(name) {
@@ -20,7 +23,9 @@ pub fn resolve_flow_inputs(flow: &Flow, given: &Map<String, Value>) -> Result<Ma
                 None => {
                     return Err(ErrorInfo::new(
                         ErrorKind::Input,
-                        format!("flow input `{name}` has no value and no default: give it a value (e.g. --inputs {name}=...) or a default"),
+                        format!(
+                            "flow input `{name}` has no value and no default: give it a value (e.g. --inputs {name}=...) or a default"
+                        ),
                     ));
                 }
             },
@@ -64,7 +69,9 @@ pub fn resolve_reference(
     slots: &[Slot],
 ) -> Result<Option<Value>, ErrorInfo> {
     let (root, path) = match reference {
-        Reference::FlowInput { name, path } => (flow_inputs.get(name).unwrap_or(&Value::Null), path),
+        Reference::FlowInput { name, path } => {
+            (flow_inputs.get(name).unwrap_or(&Value::Null), path)
+        }
         Reference::NodeOutput { node, path } => {
             let index = flow.nodes.iter().position(|n| &n.name == node);
             match index.map(|i| &slots[i]) {

@@ -7,11 +7,15 @@ use std::time::{Instant, SystemTime};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Map, Value};
 
-use super::inputs::{Slot, activate_matches, resolve_flow_inputs, resolve_reference, resolve_source};
+use super::inputs::{
+    Slot, activate_matches, resolve_flow_inputs, resolve_reference, resolve_source,
+};
 use super::node::{NodeInputs, NodeOutcome};
 use super::{Executor, Prepared};
 use crate::model::{NodeKind, Reference, ValueSource};
-use crate::record::{AggregationResult, ErrorInfo, LineResult, NodeRun, Status, Tokens, millis, timestamp};
+use crate::record::{
+    AggregationResult, ErrorInfo, LineResult, NodeRun, Status, Tokens, millis, timestamp,
+};
 
 /// What to do with a node whose dependencies are all done.
 enum Decision {
@@ -25,7 +29,10 @@ impl Executor {
     pub async fn run_line(&self, line_number: usize, given: &Map<String, Value>) -> LineResult {
         let started = SystemTime::now();
         let clock = Instant::now();
-        let finish = |inputs: Map<String, Value>, outputs: Map<String, Value>, error: Option<ErrorInfo>, nodes: Vec<NodeRun>| {
+        let finish = |inputs: Map<String, Value>,
+                      outputs: Map<String, Value>,
+                      error: Option<ErrorInfo>,
+                      nodes: Vec<NodeRun>| {
             let mut tokens = Tokens::default();
             for n in &nodes {
                 if let Some(t) = &n.tokens {
@@ -34,7 +41,11 @@ impl Executor {
             }
             LineResult {
                 line_number,
-                status: if error.is_some() { Status::Failed } else { Status::Completed },
+                status: if error.is_some() {
+                    Status::Failed
+                } else {
+                    Status::Completed
+                },
                 inputs,
                 outputs,
                 error,
@@ -74,7 +85,13 @@ impl Executor {
                         self.release(i, &mut pending, &mut ready);
                     }
                     Decision::Fail(e) => {
-                        records.push(self.failed_record(i, &Map::new(), &e, SystemTime::now(), Instant::now()));
+                        records.push(self.failed_record(
+                            i,
+                            &Map::new(),
+                            &e,
+                            SystemTime::now(),
+                            Instant::now(),
+                        ));
                         failure = Some(e);
                         break;
                     }
@@ -96,7 +113,13 @@ impl Executor {
             };
             match result {
                 Ok(outcome) => {
-                    records.push(self.completed_record(i, &inputs.values, &outcome, started, clock));
+                    records.push(self.completed_record(
+                        i,
+                        &inputs.values,
+                        &outcome,
+                        started,
+                        clock,
+                    ));
                     escaped[i] = outcome.escaped;
                     slots[i] = Slot::Done(outcome.output);
                     self.release(i, &mut pending, &mut ready);
@@ -161,7 +184,8 @@ impl Executor {
                     ValueSource::Reference(r @ Reference::NodeOutput { node: target, .. })
                         if self.flow.node(target).is_some_and(|t| t.aggregation) =>
                     {
-                        resolve_reference(r, &self.flow, &Map::new(), &slots).map(|v| v.unwrap_or(Value::Null))
+                        resolve_reference(r, &self.flow, &Map::new(), &slots)
+                            .map(|v| v.unwrap_or(Value::Null))
                     }
                     ValueSource::Reference(r) => succeeded
                         .iter()
@@ -190,11 +214,19 @@ impl Executor {
                     for (k, v) in &outcome.metrics {
                         result.metrics.insert(k.clone(), v.clone());
                     }
-                    result.nodes.push(self.completed_record(i, &inputs.values, &outcome, started, clock));
+                    result.nodes.push(self.completed_record(
+                        i,
+                        &inputs.values,
+                        &outcome,
+                        started,
+                        clock,
+                    ));
                     slots[i] = Slot::Done(outcome.output);
                 }
                 Err(e) => {
-                    result.nodes.push(self.failed_record(i, &inputs.values, &e, started, clock));
+                    result
+                        .nodes
+                        .push(self.failed_record(i, &inputs.values, &e, started, clock));
                     result.error = Some(e);
                     break;
                 }
@@ -237,7 +269,13 @@ impl Executor {
     }
 
     /// Decide whether node `i` runs (and with what) or is bypassed (SPEC §2.4).
-    fn decide(&self, i: usize, flow_inputs: &Map<String, Value>, slots: &[Slot], escaped: &[Option<String>]) -> Decision {
+    fn decide(
+        &self,
+        i: usize,
+        flow_inputs: &Map<String, Value>,
+        slots: &[Slot],
+        escaped: &[Option<String>],
+    ) -> Decision {
         let node = &self.flow.nodes[i];
         let is_bypassed = |source: &ValueSource| {
             source
@@ -255,7 +293,11 @@ impl Executor {
                 Err(e) => return Decision::Fail(self.with_node(i, e)),
             }
         } else {
-            let mut node_refs = node.inputs.values().filter(|s| s.node().is_some()).peekable();
+            let mut node_refs = node
+                .inputs
+                .values()
+                .filter(|s| s.node().is_some())
+                .peekable();
             if node_refs.peek().is_some() && node_refs.all(is_bypassed) {
                 return Decision::Bypass;
             }
@@ -285,10 +327,15 @@ impl Executor {
                             ValueSource::Reference(Reference::FlowInput { .. }) => {
                                 inputs.tainted.insert(name.clone());
                             }
-                            ValueSource::Reference(Reference::NodeOutput { node: target, path }) if path.is_empty() => {
+                            ValueSource::Reference(Reference::NodeOutput {
+                                node: target,
+                                path,
+                            }) if path.is_empty() => {
                                 let j = self.flow.nodes.iter().position(|n| &n.name == target);
                                 if let Some(text) = j.and_then(|j| escaped[j].as_ref()) {
-                                    inputs.values.insert(name.clone(), Value::String(text.clone()));
+                                    inputs
+                                        .values
+                                        .insert(name.clone(), Value::String(text.clone()));
                                     continue;
                                 }
                             }
@@ -359,7 +406,14 @@ impl Executor {
         self.record(i, Status::Canceled)
     }
 
-    fn completed_record(&self, i: usize, inputs: &Map<String, Value>, o: &NodeOutcome, started: SystemTime, clock: Instant) -> NodeRun {
+    fn completed_record(
+        &self,
+        i: usize,
+        inputs: &Map<String, Value>,
+        o: &NodeOutcome,
+        started: SystemTime,
+        clock: Instant,
+    ) -> NodeRun {
         NodeRun {
             inputs: inputs.clone(),
             output: o.output.clone(),
@@ -375,7 +429,14 @@ impl Executor {
         }
     }
 
-    fn failed_record(&self, i: usize, inputs: &Map<String, Value>, e: &ErrorInfo, started: SystemTime, clock: Instant) -> NodeRun {
+    fn failed_record(
+        &self,
+        i: usize,
+        inputs: &Map<String, Value>,
+        e: &ErrorInfo,
+        started: SystemTime,
+        clock: Instant,
+    ) -> NodeRun {
         NodeRun {
             inputs: inputs.clone(),
             error: Some(e.clone()),
@@ -388,14 +449,20 @@ impl Executor {
 }
 
 /// The value a reference had in a finished line (for aggregation inputs).
-fn line_value(flow: &crate::model::Flow, reference: &Reference, line: &LineResult) -> Result<Value, ErrorInfo> {
+fn line_value(
+    flow: &crate::model::Flow,
+    reference: &Reference,
+    line: &LineResult,
+) -> Result<Value, ErrorInfo> {
     let slot = match reference {
         Reference::FlowInput { .. } => None,
-        Reference::NodeOutput { node, .. } => Some(match line.nodes.iter().find(|r| &r.node == node) {
-            Some(r) if r.status == Status::Completed => Slot::Done(r.output.clone()),
-            Some(r) if r.status == Status::Bypassed => Slot::Bypassed,
-            _ => Slot::Pending,
-        }),
+        Reference::NodeOutput { node, .. } => {
+            Some(match line.nodes.iter().find(|r| &r.node == node) {
+                Some(r) if r.status == Status::Completed => Slot::Done(r.output.clone()),
+                Some(r) if r.status == Status::Bypassed => Slot::Bypassed,
+                _ => Slot::Pending,
+            })
+        }
     };
     let index = match reference {
         Reference::NodeOutput { node, .. } => flow.nodes.iter().position(|n| &n.name == node),

@@ -67,7 +67,11 @@ pub struct NodeInputs {
 
 impl Executor {
     /// Run node `index` with resolved inputs.
-    pub(crate) async fn run_node(&self, index: usize, inputs: &NodeInputs) -> Result<NodeOutcome, ErrorInfo> {
+    pub(crate) async fn run_node(
+        &self,
+        index: usize,
+        inputs: &NodeInputs,
+    ) -> Result<NodeOutcome, ErrorInfo> {
         let node = &self.flow.nodes[index];
         match &self.prepared[index] {
             Prepared::Prompt { template } => {
@@ -78,7 +82,10 @@ impl Executor {
                 out.escaped = rendered.escaped.clone();
                 Ok(out)
             }
-            Prepared::Llm { template, connection } => {
+            Prepared::Llm {
+                template,
+                connection,
+            } => {
                 let (params, vars) = split_parameters(&inputs.values);
                 let rendered = template
                     .render_guarded(&vars, &inputs.tainted)
@@ -98,11 +105,9 @@ impl Executor {
                     } else {
                         model.or(deployment)
                     },
-                    params: model_params(&params).map_err(|m| {
-                        ErrorInfo {
-                            node: Some(node.name.clone()),
-                            ..ErrorInfo::new(ErrorKind::Input, m)
-                        }
+                    params: model_params(&params).map_err(|m| ErrorInfo {
+                        node: Some(node.name.clone()),
+                        ..ErrorInfo::new(ErrorKind::Input, m)
                     })?,
                     stream: false,
                 };
@@ -135,7 +140,10 @@ impl Executor {
                 connections,
             } => {
                 let Some(pool) = &self.python else {
-                    return Err(ErrorInfo::new(ErrorKind::Python, "internal: no Python pool"));
+                    return Err(ErrorInfo::new(
+                        ErrorKind::Python,
+                        "internal: no Python pool",
+                    ));
                 };
                 let mut kwargs = inputs.values.clone();
                 for name in connections.keys() {
@@ -153,7 +161,14 @@ impl Executor {
                 out.metrics = result
                     .metrics
                     .into_iter()
-                    .map(|(k, v)| (k, serde_json::Number::from_f64(v).map(Value::Number).unwrap_or(Value::Null)))
+                    .map(|(k, v)| {
+                        (
+                            k,
+                            serde_json::Number::from_f64(v)
+                                .map(Value::Number)
+                                .unwrap_or(Value::Null),
+                        )
+                    })
                     .collect();
                 out.stdout = result.stdout;
                 Ok(out)
@@ -190,7 +205,7 @@ fn model_params(params: &Map<String, Value>) -> Result<Map<String, Value>, Strin
         if matches!(k.as_str(), "model" | "deployment_name") {
             continue;
         }
-        if v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()) {
+        if v.is_null() || v.as_str().is_some_and(str::is_empty) {
             continue;
         }
         let typed = match k.as_str() {
@@ -200,11 +215,9 @@ fn model_params(params: &Map<String, Value>) -> Result<Map<String, Value>, Strin
                     Some(f) if f.fract() == 0.0 => Value::from(f as i64),
                     _ => return Err(format!("model parameter `{k}` must be an integer, got {v}")),
                 },
-                Value::String(s) => s
-                    .trim()
-                    .parse::<i64>()
-                    .map(Value::from)
-                    .map_err(|_| format!("model parameter `{k}` must be an integer, got \"{s}\""))?,
+                Value::String(s) => s.trim().parse::<i64>().map(Value::from).map_err(|_| {
+                    format!("model parameter `{k}` must be an integer, got \"{s}\"")
+                })?,
                 _ => return Err(format!("model parameter `{k}` must be an integer, got {v}")),
             },
             "temperature" | "top_p" | "presence_penalty" | "frequency_penalty" => match v {
@@ -215,7 +228,9 @@ fn model_params(params: &Map<String, Value>) -> Result<Map<String, Value>, Strin
                     .ok()
                     .and_then(serde_json::Number::from_f64)
                     .map(Value::Number)
-                    .ok_or_else(|| format!("model parameter `{k}` must be a number, got \"{s}\""))?,
+                    .ok_or_else(|| {
+                        format!("model parameter `{k}` must be a number, got \"{s}\"")
+                    })?,
                 _ => return Err(format!("model parameter `{k}` must be a number, got {v}")),
             },
             "stop" => match v {
@@ -224,7 +239,11 @@ fn model_params(params: &Map<String, Value>) -> Result<Map<String, Value>, Strin
                     _ => Value::Array(vec![v.clone()]),
                 },
                 Value::Array(_) => v.clone(),
-                _ => return Err(format!("model parameter `stop` must be a string or a list, got {v}")),
+                _ => {
+                    return Err(format!(
+                        "model parameter `stop` must be a string or a list, got {v}"
+                    ));
+                }
             },
             "response_format" => match v {
                 Value::String(s) => match serde_json::from_str::<Value>(s) {
@@ -253,7 +272,11 @@ fn template_error(node: &Node, message: &str) -> ErrorInfo {
         node: Some(node.name.clone()),
         ..ErrorInfo::new(
             ErrorKind::Template,
-            format!("node `{}` ({}): {message}", node.name, node.source.display()),
+            format!(
+                "node `{}` ({}): {message}",
+                node.name,
+                node.source.display()
+            ),
         )
     }
 }
@@ -310,6 +333,10 @@ mod tests {
         assert!(!out.contains_key("model"));
         assert_eq!(out["response_format"], json!({"type": "json_object"}));
         let bad = json!({"max_tokens": "lots"});
-        assert!(model_params(bad.as_object().unwrap()).unwrap_err().contains("integer"));
+        assert!(
+            model_params(bad.as_object().unwrap())
+                .unwrap_err()
+                .contains("integer")
+        );
     }
 }

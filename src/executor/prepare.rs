@@ -11,7 +11,7 @@ use crate::connection::{self, ApiType, Connection};
 use crate::dag::Dag;
 use crate::diagnostic::{Diagnostic, Location};
 use crate::model::{Flow, LlmApi, Node, NodeKind, ValueSource};
-use crate::provider::LlmClient;
+use crate::provider::{ClientConfig, LlmClient};
 use crate::python::{PythonConfig, PythonPool};
 use crate::template::{ListStyle, PromptTemplate, TemplateOptions};
 
@@ -24,7 +24,11 @@ pub struct PrepareError {
 
 impl Executor {
     /// Prepare `flow` to run. Spawns Python workers only when the flow has Python nodes.
-    pub async fn new(flow: Flow, dag: Dag, options: &ExecutorOptions) -> Result<Executor, PrepareError> {
+    pub async fn new(
+        flow: Flow,
+        dag: Dag,
+        options: &ExecutorOptions,
+    ) -> Result<Executor, PrepareError> {
         let mut diagnostics = Vec::new();
         let mut connections: HashMap<String, Arc<Connection>> = HashMap::new();
         let needs_python = flow.nodes.iter().any(|n| n.kind == NodeKind::Python);
@@ -52,11 +56,12 @@ impl Executor {
                         }),
                     };
                     connection.and_then(|connection| {
-                        let style = if connection.api_type == ApiType::Azure && node.api == LlmApi::Chat {
-                            ListStyle::Lines
-                        } else {
-                            ListStyle::Python
-                        };
+                        let style =
+                            if connection.api_type == ApiType::Azure && node.api == LlmApi::Chat {
+                                ListStyle::Lines
+                            } else {
+                                ListStyle::Python
+                            };
                         let template = load_template(&flow, node, style)?;
                         Ok(Prepared::Llm {
                             template,
@@ -64,7 +69,8 @@ impl Executor {
                         })
                     })
                 }
-                NodeKind::Prompt => load_template(&flow, node, ListStyle::Python).map(|template| Prepared::Prompt { template }),
+                NodeKind::Prompt => load_template(&flow, node, ListStyle::Python)
+                    .map(|template| Prepared::Prompt { template }),
                 NodeKind::Python => match &python {
                     Some(pool) => prepare_python(&flow, node, pool, options).await,
                     None => Err(vec![Diagnostic::error("internal: no Python pool")]),
@@ -81,7 +87,14 @@ impl Executor {
             }
             return Err(PrepareError { diagnostics });
         }
-        let llm = LlmClient::new(options.request_timeout, options.max_retries);
+        let mut config = ClientConfig {
+            timeout: options.request_timeout,
+            ..ClientConfig::default()
+        };
+        config.retry.max_retries = options.max_retries;
+        let llm = LlmClient::with_config(config).map_err(|e| PrepareError {
+            diagnostics: vec![Diagnostic::error(e.to_string())],
+        })?;
         Ok(Executor {
             flow: Arc::new(flow),
             dag,
@@ -92,7 +105,12 @@ impl Executor {
     }
 }
 
-fn resolve(flow: &Flow, node: &Node, name: &str, options: &ExecutorOptions) -> Result<Arc<Connection>, Vec<Diagnostic>> {
+fn resolve(
+    flow: &Flow,
+    node: &Node,
+    name: &str,
+    options: &ExecutorOptions,
+) -> Result<Arc<Connection>, Vec<Diagnostic>> {
     connection::resolve(name, &options.env, options.offline)
         .map(Arc::new)
         .map_err(|e| {
@@ -109,11 +127,19 @@ fn resolve(flow: &Flow, node: &Node, name: &str, options: &ExecutorOptions) -> R
 
 /// Compile a node's template. promptflow's Azure OpenAI chat tool prints lists one item per
 /// line; every other tool prints them as Python does.
-fn load_template(flow: &Flow, node: &Node, list_style: ListStyle) -> Result<PromptTemplate, Vec<Diagnostic>> {
+fn load_template(
+    flow: &Flow,
+    node: &Node,
+    list_style: ListStyle,
+) -> Result<PromptTemplate, Vec<Diagnostic>> {
     let Some(path) = flow.resolve_file(&node.source) else {
         return Err(vec![flow.error_at(
             &format!("{}.source.path", node.yaml_path),
-            format!("node `{}`: template `{}` does not exist", node.name, node.source.display()),
+            format!(
+                "node `{}`: template `{}` does not exist",
+                node.name,
+                node.source.display()
+            ),
         )]);
     };
     let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -132,7 +158,9 @@ fn load_template(flow: &Flow, node: &Node, list_style: ListStyle) -> Result<Prom
         ..TemplateOptions::default()
     };
     PromptTemplate::with_options(&node.source.to_string_lossy(), text, options).map_err(|e| {
-        let location = e.line().map(|line| Location::new(line, e.col().unwrap_or(1), 1));
+        let location = e
+            .line()
+            .map(|line| Location::new(line, e.col().unwrap_or(1), 1));
         vec![
             Diagnostic::error(format!("template of node `{}`: {e}", node.name))
                 .at(&path, location)
@@ -150,13 +178,19 @@ async fn prepare_python(
     let Some(file) = flow.resolve_file(&node.source) else {
         return Err(vec![flow.error_at(
             &format!("{}.source.path", node.yaml_path),
-            format!("node `{}`: `{}` does not exist", node.name, node.source.display()),
+            format!(
+                "node `{}`: `{}` does not exist",
+                node.name,
+                node.source.display()
+            ),
         )]);
     };
     let signature = pool
         .inspect(&file, node.function.as_deref())
         .await
-        .map_err(|e| vec![Diagnostic::error(format!("node `{}`: {e}", node.name)).at(&file, None)])?;
+        .map_err(|e| {
+            vec![Diagnostic::error(format!("node `{}`: {e}", node.name)).at(&file, None)]
+        })?;
     let mut diagnostics = Vec::new();
     let mut connections = Map::new();
     let mut defaults = Vec::new();
@@ -167,11 +201,17 @@ async fn prepare_python(
         let provided = node.inputs.get(&param.name);
         if provided.is_none() && !param.has_default {
             diagnostics.push(
-                flow.error_at(&format!("{}.inputs", node.yaml_path), format!(
-                    "node `{}`: the tool `{}` needs input `{}`, which the node does not give",
-                    node.name, signature.function, param.name
-                ))
-                .with_help(format!("add `{}: ...` under the node's `inputs`", param.name)),
+                flow.error_at(
+                    &format!("{}.inputs", node.yaml_path),
+                    format!(
+                        "node `{}`: the tool `{}` needs input `{}`, which the node does not give",
+                        node.name, signature.function, param.name
+                    ),
+                )
+                .with_help(format!(
+                    "add `{}: ...` under the node's `inputs`",
+                    param.name
+                )),
             );
         }
         if param.connection_type.is_some() {
@@ -182,17 +222,21 @@ async fn prepare_python(
                             connections.insert(param.name.clone(), c.to_python());
                         }
                         Err(e) => diagnostics.push(
-                            flow.error_at(&format!("{}.inputs.{}", node.yaml_path, param.name), e.to_string())
-                                .with_label("connection not configured"),
+                            flow.error_at(
+                                &format!("{}.inputs.{}", node.yaml_path, param.name),
+                                e.to_string(),
+                            )
+                            .with_label("connection not configured"),
                         ),
                     }
                 }
-                Some(_) => diagnostics.push(
-                    flow.error_at(&format!("{}.inputs.{}", node.yaml_path, param.name), format!(
+                Some(_) => diagnostics.push(flow.error_at(
+                    &format!("{}.inputs.{}", node.yaml_path, param.name),
+                    format!(
                         "node `{}`: input `{}` is a connection and must name one (a plain string)",
                         node.name, param.name
-                    )),
-                ),
+                    ),
+                )),
                 None => {}
             }
         }
@@ -202,14 +246,20 @@ async fn prepare_python(
             if !signature.params.iter().any(|p| &p.name == name) {
                 let names: Vec<&str> = signature.params.iter().map(|p| p.name.as_str()).collect();
                 let help = match crate::model::closest(name, names.iter().copied()) {
-                    Some(c) => format!("did you mean `{c}`? the tool's parameters: {}", names.join(", ")),
+                    Some(c) => format!(
+                        "did you mean `{c}`? the tool's parameters: {}",
+                        names.join(", ")
+                    ),
                     None => format!("the tool's parameters: {}", names.join(", ")),
                 };
                 diagnostics.push(
-                    flow.error_at(&format!("{}.inputs.{name}", node.yaml_path), format!(
-                        "node `{}`: the tool `{}` has no parameter `{name}`",
-                        node.name, signature.function
-                    ))
+                    flow.error_at(
+                        &format!("{}.inputs.{name}", node.yaml_path),
+                        format!(
+                            "node `{}`: the tool `{}` has no parameter `{name}`",
+                            node.name, signature.function
+                        ),
+                    )
                     .with_help(help),
                 );
             }
@@ -238,7 +288,7 @@ pub fn check_templates(flow: &Flow) -> Vec<Diagnostic> {
         match load_template(flow, node, ListStyle::Python) {
             Ok(template) => {
                 for var in template.variables() {
-                    if !node.inputs.contains_key(&var) {
+                    if !node.inputs.contains_key(var.as_str()) {
                         out.push(
                             Diagnostic::warning(format!(
                                 "the template of node `{}` uses `{var}`, which the node does not give; it renders empty",

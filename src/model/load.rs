@@ -108,9 +108,7 @@ pub fn find_flow_file(path: &Path) -> Result<PathBuf, LoadError> {
 /// Parse a flow's YAML text. `file` is used for diagnostics and to find the flow directory.
 pub fn parse_flow(file: &Path, text: &str) -> Result<Flow, LoadError> {
     let yaml: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
-        let location = e
-            .location()
-            .map(|l| Location::new(l.line(), l.column(), 1));
+        let location = e.location().map(|l| Location::new(l.line(), l.column(), 1));
         let message = e.to_string();
         let message = message
             .split(" at line ")
@@ -124,10 +122,7 @@ pub fn parse_flow(file: &Path, text: &str) -> Result<Flow, LoadError> {
         )
     })?;
     let root = to_json(yaml);
-    let dir = file
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let dir = flow_dir(file);
     let mut loader = Loader {
         file: file.to_path_buf(),
         index: YamlIndex::build(text),
@@ -142,6 +137,16 @@ pub fn parse_flow(file: &Path, text: &str) -> Result<Flow, LoadError> {
     let mut flow = flow;
     flow.warnings = loader.diagnostics;
     Ok(flow)
+}
+
+/// The directory code paths are relative to, made absolute so Python workers (whose working
+/// directory is the flow) and diagnostics agree on it.
+pub(crate) fn flow_dir(file: &Path) -> PathBuf {
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 /// Convert serde_yaml's value into JSON: mapping keys become strings, tags are dropped.
@@ -162,7 +167,9 @@ pub(crate) fn to_json(v: serde_yaml::Value) -> Value {
             }
         }
         serde_yaml::Value::String(s) => Value::String(s),
-        serde_yaml::Value::Sequence(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        serde_yaml::Value::Sequence(items) => {
+            Value::Array(items.into_iter().map(to_json).collect())
+        }
         serde_yaml::Value::Mapping(m) => {
             let mut out = Map::new();
             for (k, v) in m {
@@ -204,14 +211,22 @@ impl Loader {
         self.diagnostics.push(d);
     }
 
-    fn object<'v>(&mut self, v: &'v Value, path: &str, what: &str) -> Option<&'v Map<String, Value>> {
+    fn object<'v>(
+        &mut self,
+        v: &'v Value,
+        path: &str,
+        what: &str,
+    ) -> Option<&'v Map<String, Value>> {
         match v {
             Value::Object(m) => Some(m),
             Value::Null => None,
             other => {
                 self.error(
                     path,
-                    format!("{what} must be a mapping, found {}", super::reference::type_name(other)),
+                    format!(
+                        "{what} must be a mapping, found {}",
+                        super::reference::type_name(other)
+                    ),
                     None,
                 );
                 None
@@ -228,7 +243,10 @@ impl Loader {
             other => {
                 self.error(
                     path,
-                    format!("{what} must be a string, found {}", super::reference::type_name(other)),
+                    format!(
+                        "{what} must be a string, found {}",
+                        super::reference::type_name(other)
+                    ),
                     None,
                 );
                 None
@@ -245,7 +263,10 @@ impl Loader {
             Some(other) => {
                 self.error(
                     path,
-                    format!("{what} must be true or false, found {}", super::types::short(other)),
+                    format!(
+                        "{what} must be true or false, found {}",
+                        super::types::short(other)
+                    ),
                     None,
                 );
                 false
@@ -256,7 +277,8 @@ impl Loader {
     fn unknown_keys(&mut self, map: &Map<String, Value>, path: &str, known: &[&str], what: &str) {
         for key in map.keys() {
             if !known.contains(&key.as_str()) {
-                let help = closest(key, known.iter().copied()).map(|c| format!("did you mean `{c}`?"));
+                let help =
+                    closest(key, known.iter().copied()).map(|c| format!("did you mean `{c}`?"));
                 self.warn_key(
                     &join_key(path, key),
                     format!("unknown key `{key}` in {what} is ignored"),
@@ -271,13 +293,20 @@ impl Loader {
         let map = match root {
             Value::Object(m) => m,
             Value::Null => {
-                self.error("", "the flow file is empty", Some("a flow needs `inputs`, `outputs` and `nodes`"));
+                self.error(
+                    "",
+                    "the flow file is empty",
+                    Some("a flow needs `inputs`, `outputs` and `nodes`"),
+                );
                 &empty
             }
             other => {
                 self.error(
                     "",
-                    format!("a flow must be a YAML mapping, found {}", super::reference::type_name(other)),
+                    format!(
+                        "a flow must be a YAML mapping, found {}",
+                        super::reference::type_name(other)
+                    ),
                     Some("start with `inputs:`, `outputs:` and `nodes:` keys"),
                 );
                 &empty
@@ -299,7 +328,10 @@ impl Loader {
             None | Some(Value::Null) => {}
             Some(other) => self.error(
                 "nodes",
-                format!("`nodes` must be a list, found {}", super::reference::type_name(other)),
+                format!(
+                    "`nodes` must be a list, found {}",
+                    super::reference::type_name(other)
+                ),
                 Some("write each node as a `- name: ...` item"),
             ),
         }
@@ -309,11 +341,17 @@ impl Loader {
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()
-                .filter_map(|(i, v)| self.string(Some(v), &join_index("additional_includes", i), "an include"))
+                .filter_map(|(i, v)| {
+                    self.string(Some(v), &join_index("additional_includes", i), "an include")
+                })
                 .collect(),
             None | Some(Value::Null) => Vec::new(),
             Some(_) => {
-                self.error("additional_includes", "`additional_includes` must be a list of paths", None);
+                self.error(
+                    "additional_includes",
+                    "`additional_includes` must be a list of paths",
+                    None,
+                );
                 Vec::new()
             }
         };
@@ -346,7 +384,10 @@ impl Loader {
             Some(t) => Some(t),
             None => {
                 let help = match closest(&name, ValueType::NAMES.iter().copied()) {
-                    Some(c) => format!("did you mean `{c}`? valid types: {}", ValueType::NAMES.join(", ")),
+                    Some(c) => format!(
+                        "did you mean `{c}`? valid types: {}",
+                        ValueType::NAMES.join(", ")
+                    ),
                     None => format!("valid types: {}", ValueType::NAMES.join(", ")),
                 };
                 self.error(path, format!("unknown type `{name}`"), Some(&help));
@@ -381,7 +422,9 @@ impl Loader {
             };
             let ty = match spec_map.get("type") {
                 None => ValueType::String,
-                t => self.value_type(t, &join_key(&path, "type")).unwrap_or(ValueType::String),
+                t => self
+                    .value_type(t, &join_key(&path, "type"))
+                    .unwrap_or(ValueType::String),
             };
             let mut default = spec_map.get("default").cloned();
             if let Some(d) = &default {
@@ -400,9 +443,21 @@ impl Loader {
                 Some(Value::Array(items)) => Some(items.clone()),
                 _ => None,
             };
-            let description = self.string(spec_map.get("description"), &join_key(&path, "description"), "`description`");
-            let is_chat_input = self.boolean(spec_map.get("is_chat_input"), &join_key(&path, "is_chat_input"), "`is_chat_input`");
-            let is_chat_history = self.boolean(spec_map.get("is_chat_history"), &join_key(&path, "is_chat_history"), "`is_chat_history`");
+            let description = self.string(
+                spec_map.get("description"),
+                &join_key(&path, "description"),
+                "`description`",
+            );
+            let is_chat_input = self.boolean(
+                spec_map.get("is_chat_input"),
+                &join_key(&path, "is_chat_input"),
+                "`is_chat_input`",
+            );
+            let is_chat_history = self.boolean(
+                spec_map.get("is_chat_history"),
+                &join_key(&path, "is_chat_history"),
+                "`is_chat_history`",
+            );
             out.insert(
                 name.clone(),
                 FlowInput {
@@ -428,7 +483,11 @@ impl Loader {
         for (name, spec) in map {
             let path = join_key("outputs", name);
             let Some(spec_map) = self.object(spec, &path, &format!("output `{name}`")) else {
-                self.error(&path, format!("output `{name}` needs a `reference`"), Some("write `reference: ${node.output}`"));
+                self.error(
+                    &path,
+                    format!("output `{name}` needs a `reference`"),
+                    Some("write `reference: ${node.output}`"),
+                );
                 continue;
             };
             let ty = match spec_map.get("type") {
@@ -438,7 +497,11 @@ impl Loader {
             let ref_path = join_key(&path, "reference");
             let reference = match spec_map.get("reference") {
                 None => {
-                    self.error(&path, format!("output `{name}` has no `reference`"), Some("add `reference: ${node_name.output}`"));
+                    self.error(
+                        &path,
+                        format!("output `{name}` has no `reference`"),
+                        Some("add `reference: ${node_name.output}`"),
+                    );
                     continue;
                 }
                 Some(r) => match ValueSource::parse(r) {
@@ -449,8 +512,16 @@ impl Loader {
                     }
                 },
             };
-            let description = self.string(spec_map.get("description"), &join_key(&path, "description"), "`description`");
-            let is_chat_output = self.boolean(spec_map.get("is_chat_output"), &join_key(&path, "is_chat_output"), "`is_chat_output`");
+            let description = self.string(
+                spec_map.get("description"),
+                &join_key(&path, "description"),
+                "`description`",
+            );
+            let is_chat_output = self.boolean(
+                spec_map.get("is_chat_output"),
+                &join_key(&path, "is_chat_output"),
+                "`is_chat_output`",
+            );
             out.insert(
                 name.clone(),
                 FlowOutput {
@@ -474,12 +545,20 @@ impl Loader {
             None => match self.string(map.get("name"), &join_key(path, "name"), "`name`") {
                 Some(n) if !n.trim().is_empty() => n,
                 _ => {
-                    self.error(path, "a node has no `name`", Some("give every node a unique `name:`"));
+                    self.error(
+                        path,
+                        "a node has no `name`",
+                        Some("give every node a unique `name:`"),
+                    );
                     return None;
                 }
             },
         };
-        let use_variants = self.boolean(map.get("use_variants"), &join_key(path, "use_variants"), "`use_variants`");
+        let use_variants = self.boolean(
+            map.get("use_variants"),
+            &join_key(path, "use_variants"),
+            "`use_variants`",
+        );
         if use_variants && variant.is_none() {
             // The body comes from node_variants; a placeholder until variants are applied.
             return Some(Node {
@@ -497,7 +576,10 @@ impl Loader {
             });
         }
         let type_path = join_key(path, "type");
-        let kind = match self.string(map.get("type"), &type_path, "`type`").as_deref() {
+        let kind = match self
+            .string(map.get("type"), &type_path, "`type`")
+            .as_deref()
+        {
             Some("llm") => NodeKind::Llm,
             Some("prompt") => NodeKind::Prompt,
             Some("python") => NodeKind::Python,
@@ -511,11 +593,19 @@ impl Loader {
                         closest(other, ["llm", "prompt", "python"]).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default()
                     ),
                 };
-                self.error(&type_path, format!("node `{name}` has unsupported type `{other}`"), Some(&help));
+                self.error(
+                    &type_path,
+                    format!("node `{name}` has unsupported type `{other}`"),
+                    Some(&help),
+                );
                 return None;
             }
             None => {
-                self.error(path, format!("node `{name}` has no `type`"), Some("add `type: llm`, `type: prompt` or `type: python`"));
+                self.error(
+                    path,
+                    format!("node `{name}` has no `type`"),
+                    Some("add `type: llm`, `type: prompt` or `type: python`"),
+                );
                 return None;
             }
         };
@@ -532,10 +622,18 @@ impl Loader {
                     );
                     return None;
                 }
-                match self.string(src.get("path"), &join_key(&source_path, "path"), "`source.path`") {
+                match self.string(
+                    src.get("path"),
+                    &join_key(&source_path, "path"),
+                    "`source.path`",
+                ) {
                     Some(p) => PathBuf::from(p),
                     None => {
-                        self.error(&source_path, format!("node `{name}` has a source without `path`"), Some("add `path: file.jinja2` or `path: file.py`"));
+                        self.error(
+                            &source_path,
+                            format!("node `{name}` has a source without `path`"),
+                            Some("add `path: file.jinja2` or `path: file.py`"),
+                        );
                         return None;
                     }
                 }
@@ -564,13 +662,21 @@ impl Loader {
                 }
             }
         }
-        let connection = self.string(map.get("connection"), &join_key(path, "connection"), "`connection`");
+        let connection = self.string(
+            map.get("connection"),
+            &join_key(path, "connection"),
+            "`connection`",
+        );
         let api_path = join_key(path, "api");
         let api = match self.string(map.get("api"), &api_path, "`api`").as_deref() {
             None | Some("chat") => LlmApi::Chat,
             Some("completion") => LlmApi::Completion,
             Some(other) => {
-                self.error(&api_path, format!("unknown api `{other}`"), Some("use `api: chat` or `api: completion`"));
+                self.error(
+                    &api_path,
+                    format!("unknown api `{other}`"),
+                    Some("use `api: chat` or `api: completion`"),
+                );
                 LlmApi::Chat
             }
         };
@@ -587,12 +693,20 @@ impl Loader {
                         }
                     },
                     None => {
-                        self.error(&activate_path, format!("`activate` of node `{name}` has no `when`"), Some("write `activate: {when: ${node.output}, is: value}`"));
+                        self.error(
+                            &activate_path,
+                            format!("`activate` of node `{name}` has no `when`"),
+                            Some("write `activate: {when: ${node.output}, is: value}`"),
+                        );
                         None
                     }
                 };
                 if !a.contains_key("is") {
-                    self.error(&activate_path, format!("`activate` of node `{name}` has no `is`"), Some("write `activate: {when: ${node.output}, is: value}`"));
+                    self.error(
+                        &activate_path,
+                        format!("`activate` of node `{name}` has no `is`"),
+                        Some("write `activate: {when: ${node.output}, is: value}`"),
+                    );
                 }
                 when.map(|when| Activate {
                     when,
@@ -600,12 +714,24 @@ impl Loader {
                 })
             }
             Some(_) => {
-                self.error(&activate_path, "`activate` must be a mapping with `when` and `is`", None);
+                self.error(
+                    &activate_path,
+                    "`activate` must be a mapping with `when` and `is`",
+                    None,
+                );
                 None
             }
         };
-        let aggregation = self.boolean(map.get("aggregation"), &join_key(path, "aggregation"), "`aggregation`");
-        let function = self.string(map.get("function"), &join_key(path, "function"), "`function`");
+        let aggregation = self.boolean(
+            map.get("aggregation"),
+            &join_key(path, "aggregation"),
+            "`aggregation`",
+        );
+        let function = self.string(
+            map.get("function"),
+            &join_key(path, "function"),
+            "`function`",
+        );
         if kind == NodeKind::Llm && connection.is_none() {
             self.error(
                 path,
@@ -650,11 +776,23 @@ impl Loader {
                         };
                         let node_path = join_key(&body_path, "node");
                         let Some(node_value) = body_map.get("node") else {
-                            self.error(&body_path, format!("variant `{vid}` of `{node_name}` has no `node`"), Some("a variant is `{node: {type: llm, source: ..., inputs: ...}}`"));
+                            self.error(
+                                &body_path,
+                                format!("variant `{vid}` of `{node_name}` has no `node`"),
+                                Some(
+                                    "a variant is `{node: {type: llm, source: ..., inputs: ...}}`",
+                                ),
+                            );
                             continue;
                         };
-                        let description = self.string(body_map.get("description"), &join_key(&body_path, "description"), "`description`");
-                        if let Some(node) = self.node(node_value, &node_path, Some((node_name, vid))) {
+                        let description = self.string(
+                            body_map.get("description"),
+                            &join_key(&body_path, "description"),
+                            "`description`",
+                        );
+                        if let Some(node) =
+                            self.node(node_value, &node_path, Some((node_name, vid)))
+                        {
                             variants.insert(
                                 vid.clone(),
                                 Variant {
@@ -666,9 +804,17 @@ impl Loader {
                         }
                     }
                 }
-                _ => self.error(&path, format!("`node_variants.{node_name}` has no `variants` mapping"), None),
+                _ => self.error(
+                    &path,
+                    format!("`node_variants.{node_name}` has no `variants` mapping"),
+                    None,
+                ),
             }
-            let default_variant_id = match self.string(spec.get("default_variant_id"), &join_key(&path, "default_variant_id"), "`default_variant_id`") {
+            let default_variant_id = match self.string(
+                spec.get("default_variant_id"),
+                &join_key(&path, "default_variant_id"),
+                "`default_variant_id`",
+            ) {
                 Some(d) => {
                     if !variants.contains_key(&d) && !variants.is_empty() {
                         let ids: Vec<&str> = variants.keys().map(String::as_str).collect();
@@ -714,13 +860,18 @@ impl Loader {
     }
 }
 
-/// The candidate closest to `word`, when it is close enough to be a likely typo.
+/// The candidate closest to `word`, when it is close enough to be a likely typo: at most a
+/// third of its letters edited (swaps count as one edit), or a very similar spelling.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let mut best: Option<(&str, f64)> = None;
+    let word = word.to_lowercase();
+    let allowed = (word.chars().count() / 3).max(1);
+    let mut best: Option<(&str, usize)> = None;
     for c in candidates {
-        let score = strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase());
-        if score > 0.8 && best.is_none_or(|(_, s)| score > s) {
-            best = Some((c, score));
+        let lower = c.to_lowercase();
+        let distance = strsim::damerau_levenshtein(&word, &lower);
+        let close = distance <= allowed || strsim::jaro_winkler(&word, &lower) > 0.9;
+        if close && best.is_none_or(|(_, d)| distance < d) {
+            best = Some((c, distance));
         }
     }
     best.map(|(c, _)| c)

@@ -66,8 +66,14 @@ pub fn join_index(path: &str, index: usize) -> String {
 }
 
 enum Frame {
-    Map { path: String, pending_key: Option<String> },
-    Seq { path: String, next: usize },
+    Map {
+        path: String,
+        pending_key: Option<String>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 #[derive(Default)]
@@ -86,7 +92,9 @@ impl Builder {
                 *next += 1;
                 Some(p)
             }
-            Some(Frame::Map { path, pending_key }) => pending_key.take().map(|k| join_key(path, &k)),
+            Some(Frame::Map { path, pending_key }) => {
+                pending_key.take().map(|k| join_key(path, &k))
+            }
         }
     }
 }
@@ -149,7 +157,10 @@ mod tests {
         assert_eq!(idx.value("inputs.q.type"), Some(Location::new(3, 11, 6)));
         assert_eq!(idx.key("inputs.q.type"), Some(Location::new(3, 5, 4)));
         assert_eq!(idx.value("nodes[0].name"), Some(Location::new(5, 9, 1)));
-        assert_eq!(idx.value("nodes[0].inputs.x"), Some(Location::new(7, 8, 11)));
+        assert_eq!(
+            idx.value("nodes[0].inputs.x"),
+            Some(Location::new(7, 8, 11))
+        );
         assert_eq!(idx.value("nodes[1].name"), Some(Location::new(8, 9, 1)));
     }
 

@@ -4,8 +4,8 @@
 //! of where every value is so later stages (the DAG check, the executor) can point at the text.
 
 mod load;
-pub mod prompty_flow;
 pub mod locate;
+pub mod prompty_flow;
 pub mod reference;
 mod types;
 mod variant;
@@ -23,7 +23,10 @@ use crate::diagnostic::Diagnostic;
 pub fn load(path: &Path, variants: &[VariantSelection]) -> Result<Flow, LoadError> {
     let file = find_flow_file(path)?;
     let text = std::fs::read_to_string(&file).map_err(|e| {
-        LoadError::one(Diagnostic::error(format!("cannot read {}: {e}", file.display())))
+        LoadError::one(Diagnostic::error(format!(
+            "cannot read {}: {e}",
+            file.display()
+        )))
     })?;
     let flow = if file.extension().is_some_and(|e| e == "prompty") {
         prompty_flow::flow_from_prompty(&file, &text)?

@@ -29,7 +29,10 @@ pub fn flow_from_prompty(file: &Path, text: &str) -> Result<Flow, LoadError> {
             .as_deref()
             .and_then(ValueType::parse)
             .unwrap_or(ValueType::String);
-        let default = input.default.clone().or_else(|| samples.get(&name).cloned());
+        let default = input
+            .default
+            .clone()
+            .or_else(|| samples.get(&name).cloned());
         node_inputs.insert(
             name.clone(),
             ValueSource::Reference(Reference::FlowInput {
@@ -52,10 +55,16 @@ pub fn flow_from_prompty(file: &Path, text: &str) -> Result<Flow, LoadError> {
     }
     let config = &p.model.configuration;
     if let Some(model) = config.model_name() {
-        node_inputs.insert("model".into(), ValueSource::Literal(Value::String(model.to_string())));
+        node_inputs.insert(
+            "model".into(),
+            ValueSource::Literal(Value::String(model.to_string())),
+        );
     }
     if let Some(d) = &config.azure_deployment {
-        node_inputs.insert("deployment_name".into(), ValueSource::Literal(Value::String(d.clone())));
+        node_inputs.insert(
+            "deployment_name".into(),
+            ValueSource::Literal(Value::String(d.clone())),
+        );
     }
     for (k, v) in &p.model.parameters {
         node_inputs.insert(k.clone(), ValueSource::Literal(v.clone()));
@@ -99,7 +108,7 @@ pub fn flow_from_prompty(file: &Path, text: &str) -> Result<Flow, LoadError> {
     );
     Ok(Flow {
         file: file.to_path_buf(),
-        dir: file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+        dir: super::load::flow_dir(file),
         inputs,
         outputs,
         nodes: vec![node],
@@ -129,7 +138,11 @@ pub fn prompty_diagnostic(file: &Path, e: &PromptyError) -> Diagnostic {
 
 fn prompty_line(e: &PromptyError) -> Option<(usize, usize)> {
     match e {
-        PromptyError::Yaml { line: Some(line), col, .. } => Some((*line, col.unwrap_or(1))),
+        PromptyError::Yaml {
+            line: Some(line),
+            col,
+            ..
+        } => Some((*line, col.unwrap_or(1))),
         PromptyError::UnclosedFrontMatter { line, .. } => Some((*line, 1)),
         _ => None,
     }

@@ -60,7 +60,11 @@ impl Reference {
         let inner = t
             .strip_prefix("${")
             .and_then(|s| s.strip_suffix('}'))
-            .ok_or_else(|| format!("`{text}` is not a reference: write `${{inputs.name}}` or `${{node.output}}`"))?
+            .ok_or_else(|| {
+                format!(
+                    "`{text}` is not a reference: write `${{inputs.name}}` or `${{node.output}}`"
+                )
+            })?
             .trim();
         let (head, rest) = split_head(inner);
         if head.is_empty() {
@@ -162,10 +166,16 @@ pub fn follow<'v>(value: &'v Value, path: &[PathStep]) -> Result<&'v Value, Stri
             match current {
                 Value::Object(map) => {
                     let keys: Vec<&str> = map.keys().map(String::as_str).take(10).collect();
-                    format!("`{shown}` does not exist (available keys: {})", keys.join(", "))
+                    format!(
+                        "`{shown}` does not exist (available keys: {})",
+                        keys.join(", ")
+                    )
                 }
                 Value::Array(items) => {
-                    format!("`{shown}` is out of range (the list has {} items)", items.len())
+                    format!(
+                        "`{shown}` is out of range (the list has {} items)",
+                        items.len()
+                    )
                 }
                 other => format!(
                     "`{shown}` cannot be followed: the value there is {}",
@@ -231,15 +241,24 @@ mod tests {
     fn parses_every_form() {
         assert_eq!(
             Reference::parse("${inputs.q}").unwrap(),
-            Reference::FlowInput { name: "q".into(), path: vec![] }
+            Reference::FlowInput {
+                name: "q".into(),
+                path: vec![]
+            }
         );
         assert_eq!(
             Reference::parse("${flow.q.a}").unwrap(),
-            Reference::FlowInput { name: "q".into(), path: vec![key("a")] }
+            Reference::FlowInput {
+                name: "q".into(),
+                path: vec![key("a")]
+            }
         );
         assert_eq!(
             Reference::parse("${n}").unwrap(),
-            Reference::NodeOutput { node: "n".into(), path: vec![] }
+            Reference::NodeOutput {
+                node: "n".into(),
+                path: vec![]
+            }
         );
         assert_eq!(
             Reference::parse("${n.output.a.b[0]['k k'][\"z\"]}").unwrap(),
@@ -252,9 +271,21 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        assert!(Reference::parse("${n.outputs}").unwrap_err().contains("only `output`"));
-        assert!(Reference::parse("${inputs}").unwrap_err().contains("does not name an input"));
-        assert!(Reference::parse("${n.output[x]}").unwrap_err().contains("neither an index"));
+        assert!(
+            Reference::parse("${n.outputs}")
+                .unwrap_err()
+                .contains("only `output`")
+        );
+        assert!(
+            Reference::parse("${inputs}")
+                .unwrap_err()
+                .contains("does not name an input")
+        );
+        assert!(
+            Reference::parse("${n.output[x]}")
+                .unwrap_err()
+                .contains("neither an index")
+        );
         assert!(Reference::parse("${}").is_err());
     }
 
@@ -268,7 +299,10 @@ mod tests {
             ValueSource::parse(&json!("${inputs.q}")).unwrap(),
             ValueSource::Reference(_)
         ));
-        assert!(matches!(ValueSource::parse(&json!(3)).unwrap(), ValueSource::Literal(_)));
+        assert!(matches!(
+            ValueSource::parse(&json!(3)).unwrap(),
+            ValueSource::Literal(_)
+        ));
     }
 
     #[test]
@@ -278,7 +312,10 @@ mod tests {
         assert_eq!(follow(&v, &p).unwrap(), &json!("x"));
         let missing = parse_path(".a.c").unwrap();
         let err = follow(&v, &missing).unwrap_err();
-        assert!(err.contains("`.a.c` does not exist (available keys: b)"), "{err}");
+        assert!(
+            err.contains("`.a.c` does not exist (available keys: b)"),
+            "{err}"
+        );
         let oob = parse_path(".a.b[5]").unwrap();
         assert!(follow(&v, &oob).unwrap_err().contains("out of range"));
     }

@@ -87,7 +87,9 @@ impl ValueType {
                 _ => fail(),
             },
             ValueType::Object => match v {
-                Value::String(s) => Ok(serde_json::from_str::<Value>(s).unwrap_or_else(|_| v.clone())),
+                Value::String(s) => {
+                    Ok(serde_json::from_str::<Value>(s).unwrap_or_else(|_| v.clone()))
+                }
                 _ => Ok(v.clone()),
             },
             ValueType::Image => Ok(v.clone()),
@@ -310,10 +312,11 @@ impl Flow {
     /// Connection names used by nodes, in first-use order.
     pub fn connection_names(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
-        let all = self
-            .nodes
-            .iter()
-            .chain(self.node_variants.values().flat_map(|v| v.variants.values().map(|v| &v.node)));
+        let all = self.nodes.iter().chain(
+            self.node_variants
+                .values()
+                .flat_map(|v| v.variants.values().map(|v| &v.node)),
+        );
         for node in all {
             if let Some(c) = &node.connection {
                 if !names.contains(c) {

@@ -53,25 +53,39 @@ impl Flow {
                         "this flow has no node_variants".to_string()
                     } else {
                         match closest(&sel.node, names.iter().copied()) {
-                            Some(c) => format!("did you mean `${{{c}.{}}}`? nodes with variants: {}", sel.variant_id, names.join(", ")),
+                            Some(c) => format!(
+                                "did you mean `${{{c}.{}}}`? nodes with variants: {}",
+                                sel.variant_id,
+                                names.join(", ")
+                            ),
                             None => format!("nodes with variants: {}", names.join(", ")),
                         }
                     };
                     diagnostics.push(
-                        Diagnostic::error(format!("variant {sel}: node `{}` has no variants", sel.node))
-                            .at(&self.file, None)
-                            .with_help(help),
+                        Diagnostic::error(format!(
+                            "variant {sel}: node `{}` has no variants",
+                            sel.node
+                        ))
+                        .at(&self.file, None)
+                        .with_help(help),
                     );
                 }
                 Some(nv) if !nv.variants.contains_key(&sel.variant_id) => {
                     let ids: Vec<&str> = nv.variants.keys().map(String::as_str).collect();
                     let help = match closest(&sel.variant_id, ids.iter().copied()) {
-                        Some(c) => format!("did you mean `${{{}.{c}}}`? variants: {}", sel.node, ids.join(", ")),
+                        Some(c) => format!(
+                            "did you mean `${{{}.{c}}}`? variants: {}",
+                            sel.node,
+                            ids.join(", ")
+                        ),
                         None => format!("variants of `{}`: {}", sel.node, ids.join(", ")),
                     };
                     diagnostics.push(
                         Diagnostic::error(format!("variant {sel} does not exist"))
-                            .at(&self.file, self.locate(&format!("node_variants.{}.variants", sel.node)))
+                            .at(
+                                &self.file,
+                                self.locate_key(&format!("node_variants.{}.variants", sel.node)),
+                            )
                             .with_help(help),
                     );
                 }

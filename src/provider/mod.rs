@@ -6,6 +6,7 @@
 //! client's [`RetryPolicy`].
 
 mod anthropic;
+mod check;
 mod echo;
 mod error;
 mod http;
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::chat::Message;
 use crate::connection::{ApiType, Connection};
 
+pub use check::CheckOutcome;
 pub use echo::ECHO_PREFIX;
 pub use error::ProviderError;
 pub use retry::{RetryPolicy, parse_http_date, parse_retry_after};

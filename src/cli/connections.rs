@@ -1,0 +1,149 @@
+//! `flow connections [FLOW]` and `flow connections check [FLOW]`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::output::{Failure, bold, stdout_is_terminal};
+use super::run::load_flow;
+use super::runtime;
+use flow::connection::{self, Connection, EnvVars};
+use flow::provider::{ClientConfig, LlmClient};
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ConnectionsArgs {
+    #[command(subcommand)]
+    pub action: Option<Action>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// Make one cheap request (list models) to each connection and report what answered.
+    Check(Target),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Target {
+    /// The flow whose connections to show (default: the current directory).
+    #[arg(default_value = ".")]
+    pub flow: PathBuf,
+    /// Read connections from this file instead of ./.env.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+}
+
+pub fn run(args: ConnectionsArgs) -> Result<(), Failure> {
+    match args.action {
+        None => list(&args.target),
+        Some(Action::Check(target)) => check(&target),
+    }
+}
+
+/// Each connection a flow uses, resolved or with the reason it does not resolve.
+type Resolved = Vec<(String, Result<Connection, String>)>;
+
+fn resolve_all(target: &Target) -> Result<Resolved, Failure> {
+    let flow = load_flow(&target.flow, &[])?;
+    let cwd = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let env = EnvVars::load(target.env_file.as_deref(), &cwd)
+        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    Ok(flow
+        .connection_names()
+        .into_iter()
+        .map(|name| {
+            let resolved = connection::resolve(&name, &env, false).map_err(|e| e.to_string());
+            (name, resolved)
+        })
+        .collect())
+}
+
+fn list(target: &Target) -> Result<(), Failure> {
+    let all = resolve_all(target)?;
+    let color = stdout_is_terminal();
+    if all.is_empty() {
+        println!("this flow uses no connections");
+        return Ok(());
+    }
+    let mut missing = 0;
+    for (name, resolved) in &all {
+        match resolved {
+            Ok(c) => {
+                println!("{} ok", bold(name, color));
+                println!("  type:    {}", c.api_type.as_str());
+                if let Some(base) = &c.api_base {
+                    println!("  base:    {base}");
+                }
+                if let Some(key) = &c.api_key {
+                    println!("  key:     {}", key.masked());
+                }
+                if let Some(v) = &c.api_version {
+                    println!("  version: {v}");
+                }
+                if let Some(m) = c.model.as_ref().or(c.deployment.as_ref()) {
+                    println!("  model:   {m}");
+                }
+                if !c.source.is_empty() {
+                    println!("  from:    {}", c.source.join(", "));
+                }
+            }
+            Err(e) => {
+                missing += 1;
+                println!("{} NOT CONFIGURED", bold(name, color));
+                println!("  {e}");
+            }
+        }
+    }
+    if missing > 0 {
+        return Err(Failure::usage(format!(
+            "{missing} connection{} not configured (or run with --offline to use the echo provider)",
+            if missing == 1 { " is" } else { "s are" }
+        )));
+    }
+    Ok(())
+}
+
+fn check(target: &Target) -> Result<(), Failure> {
+    let all = resolve_all(target)?;
+    let client = LlmClient::with_config(ClientConfig::default())
+        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let rt = runtime()?;
+    let color = stdout_is_terminal();
+    let mut failed = 0;
+    let mut unconfigured = 0;
+    for (name, resolved) in all {
+        match resolved {
+            Ok(c) => {
+                let outcome = rt.block_on(client.check(&c));
+                let mark = if outcome.ok { "ok" } else { "FAILED" };
+                println!(
+                    "{} {mark} ({} ms) {}\n  {}",
+                    bold(&name, color),
+                    outcome.elapsed.as_millis(),
+                    outcome.url,
+                    outcome.detail
+                );
+                if !outcome.ok {
+                    failed += 1;
+                }
+            }
+            Err(e) => {
+                unconfigured += 1;
+                println!("{} NOT CONFIGURED\n  {e}", bold(&name, color));
+            }
+        }
+    }
+    if unconfigured > 0 {
+        return Err(Failure::usage(format!(
+            "{unconfigured} connection(s) not configured"
+        )));
+    }
+    if failed > 0 {
+        return Err(Failure::endpoint(format!(
+            "{failed} connection(s) did not answer correctly"
+        )));
+    }
+    Ok(())
+}

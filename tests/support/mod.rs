@@ -1,0 +1,6 @@
+//! Shared helpers for integration tests. Test files use `mod support;`.
+
+#![allow(dead_code)]
+
+pub mod context;
+pub mod mock_llm;
