@@ -56,6 +56,7 @@ impl Executor {
                         }),
                     };
                     connection.and_then(|connection| {
+                        check_model(&flow, node, &connection)?;
                         let style =
                             if connection.api_type == ApiType::Azure && node.api == LlmApi::Chat {
                                 ListStyle::Lines
@@ -127,6 +128,31 @@ fn resolve(
 
 /// Compile a node's template. promptflow's Azure OpenAI chat tool prints lists one item per
 /// line; every other tool prints them as Python does.
+/// An llm node must name a model (or deployment), or its connection must give a default.
+fn check_model(flow: &Flow, node: &Node, connection: &Connection) -> Result<(), Vec<Diagnostic>> {
+    let named = ["model", "deployment_name"].iter().any(|k| {
+        node.inputs
+            .get(*k)
+            .is_some_and(|v| !matches!(v, ValueSource::Literal(Value::Null)) && *v != ValueSource::Literal(Value::String(String::new())))
+    });
+    if named || connection.model.is_some() || connection.deployment.is_some() || connection.api_type == ApiType::Echo {
+        return Ok(());
+    }
+    let prefix = connection::env_prefix(&connection.name);
+    let (input, var) = if connection.api_type == ApiType::Azure {
+        ("deployment_name", format!("{prefix}_DEPLOYMENT"))
+    } else {
+        ("model", format!("{prefix}_MODEL"))
+    };
+    Err(vec![
+        flow.error_at_key(&format!("{}.inputs", node.yaml_path), format!(
+            "llm node `{}` names no model, and connection `{}` has no default",
+            node.name, connection.name
+        ))
+        .with_help(format!("set {var} in .env (e.g. {var}=gpt-4o-mini), or add `{input}: ...` to the node's inputs")),
+    ])
+}
+
 fn load_template(
     flow: &Flow,
     node: &Node,
@@ -294,7 +320,7 @@ pub fn check_templates(flow: &Flow) -> Vec<Diagnostic> {
                                 "the template of node `{}` uses `{var}`, which the node does not give; it renders empty",
                                 node.name
                             ))
-                            .at(&flow.file, flow.locate(&format!("{}.inputs", node.yaml_path)))
+                            .at(&flow.file, flow.locate_key(&format!("{}.inputs", node.yaml_path)))
                             .with_help(format!("add `{var}: ${{inputs.{var}}}` (or another value) under the node's inputs")),
                         );
                     }

@@ -279,6 +279,11 @@ impl Flow {
         Diagnostic::error(message).at(&self.file, self.locate(yaml_path))
     }
 
+    /// A diagnostic about the key at `yaml_path` (e.g. a node's `inputs:`) in this flow's file.
+    pub fn error_at_key(&self, yaml_path: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::error(message).at(&self.file, self.locate_key(yaml_path))
+    }
+
     /// Find a file the flow refers to: in the flow directory, or through `additional_includes`
     /// (an included file or folder is addressed by its own name, as promptflow does).
     pub fn resolve_file(&self, relative: &Path) -> Option<PathBuf> {
