@@ -1,0 +1,5 @@
+//! Shared helpers for integration tests. Test files use `mod support;`.
+
+#![allow(dead_code)]
+
+pub mod mock_llm;
