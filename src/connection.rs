@@ -356,8 +356,9 @@ impl Redactor {
     }
 }
 
-/// A resolved connection: where to send requests and how to authenticate.
-#[derive(Debug, Clone)]
+/// A resolved connection: where to send requests and how to authenticate. `Debug` hides
+/// secrets (the key, header values and secret-looking extras).
+#[derive(Clone)]
 pub struct Connection {
     /// The name flows use (`connection:` in the node).
     pub name: String,
@@ -379,6 +380,35 @@ pub struct Connection {
     pub extra: IndexMap<String, String>,
     /// The variables this connection was read from (names only), for `flow connections`.
     pub source: Vec<String>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let extra: IndexMap<&str, &str> = self
+            .extra
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_secret_field(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("Connection")
+            .field("name", &self.name)
+            .field("api_type", &self.api_type)
+            .field("api_key", &self.api_key)
+            .field("api_base", &self.api_base)
+            .field("api_version", &self.api_version)
+            .field("model", &self.model)
+            .field("deployment", &self.deployment)
+            .field("headers", &self.headers)
+            .field("extra", &extra)
+            .field("source", &self.source)
+            .finish()
+    }
 }
 
 /// The variable prefix for a connection name: upper-cased, non-alphanumerics as `_`.

@@ -14,6 +14,8 @@ pub struct SseEvent {
 #[derive(Debug, Default)]
 pub struct SseParser {
     buf: Vec<u8>,
+    /// Bytes of `buf` already scanned without finding an event end.
+    scanned: usize,
 }
 
 impl SseParser {
@@ -26,7 +28,10 @@ impl SseParser {
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
         self.buf.extend_from_slice(chunk);
         let mut start = 0;
-        while let Some((end, next)) = find_event_end(&self.buf[start..]) {
+        // Resume scanning just before the old end (a terminator may straddle chunks).
+        let mut from = self.scanned.saturating_sub(2);
+        while let Some((end, next)) = find_event_end(&self.buf[start..], from) {
+            from = 0;
             let raw = &self.buf[start..start + end];
             if let Some(ev) = parse_event(raw) {
                 out.push(ev);
@@ -36,11 +41,13 @@ impl SseParser {
         if start > 0 {
             self.buf.drain(..start);
         }
+        self.scanned = self.buf.len();
     }
 
     /// Parses whatever is left when the stream ends (a final event without a blank line).
     pub fn finish(&mut self, out: &mut Vec<SseEvent>) {
         let raw = std::mem::take(&mut self.buf);
+        self.scanned = 0;
         if let Some(ev) = parse_event(&raw) {
             out.push(ev);
         }
@@ -48,8 +55,8 @@ impl SseParser {
 }
 
 /// Finds the blank line ending an event: returns (event length, bytes to skip).
-fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
+fn find_event_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
     while i < buf.len() {
         if buf[i] == b'\n' {
             if buf.get(i + 1) == Some(&b'\n') {
