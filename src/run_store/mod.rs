@@ -25,9 +25,9 @@ mod writer;
 use std::path::{Path, PathBuf};
 
 pub use journal::{Journal, read_journal};
-pub use meta::{Latency, RunMeta, RunStatus, percentile};
+pub use meta::{Latency, RunMeta, RunSettings, RunStatus, percentile};
 pub use snapshot::write_snapshot;
-pub use writer::RunWriter;
+pub use writer::{RunWriter, finalize, write_meta};
 
 /// Width of the zero-padded line numbers in file names, as promptflow writes them.
 pub const LINE_NUMBER_WIDTH: usize = 9;

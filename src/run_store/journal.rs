@@ -1,0 +1,120 @@
+//! The journal: `flow_artifacts/*.jsonl`, one record per finished line (promptflow's
+//! `LineRunRecord` shape), appended as lines finish. Reading it back gives, for each line number,
+//! where its latest record is: the index that resume and finalisation work from.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::RunDir;
+use crate::record::{LineResult, Status};
+
+/// Where a line's latest record is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub status: Status,
+    file: usize,
+    offset: u64,
+    len: usize,
+}
+
+/// The index of a run's journal: the latest record of every line that finished.
+#[derive(Debug, Default)]
+pub struct Journal {
+    files: Vec<PathBuf>,
+    /// By line number, in order.
+    pub entries: BTreeMap<usize, Entry>,
+    /// Records that could not be read (a torn last write after a crash).
+    pub torn: usize,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    line_number: usize,
+    status: Status,
+}
+
+#[derive(Deserialize)]
+struct Record {
+    run_info: LineResult,
+}
+
+/// Index every journal file of `dir`. A missing `flow_artifacts` folder is an empty journal.
+pub fn read_journal(dir: &RunDir) -> std::io::Result<Journal> {
+    let mut journal = Journal::default();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir.flow_artifacts_dir()) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(journal),
+        Err(e) => return Err(e),
+    };
+    files.sort();
+    for (file_index, path) in files.iter().enumerate() {
+        let mut reader = BufReader::new(File::open(path)?);
+        let mut offset = 0u64;
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            let complete = buf.last() == Some(&b'\n');
+            match serde_json::from_slice::<Head>(&buf) {
+                Ok(head) if complete => {
+                    journal.entries.insert(
+                        head.line_number,
+                        Entry {
+                            status: head.status,
+                            file: file_index,
+                            offset,
+                            len: n,
+                        },
+                    );
+                }
+                _ if buf.iter().all(u8::is_ascii_whitespace) => {}
+                _ => journal.torn += 1,
+            }
+            offset += n as u64;
+        }
+    }
+    journal.files = files;
+    Ok(journal)
+}
+
+impl Journal {
+    /// Line numbers whose latest record succeeded.
+    pub fn completed(&self) -> impl Iterator<Item = usize> + '_ {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.status == Status::Completed)
+            .map(|(n, _)| *n)
+    }
+
+    /// Visit the latest record of every line, in line order (node runs are not in the journal:
+    /// they live in node_artifacts). Files are opened once each.
+    pub fn for_each(&self, mut visit: impl FnMut(LineResult) -> std::io::Result<()>) -> std::io::Result<()> {
+        let mut open: Option<(usize, File)> = None;
+        let mut buf = Vec::new();
+        for entry in self.entries.values() {
+            if open.as_ref().is_none_or(|(i, _)| *i != entry.file) {
+                open = Some((entry.file, File::open(&self.files[entry.file])?));
+            }
+            let Some((_, file)) = open.as_mut() else {
+                continue;
+            };
+            file.seek(SeekFrom::Start(entry.offset))?;
+            buf.resize(entry.len, 0);
+            file.read_exact(&mut buf)?;
+            let record = serde_json::from_slice::<Record>(&buf)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            visit(record.run_info)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! `meta.json`: what a run was (flow, variant, data, settings to resume it) and how it went
+//! (status, counts, tokens, cost, latency percentiles).
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use crate::record::Tokens;
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunStatus {
+    /// Lines are running (or the process died; `flow run --resume` finishes it).
+    Running,
+    /// Every line succeeded.
+    Completed,
+    /// Some lines failed.
+    Failed,
+    /// Stopped by the user (Ctrl-C) before every line ran.
+    Canceled,
+}
+
+/// Line latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Latency {
+    /// Percentiles of `samples` (sorted in place).
+    pub fn of(samples: &mut [f64]) -> Latency {
+        if samples.is_empty() {
+            return Latency::default();
+        }
+        samples.sort_by(f64::total_cmp);
+        let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+        Latency {
+            p50: percentile(samples, 50.0),
+            p90: percentile(samples, 90.0),
+            p95: percentile(samples, 95.0),
+            p99: percentile(samples, 99.0),
+            max: samples[samples.len() - 1],
+            mean: (mean * 1000.0).round() / 1000.0,
+        }
+    }
+}
+
+/// The nearest-rank percentile of sorted samples.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The contents of `meta.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    pub name: String,
+    /// The flow directory (absolute).
+    pub flow: String,
+    pub flow_name: String,
+    /// `default`, or the non-default variants applied (`classify.variant_1`).
+    pub variant: String,
+    /// Every `use_variants` node and the variant it ran with.
+    #[serde(default)]
+    pub variants: IndexMap<String, String>,
+    /// The dataset (absolute path).
+    #[serde(default)]
+    pub data: Option<String>,
+    /// `--column-mapping` as given.
+    #[serde(default)]
+    pub column_mapping: Vec<String>,
+    /// `--run BASE`, when the run joined a base run's outputs.
+    #[serde(default)]
+    pub base_run: Option<String>,
+    pub status: RunStatus,
+    pub created: String,
+    #[serde(default)]
+    pub end_time: Option<String>,
+    /// Wall time of the run, summed over resumes, in seconds.
+    #[serde(default)]
+    pub duration_s: f64,
+    pub total_lines: usize,
+    pub completed_lines: usize,
+    pub failed_lines: usize,
+    pub tokens: Tokens,
+    /// Total cost in USD, when every model's price is known.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    /// Models used whose price is unknown (the cost is then a lower bound or absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unpriced_models: Vec<String>,
+    pub latency_ms: Latency,
+    /// LLM requests answered from the response cache.
+    #[serde(default)]
+    pub cache_hits: u64,
+    pub concurrency: usize,
+    /// Every model answer came from the offline echo provider.
+    #[serde(default)]
+    pub offline: bool,
+    /// Settings needed to resume the run exactly.
+    #[serde(default)]
+    pub settings: RunSettings,
+    /// The `flow` version that wrote the run.
+    pub flow_version: String,
+}
+
+/// What `flow run --resume` needs to run the rest of a run the same way.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    #[serde(default)]
+    pub env_file: Option<String>,
+    #[serde(default)]
+    pub line_timeout_s: Option<f64>,
+    #[serde(default)]
+    pub request_timeout_s: Option<f64>,
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    #[serde(default)]
+    pub cache: Option<String>,
+}
+
+impl RunMeta {
+    /// The share of lines that succeeded (0 when there are none).
+    pub fn success_rate(&self) -> f64 {
+        if self.total_lines == 0 {
+            0.0
+        } else {
+            self.completed_lines as f64 / self.total_lines as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let mut s: Vec<f64> = (1..=100).map(f64::from).collect();
+        let l = Latency::of(&mut s);
+        assert_eq!((l.p50, l.p90, l.p95, l.p99, l.max), (50.0, 90.0, 95.0, 99.0, 100.0));
+        assert_eq!(l.mean, 50.5);
+        let mut one = vec![7.0];
+        assert_eq!(Latency::of(&mut one).p99, 7.0);
+        assert_eq!(Latency::of(&mut []).p50, 0.0);
+    }
+}

@@ -1,0 +1,300 @@
+//! Writing a run as it goes: one thread owns the files and appends each finished line (node
+//! artifacts, the journal, outputs, inputs) with one `write` per record. Then `finalize` rewrites
+//! the outputs in line order and writes `metrics.json`, `error.json` and `meta.json`.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use serde_json::{Map, Value, json};
+
+use super::meta::{Latency, RunMeta, RunStatus};
+use super::{RunDir, read_journal};
+use crate::record::{AggregationResult, LineResult, NodeRun, Status, Tokens, timestamp};
+
+enum Message {
+    Line(Box<LineResult>),
+    Aggregation(Box<AggregationResult>),
+}
+
+/// The run directory's writer thread.
+pub struct RunWriter {
+    tx: Option<mpsc::Sender<Message>>,
+    handle: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl RunWriter {
+    /// Create the run's folders and start the writer thread.
+    pub fn start(dir: &RunDir) -> io::Result<RunWriter> {
+        for d in [
+            dir.path.join("flow_outputs"),
+            dir.node_artifacts_dir(),
+            dir.flow_artifacts_dir(),
+        ] {
+            std::fs::create_dir_all(&d)?;
+        }
+        let (tx, rx) = mpsc::channel::<Message>();
+        let dir = dir.clone();
+        let handle = std::thread::Builder::new()
+            .name("flow-run-writer".into())
+            .spawn(move || {
+                let mut state = WriterState::new(dir)?;
+                for message in rx {
+                    match message {
+                        Message::Line(line) => state.line(&line)?,
+                        Message::Aggregation(agg) => state.aggregation(&agg)?,
+                    }
+                }
+                state.flush()
+            })?;
+        Ok(RunWriter {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    /// Queue a finished line. Never blocks.
+    pub fn line(&self, line: LineResult) -> io::Result<()> {
+        self.send(Message::Line(Box::new(line)))
+    }
+
+    /// Queue the aggregation nodes' records.
+    pub fn aggregation(&self, agg: AggregationResult) -> io::Result<()> {
+        self.send(Message::Aggregation(Box::new(agg)))
+    }
+
+    fn send(&self, m: Message) -> io::Result<()> {
+        match &self.tx {
+            Some(tx) => tx
+                .send(m)
+                .map_err(|_| io::Error::other("the run writer stopped (see the error above)")),
+            None => Err(io::Error::other("the run writer is closed")),
+        }
+    }
+
+    /// Wait until everything queued is written.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.tx.take();
+        match self.handle.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the run writer panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunWriter {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+struct WriterState {
+    dir: RunDir,
+    node_dirs: HashSet<String>,
+    journals: HashMap<PathBuf, File>,
+    outputs: File,
+    inputs: File,
+    buf: Vec<u8>,
+}
+
+fn append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl WriterState {
+    fn new(dir: RunDir) -> io::Result<Self> {
+        Ok(WriterState {
+            outputs: append(&dir.output_file())?,
+            inputs: append(&dir.inputs_file())?,
+            dir,
+            node_dirs: HashSet::new(),
+            journals: HashMap::new(),
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Write `value` as one JSON line with a single `write` call.
+    fn write_line(buf: &mut Vec<u8>, file: &mut File, value: &impl serde::Serialize) -> io::Result<()> {
+        buf.clear();
+        serde_json::to_writer(&mut *buf, value).map_err(io::Error::other)?;
+        buf.push(b'\n');
+        file.write_all(buf)
+    }
+
+    fn node_record(&mut self, node: &NodeRun, line_number: usize) -> io::Result<()> {
+        if !self.node_dirs.contains(&node.node) {
+            std::fs::create_dir_all(self.dir.node_artifacts_dir().join(&node.node))?;
+            self.node_dirs.insert(node.node.clone());
+        }
+        let mut file = File::create(self.dir.node_artifact(&node.node, line_number))?;
+        let record = json!({
+            "NodeName": node.node,
+            "line_number": line_number,
+            "run_info": node,
+            "start_time": node.start_time,
+            "end_time": node.end_time,
+            "status": node.status,
+        });
+        Self::write_line(&mut self.buf, &mut file, &record)
+    }
+
+    fn line(&mut self, line: &LineResult) -> io::Result<()> {
+        for node in &line.nodes {
+            self.node_record(node, line.line_number)?;
+        }
+        let path = self.dir.flow_artifact(line.line_number);
+        if !self.journals.contains_key(&path) {
+            if self.journals.len() >= 64 {
+                self.journals.clear();
+            }
+            self.journals.insert(path.clone(), append(&path)?);
+        }
+        let mut summary = line.clone();
+        summary.nodes = Vec::new();
+        let record = json!({
+            "line_number": line.line_number,
+            "run_info": summary,
+            "start_time": line.start_time,
+            "end_time": line.end_time,
+            "name": self.dir.name(),
+            "description": "",
+            "status": line.status,
+            "tags": Value::Null,
+        });
+        if let Some(file) = self.journals.get_mut(&path) {
+            Self::write_line(&mut self.buf, file, &record)?;
+        }
+        Self::write_line(&mut self.buf, &mut self.inputs, &numbered(line.line_number, &line.inputs))?;
+        if line.status == Status::Completed {
+            Self::write_line(&mut self.buf, &mut self.outputs, &numbered(line.line_number, &line.outputs))?;
+        }
+        Ok(())
+    }
+
+    fn aggregation(&mut self, agg: &AggregationResult) -> io::Result<()> {
+        for node in &agg.nodes {
+            self.node_record(node, 0)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.outputs.flush()?;
+        self.inputs.flush()
+    }
+}
+
+/// `{"line_number": N, ...values}`
+fn numbered(line_number: usize, values: &Map<String, Value>) -> Value {
+    let mut out = Map::with_capacity(values.len() + 1);
+    out.insert("line_number".into(), Value::from(line_number));
+    for (k, v) in values {
+        out.insert(k.clone(), v.clone());
+    }
+    Value::Object(out)
+}
+
+/// How many failed lines `error.json` describes in full.
+const ERRORS_KEPT: usize = 100;
+
+/// Rewrite outputs and inputs in line order from the journal, and write `metrics.json`,
+/// `error.json` (or remove it when nothing failed) and `meta.json`. `meta` is updated with the
+/// counts, tokens, cost and latency; its status becomes Completed or Failed unless `canceled`.
+pub fn finalize(dir: &RunDir, meta: &mut RunMeta, user_metrics: &Map<String, Value>, canceled: bool) -> io::Result<()> {
+    let journal = read_journal(dir)?;
+    let out_tmp = dir.output_file().with_extension("jsonl.tmp");
+    let in_tmp = dir.inputs_file().with_extension("jsonl.tmp");
+    let mut outputs = io::BufWriter::new(File::create(&out_tmp)?);
+    let mut inputs = io::BufWriter::new(File::create(&in_tmp)?);
+    let mut durations = Vec::with_capacity(journal.entries.len());
+    let mut tokens = Tokens::default();
+    let mut cost = 0.0f64;
+    let mut cache_hits = 0u64;
+    let mut completed = 0usize;
+    let mut failed = 0usize;
+    let mut errors: Vec<Value> = Vec::new();
+    journal.for_each(|line| {
+        durations.push(line.duration_ms);
+        tokens.add(&line.tokens);
+        cost += line.cost_usd;
+        cache_hits += u64::from(line.cache_hits);
+        serde_json::to_writer(&mut inputs, &numbered(line.line_number, &line.inputs)).map_err(io::Error::other)?;
+        inputs.write_all(b"\n")?;
+        if line.status == Status::Completed {
+            completed += 1;
+            serde_json::to_writer(&mut outputs, &numbered(line.line_number, &line.outputs)).map_err(io::Error::other)?;
+            outputs.write_all(b"\n")?;
+        } else {
+            failed += 1;
+            if errors.len() < ERRORS_KEPT {
+                errors.push(json!({"line_number": line.line_number, "error": line.error}));
+            }
+        }
+        Ok(())
+    })?;
+    outputs.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    inputs.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&out_tmp, dir.output_file())?;
+    std::fs::rename(&in_tmp, dir.inputs_file())?;
+
+    meta.completed_lines = completed;
+    meta.failed_lines = failed;
+    if !canceled {
+        meta.total_lines = meta.total_lines.max(completed + failed);
+    }
+    meta.tokens = tokens;
+    meta.cost_usd = if meta.unpriced_models.is_empty() { Some((cost * 1e6).round() / 1e6) } else { None };
+    meta.cache_hits = cache_hits;
+    meta.latency_ms = Latency::of(&mut durations);
+    meta.end_time = Some(timestamp(std::time::SystemTime::now()));
+    meta.status = if canceled {
+        RunStatus::Canceled
+    } else if failed > 0 || completed < meta.total_lines {
+        RunStatus::Failed
+    } else {
+        RunStatus::Completed
+    };
+
+    let mut metrics = user_metrics.clone();
+    let builtin = [
+        ("flow.lines_completed", json!(completed)),
+        ("flow.lines_failed", json!(failed)),
+        ("flow.success_rate", json!(meta.success_rate())),
+        ("flow.total_tokens", json!(tokens.total_tokens)),
+        ("flow.latency_p50_ms", json!(meta.latency_ms.p50)),
+        ("flow.latency_p95_ms", json!(meta.latency_ms.p95)),
+    ];
+    for (k, v) in builtin {
+        metrics.insert(k.to_string(), v);
+    }
+    if let Some(c) = meta.cost_usd {
+        metrics.insert("flow.cost_usd".into(), json!(c));
+    }
+    crate::record::write_json_atomic(&dir.metrics_file(), &Value::Object(metrics))?;
+    if failed > 0 {
+        let doc = json!({
+            "message": format!("{failed} of {} lines failed", completed + failed),
+            "failed_lines": failed,
+            "total_lines": completed + failed,
+            "errors": errors,
+        });
+        crate::record::write_json_atomic(&dir.error_file(), &doc)?;
+    } else if dir.error_file().exists() {
+        std::fs::remove_file(dir.error_file())?;
+    }
+    write_meta(dir, meta)
+}
+
+/// Write `meta.json` atomically.
+pub fn write_meta(dir: &RunDir, meta: &RunMeta) -> io::Result<()> {
+    let value = serde_json::to_value(meta).map_err(io::Error::other)?;
+    crate::record::write_json_atomic(&dir.meta_file(), &value)
+}
