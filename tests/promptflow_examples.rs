@@ -269,3 +269,34 @@ fn every_runnable_fixture_validates() {
         }
     }
 }
+
+#[test]
+fn with_an_azure_connection_the_deployment_name_goes_into_the_url() {
+    let exp = expected("chat-basic");
+    let ctx = TestContext::with_mock();
+    let flow = ctx.copy_from_repo(&format!("{FIXTURES}/chat-basic"));
+    ctx.mock()
+        .push(MockReply::text(exp["llm_reply"].as_str().expect("reply")));
+    ctx.write("inputs.json", &exp["inputs"].to_string());
+    let run = ctx
+        .cmd()
+        .env("OPEN_AI_CONNECTION_API_TYPE", "azure")
+        .env("OPEN_AI_CONNECTION_API_BASE", ctx.mock().url())
+        .env("OPEN_AI_CONNECTION_API_VERSION", "2024-02-01")
+        .args(["run", &flow.to_string_lossy(), "--inputs", "inputs.json"])
+        .args(["--output", "json"])
+        .output()
+        .expect("run flow");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    let out: Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    assert_eq!(out["outputs"], exp["expected_flow_outputs"]);
+    let requests = ctx.mock().requests();
+    assert_eq!(requests.len(), 1);
+    let r = &requests[0];
+    assert_eq!(r.path, "/openai/deployments/gpt-35-turbo/chat/completions");
+    assert_eq!(r.query.as_deref(), Some("api-version=2024-02-01"));
+    assert_eq!(r.body["messages"], exp["expected_llm_messages"]["chat"]);
+    assert_eq!(r.body["max_tokens"], json!(256));
+    assert_eq!(r.body["temperature"], json!(0.7));
+}
