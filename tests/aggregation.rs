@@ -58,7 +58,10 @@ async fn aggregation_receives_lists_of_succeeded_lines_only() {
         lines.push(executor.run_line(i, &object(json!({ "x": x }))).await);
     }
     assert_eq!(lines[1].status, Status::Failed);
-    assert_eq!(lines[1].error.as_ref().unwrap().node.as_deref(), Some("shout"));
+    assert_eq!(
+        lines[1].error.as_ref().unwrap().node.as_deref(),
+        Some("shout")
+    );
     // Lines finishing out of order must not change the order aggregation sees.
     lines.reverse();
 
@@ -69,7 +72,11 @@ async fn aggregation_receives_lists_of_succeeded_lines_only() {
     assert_eq!(collect.inputs["inputs"], json!(["a", "c"]));
     assert_eq!(collect.inputs["label"], json!("fixed"));
     let summarize = agg.nodes.iter().find(|n| n.node == "summarize").unwrap();
-    assert_eq!(summarize.output, json!(2), "aggregation nodes see other aggregation outputs as scalars");
+    assert_eq!(
+        summarize.output,
+        json!(2),
+        "aggregation nodes see other aggregation outputs as scalars"
+    );
     assert_eq!(agg.metrics["lines"], json!(2.0));
     assert_eq!(agg.metrics["ratio"], json!(0.5));
     executor.shutdown().await;

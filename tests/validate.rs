@@ -46,3 +46,21 @@ fn a_twenty_node_flow_validates() {
     let run = ctx.run(&["validate", "big"]);
     run.expect_code(0).stdout_has("20. n19");
 }
+
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    let ctx = TestContext::new();
+    ctx.flow("f", &[("flow.dag.yaml", "inputs: {q: {type: string}}\noutputs: {}\nnodes:\n- {name: a, type: prompt, source: {type: code, path: p.jinja2}, inputs: {x: '${inputs.q}'}}\n"), ("p.jinja2", "{{x}}")]);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .args(["validate", "f"])
+        .current_dir(ctx.root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

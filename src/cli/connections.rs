@@ -64,35 +64,35 @@ fn list(target: &Target) -> Result<(), Failure> {
     let all = resolve_all(target)?;
     let color = stdout_is_terminal();
     if all.is_empty() {
-        println!("this flow uses no connections");
+        outln!("this flow uses no connections");
         return Ok(());
     }
     let mut missing = 0;
     for (name, resolved) in &all {
         match resolved {
             Ok(c) => {
-                println!("{} ok", bold(name, color));
-                println!("  type:    {}", c.api_type.as_str());
+                outln!("{} ok", bold(name, color));
+                outln!("  type:    {}", c.api_type.as_str());
                 if let Some(base) = &c.api_base {
-                    println!("  base:    {base}");
+                    outln!("  base:    {base}");
                 }
                 if let Some(key) = &c.api_key {
-                    println!("  key:     {}", key.masked());
+                    outln!("  key:     {}", key.masked());
                 }
                 if let Some(v) = &c.api_version {
-                    println!("  version: {v}");
+                    outln!("  version: {v}");
                 }
                 if let Some(m) = c.model.as_ref().or(c.deployment.as_ref()) {
-                    println!("  model:   {m}");
+                    outln!("  model:   {m}");
                 }
                 if !c.source.is_empty() {
-                    println!("  from:    {}", c.source.join(", "));
+                    outln!("  from:    {}", c.source.join(", "));
                 }
             }
             Err(e) => {
                 missing += 1;
-                println!("{} NOT CONFIGURED", bold(name, color));
-                println!("  {e}");
+                outln!("{} NOT CONFIGURED", bold(name, color));
+                outln!("  {e}");
             }
         }
     }
@@ -118,7 +118,7 @@ fn check(target: &Target) -> Result<(), Failure> {
             Ok(c) => {
                 let outcome = rt.block_on(client.check(&c));
                 let mark = if outcome.ok { "ok" } else { "FAILED" };
-                println!(
+                outln!(
                     "{} {mark} ({} ms) {}\n  {}",
                     bold(&name, color),
                     outcome.elapsed.as_millis(),
@@ -131,7 +131,7 @@ fn check(target: &Target) -> Result<(), Failure> {
             }
             Err(e) => {
                 unconfigured += 1;
-                println!("{} NOT CONFIGURED\n  {e}", bold(&name, color));
+                outln!("{} NOT CONFIGURED\n  {e}", bold(&name, color));
             }
         }
     }

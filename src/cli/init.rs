@@ -23,17 +23,17 @@ pub struct InitArgs {
 pub fn run(args: InitArgs) -> Result<(), Failure> {
     let result = scaffold(&args.dir, args.template, args.force)
         .map_err(|e| Failure::usage(format!("error: {e}")))?;
-    println!(
+    outln!(
         "Created a {} flow in {}:",
         result.template,
         result.root.display()
     );
     for file in &result.files {
-        println!("  {}", file.display());
+        outln!("  {}", file.display());
     }
-    println!("\nNext:");
+    outln!("\nNext:");
     for step in result.next_steps() {
-        println!("  {step}");
+        outln!("  {step}");
     }
     Ok(())
 }

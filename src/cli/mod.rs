@@ -1,6 +1,14 @@
 //! Argument parsing (clap) and dispatch. Each command lives in its own file and only parses,
 //! calls the library and prints.
 
+/// `println!` for command output: a closed pipe (`flow ... | head`) ends the program quietly
+/// instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout_line(&format!($($arg)*))
+    };
+}
+
 mod connections;
 mod init;
 mod output;

@@ -84,3 +84,17 @@ pub fn dim(s: &str, on: bool) -> String {
         s.to_string()
     }
 }
+
+/// Write one line to stdout. When the reader has gone away (a closed pipe), exit quietly with
+/// status 0, as `head` and `grep -q` users expect; other write errors exit with status 2.
+pub fn write_stdout_line(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(2);
+    }
+}

@@ -204,14 +204,14 @@ async fn run_line(
             if let Some(agg) = &aggregation {
                 doc["metrics"] = Value::Object(agg.metrics.clone());
             }
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
         OutputFormat::Pretty => {
             if line.succeeded() {
                 print_outputs(&line.outputs);
                 if let Some(agg) = &aggregation {
                     for (k, v) in &agg.metrics {
-                        println!(
+                        outln!(
                             "{} {}",
                             bold(&format!("metric {k}:"), stdout_is_terminal()),
                             v
@@ -280,7 +280,7 @@ async fn run_node(
 
 fn print_node(record: &NodeRun, format: OutputFormat) {
     match format {
-        OutputFormat::Json => println!(
+        OutputFormat::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "node": record.node,
@@ -310,12 +310,12 @@ fn print_outputs(outputs: &Map<String, Value>) {
             other => serde_json::to_string_pretty(other).unwrap_or_default(),
         };
         if text.contains('\n') {
-            println!("{}", bold(&format!("{name}:"), color));
+            outln!("{}", bold(&format!("{name}:"), color));
             for l in text.lines() {
-                println!("  {l}");
+                outln!("  {l}");
             }
         } else {
-            println!("{} {text}", bold(&format!("{name}:"), color));
+            outln!("{} {text}", bold(&format!("{name}:"), color));
         }
     }
 }

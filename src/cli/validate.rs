@@ -33,16 +33,16 @@ pub fn run(args: ValidateArgs) -> Result<(), Failure> {
 
 fn print_dag(flow: &Flow, dag: &flow::dag::Dag) {
     let color = stdout_is_terminal();
-    println!("{} is valid", bold(&flow.file.display().to_string(), color));
+    outln!("{} is valid", bold(&flow.file.display().to_string(), color));
     if !flow.inputs.is_empty() {
         let inputs: Vec<String> = flow
             .inputs
             .values()
             .map(|i| format!("{} ({})", i.name, i.ty.name()))
             .collect();
-        println!("inputs: {}", inputs.join(", "));
+        outln!("inputs: {}", inputs.join(", "));
     }
-    println!("nodes, in the order they run:");
+    outln!("nodes, in the order they run:");
     let width = flow.nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);
     for (pos, &i) in dag.order.iter().enumerate() {
         let node = &flow.nodes[i];
@@ -64,7 +64,7 @@ fn print_dag(flow: &Flow, dag: &flow::dag::Dag) {
                 ValueSource::Literal(_) => None,
             })
             .collect();
-        println!(
+        outln!(
             "  {:>2}. {:<width$}  {:<28} {}",
             pos + 1,
             node.name,
@@ -92,7 +92,7 @@ fn print_dag(flow: &Flow, dag: &flow::dag::Dag) {
                 ValueSource::Literal(v) => format!("{} = {v}", o.name),
             })
             .collect();
-        println!("outputs: {}", outputs.join(", "));
+        outln!("outputs: {}", outputs.join(", "));
     }
     if !flow.node_variants.is_empty() {
         for (node, nv) in &flow.node_variants {
@@ -107,7 +107,7 @@ fn print_dag(flow: &Flow, dag: &flow::dag::Dag) {
                     }
                 })
                 .collect();
-            println!("variants of {node}: {}", ids.join(", "));
+            outln!("variants of {node}: {}", ids.join(", "));
         }
     }
 }

@@ -131,11 +131,16 @@ fn resolve(
 /// An llm node must name a model (or deployment), or its connection must give a default.
 fn check_model(flow: &Flow, node: &Node, connection: &Connection) -> Result<(), Vec<Diagnostic>> {
     let named = ["model", "deployment_name"].iter().any(|k| {
-        node.inputs
-            .get(*k)
-            .is_some_and(|v| !matches!(v, ValueSource::Literal(Value::Null)) && *v != ValueSource::Literal(Value::String(String::new())))
+        node.inputs.get(*k).is_some_and(|v| {
+            !matches!(v, ValueSource::Literal(Value::Null))
+                && *v != ValueSource::Literal(Value::String(String::new()))
+        })
     });
-    if named || connection.model.is_some() || connection.deployment.is_some() || connection.api_type == ApiType::Echo {
+    if named
+        || connection.model.is_some()
+        || connection.deployment.is_some()
+        || connection.api_type == ApiType::Echo
+    {
         return Ok(());
     }
     let prefix = connection::env_prefix(&connection.name);
@@ -145,11 +150,16 @@ fn check_model(flow: &Flow, node: &Node, connection: &Connection) -> Result<(), 
         ("model", format!("{prefix}_MODEL"))
     };
     Err(vec![
-        flow.error_at_key(&format!("{}.inputs", node.yaml_path), format!(
-            "llm node `{}` names no model, and connection `{}` has no default",
-            node.name, connection.name
-        ))
-        .with_help(format!("set {var} in .env (e.g. {var}=gpt-4o-mini), or add `{input}: ...` to the node's inputs")),
+        flow.error_at_key(
+            &format!("{}.inputs", node.yaml_path),
+            format!(
+                "llm node `{}` names no model, and connection `{}` has no default",
+                node.name, connection.name
+            ),
+        )
+        .with_help(format!(
+            "set {var} in .env (e.g. {var}=gpt-4o-mini), or add `{input}: ...` to the node's inputs"
+        )),
     ])
 }
 
