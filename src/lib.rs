@@ -6,6 +6,7 @@
 //! `template` renders Jinja2 prompts and splits them into chat messages; `python` runs `@tool`
 //! functions in long-lived worker processes.
 
+pub mod batch;
 pub mod chat;
 pub mod connection;
 pub mod dag;
@@ -17,4 +18,5 @@ pub mod prompty;
 pub mod provider;
 pub mod python;
 pub mod record;
+pub mod run_store;
 pub mod template;

@@ -105,6 +105,12 @@ pub struct NodeRun {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant_id: Option<String>,
+    /// Cost of the model call in USD, when the model's price is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// The model answer came from the response cache (no request was made).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cached: bool,
     /// Retries the request needed (429/5xx), when it was a model call.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retries: u32,
@@ -114,6 +120,10 @@ pub struct NodeRun {
     /// What a Python tool printed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stdout: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -134,6 +144,12 @@ pub struct LineResult {
     pub end_time: String,
     pub duration_ms: f64,
     pub tokens: Tokens,
+    /// Summed cost of the line's model calls whose price is known, in USD.
+    #[serde(default)]
+    pub cost_usd: f64,
+    /// Model calls of the line answered from the cache.
+    #[serde(default)]
+    pub cache_hits: u32,
 }
 
 impl LineResult {

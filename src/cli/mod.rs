@@ -9,10 +9,13 @@ macro_rules! outln {
     };
 }
 
+mod batch;
 mod connections;
 mod init;
 mod output;
+mod progress;
 mod run;
+mod runs;
 mod validate;
 
 use std::path::PathBuf;
@@ -45,6 +48,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// List the connections a flow needs and whether each resolves; `check` calls each one.
     Connections(connections::ConnectionsArgs),
+    /// List, show and delete batch runs (under .flow/runs).
+    Runs(runs::RunsArgs),
     /// Create a working project: a flow, a prompt, a Python node, a dataset and .env.example.
     Init(init::InitArgs),
 }
@@ -81,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Connections(args) => connections::run(args),
         Command::Init(args) => init::run(args),
+        Command::Runs(args) => runs::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,7 +15,8 @@ use flow::record::{ErrorInfo, ErrorKind, LineResult, NodeRun, Status};
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The flow: a directory holding flow.dag.yaml, the YAML file, or a .prompty file.
-    pub flow: PathBuf,
+    #[arg(required_unless_present = "resume")]
+    pub flow: Option<PathBuf>,
     /// Flow inputs as name=value (repeatable), or a JSON file holding an object of inputs.
     #[arg(long, short = 'i', value_name = "NAME=VALUE|FILE.json", num_args = 1..)]
     pub inputs: Vec<String>,
@@ -29,6 +30,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Pretty)]
     pub output: OutputFormat,
     #[command(flatten)]
+    pub batch: super::batch::BatchArgs,
+    #[command(flatten)]
     pub model: ModelArgs,
 }
 
@@ -41,8 +44,14 @@ pub enum OutputFormat {
 }
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
+    if args.batch.data.is_some() || args.batch.resume.is_some() {
+        return super::batch::run(&args);
+    }
+    let Some(flow_path) = &args.flow else {
+        return Err(Failure::usage("error: give a flow to run (or --resume RUN)"));
+    };
     let selections = parse_variants(&args.variant)?;
-    let flow = load_flow(&args.flow, &selections)?;
+    let flow = load_flow(flow_path, &selections)?;
     let given = parse_inputs(&args.inputs)?;
     if args.node.is_none() {
         check_required_inputs(&flow, &given)?;

@@ -34,10 +34,14 @@ impl Executor {
                       error: Option<ErrorInfo>,
                       nodes: Vec<NodeRun>| {
             let mut tokens = Tokens::default();
+            let mut cost_usd = 0.0;
+            let mut cache_hits = 0;
             for n in &nodes {
                 if let Some(t) = &n.tokens {
                     tokens.add(t);
                 }
+                cost_usd += n.cost_usd.unwrap_or(0.0);
+                cache_hits += u32::from(n.cached);
             }
             LineResult {
                 line_number,
@@ -54,6 +58,8 @@ impl Executor {
                 end_time: timestamp(SystemTime::now()),
                 duration_ms: millis(clock.elapsed()),
                 tokens,
+                cost_usd,
+                cache_hits,
             }
         };
         let flow_inputs = match resolve_flow_inputs(&self.flow, given) {
@@ -392,6 +398,8 @@ impl Executor {
             tokens: None,
             model: None,
             variant_id: self.flow.nodes[i].variant_id.clone(),
+            cost_usd: None,
+            cached: false,
             retries: 0,
             metrics: Map::new(),
             stdout: String::new(),

@@ -95,6 +95,20 @@ impl Executor {
         &self.dag
     }
 
+    /// Names of the line-level nodes that aggregation nodes reference: the only node results a
+    /// batch run must keep until the end.
+    pub fn aggregation_dependencies(&self) -> std::collections::HashSet<String> {
+        let mut names = std::collections::HashSet::new();
+        for &i in &self.dag.aggregation_nodes {
+            for d in self.flow.nodes[i].dependencies() {
+                if self.flow.node(d).is_some_and(|n| !n.aggregation) {
+                    names.insert(d.to_string());
+                }
+            }
+        }
+        names
+    }
+
     /// Stop the Python workers.
     pub async fn shutdown(&self) {
         if let Some(p) = &self.python {

@@ -3,6 +3,7 @@
 //! Loading never runs anything: it reads the YAML, checks shapes and types, and keeps an index
 //! of where every value is so later stages (the DAG check, the executor) can point at the text.
 
+mod applied;
 mod load;
 pub mod locate;
 pub mod prompty_flow;
@@ -12,6 +13,7 @@ mod variant;
 
 use std::path::Path;
 
+pub use applied::variant_applied_yaml;
 pub use load::{LoadError, closest, find_flow_file, parse_flow};
 pub use reference::{PathStep, Reference, ValueSource};
 pub use types::*;

@@ -118,3 +118,39 @@ impl Journal {
         Ok(())
     }
 }
+
+#[derive(Deserialize)]
+struct NodeRecord {
+    run_info: crate::record::NodeRun,
+}
+
+/// The succeeded lines of a run, each with only the node runs named in `nodes` (read from
+/// node_artifacts): what aggregation needs when a run is resumed.
+pub fn succeeded_lines_with(
+    dir: &RunDir,
+    journal: &Journal,
+    nodes: &std::collections::HashSet<String>,
+) -> std::io::Result<Vec<LineResult>> {
+    let mut out = Vec::new();
+    journal.for_each(|mut line| {
+        if line.status != Status::Completed {
+            return Ok(());
+        }
+        line.outputs = serde_json::Map::new();
+        for node in nodes {
+            let path = dir.node_artifact(node, line.line_number);
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    let record: NodeRecord = serde_json::from_slice(&bytes)
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+                    line.nodes.push(record.run_info);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.push(line);
+        Ok(())
+    })?;
+    Ok(out)
+}

@@ -24,7 +24,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
-pub use journal::{Journal, read_journal};
+pub use journal::{Journal, read_journal, succeeded_lines_with};
 pub use meta::{Latency, RunMeta, RunSettings, RunStatus, percentile};
 pub use snapshot::write_snapshot;
 pub use writer::{RunWriter, finalize, write_meta};

@@ -1,0 +1,211 @@
+//! The batch loop: bounded concurrency, per-line timeout, cancellation, a circuit breaker for
+//! an endpoint that refuses every request, and aggregation at the end.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+
+use crate::executor::Executor;
+use crate::record::{AggregationResult, ErrorInfo, ErrorKind, LineResult, Status, Tokens, timestamp};
+use crate::run_store::RunWriter;
+
+/// A line waiting to run: its inputs, or why they could not be made (a malformed row, a
+/// missing mapped column), which fails the line without running it.
+#[derive(Debug, Clone)]
+pub struct PendingLine {
+    pub line_number: usize,
+    pub inputs: Result<Map<String, Value>, ErrorInfo>,
+}
+
+/// How a batch runs.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// Lines in flight at once.
+    pub concurrency: usize,
+    /// A line still running after this long fails with a timeout.
+    pub line_timeout: Option<Duration>,
+    /// Stop early when this many lines in a row failed because the endpoint could not be used
+    /// at all (key refused, unreachable) and none succeeded: the rest would fail the same way.
+    pub endpoint_failure_limit: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            concurrency: 32,
+            line_timeout: None,
+            endpoint_failure_limit: 8,
+        }
+    }
+}
+
+/// Told about every line as it finishes (for progress bars).
+pub trait Progress: Send + Sync {
+    fn line_finished(&self, line: &LineResult);
+}
+
+/// What a batch did.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    pub completed: usize,
+    pub failed: usize,
+    /// Stopped by the cancel signal (Ctrl-C) before every line ran.
+    pub canceled: bool,
+    /// Stopped because the endpoint refused every request.
+    pub endpoint_unusable: Option<ErrorInfo>,
+    /// The first failures, in the order they happened.
+    pub first_errors: Vec<(usize, ErrorInfo)>,
+    pub aggregation: Option<AggregationResult>,
+    pub tokens: Tokens,
+}
+
+const FIRST_ERRORS_KEPT: usize = 5;
+
+/// Run the lines from `source` with `executor`, writing each to `writer`. `previous` holds the
+/// succeeded lines of an earlier attempt (resume), slimmed to what aggregation needs.
+pub async fn run_batch(
+    executor: &Executor,
+    mut source: mpsc::Receiver<PendingLine>,
+    writer: &RunWriter,
+    config: &BatchConfig,
+    progress: &dyn Progress,
+    mut cancel: watch::Receiver<bool>,
+    previous: Vec<LineResult>,
+) -> BatchOutcome {
+    let mut outcome = BatchOutcome::default();
+    let keep = executor.aggregation_dependencies();
+    let aggregating = !executor.dag().aggregation_nodes.is_empty();
+    let mut kept: Vec<LineResult> = if aggregating { previous } else { Vec::new() };
+    let mut in_flight = FuturesUnordered::new();
+    let mut source_open = true;
+    let mut endpoint_streak = 0usize;
+    let concurrency = config.concurrency.max(1);
+    let mut cancel_live = true;
+
+    loop {
+        if *cancel.borrow() {
+            outcome.canceled = true;
+            break;
+        }
+        let can_take = source_open && in_flight.len() < concurrency;
+        if !can_take && in_flight.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            changed = cancel.changed(), if cancel_live => match changed {
+                // Nobody can cancel any more.
+                Err(_) => cancel_live = false,
+                Ok(()) => if *cancel.borrow() {
+                    outcome.canceled = true;
+                    break;
+                }
+            },
+            pending = source.recv(), if can_take => match pending {
+                Some(p) => in_flight.push(run_one(executor, p, config.line_timeout)),
+                None => source_open = false,
+            },
+            Some(line) = in_flight.next(), if !in_flight.is_empty() => {
+                progress.line_finished(&line);
+                outcome.tokens.add(&line.tokens);
+                if line.succeeded() {
+                    outcome.completed += 1;
+                    endpoint_streak = 0;
+                    if aggregating {
+                        kept.push(slim(&line, &keep));
+                    }
+                } else {
+                    outcome.failed += 1;
+                    if let Some(e) = &line.error {
+                        if outcome.first_errors.len() < FIRST_ERRORS_KEPT {
+                            outcome.first_errors.push((line.line_number, e.clone()));
+                        }
+                        if e.kind == ErrorKind::Endpoint && outcome.completed == 0 {
+                            endpoint_streak += 1;
+                            if endpoint_streak >= config.endpoint_failure_limit.max(1) {
+                                outcome.endpoint_unusable = Some(e.clone());
+                            }
+                        } else {
+                            endpoint_streak = 0;
+                        }
+                    }
+                }
+                if writer.line(line).is_err() {
+                    // The writer reports its own error when finished; stop feeding it.
+                    break;
+                }
+                if outcome.endpoint_unusable.is_some() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(in_flight);
+    if aggregating && !outcome.canceled && outcome.endpoint_unusable.is_none() {
+        let agg = executor.run_aggregation(&kept).await;
+        let _ = writer.aggregation(agg.clone());
+        outcome.aggregation = Some(agg);
+    }
+    outcome
+}
+
+async fn run_one(executor: &Executor, pending: PendingLine, timeout: Option<Duration>) -> LineResult {
+    let inputs = match pending.inputs {
+        Ok(i) => i,
+        Err(e) => return failed_line(pending.line_number, Map::new(), e),
+    };
+    match timeout {
+        None => executor.run_line(pending.line_number, &inputs).await,
+        Some(t) => match tokio::time::timeout(t, executor.run_line(pending.line_number, &inputs)).await {
+            Ok(line) => line,
+            Err(_) => failed_line(
+                pending.line_number,
+                inputs,
+                ErrorInfo::new(
+                    ErrorKind::Timeout,
+                    format!("the line did not finish within {:.1} s (--line-timeout)", t.as_secs_f64()),
+                ),
+            ),
+        },
+    }
+}
+
+/// A line that failed before (or instead of) running.
+pub(crate) fn failed_line(line_number: usize, inputs: Map<String, Value>, error: ErrorInfo) -> LineResult {
+    let now = timestamp(SystemTime::now());
+    LineResult {
+        line_number,
+        status: Status::Failed,
+        inputs,
+        outputs: Map::new(),
+        error: Some(error),
+        nodes: Vec::new(),
+        start_time: now.clone(),
+        end_time: now,
+        duration_ms: 0.0,
+        tokens: Tokens::default(),
+        cost_usd: 0.0,
+        cache_hits: 0,
+    }
+}
+
+/// The parts of a line aggregation needs: its inputs and the nodes aggregation references.
+fn slim(line: &LineResult, keep: &HashSet<String>) -> LineResult {
+    LineResult {
+        line_number: line.line_number,
+        status: line.status,
+        inputs: line.inputs.clone(),
+        outputs: Map::new(),
+        error: None,
+        nodes: line.nodes.iter().filter(|n| keep.contains(&n.node)).cloned().collect(),
+        start_time: String::new(),
+        end_time: String::new(),
+        duration_ms: line.duration_ms,
+        tokens: line.tokens,
+        cost_usd: line.cost_usd,
+        cache_hits: line.cache_hits,
+    }
+}

@@ -1,0 +1,13 @@
+//! Batch runs: many lines of one flow, concurrently, each written to the run directory as it
+//! finishes; then aggregation once (SPEC §5).
+//!
+//! Lines come from a channel fed by a reader thread (the dataset is streamed, never loaded);
+//! at most `concurrency` lines are in flight; each finished line goes to the run writer thread and
+//! is dropped, so memory stays flat however large the dataset is. Only the values aggregation
+//! nodes need are kept.
+
+mod engine;
+mod source;
+
+pub use engine::{BatchConfig, BatchOutcome, PendingLine, Progress, run_batch};
+pub use source::{LineSource, spawn_line_source};

@@ -1,0 +1,75 @@
+//! Where a batch's lines come from: the dataset, read on its own thread as a stream, each row
+//! turned into flow inputs by the column mapping, sent over a bounded channel (so reading never
+//! runs far ahead of the lines in flight).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use indexmap::IndexMap;
+use tokio::sync::mpsc;
+
+use super::PendingLine;
+use crate::data::{BaseRun, ColumnMapping, DataError};
+use crate::model::FlowInput;
+use crate::record::{ErrorInfo, ErrorKind};
+
+/// A running line source: the channel of lines and the reader thread (which returns the error
+/// that stopped it early, if any).
+pub struct LineSource {
+    pub lines: mpsc::Receiver<PendingLine>,
+    pub reader: JoinHandle<Option<String>>,
+}
+
+/// Open `data` (errors such as a missing file come back here, before anything runs) and start
+/// reading it. Lines whose numbers are in `skip` (already done, when resuming) are not sent.
+pub fn spawn_line_source(
+    data: &Path,
+    mapping: ColumnMapping,
+    base: Option<BaseRun>,
+    inputs: IndexMap<String, FlowInput>,
+    skip: HashSet<usize>,
+    capacity: usize,
+) -> Result<LineSource, DataError> {
+    let reader = crate::data::open(data)?;
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let handle = std::thread::Builder::new()
+        .name("flow-data-reader".into())
+        .spawn(move || {
+            let mut reader = reader;
+            for item in reader.by_ref() {
+                let pending = match item {
+                    Ok(row) => {
+                        if skip.contains(&row.line_number) {
+                            continue;
+                        }
+                        let inputs = mapping
+                            .apply_with_run(&inputs, &row, base.as_ref())
+                            .map_err(|e| ErrorInfo::new(ErrorKind::Input, e.to_string()));
+                        PendingLine {
+                            line_number: row.line_number,
+                            inputs,
+                        }
+                    }
+                    Err(e) => {
+                        if skip.contains(&e.line_number) {
+                            continue;
+                        }
+                        PendingLine {
+                            line_number: e.line_number,
+                            inputs: Err(ErrorInfo::new(ErrorKind::Input, e.to_string())),
+                        }
+                    }
+                };
+                if tx.blocking_send(pending).is_err() {
+                    return None;
+                }
+            }
+            reader.fatal().map(|e| e.to_string())
+        })
+        .map_err(|e| DataError::new(data, None, format!("cannot start the reader thread: {e}"), ""))?;
+    Ok(LineSource {
+        lines: rx,
+        reader: handle,
+    })
+}

@@ -1,0 +1,423 @@
+//! `flow run FLOW --data FILE` (a batch run into `.flow/runs/<name>/`) and
+//! `flow run --resume RUN` (run only the missing and failed lines of an earlier run).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::Args;
+use indexmap::IndexMap;
+use tokio::sync::watch;
+
+use super::output::{Failure, bold, color_stderr, dim};
+use super::progress::{CliProgress, human_count, human_duration};
+use super::run::{OutputFormat, RunArgs, executor_options, load_flow, line_failure, parse_variants, prepare};
+use super::runtime;
+use flow::batch::{BatchConfig, BatchOutcome, run_batch, spawn_line_source};
+use flow::data::{BaseRun, ColumnMapping};
+use flow::model::{Flow, VariantSelection};
+use flow::record::{ErrorKind, timestamp};
+use flow::run_store::{self, RunDir, RunMeta, RunSettings, RunStatus, RunWriter};
+
+/// Lines in flight at once by default. Hosted endpoints (OpenAI, Azure OpenAI) serve each
+/// request in about a second and allow hundreds to thousands of requests per minute on common
+/// tiers: 32 concurrent requests reach 20-30 requests/s, enough to use such a quota without
+/// tripping it at once; the adaptive limiter backs off when an endpoint says it is too much.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+
+#[derive(Debug, Args, Clone)]
+pub struct BatchArgs {
+    /// Run every row of this dataset (JSONL, CSV, TSV or a JSON array) as a batch.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// Map flow inputs to data: name='${data.column}', name='${run.outputs.x}' (with --run), or a literal.
+    #[arg(long, value_name = "NAME=VALUE", num_args = 1..)]
+    pub column_mapping: Vec<String>,
+    /// A base run whose outputs and inputs `${run.outputs.x}` / `${run.inputs.x}` read, joined by line number.
+    #[arg(long = "run", value_name = "RUN")]
+    pub base_run: Option<String>,
+    /// The run's name (default: <flow>_<variant>_<timestamp>).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Lines in flight at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    /// Fail a line that runs longer than this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub line_timeout: Option<f64>,
+    /// Exit 0 even when some lines failed (a run where every line failed still exits 1).
+    #[arg(long)]
+    pub allow_failures: bool,
+    /// Finish an earlier run: run only its missing and failed lines.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["data", "variant", "column_mapping", "base_run", "name", "inputs", "node"])]
+    pub resume: Option<String>,
+}
+
+/// Everything a batch needs, from the command line or from the run being resumed.
+struct Plan {
+    flow_path: PathBuf,
+    selections: Vec<VariantSelection>,
+    data: PathBuf,
+    mapping_args: Vec<String>,
+    base_run: Option<PathBuf>,
+    dir: RunDir,
+    resumed: Option<RunMeta>,
+    concurrency: usize,
+    line_timeout: Option<f64>,
+}
+
+pub fn run(args: &RunArgs) -> Result<(), Failure> {
+    let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let plan = plan(args, &project)?;
+    let flow = load_flow(&plan.flow_path, &plan.selections)?;
+    let mapping = ColumnMapping::parse(&plan.mapping_args).map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let base = match &plan.base_run {
+        Some(dir) => Some(BaseRun::load(dir).map_err(|e| Failure::usage(format!("error: {e}")))?),
+        None if mapping.needs_base_run() => {
+            return Err(Failure::usage(
+                "error: --column-mapping uses ${run.outputs...} or ${run.inputs...} but no --run BASE was given\n  help: add --run <base run name>",
+            ));
+        }
+        None => None,
+    };
+    let total = flow::data::count_rows(&plan.data).map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let mut model = args.model.clone();
+    if let Some(meta) = &plan.resumed {
+        if model.env_file.is_none() {
+            model.env_file = meta.settings.env_file.as_ref().map(PathBuf::from);
+        }
+        model.offline = model.offline || meta.offline;
+    }
+    let mut options = executor_options(&model, &flow)?;
+    options.python_workers = python_workers(plan.concurrency);
+    let line_timeout = match plan.line_timeout {
+        Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+        Some(_) => return Err(Failure::usage("error: --line-timeout must be a positive number of seconds")),
+        None => None,
+    };
+
+    let rt = runtime()?;
+    rt.block_on(async {
+        let executor = prepare(flow, &options).await?;
+        let result = execute(&executor, &plan, mapping, base, total, line_timeout, args, &model).await;
+        executor.shutdown().await;
+        result
+    })
+}
+
+/// Python workers for a batch: enough to keep up with the lines in flight without starting
+/// more interpreters than the machine can run (each is a process).
+fn python_workers(concurrency: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    concurrency.clamp(1, (2 * cores).max(4))
+}
+
+fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
+    let b = &args.batch;
+    if let Some(run) = &b.resume {
+        let dir = super::runs::locate(project, run)?;
+        let meta = dir
+            .read_meta()
+            .map_err(|e| Failure::usage(format!("error: cannot read {}: {e}", dir.meta_file().display())))?;
+        let Some(data) = meta.data.clone() else {
+            return Err(Failure::usage(format!("error: run `{}` has no dataset to resume from", meta.name)));
+        };
+        let selections = meta
+            .variants
+            .iter()
+            .map(|(node, vid)| VariantSelection { node: node.clone(), variant_id: vid.clone() })
+            .collect();
+        return Ok(Plan {
+            flow_path: PathBuf::from(&meta.flow),
+            selections,
+            data: PathBuf::from(data),
+            mapping_args: meta.column_mapping.clone(),
+            base_run: meta.base_run.as_ref().map(PathBuf::from),
+            concurrency: if b.concurrency == DEFAULT_CONCURRENCY { meta.concurrency } else { b.concurrency },
+            line_timeout: b.line_timeout.or(meta.settings.line_timeout_s),
+            dir,
+            resumed: Some(meta),
+        });
+    }
+    let Some(flow_path) = args.flow.clone() else {
+        return Err(Failure::usage("error: give the flow to run"));
+    };
+    let Some(data) = b.data.clone() else {
+        return Err(Failure::usage("error: --data FILE is required for a batch run"));
+    };
+    if !data.is_file() {
+        return Err(Failure::usage(format!("error: the dataset {} does not exist", data.display())));
+    }
+    let base_run = match &b.base_run {
+        Some(r) => Some(super::runs::locate(project, r)?.path),
+        None => None,
+    };
+    let selections = parse_variants(&args.variant)?;
+    let name = match &b.name {
+        Some(n) => {
+            if n.is_empty() || n.contains(['/', '\\']) || n == "." || n == ".." {
+                return Err(Failure::usage(format!("error: `{n}` is not a valid run name (no slashes)")));
+            }
+            n.clone()
+        }
+        None => default_name(&flow_path, &selections),
+    };
+    let dir = RunDir::new(run_store::runs_root(project).join(&name));
+    if dir.path.exists() {
+        return Err(Failure::usage(format!(
+            "error: a run named `{name}` already exists at {}\n  help: pick another --name, `flow run --resume {name}` to finish it, or `flow runs delete {name}`",
+            dir.path.display()
+        )));
+    }
+    Ok(Plan {
+        flow_path,
+        selections,
+        data: absolute(&data),
+        mapping_args: b.column_mapping.clone(),
+        base_run: base_run.map(|p| absolute(&p)),
+        dir,
+        resumed: None,
+        concurrency: b.concurrency.max(1),
+        line_timeout: b.line_timeout,
+    })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `<flow>_<variant>_<UTC timestamp>`, e.g. `classification_variant_1_20261128_101502_123456`.
+fn default_name(flow_path: &Path, selections: &[VariantSelection]) -> String {
+    let flow = absolute(flow_path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "flow".into());
+    let flow = flow.trim_end_matches(".prompty").trim_end_matches(".yaml").trim_end_matches(".dag");
+    let variant = if selections.is_empty() {
+        "default".to_string()
+    } else {
+        selections.iter().map(|s| s.variant_id.clone()).collect::<Vec<_>>().join("+")
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = now
+        .format(time::macros::format_description!("[year][month][day]_[hour][minute][second]_[subsecond digits:6]"))
+        .unwrap_or_default();
+    let safe = |s: &str| s.chars().map(|c| if c.is_alphanumeric() || c == '-' { c } else { '_' }).collect::<String>();
+    format!("{}_{}_{stamp}", safe(flow), safe(&variant))
+}
+
+fn new_meta(flow: &Flow, plan: &Plan, total: usize, model: &super::ModelArgs) -> RunMeta {
+    RunMeta {
+        name: plan.dir.name(),
+        flow: flow.dir.display().to_string(),
+        flow_name: flow.name(),
+        variant: flow.variant_label(),
+        variants: flow.selected_variants.clone(),
+        data: Some(plan.data.display().to_string()),
+        column_mapping: plan.mapping_args.clone(),
+        base_run: plan.base_run.as_ref().map(|p| p.display().to_string()),
+        status: RunStatus::Running,
+        created: timestamp(SystemTime::now()),
+        end_time: None,
+        duration_s: 0.0,
+        total_lines: total,
+        completed_lines: 0,
+        failed_lines: 0,
+        tokens: Default::default(),
+        cost_usd: None,
+        unpriced_models: Vec::new(),
+        latency_ms: Default::default(),
+        cache_hits: 0,
+        concurrency: plan.concurrency,
+        offline: model.offline,
+        settings: RunSettings {
+            env_file: model.env_file.as_ref().map(|p| absolute(p).display().to_string()),
+            line_timeout_s: plan.line_timeout,
+            request_timeout_s: Some(model.request_timeout),
+            max_retries: Some(model.max_retries),
+            cache: None,
+        },
+        flow_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    executor: &flow::executor::Executor,
+    plan: &Plan,
+    mapping: ColumnMapping,
+    base: Option<BaseRun>,
+    total: usize,
+    line_timeout: Option<Duration>,
+    args: &RunArgs,
+    model: &super::ModelArgs,
+) -> Result<(), Failure> {
+    let io_err = |what: &str, e: std::io::Error| Failure::usage(format!("error: {what} {}: {e}", plan.dir.path.display()));
+    let flow = executor.flow();
+    let (mut meta, skip, previous) = match &plan.resumed {
+        None => {
+            std::fs::create_dir_all(&plan.dir.path).map_err(|e| io_err("cannot create", e))?;
+            run_store::write_snapshot(flow, &plan.dir.snapshot_dir()).map_err(|e| io_err("cannot write the snapshot of", e))?;
+            let meta = new_meta(flow, plan, total, model);
+            run_store::write_meta(&plan.dir, &meta).map_err(|e| io_err("cannot write", e))?;
+            (meta, HashSet::new(), Vec::new())
+        }
+        Some(meta) => {
+            let journal = run_store::read_journal(&plan.dir).map_err(|e| io_err("cannot read", e))?;
+            let done: HashSet<usize> = journal.completed().collect();
+            if done.len() >= total && meta.status == RunStatus::Completed {
+                eprintln!("run `{}` already finished: every line succeeded; nothing to resume", meta.name);
+                return Ok(());
+            }
+            let previous = if executor.dag().aggregation_nodes.is_empty() {
+                Vec::new()
+            } else {
+                run_store::succeeded_lines_with(&plan.dir, &journal, &executor.aggregation_dependencies())
+                    .map_err(|e| io_err("cannot read", e))?
+            };
+            let mut meta = meta.clone();
+            meta.status = RunStatus::Running;
+            meta.total_lines = total;
+            run_store::write_meta(&plan.dir, &meta).map_err(|e| io_err("cannot write", e))?;
+            (meta, done, previous)
+        }
+    };
+    let already = skip.len();
+    let color = color_stderr();
+    if plan.resumed.is_some() {
+        eprintln!(
+            "{}",
+            dim(&format!("resuming {}: {already} of {total} lines already succeeded; running the rest", meta.name), color)
+        );
+    } else {
+        eprintln!("{}", dim(&format!("run {} · {total} lines · concurrency {}", meta.name, plan.concurrency), color));
+    }
+
+    let source = spawn_line_source(&plan.data, mapping, base, flow.inputs.clone(), skip, plan.concurrency * 2)
+        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let writer = RunWriter::start(&plan.dir).map_err(|e| io_err("cannot write", e))?;
+    let progress = CliProgress::new(Some(total), already, color);
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = cancel_tx.send(true);
+            // A second Ctrl-C while finishing up leaves at once.
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let config = BatchConfig {
+        concurrency: plan.concurrency,
+        line_timeout,
+        ..BatchConfig::default()
+    };
+    let started = Instant::now();
+    let outcome = run_batch(executor, source.lines, &writer, &config, &progress, cancel_rx, previous).await;
+    ctrl_c.abort();
+    progress.finish();
+    let write_result = writer.finish();
+    let data_error = source.reader.join().ok().flatten();
+    write_result.map_err(|e| io_err("cannot write the run to", e))?;
+
+    meta.duration_s += started.elapsed().as_secs_f64();
+    let metrics = outcome.aggregation.as_ref().map(|a| a.metrics.clone()).unwrap_or_default();
+    let stopped_early = outcome.canceled || outcome.endpoint_unusable.is_some();
+    run_store::finalize(&plan.dir, &mut meta, &metrics, stopped_early).map_err(|e| io_err("cannot finish", e))?;
+
+    report(&meta, &outcome, &plan.dir, args, started.elapsed(), progress.done());
+    if let Some(e) = data_error {
+        return Err(Failure::usage(format!("error: reading the data stopped early: {e}")));
+    }
+    if let Some(e) = &outcome.endpoint_unusable {
+        return Err(Failure::endpoint(format!(
+            "error: stopped after {} lines: the endpoint could not be used\n{}",
+            outcome.failed,
+            line_failure(e).message
+        )));
+    }
+    if outcome.canceled {
+        return Err(Failure {
+            code: 130,
+            message: format!("stopped: {} lines are kept. Resume with: flow run --resume {}", meta.completed_lines + meta.failed_lines, meta.name),
+        });
+    }
+    if let Some(e) = outcome.aggregation.as_ref().and_then(|a| a.error.as_ref()) {
+        return Err(Failure::quality(format!("error: aggregation failed: {}", e.message)));
+    }
+    if meta.failed_lines > 0 && !(args.batch.allow_failures && meta.completed_lines > 0) {
+        let all_endpoint = outcome.first_errors.iter().all(|(_, e)| e.kind == ErrorKind::Endpoint);
+        let message = format!(
+            "{} of {} lines failed. Rerun just those with: flow run --resume {}",
+            meta.failed_lines, meta.total_lines, meta.name
+        );
+        return Err(if meta.completed_lines == 0 && all_endpoint && !outcome.first_errors.is_empty() {
+            Failure::endpoint(message)
+        } else {
+            Failure::quality(message)
+        });
+    }
+    Ok(())
+}
+
+fn report(meta: &RunMeta, outcome: &BatchOutcome, dir: &RunDir, args: &RunArgs, elapsed: Duration, ran: usize) {
+    if args.output == OutputFormat::Json {
+        let metrics: serde_json::Value = std::fs::read_to_string(dir.metrics_file())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let doc = serde_json::json!({"run": meta, "metrics": metrics, "path": dir.path});
+        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
+    let color = color_stderr();
+    let rate = if elapsed.as_secs_f64() > 0.0 { ran as f64 / elapsed.as_secs_f64() } else { 0.0 };
+    let mark = if meta.failed_lines == 0 && meta.status == RunStatus::Completed { "✓" } else { "✗" };
+    let mut parts = vec![format!("{}/{} lines succeeded", meta.completed_lines, meta.total_lines)];
+    if meta.failed_lines > 0 {
+        parts.push(format!("{} failed", meta.failed_lines));
+    }
+    parts.push(format!("{} at {rate:.1} lines/s", human_duration(elapsed.as_secs_f64())));
+    parts.push(format!("{} tokens", human_count(meta.tokens.total_tokens)));
+    match meta.cost_usd {
+        Some(c) => parts.push(format!("${c:.4}")),
+        None if !meta.unpriced_models.is_empty() => parts.push("cost unknown".into()),
+        None => {}
+    }
+    if meta.cache_hits > 0 {
+        parts.push(format!("{} cached", meta.cache_hits));
+    }
+    eprintln!("{} {}", bold(mark, color), parts.join(" · "));
+    eprintln!(
+        "{}",
+        dim(
+            &format!(
+                "latency p50 {:.0} ms · p95 {:.0} ms · run {}",
+                meta.latency_ms.p50,
+                meta.latency_ms.p95,
+                dir.path.display()
+            ),
+            color
+        )
+    );
+    let user_metrics: IndexMap<String, serde_json::Value> = outcome
+        .aggregation
+        .as_ref()
+        .map(|a| a.metrics.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    for (k, v) in &user_metrics {
+        eprintln!("metric {k}: {v}");
+    }
+    if meta.offline {
+        eprintln!("{}", dim("offline: every model answer came from the echo provider, not a model", color));
+    }
+    for (line, e) in &outcome.first_errors {
+        eprintln!("  line {line}: {}", first_line(&e.message));
+    }
+    if meta.failed_lines > outcome.first_errors.len() && !outcome.first_errors.is_empty() {
+        eprintln!("  ... see {}", dir.error_file().display());
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}

@@ -1,0 +1,52 @@
+//! `snapshot/`: the flow as it ran — its directory's files (and `additional_includes`), with
+//! `flow.dag.yaml` rewritten so the variants that ran are the nodes and `node_variants` is gone.
+
+use std::io;
+use std::path::Path;
+
+use crate::model::Flow;
+
+/// Directories never copied into a snapshot.
+const SKIPPED: &[&str] = &[".promptflow", ".flow", "__pycache__", ".git", ".venv", "node_modules", ".runs"];
+
+/// Copy `flow` into `dest` with its variants applied.
+pub fn write_snapshot(flow: &Flow, dest: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    copy_tree(&flow.dir, dest)?;
+    for include in &flow.additional_includes {
+        let src = flow.dir.join(include);
+        let Some(name) = src.file_name() else { continue };
+        if src.is_dir() {
+            copy_tree(&src, &dest.join(name))?;
+        } else if src.is_file() {
+            std::fs::copy(&src, dest.join(name))?;
+        }
+    }
+    if flow.file.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+        let text = std::fs::read_to_string(&flow.file)?;
+        let applied = crate::model::variant_applied_yaml(&text, &flow.selected_variants)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let name = flow.file.file_name().unwrap_or_default();
+        std::fs::write(dest.join(name), applied)?;
+    }
+    Ok(())
+}
+
+fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if SKIPPED.iter().any(|s| name == *s) {
+            continue;
+        }
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&path, &dest.join(&name))?;
+        } else if kind.is_file() || (kind.is_symlink() && path.is_file()) {
+            std::fs::copy(&path, dest.join(&name))?;
+        }
+    }
+    Ok(())
+}
