@@ -8,7 +8,9 @@
 
 pub mod chat;
 pub mod connection;
+pub mod cost;
 pub mod dag;
+pub mod data;
 pub mod diagnostic;
 pub mod executor;
 pub mod init;
