@@ -9,7 +9,9 @@
 pub mod batch;
 pub mod chat;
 pub mod connection;
+pub mod cost;
 pub mod dag;
+pub mod data;
 pub mod diagnostic;
 pub mod executor;
 pub mod init;
