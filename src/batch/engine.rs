@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 
 use crate::executor::Executor;
-use crate::record::{AggregationResult, ErrorInfo, ErrorKind, LineResult, Status, Tokens, timestamp};
+use crate::record::{
+    AggregationResult, ErrorInfo, ErrorKind, LineResult, Status, Tokens, timestamp,
+};
 use crate::run_store::RunWriter;
 
 /// A line waiting to run: its inputs, or why they could not be made (a malformed row, a
@@ -152,29 +154,42 @@ pub async fn run_batch(
     outcome
 }
 
-async fn run_one(executor: &Executor, pending: PendingLine, timeout: Option<Duration>) -> LineResult {
+async fn run_one(
+    executor: &Executor,
+    pending: PendingLine,
+    timeout: Option<Duration>,
+) -> LineResult {
     let inputs = match pending.inputs {
         Ok(i) => i,
         Err(e) => return failed_line(pending.line_number, Map::new(), e),
     };
     match timeout {
         None => executor.run_line(pending.line_number, &inputs).await,
-        Some(t) => match tokio::time::timeout(t, executor.run_line(pending.line_number, &inputs)).await {
-            Ok(line) => line,
-            Err(_) => failed_line(
-                pending.line_number,
-                inputs,
-                ErrorInfo::new(
-                    ErrorKind::Timeout,
-                    format!("the line did not finish within {:.1} s (--line-timeout)", t.as_secs_f64()),
+        Some(t) => {
+            match tokio::time::timeout(t, executor.run_line(pending.line_number, &inputs)).await {
+                Ok(line) => line,
+                Err(_) => failed_line(
+                    pending.line_number,
+                    inputs,
+                    ErrorInfo::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "the line did not finish within {:.1} s (--line-timeout)",
+                            t.as_secs_f64()
+                        ),
+                    ),
                 ),
-            ),
-        },
+            }
+        }
     }
 }
 
 /// A line that failed before (or instead of) running.
-pub(crate) fn failed_line(line_number: usize, inputs: Map<String, Value>, error: ErrorInfo) -> LineResult {
+pub(crate) fn failed_line(
+    line_number: usize,
+    inputs: Map<String, Value>,
+    error: ErrorInfo,
+) -> LineResult {
     let now = timestamp(SystemTime::now());
     LineResult {
         line_number,
@@ -200,7 +215,12 @@ fn slim(line: &LineResult, keep: &HashSet<String>) -> LineResult {
         inputs: line.inputs.clone(),
         outputs: Map::new(),
         error: None,
-        nodes: line.nodes.iter().filter(|n| keep.contains(&n.node)).cloned().collect(),
+        nodes: line
+            .nodes
+            .iter()
+            .filter(|n| keep.contains(&n.node))
+            .cloned()
+            .collect(),
         start_time: String::new(),
         end_time: String::new(),
         duration_ms: line.duration_ms,

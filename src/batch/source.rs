@@ -67,7 +67,14 @@ pub fn spawn_line_source(
             }
             reader.fatal().map(|e| e.to_string())
         })
-        .map_err(|e| DataError::new(data, None, format!("cannot start the reader thread: {e}"), ""))?;
+        .map_err(|e| {
+            DataError::new(
+                data,
+                None,
+                format!("cannot start the reader thread: {e}"),
+                "",
+            )
+        })?;
     Ok(LineSource {
         lines: rx,
         reader: handle,

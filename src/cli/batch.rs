@@ -11,7 +11,9 @@ use tokio::sync::watch;
 
 use super::output::{Failure, bold, color_stderr, dim};
 use super::progress::{CliProgress, human_count, human_duration};
-use super::run::{OutputFormat, RunArgs, executor_options, load_flow, line_failure, parse_variants, prepare};
+use super::run::{
+    OutputFormat, RunArgs, executor_options, line_failure, load_flow, parse_variants, prepare,
+};
 use super::runtime;
 use flow::batch::{BatchConfig, BatchOutcome, run_batch, spawn_line_source};
 use flow::data::{BaseRun, ColumnMapping};
@@ -70,7 +72,8 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
     let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
     let plan = plan(args, &project)?;
     let flow = load_flow(&plan.flow_path, &plan.selections)?;
-    let mapping = ColumnMapping::parse(&plan.mapping_args).map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let mapping = ColumnMapping::parse(&plan.mapping_args)
+        .map_err(|e| Failure::usage(format!("error: {e}")))?;
     let base = match &plan.base_run {
         Some(dir) => Some(BaseRun::load(dir).map_err(|e| Failure::usage(format!("error: {e}")))?),
         None if mapping.needs_base_run() => {
@@ -80,7 +83,8 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         }
         None => None,
     };
-    let total = flow::data::count_rows(&plan.data).map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let total =
+        flow::data::count_rows(&plan.data).map_err(|e| Failure::usage(format!("error: {e}")))?;
     let mut model = args.model.clone();
     if let Some(meta) = &plan.resumed {
         if model.env_file.is_none() {
@@ -92,14 +96,28 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
     options.python_workers = python_workers(plan.concurrency);
     let line_timeout = match plan.line_timeout {
         Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
-        Some(_) => return Err(Failure::usage("error: --line-timeout must be a positive number of seconds")),
+        Some(_) => {
+            return Err(Failure::usage(
+                "error: --line-timeout must be a positive number of seconds",
+            ));
+        }
         None => None,
     };
 
     let rt = runtime()?;
     rt.block_on(async {
         let executor = prepare(flow, &options).await?;
-        let result = execute(&executor, &plan, mapping, base, total, line_timeout, args, &model).await;
+        let result = execute(
+            &executor,
+            &plan,
+            mapping,
+            base,
+            total,
+            line_timeout,
+            args,
+            &model,
+        )
+        .await;
         executor.shutdown().await;
         result
     })
@@ -116,16 +134,25 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
     let b = &args.batch;
     if let Some(run) = &b.resume {
         let dir = super::runs::locate(project, run)?;
-        let meta = dir
-            .read_meta()
-            .map_err(|e| Failure::usage(format!("error: cannot read {}: {e}", dir.meta_file().display())))?;
+        let meta = dir.read_meta().map_err(|e| {
+            Failure::usage(format!(
+                "error: cannot read {}: {e}",
+                dir.meta_file().display()
+            ))
+        })?;
         let Some(data) = meta.data.clone() else {
-            return Err(Failure::usage(format!("error: run `{}` has no dataset to resume from", meta.name)));
+            return Err(Failure::usage(format!(
+                "error: run `{}` has no dataset to resume from",
+                meta.name
+            )));
         };
         let selections = meta
             .variants
             .iter()
-            .map(|(node, vid)| VariantSelection { node: node.clone(), variant_id: vid.clone() })
+            .map(|(node, vid)| VariantSelection {
+                node: node.clone(),
+                variant_id: vid.clone(),
+            })
             .collect();
         return Ok(Plan {
             flow_path: PathBuf::from(&meta.flow),
@@ -133,7 +160,11 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
             data: PathBuf::from(data),
             mapping_args: meta.column_mapping.clone(),
             base_run: meta.base_run.as_ref().map(PathBuf::from),
-            concurrency: if b.concurrency == DEFAULT_CONCURRENCY { meta.concurrency } else { b.concurrency },
+            concurrency: if b.concurrency == DEFAULT_CONCURRENCY {
+                meta.concurrency
+            } else {
+                b.concurrency
+            },
             line_timeout: b.line_timeout.or(meta.settings.line_timeout_s),
             dir,
             resumed: Some(meta),
@@ -143,10 +174,15 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
         return Err(Failure::usage("error: give the flow to run"));
     };
     let Some(data) = b.data.clone() else {
-        return Err(Failure::usage("error: --data FILE is required for a batch run"));
+        return Err(Failure::usage(
+            "error: --data FILE is required for a batch run",
+        ));
     };
     if !data.is_file() {
-        return Err(Failure::usage(format!("error: the dataset {} does not exist", data.display())));
+        return Err(Failure::usage(format!(
+            "error: the dataset {} does not exist",
+            data.display()
+        )));
     }
     let base_run = match &b.base_run {
         Some(r) => Some(super::runs::locate(project, r)?.path),
@@ -156,7 +192,9 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
     let name = match &b.name {
         Some(n) => {
             if n.is_empty() || n.contains(['/', '\\']) || n == "." || n == ".." {
-                return Err(Failure::usage(format!("error: `{n}` is not a valid run name (no slashes)")));
+                return Err(Failure::usage(format!(
+                    "error: `{n}` is not a valid run name (no slashes)"
+                )));
             }
             n.clone()
         }
@@ -192,17 +230,36 @@ fn default_name(flow_path: &Path, selections: &[VariantSelection]) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "flow".into());
-    let flow = flow.trim_end_matches(".prompty").trim_end_matches(".yaml").trim_end_matches(".dag");
+    let flow = flow
+        .trim_end_matches(".prompty")
+        .trim_end_matches(".yaml")
+        .trim_end_matches(".dag");
     let variant = if selections.is_empty() {
         "default".to_string()
     } else {
-        selections.iter().map(|s| s.variant_id.clone()).collect::<Vec<_>>().join("+")
+        selections
+            .iter()
+            .map(|s| s.variant_id.clone())
+            .collect::<Vec<_>>()
+            .join("+")
     };
     let now = time::OffsetDateTime::now_utc();
     let stamp = now
-        .format(time::macros::format_description!("[year][month][day]_[hour][minute][second]_[subsecond digits:6]"))
+        .format(time::macros::format_description!(
+            "[year][month][day]_[hour][minute][second]_[subsecond digits:6]"
+        ))
         .unwrap_or_default();
-    let safe = |s: &str| s.chars().map(|c| if c.is_alphanumeric() || c == '-' { c } else { '_' }).collect::<String>();
+    let safe = |s: &str| {
+        s.chars()
+            .map(|c| {
+                if c.is_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+    };
     format!("{}_{}_{stamp}", safe(flow), safe(&variant))
 }
 
@@ -231,7 +288,10 @@ fn new_meta(flow: &Flow, plan: &Plan, total: usize, model: &super::ModelArgs) ->
         concurrency: plan.concurrency,
         offline: model.offline,
         settings: RunSettings {
-            env_file: model.env_file.as_ref().map(|p| absolute(p).display().to_string()),
+            env_file: model
+                .env_file
+                .as_ref()
+                .map(|p| absolute(p).display().to_string()),
             line_timeout_s: plan.line_timeout,
             request_timeout_s: Some(model.request_timeout),
             max_retries: Some(model.max_retries),
@@ -252,28 +312,39 @@ async fn execute(
     args: &RunArgs,
     model: &super::ModelArgs,
 ) -> Result<(), Failure> {
-    let io_err = |what: &str, e: std::io::Error| Failure::usage(format!("error: {what} {}: {e}", plan.dir.path.display()));
+    let io_err = |what: &str, e: std::io::Error| {
+        Failure::usage(format!("error: {what} {}: {e}", plan.dir.path.display()))
+    };
     let flow = executor.flow();
     let (mut meta, skip, previous) = match &plan.resumed {
         None => {
             std::fs::create_dir_all(&plan.dir.path).map_err(|e| io_err("cannot create", e))?;
-            run_store::write_snapshot(flow, &plan.dir.snapshot_dir()).map_err(|e| io_err("cannot write the snapshot of", e))?;
+            run_store::write_snapshot(flow, &plan.dir.snapshot_dir())
+                .map_err(|e| io_err("cannot write the snapshot of", e))?;
             let meta = new_meta(flow, plan, total, model);
             run_store::write_meta(&plan.dir, &meta).map_err(|e| io_err("cannot write", e))?;
             (meta, HashSet::new(), Vec::new())
         }
         Some(meta) => {
-            let journal = run_store::read_journal(&plan.dir).map_err(|e| io_err("cannot read", e))?;
+            let journal =
+                run_store::read_journal(&plan.dir).map_err(|e| io_err("cannot read", e))?;
             let done: HashSet<usize> = journal.completed().collect();
             if done.len() >= total && meta.status == RunStatus::Completed {
-                eprintln!("run `{}` already finished: every line succeeded; nothing to resume", meta.name);
+                eprintln!(
+                    "run `{}` already finished: every line succeeded; nothing to resume",
+                    meta.name
+                );
                 return Ok(());
             }
             let previous = if executor.dag().aggregation_nodes.is_empty() {
                 Vec::new()
             } else {
-                run_store::succeeded_lines_with(&plan.dir, &journal, &executor.aggregation_dependencies())
-                    .map_err(|e| io_err("cannot read", e))?
+                run_store::succeeded_lines_with(
+                    &plan.dir,
+                    &journal,
+                    &executor.aggregation_dependencies(),
+                )
+                .map_err(|e| io_err("cannot read", e))?
             };
             let mut meta = meta.clone();
             meta.status = RunStatus::Running;
@@ -287,14 +358,36 @@ async fn execute(
     if plan.resumed.is_some() {
         eprintln!(
             "{}",
-            dim(&format!("resuming {}: {already} of {total} lines already succeeded; running the rest", meta.name), color)
+            dim(
+                &format!(
+                    "resuming {}: {already} of {total} lines already succeeded; running the rest",
+                    meta.name
+                ),
+                color
+            )
         );
     } else {
-        eprintln!("{}", dim(&format!("run {} · {total} lines · concurrency {}", meta.name, plan.concurrency), color));
+        eprintln!(
+            "{}",
+            dim(
+                &format!(
+                    "run {} · {total} lines · concurrency {}",
+                    meta.name, plan.concurrency
+                ),
+                color
+            )
+        );
     }
 
-    let source = spawn_line_source(&plan.data, mapping, base, flow.inputs.clone(), skip, plan.concurrency * 2)
-        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let source = spawn_line_source(
+        &plan.data,
+        mapping,
+        base,
+        flow.inputs.clone(),
+        skip,
+        plan.concurrency * 2,
+    )
+    .map_err(|e| Failure::usage(format!("error: {e}")))?;
     let writer = RunWriter::start(&plan.dir).map_err(|e| io_err("cannot write", e))?;
     let progress = CliProgress::new(Some(total), already, color);
     let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -313,7 +406,16 @@ async fn execute(
         ..BatchConfig::default()
     };
     let started = Instant::now();
-    let outcome = run_batch(executor, source.lines, &writer, &config, &progress, cancel_rx, previous).await;
+    let outcome = run_batch(
+        executor,
+        source.lines,
+        &writer,
+        &config,
+        &progress,
+        cancel_rx,
+        previous,
+    )
+    .await;
     ctrl_c.abort();
     progress.finish();
     let write_result = writer.finish();
@@ -321,13 +423,27 @@ async fn execute(
     write_result.map_err(|e| io_err("cannot write the run to", e))?;
 
     meta.duration_s += started.elapsed().as_secs_f64();
-    let metrics = outcome.aggregation.as_ref().map(|a| a.metrics.clone()).unwrap_or_default();
+    let metrics = outcome
+        .aggregation
+        .as_ref()
+        .map(|a| a.metrics.clone())
+        .unwrap_or_default();
     let stopped_early = outcome.canceled || outcome.endpoint_unusable.is_some();
-    run_store::finalize(&plan.dir, &mut meta, &metrics, stopped_early).map_err(|e| io_err("cannot finish", e))?;
+    run_store::finalize(&plan.dir, &mut meta, &metrics, stopped_early)
+        .map_err(|e| io_err("cannot finish", e))?;
 
-    report(&meta, &outcome, &plan.dir, args, started.elapsed(), progress.done());
+    report(
+        &meta,
+        &outcome,
+        &plan.dir,
+        args,
+        started.elapsed(),
+        progress.done(),
+    );
     if let Some(e) = data_error {
-        return Err(Failure::usage(format!("error: reading the data stopped early: {e}")));
+        return Err(Failure::usage(format!(
+            "error: reading the data stopped early: {e}"
+        )));
     }
     if let Some(e) = &outcome.endpoint_unusable {
         return Err(Failure::endpoint(format!(
@@ -339,28 +455,47 @@ async fn execute(
     if outcome.canceled {
         return Err(Failure {
             code: 130,
-            message: format!("stopped: {} lines are kept. Resume with: flow run --resume {}", meta.completed_lines + meta.failed_lines, meta.name),
+            message: format!(
+                "stopped: {} lines are kept. Resume with: flow run --resume {}",
+                meta.completed_lines + meta.failed_lines,
+                meta.name
+            ),
         });
     }
     if let Some(e) = outcome.aggregation.as_ref().and_then(|a| a.error.as_ref()) {
-        return Err(Failure::quality(format!("error: aggregation failed: {}", e.message)));
+        return Err(Failure::quality(format!(
+            "error: aggregation failed: {}",
+            e.message
+        )));
     }
     if meta.failed_lines > 0 && !(args.batch.allow_failures && meta.completed_lines > 0) {
-        let all_endpoint = outcome.first_errors.iter().all(|(_, e)| e.kind == ErrorKind::Endpoint);
+        let all_endpoint = outcome
+            .first_errors
+            .iter()
+            .all(|(_, e)| e.kind == ErrorKind::Endpoint);
         let message = format!(
             "{} of {} lines failed. Rerun just those with: flow run --resume {}",
             meta.failed_lines, meta.total_lines, meta.name
         );
-        return Err(if meta.completed_lines == 0 && all_endpoint && !outcome.first_errors.is_empty() {
-            Failure::endpoint(message)
-        } else {
-            Failure::quality(message)
-        });
+        return Err(
+            if meta.completed_lines == 0 && all_endpoint && !outcome.first_errors.is_empty() {
+                Failure::endpoint(message)
+            } else {
+                Failure::quality(message)
+            },
+        );
     }
     Ok(())
 }
 
-fn report(meta: &RunMeta, outcome: &BatchOutcome, dir: &RunDir, args: &RunArgs, elapsed: Duration, ran: usize) {
+fn report(
+    meta: &RunMeta,
+    outcome: &BatchOutcome,
+    dir: &RunDir,
+    args: &RunArgs,
+    elapsed: Duration,
+    ran: usize,
+) {
     if args.output == OutputFormat::Json {
         let metrics: serde_json::Value = std::fs::read_to_string(dir.metrics_file())
             .ok()
@@ -370,13 +505,27 @@ fn report(meta: &RunMeta, outcome: &BatchOutcome, dir: &RunDir, args: &RunArgs, 
         outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     }
     let color = color_stderr();
-    let rate = if elapsed.as_secs_f64() > 0.0 { ran as f64 / elapsed.as_secs_f64() } else { 0.0 };
-    let mark = if meta.failed_lines == 0 && meta.status == RunStatus::Completed { "✓" } else { "✗" };
-    let mut parts = vec![format!("{}/{} lines succeeded", meta.completed_lines, meta.total_lines)];
+    let rate = if elapsed.as_secs_f64() > 0.0 {
+        ran as f64 / elapsed.as_secs_f64()
+    } else {
+        0.0
+    };
+    let mark = if meta.failed_lines == 0 && meta.status == RunStatus::Completed {
+        "✓"
+    } else {
+        "✗"
+    };
+    let mut parts = vec![format!(
+        "{}/{} lines succeeded",
+        meta.completed_lines, meta.total_lines
+    )];
     if meta.failed_lines > 0 {
         parts.push(format!("{} failed", meta.failed_lines));
     }
-    parts.push(format!("{} at {rate:.1} lines/s", human_duration(elapsed.as_secs_f64())));
+    parts.push(format!(
+        "{} at {rate:.1} lines/s",
+        human_duration(elapsed.as_secs_f64())
+    ));
     parts.push(format!("{} tokens", human_count(meta.tokens.total_tokens)));
     match meta.cost_usd {
         Some(c) => parts.push(format!("${c:.4}")),
@@ -402,13 +551,24 @@ fn report(meta: &RunMeta, outcome: &BatchOutcome, dir: &RunDir, args: &RunArgs, 
     let user_metrics: IndexMap<String, serde_json::Value> = outcome
         .aggregation
         .as_ref()
-        .map(|a| a.metrics.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .map(|a| {
+            a.metrics
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     for (k, v) in &user_metrics {
         eprintln!("metric {k}: {v}");
     }
     if meta.offline {
-        eprintln!("{}", dim("offline: every model answer came from the echo provider, not a model", color));
+        eprintln!(
+            "{}",
+            dim(
+                "offline: every model answer came from the echo provider, not a model",
+                color
+            )
+        );
     }
     for (line, e) in &outcome.first_errors {
         eprintln!("  line {line}: {}", first_line(&e.message));

@@ -88,13 +88,22 @@ impl CliProgress {
     fn plain_line(&self) -> String {
         let done = self.done() + self.already_done;
         let elapsed = self.started.elapsed().as_secs_f64();
-        let rate = if elapsed > 0.0 { self.done() as f64 / elapsed } else { 0.0 };
+        let rate = if elapsed > 0.0 {
+            self.done() as f64 / elapsed
+        } else {
+            0.0
+        };
         let of = self.total.map(|t| format!("/{t}")).unwrap_or_default();
         let eta = match self.total {
-            Some(t) if rate > 0.0 && t > done => format!(" · ETA {}", human_duration((t - done) as f64 / rate)),
+            Some(t) if rate > 0.0 && t > done => {
+                format!(" · ETA {}", human_duration((t - done) as f64 / rate))
+            }
             _ => String::new(),
         };
-        format!("progress: {done}{of} lines · {rate:.1} lines/s{eta} · {}", self.message())
+        format!(
+            "progress: {done}{of} lines · {rate:.1} lines/s{eta} · {}",
+            self.message()
+        )
     }
 }
 
@@ -104,7 +113,8 @@ impl Progress for CliProgress {
         if !line.succeeded() {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
-        self.tokens.fetch_add(line.tokens.total_tokens, Ordering::Relaxed);
+        self.tokens
+            .fetch_add(line.tokens.total_tokens, Ordering::Relaxed);
         self.cost_micro_usd
             .fetch_add((line.cost_usd * 1e6).round() as u64, Ordering::Relaxed);
         match &self.bar {
@@ -115,7 +125,9 @@ impl Progress for CliProgress {
                 }
             }
             None => {
-                let Ok(mut last) = self.last_report.lock() else { return };
+                let Ok(mut last) = self.last_report.lock() else {
+                    return;
+                };
                 if last.elapsed() >= PLAIN_INTERVAL {
                     *last = Instant::now();
                     eprintln!("{}", self.plain_line());

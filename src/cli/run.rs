@@ -48,7 +48,9 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         return super::batch::run(&args);
     }
     let Some(flow_path) = &args.flow else {
-        return Err(Failure::usage("error: give a flow to run (or --resume RUN)"));
+        return Err(Failure::usage(
+            "error: give a flow to run (or --resume RUN)",
+        ));
     };
     let selections = parse_variants(&args.variant)?;
     let flow = load_flow(flow_path, &selections)?;

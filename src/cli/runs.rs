@@ -50,25 +50,41 @@ pub fn run(args: RunsArgs) -> Result<(), Failure> {
 /// Find a run or fail with the names that exist.
 pub fn locate(project: &std::path::Path, run: &str) -> Result<RunDir, Failure> {
     find_run(project, run).ok_or_else(|| {
-        let names: Vec<String> = list_runs(project).into_iter().take(5).map(|(d, _)| d.name()).collect();
+        let names: Vec<String> = list_runs(project)
+            .into_iter()
+            .take(5)
+            .map(|(d, _)| d.name())
+            .collect();
         let hint = if names.is_empty() {
             "there are no runs in .flow/runs yet".to_string()
         } else {
-            let all: Vec<String> = list_runs(project).into_iter().map(|(d, _)| d.name()).collect();
+            let all: Vec<String> = list_runs(project)
+                .into_iter()
+                .map(|(d, _)| d.name())
+                .collect();
             match flow::model::closest(run, all.iter().map(String::as_str)) {
                 Some(c) => format!("did you mean `{c}`? recent runs: {}", names.join(", ")),
                 None => format!("recent runs: {}", names.join(", ")),
             }
         };
-        Failure::usage(format!("error: no run `{run}` (looked in .flow/runs and at the path)\n  help: {hint}"))
+        Failure::usage(format!(
+            "error: no run `{run}` (looked in .flow/runs and at the path)\n  help: {hint}"
+        ))
     })
 }
 
 fn list(project: &std::path::Path, limit: usize, json: bool) -> Result<(), Failure> {
     let runs = list_runs(project);
     if json {
-        let metas: Vec<&RunMeta> = runs.iter().filter_map(|(_, m)| m.as_ref()).take(limit).collect();
-        outln!("{}", serde_json::to_string_pretty(&metas).unwrap_or_default());
+        let metas: Vec<&RunMeta> = runs
+            .iter()
+            .filter_map(|(_, m)| m.as_ref())
+            .take(limit)
+            .collect();
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&metas).unwrap_or_default()
+        );
         return Ok(());
     }
     if runs.is_empty() {
@@ -76,11 +92,20 @@ fn list(project: &std::path::Path, limit: usize, json: bool) -> Result<(), Failu
         return Ok(());
     }
     let color = stdout_is_terminal();
-    outln!("{}", bold(&format!("{:<44} {:<10} {:>12} {:>10} {:>10}  {}", "RUN", "STATUS", "LINES OK", "TOKENS", "COST", "CREATED"), color));
+    outln!(
+        "{}",
+        bold(
+            &format!(
+                "{:<52} {:<10} {:>10} {:>10} {:>10}  {}",
+                "RUN", "STATUS", "LINES OK", "TOKENS", "COST", "CREATED"
+            ),
+            color
+        )
+    );
     for (dir, meta) in runs.into_iter().take(limit) {
         match meta {
             Some(m) => outln!(
-                "{:<44} {:<10} {:>12} {:>10} {:>10}  {}",
+                "{:<52} {:<10} {:>10} {:>10} {:>10}  {}",
                 dir.name(),
                 format!("{:?}", m.status),
                 format!("{}/{}", m.completed_lines, m.total_lines),
@@ -88,7 +113,11 @@ fn list(project: &std::path::Path, limit: usize, json: bool) -> Result<(), Failu
                 m.cost_usd.map_or("?".to_string(), |c| format!("${c:.4}")),
                 m.created.get(..19).unwrap_or(&m.created).replace('T', " "),
             ),
-            None => outln!("{:<44} {}", dir.name(), dim("(no readable meta.json)", color)),
+            None => outln!(
+                "{:<52} {}",
+                dir.name(),
+                dim("(no readable meta.json)", color)
+            ),
         }
     }
     Ok(())
@@ -96,9 +125,12 @@ fn list(project: &std::path::Path, limit: usize, json: bool) -> Result<(), Failu
 
 fn show(project: &std::path::Path, run: &str, json: bool) -> Result<(), Failure> {
     let dir = locate(project, run)?;
-    let meta = dir
-        .read_meta()
-        .map_err(|e| Failure::usage(format!("error: cannot read {}: {e}", dir.meta_file().display())))?;
+    let meta = dir.read_meta().map_err(|e| {
+        Failure::usage(format!(
+            "error: cannot read {}: {e}",
+            dir.meta_file().display()
+        ))
+    })?;
     let metrics: serde_json::Value = std::fs::read_to_string(dir.metrics_file())
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -118,21 +150,42 @@ fn show(project: &std::path::Path, run: &str, json: bool) -> Result<(), Failure>
     if let Some(b) = &meta.base_run {
         outln!("  base run:  {b}");
     }
-    outln!("  lines:     {} succeeded, {} failed, {} total", meta.completed_lines, meta.failed_lines, meta.total_lines);
+    outln!(
+        "  lines:     {} succeeded, {} failed, {} total",
+        meta.completed_lines,
+        meta.failed_lines,
+        meta.total_lines
+    );
     outln!(
         "  tokens:    {} ({} prompt, {} completion){}",
         meta.tokens.total_tokens,
         meta.tokens.prompt_tokens,
         meta.tokens.completion_tokens,
-        if meta.cache_hits > 0 { format!(", {} cached answers", meta.cache_hits) } else { String::new() }
+        if meta.cache_hits > 0 {
+            format!(", {} cached answers", meta.cache_hits)
+        } else {
+            String::new()
+        }
     );
     match meta.cost_usd {
         Some(c) => outln!("  cost:      ${c:.4}"),
-        None => outln!("  cost:      unknown (no price for: {})", meta.unpriced_models.join(", ")),
+        None => outln!(
+            "  cost:      unknown (no price for: {})",
+            meta.unpriced_models.join(", ")
+        ),
     }
     let l = &meta.latency_ms;
-    outln!("  latency:   p50 {:.0} ms · p95 {:.0} ms · max {:.0} ms", l.p50, l.p95, l.max);
-    outln!("  wall time: {:.1} s at concurrency {}", meta.duration_s, meta.concurrency);
+    outln!(
+        "  latency:   p50 {:.0} ms · p95 {:.0} ms · max {:.0} ms",
+        l.p50,
+        l.p95,
+        l.max
+    );
+    outln!(
+        "  wall time: {:.1} s at concurrency {}",
+        meta.duration_s,
+        meta.concurrency
+    );
     if meta.offline {
         outln!("  offline:   every answer came from the echo provider, not a model");
     }
@@ -150,7 +203,11 @@ fn show(project: &std::path::Path, run: &str, json: bool) -> Result<(), Failure>
             if let Some(errors) = doc["errors"].as_array() {
                 outln!("  first errors:");
                 for e in errors.iter().take(5) {
-                    outln!("    line {}: {}", e["line_number"], e["error"]["message"].as_str().unwrap_or("?"));
+                    outln!(
+                        "    line {}: {}",
+                        e["line_number"],
+                        e["error"]["message"].as_str().unwrap_or("?")
+                    );
                 }
             }
         }
@@ -159,10 +216,14 @@ fn show(project: &std::path::Path, run: &str, json: bool) -> Result<(), Failure>
 }
 
 fn delete(project: &std::path::Path, runs: &[String]) -> Result<(), Failure> {
-    let dirs: Vec<RunDir> = runs.iter().map(|r| locate(project, r)).collect::<Result<_, _>>()?;
+    let dirs: Vec<RunDir> = runs
+        .iter()
+        .map(|r| locate(project, r))
+        .collect::<Result<_, _>>()?;
     for dir in dirs {
-        std::fs::remove_dir_all(&dir.path)
-            .map_err(|e| Failure::usage(format!("error: cannot delete {}: {e}", dir.path.display())))?;
+        std::fs::remove_dir_all(&dir.path).map_err(|e| {
+            Failure::usage(format!("error: cannot delete {}: {e}", dir.path.display()))
+        })?;
         outln!("deleted {}", dir.name());
     }
     Ok(())

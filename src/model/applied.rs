@@ -6,21 +6,35 @@ use serde_yaml::{Mapping, Value};
 
 /// Rewrite `text` (a `flow.dag.yaml`) with `selected` (node → variant id) applied. Comments are
 /// not kept; everything else is.
-pub fn variant_applied_yaml(text: &str, selected: &IndexMap<String, String>) -> Result<String, String> {
+pub fn variant_applied_yaml(
+    text: &str,
+    selected: &IndexMap<String, String>,
+) -> Result<String, String> {
     let mut doc: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
     let Some(root) = doc.as_mapping_mut() else {
         return Err("the flow is not a YAML mapping".into());
     };
     let variants = root.remove("node_variants");
-    if let (Some(variants), Some(Value::Sequence(nodes))) = (variants.as_ref(), root.get_mut("nodes")) {
+    if let (Some(variants), Some(Value::Sequence(nodes))) =
+        (variants.as_ref(), root.get_mut("nodes"))
+    {
         for node in nodes.iter_mut() {
-            let Some(map) = node.as_mapping() else { continue };
-            let uses = map.get("use_variants").and_then(Value::as_bool).unwrap_or(false);
-            let Some(name) = map.get("name").and_then(Value::as_str).map(str::to_string) else { continue };
+            let Some(map) = node.as_mapping() else {
+                continue;
+            };
+            let uses = map
+                .get("use_variants")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let Some(name) = map.get("name").and_then(Value::as_str).map(str::to_string) else {
+                continue;
+            };
             if !uses {
                 continue;
             }
-            let Some(vid) = selected.get(&name) else { continue };
+            let Some(vid) = selected.get(&name) else {
+                continue;
+            };
             let body = variants
                 .get(name.as_str())
                 .and_then(|v| v.get("variants"))

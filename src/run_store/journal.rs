@@ -98,7 +98,10 @@ impl Journal {
 
     /// Visit the latest record of every line, in line order (node runs are not in the journal:
     /// they live in node_artifacts). Files are opened once each.
-    pub fn for_each(&self, mut visit: impl FnMut(LineResult) -> std::io::Result<()>) -> std::io::Result<()> {
+    pub fn for_each(
+        &self,
+        mut visit: impl FnMut(LineResult) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         let mut open: Option<(usize, File)> = None;
         let mut buf = Vec::new();
         for entry in self.entries.values() {
@@ -141,8 +144,12 @@ pub fn succeeded_lines_with(
             let path = dir.node_artifact(node, line.line_number);
             match std::fs::read(&path) {
                 Ok(bytes) => {
-                    let record: NodeRecord = serde_json::from_slice(&bytes)
-                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+                    let record: NodeRecord = serde_json::from_slice(&bytes).map_err(|e| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?;
                     line.nodes.push(record.run_info);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -145,7 +145,10 @@ mod tests {
     fn percentiles_use_nearest_rank() {
         let mut s: Vec<f64> = (1..=100).map(f64::from).collect();
         let l = Latency::of(&mut s);
-        assert_eq!((l.p50, l.p90, l.p95, l.p99, l.max), (50.0, 90.0, 95.0, 99.0, 100.0));
+        assert_eq!(
+            (l.p50, l.p90, l.p95, l.p99, l.max),
+            (50.0, 90.0, 95.0, 99.0, 100.0)
+        );
         assert_eq!(l.mean, 50.5);
         let mut one = vec![7.0];
         assert_eq!(Latency::of(&mut one).p99, 7.0);

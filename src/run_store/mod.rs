@@ -98,8 +98,9 @@ impl RunDir {
     pub fn flow_artifact(&self, line_number: usize) -> PathBuf {
         let lo = line_number / LINES_PER_ARTIFACT_FILE * LINES_PER_ARTIFACT_FILE;
         let hi = lo + LINES_PER_ARTIFACT_FILE - 1;
-        self.flow_artifacts_dir()
-            .join(format!("{lo:0LINE_NUMBER_WIDTH$}_{hi:0LINE_NUMBER_WIDTH$}.jsonl"))
+        self.flow_artifacts_dir().join(format!(
+            "{lo:0LINE_NUMBER_WIDTH$}_{hi:0LINE_NUMBER_WIDTH$}.jsonl"
+        ))
     }
 
     /// Read `meta.json`.

@@ -7,7 +7,15 @@ use std::path::Path;
 use crate::model::Flow;
 
 /// Directories never copied into a snapshot.
-const SKIPPED: &[&str] = &[".promptflow", ".flow", "__pycache__", ".git", ".venv", "node_modules", ".runs"];
+const SKIPPED: &[&str] = &[
+    ".promptflow",
+    ".flow",
+    "__pycache__",
+    ".git",
+    ".venv",
+    "node_modules",
+    ".runs",
+];
 
 /// Copy `flow` into `dest` with its variants applied.
 pub fn write_snapshot(flow: &Flow, dest: &Path) -> io::Result<()> {
@@ -15,14 +23,20 @@ pub fn write_snapshot(flow: &Flow, dest: &Path) -> io::Result<()> {
     copy_tree(&flow.dir, dest)?;
     for include in &flow.additional_includes {
         let src = flow.dir.join(include);
-        let Some(name) = src.file_name() else { continue };
+        let Some(name) = src.file_name() else {
+            continue;
+        };
         if src.is_dir() {
             copy_tree(&src, &dest.join(name))?;
         } else if src.is_file() {
             std::fs::copy(&src, dest.join(name))?;
         }
     }
-    if flow.file.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+    if flow
+        .file
+        .extension()
+        .is_some_and(|e| e == "yaml" || e == "yml")
+    {
         let text = std::fs::read_to_string(&flow.file)?;
         let applied = crate::model::variant_applied_yaml(&text, &flow.selected_variants)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;

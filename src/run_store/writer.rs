@@ -122,7 +122,11 @@ impl WriterState {
     }
 
     /// Write `value` as one JSON line with a single `write` call.
-    fn write_line(buf: &mut Vec<u8>, file: &mut File, value: &impl serde::Serialize) -> io::Result<()> {
+    fn write_line(
+        buf: &mut Vec<u8>,
+        file: &mut File,
+        value: &impl serde::Serialize,
+    ) -> io::Result<()> {
         buf.clear();
         serde_json::to_writer(&mut *buf, value).map_err(io::Error::other)?;
         buf.push(b'\n');
@@ -172,9 +176,17 @@ impl WriterState {
         if let Some(file) = self.journals.get_mut(&path) {
             Self::write_line(&mut self.buf, file, &record)?;
         }
-        Self::write_line(&mut self.buf, &mut self.inputs, &numbered(line.line_number, &line.inputs))?;
+        Self::write_line(
+            &mut self.buf,
+            &mut self.inputs,
+            &numbered(line.line_number, &line.inputs),
+        )?;
         if line.status == Status::Completed {
-            Self::write_line(&mut self.buf, &mut self.outputs, &numbered(line.line_number, &line.outputs))?;
+            Self::write_line(
+                &mut self.buf,
+                &mut self.outputs,
+                &numbered(line.line_number, &line.outputs),
+            )?;
         }
         Ok(())
     }
@@ -208,7 +220,12 @@ const ERRORS_KEPT: usize = 100;
 /// Rewrite outputs and inputs in line order from the journal, and write `metrics.json`,
 /// `error.json` (or remove it when nothing failed) and `meta.json`. `meta` is updated with the
 /// counts, tokens, cost and latency; its status becomes Completed or Failed unless `canceled`.
-pub fn finalize(dir: &RunDir, meta: &mut RunMeta, user_metrics: &Map<String, Value>, canceled: bool) -> io::Result<()> {
+pub fn finalize(
+    dir: &RunDir,
+    meta: &mut RunMeta,
+    user_metrics: &Map<String, Value>,
+    canceled: bool,
+) -> io::Result<()> {
     let journal = read_journal(dir)?;
     let out_tmp = dir.output_file().with_extension("jsonl.tmp");
     let in_tmp = dir.inputs_file().with_extension("jsonl.tmp");
@@ -226,11 +243,13 @@ pub fn finalize(dir: &RunDir, meta: &mut RunMeta, user_metrics: &Map<String, Val
         tokens.add(&line.tokens);
         cost += line.cost_usd;
         cache_hits += u64::from(line.cache_hits);
-        serde_json::to_writer(&mut inputs, &numbered(line.line_number, &line.inputs)).map_err(io::Error::other)?;
+        serde_json::to_writer(&mut inputs, &numbered(line.line_number, &line.inputs))
+            .map_err(io::Error::other)?;
         inputs.write_all(b"\n")?;
         if line.status == Status::Completed {
             completed += 1;
-            serde_json::to_writer(&mut outputs, &numbered(line.line_number, &line.outputs)).map_err(io::Error::other)?;
+            serde_json::to_writer(&mut outputs, &numbered(line.line_number, &line.outputs))
+                .map_err(io::Error::other)?;
             outputs.write_all(b"\n")?;
         } else {
             failed += 1;
@@ -240,8 +259,14 @@ pub fn finalize(dir: &RunDir, meta: &mut RunMeta, user_metrics: &Map<String, Val
         }
         Ok(())
     })?;
-    outputs.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    inputs.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    outputs
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    inputs
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
     std::fs::rename(&out_tmp, dir.output_file())?;
     std::fs::rename(&in_tmp, dir.inputs_file())?;
 
@@ -251,7 +276,11 @@ pub fn finalize(dir: &RunDir, meta: &mut RunMeta, user_metrics: &Map<String, Val
         meta.total_lines = meta.total_lines.max(completed + failed);
     }
     meta.tokens = tokens;
-    meta.cost_usd = if meta.unpriced_models.is_empty() { Some((cost * 1e6).round() / 1e6) } else { None };
+    meta.cost_usd = if meta.unpriced_models.is_empty() {
+        Some((cost * 1e6).round() / 1e6)
+    } else {
+        None
+    };
     meta.cache_hits = cache_hits;
     meta.latency_ms = Latency::of(&mut durations);
     meta.end_time = Some(timestamp(std::time::SystemTime::now()));
