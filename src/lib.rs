@@ -6,6 +6,7 @@
 //! `template` renders Jinja2 prompts and splits them into chat messages; `python` runs `@tool`
 //! functions in long-lived worker processes.
 
+pub mod cache;
 pub mod chat;
 pub mod connection;
 pub mod dag;
