@@ -322,6 +322,78 @@ fn concurrent_processes_writing_the_same_keys() {
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 }
 
+const CHILD_DIR_VAR: &str = "FLOW_CACHE_TEST_CHILD_DIR";
+const CHILD_KEYS: usize = 30;
+
+/// Run by `real_processes_share_one_directory` in child processes: repeatedly deletes and
+/// re-fetches the same keys, so writes, deletes and reads of one entry interleave across
+/// processes. Every answer must be the right one.
+#[test]
+#[ignore = "child process of real_processes_share_one_directory"]
+fn child_process_writer() {
+    let dir = PathBuf::from(std::env::var(CHILD_DIR_VAR).expect("run by the parent test"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let cache = ResponseCache::new(dir.clone(), CacheMode::ReadWrite);
+    for round in 0..10 {
+        for i in 0..CHILD_KEYS {
+            let key = format!("{i:064x}");
+            if (i + round) % 3 == 0 {
+                let _ = std::fs::remove_file(dir.join(&key[..2]).join(format!("{key}.json")));
+            }
+            let got = rt
+                .block_on(cache.get_or_fetch(&key, "k", || async move {
+                    Ok(response(&format!("answer {i}")))
+                }))
+                .unwrap();
+            assert_eq!(got.response.output, json!(format!("answer {i}")));
+        }
+    }
+    assert_eq!(cache.write_warning(), None);
+}
+
+#[test]
+fn real_processes_share_one_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "child_process_writer",
+                    "--test-threads",
+                    "1",
+                ])
+                .env(CHILD_DIR_VAR, tmp.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "child failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("1 passed"), "the child ran: {stdout}");
+    }
+    let stats = cache::stats(tmp.path()).unwrap();
+    assert_eq!(stats.corrupt, 0);
+    assert!(stats.entries <= CHILD_KEYS as u64 && stats.entries > 0);
+    let leftovers: Vec<_> = entry_files(tmp.path())
+        .into_iter()
+        .filter(|p| p.extension().and_then(|e| e.to_str()) != Some("json"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+}
+
 #[tokio::test]
 async fn corrupt_entries_are_misses_and_get_repaired() {
     let mock = MockLlm::start();

@@ -421,6 +421,35 @@ mod tests {
         );
     }
 
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        cache: CacheFlags,
+    }
+
+    fn parse(args: &[&str]) -> Result<CacheFlags, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("flow").chain(args.iter().copied())).map(|c| c.cache)
+    }
+
+    #[test]
+    fn flags_parse_from_the_command_line() {
+        assert_eq!(
+            parse(&["--cache", "replay"]).unwrap().mode(),
+            CacheMode::Replay
+        );
+        assert_eq!(
+            parse(&["--cache", "on"]).unwrap().mode(),
+            CacheMode::ReadWrite
+        );
+        assert_eq!(parse(&["--cache", "off"]).unwrap().mode(), CacheMode::Off);
+        assert_eq!(parse(&["--no-cache"]).unwrap().mode(), CacheMode::Off);
+        assert!(parse(&["--cache", "replay", "--no-cache"]).is_err());
+        assert!(parse(&["--cache", "sometimes"]).is_err());
+        let f = parse(&["--cache-dir", "ci/cache"]).unwrap();
+        assert_eq!(f.dir(Path::new("/p")), PathBuf::from("ci/cache"));
+    }
+
     #[test]
     fn flags_select_mode() {
         let f = CacheFlags::default();
