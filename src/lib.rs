@@ -7,6 +7,7 @@
 //! functions in long-lived worker processes.
 
 pub mod batch;
+pub mod cache;
 pub mod chat;
 pub mod connection;
 pub mod cost;
