@@ -295,7 +295,7 @@ fn new_meta(flow: &Flow, plan: &Plan, total: usize, model: &super::ModelArgs) ->
             line_timeout_s: plan.line_timeout,
             request_timeout_s: Some(model.request_timeout),
             max_retries: Some(model.max_retries),
-            cache: None,
+            cache: Some(model.cache.mode().as_str().to_string()),
         },
         flow_version: env!("CARGO_PKG_VERSION").to_string(),
     }

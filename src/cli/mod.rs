@@ -10,6 +10,7 @@ macro_rules! outln {
 }
 
 mod batch;
+mod cache;
 mod connections;
 mod init;
 mod output;
@@ -48,6 +49,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// List the connections a flow needs and whether each resolves; `check` calls each one.
     Connections(connections::ConnectionsArgs),
+    /// Show or clear the response cache (.flow/cache).
+    Cache(cache::CacheArgs),
     /// List, show and delete batch runs (under .flow/runs).
     Runs(runs::RunsArgs),
     /// Create a working project: a flow, a prompt, a Python node, a dataset and .env.example.
@@ -69,6 +72,8 @@ pub struct ModelArgs {
     /// Retries of a model request on 429, 5xx, timeouts and dropped connections.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub max_retries: u32,
+    #[command(flatten)]
+    pub cache: flow::cache::CacheFlags,
 }
 
 /// Parse arguments, run the command, and turn its result into an exit status.
@@ -87,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Connections(args) => connections::run(args),
         Command::Init(args) => init::run(args),
         Command::Runs(args) => runs::run(args),
+        Command::Cache(args) => cache::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

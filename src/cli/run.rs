@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::output::{Failure, bold, color_stderr, dim, print_warnings, stdout_is_terminal};
 use super::{ModelArgs, runtime};
+use flow::cache::{CacheMode, ResponseCache};
 use flow::connection::EnvVars;
 use flow::executor::{Executor, ExecutorOptions};
 use flow::model::{Flow, VariantSelection};
@@ -105,6 +106,10 @@ pub fn executor_options(model: &ModelArgs, flow: &Flow) -> Result<ExecutorOption
     }
     options.request_timeout = std::time::Duration::from_secs_f64(model.request_timeout);
     options.max_retries = model.max_retries;
+    options.cache = match model.cache.mode() {
+        CacheMode::Off => None,
+        mode => Some(ResponseCache::new(model.cache.dir(&cwd), mode)),
+    };
     let python_nodes = flow
         .nodes
         .iter()
@@ -210,6 +215,7 @@ async fn run_line(
                 "error": line.error,
                 "tokens": line.tokens,
                 "duration_ms": line.duration_ms,
+                "cache_hits": line.cache_hits,
                 "offline": offline,
             });
             if let Some(agg) = &aggregation {
@@ -349,6 +355,13 @@ fn summarize(line: &LineResult) -> String {
     parts.push(format!("{:.0} ms", line.duration_ms));
     if line.tokens.total_tokens > 0 {
         parts.push(format!("{} tokens", line.tokens.total_tokens));
+    }
+    if line.cache_hits > 0 {
+        parts.push(format!(
+            "{} answer{} from the cache (--no-cache to ask again)",
+            line.cache_hits,
+            if line.cache_hits == 1 { "" } else { "s" }
+        ));
     }
     parts.join(" · ")
 }

@@ -431,6 +431,8 @@ impl Executor {
             tokens: o.tokens,
             model: o.model.clone(),
             retries: o.retries,
+            cached: o.cached,
+            cost_usd: o.cost_usd,
             metrics: o.metrics.clone(),
             stdout: o.stdout.clone(),
             ..self.record(i, Status::Completed)

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 
 pub use prepare::{PrepareError, check_templates};
 
+use crate::cache::ResponseCache;
 use crate::connection::{Connection, EnvVars};
 use crate::dag::Dag;
 use crate::model::Flow;
@@ -40,6 +41,8 @@ pub struct ExecutorOptions {
     pub request_timeout: Duration,
     /// Retries of a model request on 429/5xx/connection errors.
     pub max_retries: u32,
+    /// The response cache, when model answers may be reused (`None`: every call is made).
+    pub cache: Option<ResponseCache>,
 }
 
 impl ExecutorOptions {
@@ -52,6 +55,7 @@ impl ExecutorOptions {
             python_workers: 4,
             request_timeout: Duration::from_secs(120),
             max_retries: 5,
+            cache: None,
         }
     }
 }
@@ -82,6 +86,7 @@ pub struct Executor {
     pub(crate) prepared: Vec<Prepared>,
     pub(crate) llm: LlmClient,
     pub(crate) python: Option<PythonPool>,
+    pub(crate) cache: Option<ResponseCache>,
 }
 
 impl Executor {
@@ -107,6 +112,11 @@ impl Executor {
             }
         }
         names
+    }
+
+    /// The response cache in use, if any.
+    pub fn cache(&self) -> Option<&ResponseCache> {
+        self.cache.as_ref()
     }
 
     /// Stop the Python workers.

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::{Executor, Prepared};
+use crate::cache::{CacheError, describe_request};
 use crate::connection::ApiType;
 use crate::model::{LlmApi, Node};
 use crate::provider::{Api, LlmRequest, ProviderError};
@@ -41,6 +42,10 @@ pub struct NodeOutcome {
     pub retries: u32,
     pub metrics: Map<String, Value>,
     pub stdout: String,
+    /// The answer came from the response cache.
+    pub cached: bool,
+    /// What the model call cost, when its price is known (a cached answer costs nothing).
+    pub cost_usd: Option<f64>,
 }
 
 impl NodeOutcome {
@@ -53,6 +58,8 @@ impl NodeOutcome {
             retries: 0,
             metrics: Map::new(),
             stdout: String::new(),
+            cached: false,
+            cost_usd: None,
         }
     }
 }
@@ -118,12 +125,27 @@ impl Executor {
                     }
                     LlmApi::Completion => request.prompt = Some(rendered.text),
                 }
-                let response = self
-                    .llm
-                    .complete(connection, &request, None)
-                    .await
-                    .map_err(|e| provider_error(node, &e))?;
+                let fetch = || self.llm.complete(connection, &request, None);
+                let (response, cached) = match &self.cache {
+                    Some(cache) if connection.api_type != ApiType::Echo => {
+                        let key = request.cache_key(connection);
+                        let what = describe_request(&node.name, &request);
+                        match cache.get_or_fetch(&key, &what, fetch).await {
+                            Ok(c) => (c.response, c.hit),
+                            Err(CacheError::Provider(e)) => return Err(provider_error(node, &e)),
+                            Err(miss) => {
+                                return Err(ErrorInfo {
+                                    node: Some(node.name.clone()),
+                                    error_type: Some("ReplayMiss".into()),
+                                    ..ErrorInfo::new(ErrorKind::Provider, format!("node `{}`: {miss}", node.name))
+                                });
+                            }
+                        }
+                    }
+                    _ => (fetch().await.map_err(|e| provider_error(node, &e))?, false),
+                };
                 let mut out = NodeOutcome::value(response.output);
+                out.cached = cached;
                 out.tokens = Some(Tokens {
                     prompt_tokens: response.usage.prompt_tokens,
                     completion_tokens: response.usage.completion_tokens,

@@ -102,6 +102,7 @@ impl Executor {
             prepared,
             llm,
             python,
+            cache: options.cache.clone(),
         })
     }
 }
