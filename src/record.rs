@@ -150,6 +150,9 @@ pub struct LineResult {
     /// Model calls of the line answered from the cache.
     #[serde(default)]
     pub cache_hits: u32,
+    /// Models called whose price is unknown (their calls are not in `cost_usd`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unpriced_models: Vec<String>,
 }
 
 impl LineResult {

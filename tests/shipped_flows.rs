@@ -120,6 +120,8 @@ fn hello_answers_with_the_trimmed_model_reply() {
     ctx.mock()
         .reply_when("What is a prompt flow?", "  A graph of steps.\n");
     setup(&ctx, "hello", &dataset_row("hello", 0));
+    // hello names no model: the connection's default from .env picks it.
+    ctx.write(".env", "OPEN_AI_CONNECTION_MODEL=gpt-4o-mini\n");
     let out = run_json(&ctx, "hello", &[]);
     assert_eq!(out["outputs"]["answer"], "A graph of steps.");
     let requests = ctx.mock().requests();

@@ -204,6 +204,7 @@ pub(crate) fn failed_line(
         tokens: Tokens::default(),
         cost_usd: 0.0,
         cache_hits: 0,
+        unpriced_models: Vec::new(),
     }
 }
 
@@ -227,5 +228,6 @@ fn slim(line: &LineResult, keep: &HashSet<String>) -> LineResult {
         tokens: line.tokens,
         cost_usd: line.cost_usd,
         cache_hits: line.cache_hits,
+        unpriced_models: Vec::new(),
     }
 }

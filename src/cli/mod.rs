@@ -44,7 +44,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a flow on one input and print its outputs.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Check a flow and print its nodes in the order they run.
     Validate(validate::ValidateArgs),
     /// List the connections a flow needs and whether each resolves; `check` calls each one.
@@ -72,6 +72,10 @@ pub struct ModelArgs {
     /// Retries of a model request on 429, 5xx, timeouts and dropped connections.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub max_retries: u32,
+    /// Model prices (JSON or YAML: {"model": {"input": 0.15, "output": 0.6}}, USD per 1M tokens)
+    /// over the built-in table [default: $FLOW_PRICES, else .flow/prices.yaml when present].
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
     #[command(flatten)]
     pub cache: flow::cache::CacheFlags,
 }
@@ -87,7 +91,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Validate(args) => validate::run(args),
         Command::Connections(args) => connections::run(args),
         Command::Init(args) => init::run(args),

@@ -106,6 +106,10 @@ pub fn executor_options(model: &ModelArgs, flow: &Flow) -> Result<ExecutorOption
     }
     options.request_timeout = std::time::Duration::from_secs_f64(model.request_timeout);
     options.max_retries = model.max_retries;
+    options.prices = std::sync::Arc::new(
+        flow::cost::PriceTable::from_env_and_file(model.prices.as_deref(), &cwd)
+            .map_err(|e| Failure::usage(format!("error: {e}")))?,
+    );
     options.cache = match model.cache.mode() {
         CacheMode::Off => None,
         mode => Some(ResponseCache::new(model.cache.dir(&cwd), mode)),

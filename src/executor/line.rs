@@ -36,7 +36,14 @@ impl Executor {
             let mut tokens = Tokens::default();
             let mut cost_usd = 0.0;
             let mut cache_hits = 0;
+            let mut unpriced_models: Vec<String> = Vec::new();
             for n in &nodes {
+                if n.tokens.is_some() && n.cost_usd.is_none() {
+                    let model = n.model.clone().unwrap_or_else(|| "(unnamed model)".into());
+                    if !unpriced_models.contains(&model) {
+                        unpriced_models.push(model);
+                    }
+                }
                 if let Some(t) = &n.tokens {
                     tokens.add(t);
                 }
@@ -60,6 +67,7 @@ impl Executor {
                 tokens,
                 cost_usd,
                 cache_hits,
+                unpriced_models,
             }
         };
         let flow_inputs = match resolve_flow_inputs(&self.flow, given) {

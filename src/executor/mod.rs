@@ -20,6 +20,7 @@ pub use prepare::{PrepareError, check_templates};
 
 use crate::cache::ResponseCache;
 use crate::connection::{Connection, EnvVars};
+use crate::cost::PriceTable;
 use crate::dag::Dag;
 use crate::model::Flow;
 use crate::provider::LlmClient;
@@ -43,6 +44,8 @@ pub struct ExecutorOptions {
     pub max_retries: u32,
     /// The response cache, when model answers may be reused (`None`: every call is made).
     pub cache: Option<ResponseCache>,
+    /// Prices of models, for the cost of each call.
+    pub prices: Arc<PriceTable>,
 }
 
 impl ExecutorOptions {
@@ -56,6 +59,7 @@ impl ExecutorOptions {
             request_timeout: Duration::from_secs(120),
             max_retries: 5,
             cache: None,
+            prices: Arc::new(PriceTable::builtin()),
         }
     }
 }
@@ -87,6 +91,7 @@ pub struct Executor {
     pub(crate) llm: LlmClient,
     pub(crate) python: Option<PythonPool>,
     pub(crate) cache: Option<ResponseCache>,
+    pub(crate) prices: Arc<PriceTable>,
 }
 
 impl Executor {

@@ -137,15 +137,33 @@ impl Executor {
                                 return Err(ErrorInfo {
                                     node: Some(node.name.clone()),
                                     error_type: Some("ReplayMiss".into()),
-                                    ..ErrorInfo::new(ErrorKind::Provider, format!("node `{}`: {miss}", node.name))
+                                    ..ErrorInfo::new(
+                                        ErrorKind::Provider,
+                                        format!("node `{}`: {miss}", node.name),
+                                    )
                                 });
                             }
                         }
                     }
                     _ => (fetch().await.map_err(|e| provider_error(node, &e))?, false),
                 };
+                // A cached answer cost nothing; the model the endpoint names (e.g. the model
+                // behind an Azure deployment) prices the call, else the requested one.
+                let priced_model = response.model.clone().or_else(|| request.model.clone());
+                let cost_usd = if cached {
+                    Some(0.0)
+                } else {
+                    priced_model.as_deref().and_then(|m| {
+                        self.prices.cost(
+                            m,
+                            response.usage.prompt_tokens,
+                            response.usage.completion_tokens,
+                        )
+                    })
+                };
                 let mut out = NodeOutcome::value(response.output);
                 out.cached = cached;
+                out.cost_usd = cost_usd;
                 out.tokens = Some(Tokens {
                     prompt_tokens: response.usage.prompt_tokens,
                     completion_tokens: response.usage.completion_tokens,

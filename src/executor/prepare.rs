@@ -103,6 +103,7 @@ impl Executor {
             llm,
             python,
             cache: options.cache.clone(),
+            prices: options.prices.clone(),
         })
     }
 }

@@ -234,6 +234,7 @@ pub fn finalize(
     let mut durations = Vec::with_capacity(journal.entries.len());
     let mut tokens = Tokens::default();
     let mut cost = 0.0f64;
+    meta.unpriced_models.clear();
     let mut cache_hits = 0u64;
     let mut completed = 0usize;
     let mut failed = 0usize;
@@ -243,6 +244,11 @@ pub fn finalize(
         tokens.add(&line.tokens);
         cost += line.cost_usd;
         cache_hits += u64::from(line.cache_hits);
+        for m in line.unpriced_models {
+            if !meta.unpriced_models.contains(&m) {
+                meta.unpriced_models.push(m);
+            }
+        }
         serde_json::to_writer(&mut inputs, &numbered(line.line_number, &line.inputs))
             .map_err(io::Error::other)?;
         inputs.write_all(b"\n")?;
