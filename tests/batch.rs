@@ -340,3 +340,123 @@ fn a_malformed_jsonl_row_fails_only_that_line() {
     ctx.run(&["run", "calc", "--data", "d.jsonl", "--allow-failures"])
         .expect_code(0);
 }
+
+#[test]
+fn a_second_run_chains_on_the_first_by_line_number() {
+    let ctx = TestContext::new();
+    calc_flow(&ctx);
+    ctx.write("d.jsonl", "{\"x\": 1}\n{\"x\": -2}\n{\"x\": 3}\n");
+    ctx.run(&["run", "calc", "--data", "d.jsonl", "--name", "first"])
+        .expect_code(1);
+    let run = ctx.run(&[
+        "run",
+        "calc",
+        "--data",
+        "d.jsonl",
+        "--run",
+        "first",
+        "--column-mapping",
+        "x=${run.outputs.y}",
+        "tag=${data.x}",
+        "--name",
+        "second",
+    ]);
+    run.expect_code(1).stderr_has("2/3 lines succeeded");
+    let dir = run_dir(&ctx, "second");
+    assert_eq!(
+        outputs(&dir),
+        vec![
+            json!({"line_number": 0, "y": 4, "tag": "1"}),
+            json!({"line_number": 2, "y": 12, "tag": "3"})
+        ]
+    );
+    let error = json_file(&dir.join("error.json"));
+    assert_eq!(error["errors"][0]["line_number"], 1);
+    let message = error["errors"][0]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("base run failed"),
+        "a failed base line fails the joined line: {message}"
+    );
+    assert_eq!(meta(&dir)["base_run"], json!(run_dir(&ctx, "first")));
+
+    // Without --run, a ${run...} mapping is a usage error.
+    ctx.run(&[
+        "run",
+        "calc",
+        "--data",
+        "d.jsonl",
+        "--column-mapping",
+        "x=${run.outputs.y}",
+    ])
+    .expect_code(2)
+    .stderr_has("--run");
+}
+
+#[test]
+fn evaluation_flow_logs_its_metric_over_succeeded_lines_only() {
+    let ctx = TestContext::new();
+    ctx.copy_from_repo("flows/eval-accuracy");
+    let mut data =
+        std::fs::read_to_string(support::context::repo_root().join("datasets/eval-accuracy.jsonl"))
+            .unwrap();
+    // A row without the mapped column fails; were it graded it would count as correct.
+    data.push_str("{\"prediction\": \"billing\"}\n");
+    ctx.write("eval.jsonl", &data);
+    let run = ctx.run(&[
+        "run",
+        "eval-accuracy",
+        "--data",
+        "eval.jsonl",
+        "--column-mapping",
+        "groundtruth=${data.groundtruth}",
+        "prediction=${data.prediction}",
+        "--name",
+        "eval",
+        "--allow-failures",
+    ]);
+    run.expect_code(0)
+        .stderr_has("6/7 lines succeeded")
+        .stderr_has("metric accuracy: 0.67");
+    let dir = run_dir(&ctx, "eval");
+    let metrics = json_file(&dir.join("metrics.json"));
+    assert_eq!(metrics["accuracy"], 0.67);
+    assert_eq!(metrics["flow.lines_failed"], 1);
+    let grades: Vec<Value> = outputs(&dir).iter().map(|o| o["grade"].clone()).collect();
+    assert_eq!(
+        grades,
+        [
+            "Correct",
+            "Correct",
+            "Incorrect",
+            "Correct",
+            "Incorrect",
+            "Correct"
+        ]
+    );
+    let agg = jsonl(&dir.join("node_artifacts/calculate_accuracy/000000000.jsonl"));
+    assert_eq!(agg[0]["run_info"]["output"], 0.67);
+    assert_eq!(
+        agg[0]["run_info"]["inputs"]["grades"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+}
+
+#[test]
+fn progress_off_a_terminal_is_plain_text_with_a_summary() {
+    let ctx = TestContext::with_mock();
+    qa_flow(&ctx);
+    ctx.write("q.jsonl", &questions(3));
+    let run = ctx.run(&["run", "qa", "--data", "q.jsonl", "--name", "plain"]);
+    run.expect_code(0)
+        .stderr_has("run plain · 3 lines")
+        .stderr_has("3/3 lines succeeded")
+        .stderr_has("tokens");
+    assert!(
+        !run.stderr.contains('\u{1b}') && !run.stderr.contains('\r'),
+        "no escape codes or carriage returns off a terminal: {:?}",
+        run.stderr
+    );
+}
