@@ -194,3 +194,29 @@ pub fn spawn(ctx: &TestContext, args: &[&str]) -> std::process::Child {
         .stderr(std::process::Stdio::piped());
     cmd.spawn().expect("spawn flow")
 }
+
+/// An LLM-only flow `ask/`: the question goes to the model, the answer is the output.
+pub fn ask_flow(ctx: &TestContext) -> PathBuf {
+    ctx.flow(
+        "ask",
+        &[
+            (
+                "flow.dag.yaml",
+                r#"
+inputs:
+  question: {type: string}
+outputs:
+  answer: {reference: '${ask.output}'}
+nodes:
+- name: ask
+  type: llm
+  source: {type: code, path: ask.jinja2}
+  connection: open_ai_connection
+  api: chat
+  inputs: {model: gpt-4o-mini, question: '${inputs.question}'}
+"#,
+            ),
+            ("ask.jinja2", "# user:\n{{question}}\n"),
+        ],
+    )
+}
