@@ -119,6 +119,13 @@ fn hung_requests_fail_their_lines_at_the_line_timeout() {
         .stderr_has("4/6 lines succeeded")
         .stderr_has("did not finish within 0.5 s");
     assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
+    let max = meta(&run_dir(&ctx, "hung"))["latency_ms"]["max"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        max >= 500.0,
+        "a timed-out line ran 0.5 s: max latency {max} ms"
+    );
     let error = json_file(&run_dir(&ctx, "hung").join("error.json"));
     let errors = error["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 2);
