@@ -166,19 +166,26 @@ async fn run_one(
     match timeout {
         None => executor.run_line(pending.line_number, &inputs).await,
         Some(t) => {
+            let started = SystemTime::now();
             match tokio::time::timeout(t, executor.run_line(pending.line_number, &inputs)).await {
                 Ok(line) => line,
-                Err(_) => failed_line(
-                    pending.line_number,
-                    inputs,
-                    ErrorInfo::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "the line did not finish within {:.1} s (--line-timeout)",
-                            t.as_secs_f64()
+                Err(_) => {
+                    let mut line = failed_line(
+                        pending.line_number,
+                        inputs,
+                        ErrorInfo::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "the line did not finish within {:.1} s (--line-timeout)",
+                                t.as_secs_f64()
+                            ),
                         ),
-                    ),
-                ),
+                    );
+                    // It ran until the timeout: count that time in the run's latency.
+                    line.start_time = timestamp(started);
+                    line.duration_ms = started.elapsed().map_or(0.0, |d| d.as_secs_f64() * 1e3);
+                    line
+                }
             }
         }
     }
