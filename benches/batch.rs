@@ -125,7 +125,12 @@ fn main() {
     mock.set_latency(Duration::ZERO);
     let mut single: Vec<f64> = (0..20)
         .map(|_| {
-            let m = run(&flow_bin, root, &base, &["run", "bench", "--inputs", "question=hi", "--no-cache"]);
+            let m = run(
+                &flow_bin,
+                root,
+                &base,
+                &["run", "bench", "--inputs", "question=hi", "--no-cache"],
+            );
             check(&m);
             m.wall.as_secs_f64() * 1000.0
         })
@@ -137,19 +142,33 @@ fn main() {
     ));
 
     // 7. validate on a 20-node flow.
-    let mut yaml = String::from("inputs: {q: {type: string}}\noutputs:\n  o: {reference: '${n19.output}'}\nnodes:\n");
+    let mut yaml = String::from(
+        "inputs: {q: {type: string}}\noutputs:\n  o: {reference: '${n19.output}'}\nnodes:\n",
+    );
     for i in 0..20 {
-        let input = if i == 0 { "${inputs.q}".to_string() } else { format!("${{n{}.output}}", i - 1) };
+        let input = if i == 0 {
+            "${inputs.q}".to_string()
+        } else {
+            format!("${{n{}.output}}", i - 1)
+        };
         yaml.push_str(&format!("- {{name: n{i}, type: prompt, source: {{type: code, path: p.jinja2}}, inputs: {{x: '{input}'}}}}\n"));
     }
     std::fs::create_dir_all(root.join("big")).expect("mkdir");
     std::fs::write(root.join("big/flow.dag.yaml"), yaml).expect("write");
     std::fs::write(root.join("big/p.jinja2"), "{{x}}!").expect("write");
     let mut validate: Vec<f64> = (0..20)
-        .map(|_| run(&flow_bin, root, &base, &["validate", "big"]).wall.as_secs_f64() * 1000.0)
+        .map(|_| {
+            run(&flow_bin, root, &base, &["validate", "big"])
+                .wall
+                .as_secs_f64()
+                * 1000.0
+        })
         .collect();
     validate.sort_by(f64::total_cmp);
-    rows.push(format!("| `flow validate` on a 20-node flow | median {:.1} ms | process start to exit |", validate[10]));
+    rows.push(format!(
+        "| `flow validate` on a 20-node flow | median {:.1} ms | process start to exit |",
+        validate[10]
+    ));
 
     println!("| scenario | throughput / time | details |");
     println!("|---|---|---|");
@@ -160,8 +179,16 @@ fn main() {
 
 /// `--serve PORT [--latency-ms N] [--rate RPS]`: run only the mock until killed.
 fn serve(args: &[String], at: usize) {
-    let port: u16 = args.get(at + 1).and_then(|p| p.parse().ok()).unwrap_or(8091);
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse::<f64>().ok());
+    let port: u16 = args
+        .get(at + 1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8091);
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
     let mock = MockLlm::start_on(port);
     mock.set_recording(false);
     if let Some(ms) = value("--latency-ms") {
@@ -182,7 +209,11 @@ fn flow_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("flow");
-    assert!(bin.is_file(), "{} not found: run through `cargo bench`", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} not found: run through `cargo bench`",
+        bin.display()
+    );
     bin
 }
 
@@ -193,7 +224,14 @@ fn dataset(path: &Path, n: usize) {
     }
 }
 
-fn batch(bin: &Path, root: &Path, base: &str, data: &str, concurrency: usize, extra: &[&str]) -> Measure {
+fn batch(
+    bin: &Path,
+    root: &Path,
+    base: &str,
+    data: &str,
+    concurrency: usize,
+    extra: &[&str],
+) -> Measure {
     let c = concurrency.to_string();
     let mut args = vec!["run", "bench", "--data", data, "--concurrency", &c];
     if !extra.iter().any(|a| *a == "--cache") {
@@ -250,7 +288,10 @@ fn failed_lines(stderr: &str) -> usize {
         .lines()
         .filter(|l| l.contains("lines succeeded"))
         .flat_map(|l| l.split(" · "))
-        .find_map(|part| part.strip_suffix(" failed").and_then(|n| n.trim().parse().ok()))
+        .find_map(|part| {
+            part.strip_suffix(" failed")
+                .and_then(|n| n.trim().parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -260,7 +301,12 @@ fn children_cpu() -> Duration {
     let after = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
     // After the `)`: state is field 3, so cutime (16) and cstime (17) are at 13 and 14.
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     let hz = 100.0;
     Duration::from_secs_f64((ticks(13) + ticks(14)) as f64 / hz)
 }
@@ -270,10 +316,16 @@ fn tree_rss_kib(pid: u32) -> u64 {
     let mut parents: Vec<(u32, u32)> = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
             let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
             let after = stat.rsplit(')').next().unwrap_or("");
-            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|v| v.parse::<u32>().ok()) {
+            if let Some(ppid) = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u32>().ok())
+            {
                 parents.push((p, ppid));
             }
         }
@@ -291,7 +343,11 @@ fn tree_rss_kib(pid: u32) -> u64 {
                 .unwrap_or_default()
                 .lines()
                 .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
                 .unwrap_or(0)
         })
         .sum()

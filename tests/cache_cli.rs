@@ -8,8 +8,13 @@ use support::context::TestContext;
 const FLOW: &str = "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${ask.output}'}\nnodes:\n- {name: ask, type: llm, source: {type: code, path: ask.jinja2}, connection: open_ai_connection, api: chat, inputs: {model: m, q: '${inputs.q}'}}\n";
 
 fn project(ctx: &TestContext, rows: usize) {
-    ctx.flow("f", &[("flow.dag.yaml", FLOW), ("ask.jinja2", "user:\n{{q}}")]);
-    let data: String = (0..rows).map(|i| format!("{{\"q\": \"question {i}\"}}\n")).collect();
+    ctx.flow(
+        "f",
+        &[("flow.dag.yaml", FLOW), ("ask.jinja2", "user:\n{{q}}")],
+    );
+    let data: String = (0..rows)
+        .map(|i| format!("{{\"q\": \"question {i}\"}}\n"))
+        .collect();
     ctx.write("data.jsonl", &data);
 }
 
@@ -18,7 +23,12 @@ fn entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     if let Ok(shards) = std::fs::read_dir(dir) {
         for shard in shards.flatten() {
             if let Ok(files) = std::fs::read_dir(shard.path()) {
-                out.extend(files.flatten().map(|f| f.path()).filter(|p| p.extension().is_some_and(|e| e == "json")));
+                out.extend(
+                    files
+                        .flatten()
+                        .map(|f| f.path())
+                        .filter(|p| p.extension().is_some_and(|e| e == "json")),
+                );
             }
         }
     }
@@ -29,19 +39,28 @@ fn entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn an_unchanged_rerun_makes_no_requests() {
     let ctx = TestContext::with_mock();
     project(&ctx, 5);
-    ctx.run(&["run", "f", "--data", "data.jsonl"]).expect_code(0);
+    ctx.run(&["run", "f", "--data", "data.jsonl"])
+        .expect_code(0);
     assert_eq!(ctx.mock().requests().len(), 5);
     let again = ctx.run(&["run", "f", "--data", "data.jsonl", "--output", "json"]);
     again.expect_code(0).stderr_has("5 cached");
-    assert_eq!(ctx.mock().requests().len(), 5, "the second run must answer from the cache");
+    assert_eq!(
+        ctx.mock().requests().len(),
+        5,
+        "the second run must answer from the cache"
+    );
     assert_eq!(again.json()["run"]["cache_hits"], 5);
     assert_eq!(again.json()["run"]["cost_usd"], 0.0);
     // The node records say the answer was cached.
     let name = again.json()["run"]["name"].as_str().unwrap().to_string();
-    let record = std::fs::read_to_string(ctx.root().join(format!(".flow/runs/{name}/node_artifacts/ask/000000000.jsonl"))).unwrap();
+    let record = std::fs::read_to_string(ctx.root().join(format!(
+        ".flow/runs/{name}/node_artifacts/ask/000000000.jsonl"
+    )))
+    .unwrap();
     assert!(record.contains("\"cached\":true"), "{record}");
     // --no-cache asks again.
-    ctx.run(&["run", "f", "--data", "data.jsonl", "--no-cache"]).expect_code(0);
+    ctx.run(&["run", "f", "--data", "data.jsonl", "--no-cache"])
+        .expect_code(0);
     assert_eq!(ctx.mock().requests().len(), 10);
 }
 
@@ -49,23 +68,39 @@ fn an_unchanged_rerun_makes_no_requests() {
 fn replay_answers_only_from_recordings_and_names_what_is_missing() {
     let ctx = TestContext::with_mock();
     project(&ctx, 3);
-    ctx.run(&["run", "f", "--data", "data.jsonl"]).expect_code(0);
-    ctx.write("more.jsonl", "{\"q\": \"question 0\"}\n{\"q\": \"never asked before\"}\n");
+    ctx.run(&["run", "f", "--data", "data.jsonl"])
+        .expect_code(0);
+    ctx.write(
+        "more.jsonl",
+        "{\"q\": \"question 0\"}\n{\"q\": \"never asked before\"}\n",
+    );
     let run = ctx.run(&["run", "f", "--data", "more.jsonl", "--cache", "replay"]);
-    run.expect_code(1).stderr_has("node ask").stderr_has("never asked before");
-    assert_eq!(ctx.mock().requests().len(), 3, "replay never calls the endpoint");
+    run.expect_code(1)
+        .stderr_has("node ask")
+        .stderr_has("never asked before");
+    assert_eq!(
+        ctx.mock().requests().len(),
+        3,
+        "replay never calls the endpoint"
+    );
 }
 
 #[test]
 fn a_corrupt_entry_is_a_miss_not_a_failure() {
     let ctx = TestContext::with_mock();
     project(&ctx, 2);
-    ctx.run(&["run", "f", "--data", "data.jsonl"]).expect_code(0);
+    ctx.run(&["run", "f", "--data", "data.jsonl"])
+        .expect_code(0);
     let files = entries(&ctx.root().join(".flow/cache"));
     assert_eq!(files.len(), 2);
     std::fs::write(&files[0], "{\"truncated\": ").unwrap();
-    ctx.run(&["run", "f", "--data", "data.jsonl"]).expect_code(0);
-    assert_eq!(ctx.mock().requests().len(), 3, "only the corrupt entry is asked again");
+    ctx.run(&["run", "f", "--data", "data.jsonl"])
+        .expect_code(0);
+    assert_eq!(
+        ctx.mock().requests().len(),
+        3,
+        "only the corrupt entry is asked again"
+    );
     let stats = ctx.run(&["cache", "stats"]);
     stats.expect_code(0).stdout_has("2");
     ctx.run(&["cache", "clear"]).expect_code(0);
@@ -78,7 +113,10 @@ fn the_cache_directory_is_configurable() {
     project(&ctx, 1);
     let mut cmd = ctx.cmd();
     cmd.env("FLOW_CACHE_DIR", ctx.root().join("ci-cache"));
-    let out = cmd.args(["run", "f", "--data", "data.jsonl"]).output().unwrap();
+    let out = cmd
+        .args(["run", "f", "--data", "data.jsonl"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(entries(&ctx.root().join("ci-cache")).len(), 1);
     assert!(!ctx.root().join(".flow/cache").exists());

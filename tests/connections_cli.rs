@@ -22,12 +22,21 @@ fn lists_connections_masks_keys_and_names_what_is_missing() {
         .stdout_has("(24 chars)")
         .stdout_has("other_conn NOT CONFIGURED")
         .stdout_has("OTHER_CONN_API_KEY");
-    assert!(!run.stdout.contains(TEST_KEY), "the key leaked: {}", run.stdout);
+    assert!(
+        !run.stdout.contains(TEST_KEY),
+        "the key leaked: {}",
+        run.stdout
+    );
 
     let mut cmd = ctx.cmd();
     cmd.env("OTHER_CONN_API_TYPE", "ollama");
     let out = cmd.args(["connections", "f"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -46,8 +55,16 @@ fn check_asks_each_endpoint_for_its_models() {
     assert!(stdout.contains("including `gpt-4o-mini`"), "{stdout}");
     assert!(stdout.contains("other_conn FAILED"), "{stdout}");
     assert!(stdout.contains("OTHER_CONN_API_KEY"), "{stdout}");
-    assert!(!stdout.contains("sk-wrong-key-for-the-mock-000"), "{stdout}");
-    let paths: Vec<String> = ctx.mock().requests().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        !stdout.contains("sk-wrong-key-for-the-mock-000"),
+        "{stdout}"
+    );
+    let paths: Vec<String> = ctx
+        .mock()
+        .requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
     assert_eq!(paths, vec!["/v1/models", "/v1/models"]);
 }
 

@@ -54,7 +54,9 @@ fn asked(ctx: &TestContext) -> BTreeSet<String> {
 fn comparable(dir: &Path) -> (Vec<Value>, Vec<Value>, Value, Value) {
     let mut metrics = json_file(&dir.join("metrics.json"));
     let m = metrics.as_object_mut().unwrap();
-    m.retain(|k, _| !k.starts_with("flow.latency"));
+    // Timings differ between runs; so does cost, since a resumed run answers lines that finished
+    // before the kill (but were not recorded) from the cache, for free.
+    m.retain(|k, _| !k.starts_with("flow.latency") && k != "flow.cost_usd");
     let meta = meta(dir);
     let counts = serde_json::json!({
         "status": meta["status"],
@@ -141,12 +143,20 @@ fn a_killed_run_keeps_finished_lines_and_resume_runs_only_the_rest() {
         .filter(|n| !done.contains(n))
         .map(|n| format!("q{n}"))
         .collect();
-    assert_eq!(
-        asked(&ctx),
-        expected,
-        "only the missing lines are requested"
+    // Lines whose answer arrived before the kill but that were not recorded yet are answered
+    // from the response cache: resume never pays for an answer twice.
+    let asked = asked(&ctx);
+    assert!(
+        asked.is_subset(&expected),
+        "only missing lines are requested: {asked:?} vs {expected:?}"
     );
-    assert_eq!(ctx.mock().request_count(), LINES - done.len());
+    let cache_hits = meta(&dir)["cache_hits"].as_u64().unwrap() as usize;
+    assert_eq!(
+        asked.len() + cache_hits,
+        expected.len(),
+        "every missing line is either requested or answered from the cache"
+    );
+    assert_eq!(ctx.mock().request_count(), asked.len());
 
     // The same data, uninterrupted, elsewhere.
     let clean = TestContext::with_mock();

@@ -171,26 +171,9 @@ pub fn meta(dir: &Path) -> Value {
 /// Start `flow ARGS...` as a child process (for tests that watch or kill a running batch),
 /// with the environment `TestContext::cmd` gives it.
 pub fn spawn(ctx: &TestContext, args: &[&str]) -> std::process::Child {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flow"));
-    cmd.current_dir(ctx.root()).args(args);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OPENAI")
-            || k.starts_with("AZURE_OPENAI")
-            || k.starts_with("OPEN_AI_CONNECTION")
-            || k.starts_with("ANTHROPIC")
-        {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("NO_COLOR", "1");
-    if let Some(mock) = &ctx.mock {
-        cmd.env(
-            "OPEN_AI_CONNECTION_API_KEY",
-            crate::support::context::TEST_KEY,
-        );
-        cmd.env("OPEN_AI_CONNECTION_API_BASE", mock.openai_base());
-    }
-    cmd.stdout(std::process::Stdio::null())
+    let mut cmd = ctx.std_cmd();
+    cmd.args(args)
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     cmd.spawn().expect("spawn flow")
 }

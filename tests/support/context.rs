@@ -74,13 +74,20 @@ impl TestContext {
     /// The `flow` binary, run in the project root with a clean environment: no real
     /// OpenAI/Azure variables leak in, and `open_ai_connection` points at the mock if any.
     pub fn cmd(&self) -> Command {
-        let mut cmd = Command::cargo_bin("flow").expect("flow binary");
+        Command::from_std(self.std_cmd())
+    }
+
+    /// The same as [`cmd`](Self::cmd), as a `std::process::Command` (for tests that spawn the
+    /// binary and signal or kill it while it runs).
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flow"));
         cmd.current_dir(self.root());
         for (k, _) in std::env::vars() {
             if k.starts_with("OPENAI")
                 || k.starts_with("AZURE_OPENAI")
                 || k.starts_with("OPEN_AI_CONNECTION")
                 || k.starts_with("ANTHROPIC")
+                || k.starts_with("FLOW_")
             {
                 cmd.env_remove(k);
             }
