@@ -89,7 +89,7 @@ fn parse_count(s: &str) -> Option<u64> {
     s.parse::<u64>().ok().or_else(|| {
         let f = s.parse::<f64>().ok()?;
         // Truncation intended: a fractional remainder is not a whole request.
-        (f.is_finite() && f >= 0.0).then(|| f as u64)
+        (f.is_finite() && f >= 0.0).then_some(f as u64)
     })
 }
 

@@ -112,6 +112,9 @@ struct Shared {
     times: Vec<Instant>,
 }
 
+/// Response headers to add.
+type Headers = Vec<(&'static str, String)>;
+
 /// A token bucket: `burst` requests at most, refilled at `rps` per second.
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -123,10 +126,7 @@ struct Bucket {
 
 impl Bucket {
     /// Takes one request: `Ok(headers)` when allowed, `Err(headers)` (a 429's) when not.
-    fn take(
-        &mut self,
-        now: Instant,
-    ) -> Result<Vec<(&'static str, String)>, Vec<(&'static str, String)>> {
+    fn take(&mut self, now: Instant) -> Result<Headers, Headers> {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rps).min(self.burst);
         self.last = now;
