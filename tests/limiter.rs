@@ -99,6 +99,30 @@ async fn drives_a_rate_limited_endpoint_at_its_limit_without_failures() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learns_the_rate_of_an_endpoint_without_quota_headers() {
+    let mock = MockLlm::start();
+    let (rps, burst, n) = (100.0, 20, 200);
+    mock.set_rate_limit(rps, burst);
+    mock.set_rate_limit_headers(false);
+    let c = client(32);
+    let conn = openai(&mock, "headerless");
+    let t = Instant::now();
+    assert_eq!(drive(&c, &conn, n, 32).await, 0);
+    let elapsed = t.elapsed();
+    let sent_429 = mock.rate_limited_count();
+    eprintln!("{n} requests in {elapsed:?}, {sent_429} 429s");
+    let ideal = (n - burst as usize) as f64 / rps;
+    assert!(
+        elapsed.as_secs_f64() <= ideal / 0.6,
+        "{elapsed:?} vs {ideal}s"
+    );
+    assert!(
+        (sent_429 as usize) < n / 4,
+        "{sent_429} 429s for {n} requests"
+    );
+}
+
 #[tokio::test]
 async fn retry_after_pauses_every_user_of_the_endpoint() {
     let mock = MockLlm::start();
@@ -230,4 +254,39 @@ async fn endpoints_have_independent_limiters() {
         find("second_conn", "gpt-test").endpoint,
         other.openai_base()
     );
+}
+
+/// Benchmark (`cargo test --test limiter -- --ignored --nocapture`): lines/s against a
+/// 200 requests/s endpoint, with and without `x-ratelimit-*` headers, for several bursts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn benchmark_rate_limited_endpoint() {
+    for (headers, burst) in [
+        (true, 200),
+        (true, 20),
+        (false, 200),
+        (false, 20),
+        (false, 1),
+    ] {
+        let mock = MockLlm::start();
+        let (rps, n) = (200.0, 2000);
+        mock.set_rate_limit(rps, burst);
+        mock.set_rate_limit_headers(headers);
+        let c = client(64);
+        let conn = openai(&mock, "bench");
+        let t = Instant::now();
+        let failed = drive(&c, &conn, n, 64).await;
+        let secs = t.elapsed().as_secs_f64();
+        let st = only(&c.limiter_stats()).clone();
+        let ideal = (n - burst as usize) as f64 / rps;
+        println!(
+            "headers={headers} burst={burst}: {n} lines in {secs:.2}s = {:.0}/s ({:.0}% of limit), \
+             {} 429s, {failed} failed, final limit {}",
+            n as f64 / secs,
+            100.0 * ideal / secs,
+            mock.rate_limited_count(),
+            st.limit
+        );
+        assert_eq!(failed, 0);
+    }
 }

@@ -13,7 +13,11 @@
 //!    `x-ratelimit-reset-requests` (when it runs out, requests wait for the reset), a zero
 //!    `x-ratelimit-remaining-tokens` (wait for `x-ratelimit-reset-tokens`), and, after a 429,
 //!    a single probe request until the endpoint answers again (so a pause does not end in a
-//!    thundering herd).
+//!    thundering herd), and a learned request rate ([`Pacer`]) for endpoints that answer 429
+//!    without quota headers: set just under the observed success rate at the first 429, ×0.8
+//!    at each later round with 429s, +5 %/s while requests succeed, dropped after 30 s without
+//!    a 429. While pacing, a 429 does not cut the in-flight limit below what the paced rate
+//!    needs at the observed latency (Little's law, ×2), so slow models keep their throughput.
 //!
 //! Locks are short `std` mutexes never held across an await.
 //!
@@ -221,6 +225,115 @@ struct State {
     consecutive_429: u32,
     requests: u64,
     rate_limited: u64,
+    pacer: Pacer,
+}
+
+/// Spaces dispatches when the endpoint's request rate had to be learned from 429s.
+#[derive(Debug)]
+struct Pacer {
+    /// Allowed requests per second; `None`: no pacing.
+    rate: Option<f64>,
+    /// Earliest next dispatch.
+    next_at: Option<Instant>,
+    last_429: Option<Instant>,
+    /// Moving average of successful attempts' duration, in seconds.
+    latency: f64,
+    /// Successes counted since `window_start`, and the rate of the last complete window.
+    window_start: Option<Instant>,
+    window_ok: u32,
+    prev_rate: f64,
+    /// The endpoint sends quota headers: the quota window paces it, not this.
+    off: bool,
+}
+
+/// Lowest learned rate, requests per second.
+const MIN_RATE: f64 = 0.5;
+/// Pacing stops after this long without a 429.
+const PACE_FOR: Duration = Duration::from_secs(30);
+
+impl Pacer {
+    fn new() -> Self {
+        Pacer {
+            rate: None,
+            next_at: None,
+            last_429: None,
+            latency: 0.0,
+            window_start: None,
+            window_ok: 0,
+            prev_rate: 0.0,
+            off: false,
+        }
+    }
+
+    /// Successes per second recently.
+    fn success_rate(&self, now: Instant) -> f64 {
+        let Some(start) = self.window_start else {
+            return 0.0;
+        };
+        let elapsed = now.saturating_duration_since(start).as_secs_f64();
+        if elapsed >= 0.25 || self.prev_rate == 0.0 {
+            f64::from(self.window_ok) / elapsed.max(0.05)
+        } else {
+            self.prev_rate
+        }
+    }
+
+    fn on_success(&mut self, now: Instant, took: Duration) {
+        let d = took.as_secs_f64();
+        self.latency = if self.latency == 0.0 {
+            d
+        } else {
+            0.9 * self.latency + 0.1 * d
+        };
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start).as_secs_f64();
+        self.window_ok += 1;
+        if elapsed >= 1.0 {
+            self.prev_rate = f64::from(self.window_ok) / elapsed;
+            self.window_start = Some(now);
+            self.window_ok = 0;
+        }
+        if let Some(r) = self.rate {
+            if self
+                .last_429
+                .is_some_and(|t| now.saturating_duration_since(t) > PACE_FOR)
+            {
+                self.rate = None;
+                self.next_at = None;
+            } else {
+                self.rate = Some(r + 0.05);
+            }
+        }
+    }
+
+    /// A round of requests met 429s: slow down. Returns the in-flight count the new rate needs.
+    fn on_429(&mut self, now: Instant) -> usize {
+        self.last_429 = Some(now);
+        let rate = match self.rate {
+            Some(r) => r * 0.8,
+            // Quota headers do better; and with no success yet there is nothing to learn from
+            // (the pause and probe do the work).
+            _ if self.off => return 1,
+            None if self.window_start.is_none() => return 1,
+            None => self.success_rate(now) * 0.9,
+        }
+        .max(MIN_RATE);
+        self.rate = Some(rate);
+        // Saturating float-to-int conversion is intended.
+        (rate * self.latency * 2.0).ceil() as usize
+    }
+
+    /// When the next request may go, if not now.
+    fn wait_until(&self, now: Instant) -> Option<Instant> {
+        self.next_at.filter(|t| *t > now && self.rate.is_some())
+    }
+
+    fn dispatched(&mut self, now: Instant) {
+        if let Some(r) = self.rate {
+            let from = self.next_at.filter(|t| *t > now).unwrap_or(now);
+            self.next_at = Some(from + Duration::from_secs_f64(1.0 / r));
+        }
+    }
 }
 
 /// The request quota the server announced, minus what was sent since.
@@ -254,6 +367,9 @@ impl State {
         if self.probing && self.probe_out {
             return Gate::WaitProbe;
         }
+        if let Some(t) = self.pacer.wait_until(now) {
+            return Gate::Until(t);
+        }
         Gate::Go
     }
 
@@ -263,12 +379,10 @@ impl State {
         }
     }
 
-    /// Multiplies the limit by `num/den` (at least 1), once per round of requests.
-    fn decrease(&mut self, slots: &Semaphore, sent_in_epoch: u64, num: usize, den: usize) {
-        if sent_in_epoch != self.epoch {
-            return;
-        }
-        let new = (self.limit * num / den).max(1);
+    /// Multiplies the limit by `num/den` (at least `floor`, at least 1), once per round of
+    /// requests (`sent_in_epoch` is the epoch the failed request was sent in).
+    fn decrease(&mut self, slots: &Semaphore, num: usize, den: usize, floor: usize) {
+        let new = (self.limit * num / den).max(floor).max(1).min(self.limit);
         let cut = self.limit - new;
         self.limit = new;
         let forgotten = slots.forget_permits(cut);
@@ -327,6 +441,7 @@ impl Endpoint {
                 consecutive_429: 0,
                 requests: 0,
                 rate_limited: 0,
+                pacer: Pacer::new(),
             }),
             wake: Notify::new(),
             retries: AtomicU64::new(0),
@@ -353,6 +468,7 @@ impl Endpoint {
             dispatched: false,
             probe: false,
             epoch: 0,
+            sent_at: Instant::now(),
         };
         loop {
             let notified = self.wake.notified();
@@ -371,7 +487,10 @@ impl Endpoint {
                             s.probe_out = true;
                             permit.probe = true;
                         }
+                        let now = Instant::now();
+                        s.pacer.dispatched(now);
                         permit.epoch = s.epoch;
+                        permit.sent_at = now;
                         permit.dispatched = true;
                         return permit;
                     }
@@ -428,6 +547,7 @@ pub(crate) struct Permit {
     dispatched: bool,
     probe: bool,
     epoch: u64,
+    sent_at: Instant,
 }
 
 impl Permit {
@@ -450,7 +570,10 @@ impl Permit {
                 Outcome::Success(info) => {
                     s.consecutive_429 = 0;
                     s.increase(&ep.slots, ep.max);
+                    s.pacer
+                        .on_success(now, now.saturating_duration_since(self.sent_at));
                     if let (Some(r), Some(reset)) = (info.remaining_requests, info.reset_requests) {
+                        s.pacer.off = true;
                         // Requests still on the wire may already be counted or not: assume not.
                         s.window = Some(Window {
                             remaining: r.saturating_sub(others as u64),
@@ -472,9 +595,13 @@ impl Permit {
                     s.pause(now + wait);
                     s.window = None;
                     s.probing = true;
-                    s.decrease(&ep.slots, self.epoch, 1, 2);
+                    if self.epoch == s.epoch {
+                        let needed = s.pacer.on_429(now);
+                        s.decrease(&ep.slots, 1, 2, needed);
+                    }
                 }
-                Outcome::Overloaded => s.decrease(&ep.slots, self.epoch, 3, 4),
+                Outcome::Overloaded if self.epoch == s.epoch => s.decrease(&ep.slots, 3, 4, 1),
+                Outcome::Overloaded => {}
                 Outcome::Failed => {}
             }
             if self.probe {
@@ -596,6 +723,31 @@ mod tests {
         d.complete(Outcome::Failed);
         assert_eq!(e.slots.available_permits(), 3);
         assert_eq!(e.stats().in_flight, 0);
+    }
+
+    #[test]
+    fn pacer_learns_from_successes_then_slows_and_stops() {
+        let mut p = Pacer::new();
+        let t0 = Instant::now();
+        for i in 0..100u64 {
+            p.on_success(
+                t0 + Duration::from_millis(i * 10),
+                Duration::from_millis(100),
+            );
+        }
+        let now = t0 + Duration::from_secs(1);
+        let needed = p.on_429(now);
+        let rate = p.rate.unwrap();
+        assert!((80.0..=95.0).contains(&rate), "{rate}");
+        assert!((15..=25).contains(&needed), "{needed}");
+        p.dispatched(now);
+        let next = p.wait_until(now).unwrap();
+        assert!(next - now >= Duration::from_secs_f64(1.0 / rate) - Duration::from_micros(1));
+        p.on_429(now);
+        assert!((p.rate.unwrap() - rate * 0.8).abs() < 1e-9);
+        p.on_success(now + PACE_FOR + Duration::from_secs(1), Duration::ZERO);
+        assert_eq!(p.rate, None);
+        assert_eq!(p.wait_until(now), None);
     }
 
     #[tokio::test]

@@ -110,6 +110,7 @@ struct Shared {
     bucket: Option<Bucket>,
     rate_limited: u64,
     times: Vec<Instant>,
+    no_rate_headers: bool,
 }
 
 /// Response headers to add.
@@ -280,6 +281,12 @@ impl MockLlm {
             tokens: f64::from(burst.max(1)),
             last: Instant::now(),
         });
+    }
+
+    /// In rate-limit mode, whether successful replies carry the `x-ratelimit-*` headers
+    /// (default true); 429s always carry `Retry-After`.
+    pub fn set_rate_limit_headers(&self, on: bool) {
+        lock(&self.shared).no_rate_headers = !on;
     }
 
     /// Ends rate-limit mode.
@@ -504,6 +511,7 @@ async fn handle(
             add_headers(&mut r, &headers);
             return r;
         }
+        Some(Ok(_)) if lock(&shared).no_rate_headers => Vec::new(),
         Some(Ok(headers)) => headers,
         None => Vec::new(),
     };
