@@ -40,6 +40,7 @@ fn client_with(timeout: Duration, max_retries: u32) -> LlmClient {
             base: Duration::from_millis(1),
             cap: Duration::from_millis(20),
         },
+        ..ClientConfig::default()
     })
     .unwrap()
 }
@@ -440,6 +441,7 @@ async fn retry_after_is_honoured() {
             base: Duration::from_millis(1),
             cap: Duration::from_secs(5),
         },
+        ..ClientConfig::default()
     })
     .unwrap();
     let t = Instant::now();

@@ -5,6 +5,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 
+use super::limiter::RateInfo;
 use super::retry::parse_retry_after;
 use super::sse::{SseEvent, SseParser};
 use super::{
@@ -16,7 +17,8 @@ use crate::connection::{ApiType, Connection, Redactor};
 /// Longest excerpt of a bad reply shown in an error.
 const EXCERPT_CHARS: usize = 200;
 
-/// Sends one attempt. Sets `emitted` once a streamed delta reached `on_delta`.
+/// Sends one attempt. Sets `emitted` once a streamed delta reached `on_delta`, and `rate` from
+/// the reply's `x-ratelimit-*` headers.
 pub(crate) async fn attempt(
     client: &LlmClient,
     conn: &Connection,
@@ -24,6 +26,7 @@ pub(crate) async fn attempt(
     p: &Prepared,
     on_delta: Option<DeltaFn<'_>>,
     emitted: &mut bool,
+    rate: &mut RateInfo,
 ) -> Result<LlmResponse, ProviderError> {
     let timeout = client.config.timeout;
     let mut rb = client.http.post(&p.url).body(p.body.clone());
@@ -52,6 +55,7 @@ pub(crate) async fn attempt(
         let (status, headers, bytes) = tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| timed_out())??;
+        *rate = RateInfo::from_headers(&headers);
         if !status.is_success() {
             return Err(status_error(
                 conn,
@@ -76,6 +80,7 @@ pub(crate) async fn attempt(
         .map_err(|_| timed_out())?
         .map_err(|e| transport_error(conn, p, &e, timeout))?;
     let status = resp.status();
+    *rate = RateInfo::from_headers(resp.headers());
     if !status.is_success() {
         let headers = resp.headers().clone();
         let bytes = tokio::time::timeout(timeout, resp.bytes())

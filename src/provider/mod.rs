@@ -3,17 +3,20 @@
 //! One [`LlmClient`] (one keep-alive connection pool) serves every line of a run. Dispatch is by
 //! the connection's [`ApiType`]: OpenAI-compatible (openai, azure, ollama), Anthropic Messages,
 //! or the offline `echo` provider. Retryable failures (429, 5xx, timeouts) are retried by the
-//! client's [`RetryPolicy`].
+//! client's [`RetryPolicy`]; every request first passes its endpoint's adaptive rate limiter
+//! (see `limiter.rs`), shared by all clones of the client.
 
 mod anthropic;
 mod check;
 mod echo;
 mod error;
 mod http;
+mod limiter;
 mod openai;
 mod retry;
 pub mod sse;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -25,6 +28,7 @@ use crate::connection::{ApiType, Connection};
 pub use check::CheckOutcome;
 pub use echo::ECHO_PREFIX;
 pub use error::ProviderError;
+pub use limiter::LimiterStats;
 pub use retry::{RetryPolicy, parse_http_date, parse_retry_after};
 
 /// Which endpoint of the API a request uses.
@@ -220,8 +224,15 @@ pub(crate) fn target(conn: &Connection, req: &LlmRequest) -> Result<Target, Prov
 pub struct ClientConfig {
     /// Per-attempt timeout (for a stream: to the first byte and between chunks).
     pub timeout: Duration,
-    /// Retry policy for retryable failures.
+    /// Retry policy for retryable failures other than 429 (`max_retries: 0` disables all
+    /// retrying, 429s included).
     pub retry: RetryPolicy,
+    /// Most requests in flight per endpoint; the adaptive limit starts here and never exceeds
+    /// it (a batch run sets it to its `--concurrency`).
+    pub max_in_flight: usize,
+    /// Retries allowed after 429s, counted apart from `retry.max_retries`: a request waits for
+    /// the endpoint's pause rather than failing while the endpoint is rate limited.
+    pub rate_limit_retries: u32,
 }
 
 impl Default for ClientConfig {
@@ -229,6 +240,8 @@ impl Default for ClientConfig {
         ClientConfig {
             timeout: Duration::from_secs(120),
             retry: RetryPolicy::default(),
+            max_in_flight: 64,
+            rate_limit_retries: 30,
         }
     }
 }
@@ -241,6 +254,7 @@ pub type DeltaFn<'a> = &'a (dyn Fn(&str) + Send + Sync);
 pub struct LlmClient {
     http: reqwest::Client,
     config: ClientConfig,
+    limiters: Arc<limiter::Limiters>,
 }
 
 impl LlmClient {
@@ -260,7 +274,11 @@ impl LlmClient {
                 connection: String::new(),
                 message: format!("cannot initialise the HTTP client: {e}"),
             })?;
-        Ok(LlmClient { http, config })
+        Ok(LlmClient {
+            http,
+            config,
+            limiters: Arc::new(limiter::Limiters::new(config.max_in_flight)),
+        })
     }
 
     /// The client's settings.
@@ -268,8 +286,16 @@ impl LlmClient {
         &self.config
     }
 
-    /// Sends `req` to `conn`, retrying retryable failures. Streamed text deltas go to
+    /// The rate limiter of every endpoint used so far (sorted by connection, endpoint, model).
+    pub fn limiter_stats(&self) -> Vec<LimiterStats> {
+        self.limiters.stats()
+    }
+
+    /// Sends `req` to `conn` through the endpoint's limiter, retrying retryable failures: 429s
+    /// wait for the endpoint's pause (up to `rate_limit_retries` times), other failures back off
+    /// with full jitter (up to `retry.max_retries` times). Streamed text deltas go to
     /// `on_delta`; a stream that already delivered text is not retried (deltas would repeat).
+    /// The timeout applies to each attempt, not to the wait in the limiter.
     pub async fn complete(
         &self,
         conn: &Connection,
@@ -284,26 +310,63 @@ impl LlmClient {
             _ => openai::prepare(conn, req)?,
         };
         let policy = self.config.retry;
-        let mut retries = 0u32;
+        let limiter = self.limiters.get(conn, prepared.model.as_deref());
+        let mut retries = 0u32; // after faults
+        let mut waits = 0u32; // after 429s
         loop {
             let mut emitted = false;
-            let result = http::attempt(self, conn, req, &prepared, on_delta, &mut emitted).await;
-            match result {
+            let mut rate = limiter::RateInfo::default();
+            let permit = limiter.acquire().await;
+            let result = http::attempt(
+                self,
+                conn,
+                req,
+                &prepared,
+                on_delta,
+                &mut emitted,
+                &mut rate,
+            )
+            .await;
+            let e = match result {
                 Ok(mut resp) => {
-                    resp.retries = retries;
+                    permit.complete(limiter::Outcome::Success(rate));
+                    resp.retries = retries + waits;
                     return Ok(resp);
                 }
-                Err(e) if e.is_retryable() && !emitted && retries < policy.max_retries => {
-                    tokio::time::sleep(policy.delay(retries, e.retry_after())).await;
-                    retries += 1;
-                }
-                Err(e) if retries > 0 => {
-                    return Err(ProviderError::Retried {
-                        retries,
+                Err(e) => e,
+            };
+            let rate_limited = e.status() == Some(429);
+            permit.complete(match e.status() {
+                Some(429) => limiter::Outcome::RateLimited {
+                    retry_after: e.retry_after(),
+                    policy,
+                },
+                Some(503) => limiter::Outcome::Overloaded,
+                _ => limiter::Outcome::Failed,
+            });
+            let budget_left = if rate_limited {
+                waits < self.config.rate_limit_retries
+            } else {
+                retries < policy.max_retries
+            };
+            if !(e.is_retryable() && !emitted && policy.max_retries > 0 && budget_left) {
+                let total = retries + waits;
+                return Err(if total > 0 {
+                    ProviderError::Retried {
+                        retries: total,
                         source: Box::new(e),
-                    });
-                }
-                Err(e) => return Err(e),
+                    }
+                } else {
+                    e
+                });
+            }
+            limiter.note_retry();
+            if rate_limited {
+                // The limiter's pause (Retry-After or backoff) does the waiting, for everyone.
+                waits += 1;
+            } else {
+                tokio::time::sleep(policy.delay(retries, e.retry_after())).await;
+                retries += 1;
             }
         }
     }

@@ -15,12 +15,18 @@
 //! `api-version` query), `POST /v1/messages` (Anthropic; needs `x-api-key` and
 //! `anthropic-version`), `GET /v1/models`. With [`MockLlm::set_api_key`], a wrong or missing key
 //! gets a 401 with an OpenAI-style error body (which echoes the key it got, to test redaction).
+//!
+//! Rate-limit mode ([`MockLlm::set_rate_limit`]): a token bucket like OpenAI's. Replies carry
+//! `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests` and
+//! `x-ratelimit-reset-requests` (time until the bucket is full, OpenAI format: `20ms`, `1.5s`,
+//! `1m0s`); beyond the rate, a 429 with `retry-after-ms` and `retry-after` (time until one
+//! request is allowed). [`MockLlm::rate_limited_count`] counts every 429 sent.
 
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -101,6 +107,69 @@ struct Shared {
     known_models: Vec<String>,
     chunk_size: usize,
     counter: u64,
+    bucket: Option<Bucket>,
+    rate_limited: u64,
+    times: Vec<Instant>,
+    no_rate_headers: bool,
+}
+
+/// Response headers to add.
+type Headers = Vec<(&'static str, String)>;
+
+/// A token bucket: `burst` requests at most, refilled at `rps` per second.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    rps: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// Takes one request: `Ok(headers)` when allowed, `Err(headers)` (a 429's) when not.
+    fn take(&mut self, now: Instant) -> Result<Headers, Headers> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rps).min(self.burst);
+        self.last = now;
+        let allowed = self.tokens >= 1.0;
+        if allowed {
+            self.tokens -= 1.0;
+        }
+        let full_in = Duration::from_secs_f64((self.burst - self.tokens).max(0.0) / self.rps);
+        let mut h = vec![
+            (
+                "x-ratelimit-limit-requests",
+                format!("{}", self.burst as u64),
+            ),
+            (
+                "x-ratelimit-remaining-requests",
+                format!("{}", self.tokens.floor() as u64),
+            ),
+            ("x-ratelimit-reset-requests", openai_duration(full_in)),
+        ];
+        if allowed {
+            return Ok(h);
+        }
+        let wait = (1.0 - self.tokens) / self.rps;
+        h.push((
+            "retry-after-ms",
+            format!("{}", (wait * 1000.0).ceil() as u64),
+        ));
+        h.push(("retry-after", format!("{}", wait.ceil() as u64)));
+        Err(h)
+    }
+}
+
+/// Formats a duration as OpenAI's reset headers do: `20ms`, `1.5s`, `6m0s`.
+fn openai_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{}ms", ms.max(1))
+    } else if ms < 60_000 {
+        format!("{}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{}s", ms / 60_000, (ms % 60_000) as f64 / 1000.0)
+    }
 }
 
 type Handle = Arc<Mutex<Shared>>;
@@ -201,6 +270,38 @@ impl MockLlm {
     /// Only these models/deployments exist; others get a 404.
     pub fn set_known_models(&self, models: &[&str]) {
         lock(&self.shared).known_models = models.iter().map(|m| m.to_string()).collect();
+    }
+
+    /// Rate-limits completions to `requests_per_second`, allowing bursts of `burst` requests
+    /// (the bucket starts full). See the module docs for the headers sent.
+    pub fn set_rate_limit(&self, requests_per_second: f64, burst: u32) {
+        lock(&self.shared).bucket = Some(Bucket {
+            rps: requests_per_second.max(1e-3),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            last: Instant::now(),
+        });
+    }
+
+    /// In rate-limit mode, whether successful replies carry the `x-ratelimit-*` headers
+    /// (default true); 429s always carry `Retry-After`.
+    pub fn set_rate_limit_headers(&self, on: bool) {
+        lock(&self.shared).no_rate_headers = !on;
+    }
+
+    /// Ends rate-limit mode.
+    pub fn clear_rate_limit(&self) {
+        lock(&self.shared).bucket = None;
+    }
+
+    /// How many 429s were sent (rate-limit mode and scripted [`MockReply::RateLimit`]).
+    pub fn rate_limited_count(&self) -> u64 {
+        lock(&self.shared).rate_limited
+    }
+
+    /// When each request arrived, in order (parallel to [`MockLlm::requests`]).
+    pub fn request_times(&self) -> Vec<Instant> {
+        lock(&self.shared).times.clone()
     }
 
     /// Bytes per transport chunk of streamed replies (default 7, splitting events and even
@@ -316,6 +417,7 @@ async fn handle(
     let (expected_key, latency, known) = {
         let mut s = lock(&shared);
         s.requests.push(rec.clone());
+        s.times.push(Instant::now());
         (s.api_key.clone(), s.latency, s.known_models.clone())
     };
 
@@ -395,6 +497,24 @@ async fn handle(
         return json_response(404, &error_body(kind, 404, &msg));
     }
 
+    let limited = lock(&shared)
+        .bucket
+        .as_mut()
+        .map(|b| b.take(Instant::now()));
+    let rate_headers = match limited {
+        Some(Err(headers)) => {
+            lock(&shared).rate_limited += 1;
+            let mut r = json_response(
+                429,
+                &error_body(kind, 429, "Rate limit reached for requests (mock bucket)"),
+            );
+            add_headers(&mut r, &headers);
+            return r;
+        }
+        Some(Ok(_)) if lock(&shared).no_rate_headers => Vec::new(),
+        Some(Ok(headers)) => headers,
+        None => Vec::new(),
+    };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -409,6 +529,9 @@ async fn handle(
                 .map(|(_, t)| MockReply::Text(t.clone()))
                 .unwrap_or_else(|| MockReply::Text(format!("mock: {last}")))
         });
+        if matches!(reply, MockReply::RateLimit { .. }) {
+            s.rate_limited += 1;
+        }
         (reply, s.chunk_size, s.counter)
     };
     let ctx = Ctx {
@@ -419,7 +542,17 @@ async fn handle(
         chunk,
         n,
     };
-    render(reply, &ctx).await
+    let mut r = render(reply, &ctx).await;
+    add_headers(&mut r, &rate_headers);
+    r
+}
+
+fn add_headers(r: &mut Response, headers: &[(&'static str, String)]) {
+    for (k, v) in headers {
+        if let Ok(v) = v.parse() {
+            r.headers_mut().insert(*k, v);
+        }
+    }
 }
 
 fn bearer(rec: &RecordedRequest) -> Option<String> {
