@@ -12,7 +12,6 @@
 //! RSS of the whole tree (polled from /proc). Results go in docs/performance.md by hand.
 
 #[path = "../tests/support/mock_llm.rs"]
-#[allow(dead_code)]
 mod mock_llm;
 
 use std::io::Write;
@@ -234,7 +233,7 @@ fn batch(
 ) -> Measure {
     let c = concurrency.to_string();
     let mut args = vec!["run", "bench", "--data", data, "--concurrency", &c];
-    if !extra.iter().any(|a| *a == "--cache") {
+    if !extra.contains(&"--cache") {
         args.push("--no-cache");
     }
     args.extend_from_slice(extra);

@@ -31,6 +31,7 @@ fn client() -> LlmClient {
             max_retries: 0,
             ..RetryPolicy::default()
         },
+        ..ClientConfig::default()
     })
     .expect("client")
 }

@@ -94,6 +94,7 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
     }
     let mut options = executor_options(&model, &flow)?;
     options.python_workers = python_workers(plan.concurrency);
+    options.max_in_flight = plan.concurrency;
     let line_timeout = match plan.line_timeout {
         Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
         Some(_) => {

@@ -40,8 +40,11 @@ pub struct ExecutorOptions {
     pub python_workers: usize,
     /// Timeout of one model request.
     pub request_timeout: Duration,
-    /// Retries of a model request on 429/5xx/connection errors.
+    /// Retries of a model request on 5xx/timeouts/connection errors (0 also stops 429 retries).
     pub max_retries: u32,
+    /// Model requests in flight per endpoint at most (the adaptive limiter starts here and
+    /// backs off when the endpoint rate-limits).
+    pub max_in_flight: usize,
     /// The response cache, when model answers may be reused (`None`: every call is made).
     pub cache: Option<ResponseCache>,
     /// Prices of models, for the cost of each call.
@@ -58,6 +61,7 @@ impl ExecutorOptions {
             python_workers: 4,
             request_timeout: Duration::from_secs(120),
             max_retries: 5,
+            max_in_flight: 64,
             cache: None,
             prices: Arc::new(PriceTable::builtin()),
         }

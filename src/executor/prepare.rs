@@ -93,6 +93,7 @@ impl Executor {
             ..ClientConfig::default()
         };
         config.retry.max_retries = options.max_retries;
+        config.max_in_flight = options.max_in_flight.max(1);
         let llm = LlmClient::with_config(config).map_err(|e| PrepareError {
             diagnostics: vec![Diagnostic::error(e.to_string())],
         })?;

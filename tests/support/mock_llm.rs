@@ -111,6 +111,9 @@ struct Shared {
     rate_limited: u64,
     times: Vec<Instant>,
     no_rate_headers: bool,
+    /// Keep every request (tests inspect them); benchmarks turn it off to stay flat.
+    not_recording: bool,
+    seen: usize,
 }
 
 /// Response headers to add.
@@ -189,7 +192,12 @@ pub struct MockLlm {
 impl MockLlm {
     /// Starts a server on `127.0.0.1:0`.
     pub fn start() -> MockLlm {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind mock LLM");
+        Self::start_on(0)
+    }
+
+    /// Starts a server on `127.0.0.1:port` (0: any free port).
+    pub fn start_on(port: u16) -> MockLlm {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind mock LLM");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
         let shared: Handle = Arc::new(Mutex::new(Shared {
@@ -237,12 +245,14 @@ impl MockLlm {
 
     /// How many requests were received.
     pub fn request_count(&self) -> usize {
-        lock(&self.shared).requests.len()
+        lock(&self.shared).seen
     }
 
     /// Forgets recorded requests.
     pub fn clear_requests(&self) {
-        lock(&self.shared).requests.clear();
+        let mut s = lock(&self.shared);
+        s.requests.clear();
+        s.seen = 0;
     }
 
     /// When any message (or the prompt) contains `contains`, answer `text`.
@@ -260,6 +270,11 @@ impl MockLlm {
     /// Adds latency before every reply.
     pub fn set_latency(&self, d: Duration) {
         lock(&self.shared).latency = d;
+    }
+
+    /// Keep (the default) or stop keeping requests for `requests()`; `request_count()` still counts.
+    pub fn set_recording(&self, on: bool) {
+        lock(&self.shared).not_recording = !on;
     }
 
     /// Requires this key (Bearer, `api-key` or `x-api-key` depending on the route).
@@ -416,8 +431,11 @@ async fn handle(
     };
     let (expected_key, latency, known) = {
         let mut s = lock(&shared);
-        s.requests.push(rec.clone());
-        s.times.push(Instant::now());
+        s.seen += 1;
+        if !s.not_recording {
+            s.requests.push(rec.clone());
+            s.times.push(Instant::now());
+        }
         (s.api_key.clone(), s.latency, s.known_models.clone())
     };
 
