@@ -2,6 +2,7 @@
 //! Every problem is found here, before the first line, with its location.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -87,6 +88,25 @@ impl Executor {
                 p.shutdown().await;
             }
             return Err(PrepareError { diagnostics });
+        }
+        if let Some(pool) = &python {
+            let files: Vec<(PathBuf, Option<String>)> = prepared
+                .iter()
+                .filter_map(|p| match p {
+                    Prepared::Python { file, function, .. } => {
+                        Some((file.clone(), function.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if let Err(e) = pool.warm(&files).await {
+                pool.shutdown().await;
+                return Err(PrepareError {
+                    diagnostics: vec![Diagnostic::error(format!(
+                        "cannot start the Python workers: {e}"
+                    ))],
+                });
+            }
         }
         let mut config = ClientConfig {
             timeout: options.request_timeout,

@@ -165,6 +165,36 @@ impl PythonPool {
         .await
     }
 
+    /// Start the pool's workers now, in parallel, each importing `files` (tool file and
+    /// function), so the first lines of a run do not wait for interpreters to start (and a
+    /// `--line-timeout` does not count start-up).
+    pub async fn warm(&self, files: &[(PathBuf, Option<String>)]) -> Result<(), PythonError> {
+        let size = self.inner.cfg.size.max(1);
+        let have = self.inner.idle.lock().map(|i| i.len()).unwrap_or(size);
+        let started = futures::future::join_all((have..size).map(|_| self.start_worker())).await;
+        for worker in started {
+            let mut worker = worker?;
+            for (file, function) in files {
+                let request = Request {
+                    op: "inspect",
+                    file,
+                    function: function.as_deref(),
+                    kwargs: None,
+                    connections: None,
+                    bypassed: &[],
+                };
+                let mut bytes =
+                    serde_json::to_vec(&request).map_err(|e| PythonError::Protocol {
+                        message: format!("cannot encode the request for {}: {e}", file.display()),
+                    })?;
+                bytes.push(b'\n');
+                worker.request(&bytes).await?;
+            }
+            self.put_back(worker);
+        }
+        Ok(())
+    }
+
     /// Stop all idle workers and refuse new calls; calls in flight finish, then their workers stop.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
