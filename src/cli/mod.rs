@@ -31,7 +31,8 @@ Exit status:
   0  success
   1  quality failure: a line failed (or, for eval, a gate failed)
   2  usage or configuration error: bad flags, invalid flow, missing connection variable
-  3  the endpoint could not be used at all (unreachable, key refused), so nothing meaningful ran";
+  3  the endpoint could not be used at all (unreachable, key refused), so nothing meaningful ran
+  130  a batch run was stopped with Ctrl-C (flow run --resume RUN finishes it)";
 
 /// Run promptflow flows (flow.dag.yaml) from one binary: locally, in CI, in production.
 #[derive(Debug, Parser)]
