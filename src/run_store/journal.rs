@@ -161,3 +161,55 @@ pub fn succeeded_lines_with(
     })?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn record(n: usize, status: &str) -> String {
+        let line = serde_json::json!({
+            "line_number": n, "status": status, "inputs": {"q": n}, "outputs": {"a": n},
+            "nodes": [], "start_time": "", "end_time": "", "duration_ms": 1.0,
+            "tokens": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        });
+        format!(
+            "{}\n",
+            serde_json::json!({"line_number": n, "status": status, "run_info": line})
+        )
+    }
+
+    #[test]
+    fn a_torn_last_record_is_skipped_and_the_latest_record_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        std::fs::create_dir_all(run.flow_artifacts_dir()).unwrap();
+        let mut f = std::fs::File::create(run.flow_artifact(0)).unwrap();
+        f.write_all(record(0, "Failed").as_bytes()).unwrap();
+        f.write_all(record(1, "Completed").as_bytes()).unwrap();
+        f.write_all(record(0, "Completed").as_bytes()).unwrap();
+        let torn = record(2, "Completed");
+        f.write_all(&torn.as_bytes()[..torn.len() / 2]).unwrap();
+        drop(f);
+
+        let journal = read_journal(&run).unwrap();
+        assert_eq!(journal.torn, 1);
+        assert_eq!(journal.entries.len(), 2);
+        assert_eq!(journal.completed().collect::<Vec<_>>(), vec![0, 1]);
+        let mut seen = Vec::new();
+        journal
+            .for_each(|l| {
+                seen.push((l.line_number, l.status));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, vec![(0, Status::Completed), (1, Status::Completed)]);
+    }
+
+    #[test]
+    fn a_missing_journal_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = read_journal(&RunDir::new(dir.path().join("nope"))).unwrap();
+        assert!(journal.entries.is_empty());
+    }
+}
