@@ -26,7 +26,7 @@ sleep 1
 if [ ! -x "$VENV/bin/pf" ]; then
   echo "installing promptflow into $VENV (once)..."
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet promptflow promptflow-tools
+  "$VENV/bin/pip" install --quiet promptflow promptflow-tools keyrings.alt
 fi
 export PF_DISABLE_TRACING=true PROMPTFLOW_DISABLE_TELEMETRY=true
 "$VENV/bin/pf" config set telemetry.enabled=false > /dev/null 2>&1 || true
@@ -59,7 +59,7 @@ type: open_ai
 api_key: sk-bench-0123456789abcdef
 base_url: http://127.0.0.1:$PORT/v1
 YAML
-"$VENV/bin/pf" connection create -f "$WORK/conn.yaml" > /dev/null
+"$VENV/bin/pf" connection create -f "$WORK/conn.yaml" > /dev/null || { echo "pf connection create failed (a keyring backend is needed: pip install keyrings.alt)"; exit 1; }
 
 echo "promptflow: pf run create ($LINES lines, ${LATENCY} ms latency, default workers)..."
 start=$(date +%s.%N)
