@@ -4,6 +4,32 @@
 //! `experiment.yaml` entry), scores one line at a time into a [`Score`], and a run's scores fold
 //! into an [`Aggregate`] (mean and pass rate) with [`aggregate`].
 //!
+//! # Spec syntax
+//!
+//! `NAME[:option,option,...]`, each option a flag or `key=value`. Every evaluator takes
+//! `as=NAME` (the metric prefix, default the evaluator's name); the continuous ones (`f1`,
+//! `bleu`, `rouge_l`) take `threshold=X` (per-line pass mark, default 0.5).
+//!
+//! | evaluator | options | score |
+//! |---|---|---|
+//! | `exact_match` (`em`) | `ignore_case`, `strip_punctuation`, `strip_articles`, `normalize_whitespace`, `squad` (all four) | 1 / 0 |
+//! | `contains`, `not_contains` | `text=...` (default: the reference), the same normalisation flags | 1 / 0 |
+//! | `regex` | `pattern=...` (required, unanchored), `ignore_case` | 1 / 0 |
+//! | `is_json` | `strip_fence` (accept a Markdown code fence) | 1 / 0 |
+//! | `json_schema` | `file=...` (required), `strip_fence` | 1 / 0 |
+//! | `numeric` | `tolerance=` (absolute, default 1e-9), `rel_tolerance=`, `extract` | 1 / 0 |
+//! | `f1` (`token_f1`) | `raw` (no SQuAD normalisation), `threshold=` | 0..=1 |
+//! | `bleu` | `lowercase`, `threshold=` | 0..=1 |
+//! | `rouge_l` (`rouge-l`) | `threshold=` | 0..=1 |
+//! | `latency` | `max_ms=` (required) | milliseconds |
+//! | `tokens` | `max=` (required) | tokens |
+//! | `cost` | `max_usd=` (required) | US dollars |
+//!
+//! `text=` and `pattern=` values may contain commas: a following segment that is not one of
+//! the evaluator's options continues the value. Predictions that are not strings are compared
+//! by their JSON text (`numeric` reads numbers; `is_json`/`json_schema` take them as JSON). A
+//! reference that is an array of alternatives scores the best match.
+//!
 //! Everything here is deterministic and synchronous. Evaluators that call a model (embedding
 //! similarity, LLM-as-judge rubrics) are meant to join [`Kind`] as further variants; they report
 //! [`EvaluatorSpec::needs_model`] and are scored by an async entry point built on top of

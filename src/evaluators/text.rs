@@ -296,6 +296,32 @@ mod tests {
         );
     }
 
+    /// Expected tokens printed by sacrebleu 2.6.0's `Tokenizer13a`.
+    #[test]
+    fn tokenizer_13a_matches_sacrebleu() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                r#"a{b}c~d[e]f^g_h`i"j#k%l&amp;m(n)o*p+q:r;s<t=u>v?w@x/y\z"#,
+                &[
+                    "a", "{", "b", "}", "c", "~", "d", "[", "e", "]", "f", "^", "g", "_", "h", "`",
+                    "i", "\"", "j", "#", "k", "%", "l", "&", "m", "(", "n", ")", "o", "*", "p",
+                    "+", "q", ":", "r", ";", "s", "<", "t", "=", "u", ">", "v", "?", "w", "@", "x",
+                    "/", "y", "\\", "z",
+                ],
+            ),
+            (
+                "It's 5.5% of U.S.A., ok.",
+                &[
+                    "It's", "5.5", "%", "of", "U", ".", "S", ".", "A", ".", ",", "ok", ".",
+                ],
+            ),
+            ("x - y -- 3-- ", &["x", "-", "y", "--", "3", "-", "-"]),
+        ];
+        for (text, want) in cases {
+            assert_eq!(tokenize_13a(text), *want, "{text:?}");
+        }
+    }
+
     #[test]
     fn lcs_of_tokens() {
         let t = |s: &str| rouge_tokens(s);
