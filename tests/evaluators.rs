@@ -451,3 +451,36 @@ fn bad_specs_say_what_is_wrong_and_what_is_valid() {
     assert!(err("numeric:tolerance=-1").contains("expected a number, 0 or more"));
     assert!(err("f1:as=a.b").contains("expected a metric name"));
 }
+
+#[test]
+fn specs_from_separated_options_keep_commas_and_check_like_text() {
+    let opts = vec![
+        ("text".to_string(), Some("sorry, but".to_string())),
+        ("ignore_case".to_string(), None),
+    ];
+    let s = EvaluatorSpec::from_options("not_contains", opts, std::path::Path::new(".")).unwrap();
+    assert_eq!(s.to_string(), "not_contains:text=sorry, but,ignore_case");
+    let p = json!("SORRY, BUT no");
+    assert!(
+        !s.evaluate(&EvalInput {
+            prediction: Some(&p),
+            ..Default::default()
+        })
+        .passed
+    );
+    let e = EvaluatorSpec::from_options(
+        "f1",
+        vec![("treshold".into(), Some("0.2".into()))],
+        std::path::Path::new("."),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("has no option `treshold` (did you mean `threshold`?)"),
+        "{e}"
+    );
+    let e = EvaluatorSpec::from_options("blue", vec![], std::path::Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("did you mean `bleu`?"), "{e}");
+}

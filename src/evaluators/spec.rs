@@ -294,6 +294,21 @@ fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Opt
         .map(|(_, c)| c.to_string())
 }
 
+/// The canonical evaluator name for `name` (or an alias), or an error suggesting the closest.
+fn resolve(name: &str) -> Result<&'static str, SpecError> {
+    canonical(name).ok_or_else(|| {
+        let mut all: Vec<&str> = NAMES.to_vec();
+        all.extend(ALIASES.iter().map(|(a, _)| *a));
+        let suggestion = closest(name.trim(), all)
+            .and_then(|s| canonical(&s))
+            .map(str::to_string);
+        SpecError::UnknownEvaluator {
+            name: name.trim().to_string(),
+            suggestion,
+        }
+    })
+}
+
 fn canonical(name: &str) -> Option<&'static str> {
     let n = name.trim().to_lowercase().replace('-', "_");
     NAMES
@@ -315,19 +330,42 @@ impl EvaluatorSpec {
         if raw_name.trim().is_empty() {
             return Err(SpecError::Empty);
         }
-        let Some(kind_name) = canonical(raw_name) else {
-            let mut all: Vec<&str> = NAMES.to_vec();
-            all.extend(ALIASES.iter().map(|(a, _)| *a));
-            let suggestion = closest(raw_name.trim(), all)
-                .and_then(|s| canonical(&s))
-                .map(str::to_string);
-            return Err(SpecError::UnknownEvaluator {
-                name: raw_name.trim().to_string(),
-                suggestion,
-            });
-        };
+        let kind_name = resolve(raw_name)?;
+        let pairs = lex_options(rest, &options_of(kind_name));
+        Self::build(kind_name, pairs, base, source)
+    }
+
+    /// Builds a spec from a name and already separated options (e.g. an `experiment.yaml`
+    /// mapping): `(key, None)` is a flag, `(key, Some(value))` a value, taken verbatim.
+    pub fn from_options(
+        name: &str,
+        options: Vec<(String, Option<String>)>,
+        base: &Path,
+    ) -> Result<Self, SpecError> {
+        if name.trim().is_empty() {
+            return Err(SpecError::Empty);
+        }
+        let kind_name = resolve(name)?;
+        let mut source = kind_name.to_string();
+        for (i, (k, v)) in options.iter().enumerate() {
+            source.push(if i == 0 { ':' } else { ',' });
+            source.push_str(k);
+            if let Some(v) = v {
+                source.push('=');
+                source.push_str(v);
+            }
+        }
+        Self::build(kind_name, options, base, &source)
+    }
+
+    fn build(
+        kind_name: &'static str,
+        pairs: Vec<(String, Option<String>)>,
+        base: &Path,
+        source: &str,
+    ) -> Result<Self, SpecError> {
         let allowed = options_of(kind_name);
-        let opts = split_options(kind_name, rest, &allowed)?;
+        let opts = check_options(kind_name, pairs, &allowed)?;
         let o = Options {
             evaluator: kind_name,
             opts,
@@ -591,35 +629,41 @@ impl Options {
     }
 }
 
-fn split_options(
-    evaluator: &'static str,
-    rest: &str,
-    allowed: &[Opt],
-) -> Result<Vec<(&'static str, Option<String>)>, SpecError> {
-    let mut out: Vec<(&'static str, Option<String>)> = Vec::new();
-    if rest.trim().is_empty() {
-        return Ok(out);
-    }
-    let known = |seg: &str| -> Option<Opt> {
+/// Splits `a,b=c,...` into (key, value) pairs; a segment after a `text=`/`pattern=` value that
+/// is not an option of the evaluator continues that value.
+fn lex_options(rest: &str, allowed: &[Opt]) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    let is_known = |seg: &str| {
         let key = seg.split_once('=').map_or(seg, |(k, _)| k).trim();
-        allowed.iter().copied().find(|(k, _)| *k == key)
+        allowed.iter().any(|(k, _)| *k == key)
     };
     for seg in rest.split(',') {
         if let Some((last_key, Some(value))) = out.last_mut() {
-            if GREEDY.contains(last_key) && known(seg).is_none() {
+            if GREEDY.contains(&last_key.as_str()) && !is_known(seg) {
                 value.push(',');
                 value.push_str(seg);
                 continue;
             }
         }
-        let (key, value) = match seg.split_once('=') {
-            Some((k, v)) => (k.trim(), Some(v)),
-            None => (seg.trim(), None),
-        };
-        if key.is_empty() {
-            continue;
+        match seg.split_once('=') {
+            Some((k, v)) => out.push((k.trim().to_string(), Some(v.to_string()))),
+            None if seg.trim().is_empty() => {}
+            None => out.push((seg.trim().to_string(), None)),
         }
-        let Some((name, takes_value)) = known(seg) else {
+    }
+    out
+}
+
+/// Checks each option is known, given once, and a flag or a value as it must be.
+fn check_options(
+    evaluator: &'static str,
+    pairs: Vec<(String, Option<String>)>,
+    allowed: &[Opt],
+) -> Result<Vec<(&'static str, Option<String>)>, SpecError> {
+    let mut out: Vec<(&'static str, Option<String>)> = Vec::new();
+    let e = || evaluator.to_string();
+    for (key, value) in pairs {
+        let Some((name, takes_value)) = allowed.iter().copied().find(|(k, _)| *k == key) else {
             let valid: Vec<String> = allowed
                 .iter()
                 .map(|(k, v)| {
@@ -631,33 +675,32 @@ fn split_options(
                 })
                 .collect();
             return Err(SpecError::UnknownOption {
-                evaluator: evaluator.to_string(),
-                option: key.to_string(),
-                suggestion: closest(key, allowed.iter().map(|(k, _)| *k)),
+                evaluator: e(),
+                suggestion: closest(&key, allowed.iter().map(|(k, _)| *k)),
+                option: key,
                 valid: valid.join(", "),
             });
         };
         if out.iter().any(|(k, _)| *k == name) {
             return Err(SpecError::Duplicate {
-                evaluator: evaluator.to_string(),
+                evaluator: e(),
                 option: name.to_string(),
             });
         }
         match (takes_value, value) {
             (true, None) => {
                 return Err(SpecError::MissingValue {
-                    evaluator: evaluator.to_string(),
+                    evaluator: e(),
                     option: name.to_string(),
                 });
             }
             (false, Some(_)) => {
                 return Err(SpecError::UnexpectedValue {
-                    evaluator: evaluator.to_string(),
+                    evaluator: e(),
                     option: name.to_string(),
                 });
             }
-            (true, Some(v)) => out.push((name, Some(v.to_string()))),
-            (false, None) => out.push((name, None)),
+            (_, value) => out.push((name, value)),
         }
     }
     Ok(out)
