@@ -41,7 +41,9 @@ mod spec;
 pub mod text;
 
 pub use schema::{Schema, SchemaError};
-pub use spec::{EvaluatorSpec, Kind, SpecError, TextOptions};
+pub use spec::{
+    DEFAULT_THRESHOLD, DEFAULT_TOLERANCE, EvaluatorSpec, Kind, NAMES, SpecError, TextOptions,
+};
 
 use serde_json::Value;
 
