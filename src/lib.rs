@@ -14,6 +14,7 @@ pub mod cost;
 pub mod dag;
 pub mod data;
 pub mod diagnostic;
+pub mod evaluators;
 pub mod executor;
 pub mod init;
 pub mod model;
