@@ -9,12 +9,14 @@
 pub mod batch;
 pub mod cache;
 pub mod chat;
+pub mod ci_report;
 pub mod connection;
 pub mod cost;
 pub mod dag;
 pub mod data;
 pub mod diagnostic;
 pub mod executor;
+pub mod gate;
 pub mod init;
 pub mod model;
 pub mod prompty;
