@@ -211,6 +211,7 @@ fn worst_section(out: &mut String, worst: &[(usize, String, String)]) {
 fn md(s: &str, max_chars: usize) -> String {
     let flat: String = s
         .chars()
+        .filter(|c| !matches!(c, '\u{FFFE}' | '\u{FFFF}'))
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     let flat = flat.trim();

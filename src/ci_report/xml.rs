@@ -6,8 +6,9 @@ fn allowed(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
 }
 
-/// Escapes text content: `&`, `<`, `>` become entities and characters XML forbids (control
-/// characters, U+FFFE, U+FFFF) are removed.
+/// Escapes text content: `&`, `<`, `>` become entities, CR becomes `&#13;` (parsers would
+/// otherwise turn CRLF into LF), and characters XML forbids (control characters, U+FFFE,
+/// U+FFFF) are removed.
 pub fn xml_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars().filter(|c| allowed(*c)) {
@@ -15,6 +16,7 @@ pub fn xml_text(s: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
+            '\r' => out.push_str("&#13;"),
             _ => out.push(c),
         }
     }
