@@ -326,6 +326,14 @@ fn summary_without_baseline_or_gates() {
     };
     let md = markdown_summary(&s);
     assert!(md.contains("Run **r**.\n"), "{md}");
+    let untitled = markdown_summary(&SummaryInput {
+        title: " ".into(),
+        ..s.clone()
+    });
+    assert!(
+        untitled.starts_with("## ✅ PASSED: flow eval\n"),
+        "{untitled}"
+    );
     assert!(md.contains("No gates were set"), "{md}");
     assert!(md.contains("| Metric | This run | |"), "{md}");
     assert!(md.contains("| accuracy | 0.90 |  |"), "{md}");

@@ -30,6 +30,8 @@ fn parses_every_operator_with_and_without_spaces() {
             1.0,
         ),
         ("loss<=-1e-3", "loss", Op::Le, -0.001),
+        ("f1 => 0.5", "f1", Op::Ge, 0.5),
+        ("f1=<0.5", "f1", Op::Le, 0.5),
     ];
     for (input, metric, op, value) in cases {
         let th = t(input);

@@ -37,7 +37,11 @@ pub struct SummaryInput {
 /// run and model text is escaped so it cannot break the tables or mention people.
 pub fn markdown_summary(s: &SummaryInput) -> String {
     let mut out = String::new();
-    let title = md(&s.title, 200);
+    let title = if s.title.trim().is_empty() {
+        "flow eval".to_string()
+    } else {
+        md(&s.title, 200)
+    };
     let banner = match (s.offline, s.verdict_passed) {
         (true, true) => format!("## ⚠️ NOT EVALUATED (offline): {title}"),
         (true, false) => format!("## ❌ FAILED (offline): {title}"),
