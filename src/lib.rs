@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod cache;
 pub mod chat;
+pub mod ci_report;
 pub mod connection;
 pub mod cost;
 pub mod dag;
@@ -16,6 +17,7 @@ pub mod data;
 pub mod diagnostic;
 pub mod evaluators;
 pub mod executor;
+pub mod gate;
 pub mod init;
 pub mod model;
 pub mod prompty;
