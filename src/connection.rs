@@ -120,6 +120,13 @@ pub struct EnvVars {
 }
 
 impl EnvVars {
+    /// A copy with one more variable set (it wins over an existing value).
+    pub fn with(&self, name: &str, value: &str) -> EnvVars {
+        let mut vars = self.vars.clone();
+        vars.insert(name.to_string(), value.to_string());
+        EnvVars { vars }
+    }
+
     /// Loads `env_file` (which must exist) or else `cwd/.env` (if present) without touching the
     /// process environment, then overlays the process environment (real variables win).
     pub fn load(env_file: Option<&Path>, cwd: &Path) -> Result<EnvVars, ConnectionError> {

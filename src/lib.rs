@@ -15,6 +15,7 @@ pub mod cost;
 pub mod dag;
 pub mod data;
 pub mod diagnostic;
+pub mod eval;
 pub mod evaluators;
 pub mod executor;
 pub mod gate;

@@ -121,3 +121,38 @@ fn the_cache_directory_is_configurable() {
     assert_eq!(entries(&ctx.root().join("ci-cache")).len(), 1);
     assert!(!ctx.root().join(".flow/cache").exists());
 }
+
+#[test]
+fn replay_needs_no_key() {
+    let ctx = TestContext::with_mock();
+    project(&ctx, 2);
+    ctx.run(&["run", "f", "--data", "data.jsonl"])
+        .expect_code(0);
+    // A pipeline without the secret (a fork's pull request) replays the recorded answers.
+    let mut cmd = ctx.cmd();
+    cmd.env_remove("OPEN_AI_CONNECTION_API_KEY");
+    let out = cmd
+        .args(["run", "f", "--data", "data.jsonl", "--cache", "replay"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ctx.mock().requests().len(), 2, "replay made no request");
+    // Without the cache, the request goes out without a key and the endpoint refuses it.
+    let mut cmd = ctx.cmd();
+    cmd.env_remove("OPEN_AI_CONNECTION_API_KEY");
+    let out = cmd
+        .args(["run", "f", "--data", "data.jsonl", "--no-cache"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

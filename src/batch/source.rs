@@ -23,6 +23,8 @@ pub struct LineSource {
 
 /// Open `data` (errors such as a missing file come back here, before anything runs) and start
 /// reading it. Lines whose numbers are in `skip` (already done, when resuming) are not sent.
+/// With `require_base_line`, a line whose base-run line failed or never ran fails too (an
+/// evaluation must count those lines, never drop them).
 pub fn spawn_line_source(
     data: &Path,
     mapping: ColumnMapping,
@@ -30,6 +32,7 @@ pub fn spawn_line_source(
     inputs: IndexMap<String, FlowInput>,
     skip: HashSet<usize>,
     capacity: usize,
+    require_base_line: bool,
 ) -> Result<LineSource, DataError> {
     let reader = crate::data::open(data)?;
     let (tx, rx) = mpsc::channel(capacity.max(1));
@@ -43,9 +46,16 @@ pub fn spawn_line_source(
                         if skip.contains(&row.line_number) {
                             continue;
                         }
-                        let inputs = mapping
-                            .apply_with_run(&inputs, &row, base.as_ref())
-                            .map_err(|e| ErrorInfo::new(ErrorKind::Input, e.to_string()));
+                        let base_problem = match (&base, require_base_line) {
+                            (Some(b), true) => base_line_problem(b, row.line_number),
+                            _ => None,
+                        };
+                        let inputs = match base_problem {
+                            Some(problem) => Err(ErrorInfo::new(ErrorKind::Input, problem)),
+                            None => mapping
+                                .apply_with_run(&inputs, &row, base.as_ref())
+                                .map_err(|e| ErrorInfo::new(ErrorKind::Input, e.to_string())),
+                        };
                         PendingLine {
                             line_number: row.line_number,
                             inputs,
@@ -79,4 +89,20 @@ pub fn spawn_line_source(
         lines: rx,
         reader: handle,
     })
+}
+
+/// Why line `n` of the base run cannot be evaluated, if it cannot.
+fn base_line_problem(base: &BaseRun, n: usize) -> Option<String> {
+    match base.line(n) {
+        Ok(Some(line)) if line.outputs.is_some() => None,
+        Ok(Some(_)) => Some(format!(
+            "line {n} of the base run {} failed, so it counts as a failed evaluation",
+            base.dir().display()
+        )),
+        Ok(None) => Some(format!(
+            "line {n} is not in the base run {} (it never ran), so it counts as a failed evaluation",
+            base.dir().display()
+        )),
+        Err(e) => Some(e.to_string()),
+    }
 }

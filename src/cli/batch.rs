@@ -56,21 +56,54 @@ pub struct BatchArgs {
 }
 
 /// Everything a batch needs, from the command line or from the run being resumed.
-struct Plan {
-    flow_path: PathBuf,
-    selections: Vec<VariantSelection>,
-    data: PathBuf,
-    mapping_args: Vec<String>,
-    base_run: Option<PathBuf>,
-    dir: RunDir,
-    resumed: Option<RunMeta>,
-    concurrency: usize,
-    line_timeout: Option<f64>,
+pub(super) struct Plan {
+    pub flow_path: PathBuf,
+    pub selections: Vec<VariantSelection>,
+    pub data: PathBuf,
+    pub mapping_args: Vec<String>,
+    pub base_run: Option<PathBuf>,
+    pub dir: RunDir,
+    pub resumed: Option<RunMeta>,
+    pub concurrency: usize,
+    pub line_timeout: Option<f64>,
+    /// Fail lines whose base-run line failed or never ran (evaluations count them).
+    pub require_base_line: bool,
+}
+
+/// How a finished batch is reported and judged.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reporting {
+    pub output: OutputFormat,
+    pub allow_failures: bool,
+}
+
+/// A batch that ran to its end (or was stopped): its record, and the failure to report, if any.
+pub(super) struct Finished {
+    pub meta: RunMeta,
+    pub failure: Option<Failure>,
 }
 
 pub fn run(args: &RunArgs) -> Result<(), Failure> {
     let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
     let plan = plan(args, &project)?;
+    let reporting = Reporting {
+        output: args.output,
+        allow_failures: args.batch.allow_failures,
+    };
+    match run_plan(&plan, &args.model, reporting)?.failure {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+/// Run a planned batch: load and prepare the flow, run every line, finish the run directory.
+/// Configuration problems are `Err`; failed lines, a stop or an unusable endpoint come back in
+/// `Finished::failure` with the run's record, so callers (like `flow eval`) can go on.
+pub(super) fn run_plan(
+    plan: &Plan,
+    model: &super::ModelArgs,
+    reporting: Reporting,
+) -> Result<Finished, Failure> {
     let flow = load_flow(&plan.flow_path, &plan.selections)?;
     let mapping = ColumnMapping::parse(&plan.mapping_args)
         .map_err(|e| Failure::usage(format!("error: {e}")))?;
@@ -85,7 +118,7 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
     };
     let total =
         flow::data::count_rows(&plan.data).map_err(|e| Failure::usage(format!("error: {e}")))?;
-    let mut model = args.model.clone();
+    let mut model = model.clone();
     if let Some(meta) = &plan.resumed {
         if model.env_file.is_none() {
             model.env_file = meta.settings.env_file.as_ref().map(PathBuf::from);
@@ -110,12 +143,12 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         let executor = prepare(flow, &options).await?;
         let result = execute(
             &executor,
-            &plan,
+            plan,
             mapping,
             base,
             total,
             line_timeout,
-            args,
+            reporting,
             &model,
         )
         .await;
@@ -168,6 +201,7 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
             },
             line_timeout: b.line_timeout.or(meta.settings.line_timeout_s),
             dir,
+            require_base_line: meta.settings.require_base_line,
             resumed: Some(meta),
         });
     }
@@ -216,6 +250,7 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
         base_run: base_run.map(|p| absolute(&p)),
         dir,
         resumed: None,
+        require_base_line: false,
         concurrency: b.concurrency.max(1),
         line_timeout: b.line_timeout,
     })
@@ -297,6 +332,7 @@ fn new_meta(flow: &Flow, plan: &Plan, total: usize, model: &super::ModelArgs) ->
             request_timeout_s: Some(model.request_timeout),
             max_retries: Some(model.max_retries),
             cache: Some(model.cache.mode().as_str().to_string()),
+            require_base_line: plan.require_base_line,
         },
         flow_version: env!("CARGO_PKG_VERSION").to_string(),
     }
@@ -310,9 +346,9 @@ async fn execute(
     base: Option<BaseRun>,
     total: usize,
     line_timeout: Option<Duration>,
-    args: &RunArgs,
+    reporting: Reporting,
     model: &super::ModelArgs,
-) -> Result<(), Failure> {
+) -> Result<Finished, Failure> {
     let io_err = |what: &str, e: std::io::Error| {
         Failure::usage(format!("error: {what} {}: {e}", plan.dir.path.display()))
     };
@@ -335,7 +371,10 @@ async fn execute(
                     "run `{}` already finished: every line succeeded; nothing to resume",
                     meta.name
                 );
-                return Ok(());
+                return Ok(Finished {
+                    meta: meta.clone(),
+                    failure: None,
+                });
             }
             let previous = if executor.dag().aggregation_nodes.is_empty() {
                 Vec::new()
@@ -387,6 +426,7 @@ async fn execute(
         flow.inputs.clone(),
         skip,
         plan.concurrency * 2,
+        plan.require_base_line,
     )
     .map_err(|e| Failure::usage(format!("error: {e}")))?;
     let writer = RunWriter::start(&plan.dir).map_err(|e| io_err("cannot write", e))?;
@@ -437,24 +477,34 @@ async fn execute(
         &meta,
         &outcome,
         &plan.dir,
-        args,
+        reporting.output,
         started.elapsed(),
         progress.done(),
     );
+    if let Some(warning) = executor.cache().and_then(|c| c.write_warning()) {
+        eprintln!("warning: {warning}");
+    }
     if let Some(e) = data_error {
         return Err(Failure::usage(format!(
             "error: reading the data stopped early: {e}"
         )));
     }
+    let failure = judge(&meta, &outcome, reporting);
+    Ok(Finished { meta, failure })
+}
+
+/// The failure a finished batch reports, if any: an unusable endpoint (3), a stop (130), an
+/// aggregation error or failed lines (1).
+fn judge(meta: &RunMeta, outcome: &BatchOutcome, reporting: Reporting) -> Option<Failure> {
     if let Some(e) = &outcome.endpoint_unusable {
-        return Err(Failure::endpoint(format!(
+        return Some(Failure::endpoint(format!(
             "error: stopped after {} lines: the endpoint could not be used\n{}",
             outcome.failed,
             line_failure(e).message
         )));
     }
     if outcome.canceled {
-        return Err(Failure {
+        return Some(Failure {
             code: 130,
             message: format!(
                 "stopped: {} lines are kept. Resume with: flow run --resume {}",
@@ -464,12 +514,12 @@ async fn execute(
         });
     }
     if let Some(e) = outcome.aggregation.as_ref().and_then(|a| a.error.as_ref()) {
-        return Err(Failure::quality(format!(
+        return Some(Failure::quality(format!(
             "error: aggregation failed: {}",
             e.message
         )));
     }
-    if meta.failed_lines > 0 && !(args.batch.allow_failures && meta.completed_lines > 0) {
+    if meta.failed_lines > 0 && !(reporting.allow_failures && meta.completed_lines > 0) {
         let all_endpoint = outcome
             .first_errors
             .iter()
@@ -478,7 +528,7 @@ async fn execute(
             "{} of {} lines failed. Rerun just those with: flow run --resume {}",
             meta.failed_lines, meta.total_lines, meta.name
         );
-        return Err(
+        return Some(
             if meta.completed_lines == 0 && all_endpoint && !outcome.first_errors.is_empty() {
                 Failure::endpoint(message)
             } else {
@@ -486,18 +536,18 @@ async fn execute(
             },
         );
     }
-    Ok(())
+    None
 }
 
 fn report(
     meta: &RunMeta,
     outcome: &BatchOutcome,
     dir: &RunDir,
-    args: &RunArgs,
+    output: OutputFormat,
     elapsed: Duration,
     ran: usize,
 ) {
-    if args.output == OutputFormat::Json {
+    if output == OutputFormat::Json {
         let metrics: serde_json::Value = std::fs::read_to_string(dir.metrics_file())
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())

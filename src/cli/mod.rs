@@ -12,6 +12,7 @@ macro_rules! outln {
 mod batch;
 mod cache;
 mod connections;
+mod eval;
 mod init;
 mod output;
 mod progress;
@@ -50,6 +51,9 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// List the connections a flow needs and whether each resolves; `check` calls each one.
     Connections(connections::ConnectionsArgs),
+    /// Evaluate a run: an evaluation flow and/or built-in evaluators, gates, JUnit and summary.
+    #[command(alias = "evaluate")]
+    Eval(Box<eval::EvalArgs>),
     /// Show or clear the response cache (.flow/cache).
     Cache(cache::CacheArgs),
     /// List, show and delete batch runs (under .flow/runs).
@@ -98,6 +102,7 @@ pub fn main() -> ExitCode {
         Command::Init(args) => init::run(args),
         Command::Runs(args) => runs::run(args),
         Command::Cache(args) => cache::run(args),
+        Command::Eval(args) => eval::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -66,7 +66,7 @@ pub struct EvalInput<'a> {
 }
 
 /// One evaluator's verdict on one line.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Score {
     /// The score (`None`: the line could not be scored, e.g. no reference). Pass/fail checks
     /// score 1.0 or 0.0; text metrics score in 0..=1; budgets score the measured value.

@@ -96,6 +96,20 @@ impl Journal {
             .map(|(n, _)| *n)
     }
 
+    /// The latest record of one line, if it finished (node runs are in node_artifacts).
+    pub fn line(&self, line_number: usize) -> std::io::Result<Option<LineResult>> {
+        let Some(entry) = self.entries.get(&line_number) else {
+            return Ok(None);
+        };
+        let mut file = File::open(&self.files[entry.file])?;
+        file.seek(SeekFrom::Start(entry.offset))?;
+        let mut buf = vec![0u8; entry.len];
+        file.read_exact(&mut buf)?;
+        serde_json::from_slice::<Record>(&buf)
+            .map(|r| Some(r.run_info))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
     /// Visit the latest record of every line, in line order (node runs are not in the journal:
     /// they live in node_artifacts). Files are opened once each.
     pub fn for_each(

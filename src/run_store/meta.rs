@@ -124,6 +124,9 @@ pub struct RunSettings {
     pub max_retries: Option<u32>,
     #[serde(default)]
     pub cache: Option<String>,
+    /// Lines whose base-run line failed fail too (evaluation runs).
+    #[serde(default)]
+    pub require_base_line: bool,
 }
 
 impl RunMeta {

@@ -255,7 +255,8 @@ impl MockLlm {
         s.seen = 0;
     }
 
-    /// When any message (or the prompt) contains `contains`, answer `text`.
+    /// When any message (or the prompt) contains `contains`, answer `text`. A rule added later
+    /// wins over an earlier one that also matches.
     pub fn reply_when(&self, contains: &str, text: &str) {
         lock(&self.shared)
             .rules
@@ -543,6 +544,7 @@ async fn handle(
         let reply = s.script.pop_front().unwrap_or_else(|| {
             s.rules
                 .iter()
+                .rev()
                 .find(|(k, _)| all_text.contains(k.as_str()))
                 .map(|(_, t)| MockReply::Text(t.clone()))
                 .unwrap_or_else(|| MockReply::Text(format!("mock: {last}")))

@@ -1,0 +1,436 @@
+//! `flow eval --run RUN [EVAL_FLOW] [--evaluator SPEC ...]`: score a finished run with an
+//! evaluation flow and/or built-in evaluators, gate on thresholds and a baseline, and write the
+//! CI outputs (JUnit, Markdown summary, GitHub annotations).
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use clap::Args;
+use serde_json::{Map, Value};
+
+use super::ModelArgs;
+use super::batch::{DEFAULT_CONCURRENCY, Plan, Reporting, run_plan};
+use super::output::{Failure, bold, color_stderr};
+use super::run::OutputFormat;
+use flow::ci_report::{CaseResult, SummaryInput, github_annotations, junit_xml, markdown_summary};
+use flow::data::ColumnMapping;
+use flow::evaluators::EvaluatorSpec;
+use flow::gate::{GateResult, Threshold, check_baseline, check_thresholds};
+use flow::record::timestamp;
+use flow::run_store::{self, RunDir, RunMeta, RunSettings, RunStatus};
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The run to evaluate (its name under .flow/runs, or its directory).
+    #[arg(long = "run", value_name = "RUN")]
+    pub run: String,
+    /// An evaluation flow: an ordinary flow (usually with aggregation nodes and log_metric) run
+    /// over the run's outputs joined by line number with the dataset.
+    pub eval_flow: Option<PathBuf>,
+    /// A built-in evaluator, NAME[:options] (repeatable): exact_match, contains, not_contains,
+    /// regex, is_json, json_schema, numeric, f1, bleu, rouge_l, latency, tokens, cost.
+    #[arg(long = "evaluator", value_name = "NAME[:OPTIONS]")]
+    pub evaluators: Vec<String>,
+    /// The dataset [default: the run's].
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// Map inputs: name='${data.col}' or name='${run.outputs.col}'; built-in evaluators read
+    /// `prediction` (default: the run's only output) and `ground_truth` (default: that column).
+    #[arg(long, value_name = "NAME=VALUE", num_args = 1..)]
+    pub column_mapping: Vec<String>,
+    /// A gate: METRIC>=VALUE (also >, <=, <, ==); repeatable.
+    #[arg(long = "threshold", value_name = "GATE")]
+    pub thresholds: Vec<String>,
+    /// An earlier evaluation to compare with (e.g. the main branch's): a metric that regresses
+    /// by more than --tolerance fails.
+    #[arg(long, value_name = "EVAL_RUN")]
+    pub baseline: Option<String>,
+    /// How much worse than the baseline a metric may be (absolute).
+    #[arg(long, value_name = "X", default_value_t = 0.0)]
+    pub tolerance: f64,
+    /// Write JUnit XML: a test case per line and evaluator, and one per gate.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write a Markdown summary (for a PR comment or $GITHUB_STEP_SUMMARY).
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+    /// Accept a verdict on answers from the offline echo provider (otherwise gates fail on them).
+    #[arg(long)]
+    pub allow_offline: bool,
+    /// The evaluation run's name (default: <run>_eval_<timestamp>).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Evaluation-flow lines in flight at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    /// Fail an evaluation-flow line that runs longer than this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub line_timeout: Option<f64>,
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+pub fn run(args: EvalArgs) -> Result<(), Failure> {
+    let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
+    if args.eval_flow.is_none() && args.evaluators.is_empty() {
+        return Err(Failure::usage(
+            "error: nothing to evaluate with\n  help: give an evaluation flow (flow eval --run RUN flows/eval-accuracy) or --evaluator NAME",
+        ));
+    }
+    let evaluators: Vec<EvaluatorSpec> = args
+        .evaluators
+        .iter()
+        .map(|s| {
+            s.parse::<EvaluatorSpec>()
+                .map_err(|e| Failure::usage(format!("error: --evaluator {s}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let thresholds: Vec<Threshold> = args
+        .thresholds
+        .iter()
+        .map(|s| {
+            s.parse::<Threshold>()
+                .map_err(|e| Failure::usage(format!("error: --threshold {s}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    if !(args.tolerance >= 0.0 && args.tolerance.is_finite()) {
+        return Err(Failure::usage("error: --tolerance must be a number >= 0"));
+    }
+    let base = super::runs::locate(&project, &args.run)?;
+    let base_meta = base.read_meta().map_err(|e| {
+        Failure::usage(format!(
+            "error: cannot read {}: {e}",
+            base.meta_file().display()
+        ))
+    })?;
+    let baseline = match &args.baseline {
+        Some(b) => Some(super::runs::locate(&project, b)?),
+        None => None,
+    };
+    let data = match (&args.data, &base_meta.data) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) => PathBuf::from(d),
+        (None, None) => {
+            return Err(Failure::usage(format!(
+                "error: run `{}` has no dataset recorded\n  help: pass --data FILE",
+                base_meta.name
+            )));
+        }
+    };
+    let mapping = ColumnMapping::parse(&args.column_mapping)
+        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => format!("{}_eval_{}", base_meta.name, stamp()),
+    };
+    let dir = RunDir::new(run_store::runs_root(&project).join(&name));
+    if dir.path.exists() {
+        return Err(Failure::usage(format!(
+            "error: a run named `{name}` already exists at {}\n  help: pick another --name or `flow runs delete {name}`",
+            dir.path.display()
+        )));
+    }
+
+    // 1. The evaluation flow, as a batch over the base run.
+    let mut failure: Option<Failure> = None;
+    let mut meta = match &args.eval_flow {
+        Some(flow_path) => {
+            let plan = Plan {
+                flow_path: flow_path.clone(),
+                selections: Vec::new(),
+                data: std::path::absolute(&data).unwrap_or(data.clone()),
+                mapping_args: args.column_mapping.clone(),
+                base_run: Some(base.path.clone()),
+                dir: dir.clone(),
+                resumed: None,
+                concurrency: args.concurrency.max(1),
+                line_timeout: args.line_timeout,
+                require_base_line: true,
+            };
+            let reporting = Reporting {
+                output: OutputFormat::Pretty,
+                allow_failures: false,
+            };
+            let finished = run_plan(&plan, &args.model, reporting)?;
+            if let Some(f) = finished.failure {
+                if f.code != 1 {
+                    return Err(f);
+                }
+                failure = Some(f);
+            }
+            finished.meta
+        }
+        None => {
+            std::fs::create_dir_all(&dir.path).map_err(|e| {
+                Failure::usage(format!("error: cannot create {}: {e}", dir.path.display()))
+            })?;
+            bare_meta(&name, &base, &base_meta, &data)
+        }
+    };
+
+    // 2. Built-in evaluators.
+    let mut builtin_cases: Vec<CaseResult> = Vec::new();
+    let mut worst: Vec<(usize, String, String, f64)> = Vec::new();
+    let mut failed_base_lines = 0;
+    let mut metrics: Map<String, Value> = std::fs::read_to_string(dir.metrics_file())
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    if !evaluators.is_empty() {
+        let file = std::fs::File::create(dir.path.join("scores.jsonl"))
+            .map_err(|e| Failure::usage(format!("error: cannot write scores: {e}")))?;
+        let mut out = std::io::BufWriter::new(file);
+        let outcome =
+            flow::eval::score_run(&base, &data, &mapping, &evaluators, &mut out, |line| {
+                for (evaluator, score) in &line.scores {
+                    builtin_cases.push(CaseResult {
+                        line_number: line.line_number,
+                        evaluator: evaluator.clone(),
+                        passed: score.passed,
+                        score: score.score,
+                        message: score.reason.clone(),
+                        duration_s: 0.0,
+                    });
+                    if !score.passed {
+                        worst.push((
+                            line.line_number,
+                            line.prediction.clone(),
+                            format!("{evaluator}: {}", score.reason),
+                            score.score.unwrap_or(f64::NEG_INFINITY),
+                        ));
+                    }
+                }
+            })
+            .map_err(|e| Failure::usage(format!("error: {e}")))?;
+        failed_base_lines = outcome.failed_base_lines;
+        for (k, v) in &outcome.metrics {
+            metrics.insert(k.clone(), v.clone());
+        }
+        if outcome.failed_base_lines > 0 && failure.is_none() {
+            failure = Some(Failure::quality(format!(
+                "{} line(s) of run `{}` failed; they count as failed evaluations",
+                outcome.failed_base_lines, base_meta.name
+            )));
+        }
+    }
+    metrics.insert(
+        "eval.base_failed_lines".into(),
+        Value::from(failed_base_lines.max(base_meta.failed_lines)),
+    );
+    flow::record::write_json_atomic(&dir.metrics_file(), &Value::Object(metrics.clone())).map_err(
+        |e| {
+            Failure::usage(format!(
+                "error: cannot write {}: {e}",
+                dir.metrics_file().display()
+            ))
+        },
+    )?;
+
+    // 3. Gates.
+    let offline = base_meta.offline || meta.offline || args.model.offline;
+    let mut gates: Vec<GateResult> = check_thresholds(&thresholds, &metrics);
+    let baseline_metrics = match &baseline {
+        Some(b) => {
+            let text = std::fs::read_to_string(b.metrics_file()).map_err(|e| {
+                Failure::usage(format!(
+                    "error: cannot read the baseline's metrics {}: {e}",
+                    b.metrics_file().display()
+                ))
+            })?;
+            let m: Map<String, Value> = serde_json::from_str(&text).map_err(|e| {
+                Failure::usage(format!("error: {}: {e}", b.metrics_file().display()))
+            })?;
+            gates.extend(check_baseline(&metrics, &m, args.tolerance, None));
+            Some(m)
+        }
+        None => None,
+    };
+    if offline && !args.allow_offline && !gates.is_empty() {
+        gates.push(GateResult {
+            name: "real model answers".into(),
+            passed: false,
+            actual: None,
+            expected: "answers from a model".into(),
+            verdict: "FAIL the evaluated answers came from the offline echo provider, not a model (pass --allow-offline for a dry run)".into(),
+        });
+    }
+    let gates_passed = gates.iter().all(|g| g.passed);
+
+    // 4. Outputs.
+    let color = color_stderr();
+    for g in &gates {
+        eprintln!(
+            "{}",
+            if g.passed {
+                g.verdict.clone()
+            } else {
+                bold(&g.verdict, color)
+            }
+        );
+    }
+    let passed = gates_passed && failure.is_none();
+    worst.sort_by(|a, b| a.3.total_cmp(&b.3));
+    let summary_metrics: Vec<(String, f64, Option<f64>)> = metrics
+        .iter()
+        .filter(|(k, _)| {
+            (!k.starts_with("flow.") || *k == "flow.success_rate") && !k.starts_with("eval.")
+        })
+        .filter_map(|(k, v)| {
+            v.as_f64().map(|x| {
+                (
+                    k.clone(),
+                    x,
+                    baseline_metrics
+                        .as_ref()
+                        .and_then(|b| b.get(k))
+                        .and_then(Value::as_f64),
+                )
+            })
+        })
+        .collect();
+    if let Some(path) = &args.summary {
+        let input = SummaryInput {
+            title: format!("Evaluation of {}", base_meta.name),
+            verdict_passed: passed,
+            offline,
+            gates: gates.clone(),
+            metrics: summary_metrics,
+            worst: worst
+                .iter()
+                .take(10)
+                .map(|(n, p, why, _)| (*n, p.clone(), why.clone()))
+                .collect(),
+            failed_base_lines: failed_base_lines.max(base_meta.failed_lines),
+            run_name: name.clone(),
+            baseline_name: args.baseline.clone(),
+        };
+        append_or_write(path, &markdown_summary(&input))?;
+    }
+    let mut cases = builtin_cases;
+    cases.extend(eval_flow_cases(&dir));
+    if let Some(path) = &args.junit {
+        std::fs::write(
+            path,
+            junit_xml(&format!("flow eval {}", base_meta.name), &cases, &gates),
+        )
+        .map_err(|e| Failure::usage(format!("error: cannot write {}: {e}", path.display())))?;
+    }
+    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        for line in github_annotations(&gates, &cases) {
+            outln!("{line}");
+        }
+    }
+    meta.status = if passed {
+        RunStatus::Completed
+    } else {
+        RunStatus::Failed
+    };
+    let _ = run_store::write_meta(&dir, &meta);
+    if args.output == OutputFormat::Json {
+        let doc = serde_json::json!({
+            "passed": passed,
+            "run": name,
+            "base_run": base_meta.name,
+            "metrics": metrics,
+            "gates": gates.iter().map(|g| serde_json::json!({"name": g.name, "passed": g.passed, "verdict": g.verdict})).collect::<Vec<_>>(),
+            "offline": offline,
+        });
+        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
+    eprintln!(
+        "{} evaluation {} · run {}",
+        bold(if passed { "✓" } else { "✗" }, color),
+        if passed { "passed" } else { "failed" },
+        dir.path.display()
+    );
+    match failure {
+        Some(f) => Err(f),
+        None if !gates_passed => Err(Failure::quality(format!(
+            "{} gate(s) failed",
+            gates.iter().filter(|g| !g.passed).count()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// One JUnit case per evaluation-flow line: it passed when the line succeeded.
+fn eval_flow_cases(dir: &RunDir) -> Vec<CaseResult> {
+    let Ok(journal) = run_store::read_journal(dir) else {
+        return Vec::new();
+    };
+    let mut cases = Vec::new();
+    let _ = journal.for_each(|line| {
+        cases.push(CaseResult {
+            line_number: line.line_number,
+            evaluator: "evaluation flow".into(),
+            passed: line.succeeded(),
+            score: None,
+            message: line.error.map(|e| e.message).unwrap_or_default(),
+            duration_s: line.duration_ms / 1000.0,
+        });
+        Ok(())
+    });
+    cases
+}
+
+/// `$GITHUB_STEP_SUMMARY` is appended to; any other file is written.
+fn append_or_write(path: &Path, text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let append = std::env::var_os("GITHUB_STEP_SUMMARY").is_some_and(|s| Path::new(&s) == path);
+    let result = if append {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+    } else {
+        std::fs::write(path, text)
+    };
+    result.map_err(|e| Failure::usage(format!("error: cannot write {}: {e}", path.display())))
+}
+
+fn stamp() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]_[hour][minute][second]_[subsecond digits:6]"
+        ))
+        .unwrap_or_default()
+}
+
+/// The record of an evaluation with built-in evaluators only (no flow ran).
+fn bare_meta(name: &str, base: &RunDir, base_meta: &RunMeta, data: &Path) -> RunMeta {
+    RunMeta {
+        name: name.to_string(),
+        flow: String::new(),
+        flow_name: "built-in evaluators".into(),
+        variant: "default".into(),
+        variants: Default::default(),
+        data: Some(
+            std::path::absolute(data)
+                .unwrap_or(data.to_path_buf())
+                .display()
+                .to_string(),
+        ),
+        column_mapping: Vec::new(),
+        base_run: Some(base.path.display().to_string()),
+        status: RunStatus::Running,
+        created: timestamp(SystemTime::now()),
+        end_time: None,
+        duration_s: 0.0,
+        total_lines: base_meta.total_lines,
+        completed_lines: 0,
+        failed_lines: 0,
+        tokens: Default::default(),
+        cost_usd: Some(0.0),
+        unpriced_models: Vec::new(),
+        latency_ms: Default::default(),
+        cache_hits: 0,
+        concurrency: 1,
+        offline: base_meta.offline,
+        settings: RunSettings::default(),
+        flow_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}

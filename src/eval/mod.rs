@@ -1,0 +1,7 @@
+//! Evaluation of a finished run (SPEC §7): built-in evaluators scored line by line against the
+//! base run's outputs and the dataset, with base-run lines that failed counted as failures.
+//! (Evaluation flows are ordinary batch runs over the base run; `flow eval` runs both.)
+
+mod builtin;
+
+pub use builtin::{BuiltinOutcome, LineScore, score_run};

@@ -1,0 +1,290 @@
+//! `flow eval` end to end: an evaluation flow over a run, built-in evaluators, thresholds, a
+//! baseline regression, failed base lines counted as failures, JUnit and the Markdown summary.
+
+mod support;
+
+use support::context::{TestContext, repo_root};
+
+/// The classification flow and its data in a project; the mock answers each ticket with its
+/// true category, except for the tickets listed in `wrong`.
+fn classification(ctx: &TestContext, wrong: &[usize]) -> Vec<(String, String)> {
+    ctx.copy_from_repo("flows/classification");
+    ctx.copy_from_repo("flows/eval-accuracy");
+    let text = std::fs::read_to_string(repo_root().join("datasets/classification.jsonl")).unwrap();
+    let rows: Vec<(String, String)> = text
+        .lines()
+        .take(8)
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["text"].as_str().unwrap().to_string(),
+                v["category"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let data: String = text.lines().take(8).map(|l| format!("{l}\n")).collect();
+    ctx.write("data.jsonl", &data);
+    for (i, (t, c)) in rows.iter().enumerate() {
+        let answer = if wrong.contains(&i) {
+            "other"
+        } else {
+            c.as_str()
+        };
+        ctx.mock().reply_when(t, answer);
+    }
+    rows
+}
+
+fn batch(ctx: &TestContext, name: &str) {
+    ctx.run(&[
+        "run",
+        "classification",
+        "--data",
+        "data.jsonl",
+        "--name",
+        name,
+        "--no-cache",
+    ])
+    .expect_code(0);
+}
+
+const MAPPING: [&str; 3] = [
+    "--column-mapping",
+    "groundtruth=${data.category}",
+    "prediction=${run.outputs.category}",
+];
+
+#[test]
+fn an_evaluation_flow_scores_a_run_and_passes_its_gates() {
+    let ctx = TestContext::with_mock();
+    classification(&ctx, &[]);
+    batch(&ctx, "main");
+    let mut args = vec![
+        "eval",
+        "--run",
+        "main",
+        "eval-accuracy",
+        "--name",
+        "main-eval",
+    ];
+    args.extend(MAPPING);
+    args.extend([
+        "--threshold",
+        "accuracy>=0.9",
+        "--junit",
+        "junit.xml",
+        "--summary",
+        "summary.md",
+        "--output",
+        "json",
+    ]);
+    let run = ctx.run(&args);
+    run.expect_code(0).stderr_has("accuracy");
+    let out = run.json();
+    assert_eq!(out["passed"], true);
+    assert_eq!(out["metrics"]["accuracy"], 1.0);
+    let junit = std::fs::read_to_string(ctx.root().join("junit.xml")).unwrap();
+    assert!(junit.contains("<testsuite"), "{junit}");
+    assert_eq!(
+        junit.matches("<testcase").count(),
+        8 + 1,
+        "a case per line plus the gate: {junit}"
+    );
+    assert!(!junit.contains("<failure"), "{junit}");
+    let summary = std::fs::read_to_string(ctx.root().join("summary.md")).unwrap();
+    assert!(summary.contains("accuracy"), "{summary}");
+}
+
+#[test]
+fn a_regression_against_the_baseline_fails_with_exit_1() {
+    let ctx = TestContext::with_mock();
+    classification(&ctx, &[]);
+    batch(&ctx, "main");
+    let mut args = vec![
+        "eval",
+        "--run",
+        "main",
+        "eval-accuracy",
+        "--name",
+        "main-eval",
+    ];
+    args.extend(MAPPING);
+    ctx.run(&args).expect_code(0);
+
+    // A worse prompt: three of eight answers wrong.
+    let ctx2 = ctx;
+    ctx2.mock().clear_requests();
+    let rows = std::fs::read_to_string(ctx2.root().join("data.jsonl")).unwrap();
+    for (i, l) in rows.lines().enumerate() {
+        if [1, 4, 6].contains(&i) {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            ctx2.mock().reply_when(v["text"].as_str().unwrap(), "other");
+        }
+    }
+    ctx2.run(&[
+        "run",
+        "classification",
+        "--data",
+        "data.jsonl",
+        "--name",
+        "pr",
+        "--no-cache",
+    ])
+    .expect_code(0);
+    let mut args = vec![
+        "eval",
+        "--run",
+        "pr",
+        "eval-accuracy",
+        "--name",
+        "pr-eval",
+        "--baseline",
+        "main-eval",
+        "--tolerance",
+        "0.02",
+    ];
+    args.extend(MAPPING);
+    args.extend(["--summary", "summary.md", "--junit", "junit.xml"]);
+    let run = ctx2.run(&args);
+    run.expect_code(1).stderr_has("FAIL").stderr_has("accuracy");
+    let summary = std::fs::read_to_string(ctx2.root().join("summary.md")).unwrap();
+    assert!(summary.contains("accuracy"), "{summary}");
+    assert!(
+        summary.contains("main-eval"),
+        "the summary names the baseline: {summary}"
+    );
+    let junit = std::fs::read_to_string(ctx2.root().join("junit.xml")).unwrap();
+    assert!(junit.contains("<failure"), "{junit}");
+}
+
+#[test]
+fn failed_base_lines_count_as_failures() {
+    let ctx = TestContext::with_mock();
+    classification(&ctx, &[]);
+    // Line 2 fails in the base run.
+    ctx.mock().push(support::mock_llm::MockReply::Status(
+        400,
+        "bad request".into(),
+    ));
+    let out = ctx
+        .cmd()
+        .args([
+            "run",
+            "classification",
+            "--data",
+            "data.jsonl",
+            "--name",
+            "partial",
+            "--no-cache",
+            "--concurrency",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let mut args = vec![
+        "eval",
+        "--run",
+        "partial",
+        "eval-accuracy",
+        "--junit",
+        "junit.xml",
+    ];
+    args.extend(MAPPING);
+    let run = ctx.run(&args);
+    run.expect_code(1).stderr_has("failed");
+    let junit = std::fs::read_to_string(ctx.root().join("junit.xml")).unwrap();
+    assert!(junit.contains("<failure"), "{junit}");
+    assert!(junit.contains("base run"), "the failure says why: {junit}");
+}
+
+#[test]
+fn built_in_evaluators_score_without_python() {
+    let ctx = TestContext::with_mock();
+    classification(&ctx, &[3]);
+    batch(&ctx, "main");
+    let run = ctx.run(&[
+        "eval",
+        "--run",
+        "main",
+        "--evaluator",
+        "exact_match:ignore_case",
+        "--column-mapping",
+        "prediction=${run.outputs.category}",
+        "ground_truth=${data.category}",
+        "--threshold",
+        "exact_match.mean>=0.8",
+        "--output",
+        "json",
+    ]);
+    run.expect_code(0);
+    let out = run.json();
+    assert_eq!(out["metrics"]["exact_match.mean"], 0.875);
+    assert_eq!(out["metrics"]["exact_match.pass_rate"], 0.875);
+    let failing = ctx.run(&[
+        "eval",
+        "--run",
+        "main",
+        "--evaluator",
+        "exact_match",
+        "--column-mapping",
+        "prediction=${run.outputs.category}",
+        "ground_truth=${data.category}",
+        "--threshold",
+        "exact_match.mean>=0.9",
+    ]);
+    failing.expect_code(1).stderr_has("exact_match.mean");
+}
+
+#[test]
+fn offline_answers_never_pass_a_gate_silently() {
+    let ctx = TestContext::with_mock();
+    classification(&ctx, &[]);
+    ctx.run(&[
+        "run",
+        "classification",
+        "--data",
+        "data.jsonl",
+        "--name",
+        "dry",
+        "--offline",
+    ])
+    .expect_code(0);
+    let mut args = vec![
+        "eval",
+        "--run",
+        "dry",
+        "eval-accuracy",
+        "--threshold",
+        "accuracy>=0.0",
+    ];
+    args.extend(MAPPING);
+    ctx.run(&args).expect_code(1).stderr_has("offline");
+    args.push("--allow-offline");
+    ctx.run(&args).expect_code(0);
+}
+
+#[test]
+fn nothing_to_evaluate_with_is_a_usage_error() {
+    let ctx = TestContext::with_mock();
+    classification(&ctx, &[]);
+    batch(&ctx, "main");
+    ctx.run(&["eval", "--run", "main"])
+        .expect_code(2)
+        .stderr_has("--evaluator");
+    ctx.run(&["eval", "--run", "nope", "eval-accuracy"])
+        .expect_code(2)
+        .stderr_has("no run `nope`");
+    ctx.run(&["eval", "--run", "main", "--evaluator", "exact_mach"])
+        .expect_code(2)
+        .stderr_has("exact_match");
+    ctx.run(&[
+        "eval",
+        "--run",
+        "main",
+        "eval-accuracy",
+        "--threshold",
+        "accuracy>>1",
+    ])
+    .expect_code(2);
+}
