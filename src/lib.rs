@@ -16,6 +16,7 @@ pub mod data;
 pub mod diagnostic;
 pub mod executor;
 pub mod init;
+pub mod judge;
 pub mod model;
 pub mod prompty;
 pub mod provider;
