@@ -390,6 +390,36 @@ mod tests {
     }
 
     #[test]
+    fn targets_for_openai_azure_and_extra_model() {
+        use crate::connection::{EnvVars, resolve};
+        let env = EnvVars::from_pairs([
+            ("O_API_KEY", "k"),
+            ("O_API_BASE", "http://h/v1/chat/completions"),
+            ("O_EMBEDDING_MODEL", "emb-small"),
+            ("A_API_KEY", "k"),
+            ("A_API_TYPE", "azure"),
+            ("A_API_BASE", "https://r.openai.azure.com/"),
+            ("A_API_VERSION", "2024-06-01"),
+        ]);
+        let o = resolve("o", &env, false).unwrap();
+        let (url, model) = embeddings_target(&o, None).unwrap();
+        assert_eq!(
+            (url.as_str(), model.as_str()),
+            ("http://h/v1/embeddings", "emb-small")
+        );
+        assert_eq!(embeddings_target(&o, Some("big")).unwrap().1, "big");
+        let a = resolve("a", &env, false).unwrap();
+        let (url, dep) = embeddings_target(&a, Some("emb-dep")).unwrap();
+        assert_eq!(
+            url,
+            "https://r.openai.azure.com/openai/deployments/emb-dep/embeddings?api-version=2024-06-01"
+        );
+        assert_eq!(dep, "emb-dep");
+        let e = embeddings_target(&a, None).unwrap_err().to_string();
+        assert!(e.contains("A_EMBEDDING_DEPLOYMENT"), "{e}");
+    }
+
+    #[test]
     fn parse_orders_by_index_and_checks_count() {
         let v = json!({"data": [
             {"index": 1, "embedding": [0.0, 1.0]},
