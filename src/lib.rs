@@ -20,6 +20,7 @@ pub mod evaluators;
 pub mod executor;
 pub mod gate;
 pub mod init;
+pub mod judge;
 pub mod model;
 pub mod prompty;
 pub mod provider;

@@ -9,6 +9,7 @@
 mod anthropic;
 mod check;
 mod echo;
+mod embeddings;
 mod error;
 mod http;
 mod limiter;
@@ -27,6 +28,7 @@ use crate::connection::{ApiType, Connection};
 
 pub use check::CheckOutcome;
 pub use echo::ECHO_PREFIX;
+pub use embeddings::{ECHO_EMBEDDING_DIMS, cosine, echo_embedding};
 pub use error::ProviderError;
 pub use limiter::LimiterStats;
 pub use retry::{RetryPolicy, parse_http_date, parse_retry_after};

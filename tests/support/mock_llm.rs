@@ -13,7 +13,7 @@
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions`,
 //! `POST /openai/deployments/{d}/chat/completions` (and `/completions`; needs `api-key` and an
 //! `api-version` query), `POST /v1/messages` (Anthropic; needs `x-api-key` and
-//! `anthropic-version`), `GET /v1/models`. With [`MockLlm::set_api_key`], a wrong or missing key
+//! `anthropic-version`), `GET /v1/models`, `POST /v1/embeddings` (deterministic vectors). With [`MockLlm::set_api_key`], a wrong or missing key
 //! gets a 401 with an OpenAI-style error body (which echoes the key it got, to test redaction).
 //!
 //! Rate-limit mode ([`MockLlm::set_rate_limit`]): a token bucket like OpenAI's. Replies carry
@@ -456,6 +456,12 @@ async fn handle(
                 .collect();
             return json_response(200, &json!({"object": "list", "data": data}));
         }
+        "/v1/embeddings" => {
+            if let Some(r) = check_key(Kind::Chat, &expected_key, bearer(&rec)) {
+                return r;
+            }
+            return embeddings(&json_body);
+        }
         p if azure && p.ends_with("/chat/completions") => {
             (Kind::Chat, rec.header("api-key").map(str::to_string))
         }
@@ -565,6 +571,39 @@ async fn handle(
     let mut r = render(reply, &ctx).await;
     add_headers(&mut r, &rate_headers);
     r
+}
+
+/// `POST /v1/embeddings`: a deterministic vector per input, a hashed bag of lower-cased words
+/// (16 dimensions), so equal texts get equal vectors and texts sharing words are close.
+fn embeddings(body: &Value) -> Response {
+    use std::hash::{Hash, Hasher};
+    let inputs: Vec<String> = match body.get("input") {
+        Some(Value::Array(a)) => a.iter().map(content_text).collect(),
+        Some(v) => vec![content_text(v)],
+        None => return json_response(400, &error_body(Kind::Chat, 400, "mock: no input")),
+    };
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let mut v = [0f64; 16];
+            for w in text
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+            {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                w.to_lowercase().hash(&mut h);
+                v[(h.finish() % 16) as usize] += 1.0;
+            }
+            json!({"object": "embedding", "index": i, "embedding": v.to_vec()})
+        })
+        .collect();
+    let tokens: u64 = inputs.iter().map(|t| words(t)).sum();
+    json_response(
+        200,
+        &json!({"object": "list", "data": data, "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+    )
 }
 
 fn add_headers(r: &mut Response, headers: &[(&'static str, String)]) {
