@@ -288,3 +288,52 @@ fn nothing_to_evaluate_with_is_a_usage_error() {
     ])
     .expect_code(2);
 }
+
+#[test]
+fn an_llm_judge_scores_each_line_and_records_its_model_and_prompt() {
+    let ctx = TestContext::with_mock();
+    classification(&ctx, &[]);
+    batch(&ctx, "main");
+    // Judge prompts (and only they) name the metric; a chatty judge still parses.
+    ctx.mock().reply_when(
+        "Metric: RELEVANCE",
+        "I would rate this answer a 4 out of 5.",
+    );
+    let run = ctx.run(&[
+        "eval",
+        "--run",
+        "main",
+        "--evaluator",
+        "relevance:connection=open_ai_connection,model=judge-model,threshold=4",
+        "--column-mapping",
+        "question=${data.text}",
+        "prediction=${run.outputs.category}",
+        "--threshold",
+        "relevance.mean>=3.5",
+        "--name",
+        "judged",
+        "--output",
+        "json",
+    ]);
+    run.expect_code(0);
+    let out = run.json();
+    assert_eq!(out["metrics"]["relevance.mean"], 4.0);
+    assert_eq!(out["metrics"]["relevance.pass_rate"], 1.0);
+    let described: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ctx.root().join(".flow/runs/judged/evaluators.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(described[0]["model"], "judge-model");
+    assert_eq!(described[0]["prompt_sha256"].as_str().unwrap().len(), 12);
+    let judge_requests = ctx
+        .mock()
+        .requests()
+        .into_iter()
+        .filter(|r| r.body.to_string().contains("Metric: RELEVANCE"))
+        .count();
+    assert_eq!(judge_requests, 8, "one judge call per line");
+    // A judge must name its connection: never an implicit default key.
+    ctx.run(&["eval", "--run", "main", "--evaluator", "relevance"])
+        .expect_code(2)
+        .stderr_has("connection");
+}

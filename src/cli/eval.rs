@@ -2,6 +2,7 @@
 //! evaluation flow and/or built-in evaluators, gate on thresholds and a baseline, and write the
 //! CI outputs (JUnit, Markdown summary, GitHub annotations).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -14,6 +15,7 @@ use super::output::{Failure, bold, color_stderr};
 use super::run::OutputFormat;
 use flow::ci_report::{CaseResult, SummaryInput, github_annotations, junit_xml, markdown_summary};
 use flow::data::ColumnMapping;
+use flow::eval::ModelEvaluator;
 use flow::evaluators::EvaluatorSpec;
 use flow::gate::{GateResult, Threshold, check_baseline, check_thresholds};
 use flow::record::timestamp;
@@ -80,14 +82,16 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
             "error: nothing to evaluate with\n  help: give an evaluation flow (flow eval --run RUN flows/eval-accuracy) or --evaluator NAME",
         ));
     }
-    let evaluators: Vec<EvaluatorSpec> = args
-        .evaluators
+    let (model_specs, plain_specs): (Vec<&String>, Vec<&String>) =
+        args.evaluators.iter().partition(|s| is_model_evaluator(s));
+    let evaluators: Vec<EvaluatorSpec> = plain_specs
         .iter()
         .map(|s| {
             s.parse::<EvaluatorSpec>()
                 .map_err(|e| Failure::usage(format!("error: --evaluator {s}: {e}")))
         })
         .collect::<Result<_, _>>()?;
+    let model_evaluators = prepare_model_evaluators(&model_specs, &args.model, &project)?;
     let thresholds: Vec<Threshold> = args
         .thresholds
         .iter()
@@ -215,6 +219,72 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
                 outcome.failed_base_lines, base_meta.name
             )));
         }
+    }
+    if !model_evaluators.is_empty() {
+        let lines = score_models(&base, &data, &mapping, &model_evaluators, &args, &project)?;
+        let file = std::fs::File::create(dir.path.join("judge_scores.jsonl"))
+            .map_err(|e| Failure::usage(format!("error: cannot write judge scores: {e}")))?;
+        let mut out = std::io::BufWriter::new(file);
+        let mut per_evaluator: indexmap::IndexMap<String, Vec<(Option<f64>, bool)>> =
+            indexmap::IndexMap::new();
+        for line in &lines {
+            let scores: Map<String, Value> = line
+                .scores
+                .iter()
+                .map(|(n, s, p, r)| {
+                    (
+                        n.clone(),
+                        serde_json::json!({"score": s, "passed": p, "reason": r}),
+                    )
+                })
+                .collect();
+            let record = serde_json::json!({"line_number": line.line_number, "scores": scores});
+            let _ = writeln!(out, "{record}");
+            for (name, score, passed, reason) in &line.scores {
+                per_evaluator
+                    .entry(name.clone())
+                    .or_default()
+                    .push((*score, *passed));
+                builtin_cases.push(CaseResult {
+                    line_number: line.line_number,
+                    evaluator: name.clone(),
+                    passed: *passed,
+                    score: *score,
+                    message: reason.clone(),
+                    duration_s: 0.0,
+                });
+                if !passed {
+                    worst.push((
+                        line.line_number,
+                        String::new(),
+                        format!("{name}: {reason}"),
+                        score.unwrap_or(f64::NEG_INFINITY),
+                    ));
+                }
+            }
+        }
+        for (name, scores) in per_evaluator {
+            let agg = flow::judge::Aggregate::from_lines(scores);
+            if let Some(mean) = agg.mean {
+                metrics.insert(
+                    format!("{name}.mean"),
+                    Value::from((mean * 1e6).round() / 1e6),
+                );
+            }
+            metrics.insert(
+                format!("{name}.pass_rate"),
+                Value::from(agg.pass_rate.unwrap_or(0.0)),
+            );
+        }
+        let described: Vec<Value> = model_evaluators
+            .iter()
+            .map(ModelEvaluator::describe)
+            .collect();
+        flow::record::write_json_atomic(
+            &dir.path.join("evaluators.json"),
+            &Value::Array(described),
+        )
+        .map_err(|e| Failure::usage(format!("error: cannot write evaluators.json: {e}")))?;
     }
     metrics.insert(
         "eval.base_failed_lines".into(),
@@ -354,6 +424,84 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
         ))),
         None => Ok(()),
     }
+}
+
+/// Judges (`relevance:connection=...`, ...) and `embedding_similarity` call a model.
+fn is_model_evaluator(spec: &str) -> bool {
+    let name = spec.split(':').next().unwrap_or("").trim();
+    name.parse::<flow::judge::Rubric>().is_ok() || name.starts_with("embedding")
+}
+
+fn prepare_model_evaluators(
+    specs: &[&String],
+    model: &ModelArgs,
+    project: &Path,
+) -> Result<Vec<ModelEvaluator>, Failure> {
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let env = flow::connection::EnvVars::load(model.env_file.as_deref(), project)
+        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    specs
+        .iter()
+        .map(|s| {
+            let usage =
+                |e: flow::judge::JudgeError| Failure::usage(format!("error: --evaluator {s}: {e}"));
+            if s.starts_with("embedding") {
+                let spec = s.parse::<flow::judge::EmbeddingSpec>().map_err(usage)?;
+                flow::judge::EmbeddingJudge::new(spec, &env, model.offline)
+                    .map(ModelEvaluator::Embedding)
+                    .map_err(usage)
+            } else {
+                let spec = s.parse::<flow::judge::JudgeSpec>().map_err(usage)?;
+                flow::judge::Judge::new(spec, &env, model.offline)
+                    .map(ModelEvaluator::Judge)
+                    .map_err(usage)
+            }
+        })
+        .collect()
+}
+
+/// Run the model-based evaluators over the run; an unusable endpoint is exit 3.
+fn score_models(
+    base: &RunDir,
+    data: &Path,
+    mapping: &ColumnMapping,
+    evaluators: &[ModelEvaluator],
+    args: &EvalArgs,
+    project: &Path,
+) -> Result<Vec<flow::eval::ModelLine>, Failure> {
+    let mut config = flow::provider::ClientConfig {
+        timeout: std::time::Duration::from_secs_f64(args.model.request_timeout.max(0.001)),
+        ..flow::provider::ClientConfig::default()
+    };
+    config.retry.max_retries = args.model.max_retries;
+    config.max_in_flight = args.concurrency.max(1);
+    let client = flow::provider::LlmClient::with_config(config)
+        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let cache = match args.model.cache.mode() {
+        flow::cache::CacheMode::Off => None,
+        mode => Some(flow::cache::ResponseCache::new(
+            args.model.cache.dir(project),
+            mode,
+        )),
+    };
+    let rt = super::runtime()?;
+    rt.block_on(flow::eval::score_with_models(
+        base,
+        data,
+        mapping,
+        evaluators,
+        &client,
+        cache.as_ref(),
+        args.concurrency,
+    ))
+    .map_err(|e| match e {
+        flow::eval::JudgeErrorOrText::Judge(j) if j.endpoint_unusable() => {
+            Failure::endpoint(format!("error: {j}"))
+        }
+        other => Failure::usage(format!("error: {other}")),
+    })
 }
 
 /// One JUnit case per evaluation-flow line: it passed when the line succeeded.

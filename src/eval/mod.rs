@@ -3,5 +3,7 @@
 //! (Evaluation flows are ordinary batch runs over the base run; `flow eval` runs both.)
 
 mod builtin;
+mod models;
 
 pub use builtin::{BuiltinOutcome, LineScore, score_run};
+pub use models::{JudgeErrorOrText, ModelEvaluator, ModelLine, score_with_models};

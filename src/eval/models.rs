@@ -1,0 +1,198 @@
+//! Evaluators that call a model — LLM judges (1–5 rubrics) and embedding similarity — over a
+//! run, line by line, concurrently, through the shared client (its rate limiter) and the cache.
+
+use std::path::Path;
+
+use futures::stream::{self, StreamExt};
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+use crate::cache::ResponseCache;
+use crate::data::{BaseRun, ColumnMapping};
+use crate::judge::{EmbeddingJudge, Judge, JudgeError, JudgeInput};
+use crate::model::{FlowInput, ValueType};
+use crate::provider::LlmClient;
+use crate::record::Status;
+use crate::run_store::{RunDir, read_journal};
+
+/// A model-based evaluator, prepared.
+pub enum ModelEvaluator {
+    Judge(Judge),
+    Embedding(EmbeddingJudge),
+}
+
+impl ModelEvaluator {
+    /// The metric prefix.
+    pub fn name(&self) -> String {
+        match self {
+            ModelEvaluator::Judge(j) => j.spec().rubric.as_str().to_string(),
+            ModelEvaluator::Embedding(_) => "embedding_similarity".to_string(),
+        }
+    }
+
+    /// What the report records about it: the model and, for judges, the prompt's hash.
+    pub fn describe(&self) -> Value {
+        match self {
+            ModelEvaluator::Judge(j) => serde_json::json!({
+                "evaluator": self.name(), "connection": j.connection().name, "model": j.model(),
+                "prompt_sha256": j.prompt_hash(), "threshold": j.spec().threshold,
+            }),
+            ModelEvaluator::Embedding(e) => serde_json::json!({
+                "evaluator": self.name(), "connection": e.spec().connection, "model": e.model(),
+                "threshold": e.spec().threshold,
+            }),
+        }
+    }
+}
+
+/// One line's model-based scores: evaluator → (score, passed, reason).
+pub struct ModelLine {
+    pub line_number: usize,
+    pub scores: Vec<(String, Option<f64>, bool, String)>,
+}
+
+/// The inputs a judge can read for one line.
+struct LineFields {
+    line_number: usize,
+    base_error: Option<String>,
+    question: Option<String>,
+    answer: Option<String>,
+    context: Option<String>,
+    ground_truth: Option<String>,
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Gather, per line, `question`, `answer` (the prediction), `context` and `ground_truth`: mapped
+/// with `--column-mapping`, else from same-named data columns or the base line's inputs; the
+/// answer defaults to the run's only output.
+fn fields(base: &RunDir, data: &Path, mapping: &ColumnMapping) -> Result<Vec<LineFields>, String> {
+    let journal = read_journal(base)
+        .map_err(|e| format!("cannot read the run {}: {e}", base.path.display()))?;
+    let base_run = BaseRun::load(&base.path).map_err(|e| e.to_string())?;
+    let names = ["question", "prediction", "context", "ground_truth"];
+    let inputs: IndexMap<String, FlowInput> = names
+        .iter()
+        .map(|n| {
+            let input = FlowInput {
+                name: n.to_string(),
+                ty: ValueType::Object,
+                default: None,
+                description: None,
+                allowed: None,
+                is_chat_input: false,
+                is_chat_history: false,
+            };
+            (n.to_string(), input)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for item in crate::data::open(data).map_err(|e| e.to_string())? {
+        let Ok(row) = item else { continue };
+        let n = row.line_number;
+        let record = journal.line(n).map_err(|e| e.to_string())?;
+        let mut line = LineFields {
+            line_number: n,
+            base_error: None,
+            question: None,
+            answer: None,
+            context: None,
+            ground_truth: None,
+        };
+        match record {
+            Some(r) if r.status == Status::Completed => {
+                let mapped: Map<String, Value> = mapping
+                    .apply_with_run(&inputs, &row, Some(&base_run))
+                    .unwrap_or_default();
+                let only = (r.outputs.len() == 1)
+                    .then(|| r.outputs.values().next())
+                    .flatten();
+                line.question = text(mapped.get("question").or(r.inputs.get("question")));
+                line.answer = text(mapped.get("prediction").or(only));
+                line.context = text(mapped.get("context").or(r.inputs.get("context")));
+                line.ground_truth = text(mapped.get("ground_truth"));
+            }
+            Some(r) => {
+                line.base_error = Some(format!(
+                    "line {n} of the run failed: {}",
+                    r.error.map_or("unknown error".to_string(), |e| e.message)
+                ))
+            }
+            None => line.base_error = Some(format!("line {n} is not in the run (it never ran)")),
+        }
+        out.push(line);
+    }
+    Ok(out)
+}
+
+/// Score every line with every model evaluator, `concurrency` lines at a time. An endpoint that
+/// cannot be used at all is an error (exit 3); a configuration problem too (exit 2); anything
+/// else fails just that line's score.
+pub async fn score_with_models(
+    base: &RunDir,
+    data: &Path,
+    mapping: &ColumnMapping,
+    evaluators: &[ModelEvaluator],
+    client: &LlmClient,
+    cache: Option<&ResponseCache>,
+    concurrency: usize,
+) -> Result<Vec<ModelLine>, JudgeErrorOrText> {
+    let lines = fields(base, data, mapping).map_err(JudgeErrorOrText::Text)?;
+    let scored: Vec<Result<ModelLine, JudgeError>> = stream::iter(lines.iter())
+        .map(|line| async move {
+            let mut scores = Vec::with_capacity(evaluators.len());
+            for e in evaluators {
+                let name = e.name();
+                if let Some(err) = &line.base_error {
+                    scores.push((name, None, false, err.clone()));
+                    continue;
+                }
+                let result = match e {
+                    ModelEvaluator::Judge(j) => {
+                        let input = JudgeInput {
+                            question: line.question.as_deref(),
+                            answer: line.answer.as_deref(),
+                            context: line.context.as_deref(),
+                            ground_truth: line.ground_truth.as_deref(),
+                        };
+                        j.score(client, cache, &input).await.map(|s| (s.score, s.passed, s.reason))
+                    }
+                    ModelEvaluator::Embedding(emb) => match (&line.answer, &line.ground_truth) {
+                        (Some(a), Some(g)) => emb.score(client, cache, a, g).await.map(|s| (s.similarity, s.passed, s.reason)),
+                        _ => Ok((None, false, "needs a prediction and a ground_truth (map them with --column-mapping)".to_string())),
+                    },
+                };
+                match result {
+                    Ok((score, passed, reason)) => scores.push((name, score, passed, reason)),
+                    Err(err) if err.endpoint_unusable() || err.is_config() => return Err(err),
+                    Err(err) => scores.push((name, None, false, err.to_string())),
+                }
+            }
+            Ok(ModelLine {
+                line_number: line.line_number,
+                scores,
+            })
+        })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    scored
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(JudgeErrorOrText::Judge)
+}
+
+/// Why model-based scoring could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum JudgeErrorOrText {
+    #[error(transparent)]
+    Judge(JudgeError),
+    #[error("{0}")]
+    Text(String),
+}
