@@ -450,12 +450,12 @@ fn prepare_model_evaluators(
             if s.starts_with("embedding") {
                 let spec = s.parse::<flow::judge::EmbeddingSpec>().map_err(usage)?;
                 flow::judge::EmbeddingJudge::new(spec, &env, model.offline)
-                    .map(ModelEvaluator::Embedding)
+                    .map(|j| ModelEvaluator::Embedding(Box::new(j)))
                     .map_err(usage)
             } else {
                 let spec = s.parse::<flow::judge::JudgeSpec>().map_err(usage)?;
                 flow::judge::Judge::new(spec, &env, model.offline)
-                    .map(ModelEvaluator::Judge)
+                    .map(|j| ModelEvaluator::Judge(Box::new(j)))
                     .map_err(usage)
             }
         })

@@ -17,8 +17,8 @@ use crate::run_store::{RunDir, read_journal};
 
 /// A model-based evaluator, prepared.
 pub enum ModelEvaluator {
-    Judge(Judge),
-    Embedding(EmbeddingJudge),
+    Judge(Box<Judge>),
+    Embedding(Box<EmbeddingJudge>),
 }
 
 impl ModelEvaluator {
