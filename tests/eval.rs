@@ -337,3 +337,64 @@ fn an_llm_judge_scores_each_line_and_records_its_model_and_prompt() {
         .expect_code(2)
         .stderr_has("connection");
 }
+
+#[test]
+fn repeat_samples_each_line_and_requires_k_of_n_passes() {
+    let ctx = TestContext::with_mock();
+    classification(&ctx, &[]);
+    ctx.run(&[
+        "run",
+        "classification",
+        "--data",
+        "data.jsonl",
+        "--name",
+        "main",
+    ])
+    .expect_code(0);
+    let first = ctx.mock().requests().len();
+    assert_eq!(first, 8);
+    // The second sample of line 0 answers wrongly (one line at a time, so it meets line 0).
+    ctx.mock().push(support::mock_llm::MockReply::text("other"));
+    let args = [
+        "eval",
+        "--run",
+        "main",
+        "--evaluator",
+        "exact_match",
+        "--column-mapping",
+        "prediction=${run.outputs.category}",
+        "ground_truth=${data.category}",
+        "--repeat",
+        "2",
+        "--concurrency",
+        "1",
+        "--output",
+        "json",
+    ];
+    let strict = ctx.run(&args);
+    strict
+        .expect_code(1)
+        .stderr_has("exact_match")
+        .stderr_has("line 0");
+    assert_eq!(
+        ctx.mock().requests().len(),
+        16,
+        "each sample is a real request"
+    );
+    assert_eq!(
+        strict.json()["metrics"]["exact_match.k_of_n_pass_rate"],
+        0.875
+    );
+
+    // 1 of 2 is enough; the samples are answered from the cache this time.
+    let mut lenient: Vec<&str> = args.to_vec();
+    lenient.extend(["--require", "1"]);
+    let run = ctx.run(&lenient);
+    run.expect_code(0);
+    assert_eq!(run.json()["metrics"]["exact_match.k_of_n_pass_rate"], 1.0);
+    assert_eq!(
+        ctx.mock().requests().len(),
+        16,
+        "repeated samples are cached by sample index"
+    );
+}

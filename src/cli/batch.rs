@@ -68,6 +68,8 @@ pub(super) struct Plan {
     pub line_timeout: Option<f64>,
     /// Fail lines whose base-run line failed or never ran (evaluations count them).
     pub require_base_line: bool,
+    /// The repeated sample this run is (`flow eval --repeat`), for distinct cache entries.
+    pub sample: Option<u32>,
 }
 
 /// How a finished batch is reported and judged.
@@ -128,6 +130,7 @@ pub(super) fn run_plan(
     let mut options = executor_options(&model, &flow)?;
     options.python_workers = python_workers(plan.concurrency);
     options.max_in_flight = plan.concurrency;
+    options.sample = plan.sample;
     let line_timeout = match plan.line_timeout {
         Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
         Some(_) => {
@@ -202,6 +205,7 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
             line_timeout: b.line_timeout.or(meta.settings.line_timeout_s),
             dir,
             require_base_line: meta.settings.require_base_line,
+            sample: None,
             resumed: Some(meta),
         });
     }
@@ -251,6 +255,7 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
         dir,
         resumed: None,
         require_base_line: false,
+        sample: None,
         concurrency: b.concurrency.max(1),
         line_timeout: b.line_timeout,
     })

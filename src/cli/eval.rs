@@ -56,6 +56,14 @@ pub struct EvalArgs {
     /// Write a Markdown summary (for a PR comment or $GITHUB_STEP_SUMMARY).
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
+    /// Sample each line N times: the run counts as the first sample, and its flow runs N-1 more
+    /// times (each sample a real request, cached by sample index). Built-in evaluators score
+    /// every sample.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub repeat: u32,
+    /// With --repeat: a line passes an evaluator when at least K of its N samples pass [default: N].
+    #[arg(long, value_name = "K", requires = "repeat")]
+    pub require: Option<u32>,
     /// Accept a verdict on answers from the offline echo provider (otherwise gates fail on them).
     #[arg(long)]
     pub allow_offline: bool,
@@ -153,6 +161,7 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
                 concurrency: args.concurrency.max(1),
                 line_timeout: args.line_timeout,
                 require_base_line: true,
+                sample: None,
             };
             let reporting = Reporting {
                 output: OutputFormat::Pretty,
@@ -179,6 +188,8 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
     let mut builtin_cases: Vec<CaseResult> = Vec::new();
     let mut worst: Vec<(usize, String, String, f64)> = Vec::new();
     let mut failed_base_lines = 0;
+    let mut tallies: std::collections::BTreeMap<(String, usize), (usize, usize)> =
+        Default::default();
     let mut metrics: Map<String, Value> = std::fs::read_to_string(dir.metrics_file())
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -190,6 +201,11 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
         let outcome =
             flow::eval::score_run(&base, &data, &mapping, &evaluators, &mut out, |line| {
                 for (evaluator, score) in &line.scores {
+                    let t = tallies
+                        .entry((evaluator.clone(), line.line_number))
+                        .or_insert((0, 0));
+                    t.0 += usize::from(score.passed);
+                    t.1 += 1;
                     builtin_cases.push(CaseResult {
                         line_number: line.line_number,
                         evaluator: evaluator.clone(),
@@ -218,6 +234,69 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
                 "{} line(s) of run `{}` failed; they count as failed evaluations",
                 outcome.failed_base_lines, base_meta.name
             )));
+        }
+    }
+    let mut repeat_gates: Vec<GateResult> = Vec::new();
+    if args.repeat > 1 {
+        if evaluators.is_empty() {
+            return Err(Failure::usage(
+                "error: --repeat samples lines for built-in evaluators: add --evaluator NAME",
+            ));
+        }
+        let k = args.require.unwrap_or(args.repeat);
+        if k == 0 || k > args.repeat {
+            return Err(Failure::usage(format!(
+                "error: --require must be between 1 and --repeat ({})",
+                args.repeat
+            )));
+        }
+        for sample in 1..args.repeat {
+            let sample_dir = RunDir::new(dir.path.join("samples").join(sample.to_string()));
+            run_sample(&base_meta, &sample_dir, sample, &args)?;
+            let file = std::fs::File::create(sample_dir.path.join("scores.jsonl"))
+                .map_err(|e| Failure::usage(format!("error: cannot write scores: {e}")))?;
+            let mut out = std::io::BufWriter::new(file);
+            flow::eval::score_run(
+                &sample_dir,
+                &data,
+                &mapping,
+                &evaluators,
+                &mut out,
+                |line| {
+                    for (evaluator, score) in &line.scores {
+                        let t = tallies
+                            .entry((evaluator.clone(), line.line_number))
+                            .or_insert((0, 0));
+                        t.0 += usize::from(score.passed);
+                        t.1 += 1;
+                    }
+                },
+            )
+            .map_err(|e| Failure::usage(format!("error: sample {sample}: {e}")))?;
+        }
+        for e in &evaluators {
+            let lines: Vec<flow::gate::LineTally> = tallies
+                .iter()
+                .filter(|((name, _), _)| name == &e.name)
+                .map(|((_, n), (passes, samples))| flow::gate::LineTally {
+                    line_number: *n,
+                    passes: *passes,
+                    samples: *samples,
+                })
+                .collect();
+            let passing = lines
+                .iter()
+                .filter(|l| flow::gate::k_of_n(l.passes, l.samples, k as usize))
+                .count();
+            metrics.insert(
+                format!("{}.k_of_n_pass_rate", e.name),
+                Value::from(if lines.is_empty() {
+                    0.0
+                } else {
+                    passing as f64 / lines.len() as f64
+                }),
+            );
+            repeat_gates.push(flow::gate::check_repeats(&e.name, &lines, k as usize));
         }
     }
     if !model_evaluators.is_empty() {
@@ -302,6 +381,7 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
     // 3. Gates.
     let offline = base_meta.offline || meta.offline || args.model.offline;
     let mut gates: Vec<GateResult> = check_thresholds(&thresholds, &metrics);
+    gates.extend(repeat_gates);
     let baseline_metrics = match &baseline {
         Some(b) => {
             let text = std::fs::read_to_string(b.metrics_file()).map_err(|e| {
@@ -423,6 +503,54 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
             gates.iter().filter(|g| !g.passed).count()
         ))),
         None => Ok(()),
+    }
+}
+
+/// Run the base run's flow again as repeated sample `sample`, into `dir`.
+fn run_sample(
+    base_meta: &RunMeta,
+    dir: &RunDir,
+    sample: u32,
+    args: &EvalArgs,
+) -> Result<(), Failure> {
+    let Some(data) = &base_meta.data else {
+        return Err(Failure::usage(
+            "error: --repeat needs the run's dataset, and the run has none recorded",
+        ));
+    };
+    if base_meta.flow.is_empty() {
+        return Err(Failure::usage(
+            "error: --repeat needs a run of a flow to sample again",
+        ));
+    }
+    let plan = Plan {
+        flow_path: PathBuf::from(&base_meta.flow),
+        selections: base_meta
+            .variants
+            .iter()
+            .map(|(node, vid)| flow::model::VariantSelection {
+                node: node.clone(),
+                variant_id: vid.clone(),
+            })
+            .collect(),
+        data: PathBuf::from(data),
+        mapping_args: base_meta.column_mapping.clone(),
+        base_run: base_meta.base_run.as_ref().map(PathBuf::from),
+        dir: dir.clone(),
+        resumed: None,
+        concurrency: args.concurrency.max(1),
+        line_timeout: args.line_timeout,
+        require_base_line: false,
+        sample: Some(sample),
+    };
+    eprintln!("sample {} of {}:", sample + 1, args.repeat);
+    let reporting = Reporting {
+        output: OutputFormat::Pretty,
+        allow_failures: true,
+    };
+    match run_plan(&plan, &args.model, reporting)?.failure {
+        Some(f) if f.code != 1 => Err(f),
+        _ => Ok(()),
     }
 }
 

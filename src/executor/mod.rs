@@ -49,6 +49,9 @@ pub struct ExecutorOptions {
     pub cache: Option<ResponseCache>,
     /// Prices of models, for the cost of each call.
     pub prices: Arc<PriceTable>,
+    /// Which repeated sample this is (`flow eval --repeat`): each sample's model requests are
+    /// distinct cache entries, so samples are real requests yet re-runs stay cached.
+    pub sample: Option<u32>,
 }
 
 impl ExecutorOptions {
@@ -64,6 +67,7 @@ impl ExecutorOptions {
             max_in_flight: 64,
             cache: None,
             prices: Arc::new(PriceTable::builtin()),
+            sample: None,
         }
     }
 }
@@ -96,6 +100,7 @@ pub struct Executor {
     pub(crate) python: Option<PythonPool>,
     pub(crate) cache: Option<ResponseCache>,
     pub(crate) prices: Arc<PriceTable>,
+    pub(crate) sample: Option<u32>,
 }
 
 impl Executor {

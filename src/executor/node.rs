@@ -128,7 +128,10 @@ impl Executor {
                 let fetch = || self.llm.complete(connection, &request, None);
                 let (response, cached) = match &self.cache {
                     Some(cache) if connection.api_type != ApiType::Echo => {
-                        let key = request.cache_key(connection);
+                        let key = match self.sample {
+                            Some(n) => format!("{}-sample{n}", request.cache_key(connection)),
+                            None => request.cache_key(connection),
+                        };
                         let what = describe_request(&node.name, &request);
                         match cache.get_or_fetch(&key, &what, fetch).await {
                             Ok(c) => (c.response, c.hit),

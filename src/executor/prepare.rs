@@ -125,6 +125,7 @@ impl Executor {
             python,
             cache: options.cache.clone(),
             prices: options.prices.clone(),
+            sample: options.sample,
         })
     }
 }
