@@ -398,3 +398,105 @@ fn repeat_samples_each_line_and_requires_k_of_n_passes() {
         "repeated samples are cached by sample index"
     );
 }
+
+#[test]
+fn promptflows_own_evaluation_flow_runs_unmodified_under_flow_eval() {
+    let ctx = TestContext::with_mock();
+    classification(&ctx, &[2, 5]);
+    batch(&ctx, "main");
+    ctx.copy_from_repo("tests/fixtures/promptflow/eval-classification-accuracy");
+    let mut args = vec![
+        "eval",
+        "--run",
+        "main",
+        "eval-classification-accuracy",
+        "--output",
+        "json",
+    ];
+    args.extend(MAPPING);
+    let run = ctx.run(&args);
+    run.expect_code(0);
+    assert_eq!(run.json()["metrics"]["accuracy"], 0.75, "6 of 8 correct");
+}
+
+/// A flow that answers with its `answer` input, so every built-in evaluator sees known text.
+fn echo_flow(ctx: &TestContext) {
+    ctx.flow(
+        "echo",
+        &[
+            ("flow.dag.yaml", "inputs:\n  answer: {type: string}\noutputs:\n  answer: {reference: '${say.output}'}\nnodes:\n- {name: say, type: python, source: {type: code, path: say.py}, inputs: {text: '${inputs.answer}'}}\n"),
+            ("say.py", "from promptflow import tool\n\n@tool\ndef say(text: str) -> str:\n    return text\n"),
+        ],
+    );
+}
+
+#[test]
+fn every_deterministic_built_in_evaluator_scores_through_the_binary() {
+    use flow::evaluators::{EvalInput, EvaluatorSpec};
+    let ctx = TestContext::new();
+    echo_flow(&ctx);
+    let rows = [
+        (r#"{"total": 42}"#, r#"{"total": 42}"#),
+        ("the cat sat on the mat", "the cat is on the mat"),
+        ("3.14159", "3.1416"),
+        (
+            "Paris is the capital of France.",
+            "The capital of France is Paris.",
+        ),
+    ];
+    let data: String = rows
+        .iter()
+        .map(|(a, g)| format!("{}\n", serde_json::json!({"answer": a, "ground_truth": g})))
+        .collect();
+    ctx.write("data.jsonl", &data);
+    ctx.run(&["run", "echo", "--data", "data.jsonl", "--name", "echoed"])
+        .expect_code(0);
+    let specs = [
+        "exact_match:squad",
+        "contains:text=the",
+        "not_contains:text=sorry",
+        "regex:pattern=[0-9]",
+        "is_json",
+        "numeric:tolerance=0.001",
+        "f1",
+        "bleu",
+        "rouge_l",
+        "latency:max_ms=60000",
+        "tokens:max=100",
+        "cost:max_usd=1",
+    ];
+    let mut args = vec!["eval", "--run", "echoed", "--output", "json"];
+    for s in &specs {
+        args.extend(["--evaluator", s]);
+    }
+    let run = ctx.run(&args);
+    assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
+    let metrics = run.json()["metrics"].clone();
+    // The same evaluators through the library give the same means.
+    for spec in &specs {
+        let e: EvaluatorSpec = spec.parse().unwrap();
+        if matches!(e.name.as_str(), "latency" | "tokens" | "cost") {
+            assert!(
+                metrics[format!("{}.pass_rate", e.name)].as_f64().unwrap() == 1.0,
+                "{spec}: {metrics}"
+            );
+            continue;
+        }
+        let scores: Vec<f64> = rows
+            .iter()
+            .map(|(a, g)| {
+                let (a, g) = (serde_json::json!(a), serde_json::json!(g));
+                e.evaluate(&EvalInput {
+                    prediction: Some(&a),
+                    reference: Some(&g),
+                    ..Default::default()
+                })
+                .score
+                .unwrap_or(0.0)
+            })
+            .collect();
+        let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+        let got = metrics[format!("{}.mean", e.name)].as_f64().unwrap();
+        assert!((got - mean).abs() < 1e-6, "{spec}: got {got}, want {mean}");
+    }
+}
