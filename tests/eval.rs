@@ -500,3 +500,27 @@ fn every_deterministic_built_in_evaluator_scores_through_the_binary() {
         assert!((got - mean).abs() < 1e-6, "{spec}: got {got}, want {mean}");
     }
 }
+
+#[test]
+fn a_judge_never_falls_back_to_the_standard_openai_key() {
+    let ctx = TestContext::with_mock();
+    classification(&ctx, &[]);
+    batch(&ctx, "main");
+    let mut cmd = ctx.cmd();
+    cmd.env("OPENAI_API_KEY", "sk-standard-key-not-for-judges")
+        .env("OPENAI_BASE_URL", format!("{}/v1", ctx.mock().url()));
+    let out = cmd
+        .args([
+            "eval",
+            "--run",
+            "main",
+            "--evaluator",
+            "relevance:connection=judge,model=m",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("JUDGE_API_KEY"), "{stderr}");
+    assert!(stderr.contains("never falls back"), "{stderr}");
+}

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::JudgeError;
 use super::spec::parse_options;
 use crate::cache::ResponseCache;
-use crate::connection::{ApiType, Connection, EnvVars, resolve};
+use crate::connection::{ApiType, Connection, EnvVars};
 use crate::provider::{LlmClient, LlmResponse, Usage, cosine, echo_embedding};
 
 /// The evaluator name.
@@ -98,10 +98,7 @@ impl EmbeddingJudge {
     /// Resolves the connection `spec` names (`offline`: the echo provider, which never scores).
     pub fn new(spec: EmbeddingSpec, env: &EnvVars, offline: bool) -> Result<Self, JudgeError> {
         let connection =
-            resolve(&spec.connection, env, offline).map_err(|source| JudgeError::Connection {
-                judge: EMBEDDING_SIMILARITY.to_string(),
-                source,
-            })?;
+            super::prepared::resolve_named(EMBEDDING_SIMILARITY, &spec.connection, env, offline)?;
         Ok(EmbeddingJudge { spec, connection })
     }
 

@@ -26,6 +26,19 @@ pub enum JudgeError {
         /// The spec as given.
         spec: String,
     },
+    /// The named connection resolved only through the standard `OPENAI_*`/`AZURE_OPENAI_*`
+    /// variables: a judge never uses a key the user did not give it.
+    #[error(
+        "judge '{judge}': connection '{connection}' is not configured ({prefix}_* variables); a judge only uses a connection you configure for it and never falls back to OPENAI_API_KEY or AZURE_OPENAI_API_KEY: set {prefix}_API_KEY (and {prefix}_API_BASE, {prefix}_MODEL) in .env"
+    )]
+    ImplicitConnection {
+        /// The evaluator name.
+        judge: String,
+        /// The connection named.
+        connection: String,
+        /// Its variable prefix.
+        prefix: String,
+    },
     /// The spec's options are malformed.
     #[error("evaluator '{spec}': {message}")]
     BadSpec {
@@ -94,6 +107,7 @@ impl JudgeError {
             self,
             JudgeError::UnknownRubric { .. }
                 | JudgeError::NoConnection { .. }
+                | JudgeError::ImplicitConnection { .. }
                 | JudgeError::BadSpec { .. }
                 | JudgeError::Connection { .. }
         )

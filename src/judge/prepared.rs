@@ -72,6 +72,35 @@ fn judge_params() -> Map<String, Value> {
     p
 }
 
+/// Resolve the connection a judge names. It must be configured for it (`X_*` variables):
+/// the standard `OPENAI_*`/`AZURE_OPENAI_*` fallback that flows enjoy is refused, so a judge
+/// never spends a key the user did not give it.
+pub(crate) fn resolve_named(
+    judge: &str,
+    name: &str,
+    env: &EnvVars,
+    offline: bool,
+) -> Result<Connection, JudgeError> {
+    let connection = resolve(name, env, offline).map_err(|source| JudgeError::Connection {
+        judge: judge.to_string(),
+        source,
+    })?;
+    let prefix = crate::connection::env_prefix(name);
+    let configured = connection
+        .source
+        .iter()
+        .any(|v| v.starts_with(&format!("{prefix}_")));
+    if offline || connection.api_type == ApiType::Echo || configured {
+        Ok(connection)
+    } else {
+        Err(JudgeError::ImplicitConnection {
+            judge: judge.to_string(),
+            connection: name.to_string(),
+            prefix,
+        })
+    }
+}
+
 impl Judge {
     /// Prepares `spec`: compiles the rubric's shipped prompt and resolves the connection the
     /// spec names (with `offline`, it resolves to the echo provider and the judge will not score).
@@ -85,11 +114,7 @@ impl Judge {
                     source,
                 }
             })?;
-        let connection =
-            resolve(&spec.connection, env, offline).map_err(|source| JudgeError::Connection {
-                judge: name.to_string(),
-                source,
-            })?;
+        let connection = resolve_named(name, &spec.connection, env, offline)?;
         let digest = Sha256::digest(source.as_bytes());
         let prompt_hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
         Ok(Judge {
