@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::limiter::{Outcome, RateInfo};
-use super::{LlmClient, ProviderError, parse_retry_after};
+use super::{LlmClient, ProviderError};
 use crate::connection::{
     AZURE_DEFAULT_API_VERSION, ApiType, Connection, OPENAI_DEFAULT_BASE, env_prefix,
 };
@@ -52,53 +52,19 @@ impl LlmClient {
         }
         body.insert("input".into(), json!(inputs));
         let body = Value::Object(body).to_string().into_bytes();
-        let policy = self.config.retry;
         let limiter = self.limiters.get(conn, Some(&model));
-        let mut retries = 0u32;
-        let mut waits = 0u32;
+        let mut tries = super::Retries::default();
         loop {
             let permit = limiter.acquire().await;
-            let result = self
+            match self
                 .embed_once(conn, &url, &model, &body, inputs.len())
-                .await;
-            let e = match result {
+                .await
+            {
                 Ok((vectors, rate)) => {
                     permit.complete(Outcome::Success(rate));
                     return Ok(vectors);
                 }
-                Err(e) => e,
-            };
-            let rate_limited = e.status() == Some(429);
-            permit.complete(match e.status() {
-                Some(429) => Outcome::RateLimited {
-                    retry_after: e.retry_after(),
-                    policy,
-                },
-                Some(503) => Outcome::Overloaded,
-                _ => Outcome::Failed,
-            });
-            let budget_left = if rate_limited {
-                waits < self.config.rate_limit_retries
-            } else {
-                retries < policy.max_retries
-            };
-            if !(e.is_retryable() && policy.max_retries > 0 && budget_left) {
-                let total = retries + waits;
-                return Err(if total > 0 {
-                    ProviderError::Retried {
-                        retries: total,
-                        source: Box::new(e),
-                    }
-                } else {
-                    e
-                });
-            }
-            limiter.note_retry();
-            if rate_limited {
-                waits += 1;
-            } else {
-                tokio::time::sleep(policy.delay(retries, e.retry_after())).await;
-                retries += 1;
+                Err(e) => tries.after_failure(self, &limiter, permit, e, true).await?,
             }
         }
     }
@@ -174,61 +140,14 @@ impl LlmClient {
             redactor.redact(&short).into_owned()
         };
         if !(200..300).contains(&status) {
-            let message = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| {
-                    v.get("error")
-                        .and_then(|e| e.get("message").or(Some(e)))
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-                .map_or_else(excerpt, |m| redactor.redact(&m).into_owned());
-            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-            let retry_after = parse_retry_after(header("retry-after-ms"), header("retry-after"));
-            let (connection, url) = (conn.name.clone(), url.to_string());
-            return Err(match status {
-                401 => ProviderError::Unauthorized {
-                    connection,
-                    url,
-                    key_var: conn.key_var(),
-                    message,
-                },
-                403 => ProviderError::Forbidden {
-                    connection,
-                    url,
-                    key_var: conn.key_var(),
-                    message,
-                },
-                404 => ProviderError::NotFound {
-                    hint: format!(
-                        "check the embedding model '{model}' (the evaluator's model= or {}_EMBEDDING_MODEL) and {}",
-                        env_prefix(&conn.name),
-                        conn.base_var()
-                    ),
-                    connection,
-                    url,
-                    message,
-                },
-                400 | 422 => ProviderError::BadRequest {
-                    connection,
-                    url,
-                    status,
-                    message,
-                },
-                429 => ProviderError::RateLimited {
-                    connection,
-                    url,
-                    retry_after,
-                    message,
-                },
-                _ => ProviderError::Status {
-                    connection,
-                    url,
-                    status,
-                    retry_after,
-                    message,
-                },
-            });
+            let hint = format!(
+                "check the embedding model '{model}' (the evaluator's model= or {}_EMBEDDING_MODEL) and {}",
+                env_prefix(&conn.name),
+                conn.base_var()
+            );
+            return Err(super::http::error_for_status(
+                conn, url, status, &headers, &bytes, hint,
+            ));
         }
         let malformed = |reason: String| ProviderError::Malformed {
             connection: conn.name.clone(),

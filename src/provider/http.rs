@@ -257,7 +257,7 @@ fn server_message(redactor: &Redactor, bytes: &[u8]) -> String {
     }
 }
 
-/// Maps an HTTP error status to an error.
+/// Maps an HTTP error status of a chat or completion request to an error.
 fn status_error(
     conn: &Connection,
     p: &Prepared,
@@ -266,10 +266,30 @@ fn status_error(
     headers: &reqwest::header::HeaderMap,
     bytes: &[u8],
 ) -> ProviderError {
+    error_for_status(
+        conn,
+        &p.url,
+        status,
+        headers,
+        bytes,
+        not_found_hint(conn, p, req),
+    )
+}
+
+/// Maps an HTTP error status from `url` to an error naming the connection and what to check
+/// (`not_found_hint` for a 404); the server's message is redacted.
+pub(crate) fn error_for_status(
+    conn: &Connection,
+    url: &str,
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    bytes: &[u8],
+    not_found_hint: String,
+) -> ProviderError {
     let redactor = conn.redactor();
     let message = server_message(&redactor, bytes);
     let connection = conn.name.clone();
-    let url = p.url.clone();
+    let url = url.to_string();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let retry_after = parse_retry_after(header("retry-after-ms"), header("retry-after"));
     match status {
@@ -286,7 +306,7 @@ fn status_error(
             message,
         },
         404 => ProviderError::NotFound {
-            hint: not_found_hint(conn, p, req),
+            hint: not_found_hint,
             connection,
             url,
             message,

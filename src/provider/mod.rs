@@ -311,10 +311,8 @@ impl LlmClient {
             ApiType::Anthropic => anthropic::prepare(conn, req)?,
             _ => openai::prepare(conn, req)?,
         };
-        let policy = self.config.retry;
         let limiter = self.limiters.get(conn, prepared.model.as_deref());
-        let mut retries = 0u32; // after faults
-        let mut waits = 0u32; // after 429s
+        let mut tries = Retries::default();
         loop {
             let mut emitted = false;
             let mut rate = limiter::RateInfo::default();
@@ -329,48 +327,86 @@ impl LlmClient {
                 &mut rate,
             )
             .await;
-            let e = match result {
+            match result {
                 Ok(mut resp) => {
                     permit.complete(limiter::Outcome::Success(rate));
-                    resp.retries = retries + waits;
+                    resp.retries = tries.total();
                     return Ok(resp);
                 }
-                Err(e) => e,
-            };
-            let rate_limited = e.status() == Some(429);
-            permit.complete(match e.status() {
-                Some(429) => limiter::Outcome::RateLimited {
-                    retry_after: e.retry_after(),
-                    policy,
-                },
-                Some(503) => limiter::Outcome::Overloaded,
-                _ => limiter::Outcome::Failed,
-            });
-            let budget_left = if rate_limited {
-                waits < self.config.rate_limit_retries
-            } else {
-                retries < policy.max_retries
-            };
-            if !(e.is_retryable() && !emitted && policy.max_retries > 0 && budget_left) {
-                let total = retries + waits;
-                return Err(if total > 0 {
-                    ProviderError::Retried {
-                        retries: total,
-                        source: Box::new(e),
-                    }
-                } else {
-                    e
-                });
-            }
-            limiter.note_retry();
-            if rate_limited {
-                // The limiter's pause (Retry-After or backoff) does the waiting, for everyone.
-                waits += 1;
-            } else {
-                tokio::time::sleep(policy.delay(retries, e.retry_after())).await;
-                retries += 1;
+                // A stream that already delivered text is not retried (deltas would repeat).
+                Err(e) => {
+                    tries
+                        .after_failure(self, &limiter, permit, e, !emitted)
+                        .await?
+                }
             }
         }
+    }
+}
+
+/// One request's retries. After each failed attempt it tells the endpoint's limiter what
+/// happened and decides whether to try again: 429s wait for the endpoint's pause (up to
+/// `rate_limit_retries` times), other retryable failures back off with full jitter (up to
+/// `retry.max_retries` times).
+#[derive(Debug, Default)]
+pub(crate) struct Retries {
+    /// Retries after faults (5xx, timeouts, dropped connections).
+    retries: u32,
+    /// Retries after 429s.
+    waits: u32,
+}
+
+impl Retries {
+    /// Retries so far, of both kinds.
+    pub(crate) fn total(&self) -> u32 {
+        self.retries + self.waits
+    }
+
+    /// Report the failed attempt `e` and wait as needed: `Ok(())` means try again, `Err` is the
+    /// error to give up with. `may_retry` false gives up whatever the error.
+    pub(crate) async fn after_failure(
+        &mut self,
+        client: &LlmClient,
+        limiter: &limiter::Endpoint,
+        permit: limiter::Permit,
+        e: ProviderError,
+        may_retry: bool,
+    ) -> Result<(), ProviderError> {
+        let policy = client.config.retry;
+        let rate_limited = e.status() == Some(429);
+        permit.complete(match e.status() {
+            Some(429) => limiter::Outcome::RateLimited {
+                retry_after: e.retry_after(),
+                policy,
+            },
+            Some(503) => limiter::Outcome::Overloaded,
+            _ => limiter::Outcome::Failed,
+        });
+        let budget_left = if rate_limited {
+            self.waits < client.config.rate_limit_retries
+        } else {
+            self.retries < policy.max_retries
+        };
+        if !(may_retry && e.is_retryable() && policy.max_retries > 0 && budget_left) {
+            let total = self.total();
+            return Err(if total > 0 {
+                ProviderError::Retried {
+                    retries: total,
+                    source: Box::new(e),
+                }
+            } else {
+                e
+            });
+        }
+        limiter.note_retry();
+        if rate_limited {
+            // The limiter's pause (Retry-After or backoff) does the waiting, for everyone.
+            self.waits += 1;
+        } else {
+            tokio::time::sleep(policy.delay(self.retries, e.retry_after())).await;
+            self.retries += 1;
+        }
+        Ok(())
     }
 }
 
