@@ -524,3 +524,39 @@ fn a_judge_never_falls_back_to_the_standard_openai_key() {
     assert!(stderr.contains("JUDGE_API_KEY"), "{stderr}");
     assert!(stderr.contains("never falls back"), "{stderr}");
 }
+
+#[test]
+fn in_github_actions_the_summary_is_appended_and_failures_are_annotated() {
+    let ctx = TestContext::with_mock();
+    classification(&ctx, &[1]);
+    batch(&ctx, "main");
+    let summary = ctx.write("step-summary.md", "# earlier step\n");
+    let mut cmd = ctx.cmd();
+    cmd.env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &summary);
+    let mut args = vec![
+        "eval",
+        "--run",
+        "main",
+        "eval-accuracy",
+        "--threshold",
+        "accuracy>=0.95",
+    ];
+    args.extend(MAPPING);
+    args.extend(["--summary", summary.to_str().unwrap()]);
+    let out = cmd.args(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        text.starts_with("# earlier step\n"),
+        "appended, not replaced: {text}"
+    );
+    assert!(text.contains("accuracy"), "{text}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("::error") && l.contains("accuracy")),
+        "{stdout}"
+    );
+}
