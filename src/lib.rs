@@ -27,4 +27,5 @@ pub mod provider;
 pub mod python;
 pub mod record;
 pub mod run_store;
+pub mod serve;
 pub mod template;

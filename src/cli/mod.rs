@@ -18,6 +18,7 @@ mod output;
 mod progress;
 mod run;
 mod runs;
+mod serve;
 mod validate;
 
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ enum Command {
     Runs(runs::RunsArgs),
     /// Create a working project: a flow, a prompt, a Python node, a dataset and .env.example.
     Init(init::InitArgs),
+    /// Serve a flow over HTTP: POST /score, streaming, /health, /ready, /metrics, /openapi.json.
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// Options shared by commands that call models.
@@ -103,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Runs(args) => runs::run(args),
         Command::Cache(args) => cache::run(args),
         Command::Eval(args) => eval::run(*args),
+        Command::Serve(args) => serve::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
