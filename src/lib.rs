@@ -7,6 +7,7 @@
 //! functions in long-lived worker processes.
 
 pub mod batch;
+pub mod build;
 pub mod cache;
 pub mod chat;
 pub mod ci_report;

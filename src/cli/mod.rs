@@ -10,11 +10,13 @@ macro_rules! outln {
 }
 
 mod batch;
+mod build;
 mod cache;
 mod connections;
 mod eval;
 mod init;
 mod output;
+mod probe;
 mod progress;
 mod run;
 mod runs;
@@ -63,6 +65,10 @@ enum Command {
     Init(init::InitArgs),
     /// Serve a flow over HTTP: POST /score, streaming, /health, /ready, /metrics, /openapi.json.
     Serve(Box<serve::ServeArgs>),
+    /// Write a Docker build context that serves the flow (Dockerfile, .dockerignore, README).
+    Build(build::BuildArgs),
+    /// GET a URL and exit 0 when it answers 2xx (the image's HEALTHCHECK).
+    Probe(probe::ProbeArgs),
 }
 
 /// Options shared by commands that call models.
@@ -107,6 +113,8 @@ pub fn main() -> ExitCode {
         Command::Cache(args) => cache::run(args),
         Command::Eval(args) => eval::run(*args),
         Command::Serve(args) => serve::run(*args),
+        Command::Build(args) => build::run(args),
+        Command::Probe(args) => probe::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
