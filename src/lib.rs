@@ -15,6 +15,7 @@ pub mod connection;
 pub mod cost;
 pub mod dag;
 pub mod data;
+pub mod deploy;
 pub mod diagnostic;
 pub mod eval;
 pub mod evaluators;

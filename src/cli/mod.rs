@@ -13,6 +13,7 @@ mod batch;
 mod build;
 mod cache;
 mod connections;
+mod deploy;
 mod eval;
 mod init;
 mod output;
@@ -67,6 +68,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Write a Docker build context that serves the flow (Dockerfile, .dockerignore, README).
     Build(build::BuildArgs),
+    /// Roll a built image out (Kubernetes or compose, with a canary), or smoke-test a server.
+    Deploy(Box<deploy::DeployArgs>),
     /// GET a URL and exit 0 when it answers 2xx (the image's HEALTHCHECK).
     Probe(probe::ProbeArgs),
 }
@@ -115,6 +118,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Build(args) => build::run(args),
         Command::Probe(args) => probe::run(args),
+        Command::Deploy(args) => deploy::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
