@@ -30,4 +30,5 @@ pub mod python;
 pub mod record;
 pub mod run_store;
 pub mod serve;
+pub mod telemetry;
 pub mod template;

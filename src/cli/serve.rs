@@ -81,15 +81,21 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         stream.as_ref().map(|s| s.output.as_str()),
     );
     let name = flow::serve::openapi::flow_name(&flow);
-    let config = ServeConfig {
-        request_timeout: Duration::from_secs_f64(args.timeout),
-        max_body_bytes: args.max_body_bytes,
-        token,
-        request_log: args.log == RequestLog::Json,
-    };
+    let otlp = flow::telemetry::OtlpConfig::from_env();
     let offline = options.offline;
     let rt = runtime()?;
     rt.block_on(async move {
+        let tracer = otlp.map(|c| {
+            eprintln!("tracing: OTLP/HTTP to {}", c.traces_url);
+            flow::telemetry::Tracer::start(c, &name)
+        });
+        let config = ServeConfig {
+            request_timeout: Duration::from_secs_f64(args.timeout),
+            max_body_bytes: args.max_body_bytes,
+            token,
+            request_log: args.log == RequestLog::Json,
+            tracer,
+        };
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
             .await
             .map_err(|e| {

@@ -39,6 +39,8 @@ pub struct ServeConfig {
     pub token: Option<Secret>,
     /// Write one JSON log line per request to stderr.
     pub request_log: bool,
+    /// Export a trace per request (OTLP), when configured.
+    pub tracer: Option<crate::telemetry::Tracer>,
 }
 
 /// Everything the routes share: the executor once the flow is prepared, metrics, settings.
@@ -97,10 +99,14 @@ impl ServeState {
         &self.config
     }
 
-    /// Stop the executor's Python workers (after the server has stopped).
+    /// Stop the executor's Python workers and send the last traces (after the server has
+    /// stopped).
     pub async fn shutdown_executor(&self) {
         if let Some(e) = self.executor.get() {
             e.shutdown().await;
+        }
+        if let Some(t) = &self.config.tracer {
+            t.flush(Duration::from_secs(5)).await;
         }
     }
 }

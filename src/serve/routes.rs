@@ -77,7 +77,13 @@ async fn guard(State(state): State<Arc<ServeState>>, request: Request, next: Nex
             "duration_ms".into(),
             Value::from(crate::record::millis(started.elapsed())),
         );
-        super::log::write(if status >= 500 { "error" } else { "info" }, fields);
+        // A 503 from /ready while loading or draining is expected, not an error.
+        let level = if status >= 500 && route != "/ready" {
+            "error"
+        } else {
+            "info"
+        };
+        super::log::write(level, fields);
     }
     response
 }
@@ -191,7 +197,7 @@ async fn score(
         Err(message) => return ApiError::bad_request(message).into_response(),
     };
     if wants_event_stream(&headers) {
-        return stream::respond(state.clone(), inputs);
+        return stream::respond(state.clone(), inputs, headers);
     }
     let _in_flight = state.metrics.start();
     let started = Instant::now();
@@ -202,6 +208,7 @@ async fn score(
         }
         Ok(line) => {
             state.metrics.record_line(&line, started.elapsed());
+            trace_line(&state, &headers, &line, false);
             match &line.error {
                 Some(e) => {
                     log_failure(&state, e);
@@ -211,6 +218,39 @@ async fn score(
             }
         }
     }
+}
+
+/// Export the request's trace: a server span with the line's node spans under it, continuing
+/// the caller's trace when it sent a `traceparent`.
+pub(super) fn trace_line(
+    state: &ServeState,
+    headers: &HeaderMap,
+    line: &crate::record::LineResult,
+    streamed: bool,
+) {
+    let Some(tracer) = &state.config.tracer else {
+        return;
+    };
+    let parent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::telemetry::TraceParent::parse);
+    let status = match &line.error {
+        None => 200,
+        Some(e) => ApiError::from_line_error(e).status.as_u16(),
+    };
+    let span = crate::telemetry::LineSpan {
+        name: "POST /score".into(),
+        server: true,
+        attributes: vec![
+            ("http.request.method".into(), Value::String("POST".into())),
+            ("http.route".into(), Value::String("/score".into())),
+            ("http.response.status_code".into(), Value::from(status)),
+            ("flow.streamed".into(), Value::Bool(streamed)),
+        ],
+        parent,
+    };
+    tracer.record_line(&span, line);
 }
 
 /// The 504 of a request that ran out of time.

@@ -36,7 +36,11 @@ impl Drop for AbortOnDrop {
 }
 
 /// Run the line in a task and answer with its events as they come.
-pub(super) fn respond(state: Arc<ServeState>, inputs: Map<String, Value>) -> Response {
+pub(super) fn respond(
+    state: Arc<ServeState>,
+    inputs: Map<String, Value>,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let (tx, rx) = mpsc::unbounded_channel::<Piece>();
     let task_state = state.clone();
     let task = tokio::spawn(async move {
@@ -62,6 +66,7 @@ pub(super) fn respond(state: Arc<ServeState>, inputs: Map<String, Value>) -> Res
             }
             Ok(line) => {
                 state.metrics.record_line(&line, started.elapsed());
+                super::routes::trace_line(&state, &headers, &line, true);
                 if let Some(e) = &line.error {
                     super::routes::log_failure(&state, e);
                 }

@@ -4,4 +4,5 @@
 
 pub mod context;
 pub mod mock_llm;
+pub mod otlp;
 pub mod server;

@@ -49,7 +49,11 @@ impl Server {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("http://") {
+                if let Some(at) = line
+                    .starts_with("flow serve:")
+                    .then(|| line.find("http://"))
+                    .flatten()
+                {
                     if let Some(t) = tx.take() {
                         let url: String = line[at..]
                             .chars()
