@@ -488,3 +488,67 @@ fn offline_serving_needs_no_key() {
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(a.json()["answer"].as_str().unwrap().contains("echo"));
 }
+
+#[test]
+fn while_the_flow_loads_health_answers_and_ready_and_score_say_503() {
+    let ctx = TestContext::with_mock();
+    // The tool file takes a while to import: the Python workers warm up before the server is
+    // ready.
+    ctx.flow(
+        "slow",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs:\n  text:\n    type: string\noutputs:\n  out:\n    type: string\n    reference: ${echo.output}\nnodes:\n- name: echo\n  type: python\n  source:\n    type: code\n    path: echo.py\n  inputs:\n    text: ${inputs.text}\n",
+            ),
+            (
+                "echo.py",
+                "import time\ntime.sleep(3)\nfrom promptflow import tool\n\n@tool\ndef echo(text: str) -> str:\n    return text\n",
+            ),
+        ],
+    );
+    let server = Server::start(&ctx, "slow", &[], &[]);
+    // Poll until the server answers at all (the listener is up before the flow is prepared).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while support::server::try_request("GET", &format!("{}/health", server.url), &[], None).is_err()
+    {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.get("/health").status, 200);
+    let ready = server.get("/ready");
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert_eq!(ready.json()["error"]["code"], "NotReady");
+    let early = server.score(r#"{"text": "too early"}"#);
+    assert_eq!(early.status, 503);
+    assert!(early.body.contains("still loading"));
+    server.wait_ready();
+    let a = server.score(r#"{"text": "now"}"#);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["out"], "now");
+}
+
+#[test]
+fn a_stream_that_runs_out_of_time_ends_with_an_error_event() {
+    let ctx = TestContext::with_mock();
+    chat_flow(&ctx);
+    ctx.mock().push(MockReply::Delay(
+        Duration::from_secs(10),
+        Box::new(MockReply::text("too late")),
+    ));
+    let server = Server::ready(&ctx, "chat", &["--timeout", "0.5"], &[]);
+    let a = server.post(
+        "/score",
+        &[("accept", "text/event-stream")],
+        r#"{"question": "slow"}"#,
+    );
+    assert_eq!(a.status, 200);
+    let events = sse_events(&a.body);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "error");
+    assert_eq!(events[0].1["error"]["code"], "Timeout");
+    assert_eq!(
+        server.metric("flow_line_errors_total{kind=\"timeout\"}"),
+        Some(1.0)
+    );
+}
