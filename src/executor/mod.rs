@@ -191,3 +191,37 @@ impl Executor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(yaml: &str) -> Flow {
+        crate::model::parse_flow(std::path::Path::new("/tmp/flow.dag.yaml"), yaml)
+            .map_err(|e| format!("{:?}", e.diagnostics))
+            .unwrap()
+    }
+
+    const NODES: &str = "nodes:\n- name: a\n  type: llm\n  source: {type: code, path: a.jinja2}\n  inputs: {q: '${inputs.q}'}\n  connection: c\n  api: chat\n- name: p\n  type: python\n  source: {type: code, path: p.py}\n  inputs: {t: '${a.output}'}\n- name: t\n  type: llm\n  source: {type: code, path: a.jinja2}\n  inputs: {q: '${inputs.q}', tools: '[{\"type\": \"function\"}]'}\n  connection: c\n  api: chat\n";
+
+    #[test]
+    fn the_streamed_output_is_the_whole_text_of_an_llm_node() {
+        let head = "inputs:\n  q: {type: string}\n";
+        // The chat output first, even when declared last.
+        let f = flow(&format!(
+            "{head}outputs:\n  post: {{type: string, reference: '${{p.output}}'}}\n  raw: {{type: string, reference: '${{a.output}}'}}\n  answer: {{type: string, reference: '${{a.output}}', is_chat_output: true}}\n{NODES}"
+        ));
+        assert_eq!(
+            stream_output(&f),
+            Some(StreamOutput {
+                output: "answer".into(),
+                node: 0
+            })
+        );
+        // A Python node's output, a property path, or a node that calls tools is not a stream.
+        let f = flow(&format!(
+            "{head}outputs:\n  post: {{type: string, reference: '${{p.output}}'}}\n  tool: {{type: object, reference: '${{t.output}}'}}\n{NODES}"
+        ));
+        assert_eq!(stream_output(&f), None);
+    }
+}
