@@ -90,6 +90,14 @@ fn serve_exports_a_server_span_per_request_with_a_span_per_node() {
     );
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(server.score(r#"{"question": "second"}"#).status, 200);
+    // The request log names the trace.
+    assert!(
+        server
+            .log()
+            .contains(&format!("\"trace_id\":\"{parent_trace}\"")),
+        "{}",
+        server.log()
+    );
     // Spans go out in batches within a second; SIGTERM flushes what is left.
     server.terminate();
     assert_eq!(server.wait_exit(Duration::from_secs(10)), 0);

@@ -77,6 +77,9 @@ async fn guard(State(state): State<Arc<ServeState>>, request: Request, next: Nex
             "duration_ms".into(),
             Value::from(crate::record::millis(started.elapsed())),
         );
+        if let Some(TraceId(id)) = response.extensions().get::<TraceId>() {
+            fields.insert("trace_id".into(), Value::String(id.clone()));
+        }
         // A 503 from /ready while loading or draining is expected, not an error.
         let level = if status >= 500 && route != "/ready" {
             "error"
@@ -208,29 +211,35 @@ async fn score(
         }
         Ok(line) => {
             state.metrics.record_line(&line, started.elapsed());
-            trace_line(&state, &headers, &line, false);
-            match &line.error {
+            let trace = trace_line(&state, &headers, &line, false);
+            let mut response = match &line.error {
                 Some(e) => {
                     log_failure(&state, e);
                     ApiError::from_line_error(e).into_response()
                 }
                 None => axum::Json(Value::Object(line.outputs)).into_response(),
+            };
+            if let Some(id) = trace {
+                response.extensions_mut().insert(TraceId(id));
             }
+            response
         }
     }
 }
 
+/// The trace id of a request (a response extension, for the request log).
+#[derive(Debug, Clone)]
+struct TraceId(String);
+
 /// Export the request's trace: a server span with the line's node spans under it, continuing
-/// the caller's trace when it sent a `traceparent`.
+/// the caller's trace when it sent a `traceparent`. Returns the trace id when tracing is on.
 pub(super) fn trace_line(
     state: &ServeState,
     headers: &HeaderMap,
     line: &crate::record::LineResult,
     streamed: bool,
-) {
-    let Some(tracer) = &state.config.tracer else {
-        return;
-    };
+) -> Option<String> {
+    let tracer = state.config.tracer.as_ref()?;
     let parent = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
@@ -250,7 +259,7 @@ pub(super) fn trace_line(
         ],
         parent,
     };
-    tracer.record_line(&span, line);
+    Some(tracer.record_line(&span, line))
 }
 
 /// The 504 of a request that ran out of time.

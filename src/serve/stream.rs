@@ -66,7 +66,7 @@ pub(super) fn respond(
             }
             Ok(line) => {
                 state.metrics.record_line(&line, started.elapsed());
-                super::routes::trace_line(&state, &headers, &line, true);
+                let _ = super::routes::trace_line(&state, &headers, &line, true);
                 if let Some(e) = &line.error {
                     super::routes::log_failure(&state, e);
                 }
