@@ -456,3 +456,99 @@ fn the_smoke_test_waits_for_ready_and_gives_up_at_its_timeout() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("smoke test passed"), "{stdout}");
 }
+
+/// A stand-in `kubectl` on PATH: logs its arguments; `rollout status` fails when
+/// `FAKE_ROLLOUT_FAILS` is set; `port-forward` "forwards" to the `flow serve` at `FAKE_PORT` and
+/// prints a line per second afterwards, as kubectl does per connection.
+#[cfg(unix)]
+fn fake_kubectl(ctx: &TestContext) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = ctx.root().join("fakebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("kubectl");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"$*\" >> \"$FAKE_LOG\"\ncase \"$*\" in\n  *rollout*) [ -n \"$FAKE_ROLLOUT_FAILS\" ] && exit 1; exit 0 ;;\n  *port-forward*)\n    echo \"Forwarding from 127.0.0.1:$FAKE_PORT -> 8080\"\n    echo \"Forwarding from [::1]:$FAKE_PORT -> 8080\"\n    while true; do echo \"Handling connection for $FAKE_PORT\"; sleep 0.2; done ;;\n  *) exit 0 ;;\nesac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[cfg(unix)]
+#[test]
+fn apply_runs_kubectl_waits_for_the_rollout_and_smoke_tests_the_new_version() {
+    let ctx = TestContext::with_mock();
+    ctx.copy_from_repo("flows/classification");
+    ctx.run(&[
+        "build",
+        "classification",
+        "--output",
+        "image",
+        "--binary",
+        env!("CARGO_BIN_EXE_flow"),
+    ])
+    .expect_code(0);
+    ctx.mock().reply_when("charged twice", "billing");
+    let server = Server::ready(&ctx, "image/flow", &[], &[]);
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    let bin = fake_kubectl(&ctx);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let log = ctx.root().join("kubectl.log");
+    let deploy = |extra: &[(&str, &str)]| {
+        let mut cmd = ctx.cmd();
+        cmd.args([
+            "deploy",
+            "--target",
+            "kubernetes",
+            "--image",
+            "reg/cls:1",
+            "--canary",
+            "reg/cls:2",
+            "--flow",
+            "image",
+            "--name",
+            "cls",
+            "--namespace",
+            "prod",
+            "--apply",
+            "--smoke-timeout",
+            "20",
+        ])
+        .env("PATH", &path)
+        .env("FAKE_LOG", &log)
+        .env("FAKE_PORT", &port);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = deploy(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("smoke test passed"), "{stdout}");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<&str> = calls.lines().collect();
+    assert_eq!(
+        calls,
+        [
+            "--namespace prod apply -f deploy/cls/kubernetes.yaml",
+            "--namespace prod rollout status deployment/cls --timeout=20s",
+            "--namespace prod rollout status deployment/cls-canary --timeout=20s",
+            "--namespace prod port-forward deployment/cls-canary :8080",
+        ]
+    );
+
+    // A rollout that does not finish fails the deploy before any smoke test.
+    std::fs::remove_file(&log).unwrap();
+    let out = deploy(&[("FAKE_ROLLOUT_FAILS", "1")]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(!calls.contains("port-forward"), "{calls}");
+}

@@ -401,17 +401,25 @@ fn kubernetes_rollout(
     let mut child = forward
         .spawn()
         .map_err(|e| Failure::usage(format!("error: cannot run kubectl port-forward: {e}")))?;
-    let port = child.stdout.take().and_then(|out| {
-        BufReader::new(out)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| {
+    // Read the chosen local port, then keep draining kubectl's output in a thread: it prints a
+    // line per connection and would die of SIGPIPE on a closed pipe.
+    let (port_tx, port_rx) = std::sync::mpsc::channel::<u16>();
+    if let Some(out) = child.stdout.take() {
+        std::thread::spawn(move || {
+            let mut port_tx = Some(port_tx);
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
                 // "Forwarding from 127.0.0.1:43567 -> 8080"
-                line.strip_prefix("Forwarding from 127.0.0.1:")
+                let port = line
+                    .strip_prefix("Forwarding from 127.0.0.1:")
                     .and_then(|rest| rest.split_whitespace().next())
-                    .and_then(|p| p.parse::<u16>().ok())
-            })
-    });
+                    .and_then(|p| p.parse::<u16>().ok());
+                if let (Some(p), Some(tx)) = (port, port_tx.take()) {
+                    let _ = tx.send(p);
+                }
+            }
+        });
+    }
+    let port = port_rx.recv_timeout(Duration::from_secs(30)).ok();
     let result = match port {
         Some(port) => run_smoke(&format!("http://127.0.0.1:{port}"), plan),
         None => Err(Failure::endpoint(format!(
