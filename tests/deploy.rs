@@ -552,3 +552,56 @@ fn apply_runs_kubectl_waits_for_the_rollout_and_smoke_tests_the_new_version() {
     let calls = std::fs::read_to_string(&log).unwrap();
     assert!(!calls.contains("port-forward"), "{calls}");
 }
+
+#[cfg(unix)]
+#[test]
+fn compose_apply_starts_the_service_and_smoke_tests_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = TestContext::with_mock();
+    ctx.copy_from_repo("flows/classification");
+    ctx.mock().reply_when("charged twice", "billing");
+    let server = Server::ready(&ctx, "classification", &[], &[]);
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    // A stand-in `docker`: logs its arguments; the "started" service is the flow serve above.
+    let bin = ctx.root().join("fakebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("docker");
+    std::fs::write(&script, "#!/bin/sh\necho \"$*\" >> \"$FAKE_LOG\"\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = ctx.root().join("docker.log");
+    let out = ctx
+        .cmd()
+        .args([
+            "deploy",
+            "--target",
+            "compose",
+            "--image",
+            "reg/cls:1",
+            "--flow",
+            "classification",
+            "--port",
+            &port,
+            "--apply",
+            "--smoke-timeout",
+            "20",
+        ])
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("FAKE_LOG", &log)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("smoke test passed"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap().trim(),
+        "compose -f deploy/classification/compose.yaml up -d"
+    );
+}
