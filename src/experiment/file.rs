@@ -124,6 +124,7 @@ pub struct SweepDef {
     pub variant: Option<String>,
     /// Parameter → values, in the order written.
     pub parameters: IndexMap<String, Vec<Json>>,
+    /// Where its `node:` is.
     pub origin: Origin,
 }
 
@@ -644,7 +645,7 @@ pub(crate) fn read_extras(doc: &Doc, d: &mut Vec<Diagnostic>) -> Extras {
                 node,
                 variant,
                 parameters,
-                origin: doc.origin(&path),
+                origin: doc.origin(&join_key(&path, "node")),
             });
         }
     }

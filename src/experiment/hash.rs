@@ -1,7 +1,8 @@
 //! Content hashes that tell two experiments apart: SHA-256 of the flow as it ran (the YAML with
-//! the variant and swept parameters applied, plus every file of the flow's folder — prompts,
-//! Python tools — and its `additional_includes`), of each dataset file, and of the experiment
-//! file(s). Equal hashes mean equal inputs.
+//! the variant and swept parameters applied, plus the files of the flow's folder — prompts,
+//! Python tools and their helpers — and its `additional_includes`, leaving out the prompts of
+//! variants that are not applied), of each dataset file, and of the experiment file(s). Equal
+//! hashes mean equal inputs.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -111,7 +112,20 @@ pub fn flow_hash(flow: &Flow, applied: &str) -> io::Result<String> {
         .strip_prefix(&flow.dir)
         .map(|p| p.to_string_lossy().replace('\\', "/"))
         .unwrap_or_default();
-    files.retain(|(rel, _)| *rel != flow_file);
+    // Prompts of variants that are not applied are not part of this flow.
+    let used: Vec<PathBuf> = flow
+        .nodes
+        .iter()
+        .map(|n| flow.dir.join(&n.source))
+        .collect();
+    let unused: Vec<PathBuf> = flow
+        .node_variants
+        .values()
+        .flat_map(|nv| nv.variants.values())
+        .map(|v| flow.dir.join(&v.node.source))
+        .filter(|p| !used.contains(p))
+        .collect();
+    files.retain(|(rel, path)| *rel != flow_file && !unused.contains(path));
     files.sort();
     let mut hasher = Sha256::new();
     hasher.update(format!(
