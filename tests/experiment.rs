@@ -696,3 +696,45 @@ fn runs_share_one_rate_limiter_per_endpoint() {
             .all(|r| r["failed_lines"] == 0)
     );
 }
+
+#[test]
+fn a_genaiops_template_experiment_loads_unmodified() {
+    let ctx = TestContext::new();
+    let project = ctx.copy_from_repo("tests/fixtures/genaiops/web_classification");
+    let in_project = |args: &[&str], key: bool| {
+        let mut cmd = ctx.cmd();
+        cmd.current_dir(&project).args(args);
+        if key {
+            cmd.env("AOAI_API_KEY", "sk-anything");
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = in_project(&["experiment", "--dry-run"], true);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("2 variants × 2 datasets = 4 runs, 4 evaluations"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("  summarize_text_content.variant_1\n"),
+        "{stderr}"
+    );
+    // Its PR overlay: one dataset, evaluation off. Its dev overlay is empty: the base as is.
+    let (code, stderr) = in_project(&["experiment", "--env", "pr", "--dry-run"], true);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("2 variants × 1 dataset = 2 runs, 0 evaluations"),
+        "{stderr}"
+    );
+    let (code, stderr) = in_project(&["experiment", "--env", "dev", "--dry-run"], true);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("= 4 runs, 4 evaluations"), "{stderr}");
+    // `api_key: ${api_key}` of connection `aoai` is AOAI_API_KEY, as in the template.
+    let (code, stderr) = in_project(&["experiment", "--dry-run"], false);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("AOAI_API_KEY"), "{stderr}");
+}
