@@ -738,3 +738,47 @@ fn a_genaiops_template_experiment_loads_unmodified() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("AOAI_API_KEY"), "{stderr}");
 }
+
+#[test]
+fn the_commented_example_runs_offline() {
+    let ctx = TestContext::new();
+    ctx.copy_from_repo("flows");
+    ctx.copy_from_repo("datasets");
+    let examples = ctx.root().join("examples");
+    std::fs::create_dir_all(&examples).unwrap();
+    for f in ["experiment.yaml", "experiment.pr.yaml"] {
+        ctx.write(
+            &format!("examples/experiment/{f}"),
+            &std::fs::read_to_string(repo_root().join("examples/experiment").join(f)).unwrap(),
+        );
+    }
+    let run = ctx.run(&[
+        "experiment",
+        "examples/experiment/experiment.yaml",
+        "--offline",
+    ]);
+    run.expect_code(0)
+        .stderr_has("4 variants × 2 datasets = 8 runs, 16 evaluations")
+        .stdout_has("offline: the answers came from the echo provider");
+    let s = summary(&comparison(&ctx));
+    // The evaluator dataset that references `tickets_hard` scored its runs.
+    let hard = s["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["dataset"] == "tickets_hard")
+        .unwrap();
+    assert_eq!(hard["eval_dirs"].as_array().unwrap().len(), 2);
+    assert!(hard["metrics"]["accuracy"].is_number());
+    assert_eq!(s["offline"], true);
+    ctx.run(&[
+        "experiment",
+        "examples/experiment/experiment.yaml",
+        "--offline",
+        "--env",
+        "pr",
+        "--dry-run",
+    ])
+    .expect_code(0)
+    .stderr_has("2 variants × 1 dataset = 2 runs, 4 evaluations");
+}

@@ -412,5 +412,8 @@ pub fn table(summary: &Summary) -> String {
         }
         _ => out.push_str(&format!("winner: none ({})\n", summary.winner_rule)),
     }
+    if summary.offline {
+        out.push_str("offline: the answers came from the echo provider, so the winner says nothing about a model\n");
+    }
     out
 }
