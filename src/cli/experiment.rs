@@ -175,13 +175,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     let evaluations: usize = exp
         .datasets
         .iter()
-        .map(|d| {
-            exp.evaluators
-                .iter()
-                .flat_map(|e| &e.datasets)
-                .filter(|e| e.reference == d.name || e.name == d.name)
-                .count()
-        })
+        .map(|d| exp.evaluations_of(&d.name).count())
         .sum::<usize>()
         * variants.len();
     eprintln!(

@@ -137,6 +137,23 @@ pub struct WinnerDef {
     pub origin: Origin,
 }
 
+impl Experiment {
+    /// The evaluator datasets that score runs of the flow dataset `dataset`, with their
+    /// evaluator (an entry that names the dataset itself or `reference`s it, as the template
+    /// matches them).
+    pub fn evaluations_of<'a>(
+        &'a self,
+        dataset: &'a str,
+    ) -> impl Iterator<Item = (usize, &'a Evaluator, &'a EvalDataset)> + 'a {
+        self.evaluators.iter().enumerate().flat_map(move |(i, e)| {
+            e.datasets
+                .iter()
+                .filter(move |d| d.reference == dataset || d.name == dataset)
+                .map(move |d| (i, e, d))
+        })
+    }
+}
+
 /// The overlay file of `file` for `env`: `experiment.yaml` + `pr` → `experiment.pr.yaml`.
 pub fn overlay_path(file: &Path, env: &str) -> PathBuf {
     let stem = file
@@ -684,4 +701,89 @@ pub(crate) fn read_extras(doc: &Doc, d: &mut Vec<Diagnostic>) -> Extras {
         },
     }
     extras
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A project with a flow, an evaluation flow and two data files; `experiment.yaml` = `text`.
+    fn load_text(text: &str) -> Result<Experiment, ExperimentFileError> {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["flows/f", "flows/eval"] {
+            std::fs::create_dir_all(dir.path().join(f)).unwrap();
+            std::fs::write(dir.path().join(f).join("flow.dag.yaml"), "inputs: {}\n").unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("data/a.jsonl"), "{}\n").unwrap();
+        std::fs::write(dir.path().join("labels.jsonl"), "{}\n").unwrap();
+        let file = dir.path().join("experiment.yaml");
+        std::fs::write(&file, text).unwrap();
+        load(&file, None)
+    }
+
+    const BASE: &str = "name: x\nflow: f\ndatasets:\n- name: a\n  source: a.jsonl\n  mappings: {q: \"${data.q}\"}\n";
+
+    #[test]
+    fn the_template_layout_resolves_flows_and_data_folders() {
+        let e = load_text(BASE).unwrap();
+        assert!(e.flow.ends_with("flows/f"), "{:?}", e.flow);
+        assert!(e.datasets[0].source.ends_with("data/a.jsonl"));
+        assert_eq!(e.datasets[0].mappings["q"], "${data.q}");
+        // `flow` defaults to the name.
+        let e = load_text(&BASE.replace("name: x\nflow: f\n", "name: f\n")).unwrap();
+        assert!(e.flow.ends_with("flows/f"));
+    }
+
+    #[test]
+    fn evaluator_datasets_follow_the_template_rules() {
+        let ok = format!(
+            "{BASE}evaluators:\n- name: eval\n  datasets:\n  - name: a\n    mappings: {{p: \"${{run.outputs.o}}\"}}\n  - name: a_labels\n    reference: a\n    source: labels.jsonl\n    mappings: {{}}\n"
+        );
+        let e = load_text(&ok).unwrap();
+        let ev = &e.evaluators[0];
+        assert!(matches!(&ev.kind, EvaluatorKind::Flow(p) if p.ends_with("flows/eval")));
+        assert_eq!(ev.datasets[1].reference, "a");
+        assert!(ev.datasets[1].source.ends_with("labels.jsonl"));
+        assert_eq!(e.evaluations_of("a").count(), 2);
+
+        let existing_with_source = format!(
+            "{BASE}evaluators:\n- name: eval\n  datasets:\n  - name: a\n    source: labels.jsonl\n    mappings: {{}}\n"
+        );
+        let err = load_text(&existing_with_source).unwrap_err().to_string();
+        assert!(err.contains("doesn't support parameter: source"), "{err}");
+
+        let reference_in_datasets = BASE.replace("  mappings:", "  reference: b\n  mappings:");
+        let err = load_text(&reference_in_datasets).unwrap_err().to_string();
+        assert!(
+            err.contains("`reference` is only for evaluator datasets"),
+            "{err}"
+        );
+
+        let azure = BASE.replace("source: a.jsonl", "source: azureml:a:1");
+        let err = load_text(&azure).unwrap_err().to_string();
+        assert!(err.contains("Azure ML dataset"), "{err}");
+    }
+
+    #[test]
+    fn flows_blocks_are_read() {
+        let text = format!(
+            "{BASE}variants: [f.v1, \"f.v1+g.v2\"]\ncombinations: [f]\nsweep:\n- node: f\n  variant: v1\n  parameters: {{temperature: [0, 0.7], model: gpt-4o}}\nwinner: {{metric: accuracy, goal: min}}\n"
+        );
+        let e = load_text(&text).unwrap();
+        assert_eq!(e.extras.variants.as_ref().unwrap().0, ["f.v1", "f.v1+g.v2"]);
+        assert_eq!(
+            e.extras.combinations.as_ref().unwrap().0,
+            Some(vec!["f".to_string()])
+        );
+        let sweep = &e.extras.sweeps[0];
+        assert_eq!(sweep.variant.as_deref(), Some("v1"));
+        assert_eq!(sweep.parameters["temperature"].len(), 2);
+        assert_eq!(sweep.parameters["model"], [serde_json::json!("gpt-4o")]);
+        let w = e.extras.winner.as_ref().unwrap();
+        assert_eq!(w.metric.as_deref(), Some("accuracy"));
+        assert_eq!(w.higher_is_better, Some(false));
+        let bad = load_text(&format!("{BASE}sweep:\n- node: f\n")).unwrap_err();
+        assert!(bad.to_string().contains("a sweep needs `parameters`"));
+    }
 }

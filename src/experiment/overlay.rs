@@ -15,6 +15,12 @@ pub(crate) fn apply(experiment: &mut Experiment, doc: &Doc) -> Result<(), Experi
     let mut d: Vec<Diagnostic> = Vec::new();
     if doc.has("datasets") {
         experiment.datasets = read_datasets(doc, &experiment.dir, &mut d);
+        if experiment.datasets.is_empty() && d.is_empty() {
+            d.push(
+                doc.error("datasets", "this overlay empties `datasets`: there is nothing to run")
+                    .with_help("list the datasets for this environment, or remove `datasets:` to keep the base file's"),
+            );
+        }
     }
     if doc.has("evaluators") {
         experiment.evaluators = read_evaluators(doc, &experiment.dir, &experiment.datasets, &mut d);

@@ -136,6 +136,10 @@ pub async fn run_experiment(
     let mut options = config.executor.clone();
     options.client = Some(client);
     options.max_in_flight = concurrency;
+    // Each prepared flow with Python nodes has its own workers: spread the line budget over
+    // them (at least one each, at most two) instead of a full pool per variant.
+    let flows = (variants.len() + experiment.evaluators.len()).max(1);
+    options.python_workers = (concurrency / flows).clamp(1, 2);
     let slots = Arc::new(Semaphore::new(concurrency));
 
     // Prepare every flow first: nothing runs when any of them is misconfigured.
@@ -171,15 +175,23 @@ pub async fn run_experiment(
         ..BatchConfig::default()
     };
     let mut jobs = Vec::new();
+    let mut used = std::collections::HashSet::new();
     for (vi, v) in variants.iter().enumerate() {
         for dataset in &experiment.datasets {
-            let name = format!(
+            let base = format!(
                 "{}_{}_{}_{}",
                 safe_name(&experiment.name),
                 safe_name(&v.plan.id),
                 safe_name(&dataset.name),
                 config.stamp
             );
+            // Ids that read the same once made safe (or cut short) still get their own run.
+            let mut name = base.clone();
+            let mut n = 1;
+            while !used.insert(name.clone()) || runs_root.join(&name).exists() {
+                n += 1;
+                name = format!("{base}_{n}");
+            }
             let dir = RunDir::new(runs_root.join(name));
             let job = RunJob {
                 experiment,
@@ -222,7 +234,7 @@ async fn prepare(
         .iter()
         .filter(|n| n.kind == crate::model::NodeKind::Python)
         .count();
-    options.python_workers = python_nodes.clamp(1, 2);
+    options.python_workers = python_nodes.clamp(1, options.python_workers.max(1));
     Executor::new(flow, dag, &options)
         .await
         .map_err(|e| ExperimentError::Flow(e.diagnostics))
@@ -317,10 +329,11 @@ impl RunJob<'_> {
             return Ok(result);
         }
         for (ei, evaluator) in self.experiment.evaluators.iter().enumerate() {
-            let matching: Vec<&EvalDataset> = evaluator
-                .datasets
-                .iter()
-                .filter(|d| d.reference == self.dataset.name || d.name == self.dataset.name)
+            let matching: Vec<&EvalDataset> = self
+                .experiment
+                .evaluations_of(&self.dataset.name)
+                .filter(|(i, _, _)| *i == ei)
+                .map(|(_, _, d)| d)
                 .collect();
             for ds in &matching {
                 let mut name = format!("{}_eval_{}", self.dir.name(), safe_name(&evaluator.name));

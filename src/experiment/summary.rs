@@ -184,9 +184,47 @@ pub fn build(
         })
         .collect();
 
+    let ranking = rank(&runs, variants, winner);
+    Summary {
+        kind: "flow.experiment".into(),
+        experiment: experiment.name.clone(),
+        created: crate::record::timestamp(std::time::SystemTime::now()),
+        file: experiment.file.display().to_string(),
+        overlay: experiment.overlay.as_ref().map(|p| p.display().to_string()),
+        env: env.map(str::to_string),
+        variants: variants.to_vec(),
+        datasets: experiment.datasets.iter().map(|d| d.name.clone()).collect(),
+        runs,
+        best: ranking.best,
+        best_by_dataset: ranking.best_by_dataset,
+        means: ranking.means,
+        winner: ranking.winner,
+        winner_metric: ranking.winner_metric,
+        winner_rule: ranking.winner_rule,
+        hashes,
+        unchanged_since: None,
+        offline,
+        flow_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// The comparison of some runs: best per metric (overall and per dataset), each variant's mean
+/// per metric, and the winner with its rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranking {
+    pub best: IndexMap<String, Best>,
+    pub best_by_dataset: IndexMap<String, IndexMap<String, Best>>,
+    pub means: IndexMap<String, IndexMap<String, f64>>,
+    pub winner: Option<String>,
+    pub winner_metric: Option<String>,
+    pub winner_rule: String,
+}
+
+/// Rank `runs` of `variants` (in plan order) by their metrics.
+pub fn rank(runs: &[SummaryRun], variants: &[String], winner: Option<&WinnerDef>) -> Ranking {
     // Metric names in the order first seen.
     let mut metric_names: Vec<String> = Vec::new();
-    for r in &runs {
+    for r in runs {
         for k in r.metrics.keys() {
             if !metric_names.contains(k) {
                 metric_names.push(k.clone());
@@ -207,7 +245,7 @@ pub fn build(
     let mut best_by_dataset: IndexMap<String, IndexMap<String, Best>> = IndexMap::new();
     for m in &metric_names {
         let hi = higher(m);
-        for r in &runs {
+        for r in runs {
             let Some(v) = r.metrics.get(m).and_then(Json::as_f64) else {
                 continue;
             };
@@ -276,26 +314,13 @@ pub fn build(
         }
     };
 
-    Summary {
-        kind: "flow.experiment".into(),
-        experiment: experiment.name.clone(),
-        created: crate::record::timestamp(std::time::SystemTime::now()),
-        file: experiment.file.display().to_string(),
-        overlay: experiment.overlay.as_ref().map(|p| p.display().to_string()),
-        env: env.map(str::to_string),
-        variants: variants.to_vec(),
-        datasets: experiment.datasets.iter().map(|d| d.name.clone()).collect(),
-        runs,
+    Ranking {
         best,
         best_by_dataset,
         means,
         winner: winner_name,
         winner_metric,
         winner_rule,
-        hashes,
-        unchanged_since: None,
-        offline,
-        flow_version: env!("CARGO_PKG_VERSION").to_string(),
     }
 }
 
@@ -416,4 +441,82 @@ pub fn table(summary: &Summary) -> String {
         out.push_str("offline: the answers came from the echo provider, so the winner says nothing about a model\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(variant: &str, dataset: &str, metrics: &[(&str, f64)]) -> SummaryRun {
+        SummaryRun {
+            label: format!("{variant} · {dataset}"),
+            variant: variant.into(),
+            dataset: dataset.into(),
+            run_dir: String::new(),
+            eval_dirs: Vec::new(),
+            metrics: metrics
+                .iter()
+                .map(|(k, v)| (k.to_string(), Json::from(*v)))
+                .collect(),
+            status: "completed".into(),
+            lines: 1,
+            failed_lines: 0,
+            tokens: 0,
+            cost_usd: None,
+            cache_hits: 0,
+            latency_p50_ms: 0.0,
+            flow_hash: String::new(),
+            dataset_hash: String::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_winner_has_the_best_mean_of_the_first_metric_over_datasets() {
+        let runs = [
+            run("default", "a", &[("accuracy", 0.5), ("latency_ms", 100.0)]),
+            run("default", "b", &[("accuracy", 0.9), ("latency_ms", 100.0)]),
+            run("v1", "a", &[("accuracy", 0.8), ("latency_ms", 300.0)]),
+            run("v1", "b", &[("accuracy", 0.7), ("latency_ms", 50.0)]),
+        ];
+        let r = rank(&runs, &ids(&["default", "v1"]), None);
+        assert_eq!(r.winner_metric.as_deref(), Some("accuracy"));
+        assert_eq!(r.winner.as_deref(), Some("v1"), "0.75 beats 0.7");
+        assert_eq!(r.best["accuracy"].variant, "default");
+        assert_eq!(r.best["accuracy"].dataset, "b");
+        // Latency improves downwards.
+        assert_eq!(r.best["latency_ms"].value, 50.0);
+        assert!(!r.best["latency_ms"].higher_is_better);
+        assert_eq!(r.best_by_dataset["a"]["accuracy"].variant, "v1");
+        assert_eq!(r.means["default"]["latency_ms"], 100.0);
+        assert!(r.winner_rule.contains("highest mean `accuracy`"));
+    }
+
+    #[test]
+    fn the_winner_rule_can_name_a_metric_and_a_goal_and_ties_go_first() {
+        let runs = [
+            run("default", "a", &[("accuracy", 0.5), ("score", 2.0)]),
+            run("v1", "a", &[("accuracy", 0.5), ("score", 1.0)]),
+        ];
+        let tie = rank(&runs, &ids(&["default", "v1"]), None);
+        assert_eq!(tie.winner.as_deref(), Some("default"));
+        let rule = WinnerDef {
+            metric: Some("score".into()),
+            higher_is_better: Some(false),
+            origin: super::super::Origin {
+                file: "e.yaml".into(),
+                path: "winner".into(),
+                location: None,
+            },
+        };
+        let r = rank(&runs, &ids(&["default", "v1"]), Some(&rule));
+        assert_eq!(r.winner.as_deref(), Some("v1"));
+        assert!(r.winner_rule.starts_with("lowest mean `score`"));
+        let none = rank(&[run("default", "a", &[])], &ids(&["default"]), None);
+        assert_eq!(none.winner, None);
+    }
 }

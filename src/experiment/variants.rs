@@ -225,6 +225,8 @@ pub enum PlanError {
         closest: Option<String>,
         known: Vec<String>,
     },
+    #[error("no variant selected")]
+    Empty { known: Vec<String> },
     #[error("`{plan}` chooses node `{node}` twice")]
     NodeTwice { plan: String, node: String },
     #[error("combinations: node `{node}` has no variants or sweeps{}", suggestion(.closest))]
@@ -247,6 +249,10 @@ impl PlanError {
     pub fn help(&self) -> String {
         match self {
             PlanError::UnknownVariant { known, .. } => format!("variants: {}", known.join(", ")),
+            PlanError::Empty { known } => format!(
+                "give `default`, `all` or variant ids; variants: {}",
+                known.join(", ")
+            ),
             PlanError::NodeTwice { .. } => "combine different nodes with `+`".into(),
             PlanError::UnknownNode { known, .. } => {
                 format!("nodes with variants or sweeps: {}", known.join(", "))
@@ -355,6 +361,11 @@ pub fn plan(catalog: &Catalog, selection: &Selection) -> Result<Vec<VariantPlan>
             }
         }
     }
+    if plans.is_empty() {
+        return Err(PlanError::Empty {
+            known: catalog.ids().iter().map(|s| s.to_string()).collect(),
+        });
+    }
     Ok(plans)
 }
 
@@ -460,6 +471,8 @@ mod tests {
         assert!(err.to_string().contains("unknown variant `classify.v9`"));
         assert!(err.help().contains("classify.v1"));
         assert_eq!(Selection::parse(&["all".into()]), Selection::All);
+        let none = plan(&catalog(), &Selection::parse(&[" , ".into()]));
+        assert!(matches!(none, Err(PlanError::Empty { .. })));
         assert_eq!(Selection::parse(&["default".into()]), Selection::Default);
     }
 
