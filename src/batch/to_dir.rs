@@ -66,6 +66,48 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> DirBatchError + '_ {
     }
 }
 
+/// The `meta.json` of a run that is starting: `total` lines of `data` with `flow` (variants
+/// applied) into `dir`.
+#[allow(clippy::too_many_arguments)]
+pub fn new_run_meta(
+    flow: &crate::model::Flow,
+    dir: &RunDir,
+    data: &Path,
+    mapping_args: &[String],
+    base_run: Option<&Path>,
+    total: usize,
+    concurrency: usize,
+    offline: bool,
+    settings: RunSettings,
+) -> RunMeta {
+    RunMeta {
+        name: dir.name(),
+        flow: flow.dir.display().to_string(),
+        flow_name: flow.name(),
+        variant: flow.variant_label(),
+        variants: flow.selected_variants.clone(),
+        data: Some(data.display().to_string()),
+        column_mapping: mapping_args.to_vec(),
+        base_run: base_run.map(|p| p.display().to_string()),
+        status: RunStatus::Running,
+        created: timestamp(SystemTime::now()),
+        end_time: None,
+        duration_s: 0.0,
+        total_lines: total,
+        completed_lines: 0,
+        failed_lines: 0,
+        tokens: Default::default(),
+        cost_usd: None,
+        unpriced_models: Vec::new(),
+        latency_ms: Default::default(),
+        cache_hits: 0,
+        concurrency,
+        offline,
+        settings,
+        flow_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
 /// Run every line of `batch.data` with `executor` into `batch.dir`.
 pub async fn run_to_dir(
     executor: &Executor,
@@ -83,35 +125,20 @@ pub async fn run_to_dir(
     };
     std::fs::create_dir_all(&dir.path).map_err(io_at(&dir.path))?;
     run_store::write_snapshot(flow, &dir.snapshot_dir()).map_err(io_at(&dir.path))?;
-    let mut meta = RunMeta {
-        name: dir.name(),
-        flow: flow.dir.display().to_string(),
-        flow_name: flow.name(),
-        variant: flow.variant_label(),
-        variants: flow.selected_variants.clone(),
-        data: Some(batch.data.display().to_string()),
-        column_mapping: batch.mapping_args.clone(),
-        base_run: batch.base_run.as_ref().map(|p| p.display().to_string()),
-        status: RunStatus::Running,
-        created: timestamp(SystemTime::now()),
-        end_time: None,
-        duration_s: 0.0,
-        total_lines: total,
-        completed_lines: 0,
-        failed_lines: 0,
-        tokens: Default::default(),
-        cost_usd: None,
-        unpriced_models: Vec::new(),
-        latency_ms: Default::default(),
-        cache_hits: 0,
-        concurrency: batch.config.concurrency,
-        offline: batch.offline,
-        settings: RunSettings {
+    let mut meta = new_run_meta(
+        flow,
+        dir,
+        &batch.data,
+        &batch.mapping_args,
+        batch.base_run.as_deref(),
+        total,
+        batch.config.concurrency,
+        batch.offline,
+        RunSettings {
             require_base_line: batch.require_base_line,
             ..batch.settings.clone()
         },
-        flow_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
+    );
     run_store::write_meta(dir, &meta).map_err(io_at(&dir.path))?;
 
     let source = spawn_line_source(
