@@ -782,3 +782,57 @@ fn the_commented_example_runs_offline() {
     .expect_code(0)
     .stderr_has("2 variants × 1 dataset = 2 runs, 4 evaluations");
 }
+
+#[test]
+fn an_llm_judge_scores_every_run_through_the_shared_client() {
+    let ctx = TestContext::with_mock();
+    ctx.write(
+        "flows/ask/flow.dag.yaml",
+        "inputs:\n  question: {type: string}\noutputs:\n  answer: {type: string, reference: \"${ask.output}\"}\nnodes:\n- name: ask\n  use_variants: true\nnode_variants:\n  ask:\n    default_variant_id: short\n    variants:\n      short:\n        node: {type: llm, source: {type: code, path: short.jinja2}, inputs: {model: m, question: \"${inputs.question}\"}, connection: open_ai_connection, api: chat}\n      long:\n        node: {type: llm, source: {type: code, path: long.jinja2}, inputs: {model: m, question: \"${inputs.question}\"}, connection: open_ai_connection, api: chat}\n",
+    );
+    ctx.write("flows/ask/short.jinja2", "user:\nBriefly: {{question}}");
+    ctx.write("flows/ask/long.jinja2", "user:\nIn depth: {{question}}");
+    ctx.write(
+        "data.jsonl",
+        "{\"question\": \"What is a DAG?\"}\n{\"question\": \"What is a flow?\"}\n",
+    );
+    // The judge rates answers to the in-depth prompt 5, the brief ones 2.
+    ctx.mock().reply_when("Metric: RELEVANCE.", "2");
+    ctx.mock().reply_when("In depth", "A thorough answer.");
+    ctx.mock().reply_when("A thorough answer.", "5");
+    ctx.write(
+        "experiment.yaml",
+        "name: judged\nflow: flows/ask\ndatasets:\n- name: d\n  source: data.jsonl\n  mappings:\n    question: \"${data.question}\"\nevaluators:\n- name: relevance\n  builtin: relevance\n  options:\n    connection: judge\n  datasets:\n  - name: d\n    mappings:\n      question: \"${data.question}\"\n      prediction: \"${run.outputs.answer}\"\n",
+    );
+    let run = ctx
+        .cmd()
+        .args(["experiment", "--name", "j"])
+        .env("JUDGE_API_KEY", TEST_KEY)
+        .env("JUDGE_API_BASE", ctx.mock().openai_base())
+        .env("JUDGE_MODEL", "gpt-judge")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    let s = summary(&ctx.root().join(".flow/experiments/j"));
+    assert_eq!(s["winner"], "ask.long", "{s}");
+    assert_eq!(s["means"]["ask.long"]["relevance.mean"], 5.0);
+    assert_eq!(s["means"]["default"]["relevance.mean"], 2.0);
+    let eval_dir = ctx
+        .root()
+        .join(".flow/experiments/j")
+        .join(s["runs"][0]["eval_dirs"][0].as_str().unwrap());
+    assert!(eval_dir.join("judge_scores.jsonl").is_file());
+    let described = read_json(&eval_dir.join("evaluators.json"));
+    assert_eq!(described[0]["model"], "gpt-judge");
+
+    // A judge without a connection is refused where it is written.
+    ctx.write(
+        "experiment.yaml",
+        "name: judged\nflow: flows/ask\ndatasets:\n- name: d\n  source: data.jsonl\n  mappings: {}\nevaluators:\n- name: relevance\n  builtin: relevance\n  datasets: [{name: d, mappings: {}}]\n",
+    );
+    ctx.run(&["experiment"])
+        .expect_code(2)
+        .stderr_has("experiment.yaml:9:12")
+        .stderr_has("connection");
+}

@@ -2,7 +2,6 @@
 //! evaluation flow and/or built-in evaluators, gate on thresholds and a baseline, and write the
 //! CI outputs (JUnit, Markdown summary, GitHub annotations).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -291,29 +290,8 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
     }
     if !model_evaluators.is_empty() {
         let lines = score_models(&base, &data, &mapping, &model_evaluators, &args, &project)?;
-        let file = std::fs::File::create(dir.path.join("judge_scores.jsonl"))
-            .map_err(|e| Failure::usage(format!("error: cannot write judge scores: {e}")))?;
-        let mut out = std::io::BufWriter::new(file);
-        let mut per_evaluator: indexmap::IndexMap<String, Vec<(Option<f64>, bool)>> =
-            indexmap::IndexMap::new();
         for line in &lines {
-            let scores: Map<String, Value> = line
-                .scores
-                .iter()
-                .map(|(n, s, p, r)| {
-                    (
-                        n.clone(),
-                        serde_json::json!({"score": s, "passed": p, "reason": r}),
-                    )
-                })
-                .collect();
-            let record = serde_json::json!({"line_number": line.line_number, "scores": scores});
-            let _ = writeln!(out, "{record}");
             for (name, score, passed, reason) in &line.scores {
-                per_evaluator
-                    .entry(name.clone())
-                    .or_default()
-                    .push((*score, *passed));
                 builtin_cases.push(CaseResult {
                     line_number: line.line_number,
                     evaluator: name.clone(),
@@ -332,28 +310,9 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
                 }
             }
         }
-        for (name, scores) in per_evaluator {
-            let agg = flow::judge::Aggregate::from_lines(scores);
-            if let Some(mean) = agg.mean {
-                metrics.insert(
-                    format!("{name}.mean"),
-                    Value::from((mean * 1e6).round() / 1e6),
-                );
-            }
-            metrics.insert(
-                format!("{name}.pass_rate"),
-                Value::from(agg.pass_rate.unwrap_or(0.0)),
-            );
-        }
-        let described: Vec<Value> = model_evaluators
-            .iter()
-            .map(ModelEvaluator::describe)
-            .collect();
-        flow::record::write_json_atomic(
-            &dir.path.join("evaluators.json"),
-            &Value::Array(described),
-        )
-        .map_err(|e| Failure::usage(format!("error: cannot write evaluators.json: {e}")))?;
+        let model_metrics = flow::eval::record_model_scores(&dir, &lines, &model_evaluators)
+            .map_err(|e| Failure::usage(format!("error: cannot write judge scores: {e}")))?;
+        flow::eval::merge_metrics(&mut metrics, &model_metrics);
     }
     metrics.insert(
         "eval.base_failed_lines".into(),

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use serde_json::{Map, Value};
 
 use super::builtin::{BuiltinOutcome, LineScore, score_run};
+use super::models::{ModelEvaluator, ModelLine};
 use crate::data::ColumnMapping;
 use crate::evaluators::EvaluatorSpec;
 use crate::record::timestamp;
@@ -16,6 +17,62 @@ use crate::run_store::{RunDir, RunMeta, RunSettings, RunStatus};
 
 /// The file built-in evaluators' per-line scores are written to.
 pub const SCORES_FILE: &str = "scores.jsonl";
+
+/// The file model-based evaluators' (judges', embeddings') per-line scores are written to.
+pub const JUDGE_SCORES_FILE: &str = "judge_scores.jsonl";
+
+/// Write model-based evaluators' per-line scores to `dir/judge_scores.jsonl` and what they are
+/// (model, prompt hash) to `dir/evaluators.json`; return their metrics (`<name>.mean`,
+/// `<name>.pass_rate`).
+pub fn record_model_scores(
+    dir: &RunDir,
+    lines: &[ModelLine],
+    evaluators: &[ModelEvaluator],
+) -> io::Result<Map<String, Value>> {
+    use std::io::Write;
+    let file = std::fs::File::create(dir.path.join(JUDGE_SCORES_FILE))?;
+    let mut out = BufWriter::new(file);
+    let mut per_evaluator: indexmap::IndexMap<String, Vec<(Option<f64>, bool)>> =
+        indexmap::IndexMap::new();
+    for line in lines {
+        let scores: Map<String, Value> = line
+            .scores
+            .iter()
+            .map(|(n, s, p, r)| {
+                (
+                    n.clone(),
+                    serde_json::json!({"score": s, "passed": p, "reason": r}),
+                )
+            })
+            .collect();
+        let record = serde_json::json!({"line_number": line.line_number, "scores": scores});
+        writeln!(out, "{record}")?;
+        for (name, score, passed, _) in &line.scores {
+            per_evaluator
+                .entry(name.clone())
+                .or_default()
+                .push((*score, *passed));
+        }
+    }
+    out.flush()?;
+    let mut metrics = Map::new();
+    for (name, scores) in per_evaluator {
+        let agg = crate::judge::Aggregate::from_lines(scores);
+        if let Some(mean) = agg.mean {
+            metrics.insert(
+                format!("{name}.mean"),
+                Value::from((mean * 1e6).round() / 1e6),
+            );
+        }
+        metrics.insert(
+            format!("{name}.pass_rate"),
+            Value::from(agg.pass_rate.unwrap_or(0.0)),
+        );
+    }
+    let described: Vec<Value> = evaluators.iter().map(ModelEvaluator::describe).collect();
+    crate::record::write_json_atomic(&dir.path.join("evaluators.json"), &Value::Array(described))?;
+    Ok(metrics)
+}
 
 /// Score the run in `base` with built-in `evaluators` into `eval_dir/scores.jsonl` (one JSON
 /// line per dataset line); `each` sees every line. The outcome's metrics are not merged yet

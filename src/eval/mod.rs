@@ -8,6 +8,7 @@ mod models;
 
 pub use builtin::{BuiltinOutcome, LineScore, score_run};
 pub use eval_dir::{
-    SCORES_FILE, builtin_only_meta, merge_metrics, read_metrics, score_into_dir, write_metrics,
+    JUDGE_SCORES_FILE, SCORES_FILE, builtin_only_meta, merge_metrics, read_metrics,
+    record_model_scores, score_into_dir, write_metrics,
 };
 pub use models::{JudgeErrorOrText, ModelEvaluator, ModelLine, score_with_models};

@@ -90,6 +90,37 @@ pub enum EvaluatorKind {
     Flow(PathBuf),
     /// A built-in evaluator.
     Builtin(EvaluatorSpec),
+    /// A built-in evaluator that calls a model (an LLM judge, embedding similarity): its spec
+    /// text (`relevance:connection=judge`), prepared when the experiment runs.
+    Model(String),
+}
+
+/// Judges (`relevance`, `coherence`, ...) and `embedding_similarity` call a model.
+pub fn is_model_evaluator(name: &str) -> bool {
+    let name = name.trim();
+    name.parse::<crate::judge::Rubric>().is_ok() || name.starts_with("embedding")
+}
+
+/// The spec text of a model evaluator from its name and options, checked.
+fn model_spec(name: &str, options: &[(String, Option<String>)]) -> Result<String, String> {
+    let mut text = name.trim().to_string();
+    for (i, (k, v)) in options.iter().enumerate() {
+        text.push(if i == 0 { ':' } else { ',' });
+        text.push_str(k);
+        if let Some(v) = v {
+            text.push('=');
+            text.push_str(v);
+        }
+    }
+    if text.starts_with("embedding") {
+        text.parse::<crate::judge::EmbeddingSpec>()
+            .map(|_| text.clone())
+            .map_err(|e| e.to_string())
+    } else {
+        text.parse::<crate::judge::JudgeSpec>()
+            .map(|_| text.clone())
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// A dataset an evaluator scores: a flow dataset itself, or a related file (`reference`).
@@ -391,14 +422,26 @@ pub(crate) fn read_evaluators(
                     continue;
                 };
                 let options = read_options(doc, m, &path, d);
-                match EvaluatorSpec::from_options(&b, options, dir) {
-                    Ok(mut spec) => {
-                        spec.name = name.clone();
-                        EvaluatorKind::Builtin(spec)
+                if is_model_evaluator(&b) {
+                    match model_spec(&b, &options) {
+                        Ok(spec) => EvaluatorKind::Model(spec),
+                        Err(e) => {
+                            d.push(doc.error(&bp, format!("evaluator `{name}`: {e}")).with_help(
+                                "a judge needs `options: {connection: <name>}` (and may take model, threshold)",
+                            ));
+                            continue;
+                        }
                     }
-                    Err(e) => {
-                        d.push(doc.error(&bp, format!("evaluator `{name}`: {e}")));
-                        continue;
+                } else {
+                    match EvaluatorSpec::from_options(&b, options, dir) {
+                        Ok(mut spec) => {
+                            spec.name = name.clone();
+                            EvaluatorKind::Builtin(spec)
+                        }
+                        Err(e) => {
+                            d.push(doc.error(&bp, format!("evaluator `{name}`: {e}")));
+                            continue;
+                        }
                     }
                 }
             }

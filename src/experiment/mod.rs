@@ -177,6 +177,7 @@ pub fn compute_hashes(
                 hash::flow_hash(&flow, &yaml).map_err(|err| io(dir, err))?
             }
             EvaluatorKind::Builtin(spec) => hash::sha256_bytes(spec.source.as_bytes()),
+            EvaluatorKind::Model(text) => hash::sha256_bytes(text.as_bytes()),
         };
         evaluators.insert(e.name.clone(), h);
     }

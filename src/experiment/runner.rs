@@ -21,6 +21,7 @@ use super::file::{Dataset, EvalDataset, EvaluatorKind, Experiment};
 use super::{ExperimentError, PlannedVariant};
 use crate::batch::{BatchConfig, DirBatch, Progress, run_to_dir};
 use crate::data::ColumnMapping;
+use crate::eval::ModelEvaluator;
 use crate::executor::{Executor, ExecutorOptions};
 use crate::provider::{ClientConfig, LlmClient};
 use crate::record::{ErrorInfo, LineResult};
@@ -134,7 +135,7 @@ pub async fn run_experiment(
     let client =
         LlmClient::with_config(client_config).map_err(|e| ExperimentError::Run(e.to_string()))?;
     let mut options = config.executor.clone();
-    options.client = Some(client);
+    options.client = Some(client.clone());
     options.max_in_flight = concurrency;
     // Each prepared flow with Python nodes has its own workers: spread the line budget over
     // them (at least one each, at most two) instead of a full pool per variant.
@@ -145,6 +146,15 @@ pub async fn run_experiment(
     // Prepare every flow first: nothing runs when any of them is misconfigured.
     let mut executors: Vec<Executor> = Vec::new();
     let mut eval_executors: Vec<Option<Executor>> = Vec::new();
+    let mut model_evaluators: Vec<Option<ModelEvaluator>> = Vec::new();
+    for e in &experiment.evaluators {
+        model_evaluators.push(match &e.kind {
+            EvaluatorKind::Model(text) => Some(prepare_model(text, &options).map_err(|m| {
+                ExperimentError::Flow(vec![e.origin.error(format!("evaluator `{}`: {m}", e.name))])
+            })?),
+            _ => None,
+        });
+    }
     let prepared = async {
         for v in variants {
             executors.push(prepare(v.flow.clone(), &options).await?);
@@ -156,7 +166,7 @@ pub async fn run_experiment(
                         .map_err(|err| ExperimentError::Flow(err.diagnostics))?;
                     Some(prepare(flow, &options).await?)
                 }
-                EvaluatorKind::Builtin(_) => None,
+                EvaluatorKind::Builtin(_) | EvaluatorKind::Model(_) => None,
             });
         }
         Ok::<(), ExperimentError>(())
@@ -198,6 +208,9 @@ pub async fn run_experiment(
                 variant: v,
                 executor: &executors[vi],
                 eval_executors: &eval_executors,
+                model_evaluators: &model_evaluators,
+                client: &client,
+                cache: options.cache.as_ref(),
                 dataset,
                 dataset_hash: dataset_hashes
                     .get(&dataset.name)
@@ -254,6 +267,9 @@ struct RunJob<'a> {
     variant: &'a PlannedVariant,
     executor: &'a Executor,
     eval_executors: &'a [Option<Executor>],
+    model_evaluators: &'a [Option<ModelEvaluator>],
+    client: &'a LlmClient,
+    cache: Option<&'a crate::cache::ResponseCache>,
     dataset: &'a Dataset,
     dataset_hash: String,
     experiment_hash: &'a str,
@@ -349,6 +365,10 @@ impl RunJob<'_> {
                     (EvaluatorKind::Builtin(spec), _) => {
                         self.eval_builtin(spec, ds, eval_dir, &result.meta)?
                     }
+                    (EvaluatorKind::Model(_), _) => match &self.model_evaluators[ei] {
+                        Some(m) => self.eval_model(m, ds, eval_dir, &result.meta).await?,
+                        None => continue,
+                    },
                     (EvaluatorKind::Flow(_), None) => continue,
                 };
                 let mut r = r;
@@ -498,6 +518,100 @@ impl RunJob<'_> {
                 outcome.failed_base_lines
             )
         });
+        Ok(EvalResult {
+            evaluator: String::new(),
+            dataset: ds.name.clone(),
+            metrics: metrics_of(&dir),
+            dir,
+            problem,
+        })
+    }
+}
+
+/// A judge or embedding evaluator from its spec text, with the experiment's connections.
+fn prepare_model(text: &str, options: &ExecutorOptions) -> Result<ModelEvaluator, String> {
+    if text.starts_with("embedding") {
+        let spec = text
+            .parse::<crate::judge::EmbeddingSpec>()
+            .map_err(|e| e.to_string())?;
+        crate::judge::EmbeddingJudge::new(spec, &options.env, options.offline)
+            .map(|j| ModelEvaluator::Embedding(Box::new(j)))
+            .map_err(|e| e.to_string())
+    } else {
+        let spec = text
+            .parse::<crate::judge::JudgeSpec>()
+            .map_err(|e| e.to_string())?;
+        crate::judge::Judge::new(spec, &options.env, options.offline)
+            .map(|j| ModelEvaluator::Judge(Box::new(j)))
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl RunJob<'_> {
+    /// A judge (or embedding similarity) over the run, through the experiment's client (its
+    /// limiter) and cache; `judge_scores.jsonl`, `evaluators.json` and `metrics.json` as
+    /// `flow eval` writes them.
+    async fn eval_model(
+        &self,
+        evaluator: &ModelEvaluator,
+        ds: &EvalDataset,
+        dir: RunDir,
+        base_meta: &RunMeta,
+    ) -> Result<EvalResult, ExperimentError> {
+        let io = |path: &Path, e: std::io::Error| ExperimentError::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let mapping = ColumnMapping::from_map(&ds.mappings).map_err(|e| {
+            ExperimentError::File(
+                ds.origin
+                    .error(format!("dataset `{}`: {e}", ds.name))
+                    .into(),
+            )
+        })?;
+        std::fs::create_dir_all(&dir.path).map_err(|e| io(&dir.path, e))?;
+        let mut meta =
+            crate::eval::builtin_only_meta(&dir.name(), &self.dir, base_meta, &ds.source);
+        meta.flow_name = "model evaluators".into();
+        meta.column_mapping = mapping_args(&ds.mappings);
+        let scored = crate::eval::score_with_models(
+            &self.dir,
+            &ds.source,
+            &mapping,
+            std::slice::from_ref(evaluator),
+            self.client,
+            self.cache,
+            self.batch_config.concurrency,
+        )
+        .await;
+        let (metrics, problem) = match scored {
+            Ok(lines) => {
+                let mut metrics =
+                    crate::eval::record_model_scores(&dir, &lines, std::slice::from_ref(evaluator))
+                        .map_err(|e| io(&dir.path, e))?;
+                let failed = lines
+                    .iter()
+                    .filter(|l| l.scores.iter().any(|(_, s, _, _)| s.is_none()))
+                    .count();
+                metrics.insert(
+                    "eval.base_failed_lines".into(),
+                    Json::from(base_meta.failed_lines),
+                );
+                meta.total_lines = lines.len();
+                meta.completed_lines = lines.len() - failed;
+                meta.failed_lines = failed;
+                (metrics, None)
+            }
+            Err(e) => (Map::new(), Some(e.to_string())),
+        };
+        crate::eval::write_metrics(&dir, &metrics).map_err(|e| io(&dir.metrics_file(), e))?;
+        meta.status = if problem.is_none() {
+            RunStatus::Completed
+        } else {
+            RunStatus::Failed
+        };
+        meta.end_time = Some(crate::record::timestamp(std::time::SystemTime::now()));
+        crate::run_store::write_meta(&dir, &meta).map_err(|e| io(&dir.meta_file(), e))?;
         Ok(EvalResult {
             evaluator: String::new(),
             dataset: ds.name.clone(),
