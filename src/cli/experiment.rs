@@ -231,7 +231,10 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         );
     }
 
-    let mut options = executor_options(&args.model, &variants[0].flow)?;
+    let Some(first) = variants.first() else {
+        return Err(Failure::usage("error: no variant selected"));
+    };
+    let mut options = executor_options(&args.model, &first.flow)?;
     options.env = placeholder::apply_to_env(&options.env, &resolved);
     let line_timeout = match args.line_timeout {
         Some(s) if s > 0.0 && s.is_finite() => Some(std::time::Duration::from_secs_f64(s)),

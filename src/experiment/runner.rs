@@ -503,7 +503,7 @@ impl RunJob<'_> {
         )
         .map_err(|e| io(&dir.path, e))?;
         meta.total_lines = outcome.lines;
-        meta.completed_lines = outcome.lines - outcome.failed_base_lines;
+        meta.completed_lines = outcome.lines.saturating_sub(outcome.failed_base_lines);
         meta.failed_lines = outcome.failed_base_lines;
         meta.status = if outcome.failed_base_lines == 0 {
             RunStatus::Completed
@@ -598,7 +598,7 @@ impl RunJob<'_> {
                     Json::from(base_meta.failed_lines),
                 );
                 meta.total_lines = lines.len();
-                meta.completed_lines = lines.len() - failed;
+                meta.completed_lines = lines.len().saturating_sub(failed);
                 meta.failed_lines = failed;
                 (metrics, None)
             }
