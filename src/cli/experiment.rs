@@ -381,16 +381,14 @@ fn verdict(results: &[RunResult]) -> Result<(), Failure> {
 }
 
 /// COORDINATOR: the reports (report.html, report.csv, report.wide.csv) come from the report
-/// library built in parallel (issue 7). Once `flow::report::write_reports` is on main, wire it
-/// here — the one call site:
+/// library built in parallel (issue 7, branch wt-report). Once `flow::report` is on main, wire
+/// it here — the one call site — e.g.:
 ///
 /// ```ignore
-/// let sources: Vec<flow::report::ReportSource> = s.runs.iter().map(|r| flow::report::ReportSource {
-///     label: r.label.clone(),
-///     run_dir: dir.join(&r.run_dir),
-///     eval_dirs: r.eval_dirs.iter().map(|e| dir.join(e)).collect(),
-/// }).collect();
-/// if let Err(e) = flow::report::write_reports(dir, &format!("Experiment {}", s.experiment), &sources) {
+/// let written = flow::report::experiment_sources(dir).and_then(|(sources, _)| {
+///     flow::report::write_reports(dir, &format!("Experiment {}", s.experiment), &sources)
+/// });
+/// if let Err(e) = written {
 ///     eprintln!("warning: cannot write the reports: {e}");
 /// }
 /// ```
