@@ -273,15 +273,22 @@ fn variants_default_all_and_a_list_select_the_runs() {
             "help: variants: classify.variant_0, classify.variant_1, classify.temperature=0.5",
         );
 
-    ctx.run(&[
+    let one = ctx.run(&[
         "experiment",
         "--variants",
         "classify.variant_1",
         "--name",
         "one",
-    ])
-    .expect_code(0);
+        "--output",
+        "json",
+    ]);
+    one.expect_code(0);
     let s = summary(&ctx.root().join(".flow/experiments/one"));
+    assert_eq!(
+        one.json()["runs"],
+        s["runs"],
+        "--output json prints summary.json"
+    );
     assert_eq!(variants(&s), ["classify.variant_1"]);
     assert_eq!(s["runs"].as_array().unwrap().len(), 2);
 }
@@ -835,4 +842,51 @@ fn an_llm_judge_scores_every_run_through_the_shared_client() {
         .expect_code(2)
         .stderr_has("experiment.yaml:9:12")
         .stderr_has("connection");
+}
+
+#[test]
+fn ctrl_c_stops_every_run_keeps_what_finished_and_a_rerun_finishes_from_the_cache() {
+    let ctx = TestContext::with_mock();
+    ctx.mock().set_latency(Duration::from_millis(150));
+    many_variants(&ctx, 2, 20);
+    let child = ctx
+        .std_cmd()
+        .args(["experiment", "--name", "stopped", "--concurrency", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while ctx.mock().request_count() < 6 {
+        assert!(started.elapsed() < Duration::from_secs(20), "nothing ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("run the experiment again"), "{stderr}");
+    let s = summary(&ctx.root().join(".flow/experiments/stopped"));
+    let runs = s["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r["status"] == "canceled"), "{s}");
+    let asked = ctx.mock().request_count();
+    assert!(asked < 40, "{asked}");
+
+    ctx.mock().set_latency(Duration::ZERO);
+    ctx.run(&["experiment", "--name", "finished"])
+        .expect_code(0);
+    let s = summary(&ctx.root().join(".flow/experiments/finished"));
+    let cached: u64 = s["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["cache_hits"].as_u64().unwrap())
+        .sum();
+    assert!(cached >= 4, "finished lines come from the cache: {cached}");
+    assert!(ctx.mock().request_count() - asked <= 40 - cached as usize + 2);
 }

@@ -346,7 +346,7 @@ fn verdict(results: &[RunResult]) -> Result<(), Failure> {
     if results.iter().any(|r| r.canceled) {
         return Err(Failure {
             code: 130,
-            message: "stopped: finished lines are kept in each run directory".into(),
+            message: "stopped: finished lines are kept in each run directory; run the experiment again to finish (finished lines come from the response cache)".into(),
         });
     }
     if !results.is_empty()
