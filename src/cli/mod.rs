@@ -15,6 +15,7 @@ mod cache;
 mod connections;
 mod deploy;
 mod eval;
+mod experiment;
 mod init;
 mod output;
 mod probe;
@@ -58,6 +59,9 @@ enum Command {
     /// Evaluate a run: an evaluation flow and/or built-in evaluators, gates, JUnit and summary.
     #[command(alias = "evaluate")]
     Eval(Box<eval::EvalArgs>),
+    /// Run variants, combinations and parameter sweeps over datasets (experiment.yaml), evaluate
+    /// every run and compare them.
+    Experiment(Box<experiment::ExperimentArgs>),
     /// Show or clear the response cache (.flow/cache).
     Cache(cache::CacheArgs),
     /// List, show and delete batch runs (under .flow/runs).
@@ -119,6 +123,7 @@ pub fn main() -> ExitCode {
         Command::Build(args) => build::run(args),
         Command::Probe(args) => probe::run(args),
         Command::Deploy(args) => deploy::run(*args),
+        Command::Experiment(args) => experiment::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

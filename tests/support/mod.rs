@@ -5,4 +5,5 @@
 pub mod context;
 pub mod mock_llm;
 pub mod otlp;
+pub mod s3;
 pub mod server;
