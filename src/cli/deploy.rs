@@ -15,6 +15,8 @@ use super::run::load_flow;
 use super::runtime;
 use flow::deploy::{self, Canary, DeploySpec, kubernetes, smoke};
 
+mod job;
+
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct DeployArgs {
@@ -37,6 +39,8 @@ pub enum Target {
     Kubernetes,
     /// A docker-compose file for one host.
     Compose,
+    /// A sharded batch run: an Indexed Job (one shard per index) and a merge Job.
+    KubernetesJob,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +87,8 @@ pub struct RolloutArgs {
     pub port: u16,
     #[command(flatten)]
     pub smoke: SmokeInputs,
+    #[command(flatten)]
+    pub job: job::JobArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -215,7 +221,7 @@ fn run_smoke(url: &str, plan: &SmokePlan) -> Result<(), Failure> {
 fn rollout(args: RolloutArgs) -> Result<(), Failure> {
     let Some(target) = args.target else {
         return Err(Failure::usage(
-            "error: give --target kubernetes|compose (or `flow deploy smoke --url URL`)",
+            "error: give --target kubernetes|kubernetes-job|compose (or `flow deploy smoke --url URL`)",
         ));
     };
     let Some(image) = args.image.clone() else {
@@ -223,7 +229,7 @@ fn rollout(args: RolloutArgs) -> Result<(), Failure> {
             "error: give --image IMAGE (built with `flow build`)",
         ));
     };
-    let plan = if args.apply {
+    let plan = if args.apply && target != Target::KubernetesJob {
         Some(smoke_plan(&args.smoke)?)
     } else {
         None
@@ -251,8 +257,26 @@ fn rollout(args: RolloutArgs) -> Result<(), Failure> {
             deploy::name_from(&from_flow.unwrap_or(from_image))
         }
     };
+    let dir = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("deploy").join(&name));
+    if target == Target::KubernetesJob {
+        return job::rollout(
+            job::JobTarget {
+                name,
+                image,
+                namespace: args.namespace.clone(),
+                secret: args.secret.clone(),
+                flow: args.smoke.flow.as_deref(),
+                dir,
+                apply: args.apply,
+            },
+            &args.job,
+        );
+    }
     let replicas = args.replicas.unwrap_or(match target {
-        Target::Kubernetes => 2,
+        Target::Kubernetes | Target::KubernetesJob => 2,
         Target::Compose => 1,
     });
     if replicas == 0 {
@@ -269,18 +293,16 @@ fn rollout(args: RolloutArgs) -> Result<(), Failure> {
         namespace: args.namespace.clone(),
         hpa_max: args.hpa_max,
         secret: args.secret.clone().unwrap_or_else(|| match target {
-            Target::Kubernetes => format!("{name}-env"),
+            Target::Kubernetes | Target::KubernetesJob => format!("{name}-env"),
             Target::Compose => ".env".to_string(),
         }),
     };
-    let dir = args
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("deploy").join(&name));
     std::fs::create_dir_all(&dir)
         .map_err(|e| Failure::usage(format!("error: cannot create {}: {e}", dir.display())))?;
     match target {
-        Target::Kubernetes => kubernetes_rollout(&spec, &dir, args.apply, plan.as_ref()),
+        Target::Kubernetes | Target::KubernetesJob => {
+            kubernetes_rollout(&spec, &dir, args.apply, plan.as_ref())
+        }
         Target::Compose => compose_rollout(&spec, &dir, args.port, args.apply, plan.as_ref()),
     }
 }

@@ -4,6 +4,7 @@
 //! docker-compose file — and the smoke test that checks the new version answers.
 
 pub mod compose;
+pub mod job;
 pub mod kubernetes;
 pub mod smoke;
 

@@ -1,0 +1,542 @@
+//! A sharded batch run as a Kubernetes Indexed Job: N indexes, each pod running
+//! `flow run FLOW --data DATA --shards N` (its shard from `JOB_COMPLETION_INDEX`) and uploading its
+//! run directory to object storage, then a second Job merging the shards into one run.
+//!
+//! Retries: each index has its own retry budget (`backoffLimitPerIndex`); a retried pod resumes
+//! the shard it uploaded. A configuration error (exit 2) is the same on every retry, so the pod
+//! failure policy fails that index at once; a pod evicted or pre-empted (`DisruptionTarget`) does
+//! not count against the budget.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use crate::build::secrets::SecretGuard;
+use crate::connection::EnvVars;
+use crate::model::Flow;
+
+use super::kubernetes::APP_LABEL;
+
+/// Where `flow build` puts the flow in the image.
+pub const IMAGE_FLOW_PATH: &str = "/app/flow";
+/// Where the flow is mounted when delivered by ConfigMap or volume.
+pub const MOUNTED_FLOW_PATH: &str = "/flow";
+/// Where the data file is mounted when delivered by ConfigMap.
+pub const MOUNTED_DATA_DIR: &str = "/flow-data";
+/// The pods' writable working directory (an emptyDir): `.flow/runs` lives here.
+pub const WORK_DIR: &str = "/work";
+/// The flow binary in the image.
+pub const FLOW_BINARY: &str = "/usr/local/bin/flow";
+/// What Kubernetes allows in one ConfigMap (its keys and values together).
+pub const CONFIG_MAP_LIMIT: usize = 1024 * 1024;
+/// The exit status of a configuration error, which a retry cannot fix.
+pub const CONFIG_ERROR_EXIT: i32 = 2;
+
+/// Why the Job's manifests cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(
+        "the ConfigMap would hold {total} bytes (flow {flow} bytes, data {data} bytes), over Kubernetes' 1 MiB ({CONFIG_MAP_LIMIT} bytes) limit\n  help: bake the flow and data into the image (`flow build`, --deliver image) or put them on a volume (--deliver volume --pvc NAME)"
+    )]
+    ConfigMapTooLarge {
+        total: usize,
+        flow: usize,
+        data: usize,
+    },
+    #[error(
+        "{0} is not UTF-8 text, which a ConfigMap delivery does not carry\n  help: deliver with --deliver image or --deliver volume --pvc NAME"
+    )]
+    Binary(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("two files of the flow map to the same ConfigMap key `{0}`: rename one")]
+    KeyClash(String),
+}
+
+/// How the pods get the flow and the data.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// Baked into the image by `flow build` (the flow at [`IMAGE_FLOW_PATH`]).
+    Image,
+    /// A ConfigMap holding the flow's files and the data file.
+    ConfigMap(ConfigMapFiles),
+    /// A PersistentVolumeClaim holding the flow (at `sub_path` inside it, or its root).
+    Volume {
+        pvc: String,
+        sub_path: Option<String>,
+    },
+}
+
+impl Delivery {
+    /// The flow directory inside the pod.
+    pub fn flow_path(&self) -> &'static str {
+        match self {
+            Delivery::Image => IMAGE_FLOW_PATH,
+            _ => MOUNTED_FLOW_PATH,
+        }
+    }
+}
+
+/// The text files a ConfigMap delivery carries.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigMapFiles {
+    /// The flow's files by path relative to the flow directory (`/`-separated).
+    pub flow: Vec<(String, String)>,
+    /// The data file's name and content.
+    pub data: (String, String),
+}
+
+impl ConfigMapFiles {
+    /// The files `flow build` would put in the image (secrets left out the same way) and the
+    /// data file, read as text.
+    pub fn read(flow: &Flow, env: &EnvVars, data: &Path) -> Result<Self, JobError> {
+        let guard = SecretGuard::new(env, &flow.dir);
+        let staging = std::env::temp_dir().join(format!(
+            "flow-configmap-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        let copied =
+            crate::run_store::copy_flow(flow, &staging, &|p| guard.reason_to_skip(p).is_some())
+                .map_err(|source| JobError::Read {
+                    path: flow.dir.clone(),
+                    source,
+                });
+        let files = copied.and_then(|()| {
+            let mut files = Vec::new();
+            collect(&staging, &staging, &mut files)?;
+            Ok(files)
+        });
+        let _ = std::fs::remove_dir_all(&staging);
+        let mut files = files?;
+        files.sort();
+        let name = data
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "data.jsonl".into());
+        Ok(Self {
+            flow: files,
+            data: (name, read_text(data)?),
+        })
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, JobError> {
+    let bytes = std::fs::read(path).map_err(|source| JobError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|_| JobError::Binary(path.to_path_buf()))
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<(), JobError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| JobError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(root, &path, out)?;
+        } else {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            out.push((rel, read_text(&path)?));
+        }
+    }
+    Ok(())
+}
+
+/// Object storage credentials the pods read (by reference).
+#[derive(Debug, Clone)]
+pub struct StorageSecret {
+    pub name: String,
+    /// Optional when not named by the user: clusters with workload identity need none.
+    pub optional: bool,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// The Job's and the merged run's name, a DNS-1123 label.
+    pub name: String,
+    pub image: String,
+    pub namespace: Option<String>,
+    /// N: shards, the Job's completions.
+    pub shards: u32,
+    /// P: pods running at once.
+    pub parallelism: u32,
+    /// The data file as the pods see it.
+    pub data: String,
+    /// `--variant` values passed to `flow run`.
+    pub variants: Vec<String>,
+    /// The object storage folder (s3://, az://, gs://) the runs are uploaded to.
+    pub upload: String,
+    /// Lines in flight in each pod.
+    pub concurrency: usize,
+    /// The Secret holding the connection variables.
+    pub secret: String,
+    pub storage_secret: Option<StorageSecret>,
+    pub delivery: Delivery,
+    /// Retries of one index before it fails.
+    pub retries_per_index: u32,
+    /// Failed indexes tolerated before the whole Job fails.
+    pub max_failed_indexes: u32,
+    /// Pass `--allow-failures` to the shards and the merge.
+    pub allow_failures: bool,
+}
+
+/// Each pod's `--concurrency`: the total divided among the pods running at once, rounded up.
+pub fn per_shard_concurrency(total: usize, parallelism: u32) -> usize {
+    total.div_ceil(parallelism.max(1) as usize).max(1)
+}
+
+impl JobSpec {
+    /// The folder the shards are uploaded to: `<upload>/<name>-shards`.
+    pub fn shards_url(&self) -> String {
+        format!("{}/{}-shards", self.upload.trim_end_matches('/'), self.name)
+    }
+
+    /// The merged run's location: `<upload>/<name>`.
+    pub fn merged_url(&self) -> String {
+        format!("{}/{}", self.upload.trim_end_matches('/'), self.name)
+    }
+
+    /// The merge Job's name.
+    pub fn merge_job_name(&self) -> String {
+        format!("{}-merge", self.name)
+    }
+
+    /// The ConfigMap's name (ConfigMap delivery).
+    pub fn config_map_name(&self) -> String {
+        format!("{}-flow", self.name)
+    }
+
+    /// The command each pod of the Indexed Job runs (`flow` first).
+    pub fn shard_command(&self) -> Vec<String> {
+        let mut c: Vec<String> = vec![
+            FLOW_BINARY.into(),
+            "run".into(),
+            self.delivery.flow_path().into(),
+            "--data".into(),
+            self.data.clone(),
+            "--shards".into(),
+            self.shards.to_string(),
+            "--name".into(),
+            self.name.clone(),
+            "--upload".into(),
+            self.shards_url(),
+            "--concurrency".into(),
+            self.concurrency.to_string(),
+        ];
+        for v in &self.variants {
+            c.push("--variant".into());
+            c.push(v.clone());
+        }
+        if self.allow_failures {
+            c.push("--allow-failures".into());
+        }
+        c
+    }
+
+    /// The command of the merge Job's pod.
+    pub fn merge_command(&self) -> Vec<String> {
+        let mut c: Vec<String> = vec![
+            FLOW_BINARY.into(),
+            "runs".into(),
+            "merge".into(),
+            self.shards_url(),
+            "--name".into(),
+            self.name.clone(),
+            "--to".into(),
+            self.upload.trim_end_matches('/').to_string(),
+        ];
+        if self.allow_failures {
+            c.push("--allow-failures".into());
+        }
+        c
+    }
+
+    fn metadata(&self, name: &str, component: &str) -> Value {
+        let mut m = json!({"name": name, "labels": self.labels(component)});
+        if let Some(ns) = &self.namespace {
+            m["namespace"] = Value::String(ns.clone());
+        }
+        m
+    }
+
+    fn labels(&self, component: &str) -> Value {
+        json!({
+            APP_LABEL: self.name,
+            "app.kubernetes.io/component": component,
+            "app.kubernetes.io/managed-by": "flow",
+        })
+    }
+
+    /// The pod template running `command`.
+    fn pod(&self, command: &[String], component: &str) -> Value {
+        let mut env_from = vec![json!({"secretRef": {"name": self.secret}})];
+        if let Some(s) = &self.storage_secret {
+            let mut r = json!({"name": s.name});
+            if s.optional {
+                r["optional"] = Value::Bool(true);
+            }
+            env_from.push(json!({"secretRef": r}));
+        }
+        let mut mounts = vec![
+            json!({"name": "work", "mountPath": WORK_DIR}),
+            json!({"name": "tmp", "mountPath": "/tmp"}),
+        ];
+        let mut volumes = vec![
+            json!({"name": "work", "emptyDir": {}}),
+            json!({"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}),
+        ];
+        // The merge reads the flow from the shards' snapshots: only the shards mount it.
+        if component == "shard" {
+            match &self.delivery {
+                Delivery::Image => {}
+                Delivery::ConfigMap(files) => {
+                    let flow_items: Vec<Value> = files
+                        .flow
+                        .iter()
+                        .map(|(path, _)| json!({"key": flow_key(path), "path": path}))
+                        .collect();
+                    volumes.push(json!({"name": "flow", "configMap": {"name": self.config_map_name(), "items": flow_items}}));
+                    volumes.push(json!({"name": "data", "configMap": {"name": self.config_map_name(), "items": [{"key": data_key(&files.data.0), "path": files.data.0}]}}));
+                    mounts.push(
+                        json!({"name": "flow", "mountPath": MOUNTED_FLOW_PATH, "readOnly": true}),
+                    );
+                    mounts.push(
+                        json!({"name": "data", "mountPath": MOUNTED_DATA_DIR, "readOnly": true}),
+                    );
+                }
+                Delivery::Volume { pvc, sub_path } => {
+                    volumes.push(json!({"name": "flow", "persistentVolumeClaim": {"claimName": pvc, "readOnly": true}}));
+                    let mut m =
+                        json!({"name": "flow", "mountPath": MOUNTED_FLOW_PATH, "readOnly": true});
+                    if let Some(s) = sub_path {
+                        m["subPath"] = Value::String(s.clone());
+                    }
+                    mounts.push(m);
+                }
+            }
+        }
+        json!({
+            "metadata": {"labels": self.labels(component)},
+            "spec": {
+                // A pod failure policy needs Never: the Job, not the kubelet, retries.
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": false,
+                "terminationGracePeriodSeconds": 60,
+                "securityContext": {
+                    "runAsNonRoot": true,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [{
+                    "name": "flow",
+                    "image": self.image,
+                    "command": [command[0]],
+                    "args": &command[1..],
+                    "workingDir": WORK_DIR,
+                    "envFrom": env_from,
+                    "resources": {
+                        "requests": {"cpu": "250m", "memory": "128Mi"},
+                        "limits": {"memory": "1Gi"},
+                    },
+                    "securityContext": {
+                        "allowPrivilegeEscalation": false,
+                        "readOnlyRootFilesystem": true,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                    "volumeMounts": mounts,
+                }],
+                "volumes": volumes,
+            },
+        })
+    }
+
+    /// The Indexed Job running the shards.
+    pub fn indexed_job(&self) -> Value {
+        json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": self.metadata(&self.name, "shard"),
+            "spec": {
+                "completionMode": "Indexed",
+                "completions": self.shards,
+                "parallelism": self.parallelism.min(self.shards),
+                "backoffLimitPerIndex": self.retries_per_index,
+                "maxFailedIndexes": self.max_failed_indexes,
+                "podFailurePolicy": {"rules": [
+                    {
+                        // A configuration error fails the same way on every retry.
+                        "action": "FailIndex",
+                        "onExitCodes": {"containerName": "flow", "operator": "In", "values": [CONFIG_ERROR_EXIT]},
+                    },
+                    {
+                        // Evicted, pre-empted, node drained: not the shard's fault.
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget"}],
+                    },
+                ]},
+                "template": self.pod(&self.shard_command(), "shard"),
+            },
+        })
+    }
+
+    /// The Job merging the shards (apply it when the Indexed Job has completed).
+    pub fn merge_job(&self) -> Value {
+        json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": self.metadata(&self.merge_job_name(), "merge"),
+            "spec": {
+                "completions": 1,
+                "parallelism": 1,
+                "backoffLimit": 2,
+                "podFailurePolicy": {"rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"containerName": "flow", "operator": "In", "values": [CONFIG_ERROR_EXIT]},
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]},
+                "template": self.pod(&self.merge_command(), "merge"),
+            },
+        })
+    }
+
+    /// The ConfigMap of a ConfigMap delivery, checked against Kubernetes' size limit.
+    pub fn config_map(&self) -> Result<Option<Value>, JobError> {
+        let Delivery::ConfigMap(files) = &self.delivery else {
+            return Ok(None);
+        };
+        let mut data = Map::new();
+        let mut flow_size = 0;
+        for (path, text) in &files.flow {
+            let key = flow_key(path);
+            flow_size += key.len() + text.len();
+            if data
+                .insert(key.clone(), Value::String(text.clone()))
+                .is_some()
+            {
+                return Err(JobError::KeyClash(key));
+            }
+        }
+        let key = data_key(&files.data.0);
+        let data_size = key.len() + files.data.1.len();
+        data.insert(key, Value::String(files.data.1.clone()));
+        if flow_size + data_size > CONFIG_MAP_LIMIT {
+            return Err(JobError::ConfigMapTooLarge {
+                total: flow_size + data_size,
+                flow: flow_size,
+                data: data_size,
+            });
+        }
+        Ok(Some(json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": self.metadata(&self.config_map_name(), "flow"),
+            "data": data,
+        })))
+    }
+
+    /// The objects of the shard step, in order: the ConfigMap (if any), the Indexed Job.
+    pub fn shard_manifests(&self) -> Result<Vec<Value>, JobError> {
+        let mut objects = Vec::new();
+        if let Some(cm) = self.config_map()? {
+            objects.push(cm);
+        }
+        objects.push(self.indexed_job());
+        Ok(objects)
+    }
+}
+
+/// A ConfigMap key (`[-._a-zA-Z0-9]+`) for a flow file: `flow.` and the path, `/` as `__`.
+fn flow_key(path: &str) -> String {
+    format!("flow.{}", key_chars(&path.replace('/', "__")))
+}
+
+fn data_key(name: &str) -> String {
+    format!("data.{}", key_chars(name))
+}
+
+fn key_chars(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The indexes a failed Job's status names (`status.failedIndexes`, e.g. "1,3-5"), expanded
+/// to 1-based shard numbers.
+pub fn failed_shards(status: &Value) -> Vec<u32> {
+    let Some(text) = status["status"]["failedIndexes"].as_str() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+            out.extend((a..=b.min(a.saturating_add(100_000))).map(|i| i + 1));
+        }
+    }
+    out
+}
+
+/// Why a failed Job failed, from its `Failed` condition (reason: message).
+pub fn failure_reason(status: &Value) -> Option<String> {
+    status["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Failed" && c["status"] == "True")
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["reason"].as_str().unwrap_or("Failed"),
+                c["message"].as_str().unwrap_or("")
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrency_is_divided_among_running_pods() {
+        assert_eq!(per_shard_concurrency(32, 4), 8);
+        assert_eq!(per_shard_concurrency(32, 5), 7);
+        assert_eq!(per_shard_concurrency(3, 8), 1);
+        assert_eq!(per_shard_concurrency(10, 0), 10);
+    }
+
+    #[test]
+    fn failed_indexes_become_shard_numbers() {
+        let s = json!({"status": {"failedIndexes": "0,3-5"}});
+        assert_eq!(failed_shards(&s), vec![1, 4, 5, 6]);
+        assert!(failed_shards(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn keys_are_valid_config_map_keys() {
+        assert_eq!(flow_key("sub dir/a.py"), "flow.sub_dir__a.py");
+        assert_eq!(data_key("d.jsonl"), "data.d.jsonl");
+    }
+}

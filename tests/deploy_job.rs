@@ -1,0 +1,641 @@
+//! `flow deploy --target kubernetes-job`: the Indexed Job and merge Job are generated and parsed
+//! back (structure, required fields, the pods' command line, the concurrency division, each
+//! delivery; `kubectl apply --dry-run=client` too when a cluster answers), and `--apply` drives a
+//! stand-in kubectl through a Job that completes and one that fails.
+
+mod support;
+
+use serde::Deserialize;
+use serde_json::Value;
+use support::context::{TEST_KEY, TestContext};
+
+/// Every YAML document of a file, as JSON values.
+fn documents(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).expect("a YAML document"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn read_docs(ctx: &TestContext, rel: &str) -> Vec<Value> {
+    documents(&std::fs::read_to_string(ctx.root().join(rel)).unwrap())
+}
+
+fn by_kind<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name} in {docs:#?}"))
+}
+
+/// The container's command line: command then args.
+fn command_line(job: &Value) -> Vec<String> {
+    let c = &job["spec"]["template"]["spec"]["containers"][0];
+    c["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(c["args"].as_array().unwrap())
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// What every Job of ours has: a batch/v1 Job, a pod that is not restarted by the kubelet, the
+/// connection and storage Secrets by reference, no value inlined, a writable working directory.
+fn check_pod(job: &Value, image: &str, secret: &str, storage: &str) {
+    assert_eq!(job["apiVersion"], "batch/v1");
+    assert_eq!(job["kind"], "Job");
+    assert!(job["metadata"]["name"].is_string());
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["name"], "flow");
+    assert_eq!(c["image"], image);
+    assert_eq!(c["envFrom"][0]["secretRef"]["name"], secret);
+    assert_eq!(c["envFrom"][1]["secretRef"]["name"], storage);
+    assert!(c.get("env").is_none(), "no value is inlined: {c}");
+    assert_eq!(c["workingDir"], "/work");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert!(
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/work")
+    );
+}
+
+/// `kubectl apply --dry-run=client --validate=false` when kubectl is installed and a cluster
+/// answers (client dry runs still need the API server's discovery).
+fn kubectl_dry_run(ctx: &TestContext, file: &str) {
+    let Ok(out) = std::process::Command::new("kubectl")
+        .args(["apply", "--dry-run=client", "--validate=false", "-f", file])
+        .current_dir(ctx.root())
+        .output()
+    else {
+        eprintln!("kubectl is not installed: manifests checked by structure only");
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success()
+        && (stderr.contains("connection refused")
+            || stderr.contains("couldn't get current server API group list")
+            || stderr.contains("no configuration has been provided"))
+    {
+        eprintln!(
+            "kubectl has no cluster to discover kinds from: manifests checked by structure only"
+        );
+        return;
+    }
+    assert!(out.status.success(), "kubectl dry run failed: {stderr}");
+}
+
+#[test]
+fn an_indexed_job_runs_one_shard_per_index_and_a_merge_job_merges_them() {
+    let ctx = TestContext::new();
+    ctx.copy_from_repo("flows/classification");
+    ctx.write("classification/data.jsonl", "{\"text\": \"hi\"}\n");
+    let run = ctx.run(&[
+        "deploy",
+        "--target",
+        "kubernetes-job",
+        "--image",
+        "reg/cls:1",
+        "--flow",
+        "classification",
+        "--data",
+        "classification/data.jsonl",
+        "--shards",
+        "8",
+        "--parallelism",
+        "3",
+        "--upload",
+        "s3://bucket/runs/",
+        "--namespace",
+        "batch",
+    ]);
+    run.expect_code(0)
+        .stdout_has("Job/classification")
+        .stdout_has("Job/classification-merge")
+        // 32 lines in flight (the default) over 3 pods at once: 11 each.
+        .stdout_has("3 at once, 11 lines in flight each")
+        .stderr_has("kubectl --namespace batch wait --for=condition=complete job/classification");
+    let docs = read_docs(&ctx, "deploy/classification/job.yaml");
+    assert_eq!(docs.len(), 1, "image delivery: no ConfigMap");
+    let job = by_kind(&docs, "Job", "classification");
+    assert_eq!(job["metadata"]["namespace"], "batch");
+    check_pod(
+        job,
+        "reg/cls:1",
+        "classification-env",
+        "classification-storage",
+    );
+    // Without --storage-secret the storage Secret is optional (workload identity needs none).
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["envFrom"][1]["secretRef"]["optional"],
+        true
+    );
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"], "Indexed");
+    assert_eq!(spec["completions"], 8);
+    assert_eq!(spec["parallelism"], 3);
+    assert_eq!(spec["backoffLimitPerIndex"], 3);
+    assert_eq!(spec["maxFailedIndexes"], 0);
+    let rules = spec["podFailurePolicy"]["rules"].as_array().unwrap();
+    let exit2 = rules
+        .iter()
+        .find(|r| r["onExitCodes"]["values"] == serde_json::json!([2]))
+        .expect("a rule for exit 2");
+    assert_eq!(exit2["action"], "FailIndex");
+    assert_eq!(exit2["onExitCodes"]["operator"], "In");
+    assert_eq!(exit2["onExitCodes"]["containerName"], "flow");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["action"] == "Ignore"
+                && r["onPodConditions"][0]["type"] == "DisruptionTarget")
+    );
+    // The flow is where `flow build` puts it; the data file under it likewise.
+    assert_eq!(
+        command_line(job),
+        strings(&[
+            "/usr/local/bin/flow",
+            "run",
+            "/app/flow",
+            "--data",
+            "/app/flow/data.jsonl",
+            "--shards",
+            "8",
+            "--name",
+            "classification",
+            "--upload",
+            "s3://bucket/runs/classification-shards",
+            "--concurrency",
+            "11",
+        ])
+    );
+
+    let merge_docs = read_docs(&ctx, "deploy/classification/merge-job.yaml");
+    let merge = by_kind(&merge_docs, "Job", "classification-merge");
+    check_pod(
+        merge,
+        "reg/cls:1",
+        "classification-env",
+        "classification-storage",
+    );
+    assert!(merge["spec"].get("completionMode").is_none());
+    assert_eq!(merge["spec"]["completions"], 1);
+    assert_eq!(
+        command_line(merge),
+        strings(&[
+            "/usr/local/bin/flow",
+            "runs",
+            "merge",
+            "s3://bucket/runs/classification-shards",
+            "--name",
+            "classification",
+            "--to",
+            "s3://bucket/runs",
+        ])
+    );
+    kubectl_dry_run(&ctx, "deploy/classification/job.yaml");
+    kubectl_dry_run(&ctx, "deploy/classification/merge-job.yaml");
+
+    // A per-shard limit replaces the division; parallelism defaults to the shards; a named
+    // storage Secret is required, not optional.
+    ctx.run(&[
+        "deploy",
+        "--target",
+        "kubernetes-job",
+        "--image",
+        "reg/cls:1",
+        "--name",
+        "nightly",
+        "--data",
+        "/data/big.jsonl",
+        "--shards",
+        "4",
+        "--concurrency",
+        "10",
+        "--upload",
+        "gs://b/r",
+        "--storage-secret",
+        "gcs-creds",
+        "--secret",
+        "llm-keys",
+        "--retries-per-index",
+        "5",
+        "--max-failed-indexes",
+        "1",
+        "--allow-failures",
+    ])
+    .expect_code(0)
+    .stdout_has("4 at once, 3 lines in flight each");
+    let docs = read_docs(&ctx, "deploy/nightly/job.yaml");
+    let job = by_kind(&docs, "Job", "nightly");
+    check_pod(job, "reg/cls:1", "llm-keys", "gcs-creds");
+    assert!(
+        job["spec"]["template"]["spec"]["containers"][0]["envFrom"][1]["secretRef"]
+            .get("optional")
+            .is_none()
+    );
+    assert_eq!(job["spec"]["parallelism"], 4);
+    assert_eq!(job["spec"]["backoffLimitPerIndex"], 5);
+    assert_eq!(job["spec"]["maxFailedIndexes"], 1);
+    let line = command_line(job);
+    assert_eq!(line[4], "/data/big.jsonl");
+    assert_eq!(line[12], "3", "ceil(10 / 4)");
+    assert_eq!(line.last().unwrap(), "--allow-failures");
+    let merge = read_docs(&ctx, "deploy/nightly/merge-job.yaml");
+    assert_eq!(command_line(&merge[0]).last().unwrap(), "--allow-failures");
+    ctx.run(&[
+        "deploy",
+        "--target",
+        "kubernetes-job",
+        "--image",
+        "reg/cls:1",
+        "--name",
+        "nightly",
+        "--data",
+        "/data/big.jsonl",
+        "--shards",
+        "4",
+        "--per-shard-concurrency",
+        "16",
+        "--upload",
+        "gs://b/r",
+    ])
+    .expect_code(0)
+    .stdout_has("16 lines in flight each");
+}
+
+#[test]
+fn a_configmap_carries_the_flow_and_the_data_within_the_size_limit() {
+    let ctx = TestContext::new();
+    ctx.copy_from_repo("flows/classification");
+    ctx.write(".env", &format!("OPEN_AI_CONNECTION_API_KEY={TEST_KEY}\n"));
+    ctx.write(
+        "classification/.env",
+        &format!("OPEN_AI_CONNECTION_API_KEY={TEST_KEY}\n"),
+    );
+    ctx.write("classification/lib/util.py", "X = 1\n");
+    let data = "{\"text\": \"charged twice\"}\n{\"text\": \"app crashes\"}\n";
+    ctx.write("lines.jsonl", data);
+    let args = |data_file: &str| {
+        vec![
+            "deploy".to_string(),
+            "--target".into(),
+            "kubernetes-job".into(),
+            "--image".into(),
+            "reg/cls:1".into(),
+            "--flow".into(),
+            "classification".into(),
+            "--deliver".into(),
+            "configmap".into(),
+            "--data".into(),
+            data_file.into(),
+            "--shards".into(),
+            "2".into(),
+            "--upload".into(),
+            "az://c/runs".into(),
+            "--variant".into(),
+            "${classify.variant_1}".into(),
+        ]
+    };
+    let a = args("lines.jsonl");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    ctx.run(&a)
+        .expect_code(0)
+        .stdout_has("ConfigMap/classification-flow, Job/classification");
+    let docs = read_docs(&ctx, "deploy/classification/job.yaml");
+    let cm = by_kind(&docs, "ConfigMap", "classification-flow");
+    assert_eq!(cm["apiVersion"], "v1");
+    let cm_data = cm["data"].as_object().unwrap();
+    assert_eq!(cm_data["data.lines.jsonl"], data);
+    assert_eq!(cm_data["flow.normalize.py"], {
+        std::fs::read_to_string(ctx.root().join("classification/normalize.py")).unwrap()
+    });
+    assert_eq!(cm_data["flow.lib__util.py"], "X = 1\n");
+    // The variant is applied in the ConfigMap's copy, as `flow build --variant` does.
+    let dag = cm_data["flow.flow.dag.yaml"].as_str().unwrap();
+    assert!(!dag.contains("node_variants"), "{dag}");
+    assert!(dag.contains("classify_few_shot.jinja2"), "{dag}");
+    // No secret goes into it.
+    assert!(
+        !cm_data.keys().any(|k| k.contains(".env")),
+        "{:?}",
+        cm_data.keys()
+    );
+    assert!(!serde_json::to_string(cm).unwrap().contains(TEST_KEY));
+    for k in cm_data.keys() {
+        assert!(
+            k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)),
+            "{k} is not a ConfigMap key"
+        );
+    }
+    let job = by_kind(&docs, "Job", "classification");
+    let pod = &job["spec"]["template"]["spec"];
+    let volumes = pod["volumes"].as_array().unwrap();
+    let flow_volume = volumes.iter().find(|v| v["name"] == "flow").unwrap();
+    assert_eq!(
+        flow_volume["configMap"]["name"], "classification-flow",
+        "{flow_volume}"
+    );
+    let items = flow_volume["configMap"]["items"].as_array().unwrap();
+    assert!(
+        items
+            .iter()
+            .any(|i| i["key"] == "flow.lib__util.py" && i["path"] == "lib/util.py")
+    );
+    assert_eq!(items.len(), cm_data.len() - 1);
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["name"] == "flow" && m["mountPath"] == "/flow" && m["readOnly"] == true)
+    );
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["name"] == "data" && m["mountPath"] == "/flow-data")
+    );
+    let line = command_line(job);
+    assert_eq!(
+        &line[1..5],
+        ["run", "/flow", "--data", "/flow-data/lines.jsonl"]
+    );
+    assert!(!line.contains(&"--variant".to_string()), "{line:?}");
+    kubectl_dry_run(&ctx, "deploy/classification/job.yaml");
+
+    // Over 1 MiB: a clear usage error naming the way out, and nothing half-written.
+    std::fs::remove_dir_all(ctx.root().join("deploy")).unwrap();
+    let line = format!("{{\"text\": \"{}\"}}\n", "x".repeat(1000));
+    ctx.write("big.jsonl", &line.repeat(1100));
+    let a = args("big.jsonl");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    ctx.run(&a)
+        .expect_code(2)
+        .stderr_has("over Kubernetes' 1 MiB")
+        .stderr_has("--deliver volume --pvc NAME");
+    assert!(!ctx.root().join("deploy/classification/job.yaml").exists());
+    // A ConfigMap needs the local flow.
+    ctx.run(&[
+        "deploy",
+        "--target",
+        "kubernetes-job",
+        "--image",
+        "x",
+        "--deliver",
+        "configmap",
+        "--data",
+        "lines.jsonl",
+        "--shards",
+        "2",
+        "--upload",
+        "s3://b",
+    ])
+    .expect_code(2)
+    .stderr_has("--flow");
+}
+
+#[test]
+fn a_volume_delivery_mounts_the_claim_and_bad_options_are_usage_errors() {
+    let ctx = TestContext::new();
+    ctx.run(&[
+        "deploy",
+        "--target",
+        "kubernetes-job",
+        "--image",
+        "reg/cls:1",
+        "--name",
+        "cls",
+        "--deliver",
+        "volume",
+        "--pvc",
+        "flows",
+        "--volume-path",
+        "classification",
+        "--data",
+        "data/eval.jsonl",
+        "--shards",
+        "3",
+        "--upload",
+        "s3://b/runs",
+        "--variant",
+        "${classify.variant_1}",
+    ])
+    .expect_code(0);
+    let docs = read_docs(&ctx, "deploy/cls/job.yaml");
+    let job = by_kind(&docs, "Job", "cls");
+    let pod = &job["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "flow")
+        .unwrap();
+    assert_eq!(volume["persistentVolumeClaim"]["claimName"], "flows");
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "flow")
+        .unwrap();
+    assert_eq!(mount["mountPath"], "/flow");
+    assert_eq!(mount["subPath"], "classification");
+    let line = command_line(job);
+    assert_eq!(&line[2..5], ["/flow", "--data", "/flow/data/eval.jsonl"]);
+    assert_eq!(
+        &line[line.len() - 2..],
+        ["--variant", "${classify.variant_1}"]
+    );
+    // The merge Job reads the flow from the shards' snapshots: it mounts no claim.
+    let merge = read_docs(&ctx, "deploy/cls/merge-job.yaml");
+    assert!(
+        !serde_json::to_string(&merge[0])
+            .unwrap()
+            .contains("persistentVolumeClaim")
+    );
+
+    let base = [
+        "deploy",
+        "--target",
+        "kubernetes-job",
+        "--image",
+        "x",
+        "--name",
+        "x",
+    ];
+    let bad: &[(&[&str], &str)] = &[
+        (&["--data", "d", "--upload", "s3://b"], "--shards"),
+        (&["--shards", "2", "--upload", "s3://b"], "--data"),
+        (&["--shards", "2", "--data", "d"], "--upload"),
+        (
+            &["--shards", "2", "--data", "d", "--upload", "/tmp/x"],
+            "object storage URL",
+        ),
+        (
+            &["--shards", "0", "--data", "d", "--upload", "s3://b"],
+            "--shards",
+        ),
+        (
+            &[
+                "--shards",
+                "2",
+                "--data",
+                "d",
+                "--upload",
+                "s3://b",
+                "--deliver",
+                "volume",
+            ],
+            "--pvc",
+        ),
+        (
+            &[
+                "--shards",
+                "2",
+                "--data",
+                "d",
+                "--upload",
+                "s3://b",
+                "--variant",
+                "${a.b}",
+            ],
+            "flow build --variant",
+        ),
+    ];
+    for (extra, message) in bad {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        ctx.run(&args).expect_code(2).stderr_has(message);
+    }
+}
+
+/// A stand-in `kubectl` on PATH: logs its arguments; `wait --for=condition=complete` succeeds
+/// when `FAKE_JOB` is `complete` (or names the merge Job with `merge-complete`), `wait
+/// --for=condition=failed` when it is `failed`; the other wait blocks like kubectl until killed.
+/// `get job/... -o json` prints a failed Job's status.
+#[cfg(unix)]
+fn fake_kubectl(ctx: &TestContext) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = ctx.root().join("fakebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("kubectl");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+echo "$*" >> "$FAKE_LOG"
+case "$*" in
+  *wait*condition=complete*-merge*) [ "$FAKE_MERGE" = failed ] && exec sleep 30; exit 0 ;;
+  *wait*condition=failed*-merge*) [ "$FAKE_MERGE" = failed ] && exit 0; exec sleep 30 ;;
+  *wait*condition=complete*) [ "$FAKE_JOB" = complete ] && exit 0; exec sleep 30 ;;
+  *wait*condition=failed*) [ "$FAKE_JOB" = failed ] && exit 0; exec sleep 30 ;;
+  *get*) echo '{"status": {"failedIndexes": "1,3", "conditions": [{"type": "FailureTarget", "status": "True"}, {"type": "Failed", "status": "True", "reason": "MaxFailedIndexesExceeded", "message": "Job has exceeded the specified maximal number of failed indexes"}]}}' ;;
+  *) exit 0 ;;
+esac
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[cfg(unix)]
+#[test]
+fn apply_runs_the_indexed_job_waits_then_merges_and_stops_on_failed_shards() {
+    let ctx = TestContext::new();
+    let bin = fake_kubectl(&ctx);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let log = ctx.root().join("kubectl.log");
+    let deploy = |job: &str, merge: &str| {
+        let _ = std::fs::remove_file(&log);
+        let out = ctx
+            .cmd()
+            .args([
+                "deploy",
+                "--target",
+                "kubernetes-job",
+                "--image",
+                "reg/cls:1",
+                "--name",
+                "cls",
+                "--namespace",
+                "batch",
+                "--data",
+                "/app/flow/data.jsonl",
+                "--shards",
+                "4",
+                "--upload",
+                "s3://b/runs",
+                "--wait-timeout",
+                "60",
+                "--apply",
+            ])
+            .env("PATH", &path)
+            .env("FAKE_LOG", &log)
+            .env("FAKE_JOB", job)
+            .env("FAKE_MERGE", merge)
+            .output()
+            .unwrap();
+        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        (out, calls)
+    };
+    let started = std::time::Instant::now();
+    let (out, calls) = deploy("complete", "complete");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("all 4 shards succeeded"), "{stdout}");
+    assert!(
+        stdout.contains("merged run cls written to s3://b/runs/cls/"),
+        "{stdout}"
+    );
+    let mut calls: Vec<&str> = calls.lines().collect();
+    // The two waits of each Job start together: their order in the log is not fixed.
+    calls[1..3].sort();
+    calls[4..6].sort();
+    assert_eq!(
+        calls,
+        [
+            "--namespace batch apply -f deploy/cls/job.yaml",
+            "--namespace batch wait --for=condition=complete job/cls --timeout=60s",
+            "--namespace batch wait --for=condition=failed job/cls --timeout=60s",
+            "--namespace batch apply -f deploy/cls/merge-job.yaml",
+            "--namespace batch wait --for=condition=complete job/cls-merge --timeout=60s",
+            "--namespace batch wait --for=condition=failed job/cls-merge --timeout=60s",
+        ]
+    );
+    // The blocked waits were ended, not waited out.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+
+    // Failed shards: a clear error naming them, and no merge.
+    let (out, calls) = deploy("failed", "complete");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("job/cls failed (MaxFailedIndexesExceeded"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("failed shards: 2, 4 of 4 (JOB_COMPLETION_INDEX 1, 3)"),
+        "{stderr}"
+    );
+    assert!(calls.contains("get job/cls -o json"), "{calls}");
+    assert!(!calls.contains("merge-job.yaml"), "{calls}");
+
+    // A failed merge is an error too.
+    let (out, calls) = deploy("complete", "failed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("job/cls-merge failed"), "{stderr}");
+    assert!(
+        calls.contains("apply -f deploy/cls/merge-job.yaml"),
+        "{calls}"
+    );
+}
