@@ -105,6 +105,8 @@ pub fn new_run_meta(
         offline,
         settings,
         flow_version: env!("CARGO_PKG_VERSION").to_string(),
+        shard: None,
+        merged_from: Vec::new(),
     }
 }
 
@@ -147,6 +149,7 @@ pub async fn run_to_dir(
         base,
         flow.inputs.clone(),
         HashSet::new(),
+        None,
         batch.config.concurrency.max(1) * 2,
         batch.require_base_line,
     )

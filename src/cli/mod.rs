@@ -15,6 +15,7 @@ mod connections;
 mod eval;
 mod experiment;
 mod init;
+mod merge;
 mod output;
 mod progress;
 mod run;

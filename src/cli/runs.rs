@@ -30,6 +30,8 @@ pub enum RunsAction {
         #[arg(long)]
         json: bool,
     },
+    /// Merge the shard runs of `flow run --shard K/N` into one run.
+    Merge(Box<super::merge::MergeArgs>),
     /// Delete runs.
     Delete {
         /// The runs' names or directories.
@@ -44,6 +46,7 @@ pub fn run(args: RunsArgs) -> Result<(), Failure> {
         RunsAction::List { limit, json } => list(&project, limit, json),
         RunsAction::Show { run, json } => show(&project, &run, json),
         RunsAction::Delete { runs } => delete(&project, &runs),
+        RunsAction::Merge(merge) => super::merge::run(&project, *merge),
     }
 }
 
