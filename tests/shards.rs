@@ -570,6 +570,70 @@ fn shards_upload_to_s3_resume_from_there_and_merge_from_there() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing shard 2, 3 of 3 (have: 1)"));
 }
 
+#[test]
+fn the_shard_comes_from_flow_shard_or_a_kubernetes_completion_index() {
+    let ctx = TestContext::new();
+    calc_flow(&ctx);
+    ctx.write("d.jsonl", &calc_data(10));
+    let run = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut cmd = ctx.cmd();
+        cmd.args(["run", "calc", "--data", "d.jsonl", "--name", "k"]);
+        cmd.args(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let numbers = |name: &str| -> Vec<u64> {
+        line_numbers(&jsonl(&run_dir(&ctx, name).join("inputs.jsonl")))
+    };
+    assert!(run(&[("FLOW_SHARD", "2/3")], &[]).status.success());
+    assert_eq!(numbers("k-shard-2-of-3"), vec![1, 4, 7]);
+    // JOB_COMPLETION_INDEX is 0-based: index 2 of 3 is shard 3/3.
+    assert!(
+        run(&[("JOB_COMPLETION_INDEX", "2")], &["--shards", "3"])
+            .status
+            .success()
+    );
+    assert_eq!(numbers("k-shard-3-of-3"), vec![2, 5, 8]);
+    // The default name is the same on every machine: a retried shard finds its run.
+    let mut cmd = ctx.cmd();
+    cmd.args(["run", "calc", "--data", "d.jsonl", "--shard", "1/2"]);
+    assert!(cmd.output().unwrap().status.success());
+    let names: Vec<String> = std::fs::read_dir(ctx.root().join(".flow/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("calc_default_"))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].ends_with("-shard-1-of-2"), "{names:?}");
+    let mut again = ctx.cmd();
+    again.args(["run", "calc", "--data", "d.jsonl", "--shard", "1/2"]);
+    let out = again.output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already finished"));
+
+    for (env, extra, message) in [
+        (vec![], vec!["--shard", "4/3"], "`4/3` is not a shard"),
+        (vec![], vec!["--shard", "0/3"], "`0/3` is not a shard"),
+        (
+            vec![],
+            vec!["--shards", "3"],
+            "JOB_COMPLETION_INDEX, which is not set",
+        ),
+        (
+            vec![("JOB_COMPLETION_INDEX", "3")],
+            vec!["--shards", "3"],
+            "JOB_COMPLETION_INDEX `3` is not a shard of 3",
+        ),
+    ] {
+        let out = run(&env, &extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(message), "{extra:?}: {err}");
+    }
+}
+
 /// `Child::wait_with_output` takes the child by value; this waits and reports success.
 trait WaitOk {
     fn wait_with_output_ref(&mut self) -> bool;
