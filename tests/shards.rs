@@ -634,6 +634,96 @@ fn the_shard_comes_from_flow_shard_or_a_kubernetes_completion_index() {
     }
 }
 
+#[test]
+fn an_experiment_fans_out_into_shards_and_compares_the_merged_runs() {
+    let ctx = TestContext::with_mock();
+    ctx.copy_from_repo("flows");
+    ctx.copy_from_repo("datasets");
+    ctx.write(
+        "experiment.yaml",
+        &std::fs::read_to_string(support::context::repo_root().join("experiment.yaml")).unwrap(),
+    );
+    // The few-shot variant says "billing", the zero-shot one "other".
+    ctx.mock().reply_when("Classify the ticket", "other");
+    ctx.mock()
+        .reply_when("You route customer support tickets into one of", "billing");
+    let experiment = |extra: &[&str]| {
+        let mut args = vec![
+            "experiment",
+            "--no-cache",
+            "--variants",
+            "default,classify.variant_1",
+        ];
+        args.extend(extra);
+        ctx.run(&args)
+    };
+    // Shards as a CI matrix would run them; shard 2 twice (a retry keeps finished runs).
+    for k in ["2/2", "1/2", "2/2"] {
+        experiment(&["--shard", k])
+            .expect_code(0)
+            .stderr_has(&format!("shard {k} of 4 runs done"));
+    }
+    assert!(
+        !ctx.root().join(".flow/experiments").exists(),
+        "a shard writes no comparison"
+    );
+    let shard = meta(&run_dir(
+        &ctx,
+        "classification_classify.variant_1_tickets-shard-2-of-2",
+    ));
+    assert_eq!(shard["shard"]["index"], 2);
+    assert_eq!(shard["total_lines"], 10);
+    experiment(&["--merge-shards", "--name", "merged"]).expect_code(0);
+    experiment(&["--name", "whole"]).expect_code(0);
+    let comparable = |name: &str| {
+        let s = json_file(
+            &ctx.root()
+                .join(".flow/experiments")
+                .join(name)
+                .join("summary.json"),
+        );
+        let runs: Vec<Value> = s["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                serde_json::json!([
+                    r["variant"],
+                    r["dataset"],
+                    r["metrics"],
+                    r["status"],
+                    r["lines"],
+                    r["failed_lines"],
+                    r["tokens"],
+                    r["flow_hash"],
+                    r["dataset_hash"]
+                ])
+            })
+            .collect();
+        (runs, s["winner"].clone(), s["means"].clone())
+    };
+    let merged = comparable("merged");
+    assert_eq!(merged, comparable("whole"));
+    assert_eq!(merged.0.len(), 4);
+    // Five tickets of each category: one answer for every ticket scores 0.25.
+    assert_eq!(merged.0[0][2]["accuracy"], 0.25, "{merged:?}");
+
+    // A merge with a shard missing names the run.
+    for entry in std::fs::read_dir(ctx.root().join(".flow/runs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .display()
+            .to_string()
+            .ends_with("default_tickets-shard-2-of-2")
+        {
+            std::fs::remove_dir_all(path).unwrap();
+        }
+    }
+    experiment(&["--merge-shards", "--name", "broken"])
+        .expect_code(2)
+        .stderr_has("variant `default` over dataset `tickets`: missing shard 2 of 2");
+}
+
 /// `Child::wait_with_output` takes the child by value; this waits and reports success.
 trait WaitOk {
     fn wait_with_output_ref(&mut self) -> bool;

@@ -143,8 +143,16 @@ fn upload(dir: &RunDir, remote: &RemoteDir) -> Result<(), Failure> {
 
 /// The shard `--shard K/N` (or `FLOW_SHARD`) or `--shards N` with `JOB_COMPLETION_INDEX` names.
 fn shard_arg(b: &BatchArgs) -> Result<Option<Shard>, Failure> {
+    shard_from(b.shard.as_deref(), b.shards)
+}
+
+/// The shard of `--shard K/N` or of `--shards N` with `JOB_COMPLETION_INDEX`, if any.
+pub(super) fn shard_from(
+    shard: Option<&str>,
+    shards: Option<usize>,
+) -> Result<Option<Shard>, Failure> {
     let usage = |e: run_store::ShardError| Failure::usage(format!("error: {e}"));
-    match (&b.shard, b.shards) {
+    match (shard, shards) {
         (_, Some(0)) => Err(Failure::usage("error: --shards must be at least 1")),
         (_, Some(n)) => {
             let Ok(index) = std::env::var("JOB_COMPLETION_INDEX") else {
