@@ -336,7 +336,11 @@ fn shards_run_at_once_killed_and_retried_merge_into_the_one_process_run() {
     // A merged run reads like any other: `flow eval` scores it as it scores the one-process run.
     ctx.run(&["runs", "show", "merged"])
         .expect_code(0)
-        .stdout_has("29 succeeded, 1 failed, 30 total");
+        .stdout_has("29 succeeded, 1 failed, 30 total")
+        .stdout_has("merged from: big-shard-1-of-3, big-shard-2-of-3, big-shard-3-of-3");
+    ctx.run(&["runs", "show", "big-shard-2-of-3"])
+        .expect_code(0)
+        .stdout_has("shard:     2 of 3 (10 of the dataset's 30 lines");
     let eval = |run: &str| {
         let out = ctx.run(&[
             "eval",
@@ -535,7 +539,19 @@ fn shards_upload_to_s3_resume_from_there_and_merge_from_there() {
     assert!(err.contains("downloading it to resume it"), "{err}");
     assert!(err.contains("already finished"), "{err}");
 
-    // Merge every shard under the prefix (downloaded first) and upload the merged run.
+    // Any run with --upload resumes an uploaded run of its name.
+    let plain = [
+        "run", "calc", "--data", "d.jsonl", "--name", "plain", "--upload", &prefix,
+    ];
+    assert_eq!(with_s3(&plain).status.code(), Some(0));
+    std::fs::remove_dir_all(run_dir(&ctx, "plain")).unwrap();
+    let out = with_s3(&plain);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("already finished"), "{err}");
+
+    // Merge every shard under the prefix (downloaded first; `plain` is no shard and is left
+    // out) and upload the merged run.
     std::fs::remove_dir_all(ctx.root().join(".flow/runs")).unwrap();
     let out = with_s3(&[
         "runs",

@@ -341,6 +341,7 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
     };
     let dir = RunDir::new(run_store::runs_root(project).join(&name));
     let remote = upload_root.as_ref().map(|r| r.child(&name));
+    let mut downloaded = false;
     if !dir.path.exists()
         && let Some(remote) = &remote
     {
@@ -352,7 +353,11 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
             eprintln!("{remote} exists: downloading it to resume it");
             rt.block_on(remote.download(&dir.path))
                 .map_err(|e| Failure::usage(format!("error: cannot download {remote}: {e}")))?;
+            downloaded = true;
         }
+    }
+    if downloaded && shard.is_none() {
+        return resume_plan(dir, b, upload_root);
     }
     if dir.path.exists() {
         // A shard started again (a retried Kubernetes index, a re-run CI job) finishes its run.

@@ -153,6 +153,18 @@ fn show(project: &std::path::Path, run: &str, json: bool) -> Result<(), Failure>
     if let Some(b) = &meta.base_run {
         outln!("  base run:  {b}");
     }
+    if let Some(s) = &meta.shard {
+        outln!(
+            "  shard:     {} of {} ({} of the dataset's {} lines; merge with `flow runs merge`)",
+            s.index,
+            s.count,
+            meta.total_lines,
+            s.dataset_lines
+        );
+    }
+    if !meta.merged_from.is_empty() {
+        outln!("  merged from: {}", meta.merged_from.join(", "));
+    }
     outln!(
         "  lines:     {} succeeded, {} failed, {} total",
         meta.completed_lines,
