@@ -97,8 +97,14 @@ pub fn run(project: &Path, args: MergeArgs) -> Result<(), Failure> {
         let executor = match flow {
             Some(flow) => {
                 let mut model = args.model.clone();
+                // The shards' .env, when it is here too (shards may have run elsewhere).
                 if model.env_file.is_none() {
-                    model.env_file = meta.settings.env_file.as_ref().map(PathBuf::from);
+                    model.env_file = meta
+                        .settings
+                        .env_file
+                        .as_ref()
+                        .map(PathBuf::from)
+                        .filter(|p| p.is_file());
                 }
                 model.offline = model.offline || meta.offline;
                 let options = executor_options(&model, &flow)?;
