@@ -7,6 +7,7 @@
 //! functions in long-lived worker processes.
 
 pub mod batch;
+pub mod build;
 pub mod cache;
 pub mod chat;
 pub mod ci_report;
@@ -14,6 +15,7 @@ pub mod connection;
 pub mod cost;
 pub mod dag;
 pub mod data;
+pub mod deploy;
 pub mod diagnostic;
 pub mod eval;
 pub mod evaluators;
@@ -28,4 +30,6 @@ pub mod provider;
 pub mod python;
 pub mod record;
 pub mod run_store;
+pub mod serve;
+pub mod telemetry;
 pub mod template;

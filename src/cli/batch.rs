@@ -621,6 +621,20 @@ async fn execute(
     .map_err(|e| Failure::usage(format!("error: {e}")))?;
     let writer = RunWriter::start(&plan.dir).map_err(|e| io_err("cannot write", e))?;
     let progress = CliProgress::new(Some(total), already, color);
+    let tracer = flow::telemetry::OtlpConfig::from_env().map(|c| {
+        let flow_name = executor
+            .flow()
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        flow::telemetry::Tracer::start(c, &flow_name)
+    });
+    let traced = flow::telemetry::TracedProgress {
+        inner: &progress,
+        tracer: tracer.clone(),
+        run: meta.name.clone(),
+    };
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let ctrl_c = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -643,12 +657,15 @@ async fn execute(
         source.lines,
         &writer,
         &config,
-        &progress,
+        &traced,
         cancel_rx,
         previous,
     )
     .await;
     ctrl_c.abort();
+    if let Some(t) = &tracer {
+        t.flush(std::time::Duration::from_secs(5)).await;
+    }
     progress.finish();
     let write_result = writer.finish();
     let data_error = source.reader.join().ok().flatten();

@@ -10,16 +10,20 @@ macro_rules! outln {
 }
 
 mod batch;
+mod build;
 mod cache;
 mod connections;
+mod deploy;
 mod eval;
 mod experiment;
 mod init;
 mod merge;
 mod output;
+mod probe;
 mod progress;
 mod run;
 mod runs;
+mod serve;
 mod validate;
 
 use std::path::PathBuf;
@@ -65,6 +69,14 @@ enum Command {
     Runs(runs::RunsArgs),
     /// Create a working project: a flow, a prompt, a Python node, a dataset and .env.example.
     Init(init::InitArgs),
+    /// Serve a flow over HTTP: POST /score, streaming, /health, /ready, /metrics, /openapi.json.
+    Serve(Box<serve::ServeArgs>),
+    /// Write a Docker build context that serves the flow (Dockerfile, .dockerignore, README).
+    Build(build::BuildArgs),
+    /// Roll a built image out (Kubernetes or compose, with a canary), or smoke-test a server.
+    Deploy(Box<deploy::DeployArgs>),
+    /// GET a URL and exit 0 when it answers 2xx (the image's HEALTHCHECK).
+    Probe(probe::ProbeArgs),
 }
 
 /// Options shared by commands that call models.
@@ -108,6 +120,10 @@ pub fn main() -> ExitCode {
         Command::Runs(args) => runs::run(args),
         Command::Cache(args) => cache::run(args),
         Command::Eval(args) => eval::run(*args),
+        Command::Serve(args) => serve::run(*args),
+        Command::Build(args) => build::run(args),
+        Command::Probe(args) => probe::run(args),
+        Command::Deploy(args) => deploy::run(*args),
         Command::Experiment(args) => experiment::run(*args),
     };
     match result {

@@ -11,7 +11,7 @@ use super::inputs::{
     Slot, activate_matches, resolve_flow_inputs, resolve_reference, resolve_source,
 };
 use super::node::{NodeInputs, NodeOutcome};
-use super::{Executor, Prepared};
+use super::{Executor, LineStream, Prepared};
 use crate::model::{NodeKind, Reference, ValueSource};
 use crate::record::{
     AggregationResult, ErrorInfo, LineResult, NodeRun, Status, Tokens, millis, timestamp,
@@ -27,6 +27,17 @@ enum Decision {
 impl Executor {
     /// Run one line with the given flow inputs (coerced to their types, defaults filled).
     pub async fn run_line(&self, line_number: usize, given: &Map<String, Value>) -> LineResult {
+        self.run_line_streaming(line_number, given, None).await
+    }
+
+    /// [`run_line`](Self::run_line), streaming the text of one LLM node as the model writes it
+    /// (`flow serve` with `Accept: text/event-stream`; see [`Executor::stream_output`]).
+    pub async fn run_line_streaming(
+        &self,
+        line_number: usize,
+        given: &Map<String, Value>,
+        stream: Option<&LineStream<'_>>,
+    ) -> LineResult {
         let started = SystemTime::now();
         let clock = Instant::now();
         let finish = |inputs: Map<String, Value>,
@@ -110,10 +121,11 @@ impl Executor {
                         break;
                     }
                     Decision::Run(inputs) => {
+                        let on_delta = stream.filter(|s| s.node == i).map(|s| s.on_delta);
                         running.push(async move {
                             let started = SystemTime::now();
                             let clock = Instant::now();
-                            let result = self.run_node(i, &inputs).await;
+                            let result = self.run_node(i, &inputs, on_delta).await;
                             (i, inputs, result, started, clock)
                         });
                     }
@@ -221,7 +233,7 @@ impl Executor {
             let clock = Instant::now();
             let outcome = match error {
                 Some(e) => Err(e),
-                None => self.run_node(i, &inputs).await,
+                None => self.run_node(i, &inputs, None).await,
             };
             match outcome {
                 Ok(outcome) => {
@@ -276,7 +288,7 @@ impl Executor {
         };
         let started = SystemTime::now();
         let clock = Instant::now();
-        Some(match self.run_node(i, &inputs).await {
+        Some(match self.run_node(i, &inputs, None).await {
             Ok(o) => self.completed_record(i, &inputs.values, &o, started, clock),
             Err(e) => self.failed_record(i, &inputs.values, &e, started, clock),
         })

@@ -23,7 +23,8 @@ use crate::connection::{Connection, EnvVars};
 use crate::cost::PriceTable;
 use crate::dag::Dag;
 use crate::model::Flow;
-use crate::provider::LlmClient;
+use crate::model::{NodeKind, Reference, ValueSource};
+use crate::provider::{DeltaFn, LlmClient};
 use crate::python::PythonPool;
 use crate::template::PromptTemplate;
 
@@ -74,6 +75,51 @@ impl ExecutorOptions {
             client: None,
         }
     }
+}
+
+/// Where the text of one LLM node goes while the model writes it: `node` is the index of the
+/// node in the flow (see [`Executor::stream_output`]), `on_delta` receives each text delta.
+pub struct LineStream<'a> {
+    pub node: usize,
+    pub on_delta: DeltaFn<'a>,
+}
+
+/// A flow output that can be streamed: it is exactly the text of one LLM node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamOutput {
+    /// The flow output's name.
+    pub output: String,
+    /// The index of the LLM node in the flow.
+    pub node: usize,
+}
+
+/// The flow output that can be streamed token by token, as promptflow streams a generator
+/// output: the first output (chat outputs first) whose reference is the whole output of a
+/// line-level LLM node that requests no tools or functions (its output is then text).
+pub fn stream_output(flow: &Flow) -> Option<StreamOutput> {
+    let mut outputs: Vec<_> = flow.outputs.values().collect();
+    outputs.sort_by_key(|o| !o.is_chat_output);
+    outputs.into_iter().find_map(|o| {
+        let ValueSource::Reference(Reference::NodeOutput { node, path }) = &o.reference else {
+            return None;
+        };
+        if !path.is_empty() {
+            return None;
+        }
+        let index = flow.nodes.iter().position(|n| &n.name == node)?;
+        let n = &flow.nodes[index];
+        let calls_tools = ["tools", "functions"]
+            .iter()
+            .any(|k| match n.inputs.get(*k) {
+                None | Some(ValueSource::Literal(Value::Null)) => false,
+                Some(ValueSource::Literal(Value::String(s))) => !s.trim().is_empty(),
+                Some(_) => true,
+            });
+        (n.kind == NodeKind::Llm && !n.aggregation && !calls_tools).then(|| StreamOutput {
+            output: o.name.clone(),
+            node: index,
+        })
+    })
 }
 
 /// A node ready to run.
@@ -132,6 +178,11 @@ impl Executor {
         names
     }
 
+    /// The flow output that can be streamed token by token (see [`stream_output`]).
+    pub fn stream_output(&self) -> Option<StreamOutput> {
+        stream_output(&self.flow)
+    }
+
     /// The response cache in use, if any.
     pub fn cache(&self) -> Option<&ResponseCache> {
         self.cache.as_ref()
@@ -142,5 +193,39 @@ impl Executor {
         if let Some(p) = &self.python {
             p.shutdown().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(yaml: &str) -> Flow {
+        crate::model::parse_flow(std::path::Path::new("/tmp/flow.dag.yaml"), yaml)
+            .map_err(|e| format!("{:?}", e.diagnostics))
+            .unwrap()
+    }
+
+    const NODES: &str = "nodes:\n- name: a\n  type: llm\n  source: {type: code, path: a.jinja2}\n  inputs: {q: '${inputs.q}'}\n  connection: c\n  api: chat\n- name: p\n  type: python\n  source: {type: code, path: p.py}\n  inputs: {t: '${a.output}'}\n- name: t\n  type: llm\n  source: {type: code, path: a.jinja2}\n  inputs: {q: '${inputs.q}', tools: '[{\"type\": \"function\"}]'}\n  connection: c\n  api: chat\n";
+
+    #[test]
+    fn the_streamed_output_is_the_whole_text_of_an_llm_node() {
+        let head = "inputs:\n  q: {type: string}\n";
+        // The chat output first, even when declared last.
+        let f = flow(&format!(
+            "{head}outputs:\n  post: {{type: string, reference: '${{p.output}}'}}\n  raw: {{type: string, reference: '${{a.output}}'}}\n  answer: {{type: string, reference: '${{a.output}}', is_chat_output: true}}\n{NODES}"
+        ));
+        assert_eq!(
+            stream_output(&f),
+            Some(StreamOutput {
+                output: "answer".into(),
+                node: 0
+            })
+        );
+        // A Python node's output, a property path, or a node that calls tools is not a stream.
+        let f = flow(&format!(
+            "{head}outputs:\n  post: {{type: string, reference: '${{p.output}}'}}\n  tool: {{type: object, reference: '${{t.output}}'}}\n{NODES}"
+        ));
+        assert_eq!(stream_output(&f), None);
     }
 }

@@ -9,7 +9,7 @@ use super::{Executor, Prepared};
 use crate::cache::{CacheError, describe_request};
 use crate::connection::ApiType;
 use crate::model::{LlmApi, Node};
-use crate::provider::{Api, LlmRequest, ProviderError};
+use crate::provider::{Api, DeltaFn, LlmRequest, ProviderError};
 use crate::python::{PythonCall, PythonError};
 use crate::record::{ErrorInfo, ErrorKind, Tokens};
 
@@ -81,6 +81,7 @@ impl Executor {
         &self,
         index: usize,
         inputs: &NodeInputs,
+        on_delta: Option<DeltaFn<'_>>,
     ) -> Result<NodeOutcome, ErrorInfo> {
         let node = &self.flow.nodes[index];
         match &self.prepared[index] {
@@ -119,7 +120,7 @@ impl Executor {
                         node: Some(node.name.clone()),
                         ..ErrorInfo::new(ErrorKind::Input, m)
                     })?,
-                    stream: false,
+                    stream: on_delta.is_some(),
                 };
                 match node.api {
                     LlmApi::Chat => {
@@ -128,7 +129,7 @@ impl Executor {
                     }
                     LlmApi::Completion => request.prompt = Some(rendered.text),
                 }
-                let fetch = || self.llm.complete(connection, &request, None);
+                let fetch = || self.llm.complete(connection, &request, on_delta);
                 let (response, cached) = match &self.cache {
                     Some(cache) if connection.api_type != ApiType::Echo => {
                         let key = match self.sample {

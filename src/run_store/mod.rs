@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 pub use journal::{Journal, read_journal, succeeded_lines_with};
 pub use meta::{Latency, RunMeta, RunSettings, RunStatus, percentile};
 pub use shard::{Shard, ShardError, ShardInfo};
-pub use snapshot::write_snapshot;
+pub use snapshot::{copy_flow, write_snapshot};
 pub use writer::{RunWriter, finalize, write_meta};
 
 /// Width of the zero-padded line numbers in file names, as promptflow writes them.

@@ -19,16 +19,22 @@ const SKIPPED: &[&str] = &[
 
 /// Copy `flow` into `dest` with its variants applied.
 pub fn write_snapshot(flow: &Flow, dest: &Path) -> io::Result<()> {
+    copy_flow(flow, dest, &|_| false)
+}
+
+/// Copy `flow` into `dest` with its variants applied, leaving out the files for which `skip`
+/// (given each source path) is true (`flow build` leaves out secrets).
+pub fn copy_flow(flow: &Flow, dest: &Path, skip: &dyn Fn(&Path) -> bool) -> io::Result<()> {
     std::fs::create_dir_all(dest)?;
-    copy_tree(&flow.dir, dest)?;
+    copy_tree(&flow.dir, dest, skip)?;
     for include in &flow.additional_includes {
         let src = flow.dir.join(include);
         let Some(name) = src.file_name() else {
             continue;
         };
         if src.is_dir() {
-            copy_tree(&src, &dest.join(name))?;
-        } else if src.is_file() {
+            copy_tree(&src, &dest.join(name), skip)?;
+        } else if src.is_file() && !skip(&src) {
             std::fs::copy(&src, dest.join(name))?;
         }
     }
@@ -46,7 +52,7 @@ pub fn write_snapshot(flow: &Flow, dest: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
+fn copy_tree(src: &Path, dest: &Path, skip: &dyn Fn(&Path) -> bool) -> io::Result<()> {
     std::fs::create_dir_all(dest)?;
     for entry in std::fs::read_dir(src)? {
         let entry = entry?;
@@ -55,9 +61,12 @@ fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
             continue;
         }
         let path = entry.path();
+        if skip(&path) {
+            continue;
+        }
         let kind = entry.file_type()?;
         if kind.is_dir() {
-            copy_tree(&path, &dest.join(&name))?;
+            copy_tree(&path, &dest.join(&name), skip)?;
         } else if kind.is_file() || (kind.is_symlink() && path.is_file()) {
             std::fs::copy(&path, dest.join(&name))?;
         }

@@ -4,4 +4,6 @@
 
 pub mod context;
 pub mod mock_llm;
+pub mod otlp;
 pub mod s3;
+pub mod server;

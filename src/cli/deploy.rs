@@ -1,0 +1,483 @@
+//! `flow deploy --target kubernetes|compose --image IMAGE`: write manifests (`--dry-run`, the
+//! default) or apply them and smoke-test the new version (`--apply`); `flow deploy smoke --url`
+//! runs only the smoke test against a running `flow serve`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::output::{Failure, color_stderr, dim};
+use super::run::load_flow;
+use super::runtime;
+use flow::deploy::{self, Canary, DeploySpec, kubernetes, smoke};
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DeployArgs {
+    #[command(subcommand)]
+    pub action: Option<DeployAction>,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployAction {
+    /// Smoke-test a running server: wait for /ready, POST the sample request to /score, and
+    /// require a 200 with every output of the flow.
+    Smoke(SmokeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// Deployment(s), Service and optional HPA for kubectl.
+    Kubernetes,
+    /// A docker-compose file for one host.
+    Compose,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// Where to deploy.
+    #[arg(long, value_enum)]
+    pub target: Option<Target>,
+    /// The image to deploy (built from `flow build`).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// The application's name (Deployment, Service) [default: from --flow, else the image].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Replicas of the (stable) version [default: 2 for kubernetes, 1 for compose].
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    /// Only write the manifests (the default).
+    #[arg(long, conflicts_with = "apply")]
+    pub dry_run: bool,
+    /// Apply them (kubectl apply / docker compose up), wait for the rollout, then smoke-test.
+    #[arg(long)]
+    pub apply: bool,
+    /// A second image (the new version) taking --weight percent of the traffic.
+    #[arg(long, value_name = "IMAGE")]
+    pub canary: Option<String>,
+    /// The canary's share of the traffic, in percent.
+    #[arg(long, default_value_t = 10, requires = "canary", value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub weight: u32,
+    /// Directory for the manifests [default: deploy/<name>].
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Kubernetes namespace [default: kubectl's current one].
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Add a HorizontalPodAutoscaler (CPU 70%) scaling the stable version up to N replicas.
+    #[arg(long, value_name = "N")]
+    pub hpa_max: Option<u32>,
+    /// The Kubernetes Secret holding the connection variables [default: <name>-env], or the env
+    /// file compose reads [default: .env].
+    #[arg(long, value_name = "NAME|FILE")]
+    pub secret: Option<String>,
+    /// Host port of the compose service.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    #[command(flatten)]
+    pub smoke: SmokeInputs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SmokeInputs {
+    /// The flow, or its `flow build` context: its outputs are what the smoke test expects, its
+    /// sample-request.json what it sends.
+    #[arg(long, value_name = "PATH")]
+    pub flow: Option<PathBuf>,
+    /// The request body to send [default: the context's sample-request.json, else one built from
+    /// the flow's input defaults].
+    #[arg(long, value_name = "FILE")]
+    pub sample: Option<PathBuf>,
+    /// Seconds to wait for /ready and the answer.
+    #[arg(
+        long = "smoke-timeout",
+        value_name = "SECONDS",
+        default_value_t = 300.0
+    )]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct SmokeArgs {
+    /// The server's base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub url: String,
+    #[command(flatten)]
+    pub inputs: SmokeInputs,
+}
+
+pub fn run(args: DeployArgs) -> Result<(), Failure> {
+    match args.action {
+        Some(DeployAction::Smoke(s)) => smoke_only(&s),
+        None => rollout(args.rollout),
+    }
+}
+
+/// The request to send and the outputs to expect.
+struct SmokePlan {
+    sample: Value,
+    outputs: Vec<String>,
+    timeout: Duration,
+}
+
+fn smoke_plan(inputs: &SmokeInputs) -> Result<SmokePlan, Failure> {
+    if !(inputs.timeout > 0.0 && inputs.timeout.is_finite()) {
+        return Err(Failure::usage(
+            "error: --smoke-timeout must be a positive number of seconds",
+        ));
+    }
+    let Some(path) = &inputs.flow else {
+        return Err(Failure::usage(
+            "error: the smoke test needs the flow: pass --flow FLOW (the flow, or its `flow build` context)",
+        ));
+    };
+    // A build context holds flow/ and sample-request.json.
+    let (flow_path, context_sample) = if path.join("flow").join("flow.dag.yaml").is_file() {
+        (path.join("flow"), Some(path.join("sample-request.json")))
+    } else {
+        (path.clone(), None)
+    };
+    let flow = load_flow(&flow_path, &[])?;
+    let sample_file = inputs
+        .sample
+        .clone()
+        .or(context_sample.filter(|p| p.is_file()));
+    let sample = match sample_file {
+        Some(file) => read_json(&file)?,
+        None => flow::build::sample_request(&flow),
+    };
+    Ok(SmokePlan {
+        sample,
+        outputs: flow.outputs.keys().cloned().collect(),
+        timeout: Duration::from_secs_f64(inputs.timeout),
+    })
+}
+
+fn read_json(path: &Path) -> Result<Value, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("error: cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Failure::usage(format!(
+            "error: {}:{}:{}: invalid JSON: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+fn smoke_only(args: &SmokeArgs) -> Result<(), Failure> {
+    let plan = smoke_plan(&args.inputs)?;
+    run_smoke(&args.url, &plan)
+}
+
+/// Run the smoke test and print its result; a failure is exit 1 (wrong answer) or 3 (never
+/// ready / unreachable).
+fn run_smoke(url: &str, plan: &SmokePlan) -> Result<(), Failure> {
+    let token = std::env::var(super::serve::TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty());
+    let rt = runtime()?;
+    let result = rt.block_on(smoke::smoke_test(
+        url,
+        &plan.sample,
+        &plan.outputs,
+        token.as_deref(),
+        plan.timeout,
+    ));
+    match result {
+        Ok(report) => {
+            outln!(
+                "smoke test passed: {url} ready after {:.1} s, /score answered 200 in {:.0} ms with {}",
+                report.ready_after.as_secs_f64(),
+                report.latency.as_secs_f64() * 1000.0,
+                report
+                    .outputs
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(())
+        }
+        Err(e) if e.unreachable() => Err(Failure::endpoint(format!("smoke test failed: {e}"))),
+        Err(e) => Err(Failure::quality(format!("smoke test failed: {e}"))),
+    }
+}
+
+fn rollout(args: RolloutArgs) -> Result<(), Failure> {
+    let Some(target) = args.target else {
+        return Err(Failure::usage(
+            "error: give --target kubernetes|compose (or `flow deploy smoke --url URL`)",
+        ));
+    };
+    let Some(image) = args.image.clone() else {
+        return Err(Failure::usage(
+            "error: give --image IMAGE (built with `flow build`)",
+        ));
+    };
+    let plan = if args.apply {
+        Some(smoke_plan(&args.smoke)?)
+    } else {
+        None
+    };
+    let name = match &args.name {
+        Some(n) if deploy::valid_name(n) => n.clone(),
+        Some(n) => {
+            return Err(Failure::usage(format!(
+                "error: --name `{n}` is not a valid name: lower-case letters, digits and `-`, at most 53 characters (e.g. `{}`)",
+                deploy::name_from(n)
+            )));
+        }
+        None => {
+            let from_flow = args.smoke.flow.as_ref().and_then(|p| {
+                std::fs::canonicalize(p)
+                    .ok()
+                    .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+            });
+            let from_image = image
+                .rsplit('/')
+                .next()
+                .and_then(|s| s.split([':', '@']).next())
+                .unwrap_or("flow")
+                .to_string();
+            deploy::name_from(&from_flow.unwrap_or(from_image))
+        }
+    };
+    let replicas = args.replicas.unwrap_or(match target {
+        Target::Kubernetes => 2,
+        Target::Compose => 1,
+    });
+    if replicas == 0 {
+        return Err(Failure::usage("error: --replicas must be at least 1"));
+    }
+    let spec = DeploySpec {
+        name: name.clone(),
+        image,
+        replicas,
+        canary: args.canary.clone().map(|image| Canary {
+            image,
+            weight: args.weight,
+        }),
+        namespace: args.namespace.clone(),
+        hpa_max: args.hpa_max,
+        secret: args.secret.clone().unwrap_or_else(|| match target {
+            Target::Kubernetes => format!("{name}-env"),
+            Target::Compose => ".env".to_string(),
+        }),
+    };
+    let dir = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("deploy").join(&name));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Failure::usage(format!("error: cannot create {}: {e}", dir.display())))?;
+    match target {
+        Target::Kubernetes => kubernetes_rollout(&spec, &dir, args.apply, plan.as_ref()),
+        Target::Compose => compose_rollout(&spec, &dir, args.port, args.apply, plan.as_ref()),
+    }
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), Failure> {
+    std::fs::write(path, text)
+        .map_err(|e| Failure::usage(format!("error: cannot write {}: {e}", path.display())))
+}
+
+fn kubernetes_rollout(
+    spec: &DeploySpec,
+    dir: &Path,
+    apply: bool,
+    plan: Option<&SmokePlan>,
+) -> Result<(), Failure> {
+    let objects = kubernetes::manifests(spec);
+    let yaml = deploy::to_yaml_documents(&objects)
+        .map_err(|e| Failure::usage(format!("error: cannot write the manifests: {e}")))?;
+    let file = dir.join("kubernetes.yaml");
+    write_file(&file, &yaml)?;
+    let kinds: Vec<String> = objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or_default(),
+                o["metadata"]["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    outln!("wrote {} ({})", file.display(), kinds.join(", "));
+    if let Some(c) = &spec.canary {
+        let s = deploy::split(spec.replicas, c.weight);
+        outln!(
+            "traffic: {} stable + {} canary pods behind Service/{} → the canary gets {:.1}% of new connections (asked: {}%)",
+            s.stable,
+            s.canary,
+            spec.name,
+            s.canary_percent(),
+            c.weight
+        );
+        if (s.canary_percent() - f64::from(c.weight)).abs() >= 1.0 {
+            outln!(
+                "  for exactly {}%: --replicas {}",
+                c.weight,
+                deploy::replicas_for(c.weight, spec.replicas)
+            );
+        }
+    }
+    let ns: Vec<String> = spec
+        .namespace
+        .iter()
+        .flat_map(|n| ["--namespace".to_string(), n.clone()])
+        .collect();
+    if !apply {
+        let color = color_stderr();
+        eprintln!(
+            "{}",
+            dim(
+                &format!(
+                    "dry run: nothing applied. The pods read the Secret `{}`: kubectl create secret generic {} --from-env-file=.env{}\nthen: kubectl apply -f {}   (or flow deploy ... --apply)",
+                    spec.secret,
+                    spec.secret,
+                    ns.iter().map(|s| format!(" {s}")).collect::<String>(),
+                    file.display()
+                ),
+                color
+            )
+        );
+        return Ok(());
+    }
+    let Some(plan) = plan else {
+        return Err(Failure::usage(
+            "error: --apply needs --flow for the smoke test",
+        ));
+    };
+    let kubectl = |args: &[&str]| -> Result<(), Failure> {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(&ns).args(args);
+        eprintln!(
+            "$ kubectl {}{}",
+            ns.iter().map(|s| format!("{s} ")).collect::<String>(),
+            args.join(" ")
+        );
+        let status = cmd.status().map_err(|e| {
+            Failure::usage(format!(
+                "error: cannot run kubectl ({e}): install it, or deploy with --dry-run and apply the manifests yourself"
+            ))
+        })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Failure::endpoint(format!(
+                "error: kubectl {} failed ({status})",
+                args.first().copied().unwrap_or_default()
+            )))
+        }
+    };
+    let file_arg = file.to_string_lossy().into_owned();
+    kubectl(&["apply", "-f", &file_arg])?;
+    let timeout = format!("--timeout={}s", plan.timeout.as_secs().max(1));
+    for o in objects.iter().filter(|o| o["kind"] == "Deployment") {
+        let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        kubectl(&["rollout", "status", &format!("deployment/{name}"), &timeout])?;
+    }
+    // Reach the new version's pods directly (not through the Service, which mixes versions).
+    let target = format!("deployment/{}", kubernetes::new_version_deployment(spec));
+    let mut forward = Command::new("kubectl");
+    forward
+        .args(&ns)
+        .args([
+            "port-forward",
+            &target,
+            &format!(":{}", deploy::CONTAINER_PORT),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = forward
+        .spawn()
+        .map_err(|e| Failure::usage(format!("error: cannot run kubectl port-forward: {e}")))?;
+    // Read the chosen local port, then keep draining kubectl's output in a thread: it prints a
+    // line per connection and would die of SIGPIPE on a closed pipe.
+    let (port_tx, port_rx) = std::sync::mpsc::channel::<u16>();
+    if let Some(out) = child.stdout.take() {
+        std::thread::spawn(move || {
+            let mut port_tx = Some(port_tx);
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                // "Forwarding from 127.0.0.1:43567 -> 8080"
+                let port = line
+                    .strip_prefix("Forwarding from 127.0.0.1:")
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|p| p.parse::<u16>().ok());
+                if let (Some(p), Some(tx)) = (port, port_tx.take()) {
+                    let _ = tx.send(p);
+                }
+            }
+        });
+    }
+    let port = port_rx.recv_timeout(Duration::from_secs(30)).ok();
+    let result = match port {
+        Some(port) => run_smoke(&format!("http://127.0.0.1:{port}"), plan),
+        None => Err(Failure::endpoint(format!(
+            "error: kubectl port-forward {target} did not start"
+        ))),
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+fn compose_rollout(
+    spec: &DeploySpec,
+    dir: &Path,
+    port: u16,
+    apply: bool,
+    plan: Option<&SmokePlan>,
+) -> Result<(), Failure> {
+    if spec.canary.is_some() {
+        return Err(Failure::usage(
+            "error: --canary needs a traffic split, which compose does not do: use --target kubernetes (or put a weighted proxy in front of two compose services)",
+        ));
+    }
+    let doc = deploy::compose::compose_file(spec, port);
+    let yaml = serde_yaml::to_string(&doc)
+        .map_err(|e| Failure::usage(format!("error: cannot write the compose file: {e}")))?;
+    let file = dir.join("compose.yaml");
+    write_file(&file, &yaml)?;
+    outln!("wrote {} (service {})", file.display(), spec.name);
+    if !apply {
+        eprintln!(
+            "{}",
+            dim(
+                &format!(
+                    "dry run: nothing started. The container reads {} (not copied). Then: docker compose -f {} up -d",
+                    spec.secret,
+                    file.display()
+                ),
+                color_stderr()
+            )
+        );
+        return Ok(());
+    }
+    let Some(plan) = plan else {
+        return Err(Failure::usage(
+            "error: --apply needs --flow for the smoke test",
+        ));
+    };
+    let file_arg = file.to_string_lossy().into_owned();
+    eprintln!("$ docker compose -f {file_arg} up -d");
+    let status = Command::new("docker")
+        .args(["compose", "-f", &file_arg, "up", "-d"])
+        .status()
+        .map_err(|e| Failure::usage(format!("error: cannot run docker ({e})")))?;
+    if !status.success() {
+        return Err(Failure::endpoint(format!(
+            "error: docker compose up failed ({status})"
+        )));
+    }
+    run_smoke(&format!("http://127.0.0.1:{port}"), plan)
+}

@@ -1,0 +1,160 @@
+//! `flow serve FLOW`: the flow behind an HTTP API until SIGTERM or Ctrl-C (see `flow::serve`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::output::Failure;
+use super::run::{executor_options, load_flow, parse_variants, prepare};
+use super::{ModelArgs, runtime};
+use flow::connection::Secret;
+use flow::serve::{ServeConfig, ServeState};
+
+/// The environment variable holding the bearer token the server requires.
+pub const TOKEN_ENV: &str = "FLOW_SERVE_TOKEN";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The flow: a directory holding flow.dag.yaml, the YAML file, or a .prompty file.
+    pub flow: PathBuf,
+    /// Address to listen on (0.0.0.0 for every interface, as in a container).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port; the address is printed).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Use a variant: '${node.variant_id}' (repeatable, one per node).
+    #[arg(long, value_name = "${NODE.VARIANT}")]
+    pub variant: Vec<String>,
+    /// Seconds one POST /score may take before it is answered with 504.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
+    pub timeout: f64,
+    /// Largest request body accepted, in bytes (413 beyond).
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most model requests in flight per endpoint (more requests wait their turn).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub concurrency: usize,
+    /// Request log on stderr: one JSON line per request (json) or none (off).
+    #[arg(long, value_enum, default_value_t = RequestLog::Json)]
+    pub log: RequestLog,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RequestLog {
+    /// One JSON object per request and per failed line.
+    Json,
+    /// No request log (startup and shutdown messages only).
+    Off,
+}
+
+pub fn run(args: ServeArgs) -> Result<(), Failure> {
+    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        return Err(Failure::usage(
+            "error: --timeout must be a positive number of seconds",
+        ));
+    }
+    if args.max_body_bytes == 0 || args.concurrency == 0 {
+        return Err(Failure::usage(
+            "error: --max-body-bytes and --concurrency must be at least 1",
+        ));
+    }
+    let selections = parse_variants(&args.variant)?;
+    let flow = load_flow(&args.flow, &selections)?;
+    let mut options = executor_options(&args.model, &flow)?;
+    // A server answers every request anew unless the response cache is asked for by name.
+    if args.model.cache.cache.is_none() {
+        options.cache = None;
+    }
+    options.max_in_flight = args.concurrency;
+    let token = std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| Secret::new(t.trim()));
+    let stream = flow::executor::stream_output(&flow);
+    let openapi = flow::serve::openapi::document(
+        &flow,
+        token.is_some(),
+        stream.as_ref().map(|s| s.output.as_str()),
+    );
+    let name = flow::serve::openapi::flow_name(&flow);
+    let otlp = flow::telemetry::OtlpConfig::from_env();
+    let offline = options.offline;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let tracer = otlp.map(|c| {
+            eprintln!("tracing: OTLP/HTTP to {}", c.traces_url);
+            flow::telemetry::Tracer::start(c, &name)
+        });
+        let config = ServeConfig {
+            request_timeout: Duration::from_secs_f64(args.timeout),
+            max_body_bytes: args.max_body_bytes,
+            token,
+            request_log: args.log == RequestLog::Json,
+            tracer,
+        };
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .map_err(|e| {
+                Failure::usage(format!(
+                    "error: cannot listen on {}:{}: {e}",
+                    args.host, args.port
+                ))
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::usage(format!("error: cannot listen: {e}")))?;
+        let state = ServeState::new(config, openapi, stream);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = {
+            let state = state.clone();
+            async move {
+                let signal = tokio::select! {
+                    s = flow::serve::shutdown_signal() => Some(s),
+                    _ = stop_rx => None,
+                };
+                state.begin_shutdown();
+                if let Some(signal) = signal {
+                    eprintln!(
+                        "{signal}: finishing {} request(s) in flight, then stopping",
+                        state.metrics().in_flight()
+                    );
+                }
+            }
+        };
+        let server = tokio::spawn(flow::serve::serve(listener, state.clone(), shutdown));
+        eprintln!("flow serve: {name} on http://{addr} (preparing the flow)");
+        match prepare(flow, &options).await {
+            Ok(executor) => {
+                state.set_ready(executor);
+                eprintln!(
+                    "ready: POST http://{addr}/score{}",
+                    if offline {
+                        " (offline: answers come from the echo provider, not a model)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Err(failure) => {
+                let _ = stop_tx.send(());
+                let _ = server.await;
+                return Err(failure);
+            }
+        }
+        let result = server.await;
+        state.shutdown_executor().await;
+        drop(stop_tx);
+        match result {
+            Ok(Ok(())) => {
+                eprintln!("stopped");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Failure::usage(format!("error: the server stopped: {e}"))),
+            Err(e) => Err(Failure::usage(format!("error: the server stopped: {e}"))),
+        }
+    })
+}

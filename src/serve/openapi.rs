@@ -1,0 +1,157 @@
+//! `GET /openapi.json` (also `/swagger.json`, promptflow's path): an OpenAPI 3 document of
+//! `POST /score` built from the flow's inputs and outputs, shaped as promptflow's `swagger.py`.
+
+use serde_json::{Map, Value, json};
+
+use crate::model::{Flow, ValueType};
+
+/// The flow's type name as written in `flow.dag.yaml`.
+pub fn flow_type_name(ty: &ValueType) -> &'static str {
+    match ty {
+        ValueType::String => "string",
+        ValueType::Int => "int",
+        ValueType::Double => "double",
+        ValueType::Bool => "bool",
+        ValueType::List => "list",
+        ValueType::Object => "object",
+        ValueType::Image => "image",
+    }
+}
+
+/// A JSON Schema for a flow type (promptflow's `type_mapping`).
+fn schema(ty: Option<&ValueType>) -> Map<String, Value> {
+    let mut s = Map::new();
+    let name = match ty {
+        Some(ValueType::Int) => "integer",
+        Some(ValueType::Double) => "number",
+        Some(ValueType::Bool) => "boolean",
+        Some(ValueType::String) => "string",
+        Some(ValueType::List) => "array",
+        Some(ValueType::Object | ValueType::Image) => "object",
+        None => return s,
+    };
+    s.insert("type".into(), Value::String(name.into()));
+    match ty {
+        Some(ValueType::Object | ValueType::Image) => {
+            s.insert("additionalProperties".into(), json!({}));
+        }
+        Some(ValueType::List) => {
+            s.insert("items".into(), json!({}));
+        }
+        _ => {}
+    }
+    s
+}
+
+/// The flow's name: its directory's name.
+pub fn flow_name(flow: &Flow) -> String {
+    flow.dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "flow".into())
+}
+
+/// The OpenAPI document. `bearer` adds the bearer-token security scheme.
+pub fn document(flow: &Flow, bearer: bool, stream_output: Option<&str>) -> Value {
+    let name = flow_name(flow);
+    let mut info = json!({
+        "title": format!("flow[{name}] API"),
+        "version": env!("CARGO_PKG_VERSION"),
+        "x-flow-name": name,
+    });
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for (n, input) in &flow.inputs {
+        if input.is_chat_input {
+            info["x-chat-input"] = Value::String(n.clone());
+            info["x-flow-type"] = Value::String("chat".into());
+        }
+        if input.is_chat_history {
+            info["x-chat-history"] = Value::String(n.clone());
+        }
+        let mut s = schema(Some(&input.ty));
+        if let Some(d) = &input.description {
+            s.insert("description".into(), Value::String(d.clone()));
+        }
+        if let Some(d) = &input.default {
+            s.insert("default".into(), d.clone());
+        } else if !input.is_chat_history {
+            required.push(Value::String(n.clone()));
+        }
+        if let Some(allowed) = &input.allowed {
+            s.insert("enum".into(), Value::Array(allowed.clone()));
+        }
+        properties.insert(n.clone(), Value::Object(s));
+    }
+    let mut out_props = Map::new();
+    for (n, output) in &flow.outputs {
+        if output.is_chat_output {
+            info["x-chat-output"] = Value::String(n.clone());
+        }
+        let mut s = schema(output.ty.as_ref());
+        if let Some(d) = &output.description {
+            s.insert("description".into(), Value::String(d.clone()));
+        }
+        out_props.insert(n.clone(), Value::Object(s));
+    }
+    let error = json!({
+        "description": "a JSON error",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    });
+    let mut ok_content = json!({
+        "application/json": {"schema": {
+            "type": "object",
+            "properties": out_props,
+            "required": flow.outputs.keys().collect::<Vec<_>>(),
+        }}
+    });
+    ok_content["text/event-stream"] = json!({
+        "schema": {"type": "string", "description": match stream_output {
+            Some(o) => format!("with `Accept: text/event-stream`: one `data: {{\"{o}\": \"<text>\"}}` event per piece of text the model writes, then one event with the other outputs"),
+            None => "with `Accept: text/event-stream`: one `data:` event holding the outputs".to_string(),
+        }}
+    });
+    let mut doc = json!({
+        "openapi": "3.0.0",
+        "info": info,
+        "paths": {
+            "/score": {"post": {
+                "summary": format!("run the flow {name} on one set of inputs"),
+                "requestBody": {
+                    "required": !flow.inputs.is_empty(),
+                    "content": {"application/json": {"schema": {
+                        "type": "object",
+                        "properties": properties,
+                        "required": required,
+                        "additionalProperties": false,
+                    }}}
+                },
+                "responses": {
+                    "200": {"description": "the flow's outputs", "content": ok_content},
+                    "400": error.clone(),
+                    "401": error.clone(),
+                    "413": error.clone(),
+                    "500": error.clone(),
+                    "503": error.clone(),
+                    "504": error,
+                }
+            }},
+            "/health": {"get": {"summary": "liveness", "responses": {"200": {"description": "the process answers"}}}},
+            "/ready": {"get": {"summary": "readiness", "responses": {"200": {"description": "the flow is loaded"}, "503": {"description": "loading or shutting down"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format 0.0.4"}}}},
+        },
+        "components": {"schemas": {"Error": {
+            "type": "object",
+            "properties": {"error": {"type": "object", "properties": {
+                "code": {"type": "string"}, "message": {"type": "string"}
+            }, "required": ["code", "message"]}},
+            "required": ["error"],
+        }}},
+    });
+    if bearer {
+        doc["components"]["securitySchemes"] =
+            json!({"bearerAuth": {"type": "http", "scheme": "bearer"}});
+        doc["security"] = json!([{"bearerAuth": []}]);
+    }
+    doc
+}
