@@ -380,7 +380,8 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
             outln!("{line}");
         }
     }
-    if args.model.offline {
+    // The table already says so; JSON output gets the note on stderr.
+    if args.model.offline && args.output == OutputFormat::Json {
         eprintln!(
             "{}",
             dim(
