@@ -36,6 +36,8 @@ pub struct BatchConfig {
     /// Line slots shared with other batches (an experiment's runs): a line runs only while it
     /// holds one, so all of them together have at most this many lines in flight.
     pub shared_slots: Option<Arc<Semaphore>>,
+    /// Do not run the aggregation nodes (a shard: they need every line, so the merge runs them).
+    pub skip_aggregation: bool,
 }
 
 impl Default for BatchConfig {
@@ -45,6 +47,7 @@ impl Default for BatchConfig {
             line_timeout: None,
             endpoint_failure_limit: 8,
             shared_slots: None,
+            skip_aggregation: false,
         }
     }
 }
@@ -84,7 +87,7 @@ pub async fn run_batch(
 ) -> BatchOutcome {
     let mut outcome = BatchOutcome::default();
     let keep = executor.aggregation_dependencies();
-    let aggregating = !executor.dag().aggregation_nodes.is_empty();
+    let aggregating = !executor.dag().aggregation_nodes.is_empty() && !config.skip_aggregation;
     let mut kept: Vec<LineResult> = if aggregating { previous } else { Vec::new() };
     let mut in_flight = FuturesUnordered::new();
     let mut source_open = true;

@@ -7,6 +7,7 @@
 //! nodes need are kept.
 
 mod engine;
+pub mod merge;
 mod source;
 mod to_dir;
 

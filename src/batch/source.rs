@@ -13,6 +13,7 @@ use super::PendingLine;
 use crate::data::{BaseRun, ColumnMapping, DataError};
 use crate::model::FlowInput;
 use crate::record::{ErrorInfo, ErrorKind};
+use crate::run_store::Shard;
 
 /// A running line source: the channel of lines and the reader thread (which returns the error
 /// that stopped it early, if any).
@@ -22,18 +23,22 @@ pub struct LineSource {
 }
 
 /// Open `data` (errors such as a missing file come back here, before anything runs) and start
-/// reading it. Lines whose numbers are in `skip` (already done, when resuming) are not sent.
+/// reading it. Lines whose numbers are in `skip` (already done, when resuming) are not sent, nor
+/// lines outside `shard` when one is given.
 /// With `require_base_line`, a line whose base-run line failed or never ran fails too (an
 /// evaluation must count those lines, never drop them).
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_line_source(
     data: &Path,
     mapping: ColumnMapping,
     base: Option<BaseRun>,
     inputs: IndexMap<String, FlowInput>,
     skip: HashSet<usize>,
+    shard: Option<Shard>,
     capacity: usize,
     require_base_line: bool,
 ) -> Result<LineSource, DataError> {
+    let skipped = move |n: usize| skip.contains(&n) || shard.is_some_and(|s| !s.contains(n));
     let reader = crate::data::open(data)?;
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let handle = std::thread::Builder::new()
@@ -43,7 +48,7 @@ pub fn spawn_line_source(
             for item in reader.by_ref() {
                 let pending = match item {
                     Ok(row) => {
-                        if skip.contains(&row.line_number) {
+                        if skipped(row.line_number) {
                             continue;
                         }
                         let base_problem = match (&base, require_base_line) {
@@ -62,7 +67,7 @@ pub fn spawn_line_source(
                         }
                     }
                     Err(e) => {
-                        if skip.contains(&e.line_number) {
+                        if skipped(e.line_number) {
                             continue;
                         }
                         PendingLine {

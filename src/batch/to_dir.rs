@@ -35,6 +35,8 @@ pub struct DirBatch {
     pub settings: RunSettings,
     /// Every model answer comes from the offline echo provider.
     pub offline: bool,
+    /// Run only this shard of the dataset, without aggregation (recorded in `meta.json`).
+    pub shard: Option<crate::run_store::ShardInfo>,
 }
 
 /// A finished batch: its record and what happened.
@@ -105,6 +107,8 @@ pub fn new_run_meta(
         offline,
         settings,
         flow_version: env!("CARGO_PKG_VERSION").to_string(),
+        shard: None,
+        merged_from: Vec::new(),
     }
 }
 
@@ -117,8 +121,10 @@ pub async fn run_to_dir(
 ) -> Result<DirRun, DirBatchError> {
     let dir = &batch.dir;
     let flow = executor.flow();
-    let total =
+    let rows =
         crate::data::count_rows(&batch.data).map_err(|e| DirBatchError::Data(e.to_string()))?;
+    let shard = batch.shard.as_ref().map(|i| i.shard());
+    let total = shard.map_or(rows, |s| s.lines_of(rows));
     let base = match &batch.base_run {
         Some(p) => Some(BaseRun::load(p).map_err(|e| DirBatchError::Data(e.to_string()))?),
         None => None,
@@ -139,6 +145,10 @@ pub async fn run_to_dir(
             ..batch.settings.clone()
         },
     );
+    meta.shard = batch.shard.clone().map(|mut i| {
+        i.dataset_lines = rows;
+        i
+    });
     run_store::write_meta(dir, &meta).map_err(io_at(&dir.path))?;
 
     let source = spawn_line_source(
@@ -147,17 +157,22 @@ pub async fn run_to_dir(
         base,
         flow.inputs.clone(),
         HashSet::new(),
+        shard,
         batch.config.concurrency.max(1) * 2,
         batch.require_base_line,
     )
     .map_err(|e| DirBatchError::Data(e.to_string()))?;
     let writer = RunWriter::start(dir).map_err(io_at(&dir.path))?;
     let started = Instant::now();
+    let config = BatchConfig {
+        skip_aggregation: batch.config.skip_aggregation || shard.is_some(),
+        ..batch.config.clone()
+    };
     let outcome = run_batch(
         executor,
         source.lines,
         &writer,
-        &batch.config,
+        &config,
         progress,
         cancel,
         Vec::new(),

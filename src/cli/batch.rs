@@ -19,7 +19,8 @@ use flow::batch::{BatchConfig, BatchOutcome, run_batch, spawn_line_source};
 use flow::data::{BaseRun, ColumnMapping};
 use flow::model::{Flow, VariantSelection};
 use flow::record::ErrorKind;
-use flow::run_store::{self, RunDir, RunMeta, RunSettings, RunStatus, RunWriter};
+use flow::run_store::remote::RemoteDir;
+use flow::run_store::{self, RunDir, RunMeta, RunSettings, RunStatus, RunWriter, Shard, ShardInfo};
 
 /// Lines in flight at once by default. Hosted endpoints (OpenAI, Azure OpenAI) serve each
 /// request in about a second and allow hundreds to thousands of requests per minute on common
@@ -53,6 +54,17 @@ pub struct BatchArgs {
     /// Finish an earlier run: run only its missing and failed lines.
     #[arg(long, value_name = "RUN", conflicts_with_all = ["data", "variant", "column_mapping", "base_run", "name", "inputs", "node"])]
     pub resume: Option<String>,
+    /// Run only shard K of N (1-based): the lines whose number n has n % N == K-1, with their
+    /// original line numbers. Merge the shards with `flow runs merge`.
+    #[arg(long, value_name = "K/N", env = "FLOW_SHARD")]
+    pub shard: Option<String>,
+    /// Run shard JOB_COMPLETION_INDEX+1 of N (a Kubernetes Indexed Job sets JOB_COMPLETION_INDEX).
+    #[arg(long, value_name = "N", conflicts_with = "shard")]
+    pub shards: Option<usize>,
+    /// Upload the run directory to <URL>/<run name>/ (s3://, az://, gs://) when the run ends,
+    /// however it ends; when that directory already exists, download it and resume it first.
+    #[arg(long, value_name = "URL", env = "FLOW_UPLOAD")]
+    pub upload: Option<String>,
 }
 
 /// Everything a batch needs, from the command line or from the run being resumed.
@@ -70,6 +82,10 @@ pub(super) struct Plan {
     pub require_base_line: bool,
     /// The repeated sample this run is (`flow eval --repeat`), for distinct cache entries.
     pub sample: Option<u32>,
+    /// The shard of the dataset this run covers (`--shard K/N`).
+    pub shard: Option<Shard>,
+    /// Where the run directory is uploaded when the run ends (`--upload`).
+    pub upload: Option<RemoteDir>,
 }
 
 /// How a finished batch is reported and judged.
@@ -92,9 +108,64 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         output: args.output,
         allow_failures: args.batch.allow_failures,
     };
-    match run_plan(&plan, &args.model, reporting)?.failure {
-        Some(f) => Err(f),
-        None => Ok(()),
+    let result = run_plan(&plan, &args.model, reporting);
+    let uploaded = match &plan.upload {
+        Some(remote) if plan.dir.meta_file().is_file() => upload(&plan.dir, remote),
+        _ => Ok(()),
+    };
+    match (result, uploaded) {
+        (Err(f), Err(u)) => {
+            eprintln!("{}", u.message);
+            Err(f)
+        }
+        (Err(f), Ok(())) => Err(f),
+        (Ok(finished), uploaded) => match finished.failure {
+            Some(f) => {
+                if let Err(u) = uploaded {
+                    eprintln!("{}", u.message);
+                }
+                Err(f)
+            }
+            None => uploaded,
+        },
+    }
+}
+
+/// Upload a run directory to `remote` (its contents land in `remote` itself).
+fn upload(dir: &RunDir, remote: &RemoteDir) -> Result<(), Failure> {
+    let rt = runtime()?;
+    let files = rt
+        .block_on(remote.upload(&dir.path))
+        .map_err(|e| Failure::usage(format!("error: cannot upload the run: {e}")))?;
+    eprintln!("uploaded {} ({files} files) to {remote}", dir.name());
+    Ok(())
+}
+
+/// The shard `--shard K/N` (or `FLOW_SHARD`) or `--shards N` with `JOB_COMPLETION_INDEX` names.
+fn shard_arg(b: &BatchArgs) -> Result<Option<Shard>, Failure> {
+    shard_from(b.shard.as_deref(), b.shards)
+}
+
+/// The shard of `--shard K/N` or of `--shards N` with `JOB_COMPLETION_INDEX`, if any.
+pub(super) fn shard_from(
+    shard: Option<&str>,
+    shards: Option<usize>,
+) -> Result<Option<Shard>, Failure> {
+    let usage = |e: run_store::ShardError| Failure::usage(format!("error: {e}"));
+    match (shard, shards) {
+        (_, Some(0)) => Err(Failure::usage("error: --shards must be at least 1")),
+        (_, Some(n)) => {
+            let Ok(index) = std::env::var("JOB_COMPLETION_INDEX") else {
+                return Err(Failure::usage(
+                    "error: --shards N takes the shard from JOB_COMPLETION_INDEX, which is not set\n  help: outside a Kubernetes Indexed Job, give the shard with --shard K/N",
+                ));
+            };
+            Shard::from_completion_index(&index, n)
+                .map(Some)
+                .map_err(usage)
+        }
+        (Some(s), None) => s.parse().map(Some).map_err(usage),
+        (None, None) => Ok(None),
     }
 }
 
@@ -118,8 +189,13 @@ pub(super) fn run_plan(
         }
         None => None,
     };
-    let total =
+    let rows =
         flow::data::count_rows(&plan.data).map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let shard_info = match plan.shard {
+        Some(shard) => Some(shard_info(&flow, plan, shard, rows)?),
+        None => None,
+    };
+    let total = plan.shard.map_or(rows, |s| s.lines_of(rows));
     let mut model = model.clone();
     if let Some(meta) = &plan.resumed {
         if model.env_file.is_none() {
@@ -153,10 +229,45 @@ pub(super) fn run_plan(
             line_timeout,
             reporting,
             &model,
+            shard_info,
         )
         .await;
         executor.shutdown().await;
         result
+    })
+}
+
+/// What `meta.json` records about shard `shard` of a `rows`-line dataset; a resumed shard must
+/// still run the same flow on the same data.
+fn shard_info(flow: &Flow, plan: &Plan, shard: Shard, rows: usize) -> Result<ShardInfo, Failure> {
+    use flow::experiment::hash::{applied_yaml, flow_hash};
+    let applied =
+        applied_yaml(flow, &IndexMap::new()).map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let flow_hash = flow_hash(flow, &applied)
+        .map_err(|e| Failure::usage(format!("error: cannot hash the flow: {e}")))?;
+    let data_hash = data_hash(&plan.data)?;
+    if let Some(before) = plan.resumed.as_ref().and_then(|m| m.shard.as_ref()) {
+        let what = if before.flow_hash != flow_hash {
+            Some("the flow")
+        } else if before.data_hash != data_hash {
+            Some("the data")
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(Failure::usage(format!(
+                "error: {what} changed since shard {} (run `{}`) started, so its lines would not merge with the other shards\n  help: run it again under a new --name, or restore {what}",
+                before.shard(),
+                plan.dir.name()
+            )));
+        }
+    }
+    Ok(ShardInfo {
+        index: shard.index,
+        count: shard.count,
+        dataset_lines: rows,
+        flow_hash,
+        data_hash,
     })
 }
 
@@ -169,46 +280,17 @@ fn python_workers(concurrency: usize) -> usize {
 
 fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
     let b = &args.batch;
+    let upload_root = match &b.upload {
+        Some(url) => Some(
+            RemoteDir::parse(url).map_err(|e| Failure::usage(format!("error: --upload: {e}")))?,
+        ),
+        None => None,
+    };
     if let Some(run) = &b.resume {
         let dir = super::runs::locate(project, run)?;
-        let meta = dir.read_meta().map_err(|e| {
-            Failure::usage(format!(
-                "error: cannot read {}: {e}",
-                dir.meta_file().display()
-            ))
-        })?;
-        let Some(data) = meta.data.clone() else {
-            return Err(Failure::usage(format!(
-                "error: run `{}` has no dataset to resume from",
-                meta.name
-            )));
-        };
-        let selections = meta
-            .variants
-            .iter()
-            .map(|(node, vid)| VariantSelection {
-                node: node.clone(),
-                variant_id: vid.clone(),
-            })
-            .collect();
-        return Ok(Plan {
-            flow_path: PathBuf::from(&meta.flow),
-            selections,
-            data: PathBuf::from(data),
-            mapping_args: meta.column_mapping.clone(),
-            base_run: meta.base_run.as_ref().map(PathBuf::from),
-            concurrency: if b.concurrency == DEFAULT_CONCURRENCY {
-                meta.concurrency
-            } else {
-                b.concurrency
-            },
-            line_timeout: b.line_timeout.or(meta.settings.line_timeout_s),
-            dir,
-            require_base_line: meta.settings.require_base_line,
-            sample: None,
-            resumed: Some(meta),
-        });
+        return resume_plan(dir, b, upload_root);
     }
+    let shard = shard_arg(b)?;
     let Some(flow_path) = args.flow.clone() else {
         return Err(Failure::usage("error: give the flow to run"));
     };
@@ -228,6 +310,10 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
         None => None,
     };
     let selections = parse_variants(&args.variant)?;
+    let data_hash = match shard {
+        Some(_) => Some(data_hash(&data)?),
+        None => None,
+    };
     let name = match &b.name {
         Some(n) => {
             if n.is_empty() || n.contains(['/', '\\']) || n == "." || n == ".." {
@@ -235,12 +321,59 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
                     "error: `{n}` is not a valid run name (no slashes)"
                 )));
             }
-            n.clone()
+            match shard {
+                Some(s) if !n.ends_with(&s.name_suffix()) => format!("{n}{}", s.name_suffix()),
+                _ => n.clone(),
+            }
         }
-        None => default_name(&flow_path, &selections),
+        None => match (shard, &data_hash) {
+            // The same on every machine and every retry, so a retried shard finds its run.
+            (Some(s), Some(hash)) => format!(
+                "{}_{}{}",
+                name_stem(&flow_path, &selections),
+                hash.trim_start_matches("sha256:")
+                    .get(..8)
+                    .unwrap_or("data"),
+                s.name_suffix()
+            ),
+            _ => default_name(&flow_path, &selections),
+        },
     };
     let dir = RunDir::new(run_store::runs_root(project).join(&name));
+    let remote = upload_root.as_ref().map(|r| r.child(&name));
+    let mut downloaded = false;
+    if !dir.path.exists()
+        && let Some(remote) = &remote
+    {
+        let rt = runtime()?;
+        let found = rt
+            .block_on(remote.has("meta.json"))
+            .map_err(|e| Failure::usage(format!("error: --upload: {e}")))?;
+        if found {
+            eprintln!("{remote} exists: downloading it to resume it");
+            rt.block_on(remote.download(&dir.path))
+                .map_err(|e| Failure::usage(format!("error: cannot download {remote}: {e}")))?;
+            downloaded = true;
+        }
+    }
+    if downloaded && shard.is_none() {
+        return resume_plan(dir, b, upload_root);
+    }
     if dir.path.exists() {
+        // A shard started again (a retried Kubernetes index, a re-run CI job) finishes its run.
+        if let Some(shard) = shard
+            && let Ok(meta) = dir.read_meta()
+            && let Some(info) = &meta.shard
+        {
+            if info.shard() != shard || Some(&info.data_hash) != data_hash.as_ref() {
+                return Err(Failure::usage(format!(
+                    "error: a run named `{name}` already exists at {} and is shard {} of other data\n  help: pick another --name, or `flow runs delete {name}`",
+                    dir.path.display(),
+                    info.shard()
+                )));
+            }
+            return resume_plan(dir, b, upload_root);
+        }
         return Err(Failure::usage(format!(
             "error: a run named `{name}` already exists at {}\n  help: pick another --name, `flow run --resume {name}` to finish it, or `flow runs delete {name}`",
             dir.path.display()
@@ -258,6 +391,61 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
         sample: None,
         concurrency: b.concurrency.max(1),
         line_timeout: b.line_timeout,
+        shard,
+        upload: remote,
+    })
+}
+
+/// `sha256:` of a dataset, or a usage error.
+fn data_hash(data: &Path) -> Result<String, Failure> {
+    flow::experiment::hash::sha256_file(data)
+        .map_err(|e| Failure::usage(format!("error: cannot read {}: {e}", data.display())))
+}
+
+/// The plan that finishes the run in `dir` the way it started.
+fn resume_plan(
+    dir: RunDir,
+    b: &BatchArgs,
+    upload_root: Option<RemoteDir>,
+) -> Result<Plan, Failure> {
+    let meta = dir.read_meta().map_err(|e| {
+        Failure::usage(format!(
+            "error: cannot read {}: {e}",
+            dir.meta_file().display()
+        ))
+    })?;
+    let Some(data) = meta.data.clone() else {
+        return Err(Failure::usage(format!(
+            "error: run `{}` has no dataset to resume from",
+            meta.name
+        )));
+    };
+    let selections = meta
+        .variants
+        .iter()
+        .map(|(node, vid)| VariantSelection {
+            node: node.clone(),
+            variant_id: vid.clone(),
+        })
+        .collect();
+    Ok(Plan {
+        flow_path: PathBuf::from(&meta.flow),
+        selections,
+        data: PathBuf::from(data),
+        mapping_args: meta.column_mapping.clone(),
+        base_run: meta.base_run.as_ref().map(PathBuf::from),
+        concurrency: if b.concurrency == DEFAULT_CONCURRENCY {
+            meta.concurrency
+        } else {
+            b.concurrency
+        },
+        line_timeout: b.line_timeout.or(meta.settings.line_timeout_s),
+        dir,
+        require_base_line: meta.settings.require_base_line,
+        sample: None,
+        shard: meta.shard.as_ref().map(ShardInfo::shard),
+        upload: upload_root.map(|r| r.child(&meta.name)),
+        resumed: Some(meta),
     })
 }
 
@@ -267,6 +455,17 @@ fn absolute(p: &Path) -> PathBuf {
 
 /// `<flow>_<variant>_<UTC timestamp>`, e.g. `classification_variant_1_20261128_101502_123456`.
 fn default_name(flow_path: &Path, selections: &[VariantSelection]) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = now
+        .format(time::macros::format_description!(
+            "[year][month][day]_[hour][minute][second]_[subsecond digits:6]"
+        ))
+        .unwrap_or_default();
+    format!("{}_{stamp}", name_stem(flow_path, selections))
+}
+
+/// `<flow>_<variant>`, made of letters, digits, `-` and `_`.
+fn name_stem(flow_path: &Path, selections: &[VariantSelection]) -> String {
     let flow = absolute(flow_path)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -284,12 +483,6 @@ fn default_name(flow_path: &Path, selections: &[VariantSelection]) -> String {
             .collect::<Vec<_>>()
             .join("+")
     };
-    let now = time::OffsetDateTime::now_utc();
-    let stamp = now
-        .format(time::macros::format_description!(
-            "[year][month][day]_[hour][minute][second]_[subsecond digits:6]"
-        ))
-        .unwrap_or_default();
     let safe = |s: &str| {
         s.chars()
             .map(|c| {
@@ -301,7 +494,7 @@ fn default_name(flow_path: &Path, selections: &[VariantSelection]) -> String {
             })
             .collect::<String>()
     };
-    format!("{}_{}_{stamp}", safe(flow), safe(&variant))
+    format!("{}_{}", safe(flow), safe(&variant))
 }
 
 fn new_meta(flow: &Flow, plan: &Plan, total: usize, model: &super::ModelArgs) -> RunMeta {
@@ -338,6 +531,7 @@ async fn execute(
     line_timeout: Option<Duration>,
     reporting: Reporting,
     model: &super::ModelArgs,
+    shard_info: Option<ShardInfo>,
 ) -> Result<Finished, Failure> {
     let io_err = |what: &str, e: std::io::Error| {
         Failure::usage(format!("error: {what} {}: {e}", plan.dir.path.display()))
@@ -348,7 +542,8 @@ async fn execute(
             std::fs::create_dir_all(&plan.dir.path).map_err(|e| io_err("cannot create", e))?;
             run_store::write_snapshot(flow, &plan.dir.snapshot_dir())
                 .map_err(|e| io_err("cannot write the snapshot of", e))?;
-            let meta = new_meta(flow, plan, total, model);
+            let mut meta = new_meta(flow, plan, total, model);
+            meta.shard = shard_info;
             run_store::write_meta(&plan.dir, &meta).map_err(|e| io_err("cannot write", e))?;
             (meta, HashSet::new(), Vec::new())
         }
@@ -366,7 +561,7 @@ async fn execute(
                     failure: None,
                 });
             }
-            let previous = if executor.dag().aggregation_nodes.is_empty() {
+            let previous = if executor.dag().aggregation_nodes.is_empty() || plan.shard.is_some() {
                 Vec::new()
             } else {
                 run_store::succeeded_lines_with(
@@ -401,8 +596,12 @@ async fn execute(
             "{}",
             dim(
                 &format!(
-                    "run {} · {total} lines · concurrency {}",
-                    meta.name, plan.concurrency
+                    "run {} · {total} lines{} · concurrency {}",
+                    meta.name,
+                    plan.shard
+                        .map(|s| format!(" (shard {s})"))
+                        .unwrap_or_default(),
+                    plan.concurrency
                 ),
                 color
             )
@@ -415,6 +614,7 @@ async fn execute(
         base,
         flow.inputs.clone(),
         skip,
+        plan.shard,
         plan.concurrency * 2,
         plan.require_base_line,
     )
@@ -448,6 +648,7 @@ async fn execute(
     let config = BatchConfig {
         concurrency: plan.concurrency,
         line_timeout,
+        skip_aggregation: plan.shard.is_some(),
         ..BatchConfig::default()
     };
     let started = Instant::now();

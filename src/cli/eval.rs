@@ -159,6 +159,8 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
                 line_timeout: args.line_timeout,
                 require_base_line: true,
                 sample: None,
+                shard: None,
+                upload: None,
             };
             let reporting = Reporting {
                 output: OutputFormat::Pretty,
@@ -489,6 +491,8 @@ fn run_sample(
         line_timeout: args.line_timeout,
         require_base_line: false,
         sample: Some(sample),
+        shard: None,
+        upload: None,
     };
     eprintln!("sample {} of {}:", sample + 1, args.repeat);
     let reporting = Reporting {

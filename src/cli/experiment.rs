@@ -13,7 +13,7 @@ use super::output::{Failure, bold, color_stderr, dim};
 use super::progress::CliProgress;
 use super::run::{OutputFormat, executor_options};
 use flow::experiment::{
-    self, ExperimentError, RunResult, RunnerConfig, Selection, placeholder, runner, summary,
+    self, ExperimentError, FanOut, RunResult, RunnerConfig, Selection, placeholder, runner, summary,
 };
 use flow::run_store::RunSettings;
 
@@ -53,6 +53,22 @@ pub struct ExperimentArgs {
     /// How to print the result (json: summary.json on stdout).
     #[arg(long, value_enum, default_value_t = OutputFormat::Pretty)]
     pub output: OutputFormat,
+    /// Run only shard K of N of every (variant, dataset) run, without evaluations; merge with
+    /// --merge-shards once every shard has run.
+    #[arg(
+        long,
+        value_name = "K/N",
+        env = "FLOW_SHARD",
+        conflicts_with = "merge_shards"
+    )]
+    pub shard: Option<String>,
+    /// Run shard JOB_COMPLETION_INDEX+1 of N (a Kubernetes Indexed Job sets JOB_COMPLETION_INDEX).
+    #[arg(long, value_name = "N", conflicts_with_all = ["shard", "merge_shards"])]
+    pub shards: Option<usize>,
+    /// Merge every run from its shard runs in these folders [default: .flow/runs], then
+    /// evaluate and compare as usual.
+    #[arg(long, value_name = "FOLDER", num_args = 0..)]
+    pub merge_shards: Option<Vec<PathBuf>>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -223,7 +239,25 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
             dir.display()
         )));
     }
-    let unchanged = summary::unchanged_since(&project, &exp.name, &hashes, &dir);
+    let fan_out = match (
+        &args.merge_shards,
+        super::batch::shard_from(args.shard.as_deref(), args.shards)?,
+    ) {
+        (Some(folders), _) if folders.is_empty() => {
+            FanOut::Merge(vec![flow::run_store::runs_root(&project)])
+        }
+        (Some(folders), _) => FanOut::Merge(folders.clone()),
+        (None, Some(shard)) => FanOut::Shard(shard),
+        (None, None) => FanOut::Whole,
+    };
+    let sharded = match &fan_out {
+        FanOut::Shard(s) => Some(*s),
+        _ => None,
+    };
+    let unchanged = match fan_out {
+        FanOut::Whole => summary::unchanged_since(&project, &exp.name, &hashes, &dir),
+        _ => None,
+    };
     if let Some(prev) = &unchanged {
         eprintln!(
             "unchanged since {}: same experiment file, datasets and flows (answers come from the response cache)",
@@ -265,15 +299,26 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         executor: options,
         stamp,
         experiment_dir: dir.clone(),
+        fan_out: fan_out.clone(),
     };
-    let total_lines: usize = exp
-        .datasets
-        .iter()
-        .map(|d| flow::data::count_rows(&d.source).unwrap_or(0))
-        .sum::<usize>()
-        * variants.len();
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Failure::usage(format!("error: cannot create {}: {e}", dir.display())))?;
+    let total_lines: usize = match &fan_out {
+        FanOut::Merge(_) => 0,
+        _ => {
+            exp.datasets
+                .iter()
+                .map(|d| {
+                    let rows = flow::data::count_rows(&d.source).unwrap_or(0);
+                    sharded.map_or(rows, |s| s.lines_of(rows))
+                })
+                .sum::<usize>()
+                * variants.len()
+        }
+    };
+    // A shard writes run directories only; the comparison comes with the merge.
+    if sharded.is_none() {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Failure::usage(format!("error: cannot create {}: {e}", dir.display())))?;
+    }
 
     let rt = super::runtime()?;
     let results = rt.block_on(async {
@@ -303,6 +348,14 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         result
     });
     let results = results.map_err(experiment_failure)?;
+    if let Some(shard) = sharded {
+        eprintln!(
+            "shard {shard} of {} runs done; when every shard has run: flow experiment {} --merge-shards",
+            results.len(),
+            file.display()
+        );
+        return verdict(&results);
+    }
 
     let ids: Vec<String> = variants.iter().map(|v| v.plan.id.clone()).collect();
     let mut s = summary::build(
@@ -327,7 +380,8 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
             outln!("{line}");
         }
     }
-    if args.model.offline {
+    // The table already says so; JSON output gets the note on stderr.
+    if args.model.offline && args.output == OutputFormat::Json {
         eprintln!(
             "{}",
             dim(

@@ -17,6 +17,7 @@ mod deploy;
 mod eval;
 mod experiment;
 mod init;
+mod merge;
 mod output;
 mod probe;
 mod progress;

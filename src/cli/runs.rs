@@ -30,6 +30,8 @@ pub enum RunsAction {
         #[arg(long)]
         json: bool,
     },
+    /// Merge the shard runs of `flow run --shard K/N` into one run.
+    Merge(Box<super::merge::MergeArgs>),
     /// Delete runs.
     Delete {
         /// The runs' names or directories.
@@ -44,6 +46,7 @@ pub fn run(args: RunsArgs) -> Result<(), Failure> {
         RunsAction::List { limit, json } => list(&project, limit, json),
         RunsAction::Show { run, json } => show(&project, &run, json),
         RunsAction::Delete { runs } => delete(&project, &runs),
+        RunsAction::Merge(merge) => super::merge::run(&project, *merge),
     }
 }
 
@@ -149,6 +152,18 @@ fn show(project: &std::path::Path, run: &str, json: bool) -> Result<(), Failure>
     }
     if let Some(b) = &meta.base_run {
         outln!("  base run:  {b}");
+    }
+    if let Some(s) = &meta.shard {
+        outln!(
+            "  shard:     {} of {} ({} of the dataset's {} lines; merge with `flow runs merge`)",
+            s.index,
+            s.count,
+            meta.total_lines,
+            s.dataset_lines
+        );
+    }
+    if !meta.merged_from.is_empty() {
+        outln!("  merged from: {}", meta.merged_from.join(", "));
     }
     outln!(
         "  lines:     {} succeeded, {} failed, {} total",

@@ -147,5 +147,7 @@ pub fn builtin_only_meta(name: &str, base: &RunDir, base_meta: &RunMeta, data: &
         offline: base_meta.offline,
         settings: RunSettings::default(),
         flow_version: env!("CARGO_PKG_VERSION").to_string(),
+        shard: None,
+        merged_from: Vec::new(),
     }
 }

@@ -107,8 +107,9 @@ pub fn flow_hash(flow: &Flow, applied: &str) -> io::Result<String> {
             files.push((name, src));
         }
     }
-    let flow_file = flow
-        .file
+    // `flow.dir` is absolute; `flow.file` is as the user wrote it (maybe relative).
+    let file = std::path::absolute(&flow.file).unwrap_or_else(|_| flow.file.clone());
+    let flow_file = file
         .strip_prefix(&flow.dir)
         .map(|p| p.to_string_lossy().replace('\\', "/"))
         .unwrap_or_default();

@@ -30,7 +30,7 @@ pub use file::{
     ConnectionDef, Dataset, EvalDataset, Evaluator, EvaluatorKind, Experiment, ExperimentFileError,
     load, overlay_path,
 };
-pub use runner::{EvalResult, RunResult, RunnerConfig, run_experiment};
+pub use runner::{EvalResult, FanOut, RunResult, RunnerConfig, run_experiment};
 pub use summary::{Hashes, Summary, SummaryRun};
 pub use variants::{Catalog, NodeChoice, PlanError, Selection, VariantPlan};
 

@@ -19,13 +19,15 @@ use tokio::sync::{Semaphore, watch};
 
 use super::file::{Dataset, EvalDataset, EvaluatorKind, Experiment};
 use super::{ExperimentError, PlannedVariant};
+use crate::batch::merge::{ShardRun, check_shards, finish_merge, write_merged_lines};
 use crate::batch::{BatchConfig, DirBatch, Progress, run_to_dir};
+use crate::batch::{BatchOutcome, DirRun};
 use crate::data::ColumnMapping;
 use crate::eval::ModelEvaluator;
 use crate::executor::{Executor, ExecutorOptions};
 use crate::provider::{ClientConfig, LlmClient};
 use crate::record::{ErrorInfo, LineResult};
-use crate::run_store::{RunDir, RunMeta, RunSettings, RunStatus};
+use crate::run_store::{RunDir, RunMeta, RunSettings, RunStatus, Shard, ShardInfo};
 
 /// How an experiment runs.
 #[derive(Debug, Clone)]
@@ -43,6 +45,22 @@ pub struct RunnerConfig {
     pub stamp: String,
     /// The comparison directory (recorded in each run's meta).
     pub experiment_dir: PathBuf,
+    /// Whole runs, one shard of every run, or runs merged from their shards.
+    pub fan_out: FanOut,
+}
+
+/// How an experiment makes its runs.
+#[derive(Debug, Clone, Default)]
+pub enum FanOut {
+    /// Every run over its whole dataset (the default).
+    #[default]
+    Whole,
+    /// Shard K of N of every (variant, dataset) run, named `<experiment>_<variant>_<dataset>
+    /// -shard-K-of-N`, without evaluations: a finished shard is kept, an unfinished one (a
+    /// killed process) is run again from the start.
+    Shard(Shard),
+    /// Every run merged from its shards found in these folders, then evaluated and compared.
+    Merge(Vec<PathBuf>),
 }
 
 /// One evaluator applied to one run.
@@ -188,17 +206,21 @@ pub async fn run_experiment(
     let mut used = std::collections::HashSet::new();
     for (vi, v) in variants.iter().enumerate() {
         for dataset in &experiment.datasets {
-            let base = format!(
-                "{}_{}_{}_{}",
+            let shard_base = format!(
+                "{}_{}_{}",
                 safe_name(&experiment.name),
                 safe_name(&v.plan.id),
                 safe_name(&dataset.name),
-                config.stamp
             );
+            let base = match &config.fan_out {
+                FanOut::Shard(s) => format!("{shard_base}{}", s.name_suffix()),
+                _ => format!("{shard_base}_{}", config.stamp),
+            };
             // Ids that read the same once made safe (or cut short) still get their own run.
             let mut name = base.clone();
             let mut n = 1;
-            while !used.insert(name.clone()) || runs_root.join(&name).exists() {
+            let shard_run = matches!(config.fan_out, FanOut::Shard(_));
+            while !used.insert(name.clone()) || (!shard_run && runs_root.join(&name).exists()) {
                 n += 1;
                 name = format!("{base}_{n}");
             }
@@ -218,6 +240,7 @@ pub async fn run_experiment(
                     .unwrap_or_default(),
                 experiment_hash,
                 dir,
+                shard_base,
                 config,
                 batch_config: batch_config.clone(),
             };
@@ -274,6 +297,8 @@ struct RunJob<'a> {
     dataset_hash: String,
     experiment_hash: &'a str,
     dir: RunDir,
+    /// `<experiment>_<variant>_<dataset>`: the name shard runs of this run start with.
+    shard_base: String,
     config: &'a RunnerConfig,
     batch_config: BatchConfig,
 }
@@ -302,10 +327,18 @@ impl RunJob<'_> {
             config: self.batch_config.clone(),
             settings: self.config.settings.clone(),
             offline: self.config.executor.offline,
+            shard: None,
         };
-        let done = run_to_dir(self.executor, &batch, progress, cancel.clone())
-            .await
-            .map_err(|e| ExperimentError::Run(e.to_string()))?;
+        let done = match &self.config.fan_out {
+            FanOut::Whole => run_to_dir(self.executor, &batch, progress, cancel.clone())
+                .await
+                .map_err(|e| ExperimentError::Run(e.to_string()))?,
+            FanOut::Shard(shard) => {
+                self.run_shard(*shard, batch, progress, cancel.clone())
+                    .await?
+            }
+            FanOut::Merge(folders) => self.merge(folders).await?,
+        };
         // The snapshot holds the flow as it ran, swept parameters included.
         let flow_file = self.dir.snapshot_dir().join(
             self.variant
@@ -341,7 +374,11 @@ impl RunJob<'_> {
                 self.dataset.name
             )));
         }
-        if result.canceled || result.endpoint_unusable.is_some() {
+        // A shard is evaluated once merged: evaluators need every line.
+        if result.canceled
+            || result.endpoint_unusable.is_some()
+            || matches!(self.config.fan_out, FanOut::Shard(_))
+        {
             return Ok(result);
         }
         for (ei, evaluator) in self.experiment.evaluators.iter().enumerate() {
@@ -377,6 +414,120 @@ impl RunJob<'_> {
             }
         }
         Ok(result)
+    }
+
+    /// Shard `shard` of this run; a finished shard run of the same flow and data is kept.
+    async fn run_shard(
+        &self,
+        shard: Shard,
+        mut batch: DirBatch,
+        progress: &dyn Progress,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<DirRun, ExperimentError> {
+        let info = ShardInfo {
+            index: shard.index,
+            count: shard.count,
+            dataset_lines: 0,
+            flow_hash: self.variant.flow_hash.clone(),
+            data_hash: self.dataset_hash.clone(),
+        };
+        if let Ok(meta) = self.dir.read_meta() {
+            let same = meta.shard.as_ref().is_some_and(|i| {
+                i.shard() == shard && i.flow_hash == info.flow_hash && i.data_hash == info.data_hash
+            });
+            let finished = matches!(meta.status, RunStatus::Completed | RunStatus::Failed)
+                && meta.completed_lines + meta.failed_lines >= meta.total_lines;
+            if same && finished {
+                return Ok(DirRun {
+                    outcome: BatchOutcome {
+                        completed: meta.completed_lines,
+                        failed: meta.failed_lines,
+                        tokens: meta.tokens,
+                        ..BatchOutcome::default()
+                    },
+                    meta,
+                    data_error: None,
+                });
+            }
+        }
+        if self.dir.path.exists() {
+            std::fs::remove_dir_all(&self.dir.path).map_err(|e| ExperimentError::Io {
+                path: self.dir.path.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        batch.shard = Some(info);
+        run_to_dir(self.executor, &batch, progress, cancel)
+            .await
+            .map_err(|e| ExperimentError::Run(e.to_string()))
+    }
+
+    /// This run merged from its shard runs (`<experiment>_<variant>_<dataset>-shard-K-of-N`)
+    /// in `folders`, aggregation nodes run over every line.
+    async fn merge(&self, folders: &[PathBuf]) -> Result<DirRun, ExperimentError> {
+        let prefix = format!("{}-shard-", self.shard_base);
+        let mut shards = Vec::new();
+        for folder in folders {
+            let Ok(entries) = std::fs::read_dir(folder) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let dir = RunDir::new(entry.path());
+                if !dir.name().starts_with(&prefix) {
+                    continue;
+                }
+                if let Ok(meta) = dir.read_meta()
+                    && meta.shard.is_some()
+                {
+                    shards.push(ShardRun { dir, meta });
+                }
+            }
+        }
+        let what = format!(
+            "variant `{}` over dataset `{}`",
+            self.variant.plan.id, self.dataset.name
+        );
+        if shards.is_empty() {
+            return Err(ExperimentError::Run(format!(
+                "no shard runs of {what} ({prefix}K-of-N) in {}",
+                folders
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        shards.sort_by_key(|s| s.dir.name());
+        check_shards(&mut shards).map_err(|e| ExperimentError::Run(format!("{what}: {e}")))?;
+        if let Some(info) = shards.first().and_then(|s| s.meta.shard.as_ref()) {
+            if info.flow_hash != self.variant.flow_hash {
+                return Err(ExperimentError::Run(format!(
+                    "{what}: the shards ran another flow than the experiment's (it changed since they ran)"
+                )));
+            }
+            if info.data_hash != self.dataset_hash {
+                return Err(ExperimentError::Run(format!(
+                    "{what}: the shards ran other data than the dataset now holds"
+                )));
+            }
+        }
+        let failed =
+            |e: crate::batch::merge::MergeError| ExperimentError::Run(format!("{what}: {e}"));
+        let mut meta = write_merged_lines(&shards, &self.dir).map_err(failed)?;
+        let aggregation = finish_merge(&self.dir, &mut meta, Some(self.executor))
+            .await
+            .map_err(failed)?;
+        Ok(DirRun {
+            outcome: BatchOutcome {
+                completed: meta.completed_lines,
+                failed: meta.failed_lines,
+                tokens: meta.tokens,
+                aggregation,
+                ..BatchOutcome::default()
+            },
+            meta,
+            data_error: None,
+        })
     }
 
     /// Record the experiment and the hashes in the run's `meta.json`.
@@ -432,6 +583,7 @@ impl RunJob<'_> {
             config: self.batch_config.clone(),
             settings: self.config.settings.clone(),
             offline: self.config.executor.offline,
+            shard: None,
         };
         let done = run_to_dir(exec, &batch, &Quiet, cancel)
             .await

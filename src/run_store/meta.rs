@@ -109,6 +109,12 @@ pub struct RunMeta {
     pub settings: RunSettings,
     /// The `flow` version that wrote the run.
     pub flow_version: String,
+    /// Set when the run is one shard of a dataset (`flow run --shard K/N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<super::ShardInfo>,
+    /// The shard runs this run was merged from (`flow runs merge`), in shard order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
 }
 
 /// What `flow run --resume` needs to run the rest of a run the same way.

@@ -1,0 +1,761 @@
+//! Sharded runs (`flow run --shard K/N`) and `flow runs merge`: shards run as separate
+//! processes at once (one killed with SIGKILL and started again, as a Kubernetes Job retries an
+//! index), merged into a run equal to a one-process run of the same data; wrong merges fail with
+//! exit 2; shards uploaded to and merged from S3 (moto on loopback).
+
+mod batch_support;
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use batch_support::*;
+use support::context::TestContext;
+use support::s3::S3Server;
+
+/// An LLM node, a Python node that upper-cases the answer (failing on "BOOM"), and an
+/// aggregation node that logs metrics over every line and returns the line order it saw.
+const FLOW: &str = r#"
+inputs:
+  question: {type: string}
+outputs:
+  answer: {reference: '${shape.output}'}
+nodes:
+- name: ask
+  type: llm
+  source: {type: code, path: ask.jinja2}
+  connection: open_ai_connection
+  api: chat
+  inputs: {model: gpt-4o-mini, question: '${inputs.question}'}
+- name: shape
+  type: python
+  source: {type: code, path: shape.py}
+  inputs: {text: '${ask.output}'}
+- name: score
+  type: python
+  aggregation: true
+  source: {type: code, path: score.py}
+  inputs: {answers: '${shape.output}', questions: '${inputs.question}'}
+"#;
+
+const SHAPE_PY: &str = r#"from promptflow import tool
+
+@tool
+def shape(text: str) -> str:
+    if "BOOM" in text.upper():
+        raise ValueError("the answer exploded: " + text)
+    return text.upper()
+"#;
+
+const SCORE_PY: &str = r#"from promptflow.core import tool, log_metric
+
+@tool
+def score(answers: list, questions: list) -> str:
+    log_metric("lines", len(answers))
+    log_metric("chars", sum(len(a) for a in answers))
+    return ",".join(questions)
+"#;
+
+const LINES: usize = 30;
+
+fn shard_flow(ctx: &TestContext) {
+    ctx.flow(
+        "shq",
+        &[
+            ("flow.dag.yaml", FLOW),
+            ("ask.jinja2", "# user:\n{{question}}\n"),
+            ("shape.py", SHAPE_PY),
+            ("score.py", SCORE_PY),
+        ],
+    );
+    let data: String = (0..LINES)
+        .map(|i| {
+            format!(
+                "{{\"question\": \"q{i}\", \"expected\": \"MOCK: Q{}\"}}\n",
+                i % 20
+            )
+        })
+        .collect();
+    ctx.write("q.jsonl", &data);
+    // Line 7 fails in the Python node: failed lines must merge too.
+    ctx.mock().reply_when("q7", "BOOM");
+}
+
+/// Drop timings (and which attempt answered) from a record, recursively.
+fn untimed(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| {
+                    !matches!(
+                        k.as_str(),
+                        "start_time" | "end_time" | "duration_ms" | "retries"
+                    )
+                })
+                .map(|(k, v)| (k.clone(), untimed(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(untimed).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Every node artifact of a run, by relative path, timings aside.
+fn node_artifacts(dir: &Path) -> BTreeMap<String, Vec<Value>> {
+    let mut out = BTreeMap::new();
+    let root = dir.join("node_artifacts");
+    for node in std::fs::read_dir(&root).unwrap() {
+        let node = node.unwrap().path();
+        for file in std::fs::read_dir(&node).unwrap() {
+            let file = file.unwrap().path();
+            let rel = file.strip_prefix(&root).unwrap().display().to_string();
+            out.insert(rel, jsonl(&file).iter().map(untimed).collect());
+        }
+    }
+    out
+}
+
+/// The journal's line records by line number, timings and the run's name aside.
+fn journal_lines(dir: &Path) -> BTreeMap<u64, Value> {
+    journal(dir)
+        .into_iter()
+        .map(|mut r| {
+            r.as_object_mut().unwrap().remove("name");
+            (r["line_number"].as_u64().unwrap(), untimed(&r))
+        })
+        .collect()
+}
+
+/// Assert that run `a` equals run `b` but for timings.
+fn assert_same_run(a: &Path, b: &Path) {
+    assert_eq!(outputs(a), outputs(b), "flow_outputs");
+    assert_eq!(
+        jsonl(&a.join("inputs.jsonl")),
+        jsonl(&b.join("inputs.jsonl")),
+        "inputs.jsonl"
+    );
+    assert_eq!(node_artifacts(a), node_artifacts(b), "node_artifacts");
+    assert_eq!(journal_lines(a), journal_lines(b), "journal");
+    let metrics = |d: &Path| {
+        let mut m = json_file(&d.join("metrics.json"));
+        m.as_object_mut()
+            .unwrap()
+            .retain(|k, _| !k.starts_with("flow.latency"));
+        m
+    };
+    assert_eq!(metrics(a), metrics(b), "metrics.json");
+    assert_eq!(
+        json_file(&a.join("error.json")),
+        json_file(&b.join("error.json")),
+        "error.json"
+    );
+    let counts = |d: &Path| {
+        let m = meta(d);
+        serde_json::json!([
+            m["status"],
+            m["total_lines"],
+            m["completed_lines"],
+            m["failed_lines"],
+            m["tokens"],
+            m["cost_usd"],
+            m["variant"],
+            m["flow_name"]
+        ])
+    };
+    assert_eq!(counts(a), counts(b), "meta.json counts");
+}
+
+fn shard_args(k: usize, n: usize) -> Vec<String> {
+    [
+        "run",
+        "shq",
+        "--data",
+        "q.jsonl",
+        "--name",
+        "big",
+        "--shard",
+        &format!("{k}/{n}"),
+        "--concurrency",
+        "2",
+        "--no-cache",
+        "--allow-failures",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn run_dir_of(ctx: &TestContext, k: usize, n: usize) -> std::path::PathBuf {
+    run_dir(ctx, &format!("big-shard-{k}-of-{n}"))
+}
+
+/// Journal records whose line is complete (a record torn by a kill is left out).
+fn finished_lines(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir.join("flow_artifacts")) else {
+        return 0;
+    };
+    rd.map(|e| {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+        text.matches('\n').count()
+    })
+    .sum()
+}
+
+#[test]
+fn shards_run_at_once_killed_and_retried_merge_into_the_one_process_run() {
+    const N: usize = 3;
+    let ctx = TestContext::with_mock();
+    ctx.mock().set_latency(Duration::from_millis(150));
+    shard_flow(&ctx);
+
+    let mut children: Vec<_> = (1..=N)
+        .map(|k| {
+            let args = shard_args(k, N);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            spawn(&ctx, &args)
+        })
+        .collect();
+    // Kill shard 2 once some of its lines finished.
+    let victim = run_dir_of(&ctx, 2, N);
+    let started = Instant::now();
+    while finished_lines(&victim) < 3 {
+        assert!(
+            children[1].try_wait().unwrap().is_none(),
+            "shard 2 ended before it could be killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no lines finished"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    children[1].kill().unwrap(); // SIGKILL
+    children[1].wait().unwrap();
+    assert_eq!(meta(&victim)["status"], "Running");
+    for (i, child) in children.iter_mut().enumerate() {
+        if i != 1 {
+            let out = child.wait_with_output_ref();
+            assert!(out, "shard {} failed", i + 1);
+        }
+    }
+
+    // A merge now fails: shard 2 has not finished.
+    ctx.run(&[
+        "runs",
+        "merge",
+        "big-shard-1-of-3",
+        "big-shard-2-of-3",
+        "big-shard-3-of-3",
+        "--name",
+        "early",
+        "--no-cache",
+    ])
+    .expect_code(2)
+    .stderr_has("shard `big-shard-2-of-3` did not finish")
+    .stderr_has("flow run --resume big-shard-2-of-3");
+    assert!(!run_dir(&ctx, "early").exists());
+
+    // The same command again (a retried index) resumes the shard.
+    let args = shard_args(2, N);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ctx.run(&args)
+        .expect_code(0)
+        .stderr_has("resuming big-shard-2-of-3");
+
+    // Each shard ran exactly its lines, with their original numbers, and no aggregation.
+    for k in 1..=N {
+        let dir = run_dir_of(&ctx, k, N);
+        let m = meta(&dir);
+        let numbers: Vec<u64> = jsonl(&dir.join("inputs.jsonl"))
+            .iter()
+            .map(|r| r["line_number"].as_u64().unwrap())
+            .collect();
+        let expected: Vec<u64> = (0..LINES as u64)
+            .filter(|n| n % N as u64 == k as u64 - 1)
+            .collect();
+        assert_eq!(numbers, expected, "shard {k}");
+        assert_eq!(m["total_lines"], expected.len());
+        assert_eq!(m["shard"]["index"], k);
+        assert_eq!(m["shard"]["count"], N);
+        assert_eq!(m["shard"]["dataset_lines"], LINES);
+        assert!(
+            m["shard"]["flow_hash"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
+        assert!(
+            !dir.join("node_artifacts/score").exists(),
+            "shard {k} aggregated"
+        );
+    }
+
+    ctx.run(&[
+        "runs",
+        "merge",
+        "big-shard-3-of-3",
+        "big-shard-1-of-3",
+        "big-shard-2-of-3",
+        "--name",
+        "merged",
+        "--no-cache",
+        "--allow-failures",
+    ])
+    .expect_code(0)
+    .stderr_has("merged 3 shards into merged: 29/30 lines succeeded")
+    .stderr_has("metric lines: 29");
+
+    // One process, the same data.
+    ctx.run(&[
+        "run",
+        "shq",
+        "--data",
+        "q.jsonl",
+        "--name",
+        "whole",
+        "--no-cache",
+        "--allow-failures",
+    ])
+    .expect_code(0);
+    let merged = run_dir(&ctx, "merged");
+    assert_same_run(&merged, &run_dir(&ctx, "whole"));
+    let m = meta(&merged);
+    assert_eq!(m["failed_lines"], 1);
+    assert_eq!(m["merged_from"][0], "big-shard-1-of-3");
+    assert!(m.get("shard").is_none());
+    let score = jsonl(&merged.join("node_artifacts/score/000000000.jsonl"));
+    let order: Vec<String> = (0..LINES)
+        .filter(|&n| n != 7)
+        .map(|n| format!("q{n}"))
+        .collect();
+    assert_eq!(score[0]["run_info"]["output"], order.join(","));
+
+    // A merged run reads like any other: `flow eval` scores it as it scores the one-process run.
+    ctx.run(&["runs", "show", "merged"])
+        .expect_code(0)
+        .stdout_has("29 succeeded, 1 failed, 30 total")
+        .stdout_has("merged from: big-shard-1-of-3, big-shard-2-of-3, big-shard-3-of-3");
+    ctx.run(&["runs", "show", "big-shard-2-of-3"])
+        .expect_code(0)
+        .stdout_has("shard:     2 of 3 (10 of the dataset's 30 lines");
+    let eval = |run: &str| {
+        let out = ctx.run(&[
+            "eval",
+            "--run",
+            run,
+            "--evaluator",
+            "exact_match",
+            "--column-mapping",
+            "prediction=${run.outputs.answer}",
+            "ground_truth=${data.expected}",
+            "--output",
+            "json",
+            "--name",
+            &format!("{run}-eval"),
+        ]);
+        out.json()["metrics"].clone()
+    };
+    let merged_eval = eval("merged");
+    assert_eq!(merged_eval, eval("whole"));
+    // Lines 0-19 match, 20-29 do not (q20 vs Q0), line 7 failed.
+    assert_eq!(
+        merged_eval["exact_match.pass_rate"],
+        0.633333, // 19 of 30, rounded as eval writes it
+        "{merged_eval}"
+    );
+}
+
+/// Run shard `k` of `n` of the Python-only `calc` flow over `data` as run `name-shard-k-of-n`.
+fn calc_shard(ctx: &TestContext, flow: &str, data: &str, name: &str, k: usize, n: usize) {
+    ctx.run(&[
+        "run",
+        flow,
+        "--data",
+        data,
+        "--name",
+        name,
+        "--shard",
+        &format!("{k}/{n}"),
+    ])
+    .expect_code(0)
+    .stderr_has(&format!("(shard {k}/{n})"));
+}
+
+fn calc_data(n: i64) -> String {
+    (0..n).map(|x| format!("{{\"x\": {x}}}\n")).collect()
+}
+
+#[test]
+fn shards_that_do_not_belong_together_are_refused_with_exit_2() {
+    let ctx = TestContext::new();
+    calc_flow(&ctx);
+    ctx.write("d.jsonl", &calc_data(7));
+    ctx.write("other.jsonl", &calc_data(8));
+    calc_shard(&ctx, "calc", "d.jsonl", "c", 1, 2);
+    calc_shard(&ctx, "calc", "d.jsonl", "c", 2, 2);
+    calc_shard(&ctx, "calc", "other.jsonl", "o", 2, 2);
+    calc_shard(&ctx, "calc", "d.jsonl", "three", 2, 3);
+    // The same flow with another Python tool.
+    let changed = ctx.root().join("calc2");
+    std::fs::create_dir_all(&changed).unwrap();
+    for f in ["flow.dag.yaml", "double.py"] {
+        let text = std::fs::read_to_string(ctx.root().join("calc").join(f)).unwrap();
+        std::fs::write(changed.join(f), text.replace("x * 2", "x * 3")).unwrap();
+    }
+    calc_shard(&ctx, "calc2", "d.jsonl", "f", 2, 2);
+
+    let merge = |shards: &[&str]| {
+        let mut args = vec!["runs", "merge"];
+        args.extend(shards);
+        args.extend(["--name", "m"]);
+        let run = ctx.run(&args);
+        run.expect_code(2);
+        assert!(
+            !run_dir(&ctx, "m").exists(),
+            "a refused merge leaves no run"
+        );
+        run
+    };
+    merge(&["c-shard-1-of-2"]).stderr_has("missing shard 2 of 2 (have: 1)");
+    merge(&["c-shard-1-of-2", "c-shard-1-of-2", "c-shard-2-of-2"])
+        .stderr_has("shard 1 of 2 is given twice");
+    merge(&["c-shard-1-of-2", "o-shard-2-of-2"]).stderr_has(
+        "shard `o-shard-2-of-2` does not belong with `c-shard-1-of-2`: it ran other data",
+    );
+    merge(&["c-shard-1-of-2", "f-shard-2-of-2"]).stderr_has(
+        "shard `f-shard-2-of-2` does not belong with `c-shard-1-of-2`: it ran another flow",
+    );
+    merge(&["c-shard-1-of-2", "three-shard-2-of-3"]).stderr_has("another shard count");
+    // A run that is not a shard.
+    ctx.run(&["run", "calc", "--data", "d.jsonl", "--name", "plain"])
+        .expect_code(0);
+    merge(&["plain", "c-shard-2-of-2"]).stderr_has("run `plain` is not a shard");
+
+    // A stopped shard (Ctrl-C) must be resumed first.
+    ctx.write(
+        "slow.jsonl",
+        &(0..40)
+            .map(|x| format!("{{\"x\": {x}, \"delay\": 0.2}}\n"))
+            .collect::<String>(),
+    );
+    calc_shard(&ctx, "calc", "slow.jsonl", "s", 1, 2);
+    let mut child = spawn(
+        &ctx,
+        &[
+            "run",
+            "calc",
+            "--data",
+            "slow.jsonl",
+            "--name",
+            "s",
+            "--shard",
+            "2/2",
+            "--concurrency",
+            "1",
+        ],
+    );
+    let dir = run_dir(&ctx, "s-shard-2-of-2");
+    let started = Instant::now();
+    while finished_lines(&dir) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no lines finished"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(meta(&dir)["status"], "Canceled");
+    merge(&["s-shard-1-of-2", "s-shard-2-of-2"])
+        .stderr_has("shard `s-shard-2-of-2` did not finish")
+        .stderr_has("resume it first with `flow run --resume s-shard-2-of-2`");
+    ctx.run(&["run", "--resume", "s-shard-2-of-2"])
+        .expect_code(0);
+    // A folder of shard runs: all of them.
+    let folder = ctx.root().join("shards");
+    std::fs::create_dir_all(&folder).unwrap();
+    for k in 1..=2 {
+        let name = format!("s-shard-{k}-of-2");
+        std::fs::rename(run_dir(&ctx, &name), folder.join(&name)).unwrap();
+    }
+    ctx.run(&["runs", "merge", "shards", "--name", "s"])
+        .expect_code(0)
+        .stderr_has("merged 2 shards into s: 40/40 lines succeeded");
+    let ys: Vec<Value> = outputs(&run_dir(&ctx, "s"))
+        .iter()
+        .map(|o| o["y"].clone())
+        .collect();
+    assert_eq!(ys, (0..40).map(|x| Value::from(x * 2)).collect::<Vec<_>>());
+}
+
+#[test]
+fn shards_upload_to_s3_resume_from_there_and_merge_from_there() {
+    let s3 = S3Server::start("runs");
+    let ctx = TestContext::new();
+    calc_flow(&ctx);
+    ctx.write("d.jsonl", &calc_data(9));
+    let prefix = s3.url("team/exp1");
+    let with_s3 = |args: &[&str]| {
+        let mut cmd = ctx.cmd();
+        cmd.args(args);
+        for (k, v) in s3.env() {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    for k in 1..=3 {
+        let out = with_s3(&[
+            "run",
+            "calc",
+            "--data",
+            "d.jsonl",
+            "--name",
+            "up",
+            "--shard",
+            &format!("{k}/3"),
+            "--upload",
+            &prefix,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(
+            err.contains(&format!("uploaded up-shard-{k}-of-3")),
+            "{err}"
+        );
+    }
+    // A retried index in a fresh pod: the local run is gone, the uploaded one is resumed.
+    std::fs::remove_dir_all(run_dir(&ctx, "up-shard-2-of-3")).unwrap();
+    let out = with_s3(&[
+        "run", "calc", "--data", "d.jsonl", "--name", "up", "--shard", "2/3", "--upload", &prefix,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("downloading it to resume it"), "{err}");
+    assert!(err.contains("already finished"), "{err}");
+
+    // Any run with --upload resumes an uploaded run of its name.
+    let plain = [
+        "run", "calc", "--data", "d.jsonl", "--name", "plain", "--upload", &prefix,
+    ];
+    assert_eq!(with_s3(&plain).status.code(), Some(0));
+    std::fs::remove_dir_all(run_dir(&ctx, "plain")).unwrap();
+    let out = with_s3(&plain);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("already finished"), "{err}");
+
+    // Merge every shard under the prefix (downloaded first; `plain` is no shard and is left
+    // out) and upload the merged run.
+    std::fs::remove_dir_all(ctx.root().join(".flow/runs")).unwrap();
+    let out = with_s3(&[
+        "runs",
+        "merge",
+        &prefix,
+        "--name",
+        "all",
+        "--to",
+        &s3.url("team/merged"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("merged 3 shards into all: 9/9 lines succeeded"),
+        "{err}"
+    );
+    assert!(err.contains("uploaded all"), "{err}");
+    let ys: Vec<Value> = outputs(&run_dir(&ctx, "all"))
+        .iter()
+        .map(|o| o["y"].clone())
+        .collect();
+    assert_eq!(ys, (0..9).map(|x| Value::from(x * 2)).collect::<Vec<_>>());
+    // A single remote shard is a shard too: without the others it is refused.
+    let out = with_s3(&[
+        "runs",
+        "merge",
+        &format!("{prefix}/up-shard-1-of-3"),
+        "--name",
+        "one",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing shard 2, 3 of 3 (have: 1)"));
+}
+
+#[test]
+fn the_shard_comes_from_flow_shard_or_a_kubernetes_completion_index() {
+    let ctx = TestContext::new();
+    calc_flow(&ctx);
+    ctx.write("d.jsonl", &calc_data(10));
+    let run = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut cmd = ctx.cmd();
+        cmd.args(["run", "calc", "--data", "d.jsonl", "--name", "k"]);
+        cmd.args(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let numbers = |name: &str| -> Vec<u64> {
+        line_numbers(&jsonl(&run_dir(&ctx, name).join("inputs.jsonl")))
+    };
+    assert!(run(&[("FLOW_SHARD", "2/3")], &[]).status.success());
+    assert_eq!(numbers("k-shard-2-of-3"), vec![1, 4, 7]);
+    // JOB_COMPLETION_INDEX is 0-based: index 2 of 3 is shard 3/3.
+    assert!(
+        run(&[("JOB_COMPLETION_INDEX", "2")], &["--shards", "3"])
+            .status
+            .success()
+    );
+    assert_eq!(numbers("k-shard-3-of-3"), vec![2, 5, 8]);
+    // The default name is the same on every machine: a retried shard finds its run.
+    let mut cmd = ctx.cmd();
+    cmd.args(["run", "calc", "--data", "d.jsonl", "--shard", "1/2"]);
+    assert!(cmd.output().unwrap().status.success());
+    let names: Vec<String> = std::fs::read_dir(ctx.root().join(".flow/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("calc_default_"))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].ends_with("-shard-1-of-2"), "{names:?}");
+    let mut again = ctx.cmd();
+    again.args(["run", "calc", "--data", "d.jsonl", "--shard", "1/2"]);
+    let out = again.output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already finished"));
+
+    for (env, extra, message) in [
+        (vec![], vec!["--shard", "4/3"], "`4/3` is not a shard"),
+        (vec![], vec!["--shard", "0/3"], "`0/3` is not a shard"),
+        (
+            vec![],
+            vec!["--shards", "3"],
+            "JOB_COMPLETION_INDEX, which is not set",
+        ),
+        (
+            vec![("JOB_COMPLETION_INDEX", "3")],
+            vec!["--shards", "3"],
+            "JOB_COMPLETION_INDEX `3` is not a shard of 3",
+        ),
+    ] {
+        let out = run(&env, &extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(message), "{extra:?}: {err}");
+    }
+}
+
+#[test]
+fn an_experiment_fans_out_into_shards_and_compares_the_merged_runs() {
+    let ctx = TestContext::with_mock();
+    ctx.copy_from_repo("flows");
+    ctx.copy_from_repo("datasets");
+    ctx.write(
+        "experiment.yaml",
+        &std::fs::read_to_string(support::context::repo_root().join("experiment.yaml")).unwrap(),
+    );
+    // The few-shot variant says "billing", the zero-shot one "other".
+    ctx.mock().reply_when("Classify the ticket", "other");
+    ctx.mock()
+        .reply_when("You route customer support tickets into one of", "billing");
+    let experiment = |extra: &[&str]| {
+        let mut args = vec![
+            "experiment",
+            "--no-cache",
+            "--variants",
+            "default,classify.variant_1",
+        ];
+        args.extend(extra);
+        ctx.run(&args)
+    };
+    // Shards as a CI matrix would run them; shard 2 twice (a retry keeps finished runs).
+    for k in ["2/2", "1/2", "2/2"] {
+        experiment(&["--shard", k])
+            .expect_code(0)
+            .stderr_has(&format!("shard {k} of 4 runs done"));
+    }
+    assert!(
+        !ctx.root().join(".flow/experiments").exists(),
+        "a shard writes no comparison"
+    );
+    let shard = meta(&run_dir(
+        &ctx,
+        "classification_classify.variant_1_tickets-shard-2-of-2",
+    ));
+    assert_eq!(shard["shard"]["index"], 2);
+    assert_eq!(shard["total_lines"], 10);
+    experiment(&["--merge-shards", "--name", "merged"]).expect_code(0);
+    experiment(&["--name", "whole"]).expect_code(0);
+    let comparable = |name: &str| {
+        let s = json_file(
+            &ctx.root()
+                .join(".flow/experiments")
+                .join(name)
+                .join("summary.json"),
+        );
+        let runs: Vec<Value> = s["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                serde_json::json!([
+                    r["variant"],
+                    r["dataset"],
+                    r["metrics"],
+                    r["status"],
+                    r["lines"],
+                    r["failed_lines"],
+                    r["tokens"],
+                    r["flow_hash"],
+                    r["dataset_hash"]
+                ])
+            })
+            .collect();
+        (runs, s["winner"].clone(), s["means"].clone())
+    };
+    let merged = comparable("merged");
+    assert_eq!(merged, comparable("whole"));
+    assert_eq!(merged.0.len(), 4);
+    // Five tickets of each category: one answer for every ticket scores 0.25.
+    assert_eq!(merged.0[0][2]["accuracy"], 0.25, "{merged:?}");
+
+    // A merge with a shard missing names the run.
+    for entry in std::fs::read_dir(ctx.root().join(".flow/runs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .display()
+            .to_string()
+            .ends_with("default_tickets-shard-2-of-2")
+        {
+            std::fs::remove_dir_all(path).unwrap();
+        }
+    }
+    experiment(&["--merge-shards", "--name", "broken"])
+        .expect_code(2)
+        .stderr_has("variant `default` over dataset `tickets`: missing shard 2 of 2");
+}
+
+/// `Child::wait_with_output` takes the child by value; this waits and reports success.
+trait WaitOk {
+    fn wait_with_output_ref(&mut self) -> bool;
+}
+
+impl WaitOk for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> bool {
+        let status = self.wait().unwrap();
+        if !status.success() {
+            let mut err = String::new();
+            if let Some(mut e) = self.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            eprintln!("{err}");
+        }
+        status.success()
+    }
+}
