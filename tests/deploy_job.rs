@@ -1,13 +1,21 @@
 //! `flow deploy --target kubernetes-job`: the Indexed Job and merge Job are generated and parsed
 //! back (structure, required fields, the pods' command line, the concurrency division, each
 //! delivery; `kubectl apply --dry-run=client` too when a cluster answers), and `--apply` drives a
-//! stand-in kubectl through a Job that completes and one that fails.
+//! stand-in kubectl through a Job that completes and one that fails; the pods' exact command
+//! lines, run by the real binary for every index against a mock LLM and S3 on loopback, then the
+//! merge Job's, give the run one process gives.
 
+mod batch_support;
 mod support;
 
+use std::path::Path;
+
+use batch_support::outputs;
+use batch_support::shards::{LINES, assert_same_run, shard_flow};
 use serde::Deserialize;
 use serde_json::Value;
 use support::context::{TEST_KEY, TestContext};
+use support::s3::S3Server;
 
 /// Every YAML document of a file, as JSON values.
 fn documents(text: &str) -> Vec<Value> {
@@ -596,21 +604,33 @@ fn apply_runs_the_indexed_job_waits_then_merges_and_stops_on_failed_shards() {
         stdout.contains("merged run cls written to s3://b/runs/cls/"),
         "{stdout}"
     );
-    let mut calls: Vec<&str> = calls.lines().collect();
-    // The two waits of each Job start together: their order in the log is not fixed.
-    calls[1..3].sort();
-    calls[4..6].sort();
+    // Each Job is waited for by two `kubectl wait`s at once (complete, failed); the one that
+    // does not end is killed, possibly before the stand-in logged it.
+    let all: Vec<&str> = calls.lines().collect();
+    let steps: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|c| !c.contains("condition=failed"))
+        .collect();
     assert_eq!(
-        calls,
+        steps,
         [
             "--namespace batch apply -f deploy/cls/job.yaml",
             "--namespace batch wait --for=condition=complete job/cls --timeout=60s",
-            "--namespace batch wait --for=condition=failed job/cls --timeout=60s",
             "--namespace batch apply -f deploy/cls/merge-job.yaml",
             "--namespace batch wait --for=condition=complete job/cls-merge --timeout=60s",
-            "--namespace batch wait --for=condition=failed job/cls-merge --timeout=60s",
         ]
     );
+    for c in all.iter().filter(|c| c.contains("condition=failed")) {
+        assert!(
+            [
+                "--namespace batch wait --for=condition=failed job/cls --timeout=60s",
+                "--namespace batch wait --for=condition=failed job/cls-merge --timeout=60s"
+            ]
+            .contains(c),
+            "{c}"
+        );
+    }
     // The blocked waits were ended, not waited out.
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 
@@ -638,4 +658,160 @@ fn apply_runs_the_indexed_job_waits_then_merges_and_stops_on_failed_shards() {
         calls.contains("apply -f deploy/cls/merge-job.yaml"),
         "{calls}"
     );
+}
+
+/// The variables of the test's `.env`, which a pod gets from its Secret by `envFrom`.
+fn secret_env(ctx: &TestContext) -> Vec<(String, String)> {
+    std::fs::read_to_string(ctx.root().join(".env"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Run a pod's command line (`/usr/local/bin/flow` is this build's binary, the claim mounted at
+/// `/flow` is `mount`) in a fresh working directory, with the Secrets' variables and
+/// `JOB_COMPLETION_INDEX`, and nothing else of the test's files.
+fn run_pod(
+    ctx: &TestContext,
+    line: &[String],
+    workdir: &Path,
+    mount: &Path,
+    env: &[(String, String)],
+    index: Option<u32>,
+) -> std::process::Output {
+    std::fs::create_dir_all(workdir).unwrap();
+    let args: Vec<String> = line[1..]
+        .iter()
+        .map(|a| match a.strip_prefix("/flow") {
+            Some(rest) => format!("{}{rest}", mount.display()),
+            None => a.clone(),
+        })
+        .collect();
+    let mut cmd = ctx.std_cmd();
+    cmd.args(&args)
+        .current_dir(workdir)
+        .env_remove("FLOW_SHARD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if let Some(i) = index {
+        cmd.env("JOB_COMPLETION_INDEX", i.to_string());
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn the_pods_command_lines_shard_upload_and_merge_into_the_one_process_run() {
+    const N: u32 = 3;
+    let s3 = S3Server::start("runs");
+    let ctx = TestContext::with_mock();
+    shard_flow(&ctx);
+    std::fs::copy(ctx.root().join("q.jsonl"), ctx.root().join("shq/q.jsonl")).unwrap();
+    let url = s3.url("team/nightly");
+    ctx.run(&[
+        "deploy",
+        "--target",
+        "kubernetes-job",
+        "--image",
+        "reg/shq:1",
+        "--name",
+        "job",
+        "--deliver",
+        "volume",
+        "--pvc",
+        "flows",
+        "--data",
+        "q.jsonl",
+        "--shards",
+        &N.to_string(),
+        "--concurrency",
+        "6",
+        "--upload",
+        &url,
+        "--allow-failures",
+    ])
+    .expect_code(0);
+    let job = read_docs(&ctx, "deploy/job/job.yaml");
+    let shard_line = command_line(&job[0]);
+    assert_eq!(shard_line[12], "2", "ceil(6 / 3)");
+    let merge_line = command_line(&read_docs(&ctx, "deploy/job/merge-job.yaml")[0]);
+
+    // The one-process run, in its own working directory.
+    let mut env = secret_env(&ctx);
+    let one = ctx.root().join("one-process");
+    let reference = [
+        "/usr/local/bin/flow",
+        "run",
+        "/flow",
+        "--data",
+        "/flow/q.jsonl",
+        "--name",
+        "one",
+        "--concurrency",
+        "6",
+        "--allow-failures",
+    ];
+    let out = run_pod(
+        &ctx,
+        &strings(&reference),
+        &one,
+        &ctx.root().join("shq"),
+        &env,
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Each index in its own pod (working directory), with the storage credentials.
+    env.extend(
+        s3.env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    for index in 0..N {
+        let out = run_pod(
+            &ctx,
+            &shard_line,
+            &ctx.root().join(format!("pod-{index}")),
+            &ctx.root().join("shq"),
+            &env,
+            Some(index),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "index {index}: {err}");
+        assert!(
+            err.contains(&format!("uploaded job-shard-{}-of-{N}", index + 1)),
+            "{err}"
+        );
+    }
+    // The merge pod has none of the shards on its disk: it reads them from object storage.
+    let merge_pod = ctx.root().join("merge-pod");
+    let out = run_pod(
+        &ctx,
+        &merge_line,
+        &merge_pod,
+        Path::new("/nonexistent"),
+        &env,
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "merged {N} shards into job: {}/{LINES}",
+            LINES - 1
+        )),
+        "{err}"
+    );
+    assert!(err.contains("uploaded job"), "{err}");
+    let merged = merge_pod.join(".flow/runs/job");
+    // Line 7 fails in its Python node in both runs.
+    assert_eq!(outputs(&merged).len(), LINES - 1);
+    assert_same_run(&merged, &one.join(".flow/runs/one"));
 }
