@@ -815,3 +815,63 @@ fn the_pods_command_lines_shard_upload_and_merge_into_the_one_process_run() {
     assert_eq!(outputs(&merged).len(), LINES - 1);
     assert_same_run(&merged, &one.join(".flow/runs/one"));
 }
+
+/// Object storage that cannot be reached is exit 3 (an unusable endpoint, which the Job retries),
+/// not exit 2 (which the pod failure policy does not retry).
+#[test]
+fn a_pod_that_cannot_reach_object_storage_exits_3_not_2() {
+    let ctx = TestContext::with_mock();
+    shard_flow(&ctx);
+    std::fs::copy(ctx.root().join("q.jsonl"), ctx.root().join("shq/q.jsonl")).unwrap();
+    ctx.run(&[
+        "deploy",
+        "--target",
+        "kubernetes-job",
+        "--image",
+        "reg/shq:1",
+        "--name",
+        "job",
+        "--deliver",
+        "volume",
+        "--pvc",
+        "flows",
+        "--data",
+        "q.jsonl",
+        "--shards",
+        "2",
+        "--upload",
+        "s3://runs/team",
+    ])
+    .expect_code(0);
+    let line = command_line(&read_docs(&ctx, "deploy/job/job.yaml")[0]);
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env: Vec<(String, String)> = [
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let out = run_pod(
+        &ctx,
+        &line,
+        &ctx.root().join("pod-0"),
+        &ctx.root().join("shq"),
+        &env,
+        Some(0),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("s3://runs/team/job-shards/job-shard-1-of-2"),
+        "{err}"
+    );
+}

@@ -136,7 +136,7 @@ fn upload(dir: &RunDir, remote: &RemoteDir) -> Result<(), Failure> {
     let rt = runtime()?;
     let files = rt
         .block_on(remote.upload(&dir.path))
-        .map_err(|e| Failure::usage(format!("error: cannot upload the run: {e}")))?;
+        .map_err(|e| Failure::endpoint(format!("error: cannot upload the run: {e}")))?;
     eprintln!("uploaded {} ({files} files) to {remote}", dir.name());
     Ok(())
 }
@@ -348,11 +348,11 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
         let rt = runtime()?;
         let found = rt
             .block_on(remote.has("meta.json"))
-            .map_err(|e| Failure::usage(format!("error: --upload: {e}")))?;
+            .map_err(|e| Failure::endpoint(format!("error: --upload: {e}")))?;
         if found {
             eprintln!("{remote} exists: downloading it to resume it");
             rt.block_on(remote.download(&dir.path))
-                .map_err(|e| Failure::usage(format!("error: cannot download {remote}: {e}")))?;
+                .map_err(|e| Failure::endpoint(format!("error: cannot download {remote}: {e}")))?;
             downloaded = true;
         }
     }

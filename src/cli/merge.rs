@@ -136,7 +136,7 @@ pub fn run(project: &Path, args: MergeArgs) -> Result<(), Failure> {
     if let Some(remote) = &upload_to {
         let files = rt
             .block_on(remote.upload(&dest.path))
-            .map_err(|e| usage(format!("cannot upload the merged run: {e}")))?;
+            .map_err(|e| Failure::endpoint(format!("error: cannot upload the merged run: {e}")))?;
         eprintln!("uploaded {} ({files} files) to {remote}", meta.name);
     }
     if let Some(e) = aggregation.as_ref().and_then(|a| a.error.as_ref()) {
@@ -206,8 +206,9 @@ fn shard_dirs(folder: &Path) -> Vec<RunDir> {
 /// Download a remote shard run, or every run in a remote folder, under `into`; return the shard
 /// runs among them.
 async fn download(url: &str, into: &Path) -> Result<Vec<RunDir>, Failure> {
-    let err = |e: flow::run_store::remote::RemoteError| Failure::usage(format!("error: {e}"));
-    let remote = RemoteDir::parse(url).map_err(err)?;
+    let remote = RemoteDir::parse(url).map_err(|e| Failure::usage(format!("error: {e}")))?;
+    // Object storage that cannot be read is an unusable endpoint (exit 3), which a Job retries.
+    let err = |e: flow::run_store::remote::RemoteError| Failure::endpoint(format!("error: {e}"));
     if remote.has("meta.json").await.map_err(err)? {
         let dir = RunDir::new(into.join(remote.name()));
         remote.download(&dir.path).await.map_err(err)?;
