@@ -26,5 +26,6 @@ pub mod prompty;
 pub mod provider;
 pub mod python;
 pub mod record;
+pub mod report;
 pub mod run_store;
 pub mod template;

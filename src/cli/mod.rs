@@ -16,6 +16,7 @@ mod eval;
 mod init;
 mod output;
 mod progress;
+mod report;
 mod run;
 mod runs;
 mod validate;
@@ -60,6 +61,8 @@ enum Command {
     Runs(runs::RunsArgs),
     /// Create a working project: a flow, a prompt, a Python node, a dataset and .env.example.
     Init(init::InitArgs),
+    /// Report runs, evaluations and experiments: one self-contained HTML page, CSV or JSON.
+    Report(report::ReportArgs),
 }
 
 /// Options shared by commands that call models.
@@ -103,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Runs(args) => runs::run(args),
         Command::Cache(args) => cache::run(args),
         Command::Eval(args) => eval::run(*args),
+        Command::Report(args) => report::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
