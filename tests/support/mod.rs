@@ -4,3 +4,4 @@
 
 pub mod context;
 pub mod mock_llm;
+pub mod qa_project;
