@@ -5,9 +5,8 @@
   'use strict';
   var D = JSON.parse(document.getElementById('report-data').textContent);
   var PAGE_SIZE = 50;
-  var DEFAULTS = { ds: '0', status: 'all', metric: '', below: '', q: '', differ: '', sort: 'line', dir: 'asc', page: '1' };
+  var DEFAULTS = { ds: '0', status: 'all', metric: '', below: '', q: '', differ: '', sort: 'line', dir: 'asc', page: '1', open: '' };
   var state = {};
-  var expanded = {};
   var haystacks = [];
 
   function el(tag, cls, text) {
@@ -68,6 +67,15 @@
       if (!c) { return; }
       state[k] = c.type === 'checkbox' ? (c.checked ? '1' : '') : c.value;
     });
+  }
+
+  /* ---- expanded traces: line numbers of the current dataset, in the hash as open=1,7 ---- */
+  function openLines() { return state.open ? state.open.split(',') : []; }
+  function isOpen(n) { return openLines().indexOf(String(n)) >= 0; }
+  function toggleOpen(n) {
+    var open = openLines(), i = open.indexOf(String(n));
+    if (i >= 0) { open.splice(i, 1); } else { open.push(String(n)); }
+    state.open = open.join(',');
   }
 
   /* ---- which runs and lines ---- */
@@ -321,11 +329,11 @@
       var tr = el('tr', 'line' + (cells.some(function (c) { return c && !c.p; }) ? ' failed' : ''));
       tr.setAttribute('data-line', String(line.n));
       var n = el('td', 'n', String(line.n));
-      var key = line.d + ':' + line.n;
-      var toggle = el('button', null, expanded[key] ? '▾ trace' : '▸ trace');
+      var open = isOpen(line.n);
+      var toggle = el('button', null, open ? '▾ trace' : '▸ trace');
       toggle.type = 'button';
-      toggle.setAttribute('aria-expanded', expanded[key] ? 'true' : 'false');
-      toggle.addEventListener('click', function () { expanded[key] = !expanded[key]; update(false); });
+      toggle.setAttribute('aria-expanded', open ? 'true' : 'false');
+      toggle.addEventListener('click', function () { toggleOpen(line.n); update(false); });
       n.appendChild(toggle);
       tr.appendChild(n);
       if (D.inputs.length) {
@@ -335,7 +343,7 @@
       }
       runs.forEach(function (r) { tr.appendChild(runCell(line, r, base)); });
       body.appendChild(tr);
-      if (expanded[key]) {
+      if (open) {
         var dr = el('tr', 'detail'), td = el('td');
         td.colSpan = cols;
         td.appendChild(traceView(line, runs));
@@ -348,8 +356,15 @@
   }
 
   var form = byId('controls');
-  form.addEventListener('input', function () { readControls(); state.page = '1'; update(false); });
-  form.addEventListener('change', function () { readControls(); state.page = '1'; update(false); });
+  function onControl() {
+    var ds = state.ds;
+    readControls();
+    state.page = '1';
+    if (state.ds !== ds) { state.open = ''; }
+    update(false);
+  }
+  form.addEventListener('input', onControl);
+  form.addEventListener('change', onControl);
   form.addEventListener('submit', function (e) { e.preventDefault(); });
   byId('f-reset').addEventListener('click', function () {
     Object.keys(DEFAULTS).forEach(function (k) { state[k] = DEFAULTS[k]; });
