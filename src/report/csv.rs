@@ -217,3 +217,106 @@ pub fn write_wide<W: Write>(
     w.flush().map_err(|e| ReportError::Csv(e.into()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixture;
+
+    fn parse(bytes: &[u8]) -> Vec<Vec<String>> {
+        let text = std::str::from_utf8(bytes).unwrap();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(text.as_bytes())
+            .records()
+            .map(|r| r.unwrap().iter().map(String::from).collect())
+            .collect()
+    }
+
+    #[test]
+    fn neutralize_prefixes_what_spreadsheets_would_evaluate() {
+        for (input, expected) in [
+            ("=1+1", "'=1+1"),
+            ("+1", "'+1"),
+            ("-1", "'-1"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("a=1", "a=1"),
+            ("", ""),
+            ("Zürich", "Zürich"),
+        ] {
+            assert_eq!(neutralize(input), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn long_csv_columns_rows_quoting_and_neutralisation() {
+        let report = fixture::report();
+        let mut out = Vec::new();
+        write_long(&report, &mut out, CsvOptions::default()).unwrap();
+        assert!(out.starts_with(BOM));
+        let rows = parse(&out);
+        assert_eq!(
+            rows[0],
+            [
+                "run",
+                "variant",
+                "dataset",
+                "line_number",
+                "inputs.question",
+                "outputs.answer",
+                "scores.exact_match",
+                "scores.exact_match.passed",
+                "status",
+                "passed",
+                "error",
+                "latency_ms",
+                "tokens",
+                "cost_usd"
+            ]
+        );
+        assert_eq!(rows.len(), 1 + 6, "a row per line × run");
+        let formula_label = "'=cmd|' /C calc'!A0";
+        assert_eq!(rows[1][..4], ["base", "base", "data.jsonl", "0"]);
+        assert_eq!(rows[2][0], formula_label, "a label is text too");
+        // Newlines, quotes, commas and non-ASCII survive the round trip.
+        assert_eq!(rows[1][4], "Capital of France,\n\"the\" city? Zürich ✓");
+        assert_eq!(rows[2][5], "Paris, France");
+        // A string that looks like a formula is neutralised; a JSON number is not.
+        assert_eq!(rows[3][4], "'-1+2");
+        assert_eq!(rows[4][5], "-3");
+        assert_eq!(rows[4][6], "-0.5", "scores are numbers");
+        assert_eq!(rows[5][4], "'+tab\tand = sign");
+        // Markup is just text in a CSV.
+        assert!(rows[3][5].starts_with("</textarea>\"><img"));
+        // The failed line: empty output and score, status, neutralised error.
+        assert_eq!(rows[6][5..8], ["", "", "false"]);
+        assert_eq!(rows[6][8], "Failed");
+        assert_eq!(rows[6][10], "'@SUM(A1) failed, \"quoted\"");
+        assert_eq!(rows[1][11..], ["12.5", "15", "0.0001"]);
+    }
+
+    #[test]
+    fn wide_csv_has_a_column_group_per_run_and_no_bom_when_asked() {
+        let report = fixture::report();
+        let mut out = Vec::new();
+        write_wide(&report, &mut out, CsvOptions { bom: false }).unwrap();
+        assert!(!out.starts_with(BOM));
+        let rows = parse(&out);
+        assert_eq!(rows.len(), 1 + 3, "a row per line");
+        let header = &rows[0];
+        assert_eq!(header[..3], ["dataset", "line_number", "inputs.question"]);
+        assert_eq!(header[3], "base: outputs.answer");
+        let group = 1 + 2 + 6;
+        assert_eq!(header.len(), 3 + 2 * group);
+        assert_eq!(header[3 + group], "'=cmd|' /C calc'!A0: outputs.answer");
+        assert_eq!(header[3 + group + 3], "'=cmd|' /C calc'!A0: status");
+        assert_eq!(rows[1][3], "Paris");
+        assert_eq!(rows[1][3 + group], "Paris, France");
+        assert_eq!(rows[3][3 + group + 3], "Failed");
+        // Every row has every column.
+        assert!(rows.iter().all(|r| r.len() == header.len()));
+    }
+}

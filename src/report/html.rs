@@ -281,8 +281,10 @@ fn metric_text(name: &str, x: f64) -> String {
 fn ms(x: f64) -> String {
     if x >= 1000.0 {
         format!("{:.2} s", x / 1000.0)
+    } else if x >= 100.0 {
+        format!("{x:.0} ms")
     } else {
-        format!("{} ms", short_num((x * 10.0).round() / 10.0))
+        format!("{x:.1} ms")
     }
 }
 
@@ -675,4 +677,160 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixture;
+
+    fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+        let s = text.find(start).unwrap_or_else(|| panic!("no {start}")) + start.len();
+        let e = s + text[s..].find(end).unwrap_or_else(|| panic!("no {end}"));
+        &text[s..e]
+    }
+
+    #[test]
+    fn script_json_cannot_close_the_element() {
+        let text = escape_script_json(r#"{"a":"</script><!-- & \u2028"}"#);
+        assert_eq!(
+            text,
+            r#"{"a":"\u003c/script\u003e\u003c!-- \u0026 \u2028"}"#
+        );
+        let raw = escape_script_json("\"\u{2028}\u{2029}\"");
+        assert_eq!(raw, "\"\\u2028\\u2029\"");
+        let back: String = serde_json::from_str(&raw).unwrap();
+        assert_eq!(back, "\u{2028}\u{2029}");
+    }
+
+    #[test]
+    fn base64_matches_the_rfc_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), expected);
+        }
+    }
+
+    #[test]
+    fn the_page_has_its_sections_and_escapes_every_text() {
+        let report = fixture::report();
+        let html = render_html(&report).unwrap();
+        assert!(html.starts_with("<!doctype html>"));
+        assert!(
+            html.contains(
+                "<title>&lt;script&gt;alert(&#x27;title&#x27;)&lt;&#x2F;script&gt;</title>"
+            )
+        );
+        assert!(!html.contains("<script>alert"), "the title ran");
+        for id in [
+            "summary",
+            "comparison",
+            "charts",
+            "lines",
+            "controls",
+            "rows",
+        ] {
+            assert!(html.contains(&format!("id=\"{id}\"")), "section {id}");
+        }
+        // One executable script, pinned by the CSP; one data block.
+        let script = between(&html, "<script>", "</script>");
+        assert_eq!(script, SCRIPT);
+        let hash = base64(&Sha256::digest(script.as_bytes()));
+        assert!(html.contains(&format!("script-src &#x27;sha256-{hash}&#x27;")));
+        assert!(html.contains("default-src &#x27;none&#x27;"));
+        let data = between(
+            &html,
+            "<script type=\"application/json\" id=\"report-data\">",
+            "</script>",
+        );
+        assert!(!data.contains('<') && !data.contains('>') && !data.contains('&'));
+        let data: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(data["lines"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            data["lines"][1]["r"][0]["o"][0],
+            "</textarea>\"><img src=x onerror=alert(1)>{{ 7*7 }}\u{2028}"
+        );
+        assert_eq!(data["lines"][1]["r"][1]["o"][0], "-3");
+        assert_eq!(data["lines"][0]["r"][1]["sc"][0][1], false);
+        assert_eq!(data["lines"][0]["r"][0]["x"][0]["n"], "ask");
+        assert_eq!(data["runs"][1]["label"], "=cmd|' /C calc'!A0");
+        // Labels are escaped where they are rendered server-side.
+        assert!(html.contains("=cmd|&#x27; &#x2F;C calc&#x27;!A0"));
+    }
+
+    #[test]
+    fn cards_metrics_best_and_deltas() {
+        let report = fixture::report();
+        let html = render_html(&report).unwrap();
+        for card in [
+            "lines",
+            "pass-rate",
+            "metric-accuracy",
+            "tokens",
+            "cost",
+            "latency",
+        ] {
+            assert!(
+                html.contains(&format!("data-card=\"{card}\"")),
+                "card {card}"
+            );
+        }
+        let pass = between(&html, "data-card=\"pass-rate\"", "</div>\n  \n    <div");
+        assert!(pass.contains("66.7%") && pass.contains("33.3%"), "{pass}");
+        assert!(pass.contains("card-row best"), "{pass}");
+        // accuracy: higher is better, the second run is best and +0.25 over the baseline.
+        let accuracy = between(&html, "<tr data-metric=\"accuracy\">", "</tr>");
+        assert!(
+            accuracy.contains("title=\"higher is better\""),
+            "{accuracy}"
+        );
+        assert!(
+            accuracy.contains("<td class=\"num\">0.50</td>"),
+            "{accuracy}"
+        );
+        assert!(
+            accuracy.contains("<td class=\"num best\">0.75"),
+            "{accuracy}"
+        );
+        assert!(
+            accuracy.contains("class=\"delta better\">+0.25"),
+            "{accuracy}"
+        );
+        // latency: lower is better, so the baseline is best and the other run worse.
+        let latency = between(&html, "<tr data-metric=\"latency.p95_ms\">", "</tr>");
+        assert!(latency.contains("title=\"lower is better\""), "{latency}");
+        assert!(
+            latency.contains("<td class=\"num best\">20.5 ms"),
+            "{latency}"
+        );
+        assert!(
+            latency.contains("<td class=\"num\">20.8 ms <span"),
+            "{latency}"
+        );
+        assert!(latency.contains("class=\"delta worse\">+0.2"), "{latency}");
+    }
+
+    #[test]
+    fn charts_are_inline_svg_with_escaped_labels() {
+        let report = fixture::report();
+        let html = render_html(&report).unwrap();
+        let metrics = between(&html, "id=\"chart-metrics\"", "</figure>");
+        assert!(metrics.contains("<svg viewBox="));
+        assert!(metrics.contains(">accuracy</text>"));
+        assert!(metrics.contains(">=cmd|&#x27; &#x2F;C calc&#x27;!A0</text>"));
+        assert!(metrics.matches("<rect").count() >= 4);
+        let scores = between(&html, "id=\"chart-score-exact_match\"", "</figure>");
+        assert!(
+            scores.contains("<title>base: 2 lines in [0.85, 1]</title>"),
+            "{scores}"
+        );
+        let latency = between(&html, "id=\"chart-latency\"", "</figure>");
+        assert!(latency.contains("class=\"marker dashed c1\""), "{latency}");
+        assert!(!html.contains("xlink") && !html.contains("<image"));
+    }
 }

@@ -103,3 +103,6 @@ pub fn write_file(
     drop(out);
     std::fs::rename(&tmp, path).map_err(err)
 }
+
+#[cfg(test)]
+mod fixture;
