@@ -454,7 +454,9 @@ fn cards(report: &Report, eval_metrics: &[String]) -> Vec<Card> {
     cards
 }
 
-/// The per-line data the script renders (compact: short keys, arrays in column order).
+/// The per-line data the script renders (compact: short keys, arrays in column order). Texts
+/// are stored once in `strings` and referred to by index: a line's question, its answer and
+/// the node inputs and outputs that repeat them cost one copy.
 #[derive(Serialize)]
 struct Data<'a> {
     runs: Vec<DataRun<'a>>,
@@ -464,6 +466,7 @@ struct Data<'a> {
     outputs: &'a [String],
     scores: &'a [String],
     eval_outputs: &'a [String],
+    strings: Vec<String>,
     lines: Vec<DataLine>,
 }
 
@@ -473,14 +476,17 @@ struct DataRun<'a> {
     dataset: usize,
 }
 
+/// A string's index in `Data::strings`.
+type Text = usize;
+
 #[derive(Serialize)]
 struct DataLine {
     /// Line number.
     n: usize,
     /// Dataset index.
     d: usize,
-    /// Inputs as text, in `inputs` order.
-    i: Vec<String>,
+    /// Inputs, in `inputs` order.
+    i: Vec<Text>,
     /// One cell per run.
     r: Vec<Option<DataCell>>,
 }
@@ -491,16 +497,16 @@ struct DataCell {
     s: &'static str,
     /// Passed (completed and no evaluator failed it).
     p: bool,
-    /// Outputs as text, in `outputs` order (`null`: absent).
-    o: Vec<Option<String>>,
+    /// Outputs, in `outputs` order (`null`: absent).
+    o: Vec<Option<Text>>,
     /// Scores in `scores` order: `[score, passed, reason]` or `null` (not scored).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    sc: Vec<Option<(Option<f64>, bool, String)>>,
-    /// Evaluation-flow outputs as text, in `eval_outputs` order.
+    sc: Vec<Option<(Option<f64>, bool, Text)>>,
+    /// Evaluation-flow outputs, in `eval_outputs` order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    ev: Vec<Option<String>>,
+    ev: Vec<Option<Text>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    e: Option<String>,
+    e: Option<Text>,
     /// Latency (ms), tokens, cost (USD).
     l: f64,
     t: u64,
@@ -512,22 +518,41 @@ struct DataCell {
 
 #[derive(Serialize)]
 struct DataNode {
-    n: String,
+    n: Text,
     s: &'static str,
     /// Duration (ms).
     d: f64,
     /// Tokens: [prompt, completion, total].
     #[serde(skip_serializing_if = "Option::is_none")]
     t: Option<[u64; 3]>,
-    /// Inputs: [name, value as text] pairs.
-    i: Vec<(String, String)>,
-    o: String,
+    /// Inputs: [name, value] pairs.
+    i: Vec<(Text, Text)>,
+    o: Text,
     #[serde(skip_serializing_if = "Option::is_none")]
-    e: Option<String>,
+    e: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    m: Option<String>,
+    m: Option<Text>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     k: bool,
+}
+
+/// Each distinct text once.
+#[derive(Default)]
+struct Strings {
+    index: std::collections::HashMap<String, Text>,
+    list: Vec<String>,
+}
+
+impl Strings {
+    fn add(&mut self, text: String) -> Text {
+        if let Some(&i) = self.index.get(&text) {
+            return i;
+        }
+        let i = self.list.len();
+        self.list.push(text.clone());
+        self.index.insert(text, i);
+        i
+    }
 }
 
 fn round3(x: f64) -> f64 {
@@ -536,23 +561,29 @@ fn round3(x: f64) -> f64 {
 
 fn data(report: &Report) -> Data<'_> {
     let c = &report.columns;
-    let lines = report
-        .lines
-        .iter()
-        .map(|line| DataLine {
+    let mut strings = Strings::default();
+    let mut lines = Vec::with_capacity(report.lines.len());
+    for line in &report.lines {
+        let i = c
+            .inputs
+            .iter()
+            .map(|k| strings.add(line.inputs.get(k).map(value_text).unwrap_or_default()))
+            .collect();
+        let r = line
+            .cells
+            .iter()
+            .map(|cell| {
+                cell.as_ref()
+                    .map(|cell| data_cell(report, cell, &mut strings))
+            })
+            .collect();
+        lines.push(DataLine {
             n: line.line_number,
             d: line.dataset,
-            i: c.inputs
-                .iter()
-                .map(|k| line.inputs.get(k).map(value_text).unwrap_or_default())
-                .collect(),
-            r: line
-                .cells
-                .iter()
-                .map(|cell| cell.as_ref().map(|cell| data_cell(report, cell)))
-                .collect(),
-        })
-        .collect();
+            i,
+            r,
+        });
+    }
     Data {
         runs: report
             .runs
@@ -568,18 +599,19 @@ fn data(report: &Report) -> Data<'_> {
         outputs: &c.outputs,
         scores: &c.scores,
         eval_outputs: &c.eval_outputs,
+        strings: strings.list,
         lines,
     }
 }
 
-fn data_cell(report: &Report, cell: &LineCell) -> DataCell {
+fn data_cell(report: &Report, cell: &LineCell, strings: &mut Strings) -> DataCell {
     let c = &report.columns;
     DataCell {
         s: status_name(cell.status),
         p: cell.passed(),
         o: c.outputs
             .iter()
-            .map(|k| cell.outputs.get(k).map(value_text))
+            .map(|k| cell.outputs.get(k).map(|v| strings.add(value_text(v))))
             .collect(),
         sc: c
             .scores
@@ -587,15 +619,15 @@ fn data_cell(report: &Report, cell: &LineCell) -> DataCell {
             .map(|k| {
                 cell.scores
                     .get(k)
-                    .map(|s| (s.score.map(round3), s.passed, s.reason.clone()))
+                    .map(|s| (s.score.map(round3), s.passed, strings.add(s.reason.clone())))
             })
             .collect(),
         ev: c
             .eval_outputs
             .iter()
-            .map(|k| cell.eval_outputs.get(k).map(value_text))
+            .map(|k| cell.eval_outputs.get(k).map(|v| strings.add(value_text(v))))
             .collect(),
-        e: cell.error.clone(),
+        e: cell.error.clone().map(|e| strings.add(e)),
         l: (cell.latency_ms * 10.0).round() / 10.0,
         t: cell.tokens.total_tokens,
         c: cell.cost_usd,
@@ -603,18 +635,18 @@ fn data_cell(report: &Report, cell: &LineCell) -> DataCell {
             .trace
             .iter()
             .map(|n| DataNode {
-                n: n.node.clone(),
+                n: strings.add(n.node.clone()),
                 s: status_name(n.status),
                 d: (n.duration_ms * 10.0).round() / 10.0,
                 t: n.tokens
                     .map(|t| [t.prompt_tokens, t.completion_tokens, t.total_tokens]),
                 i: n.inputs
                     .iter()
-                    .map(|(k, v)| (k.clone(), trace_text(v)))
+                    .map(|(k, v)| (strings.add(k.clone()), strings.add(trace_text(v))))
                     .collect(),
-                o: trace_text(&n.output),
-                e: n.error.clone(),
-                m: n.model.clone(),
+                o: strings.add(trace_text(&n.output)),
+                e: n.error.clone().map(|e| strings.add(e)),
+                m: n.model.clone().map(|m| strings.add(m)),
                 k: n.cached,
             })
             .collect(),
@@ -741,7 +773,8 @@ mod tests {
         let script = between(&html, "<script>", "</script>");
         assert_eq!(script, SCRIPT);
         let hash = base64(&Sha256::digest(script.as_bytes()));
-        assert!(html.contains(&format!("script-src &#x27;sha256-{hash}&#x27;")));
+        let decoded = html.replace("&#x2F;", "/").replace("&#x27;", "'");
+        assert!(decoded.contains(&format!("script-src 'sha256-{hash}'")));
         assert!(html.contains("default-src &#x27;none&#x27;"));
         let data = between(
             &html,
@@ -751,13 +784,19 @@ mod tests {
         assert!(!data.contains('<') && !data.contains('>') && !data.contains('&'));
         let data: Value = serde_json::from_str(data).unwrap();
         assert_eq!(data["lines"].as_array().unwrap().len(), 3);
+        let text = |v: &Value| data["strings"][v.as_u64().unwrap() as usize].clone();
         assert_eq!(
-            data["lines"][1]["r"][0]["o"][0],
+            text(&data["lines"][1]["r"][0]["o"][0]),
             "</textarea>\"><img src=x onerror=alert(1)>{{ 7*7 }}\u{2028}"
         );
-        assert_eq!(data["lines"][1]["r"][1]["o"][0], "-3");
+        assert_eq!(text(&data["lines"][1]["r"][1]["o"][0]), "-3");
         assert_eq!(data["lines"][0]["r"][1]["sc"][0][1], false);
-        assert_eq!(data["lines"][0]["r"][0]["x"][0]["n"], "ask");
+        assert_eq!(text(&data["lines"][0]["r"][0]["x"][0]["n"]), "ask");
+        // A text is stored once: line 0's two runs share the node name and the question.
+        assert_eq!(
+            data["lines"][0]["r"][0]["x"][0]["n"],
+            data["lines"][0]["r"][1]["x"][0]["n"]
+        );
         assert_eq!(data["runs"][1]["label"], "=cmd|' /C calc'!A0");
         // Labels are escaped where they are rendered server-side.
         assert!(html.contains("=cmd|&#x27; &#x2F;C calc&#x27;!A0"));

@@ -4,6 +4,7 @@
 (function () {
   'use strict';
   var D = JSON.parse(document.getElementById('report-data').textContent);
+  var S = D.strings; /* every text, once; the data refers to them by index */
   var PAGE_SIZE = 50;
   var DEFAULTS = { ds: '0', status: 'all', metric: '', below: '', q: '', differ: '', sort: 'line', dir: 'asc', page: '1', open: '' };
   var state = {};
@@ -89,12 +90,12 @@
   }
   function haystack(i) {
     if (haystacks[i] === undefined) {
-      var line = D.lines[i], parts = line.i.slice();
+      var line = D.lines[i], parts = line.i.map(function (k) { return S[k]; });
       line.r.forEach(function (c) {
         if (!c) { return; }
-        c.o.forEach(function (o) { if (o !== null) { parts.push(o); } });
-        if (c.e) { parts.push(c.e); }
-        (c.ev || []).forEach(function (v) { if (v !== null) { parts.push(v); } });
+        c.o.forEach(function (o) { if (o !== null) { parts.push(S[o]); } });
+        if (c.e !== undefined) { parts.push(S[c.e]); }
+        (c.ev || []).forEach(function (v) { if (v !== null) { parts.push(S[v]); } });
       });
       haystacks[i] = parts.join('\n').toLowerCase();
     }
@@ -218,20 +219,20 @@
     badges.appendChild(c.s === 'Completed' ? badge(c.p ? 'ok' : 'no', c.p ? '✓ passed' : '✗ not passed') : badge('no', '✗ ' + c.s));
     (c.sc || []).forEach(function (s, k) {
       if (!s) { return; }
-      badges.appendChild(badge(s[1] ? 'ok' : 'no', D.scores[k] + ' ' + (s[0] === null ? 'n/a' : num(s[0])), s[2] || ''));
+      badges.appendChild(badge(s[1] ? 'ok' : 'no', D.scores[k] + ' ' + (s[0] === null ? 'n/a' : num(s[0])), S[s[2]]));
     });
     (c.ev || []).forEach(function (v, k) {
-      if (v !== null) { badges.appendChild(badge('info', D.eval_outputs[k] + ': ' + v)); }
+      if (v !== null) { badges.appendChild(badge('info', D.eval_outputs[k] + ': ' + S[v])); }
     });
     td.appendChild(badges);
     var same = b && JSON.stringify(b.o) === JSON.stringify(c.o);
     c.o.forEach(function (o, k) {
       if (o === null) { return; }
-      var baseText = b ? b.o[k] : null;
-      td.appendChild(kv(D.outputs.length > 1 ? D.outputs[k] : 'output', textBlock(o, same ? null : baseText)));
+      var baseText = b && b.o[k] !== null ? S[b.o[k]] : null;
+      td.appendChild(kv(D.outputs.length > 1 ? D.outputs[k] : 'output', textBlock(S[o], same ? null : baseText)));
     });
     if (same) { td.appendChild(el('div', 'same-note', 'same as ' + D.runs[base].label)); }
-    if (c.e) { td.appendChild(el('div', 'err', c.e)); }
+    if (c.e !== undefined) { td.appendChild(el('div', 'err', S[c.e])); }
     td.appendChild(el('div', 'stats', ms(c.l) + ' · ' + thousands(c.t) + ' tokens' + (c.c ? ' · $' + num(c.c, 6) : '')));
     return td;
   }
@@ -246,21 +247,21 @@
       t.appendChild(h);
       if (!c) { t.appendChild(el('span', 'absent', 'not run')); box.appendChild(t); return; }
       (c.sc || []).forEach(function (s, k) {
-        if (s && s[2]) { t.appendChild(el('div', 'reason', D.scores[k] + ': ' + s[2])); }
+        if (s && S[s[2]]) { t.appendChild(el('div', 'reason', D.scores[k] + ': ' + S[s[2]])); }
       });
       if (!c.x || !c.x.length) { t.appendChild(el('span', 'absent', 'no node records')); }
       (c.x || []).forEach(function (n) {
         var node = el('div', 'node'), head = el('div', 'node-head');
-        head.appendChild(el('b', null, n.n));
+        head.appendChild(el('b', null, S[n.n]));
         head.appendChild(badge(n.s === 'Completed' ? 'ok' : (n.s === 'Bypassed' ? 'info' : 'no'), n.s));
         head.appendChild(el('span', 'stats', ms(n.d)));
         if (n.t) { head.appendChild(el('span', 'stats', thousands(n.t[2]) + ' tokens (' + n.t[0] + ' + ' + n.t[1] + ')')); }
-        if (n.m) { head.appendChild(el('span', 'stats', n.m)); }
+        if (n.m !== undefined) { head.appendChild(el('span', 'stats', S[n.m])); }
         if (n.k) { head.appendChild(badge('info', 'cached')); }
         node.appendChild(head);
-        n.i.forEach(function (pair) { node.appendChild(kv('input · ' + pair[0], el('pre', null, pair[1]))); });
-        node.appendChild(kv('output', el('pre', null, n.o)));
-        if (n.e) { node.appendChild(el('div', 'err', n.e)); }
+        n.i.forEach(function (pair) { node.appendChild(kv('input · ' + S[pair[0]], el('pre', null, S[pair[1]]))); });
+        node.appendChild(kv('output', el('pre', null, S[n.o])));
+        if (n.e !== undefined) { node.appendChild(el('div', 'err', S[n.e])); }
         t.appendChild(node);
       });
       box.appendChild(t);
@@ -338,7 +339,7 @@
       tr.appendChild(n);
       if (D.inputs.length) {
         var inputs = el('td', 'inputs');
-        line.i.forEach(function (v, k) { inputs.appendChild(kv(D.inputs[k], el('div', 'text clip', v))); });
+        line.i.forEach(function (v, k) { inputs.appendChild(kv(D.inputs[k], el('div', 'text clip', S[v]))); });
         tr.appendChild(inputs);
       }
       runs.forEach(function (r) { tr.appendChild(runCell(line, r, base)); });
