@@ -261,3 +261,113 @@ fn the_report_makes_no_network_request() {
         "the report made requests"
     );
 }
+
+/// Not a check: makes `docs/report.png` from a real report. The shipped classification flow's
+/// two variants over its dataset (the mock gets a few tickets wrong, differently per variant),
+/// each evaluated with the eval-accuracy flow and exact_match, reported side by side.
+///
+/// `FLOW_SCREENSHOT=docs/report.png cargo test --test report_browser -- --ignored screenshot`
+#[test]
+#[ignore]
+fn screenshot() {
+    use support::context::repo_root;
+    let ctx = TestContext::with_mock();
+    ctx.copy_from_repo("flows/classification");
+    ctx.copy_from_repo("flows/eval-accuracy");
+    let text = std::fs::read_to_string(repo_root().join("datasets/classification.jsonl")).unwrap();
+    ctx.write("classification.jsonl", &text);
+    let rows: Vec<(String, String)> = text
+        .lines()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                row["text"].as_str().unwrap().into(),
+                row["category"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for (ticket, category) in &rows {
+        ctx.mock().reply_when(ticket, category);
+    }
+    // The zero-shot prompt's system message ends "in lower case."; the few-shot prompt's last
+    // example answer is "other" (its examples include dataset tickets, so these rules come
+    // last, and win). Each variant misreads different tickets.
+    for (i, (ticket, category)) in rows.iter().enumerate() {
+        let few_shot = match i {
+            9 => "Billing, probably".to_string(),
+            13 => "Account.".to_string(),
+            _ => category.clone(),
+        };
+        ctx.mock()
+            .reply_when(&format!("other\n{ticket}"), &few_shot);
+        if [3, 9, 14].contains(&i) {
+            ctx.mock()
+                .reply_when(&format!("in lower case.\n{ticket}"), "Other");
+        }
+    }
+    for (name, variant) in [
+        ("zero-shot", "${classify.variant_0}"),
+        ("few-shot", "${classify.variant_1}"),
+    ] {
+        ctx.run(&[
+            "run",
+            "classification",
+            "--data",
+            "classification.jsonl",
+            "--name",
+            name,
+            "--variant",
+            variant,
+            "--no-cache",
+        ])
+        .expect_code(0);
+        let eval = ctx.run(&[
+            "eval",
+            "--run",
+            name,
+            "eval-accuracy",
+            "--evaluator",
+            "exact_match",
+            "--column-mapping",
+            "groundtruth=${data.category}",
+            "prediction=${run.outputs.category}",
+            "ground_truth=${data.category}",
+            "--name",
+            &format!("{name}-eval"),
+            "--no-report",
+        ]);
+        assert!(eval.code <= 1, "{eval:?}");
+    }
+    ctx.run(&[
+        "report",
+        "zero-shot-eval",
+        "few-shot-eval",
+        "-o",
+        "report.html",
+        "--title",
+        "Ticket classification: zero-shot vs few-shot",
+    ])
+    .expect_code(0);
+    let out = std::env::var("FLOW_SCREENSHOT").unwrap_or_else(|_| "report.png".into());
+    let out = std::path::absolute(&out).unwrap();
+    let hash = std::env::var("FLOW_SCREENSHOT_HASH").unwrap_or_default();
+    let profile = tempfile::tempdir().unwrap();
+    let status = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1400,1100",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", out.display()))
+        .arg(file_url(&ctx.root().join("report.html"), &hash))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    if let Ok(keep) = std::env::var("FLOW_SCREENSHOT_HTML") {
+        std::fs::copy(ctx.root().join("report.html"), keep).unwrap();
+    }
+}
