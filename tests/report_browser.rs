@@ -223,7 +223,7 @@ fn filters_sorting_and_traces_follow_the_url_hash() {
     for text in [
         "<b>ask</b>",
         "<b>clean</b>",
-        "input · question",
+        "<dt>question</dt>",
         "How much is 2 plus 2?",
         "tokens (",
         "gpt-4o-mini",

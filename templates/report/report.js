@@ -259,7 +259,17 @@
         if (n.m !== undefined) { head.appendChild(el('span', 'stats', S[n.m])); }
         if (n.k) { head.appendChild(badge('info', 'cached')); }
         node.appendChild(head);
-        n.i.forEach(function (pair) { node.appendChild(kv('input · ' + S[pair[0]], el('pre', null, S[pair[1]]))); });
+        var params = el('dl', 'params');
+        n.i.forEach(function (pair) {
+          var value = S[pair[1]];
+          if (value.length <= 60 && value.indexOf('\n') < 0) {
+            params.appendChild(el('dt', null, S[pair[0]]));
+            params.appendChild(el('dd', null, value));
+          } else {
+            node.appendChild(kv('input · ' + S[pair[0]], el('pre', null, value)));
+          }
+        });
+        if (params.childNodes.length) { node.insertBefore(params, node.childNodes[1] || null); }
         node.appendChild(kv('output', el('pre', null, S[n.o])));
         if (n.e !== undefined) { node.appendChild(el('div', 'err', S[n.e])); }
         t.appendChild(node);
