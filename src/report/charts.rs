@@ -92,6 +92,15 @@ pub fn short_num(x: f64) -> String {
     crate::gate::fmt_num((x * 1000.0).round() / 1000.0)
 }
 
+/// Milliseconds for an axis: whole numbers from 10 up, one decimal below.
+fn ms_label(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
 /// Every chart of the report: metrics per run, score distributions, latency distribution.
 pub fn charts(report: &Report, metrics: &[String]) -> Vec<Chart> {
     let mut out = Vec::new();
@@ -374,12 +383,12 @@ fn latency_histogram(report: &Report) -> Option<Chart> {
     let bin_names = (0..bins)
         .map(|b| {
             if b + 1 == bins {
-                format!("≥ {} ms", short_num(step * b as f64))
+                format!("≥ {} ms", ms_label(step * b as f64))
             } else {
                 format!(
                     "{}–{} ms",
-                    short_num(step * b as f64),
-                    short_num(step * (b + 1) as f64)
+                    ms_label(step * b as f64),
+                    ms_label(step * (b + 1) as f64)
                 )
             }
         })
@@ -405,8 +414,8 @@ fn latency_histogram(report: &Report) -> Option<Chart> {
         note: "Lines per latency bin (ms), per run; p50 solid, p95 dashed.".into(),
         edges: vec![
             "0".into(),
-            short_num(hi / 2.0),
-            format!("{} ms", short_num(hi)),
+            ms_label(hi / 2.0),
+            format!("{} ms", ms_label(hi)),
         ],
         counts,
         labels: report.runs.iter().map(|r| r.label.as_str()).collect(),
