@@ -5,14 +5,14 @@
 # timed. Runs use the offline echo provider (no endpoint needed; the run directories are real).
 #
 #   bench/report-10k.sh [LINES]        # uses target/release/flow (cargo build --release first)
-#   FLOW=/path/to/flow bench/report-10k.sh 10000
+#   FLOW=/path/to/flow WORK=/tmp/r10k bench/report-10k.sh 10000
 set -euo pipefail
 lines=${1:-10000}
 root=$(cd "$(dirname "$0")/.." && pwd)
 flow=${FLOW:-${CARGO_TARGET_DIR:-$root/target}/release/flow}
 chromium=${CHROMIUM:-/usr/bin/chromium}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# WORK=DIR keeps the project (runs and reports) in DIR for a look afterwards.
+if [ -n "${WORK:-}" ]; then work=$WORK; mkdir -p "$work"; else work=$(mktemp -d); trap 'rm -rf "$work"' EXIT; fi
 cd "$work"
 
 mkdir -p qa

@@ -353,3 +353,30 @@ fn an_unknown_run_is_a_usage_error_with_a_hint() {
         .expect_code(2)
         .stderr_has("summary.json");
 }
+
+#[test]
+fn traces_can_be_limited_to_lines_that_did_not_pass_or_left_out() {
+    let ctx = project();
+    let run = ctx.run(&[
+        "report",
+        "v1-eval",
+        "--format",
+        "json",
+        "--traces",
+        "not-passed",
+    ]);
+    run.expect_code(0);
+    let doc = run.json();
+    assert_eq!(doc["traces"], "not-passed");
+    // Line 1 ("4") passed: no trace; line 0 ("Paris, France") did not: traced.
+    assert!(doc["lines"][1]["cells"][0].get("trace").is_none());
+    assert_eq!(doc["lines"][0]["cells"][0]["trace"][0]["node"], "ask");
+    let run = ctx.run(&["report", "v1-eval", "--format", "json", "--traces", "none"]);
+    let doc = run.json();
+    assert_eq!(doc["traces"], "none");
+    assert!(doc["lines"][0]["cells"][0].get("trace").is_none());
+    // A small report (under 6,000 line × run cells) has every trace by default.
+    let doc = ctx.run(&["report", "v1-eval", "--format", "json"]).json();
+    assert_eq!(doc["traces"], "all");
+    assert_eq!(doc["lines"][1]["cells"][0]["trace"][1]["node"], "clean");
+}

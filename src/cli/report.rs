@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::output::Failure;
 use flow::report::{
-    CsvOptions, LoadOptions, ReportError, ReportSource, evaluated_run, experiment_sources,
+    CsvOptions, LoadOptions, ReportError, ReportSource, Traces, evaluated_run, experiment_sources,
     is_evaluation, is_experiment_dir, label_runs, latest_evaluation, load_report, render_html,
     write_file, write_json, write_long, write_report_files, write_wide,
 };
@@ -44,9 +44,19 @@ pub struct ReportArgs {
     /// reads the file as UTF-8; never on stdout).
     #[arg(long)]
     pub no_bom: bool,
-    /// Leave out the node traces (smaller HTML/JSON for very large runs).
-    #[arg(long)]
-    pub no_traces: bool,
+    /// Which lines' node traces the HTML and JSON include: all, not-passed (lines that failed or
+    /// that an evaluator failed, in some run), none, or auto (all up to 6,000 line × run cells,
+    /// not-passed beyond, to keep large reports small and fast).
+    #[arg(long, value_enum, default_value_t = TraceArg::Auto)]
+    pub traces: TraceArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TraceArg {
+    Auto,
+    All,
+    NotPassed,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -112,11 +122,12 @@ pub fn run(args: ReportArgs) -> Result<(), Failure> {
     let options = LoadOptions {
         title,
         baseline,
-        traces: !args.no_traces
-            && matches!(
-                args.format,
-                ReportFormat::Html | ReportFormat::Json | ReportFormat::All
-            ),
+        traces: match (args.format, args.traces) {
+            (ReportFormat::Csv, _) | (_, TraceArg::None) => Traces::None,
+            (_, TraceArg::All) => Traces::All,
+            (_, TraceArg::NotPassed) => Traces::NotPassed,
+            (_, TraceArg::Auto) => Traces::Auto,
+        },
         experiment: resolved.experiment.clone(),
     };
     let report = load_report(&resolved.sources, &options).map_err(report_failure)?;

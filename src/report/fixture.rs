@@ -160,5 +160,6 @@ pub fn report() -> Report {
             },
         ],
         experiment: None,
+        traces: super::load::Traces::All,
     }
 }

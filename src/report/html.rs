@@ -36,11 +36,27 @@ pub fn render_html(report: &Report) -> Result<String, ReportError> {
     tera.add_raw_template("report.html", TEMPLATE)
         .map_err(|e| ReportError::Template(tera_message(&e)))?;
     tera.autoescape_on(vec![".html"]);
-    let context = tera::Context::from_serialize(page(report)?)
+    let mut page = page(report)?;
+    // The data (megabytes for large runs) is spliced in after rendering rather than copied
+    // through tera's context.
+    let data = std::mem::replace(&mut page.data_json, DATA_MARKER.to_string());
+    let context =
+        tera::Context::from_serialize(page).map_err(|e| ReportError::Template(tera_message(&e)))?;
+    let html = tera
+        .render("report.html", &context)
         .map_err(|e| ReportError::Template(tera_message(&e)))?;
-    tera.render("report.html", &context)
-        .map_err(|e| ReportError::Template(tera_message(&e)))
+    let at = html
+        .rfind(DATA_MARKER)
+        .ok_or_else(|| ReportError::Template("the template has no data block".into()))?;
+    let mut out = String::with_capacity(html.len() + data.len());
+    out.push_str(&html[..at]);
+    out.push_str(&data);
+    out.push_str(&html[at + DATA_MARKER.len()..]);
+    Ok(out)
 }
+
+/// Stands for the data block while the template renders (no escaping touches it).
+const DATA_MARKER: &str = "@@FLOW_REPORT_DATA@@";
 
 fn tera_message(e: &tera::Error) -> String {
     let mut message = e.to_string();
@@ -466,6 +482,8 @@ struct Data<'a> {
     outputs: &'a [String],
     scores: &'a [String],
     eval_outputs: &'a [String],
+    /// Which lines have node traces.
+    traces: super::load::Traces,
     strings: Vec<String>,
     lines: Vec<DataLine>,
 }
@@ -599,6 +617,7 @@ fn data(report: &Report) -> Data<'_> {
         outputs: &c.outputs,
         scores: &c.scores,
         eval_outputs: &c.eval_outputs,
+        traces: report.traces,
         strings: strings.list,
         lines,
     }
@@ -676,16 +695,21 @@ pub fn script_json(value: &impl Serialize) -> Result<String, ReportError> {
 /// See [`script_json`].
 pub fn escape_script_json(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + text.len() / 50);
-    for ch in text.chars() {
-        match ch {
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c => out.push(c),
-        }
+    let mut rest = text;
+    // Copy runs of plain text at once; stop at `<`, `>`, `&` and the first byte of U+2028/9.
+    while let Some(i) = rest.find(['<', '>', '&', '\u{2028}', '\u{2029}']) {
+        out.push_str(&rest[..i]);
+        let ch = rest[i..].chars().next().unwrap_or('&');
+        out.push_str(match ch {
+            '<' => "\\u003c",
+            '>' => "\\u003e",
+            '&' => "\\u0026",
+            '\u{2028}' => "\\u2028",
+            _ => "\\u2029",
+        });
+        rest = &rest[i + ch.len_utf8()..];
     }
+    out.push_str(rest);
     out
 }
 
@@ -733,6 +757,16 @@ mod tests {
         assert_eq!(raw, "\"\\u2028\\u2029\"");
         let back: String = serde_json::from_str(&raw).unwrap();
         assert_eq!(back, "\u{2028}\u{2029}");
+    }
+
+    #[test]
+    fn a_title_holding_the_data_marker_does_not_move_the_data() {
+        let mut report = fixture::report();
+        report.title = DATA_MARKER.to_string();
+        let html = render_html(&report).unwrap();
+        assert!(html.contains(&format!("<title>{DATA_MARKER}</title>")));
+        let data = between(&html, "id=\"report-data\">", "</script>");
+        assert!(serde_json::from_str::<Value>(data).is_ok());
     }
 
     #[test]

@@ -29,24 +29,42 @@ pub struct ReportSource {
     pub eval_dirs: Vec<PathBuf>,
 }
 
+/// Which lines' node traces to read from `node_artifacts` (the HTML and JSON show them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Traces {
+    /// Every line's.
+    All,
+    /// Lines that did not pass in some run (failed, or an evaluator failed them): the ones a
+    /// reviewer opens.
+    NotPassed,
+    /// None.
+    None,
+    /// `All` up to [`TRACE_ALL_LIMIT`] line × run cells, `NotPassed` beyond.
+    Auto,
+}
+
+/// Up to this many line × run cells, `Traces::Auto` reads every trace (one file per node and
+/// line: 10,000 lines × 3 runs × 2 nodes is 60,000 files).
+pub const TRACE_ALL_LIMIT: usize = 6000;
+
 /// How to load a report.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub title: String,
     /// Index of the source deltas are computed against.
     pub baseline: usize,
-    /// Read each line's node trace from `node_artifacts` (the HTML and JSON show them).
-    pub traces: bool,
+    pub traces: Traces,
     pub experiment: Option<ExperimentInfo>,
 }
 
 impl LoadOptions {
-    /// A report titled `title`, against the first run, with node traces.
+    /// A report titled `title`, against the first run, with node traces (`Traces::Auto`).
     pub fn new(title: impl Into<String>) -> Self {
         LoadOptions {
             title: title.into(),
             baseline: 0,
-            traces: true,
+            traces: Traces::Auto,
             experiment: None,
         }
     }
@@ -60,23 +78,7 @@ pub fn load_report(sources: &[ReportSource], options: &LoadOptions) -> Result<Re
     if sources.is_empty() {
         return Err(ReportError::NoRuns);
     }
-    let loaded: Vec<Result<LoadedRun, ReportError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = sources
-            .iter()
-            .map(|s| scope.spawn(move || load_run(s, options.traces)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(ReportError::Template(
-                        "a report loader thread panicked".into(),
-                    ))
-                })
-            })
-            .collect()
-    });
-    let loaded: Vec<LoadedRun> = loaded.into_iter().collect::<Result<_, _>>()?;
+    let loaded = in_parallel(sources.iter().collect(), load_run)?;
 
     let mut datasets: IndexSet<String> = IndexSet::new();
     let mut inputs: IndexSet<String> = IndexSet::new();
@@ -121,8 +123,21 @@ pub fn load_report(sources: &[ReportSource], options: &LoadOptions) -> Result<Re
             row.cells[index] = Some(cell);
         }
     }
+    let cells: usize = lines
+        .values()
+        .map(|l| l.cells.iter().flatten().count())
+        .sum();
+    let traces = match options.traces {
+        Traces::Auto if cells <= TRACE_ALL_LIMIT => Traces::All,
+        Traces::Auto => Traces::NotPassed,
+        other => other,
+    };
+    if traces != Traces::None {
+        attach_traces(&runs, &mut lines, traces)?;
+    }
     Ok(Report {
         title: options.title.clone(),
+        traces,
         generated: crate::record::timestamp(std::time::SystemTime::now()),
         baseline: options.baseline.min(runs.len().saturating_sub(1)),
         runs,
@@ -136,6 +151,62 @@ pub fn load_report(sources: &[ReportSource], options: &LoadOptions) -> Result<Re
         lines: lines.into_values().collect(),
         experiment: options.experiment.clone(),
     })
+}
+
+/// Run `work` on every item on its own thread; the results in order, or the first error.
+fn in_parallel<T: Send, R: Send>(
+    items: Vec<T>,
+    work: impl Fn(T) -> Result<R, ReportError> + Sync,
+) -> Result<Vec<R>, ReportError> {
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .into_iter()
+            .map(|item| scope.spawn(move || work(item)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(ReportError::Template(
+                        "a report loader thread panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    })
+}
+
+/// Read the node traces of the lines `which` selects, each run on its own thread.
+fn attach_traces(
+    runs: &[RunReport],
+    lines: &mut BTreeMap<(usize, usize), ReportLine>,
+    which: Traces,
+) -> Result<(), ReportError> {
+    let wanted: Vec<(PathBuf, Vec<usize>)> = runs
+        .iter()
+        .enumerate()
+        .map(|(r, run)| {
+            let numbers = lines
+                .values()
+                .filter(|l| l.cells[r].is_some())
+                .filter(|l| which == Traces::All || l.cells.iter().flatten().any(|c| !c.passed()))
+                .map(|l| l.line_number)
+                .collect();
+            (PathBuf::from(&run.path), numbers)
+        })
+        .collect();
+    let traces = in_parallel(wanted, |(path, numbers)| {
+        read_traces(&RunDir::new(path), &numbers)
+    })?;
+    for (r, (run, per_line)) in runs.iter().zip(traces).enumerate() {
+        for (n, trace) in per_line {
+            if let Some(Some(cell)) = lines.get_mut(&(run.dataset, n)).map(|l| &mut l.cells[r]) {
+                cell.trace = trace;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A dataset's file name (or `(none)`).
@@ -174,7 +245,7 @@ pub fn run_meta(path: &Path) -> Result<RunMeta, ReportError> {
     read_meta(&RunDir::new(path))
 }
 
-fn load_run(source: &ReportSource, traces: bool) -> Result<LoadedRun, ReportError> {
+fn load_run(source: &ReportSource) -> Result<LoadedRun, ReportError> {
     let dir = RunDir::new(&source.run_dir);
     let meta = read_meta(&dir)?;
     let journal = read_journal(&dir).map_err(|e| ReportError::read(dir.flow_artifacts_dir(), e))?;
@@ -186,9 +257,6 @@ fn load_run(source: &ReportSource, traces: bool) -> Result<LoadedRun, ReportErro
             Ok(())
         })
         .map_err(|e| ReportError::read(dir.flow_artifacts_dir(), e))?;
-    if traces {
-        load_traces(&dir, &mut cells)?;
-    }
     let mut metrics = IndexMap::new();
     read_metrics(&dir.metrics_file(), &mut metrics, |k| {
         !k.starts_with("flow.")
@@ -332,12 +400,13 @@ struct NodeRecord {
     run_info: NodeRun,
 }
 
-/// Read each line's node records from `node_artifacts/<node>/<NNNNNNNNN>.jsonl` (aggregation
-/// nodes, which only have line 0's file, are not part of any line).
-fn load_traces(
+/// Read the node records of `numbers` from `node_artifacts/<node>/<NNNNNNNNN>.jsonl`, each
+/// line's in the order its nodes started (aggregation nodes, which only have line 0's file,
+/// are not part of any line).
+fn read_traces(
     dir: &RunDir,
-    cells: &mut BTreeMap<usize, (Map<String, Value>, LineCell)>,
-) -> Result<(), ReportError> {
+    numbers: &[usize],
+) -> Result<Vec<(usize, Vec<NodeTrace>)>, ReportError> {
     let root = dir.node_artifacts_dir();
     let mut nodes: Vec<String> = match std::fs::read_dir(&root) {
         Ok(rd) => rd
@@ -345,29 +414,36 @@ fn load_traces(
             .filter(|e| e.path().is_dir())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(ReportError::read(root, e)),
     };
     let aggregation = aggregation_nodes(dir);
     nodes.retain(|n| !aggregation.contains(n));
     nodes.sort();
-    for (line_number, (_, cell)) in cells.iter_mut() {
+    let mut out = Vec::with_capacity(numbers.len());
+    let mut bytes = Vec::new();
+    for &line_number in numbers {
+        let mut trace = Vec::with_capacity(nodes.len());
         for node in &nodes {
-            let path = dir.node_artifact(node, *line_number);
-            let bytes = match std::fs::read(&path) {
-                Ok(b) => b,
+            let path = dir.node_artifact(node, line_number);
+            bytes.clear();
+            let read = std::fs::File::open(&path)
+                .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes));
+            match read {
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(ReportError::read(path, e)),
-            };
+            }
             // A torn record (the run was killed while writing it) is left out, not an error.
             let Ok(record) = serde_json::from_slice::<NodeRecord>(&bytes) else {
                 continue;
             };
-            cell.trace.push(trace_of(record.run_info));
+            trace.push(trace_of(record.run_info));
         }
-        cell.trace.sort_by(|a, b| a.start_time.cmp(&b.start_time));
+        trace.sort_by(|a, b| a.start_time.cmp(&b.start_time));
+        out.push((line_number, trace));
     }
-    Ok(())
+    Ok(out)
 }
 
 /// The aggregation nodes of the run's flow, from `snapshot/flow.dag.yaml`.

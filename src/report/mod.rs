@@ -24,7 +24,9 @@ pub use self::csv::{CsvOptions, neutralize, write_long, write_wide};
 pub use error::ReportError;
 pub use html::render_html;
 pub use json::write_json;
-pub use load::{LoadOptions, ReportSource, TRACE_TEXT_LIMIT, load_report, run_meta};
+pub use load::{
+    LoadOptions, ReportSource, TRACE_ALL_LIMIT, TRACE_TEXT_LIMIT, Traces, load_report, run_meta,
+};
 pub use model::{
     Columns, ExperimentInfo, LineCell, NodeTrace, Report, ReportLine, RunReport, RunSummary,
     ScoreCell,

@@ -21,6 +21,8 @@ pub struct Report {
     pub columns: Columns,
     /// One row per dataset line, ordered by dataset then line number.
     pub lines: Vec<ReportLine>,
+    /// Which lines have node traces (`all`, `not-passed` or `none`).
+    pub traces: super::load::Traces,
     /// The experiment the runs came from, when the report was made from one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub experiment: Option<ExperimentInfo>,

@@ -249,7 +249,11 @@
       (c.sc || []).forEach(function (s, k) {
         if (s && S[s[2]]) { t.appendChild(el('div', 'reason', D.scores[k] + ': ' + S[s[2]])); }
       });
-      if (!c.x || !c.x.length) { t.appendChild(el('span', 'absent', 'no node records')); }
+      if (!c.x || !c.x.length) {
+        t.appendChild(el('span', 'absent', D.traces === 'all' ? 'no node records' :
+          D.traces === 'none' ? 'node traces were left out of this report' :
+          'node traces are included for lines that did not pass (flow report --traces all for every line)'));
+      }
       (c.x || []).forEach(function (n) {
         var node = el('div', 'node'), head = el('div', 'node-head');
         head.appendChild(el('b', null, S[n.n]));
