@@ -248,15 +248,11 @@ pub fn run_meta(path: &Path) -> Result<RunMeta, ReportError> {
 fn load_run(source: &ReportSource) -> Result<LoadedRun, ReportError> {
     let dir = RunDir::new(&source.run_dir);
     let meta = read_meta(&dir)?;
-    let journal = read_journal(&dir).map_err(|e| ReportError::read(dir.flow_artifacts_dir(), e))?;
     let mut cells = BTreeMap::new();
-    journal
-        .for_each(|line| {
-            let inputs = line.inputs.clone();
-            cells.insert(line.line_number, (inputs, cell_of(line)));
-            Ok(())
-        })
-        .map_err(|e| ReportError::read(dir.flow_artifacts_dir(), e))?;
+    read_lines(&dir, |mut line| {
+        let inputs = std::mem::take(&mut line.inputs);
+        cells.insert(line.line_number, (inputs, cell_of(line)));
+    })?;
     let mut metrics = IndexMap::new();
     read_metrics(&dir.metrics_file(), &mut metrics, |k| {
         !k.starts_with("flow.")
@@ -300,6 +296,39 @@ fn load_run(source: &ReportSource) -> Result<LoadedRun, ReportError> {
         eval_output_names: eval_output_names.into_iter().collect(),
         evaluations,
     })
+}
+
+#[derive(Deserialize)]
+struct JournalRecord {
+    run_info: LineResult,
+}
+
+/// Stream a run's journal (`flow_artifacts/*.jsonl`, in file order) once, calling `visit` with
+/// every line record; a line's later record replaces its earlier one in the caller's map, as
+/// `run_store::read_journal` keeps the latest. A torn record (a crash mid-write) is skipped.
+fn read_lines(dir: &RunDir, mut visit: impl FnMut(LineResult)) -> Result<(), ReportError> {
+    let root = dir.flow_artifacts_dir();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&root) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ReportError::read(root, e)),
+    };
+    files.sort();
+    for path in files {
+        let bytes = std::fs::read(&path).map_err(|e| ReportError::read(&path, e))?;
+        for record in bytes.split(|b| *b == b'\n') {
+            if record.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if let Ok(r) = serde_json::from_slice::<JournalRecord>(record) {
+                visit(r.run_info);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn cell_of(line: LineResult) -> LineCell {
@@ -571,4 +600,49 @@ fn standard_metrics(s: &RunSummary, metrics: &mut IndexMap<String, f64>) {
 
 fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: usize, status: &str, answer: &str) -> String {
+        let line = serde_json::json!({
+            "line_number": n, "status": status, "inputs": {"q": n}, "outputs": {"a": answer},
+            "nodes": [], "start_time": "", "end_time": "", "duration_ms": 1.0,
+            "tokens": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        });
+        format!(
+            "{}\n",
+            serde_json::json!({"line_number": n, "status": status, "run_info": line})
+        )
+    }
+
+    #[test]
+    fn the_journal_is_read_once_with_the_latest_record_winning_and_torn_records_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        std::fs::create_dir_all(run.flow_artifacts_dir()).unwrap();
+        let torn = record(2, "Completed", "torn");
+        let text = format!(
+            "{}{}{}{}",
+            record(0, "Failed", "first"),
+            record(1, "Completed", "one"),
+            record(0, "Completed", "resumed"),
+            &torn[..torn.len() / 2]
+        );
+        std::fs::write(run.flow_artifact(0), text).unwrap();
+        std::fs::write(run.flow_artifact(30), record(30, "Completed", "thirty")).unwrap();
+        let mut seen = BTreeMap::new();
+        read_lines(&run, |l| {
+            seen.insert(l.line_number, (l.status, l.outputs["a"].clone()));
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[&0], (Status::Completed, serde_json::json!("resumed")));
+        assert_eq!(seen[&30].1, "thirty");
+        let mut none = 0;
+        read_lines(&RunDir::new(dir.path().join("missing")), |_| none += 1).unwrap();
+        assert_eq!(none, 0);
+    }
 }
