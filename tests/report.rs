@@ -380,3 +380,50 @@ fn traces_can_be_limited_to_lines_that_did_not_pass_or_left_out() {
     assert_eq!(doc["traces"], "all");
     assert_eq!(doc["lines"][1]["cells"][0]["trace"][1]["node"], "clean");
 }
+
+#[test]
+fn runs_over_different_datasets_are_kept_apart() {
+    let ctx = project();
+    let first_two: String = std::fs::read_to_string(ctx.root().join("data.jsonl"))
+        .unwrap()
+        .lines()
+        .take(2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    ctx.write("small.jsonl", &first_two);
+    ctx.run(&[
+        "run",
+        "qa",
+        "--data",
+        "small.jsonl",
+        "--name",
+        "small",
+        "--no-cache",
+    ])
+    .expect_code(0);
+    let doc = ctx
+        .run(&["report", "v1", "small", "--format", "json"])
+        .json();
+    assert_eq!(
+        doc["datasets"],
+        serde_json::json!(["data.jsonl", "small.jsonl"])
+    );
+    assert_eq!(doc["runs"][1]["dataset"], 1);
+    let lines = doc["lines"].as_array().unwrap();
+    assert_eq!(
+        lines.len(),
+        LINES.len() + 2,
+        "line 0 of each dataset is its own row"
+    );
+    assert_eq!(lines[LINES.len()]["dataset"], 1);
+    assert!(
+        lines[0]["cells"][1].is_null(),
+        "small did not run data.jsonl's lines"
+    );
+    let (header, rows) = {
+        let run = ctx.run(&["report", "v1", "small", "--format", "csv"]);
+        read_csv(&run.stdout)
+    };
+    assert_eq!(rows.len(), LINES.len() + 2);
+    assert_eq!(rows.last().unwrap()[col(&header, "dataset")], "small.jsonl");
+}

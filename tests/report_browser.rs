@@ -371,3 +371,41 @@ fn screenshot() {
         std::fs::copy(ctx.root().join("report.html"), keep).unwrap();
     }
 }
+
+#[test]
+fn runs_over_another_dataset_are_shown_one_dataset_at_a_time() {
+    let ctx = TestContext::with_mock();
+    setup(&ctx);
+    runs_and_evaluations(&ctx);
+    let first_two: String = std::fs::read_to_string(ctx.root().join("data.jsonl"))
+        .unwrap()
+        .lines()
+        .take(2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    ctx.write("small.jsonl", &first_two);
+    ctx.run(&[
+        "run",
+        "qa",
+        "--data",
+        "small.jsonl",
+        "--name",
+        "small",
+        "--no-cache",
+    ])
+    .expect_code(0);
+    ctx.run(&["report", "v1", "small", "-o", "two.html"])
+        .expect_code(0);
+    let path = ctx.root().join("two.html");
+    let dom = dump_dom(&file_url(&path, ""), None);
+    assert_eq!(
+        rows(&dom),
+        (0..LINES.len()).collect::<Vec<_>>(),
+        "the first dataset"
+    );
+    let dom = dump_dom(&file_url(&path, "#ds=1"), None);
+    assert_eq!(rows(&dom), [0, 1], "the second dataset");
+    let head = dom.split("<thead id=\"line-head\">").nth(1).unwrap();
+    let head = &head[..head.find("</thead>").unwrap()];
+    assert!(head.contains("small") && !head.contains("v1"), "{head}");
+}
