@@ -4,6 +4,7 @@
 //! cargo bench --bench batch                 # every scenario; prints a Markdown table
 //! cargo bench --bench batch -- --quick      # smaller datasets (a smoke run)
 //! cargo bench --bench batch -- --serve 8091 --latency-ms 50   # only the mock, for other tools
+//! cargo bench --bench batch -- --pool       # only the endpoint-pool scenario
 //! ```
 //!
 //! It builds nothing itself: `cargo bench` compiles the release `flow` binary first (it is a
@@ -48,6 +49,10 @@ fn main() {
     std::fs::create_dir_all(root.join("bench")).expect("mkdir");
     std::fs::write(root.join("bench/flow.dag.yaml"), FLOW).expect("write flow");
     std::fs::write(root.join("bench/ask.jinja2"), PROMPT).expect("write prompt");
+    if args.iter().any(|a| a == "--pool") {
+        println!("{}", pool(&flow_bin, root, quick));
+        return;
+    }
 
     let n10k = if quick { 1_000 } else { 10_000 };
     let n100k = if quick { 5_000 } else { 100_000 };
@@ -169,11 +174,60 @@ fn main() {
         validate[10]
     ));
 
+    rows.push(pool(&flow_bin, root, quick));
+
     println!("| scenario | throughput / time | details |");
     println!("|---|---|---|");
     for r in rows {
         println!("{r}");
     }
+}
+
+/// A pool of three mocks at 50 ms (`OPEN_AI_CONNECTION_POOL=m1,m2,m3`), 64 lines in flight per
+/// member (`--concurrency 192`): lines/s against the sum of the members' ideals.
+fn pool(bin: &Path, root: &Path, quick: bool) -> String {
+    let n = if quick { 3_000 } else { 20_000 };
+    dataset(&root.join("dpool.jsonl"), n);
+    let members: Vec<MockLlm> = (0..3)
+        .map(|_| {
+            let m = MockLlm::start();
+            m.set_api_key(KEY);
+            m.set_recording(false);
+            m.set_latency(Duration::from_millis(50));
+            m
+        })
+        .collect();
+    let mut env = vec![(
+        "OPEN_AI_CONNECTION_POOL".to_string(),
+        "m1,m2,m3".to_string(),
+    )];
+    for (i, m) in members.iter().enumerate() {
+        env.push((format!("M{}_API_KEY", i + 1), KEY.to_string()));
+        env.push((format!("M{}_API_BASE", i + 1), format!("{}/v1", m.url())));
+    }
+    let args = [
+        "run",
+        "bench",
+        "--data",
+        "dpool.jsonl",
+        "--concurrency",
+        "192",
+        "--no-cache",
+    ];
+    let m = run_env(bin, root, &env, &args);
+    check(&m);
+    let ideal = 3.0 * 64.0 / 0.05;
+    let rate = n as f64 / m.wall.as_secs_f64();
+    let served: Vec<String> = members
+        .iter()
+        .map(|m| m.request_count().to_string())
+        .collect();
+    format!(
+        "| pool of 3 mocks at 50 ms, --concurrency 192 (64 per member), {n} lines | {rate:.0} lines/s ({:.0}% of the ideal {ideal:.0}) | requests per member {}; {:.1} µs CPU/line |",
+        100.0 * rate / ideal,
+        served.join(" / "),
+        m.cpu.as_secs_f64() * 1e6 / n as f64
+    )
 }
 
 /// `--serve PORT [--latency-ms N] [--rate RPS]`: run only the mock until killed.
@@ -241,13 +295,20 @@ fn batch(
 }
 
 fn run(bin: &Path, root: &Path, base: &str, args: &[&str]) -> Measure {
+    let env = [
+        ("OPEN_AI_CONNECTION_API_KEY".to_string(), KEY.to_string()),
+        ("OPEN_AI_CONNECTION_API_BASE".to_string(), base.to_string()),
+    ];
+    run_env(bin, root, &env, args)
+}
+
+fn run_env(bin: &Path, root: &Path, env: &[(String, String)], args: &[&str]) -> Measure {
     let cpu_before = children_cpu();
     let started = Instant::now();
     let mut child = Command::new(bin)
         .args(args)
         .current_dir(root)
-        .env("OPEN_AI_CONNECTION_API_KEY", KEY)
-        .env("OPEN_AI_CONNECTION_API_BASE", base)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -111,6 +111,25 @@ pub enum ConnectionError {
         /// What is wrong.
         reason: String,
     },
+    /// `X_POOL` is malformed: empty, names the pool itself, repeats a member, or is mixed with
+    /// other `X_*` fields.
+    #[error("connection '{name}': {var} {reason}")]
+    BadPool {
+        /// Pool name.
+        name: String,
+        /// The variable read (`X_POOL`).
+        var: String,
+        /// What is wrong, and the fix.
+        reason: String,
+    },
+    /// A member of a pool could not be resolved.
+    #[error("connection '{pool}' (a pool): member {source}")]
+    PoolMember {
+        /// Pool name.
+        pool: String,
+        /// Why the member did not resolve.
+        source: Box<ConnectionError>,
+    },
 }
 
 /// A snapshot of configuration variables: `.env` overlaid by the real process environment.
@@ -196,15 +215,26 @@ fn read_env_file(path: &Path, vars: &mut HashMap<String, String>) -> Result<(), 
                 vars.insert(k, v);
             }
             Err(dotenvy::Error::LineParse(bad, index)) => {
-                let first = bad.lines().next().unwrap_or("").trim_end();
-                let line = text
+                // dotenvy hands back the bad line, or only its bad value, with an index into
+                // that text: find the line it came from.
+                let first = bad.lines().next().unwrap_or("").trim();
+                let at = |i: usize, l: &str| l.find(first).map(|p| (i + 1, p + index + 1));
+                let (line, column) = text
                     .lines()
-                    .position(|l| l.trim_end() == first)
-                    .map_or(0, |i| i + 1);
+                    .enumerate()
+                    .find(|(_, l)| l.trim() == first)
+                    .and_then(|(i, l)| at(i, l))
+                    .or_else(|| {
+                        text.lines()
+                            .enumerate()
+                            .filter(|_| !first.is_empty())
+                            .find_map(|(i, l)| at(i, l))
+                    })
+                    .unwrap_or((1, index + 1));
                 return Err(ConnectionError::EnvFileParse {
                     path: path.to_path_buf(),
                     line,
-                    column: index + 1,
+                    column,
                 });
             }
             Err(other) => {
@@ -387,6 +417,10 @@ pub struct Connection {
     pub extra: IndexMap<String, String>,
     /// The variables this connection was read from (names only), for `flow connections`.
     pub source: Vec<String>,
+    /// For a pool (`X_POOL=member_a,member_b`): its members, each a whole connection with its
+    /// own limiter. The pool's other fields are its first member's (what Python tools see).
+    /// Empty for an ordinary connection.
+    pub pool: Vec<Connection>,
 }
 
 impl fmt::Debug for Connection {
@@ -414,6 +448,7 @@ impl fmt::Debug for Connection {
             .field("headers", &self.headers)
             .field("extra", &extra)
             .field("source", &self.source)
+            .field("pool", &self.pool)
             .finish()
     }
 }
@@ -459,6 +494,7 @@ pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, C
         headers: IndexMap::new(),
         extra: IndexMap::new(),
         source: Vec::new(),
+        pool: Vec::new(),
     };
     if offline {
         conn.source.push("--offline".to_string());
@@ -470,6 +506,15 @@ pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, C
     found.sort_unstable();
     if found.is_empty() {
         return resolve_standard(conn, &prefix, env);
+    }
+    let pool_var = format!("{prefix}_POOL");
+    if let Some(members) = env.get(&pool_var) {
+        let others: Vec<&str> = found
+            .iter()
+            .map(|(var, _)| *var)
+            .filter(|v| *v != pool_var)
+            .collect();
+        return resolve_pool(name, &pool_var, members, others, env);
     }
     for (var, value) in found {
         let field = &var[scan.len()..];
@@ -507,6 +552,76 @@ pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, C
         };
     }
     finish(conn, &prefix)
+}
+
+/// Resolves a pool: `X_POOL` lists member connections (commas or spaces between names), each
+/// configured with its own variables. Members may not be pools themselves.
+fn resolve_pool(
+    name: &str,
+    var: &str,
+    members: &str,
+    mut others: Vec<&str>,
+    env: &EnvVars,
+) -> Result<Connection, ConnectionError> {
+    let bad = |reason: String| ConnectionError::BadPool {
+        name: name.to_string(),
+        var: var.to_string(),
+        reason,
+    };
+    let names: Vec<&str> = members
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|m| !m.is_empty())
+        .collect();
+    // `AOAI_EASTUS_API_KEY` belongs to the member `aoai_eastus`, not to the pool `aoai`.
+    others.retain(|v| {
+        !names
+            .iter()
+            .any(|m| v.starts_with(&format!("{}_", env_prefix(m))))
+    });
+    if !others.is_empty() {
+        return Err(bad(format!(
+            "makes '{name}' a pool, so its other variables ({}) would be ignored: configure each member with its own variables and remove these",
+            others.join(", ")
+        )));
+    }
+    if names.is_empty() {
+        return Err(bad(
+            "is empty: list the member connections, e.g. aoai_eastus,aoai_westeurope".to_string(),
+        ));
+    }
+    let mut resolved: Vec<Connection> = Vec::with_capacity(names.len());
+    for (i, member) in names.iter().enumerate() {
+        if env_prefix(member) == env_prefix(name) {
+            return Err(bad(format!(
+                "lists the pool itself ('{member}'): list other connections"
+            )));
+        }
+        if names[..i]
+            .iter()
+            .any(|m| env_prefix(m) == env_prefix(member))
+        {
+            return Err(bad(format!(
+                "lists '{member}' twice: list each member once"
+            )));
+        }
+        let conn = resolve(member, env, false).map_err(|e| ConnectionError::PoolMember {
+            pool: name.to_string(),
+            source: Box::new(e),
+        })?;
+        if !conn.pool.is_empty() {
+            return Err(bad(format!(
+                "lists '{member}', which is itself a pool: list its members instead"
+            )));
+        }
+        resolved.push(conn);
+    }
+    let mut pool = resolved[0].clone();
+    pool.name = name.to_string();
+    pool.source = std::iter::once(var.to_string())
+        .chain(resolved.iter().flat_map(|m| m.source.iter().cloned()))
+        .collect();
+    pool.pool = resolved;
+    Ok(pool)
 }
 
 fn resolve_standard(
@@ -663,9 +778,11 @@ impl Connection {
         self.api_type == ApiType::Echo
     }
 
-    /// Every secret value of this connection: the key, header values, secret-looking extras.
-    pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        self.api_key
+    /// Every secret value of this connection: the key, header values, secret-looking extras
+    /// (of every member, for a pool).
+    pub fn secrets(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        let own = self
+            .api_key
             .iter()
             .map(Secret::expose)
             .chain(self.headers.values().map(Secret::expose))
@@ -674,7 +791,13 @@ impl Connection {
                     .iter()
                     .filter(|(k, _)| is_secret_field(k))
                     .map(|(_, v)| v.as_str()),
-            )
+            );
+        Box::new(own.chain(self.pool.iter().flat_map(|m| m.secrets())))
+    }
+
+    /// Whether this connection is a pool of member connections (`X_POOL`).
+    pub fn is_pool(&self) -> bool {
+        !self.pool.is_empty()
     }
 
     /// A redactor for this connection's secrets.

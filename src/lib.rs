@@ -18,6 +18,7 @@ pub mod diagnostic;
 pub mod eval;
 pub mod evaluators;
 pub mod executor;
+pub mod experiment;
 pub mod gate;
 pub mod init;
 pub mod judge;

@@ -103,6 +103,9 @@ pub struct NodeRun {
     /// The model that answered, as reported by the endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// For a pool connection (`X_POOL`): the member connection that served the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant_id: Option<String>,
     /// Cost of the model call in USD, when the model's price is known.

@@ -85,6 +85,7 @@ fn response(text: &str) -> LlmResponse {
         model: Some("m".into()),
         finish_reason: Some("stop".into()),
         retries: 0,
+        served_by: None,
     }
 }
 

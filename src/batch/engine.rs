@@ -2,11 +2,12 @@
 //! an endpoint that refuses every request, and aggregation at the end.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::executor::Executor;
 use crate::record::{
@@ -32,6 +33,9 @@ pub struct BatchConfig {
     /// Stop early when this many lines in a row failed because the endpoint could not be used
     /// at all (key refused, unreachable) and none succeeded: the rest would fail the same way.
     pub endpoint_failure_limit: usize,
+    /// Line slots shared with other batches (an experiment's runs): a line runs only while it
+    /// holds one, so all of them together have at most this many lines in flight.
+    pub shared_slots: Option<Arc<Semaphore>>,
 }
 
 impl Default for BatchConfig {
@@ -40,6 +44,7 @@ impl Default for BatchConfig {
             concurrency: 32,
             line_timeout: None,
             endpoint_failure_limit: 8,
+            shared_slots: None,
         }
     }
 }
@@ -107,7 +112,7 @@ pub async fn run_batch(
                 }
             },
             pending = source.recv(), if can_take => match pending {
-                Some(p) => in_flight.push(run_one(executor, p, config.line_timeout)),
+                Some(p) => in_flight.push(run_one(executor, p, config.line_timeout, config.shared_slots.clone())),
                 None => source_open = false,
             },
             Some(line) = in_flight.next(), if !in_flight.is_empty() => {
@@ -158,7 +163,13 @@ async fn run_one(
     executor: &Executor,
     pending: PendingLine,
     timeout: Option<Duration>,
+    slots: Option<Arc<Semaphore>>,
 ) -> LineResult {
+    // Held until the line is done; a closed semaphore (never closed here) just runs the line.
+    let _slot = match &slots {
+        Some(s) => s.clone().acquire_owned().await.ok(),
+        None => None,
+    };
     let inputs = match pending.inputs {
         Ok(i) => i,
         Err(e) => return failed_line(pending.line_number, Map::new(), e),

@@ -8,6 +8,8 @@
 
 mod engine;
 mod source;
+mod to_dir;
 
 pub use engine::{BatchConfig, BatchOutcome, PendingLine, Progress, run_batch};
 pub use source::{LineSource, spawn_line_source};
+pub use to_dir::{DirBatch, DirBatchError, DirRun, new_run_meta, run_to_dir};

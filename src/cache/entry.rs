@@ -71,6 +71,7 @@ impl StoredResponse {
             model: self.model,
             finish_reason: self.finish_reason,
             retries: 0,
+            served_by: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use indexmap::IndexMap;
@@ -18,7 +18,7 @@ use super::runtime;
 use flow::batch::{BatchConfig, BatchOutcome, run_batch, spawn_line_source};
 use flow::data::{BaseRun, ColumnMapping};
 use flow::model::{Flow, VariantSelection};
-use flow::record::{ErrorKind, timestamp};
+use flow::record::ErrorKind;
 use flow::run_store::{self, RunDir, RunMeta, RunSettings, RunStatus, RunWriter};
 
 /// Lines in flight at once by default. Hosted endpoints (OpenAI, Azure OpenAI) serve each
@@ -305,30 +305,16 @@ fn default_name(flow_path: &Path, selections: &[VariantSelection]) -> String {
 }
 
 fn new_meta(flow: &Flow, plan: &Plan, total: usize, model: &super::ModelArgs) -> RunMeta {
-    RunMeta {
-        name: plan.dir.name(),
-        flow: flow.dir.display().to_string(),
-        flow_name: flow.name(),
-        variant: flow.variant_label(),
-        variants: flow.selected_variants.clone(),
-        data: Some(plan.data.display().to_string()),
-        column_mapping: plan.mapping_args.clone(),
-        base_run: plan.base_run.as_ref().map(|p| p.display().to_string()),
-        status: RunStatus::Running,
-        created: timestamp(SystemTime::now()),
-        end_time: None,
-        duration_s: 0.0,
-        total_lines: total,
-        completed_lines: 0,
-        failed_lines: 0,
-        tokens: Default::default(),
-        cost_usd: None,
-        unpriced_models: Vec::new(),
-        latency_ms: Default::default(),
-        cache_hits: 0,
-        concurrency: plan.concurrency,
-        offline: model.offline,
-        settings: RunSettings {
+    flow::batch::new_run_meta(
+        flow,
+        &plan.dir,
+        &plan.data,
+        &plan.mapping_args,
+        plan.base_run.as_deref(),
+        total,
+        plan.concurrency,
+        model.offline,
+        RunSettings {
             env_file: model
                 .env_file
                 .as_ref()
@@ -339,8 +325,7 @@ fn new_meta(flow: &Flow, plan: &Plan, total: usize, model: &super::ModelArgs) ->
             cache: Some(model.cache.mode().as_str().to_string()),
             require_base_line: plan.require_base_line,
         },
-        flow_version: env!("CARGO_PKG_VERSION").to_string(),
-    }
+    )
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -70,24 +70,22 @@ fn list(target: &Target) -> Result<(), Failure> {
     let mut missing = 0;
     for (name, resolved) in &all {
         match resolved {
+            Ok(c) if c.is_pool() => {
+                let names: Vec<&str> = c.pool.iter().map(|m| m.name.as_str()).collect();
+                outln!(
+                    "{} ok (pool of {}: {})",
+                    bold(name, color),
+                    names.len(),
+                    names.join(", ")
+                );
+                for m in &c.pool {
+                    outln!("  {}", m.name);
+                    describe(m, "    ");
+                }
+            }
             Ok(c) => {
                 outln!("{} ok", bold(name, color));
-                outln!("  type:    {}", c.api_type.as_str());
-                if let Some(base) = &c.api_base {
-                    outln!("  base:    {base}");
-                }
-                if let Some(key) = &c.api_key {
-                    outln!("  key:     {}", key.masked());
-                }
-                if let Some(v) = &c.api_version {
-                    outln!("  version: {v}");
-                }
-                if let Some(m) = c.model.as_ref().or(c.deployment.as_ref()) {
-                    outln!("  model:   {m}");
-                }
-                if !c.source.is_empty() {
-                    outln!("  from:    {}", c.source.join(", "));
-                }
+                describe(c, "  ");
             }
             Err(e) => {
                 missing += 1;
@@ -105,6 +103,26 @@ fn list(target: &Target) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A connection's settings, one per line, secrets masked.
+fn describe(c: &Connection, indent: &str) {
+    outln!("{indent}type:    {}", c.api_type.as_str());
+    if let Some(base) = &c.api_base {
+        outln!("{indent}base:    {base}");
+    }
+    if let Some(key) = &c.api_key {
+        outln!("{indent}key:     {}", key.masked());
+    }
+    if let Some(v) = &c.api_version {
+        outln!("{indent}version: {v}");
+    }
+    if let Some(m) = c.model.as_ref().or(c.deployment.as_ref()) {
+        outln!("{indent}model:   {m}");
+    }
+    if !c.source.is_empty() {
+        outln!("{indent}from:    {}", c.source.join(", "));
+    }
+}
+
 fn check(target: &Target) -> Result<(), Failure> {
     let all = resolve_all(target)?;
     let client = LlmClient::with_config(ClientConfig::default())
@@ -116,17 +134,28 @@ fn check(target: &Target) -> Result<(), Failure> {
     for (name, resolved) in all {
         match resolved {
             Ok(c) => {
-                let outcome = rt.block_on(client.check(&c));
-                let mark = if outcome.ok { "ok" } else { "FAILED" };
-                outln!(
-                    "{} {mark} ({} ms) {}\n  {}",
-                    bold(&name, color),
-                    outcome.elapsed.as_millis(),
-                    outcome.url,
-                    outcome.detail
-                );
-                if !outcome.ok {
-                    failed += 1;
+                // A pool is checked member by member: each is its own endpoint and key.
+                let members: Vec<(String, &Connection)> = if c.is_pool() {
+                    c.pool
+                        .iter()
+                        .map(|m| (format!("{name} / {}", m.name), m))
+                        .collect()
+                } else {
+                    vec![(name.clone(), &c)]
+                };
+                for (label, conn) in members {
+                    let outcome = rt.block_on(client.check(conn));
+                    let mark = if outcome.ok { "ok" } else { "FAILED" };
+                    outln!(
+                        "{} {mark} ({} ms) {}\n  {}",
+                        bold(&label, color),
+                        outcome.elapsed.as_millis(),
+                        outcome.url,
+                        outcome.detail
+                    );
+                    if !outcome.ok {
+                        failed += 1;
+                    }
                 }
             }
             Err(e) => {

@@ -2,9 +2,7 @@
 //! evaluation flow and/or built-in evaluators, gate on thresholds and a baseline, and write the
 //! CI outputs (JUnit, Markdown summary, GitHub annotations).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use clap::Args;
 use serde_json::{Map, Value};
@@ -18,8 +16,7 @@ use flow::data::ColumnMapping;
 use flow::eval::ModelEvaluator;
 use flow::evaluators::EvaluatorSpec;
 use flow::gate::{GateResult, Threshold, check_baseline, check_thresholds};
-use flow::record::timestamp;
-use flow::run_store::{self, RunDir, RunMeta, RunSettings, RunStatus};
+use flow::run_store::{self, RunDir, RunMeta, RunStatus};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -183,7 +180,7 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
             std::fs::create_dir_all(&dir.path).map_err(|e| {
                 Failure::usage(format!("error: cannot create {}: {e}", dir.path.display()))
             })?;
-            bare_meta(&name, &base, &base_meta, &data)
+            flow::eval::builtin_only_meta(&name, &base, &base_meta, &data)
         }
     };
 
@@ -193,16 +190,10 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
     let mut failed_base_lines = 0;
     let mut tallies: std::collections::BTreeMap<(String, usize), (usize, usize)> =
         Default::default();
-    let mut metrics: Map<String, Value> = std::fs::read_to_string(dir.metrics_file())
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
+    let mut metrics: Map<String, Value> = flow::eval::read_metrics(&dir);
     if !evaluators.is_empty() {
-        let file = std::fs::File::create(dir.path.join("scores.jsonl"))
-            .map_err(|e| Failure::usage(format!("error: cannot write scores: {e}")))?;
-        let mut out = std::io::BufWriter::new(file);
         let outcome =
-            flow::eval::score_run(&base, &data, &mapping, &evaluators, &mut out, |line| {
+            flow::eval::score_into_dir(&dir, &base, &data, &mapping, &evaluators, |line| {
                 for (evaluator, score) in &line.scores {
                     let t = tallies
                         .entry((evaluator.clone(), line.line_number))
@@ -229,9 +220,7 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
             })
             .map_err(|e| Failure::usage(format!("error: {e}")))?;
         failed_base_lines = outcome.failed_base_lines;
-        for (k, v) in &outcome.metrics {
-            metrics.insert(k.clone(), v.clone());
-        }
+        flow::eval::merge_metrics(&mut metrics, &outcome.metrics);
         if outcome.failed_base_lines > 0 && failure.is_none() {
             failure = Some(Failure::quality(format!(
                 "{} line(s) of run `{}` failed; they count as failed evaluations",
@@ -304,29 +293,8 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
     }
     if !model_evaluators.is_empty() {
         let lines = score_models(&base, &data, &mapping, &model_evaluators, &args, &project)?;
-        let file = std::fs::File::create(dir.path.join("judge_scores.jsonl"))
-            .map_err(|e| Failure::usage(format!("error: cannot write judge scores: {e}")))?;
-        let mut out = std::io::BufWriter::new(file);
-        let mut per_evaluator: indexmap::IndexMap<String, Vec<(Option<f64>, bool)>> =
-            indexmap::IndexMap::new();
         for line in &lines {
-            let scores: Map<String, Value> = line
-                .scores
-                .iter()
-                .map(|(n, s, p, r)| {
-                    (
-                        n.clone(),
-                        serde_json::json!({"score": s, "passed": p, "reason": r}),
-                    )
-                })
-                .collect();
-            let record = serde_json::json!({"line_number": line.line_number, "scores": scores});
-            let _ = writeln!(out, "{record}");
             for (name, score, passed, reason) in &line.scores {
-                per_evaluator
-                    .entry(name.clone())
-                    .or_default()
-                    .push((*score, *passed));
                 builtin_cases.push(CaseResult {
                     line_number: line.line_number,
                     evaluator: name.clone(),
@@ -345,41 +313,20 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
                 }
             }
         }
-        for (name, scores) in per_evaluator {
-            let agg = flow::judge::Aggregate::from_lines(scores);
-            if let Some(mean) = agg.mean {
-                metrics.insert(
-                    format!("{name}.mean"),
-                    Value::from((mean * 1e6).round() / 1e6),
-                );
-            }
-            metrics.insert(
-                format!("{name}.pass_rate"),
-                Value::from(agg.pass_rate.unwrap_or(0.0)),
-            );
-        }
-        let described: Vec<Value> = model_evaluators
-            .iter()
-            .map(ModelEvaluator::describe)
-            .collect();
-        flow::record::write_json_atomic(
-            &dir.path.join("evaluators.json"),
-            &Value::Array(described),
-        )
-        .map_err(|e| Failure::usage(format!("error: cannot write evaluators.json: {e}")))?;
+        let model_metrics = flow::eval::record_model_scores(&dir, &lines, &model_evaluators)
+            .map_err(|e| Failure::usage(format!("error: cannot write judge scores: {e}")))?;
+        flow::eval::merge_metrics(&mut metrics, &model_metrics);
     }
     metrics.insert(
         "eval.base_failed_lines".into(),
         Value::from(failed_base_lines.max(base_meta.failed_lines)),
     );
-    flow::record::write_json_atomic(&dir.metrics_file(), &Value::Object(metrics.clone())).map_err(
-        |e| {
-            Failure::usage(format!(
-                "error: cannot write {}: {e}",
-                dir.metrics_file().display()
-            ))
-        },
-    )?;
+    flow::eval::write_metrics(&dir, &metrics).map_err(|e| {
+        Failure::usage(format!(
+            "error: cannot write {}: {e}",
+            dir.metrics_file().display()
+        ))
+    })?;
 
     // 3. Gates.
     let offline = base_meta.offline || meta.offline || args.model.offline;
@@ -699,39 +646,4 @@ fn stamp() -> String {
             "[year][month][day]_[hour][minute][second]_[subsecond digits:6]"
         ))
         .unwrap_or_default()
-}
-
-/// The record of an evaluation with built-in evaluators only (no flow ran).
-fn bare_meta(name: &str, base: &RunDir, base_meta: &RunMeta, data: &Path) -> RunMeta {
-    RunMeta {
-        name: name.to_string(),
-        flow: String::new(),
-        flow_name: "built-in evaluators".into(),
-        variant: "default".into(),
-        variants: Default::default(),
-        data: Some(
-            std::path::absolute(data)
-                .unwrap_or(data.to_path_buf())
-                .display()
-                .to_string(),
-        ),
-        column_mapping: Vec::new(),
-        base_run: Some(base.path.display().to_string()),
-        status: RunStatus::Running,
-        created: timestamp(SystemTime::now()),
-        end_time: None,
-        duration_s: 0.0,
-        total_lines: base_meta.total_lines,
-        completed_lines: 0,
-        failed_lines: 0,
-        tokens: Default::default(),
-        cost_usd: Some(0.0),
-        unpriced_models: Vec::new(),
-        latency_ms: Default::default(),
-        cache_hits: 0,
-        concurrency: 1,
-        offline: base_meta.offline,
-        settings: RunSettings::default(),
-        flow_version: env!("CARGO_PKG_VERSION").to_string(),
-    }
 }

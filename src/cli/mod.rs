@@ -13,6 +13,7 @@ mod batch;
 mod cache;
 mod connections;
 mod eval;
+mod experiment;
 mod init;
 mod output;
 mod progress;
@@ -55,6 +56,9 @@ enum Command {
     /// Evaluate a run: an evaluation flow and/or built-in evaluators, gates, JUnit and summary.
     #[command(alias = "evaluate")]
     Eval(Box<eval::EvalArgs>),
+    /// Run variants, combinations and parameter sweeps over datasets (experiment.yaml), evaluate
+    /// every run and compare them.
+    Experiment(Box<experiment::ExperimentArgs>),
     /// Show or clear the response cache (.flow/cache).
     Cache(cache::CacheArgs),
     /// List, show and delete batch runs (under .flow/runs).
@@ -107,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::Cache(args) => cache::run(args),
         Command::Eval(args) => eval::run(*args),
         Command::Report(args) => report::run(args),
+        Command::Experiment(args) => experiment::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -52,6 +52,9 @@ pub struct ExecutorOptions {
     /// Which repeated sample this is (`flow eval --repeat`): each sample's model requests are
     /// distinct cache entries, so samples are real requests yet re-runs stay cached.
     pub sample: Option<u32>,
+    /// A model client to share with other executors (an experiment's runs): one connection
+    /// pool and one adaptive limiter per endpoint for all of them. `None`: a client of its own.
+    pub client: Option<LlmClient>,
 }
 
 impl ExecutorOptions {
@@ -68,6 +71,7 @@ impl ExecutorOptions {
             cache: None,
             prices: Arc::new(PriceTable::builtin()),
             sample: None,
+            client: None,
         }
     }
 }

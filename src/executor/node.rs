@@ -39,6 +39,8 @@ pub struct NodeOutcome {
     pub escaped: Option<String>,
     pub tokens: Option<Tokens>,
     pub model: Option<String>,
+    /// For a pool connection: the member that answered (not set for a cached answer).
+    pub served_by: Option<String>,
     pub retries: u32,
     pub metrics: Map<String, Value>,
     pub stdout: String,
@@ -55,6 +57,7 @@ impl NodeOutcome {
             escaped: None,
             tokens: None,
             model: None,
+            served_by: None,
             retries: 0,
             metrics: Map::new(),
             stdout: String::new(),
@@ -173,6 +176,7 @@ impl Executor {
                     total_tokens: response.usage.total_tokens,
                 });
                 out.model = response.model;
+                out.served_by = if cached { None } else { response.served_by };
                 out.retries = response.retries;
                 Ok(out)
             }

@@ -108,15 +108,20 @@ impl Executor {
                 });
             }
         }
-        let mut config = ClientConfig {
-            timeout: options.request_timeout,
-            ..ClientConfig::default()
+        let llm = match &options.client {
+            Some(shared) => shared.clone(),
+            None => {
+                let mut config = ClientConfig {
+                    timeout: options.request_timeout,
+                    ..ClientConfig::default()
+                };
+                config.retry.max_retries = options.max_retries;
+                config.max_in_flight = options.max_in_flight.max(1);
+                LlmClient::with_config(config).map_err(|e| PrepareError {
+                    diagnostics: vec![Diagnostic::error(e.to_string())],
+                })?
+            }
         };
-        config.retry.max_retries = options.max_retries;
-        config.max_in_flight = options.max_in_flight.max(1);
-        let llm = LlmClient::with_config(config).map_err(|e| PrepareError {
-            diagnostics: vec![Diagnostic::error(e.to_string())],
-        })?;
         Ok(Executor {
             flow: Arc::new(flow),
             dag,

@@ -174,6 +174,7 @@ impl EmbeddingJudge {
                         model: model.map(str::to_string),
                         finish_reason: None,
                         retries: 0,
+                        served_by: None,
                     })
                 };
                 let c = cache

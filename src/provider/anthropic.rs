@@ -241,6 +241,7 @@ pub(crate) fn parse(v: &Value, req: &LlmRequest) -> Result<LlmResponse, String> 
             .and_then(Value::as_str)
             .map(finish_reason),
         retries: 0,
+        served_by: None,
     })
 }
 
@@ -373,6 +374,7 @@ impl StreamState {
             model: self.model,
             finish_reason: self.stop_reason,
             retries: 0,
+            served_by: None,
         }
     }
 }

@@ -52,5 +52,6 @@ pub(crate) fn complete(req: &LlmRequest, on_delta: Option<DeltaFn<'_>>) -> LlmRe
         model: Some("echo".to_string()),
         finish_reason: Some("stop".to_string()),
         retries: 0,
+        served_by: None,
     }
 }

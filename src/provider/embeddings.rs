@@ -32,6 +32,9 @@ impl LlmClient {
         model: Option<&str>,
         inputs: &[String],
     ) -> Result<Vec<Vec<f32>>, ProviderError> {
+        if conn.is_pool() {
+            return self.embed_pooled(conn, model, inputs).await;
+        }
         match conn.api_type {
             ApiType::Echo => return Ok(inputs.iter().map(|t| echo_embedding(t)).collect()),
             ApiType::Anthropic => {

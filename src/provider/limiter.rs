@@ -24,7 +24,7 @@
 //! [`LlmClient`]: super::LlmClient
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -204,6 +204,26 @@ pub(crate) struct Endpoint {
     state: Mutex<State>,
     wake: Notify,
     retries: AtomicU64,
+    /// Requests waiting in [`Endpoint::acquire`] (for a slot or a gate).
+    waiting: AtomicUsize,
+}
+
+/// How busy an endpoint is, for choosing among the members of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Load {
+    /// Requests in flight plus requests waiting for this endpoint.
+    pub busy: usize,
+    /// The current in-flight limit.
+    pub limit: usize,
+    /// The endpoint is paused (429, spent quota) until then.
+    pub blocked_until: Option<Instant>,
+}
+
+impl Load {
+    /// Free in-flight slots (negative when requests queue).
+    pub fn free(&self) -> i64 {
+        i64::try_from(self.limit).unwrap_or(i64::MAX) - i64::try_from(self.busy).unwrap_or(i64::MAX)
+    }
 }
 
 #[derive(Debug)]
@@ -445,6 +465,26 @@ impl Endpoint {
             }),
             wake: Notify::new(),
             retries: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// How busy the endpoint is right now.
+    pub fn load(&self) -> Load {
+        let s = self.lock();
+        let now = Instant::now();
+        let blocked_until = [
+            s.paused_until,
+            s.window.filter(|w| w.remaining == 0).map(|w| w.reset_at),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|t| *t > now)
+        .max();
+        Load {
+            busy: s.in_flight + self.waiting.load(Ordering::Relaxed),
+            limit: s.limit,
+            blocked_until,
         }
     }
 
@@ -455,6 +495,7 @@ impl Endpoint {
     /// Waits (FIFO) for an in-flight slot and for the endpoint's pauses and quota; the returned
     /// permit must be completed with the attempt's [`Outcome`] (dropping it counts as a failure).
     pub async fn acquire(self: &Arc<Self>) -> Permit {
+        let _waiting = WaitingGuard::enter(&self.waiting);
         let holds_slot = match self.slots.acquire().await {
             Ok(p) => {
                 p.forget();
@@ -536,6 +577,22 @@ impl Endpoint {
             retries: self.retries.load(Ordering::Relaxed),
             paused_for: paused.map(|t| t - now),
         }
+    }
+}
+
+/// Counts a request as waiting for as long as it is alive (also when the wait is cancelled).
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingGuard<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        WaitingGuard(counter)
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

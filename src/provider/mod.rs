@@ -14,6 +14,7 @@ mod error;
 mod http;
 mod limiter;
 mod openai;
+mod pool;
 mod retry;
 pub mod sse;
 
@@ -106,10 +107,17 @@ impl LlmRequest {
     /// A stable SHA-256 hex key for the response cache: target URL, model/deployment, api,
     /// messages or prompt and parameters (object keys sorted). Never includes the key, headers
     /// or the `stream` flag.
+    ///
+    /// For a pool the target is the pool's name and the requested model, so an answer is found
+    /// again whichever member served it.
     pub fn cache_key(&self, conn: &Connection) -> String {
-        let (url, model) = match target(conn, self) {
-            Ok(t) => (t.url, t.model),
-            Err(_) => (String::new(), self.model.clone()),
+        let (url, model) = if conn.is_pool() {
+            (format!("pool:{}", conn.name), self.model.clone())
+        } else {
+            match target(conn, self) {
+                Ok(t) => (t.url, t.model),
+                Err(_) => (String::new(), self.model.clone()),
+            }
         };
         let mut h = Sha256::new();
         let mut canon = String::with_capacity(256);
@@ -198,6 +206,8 @@ pub struct LlmResponse {
     pub finish_reason: Option<String>,
     /// How many retries it took.
     pub retries: u32,
+    /// For a pool: the member connection that answered.
+    pub served_by: Option<String>,
 }
 
 /// Where a request goes.
@@ -257,6 +267,7 @@ pub struct LlmClient {
     http: reqwest::Client,
     config: ClientConfig,
     limiters: Arc<limiter::Limiters>,
+    pools: Arc<pool::Pools>,
 }
 
 impl LlmClient {
@@ -280,6 +291,7 @@ impl LlmClient {
             http,
             config,
             limiters: Arc::new(limiter::Limiters::new(config.max_in_flight)),
+            pools: Arc::new(pool::Pools::default()),
         })
     }
 
@@ -304,6 +316,9 @@ impl LlmClient {
         req: &LlmRequest,
         on_delta: Option<DeltaFn<'_>>,
     ) -> Result<LlmResponse, ProviderError> {
+        if conn.is_pool() {
+            return self.complete_pooled(conn, req, on_delta).await;
+        }
         if conn.api_type == ApiType::Echo {
             return Ok(echo::complete(req, on_delta));
         }
@@ -407,6 +422,33 @@ impl Retries {
             self.retries += 1;
         }
         Ok(())
+    }
+}
+
+impl Retries {
+    /// Report the failed attempt `e` of a pool member and count a retry without waiting: the
+    /// next attempt goes to another member.
+    pub(crate) fn failed_over(
+        &mut self,
+        limiter: &limiter::Endpoint,
+        permit: limiter::Permit,
+        e: &ProviderError,
+        policy: RetryPolicy,
+    ) {
+        permit.complete(match e.status() {
+            Some(429) => limiter::Outcome::RateLimited {
+                retry_after: e.retry_after(),
+                policy,
+            },
+            Some(503) => limiter::Outcome::Overloaded,
+            _ => limiter::Outcome::Failed,
+        });
+        limiter.note_retry();
+        if e.status() == Some(429) {
+            self.waits += 1;
+        } else {
+            self.retries += 1;
+        }
     }
 }
 

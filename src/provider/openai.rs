@@ -210,6 +210,7 @@ pub(crate) fn parse(v: &Value, req: &LlmRequest) -> Result<LlmResponse, String> 
         model: v.get("model").and_then(Value::as_str).map(str::to_string),
         finish_reason,
         retries: 0,
+        served_by: None,
     })
 }
 
@@ -359,6 +360,7 @@ impl StreamState {
             model: self.model,
             finish_reason: self.finish_reason,
             retries: 0,
+            served_by: None,
         }
     }
 }

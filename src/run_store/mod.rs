@@ -19,6 +19,7 @@
 
 mod journal;
 mod meta;
+pub mod remote;
 mod snapshot;
 mod writer;
 

@@ -114,6 +114,8 @@ struct Shared {
     /// Keep every request (tests inspect them); benchmarks turn it off to stay flat.
     not_recording: bool,
     seen: usize,
+    /// While set, every completion is answered with this error status.
+    down: Option<u16>,
 }
 
 /// Response headers to add.
@@ -305,6 +307,12 @@ impl MockLlm {
         lock(&self.shared).no_rate_headers = !on;
     }
 
+    /// While `Some(status)`, answer every (authenticated) completion request with that error
+    /// status, as a server that went down would; `None` brings it back.
+    pub fn set_down(&self, status: Option<u16>) {
+        lock(&self.shared).down = status;
+    }
+
     /// Ends rate-limit mode.
     pub fn clear_rate_limit(&self) {
         lock(&self.shared).bucket = None;
@@ -484,6 +492,12 @@ async fn handle(
     }
     if let Some(r) = check_key(kind, &expected_key, presented) {
         return r;
+    }
+    if let Some(status) = lock(&shared).down {
+        return json_response(
+            status,
+            &error_body(kind, status, "mock: the server is down"),
+        );
     }
     if azure && !query.as_deref().unwrap_or("").contains("api-version=") {
         return json_response(

@@ -5,3 +5,4 @@
 pub mod context;
 pub mod mock_llm;
 pub mod qa_project;
+pub mod s3;

@@ -1,0 +1,411 @@
+//! `flow experiment [FILE] [--env ENV] [--variants ...|--combinations [NODES]] [--max-runs N]`:
+//! load the experiment (overlay, connection placeholders), plan the variant runs, run them all
+//! through one engine, and print the comparison (written to `.flow/experiments/<name>/`).
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use tokio::sync::watch;
+
+use super::ModelArgs;
+use super::batch::DEFAULT_CONCURRENCY;
+use super::output::{Failure, bold, color_stderr, dim};
+use super::progress::CliProgress;
+use super::run::{OutputFormat, executor_options};
+use flow::experiment::{
+    self, ExperimentError, RunResult, RunnerConfig, Selection, placeholder, runner, summary,
+};
+use flow::run_store::RunSettings;
+
+#[derive(Debug, Args)]
+pub struct ExperimentArgs {
+    /// The experiment file (GenAIOps experiment.yaml shape) [default: ./experiment.yaml].
+    pub file: Option<PathBuf>,
+    /// Lay the overlay `experiment.<ENV>.yaml` over the file (e.g. pr, dev): each block it has
+    /// (datasets, evaluators, connections, runtime, ...) replaces the base file's.
+    #[arg(long, value_name = "ENV")]
+    pub env: Option<String>,
+    /// Which variants run: `default`, `all` (each variant of each node, the others at their
+    /// default), or variant ids, comma-separated or repeated: `classify.variant_1`,
+    /// `summarize.variant_1+classify.variant_1`, `classify.temperature=0.7`
+    /// [default: the file's `variants:`, else all].
+    #[arg(long, value_name = "SPEC")]
+    pub variants: Vec<String>,
+    /// Run every combination (the cartesian product) of the choices of all nodes with variants
+    /// or sweeps, or of the listed nodes only (`--combinations summarize,classify`).
+    #[arg(long, value_name = "NODES", num_args = 0..=1, default_missing_value = "", conflicts_with = "variants")]
+    pub combinations: Option<String>,
+    /// Refuse to start when more than N runs are planned (exit 2).
+    #[arg(long, value_name = "N")]
+    pub max_runs: Option<usize>,
+    /// Print the planned runs and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The comparison directory's name under .flow/experiments (default: <experiment>_<timestamp>).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Lines in flight at once, across all runs of the experiment together.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    /// Fail a line that runs longer than this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub line_timeout: Option<f64>,
+    /// How to print the result (json: summary.json on stdout).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+fn experiment_failure(e: ExperimentError) -> Failure {
+    match e {
+        ExperimentError::File(f) => Failure::diagnostics(&f.diagnostics),
+        ExperimentError::Flow(d) => Failure::diagnostics(&d),
+        ExperimentError::Plan(p) => Failure::usage(format!("error: {p}\n  help: {}", p.help())),
+        other => Failure::usage(format!("error: {other}")),
+    }
+}
+
+/// The `--variants` / `--combinations` selection, if given.
+fn cli_selection(args: &ExperimentArgs) -> Option<Selection> {
+    if let Some(nodes) = &args.combinations {
+        let list: Vec<String> = nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        return Some(Selection::Combinations((!list.is_empty()).then_some(list)));
+    }
+    (!args.variants.is_empty()).then(|| Selection::parse(&args.variants))
+}
+
+fn stamp() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]_[hour][minute][second]_[subsecond digits:6]"
+        ))
+        .unwrap_or_default()
+}
+
+struct PrintRuns {
+    color: bool,
+}
+
+impl runner::RunObserver for PrintRuns {
+    fn run_finished(&self, r: &RunResult) {
+        let ok = r.meta.failed_lines == 0 && r.evals.iter().all(|e| e.problem.is_none());
+        let mut parts = vec![format!(
+            "{}/{} lines",
+            r.meta.completed_lines, r.meta.total_lines
+        )];
+        for e in &r.evals {
+            for (k, v) in &e.metrics {
+                if let Some(x) = v.as_f64() {
+                    parts.push(format!("{k} {}", (x * 1000.0).round() / 1000.0));
+                }
+            }
+        }
+        if r.meta.cache_hits > 0 {
+            parts.push(format!("{} cached", r.meta.cache_hits));
+        }
+        eprintln!(
+            "{} {} · {}: {}",
+            bold(if ok { "✓" } else { "✗" }, self.color),
+            r.variant,
+            r.dataset,
+            parts.join(" · ")
+        );
+        for e in &r.evals {
+            if let Some(p) = &e.problem {
+                eprintln!("  {}: {p}", e.evaluator);
+            }
+        }
+        for (line, e) in r.first_errors.iter().take(3) {
+            eprintln!(
+                "  line {line}: {}",
+                e.message.lines().next().unwrap_or_default()
+            );
+        }
+    }
+}
+
+pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
+    let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let file = args
+        .file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("experiment.yaml"));
+    if !file.is_file() {
+        return Err(Failure::usage(format!(
+            "error: no experiment file at {}\n  help: give its path (`flow experiment path/to/experiment.yaml`); see docs/experiments.md for the format",
+            file.display()
+        )));
+    }
+    let exp = experiment::load(&file, args.env.as_deref())
+        .map_err(|e| Failure::diagnostics(&e.diagnostics))?;
+    let color = color_stderr();
+    if let Some(env) = &args.env {
+        match &exp.overlay {
+            Some(o) => eprintln!("{}", dim(&format!("overlay {}", o.display()), color)),
+            None => eprintln!(
+                "{}",
+                dim(
+                    &format!(
+                        "no {} for --env {env}: using {} as it is",
+                        experiment::overlay_path(&exp.file, env).display(),
+                        exp.file.display()
+                    ),
+                    color
+                )
+            ),
+        }
+    }
+
+    // Connections: `${x}` placeholders from the environment (and .env).
+    let env = flow::connection::EnvVars::load(args.model.env_file.as_deref(), &project)
+        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let lenient = args.model.offline || args.model.cache.mode() == flow::cache::CacheMode::Replay;
+    let resolved = placeholder::resolve_connections(&exp.connections, &env, lenient)
+        .map_err(|d| Failure::diagnostics(&d))?;
+
+    let selection = experiment::effective_selection(&exp, cli_selection(&args));
+    let variants = experiment::plan_variants(&exp, &selection).map_err(experiment_failure)?;
+    let runs = variants.len() * exp.datasets.len();
+    let evaluations: usize = exp
+        .datasets
+        .iter()
+        .map(|d| exp.evaluations_of(&d.name).count())
+        .sum::<usize>()
+        * variants.len();
+    eprintln!(
+        "experiment {}: {} variant{} × {} dataset{} = {} run{}, {} evaluation{}",
+        bold(&exp.name, color),
+        variants.len(),
+        plural(variants.len()),
+        exp.datasets.len(),
+        plural(exp.datasets.len()),
+        runs,
+        plural(runs),
+        evaluations,
+        plural(evaluations),
+    );
+    for v in &variants {
+        eprintln!("  {}", v.plan.id);
+    }
+    if let Some(max) = args.max_runs {
+        if runs > max {
+            return Err(Failure::usage(format!(
+                "error: {runs} runs are planned, more than --max-runs {max}\n  help: narrow the selection (--variants default, --variants <ids>, --combinations <nodes>) or raise --max-runs"
+            )));
+        }
+    }
+    if args.dry_run {
+        return Ok(());
+    }
+
+    let hashes = experiment::compute_hashes(&exp, &variants).map_err(experiment_failure)?;
+    let root = summary::experiments_root(&project);
+    let stamp = stamp();
+    let dir_name = match &args.name {
+        Some(n) if n.is_empty() || n.contains(['/', '\\']) || n == "." || n == ".." => {
+            return Err(Failure::usage(format!(
+                "error: `{n}` is not a valid experiment name (no slashes)"
+            )));
+        }
+        Some(n) => n.clone(),
+        None => format!("{}_{stamp}", runner::safe_name(&exp.name)),
+    };
+    let dir = root.join(&dir_name);
+    if dir.exists() {
+        return Err(Failure::usage(format!(
+            "error: {} already exists\n  help: pick another --name",
+            dir.display()
+        )));
+    }
+    let unchanged = summary::unchanged_since(&project, &exp.name, &hashes, &dir);
+    if let Some(prev) = &unchanged {
+        eprintln!(
+            "unchanged since {}: same experiment file, datasets and flows (answers come from the response cache)",
+            prev.display()
+        );
+    }
+
+    let Some(first) = variants.first() else {
+        return Err(Failure::usage("error: no variant selected"));
+    };
+    let mut options = executor_options(&args.model, &first.flow)?;
+    options.env = placeholder::apply_to_env(&options.env, &resolved);
+    let line_timeout = match args.line_timeout {
+        Some(s) if s > 0.0 && s.is_finite() => Some(std::time::Duration::from_secs_f64(s)),
+        Some(_) => {
+            return Err(Failure::usage(
+                "error: --line-timeout must be a positive number of seconds",
+            ));
+        }
+        None => None,
+    };
+    let config = RunnerConfig {
+        project: project.clone(),
+        concurrency: args.concurrency.max(1),
+        line_timeout,
+        settings: RunSettings {
+            env_file: args.model.env_file.as_ref().map(|p| {
+                std::path::absolute(p)
+                    .unwrap_or(p.clone())
+                    .display()
+                    .to_string()
+            }),
+            line_timeout_s: args.line_timeout,
+            request_timeout_s: Some(args.model.request_timeout),
+            max_retries: Some(args.model.max_retries),
+            cache: Some(args.model.cache.mode().as_str().to_string()),
+            require_base_line: false,
+        },
+        executor: options,
+        stamp,
+        experiment_dir: dir.clone(),
+    };
+    let total_lines: usize = exp
+        .datasets
+        .iter()
+        .map(|d| flow::data::count_rows(&d.source).unwrap_or(0))
+        .sum::<usize>()
+        * variants.len();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Failure::usage(format!("error: cannot create {}: {e}", dir.display())))?;
+
+    let rt = super::runtime()?;
+    let results = rt.block_on(async {
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let ctrl_c = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = cancel_tx.send(true);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        let progress = CliProgress::new(Some(total_lines), 0, color);
+        let result = experiment::run_experiment(
+            &exp,
+            &variants,
+            &hashes.datasets,
+            &hashes.experiment_digest(),
+            &config,
+            &progress,
+            &PrintRuns { color },
+            cancel_rx,
+        )
+        .await;
+        progress.finish();
+        ctrl_c.abort();
+        result
+    });
+    let results = results.map_err(experiment_failure)?;
+
+    let ids: Vec<String> = variants.iter().map(|v| v.plan.id.clone()).collect();
+    let mut s = summary::build(
+        &exp,
+        args.env.as_deref(),
+        &dir,
+        &ids,
+        &results,
+        hashes,
+        exp.extras.winner.as_ref(),
+        args.model.offline,
+    );
+    s.unchanged_since = unchanged.map(|p| p.display().to_string());
+    summary::write(&dir, &s)
+        .map_err(|e| Failure::usage(format!("error: cannot write {}: {e}", dir.display())))?;
+    write_reports(&dir, &s);
+
+    if args.output == OutputFormat::Json {
+        outln!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+    } else {
+        for line in summary::table(&s).lines() {
+            outln!("{line}");
+        }
+    }
+    if args.model.offline {
+        eprintln!(
+            "{}",
+            dim(
+                "offline: every model answer came from the echo provider, not a model",
+                color
+            )
+        );
+    }
+    eprintln!("{}", dim(&format!("comparison {}", dir.display()), color));
+    verdict(&results)
+}
+
+/// The experiment's exit status: 130 when stopped, 3 when the endpoint could not be used at
+/// all, 1 when a line or an evaluation failed, else 0.
+fn verdict(results: &[RunResult]) -> Result<(), Failure> {
+    if results.iter().any(|r| r.canceled) {
+        return Err(Failure {
+            code: 130,
+            message: "stopped: finished lines are kept in each run directory; run the experiment again to finish (finished lines come from the response cache)".into(),
+        });
+    }
+    if !results.is_empty()
+        && results
+            .iter()
+            .all(|r| r.endpoint_unusable.is_some() && r.meta.completed_lines == 0)
+    {
+        let why = results
+            .iter()
+            .find_map(|r| r.endpoint_unusable.as_ref())
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        return Err(Failure::endpoint(format!(
+            "error: the endpoint could not be used: {why}"
+        )));
+    }
+    let failed_runs = results
+        .iter()
+        .filter(|r| r.meta.failed_lines > 0 || r.endpoint_unusable.is_some())
+        .count();
+    let failed_evals = results
+        .iter()
+        .flat_map(|r| &r.evals)
+        .filter(|e| e.problem.is_some())
+        .count();
+    if failed_runs + failed_evals > 0 {
+        return Err(Failure::quality(format!(
+            "{failed_runs} run(s) had failed lines, {failed_evals} evaluation(s) failed"
+        )));
+    }
+    Ok(())
+}
+
+/// Write the experiment's reports (report.html, report.csv, report.wide.csv) into its directory,
+/// from the runs `summary.json` lists, and print their paths. A report that cannot be written is
+/// a warning: the comparison and the exit status stand.
+fn write_reports(dir: &Path, s: &flow::experiment::Summary) {
+    use flow::report::{
+        CsvOptions, LoadOptions, experiment_sources, load_report, write_report_files,
+    };
+    let written = experiment_sources(dir).and_then(|(sources, info)| {
+        let options = LoadOptions {
+            experiment: Some(info),
+            ..LoadOptions::new(format!("Experiment {}", s.experiment))
+        };
+        let report = load_report(&sources, &options)?;
+        write_report_files(dir, &report, CsvOptions::default())
+    });
+    match written {
+        Ok(files) => eprintln!(
+            "report: {} · {} · {}",
+            files.html.display(),
+            files.csv.display(),
+            files.wide_csv.display()
+        ),
+        Err(e) => eprintln!("warning: cannot write the reports: {e}"),
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

@@ -1,0 +1,151 @@
+//! The evaluation run directory (`flow eval`'s layout): built-in evaluators' `scores.jsonl`,
+//! the merged `metrics.json`, and the `meta.json` of an evaluation that ran no flow. Shared by
+//! `flow eval` and `flow experiment`.
+
+use std::io::{self, BufWriter};
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde_json::{Map, Value};
+
+use super::builtin::{BuiltinOutcome, LineScore, score_run};
+use super::models::{ModelEvaluator, ModelLine};
+use crate::data::ColumnMapping;
+use crate::evaluators::EvaluatorSpec;
+use crate::record::timestamp;
+use crate::run_store::{RunDir, RunMeta, RunSettings, RunStatus};
+
+/// The file built-in evaluators' per-line scores are written to.
+pub const SCORES_FILE: &str = "scores.jsonl";
+
+/// The file model-based evaluators' (judges', embeddings') per-line scores are written to.
+pub const JUDGE_SCORES_FILE: &str = "judge_scores.jsonl";
+
+/// Write model-based evaluators' per-line scores to `dir/judge_scores.jsonl` and what they are
+/// (model, prompt hash) to `dir/evaluators.json`; return their metrics (`<name>.mean`,
+/// `<name>.pass_rate`).
+pub fn record_model_scores(
+    dir: &RunDir,
+    lines: &[ModelLine],
+    evaluators: &[ModelEvaluator],
+) -> io::Result<Map<String, Value>> {
+    use std::io::Write;
+    let file = std::fs::File::create(dir.path.join(JUDGE_SCORES_FILE))?;
+    let mut out = BufWriter::new(file);
+    let mut per_evaluator: indexmap::IndexMap<String, Vec<(Option<f64>, bool)>> =
+        indexmap::IndexMap::new();
+    for line in lines {
+        let scores: Map<String, Value> = line
+            .scores
+            .iter()
+            .map(|(n, s, p, r)| {
+                (
+                    n.clone(),
+                    serde_json::json!({"score": s, "passed": p, "reason": r}),
+                )
+            })
+            .collect();
+        let record = serde_json::json!({"line_number": line.line_number, "scores": scores});
+        writeln!(out, "{record}")?;
+        for (name, score, passed, _) in &line.scores {
+            per_evaluator
+                .entry(name.clone())
+                .or_default()
+                .push((*score, *passed));
+        }
+    }
+    out.flush()?;
+    let mut metrics = Map::new();
+    for (name, scores) in per_evaluator {
+        let agg = crate::judge::Aggregate::from_lines(scores);
+        if let Some(mean) = agg.mean {
+            metrics.insert(
+                format!("{name}.mean"),
+                Value::from((mean * 1e6).round() / 1e6),
+            );
+        }
+        metrics.insert(
+            format!("{name}.pass_rate"),
+            Value::from(agg.pass_rate.unwrap_or(0.0)),
+        );
+    }
+    let described: Vec<Value> = evaluators.iter().map(ModelEvaluator::describe).collect();
+    crate::record::write_json_atomic(&dir.path.join("evaluators.json"), &Value::Array(described))?;
+    Ok(metrics)
+}
+
+/// Score the run in `base` with built-in `evaluators` into `eval_dir/scores.jsonl` (one JSON
+/// line per dataset line); `each` sees every line. The outcome's metrics are not merged yet
+/// (see [`merge_metrics`]).
+pub fn score_into_dir(
+    eval_dir: &RunDir,
+    base: &RunDir,
+    data: &Path,
+    mapping: &ColumnMapping,
+    evaluators: &[EvaluatorSpec],
+    each: impl FnMut(&LineScore),
+) -> Result<BuiltinOutcome, String> {
+    let path = eval_dir.path.join(SCORES_FILE);
+    let file = std::fs::File::create(&path)
+        .map_err(|e| format!("cannot write scores {}: {e}", path.display()))?;
+    let mut out = BufWriter::new(file);
+    let outcome = score_run(base, data, mapping, evaluators, &mut out, each)?;
+    io::Write::flush(&mut out).map_err(|e| format!("cannot write scores: {e}"))?;
+    Ok(outcome)
+}
+
+/// The metrics already in `dir/metrics.json` (an evaluation flow's), or none.
+pub fn read_metrics(dir: &RunDir) -> Map<String, Value> {
+    std::fs::read_to_string(dir.metrics_file())
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Add `extra` to `metrics` (later values win).
+pub fn merge_metrics(metrics: &mut Map<String, Value>, extra: &Map<String, Value>) {
+    for (k, v) in extra {
+        metrics.insert(k.clone(), v.clone());
+    }
+}
+
+/// Write `metrics` to `dir/metrics.json` atomically.
+pub fn write_metrics(dir: &RunDir, metrics: &Map<String, Value>) -> io::Result<()> {
+    crate::record::write_json_atomic(&dir.metrics_file(), &Value::Object(metrics.clone()))
+}
+
+/// The record of an evaluation with built-in evaluators only (no flow ran), named `name`,
+/// of the run in `base` over `data`.
+pub fn builtin_only_meta(name: &str, base: &RunDir, base_meta: &RunMeta, data: &Path) -> RunMeta {
+    RunMeta {
+        name: name.to_string(),
+        flow: String::new(),
+        flow_name: "built-in evaluators".into(),
+        variant: "default".into(),
+        variants: Default::default(),
+        data: Some(
+            std::path::absolute(data)
+                .unwrap_or(data.to_path_buf())
+                .display()
+                .to_string(),
+        ),
+        column_mapping: Vec::new(),
+        base_run: Some(base.path.display().to_string()),
+        status: RunStatus::Running,
+        created: timestamp(SystemTime::now()),
+        end_time: None,
+        duration_s: 0.0,
+        total_lines: base_meta.total_lines,
+        completed_lines: 0,
+        failed_lines: 0,
+        tokens: Default::default(),
+        cost_usd: Some(0.0),
+        unpriced_models: Vec::new(),
+        latency_ms: Default::default(),
+        cache_hits: 0,
+        concurrency: 1,
+        offline: base_meta.offline,
+        settings: RunSettings::default(),
+        flow_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}

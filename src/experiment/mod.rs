@@ -1,0 +1,190 @@
+//! Experiments (SPEC §6): `experiment.yaml` (the GenAIOps template's shape) names a flow, its
+//! connections, datasets and evaluators; `flow experiment` runs the flow for each selected
+//! variant plan (variants, combinations, parameter sweeps) over each dataset, runs every
+//! evaluator on every run, and writes one comparison directory with `summary.json`.
+//!
+//! - [`file`]: the file model and loader (located errors); [`overlay`]: `experiment.<env>.yaml`;
+//!   [`placeholder`]: `${api_key}` connection values from the environment;
+//! - [`variants`] and [`sweep`]: choices per node → variant plans with readable ids;
+//! - [`runner`]: all runs of one experiment through one model client (one adaptive limiter per
+//!   endpoint), one line budget and one response cache;
+//! - [`summary`]: metrics per variant and dataset, best per metric, the winner, the table;
+//! - [`hash`]: content hashes of flows, datasets and experiment files.
+
+mod doc;
+pub mod file;
+pub mod hash;
+mod overlay;
+pub mod placeholder;
+pub mod runner;
+pub mod summary;
+pub mod sweep;
+pub mod variants;
+
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+
+pub use doc::Origin;
+pub use file::{
+    ConnectionDef, Dataset, EvalDataset, Evaluator, EvaluatorKind, Experiment, ExperimentFileError,
+    load, overlay_path,
+};
+pub use runner::{EvalResult, RunResult, RunnerConfig, run_experiment};
+pub use summary::{Hashes, Summary, SummaryRun};
+pub use variants::{Catalog, NodeChoice, PlanError, Selection, VariantPlan};
+
+use crate::diagnostic::Diagnostic;
+use crate::model::Flow;
+
+/// Why an experiment cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    /// The experiment file (or its overlay) is wrong.
+    #[error(transparent)]
+    File(#[from] ExperimentFileError),
+    /// A flow (the experiment's or an evaluator's) cannot load or be prepared.
+    #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Flow(Vec<Diagnostic>),
+    /// The variant selection names something that does not exist.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("{0}")]
+    Run(String),
+}
+
+/// A variant plan made concrete: the flow as it runs and its hash.
+#[derive(Debug, Clone)]
+pub struct PlannedVariant {
+    pub plan: VariantPlan,
+    /// The flow with the plan's variants and parameters applied.
+    pub flow: Flow,
+    /// The applied YAML (what the run's snapshot holds).
+    pub applied_yaml: String,
+    pub flow_hash: String,
+}
+
+/// The flow of `experiment` without variants applied (to list its choices).
+pub fn load_base_flow(experiment: &Experiment) -> Result<Flow, ExperimentError> {
+    let flow = crate::model::load(&experiment.flow, &[])
+        .map_err(|e| ExperimentError::Flow(e.diagnostics))?;
+    Ok(flow)
+}
+
+/// The selection in effect: the command line's, else the file's `combinations` / `variants`
+/// block, else `all` (what the GenAIOps template runs).
+pub fn effective_selection(experiment: &Experiment, cli: Option<Selection>) -> Selection {
+    if let Some(s) = cli {
+        return s;
+    }
+    if let Some((nodes, _)) = &experiment.extras.combinations {
+        return Selection::Combinations(nodes.clone());
+    }
+    if let Some((specs, _)) = &experiment.extras.variants {
+        return Selection::parse(specs);
+    }
+    Selection::All
+}
+
+/// Plan the variants to run: catalog the flow's choices (variants and sweeps), select, and
+/// load each plan's flow with its variants and parameters applied.
+pub fn plan_variants(
+    experiment: &Experiment,
+    selection: &Selection,
+) -> Result<Vec<PlannedVariant>, ExperimentError> {
+    let base = load_base_flow(experiment)?;
+    let catalog = Catalog::new(&base, &experiment.extras.sweeps).map_err(ExperimentError::Flow)?;
+    let plans = variants::plan(&catalog, selection)?;
+    plans
+        .into_iter()
+        .map(|plan| {
+            let mut flow = crate::model::load(&experiment.flow, &plan.selections())
+                .map_err(|e| ExperimentError::Flow(e.diagnostics))?;
+            plan.apply_parameters(&mut flow);
+            let applied_yaml =
+                hash::applied_yaml(&flow, &plan.parameters()).map_err(|e| ExperimentError::Io {
+                    path: flow.file.clone(),
+                    message: e,
+                })?;
+            let flow_hash =
+                hash::flow_hash(&flow, &applied_yaml).map_err(|e| ExperimentError::Io {
+                    path: flow.dir.clone(),
+                    message: e.to_string(),
+                })?;
+            Ok(PlannedVariant {
+                plan,
+                flow,
+                applied_yaml,
+                flow_hash,
+            })
+        })
+        .collect()
+}
+
+/// The hashes of everything an experiment reads: its file(s), datasets (flow and evaluator),
+/// each variant's flow, each evaluation flow.
+pub fn compute_hashes(
+    experiment: &Experiment,
+    variants: &[PlannedVariant],
+) -> Result<Hashes, ExperimentError> {
+    let io = |path: &std::path::Path, e: std::io::Error| ExperimentError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut files = IndexMap::new();
+    for f in std::iter::once(&experiment.file).chain(experiment.overlay.iter()) {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        files.insert(name, hash::sha256_file(f).map_err(|e| io(f, e))?);
+    }
+    let mut datasets = IndexMap::new();
+    for d in &experiment.datasets {
+        datasets.insert(
+            d.name.clone(),
+            hash::sha256_file(&d.source).map_err(|e| io(&d.source, e))?,
+        );
+    }
+    for e in &experiment.evaluators {
+        for d in &e.datasets {
+            if !datasets.contains_key(&d.name) {
+                datasets.insert(
+                    d.name.clone(),
+                    hash::sha256_file(&d.source).map_err(|e| io(&d.source, e))?,
+                );
+            }
+        }
+    }
+    let flows = variants
+        .iter()
+        .map(|v| (v.plan.id.clone(), v.flow_hash.clone()))
+        .collect();
+    let mut evaluators = IndexMap::new();
+    for e in &experiment.evaluators {
+        let h = match &e.kind {
+            EvaluatorKind::Flow(dir) => {
+                let flow = crate::model::load(dir, &[])
+                    .map_err(|err| ExperimentError::Flow(err.diagnostics))?;
+                let yaml = hash::applied_yaml(&flow, &IndexMap::new()).map_err(|m| {
+                    ExperimentError::Io {
+                        path: flow.file.clone(),
+                        message: m,
+                    }
+                })?;
+                hash::flow_hash(&flow, &yaml).map_err(|err| io(dir, err))?
+            }
+            EvaluatorKind::Builtin(spec) => hash::sha256_bytes(spec.source.as_bytes()),
+            EvaluatorKind::Model(text) => hash::sha256_bytes(text.as_bytes()),
+        };
+        evaluators.insert(e.name.clone(), h);
+    }
+    Ok(Hashes {
+        experiment: files,
+        datasets,
+        flows,
+        evaluators,
+    })
+}

@@ -1,0 +1,632 @@
+//! Running an experiment: every variant plan over every dataset, then every evaluator that
+//! scores that dataset on the run — all in one process, concurrently, through shared resources:
+//!
+//! - one model client, so each endpoint (connection, base URL, model) has ONE adaptive limiter
+//!   whatever the number of runs: a rate limit is never multiplied by the number of variants;
+//! - one pool of line slots (`concurrency`): at most that many lines are in flight across all
+//!   runs together;
+//! - one response cache, so an unchanged re-run makes no requests.
+//!
+//! Every flow (each variant's and each evaluation flow) is prepared before the first line: a
+//! configuration problem stops the experiment before anything runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value as Json, json};
+use tokio::sync::{Semaphore, watch};
+
+use super::file::{Dataset, EvalDataset, EvaluatorKind, Experiment};
+use super::{ExperimentError, PlannedVariant};
+use crate::batch::{BatchConfig, DirBatch, Progress, run_to_dir};
+use crate::data::ColumnMapping;
+use crate::eval::ModelEvaluator;
+use crate::executor::{Executor, ExecutorOptions};
+use crate::provider::{ClientConfig, LlmClient};
+use crate::record::{ErrorInfo, LineResult};
+use crate::run_store::{RunDir, RunMeta, RunSettings, RunStatus};
+
+/// How an experiment runs.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Where `.flow/runs` is.
+    pub project: PathBuf,
+    /// Lines in flight across all runs together.
+    pub concurrency: usize,
+    pub line_timeout: Option<Duration>,
+    /// Connections (with the experiment's laid over), cache, prices, timeouts.
+    pub executor: ExecutorOptions,
+    /// Recorded in each run's `meta.json`.
+    pub settings: RunSettings,
+    /// Appended to run names (`<experiment>_<variant>_<dataset>_<stamp>`).
+    pub stamp: String,
+    /// The comparison directory (recorded in each run's meta).
+    pub experiment_dir: PathBuf,
+}
+
+/// One evaluator applied to one run.
+#[derive(Debug, Clone)]
+pub struct EvalResult {
+    pub evaluator: String,
+    /// The evaluator dataset it read.
+    pub dataset: String,
+    pub dir: RunDir,
+    /// Its metrics (`accuracy`, `exact_match.mean`, ...), without the `flow.` / `eval.` ones.
+    pub metrics: Map<String, Json>,
+    /// Why it failed, if it did (failed lines, a failed aggregation, an error).
+    pub problem: Option<String>,
+}
+
+/// One run of one variant over one dataset, and its evaluations.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub variant: String,
+    pub dataset: String,
+    pub dir: RunDir,
+    pub meta: RunMeta,
+    /// The endpoint refused every request (key refused, unreachable).
+    pub endpoint_unusable: Option<ErrorInfo>,
+    pub canceled: bool,
+    pub first_errors: Vec<(usize, ErrorInfo)>,
+    pub evals: Vec<EvalResult>,
+    pub flow_hash: String,
+    pub dataset_hash: String,
+}
+
+/// Told when a run and its evaluations are done (for live output).
+pub trait RunObserver: Sync {
+    fn run_finished(&self, run: &RunResult);
+}
+
+struct Quiet;
+impl Progress for Quiet {
+    fn line_finished(&self, _line: &LineResult) {}
+}
+
+/// A file-system-safe piece of a run name.
+pub fn safe_name(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.len() > 80 {
+        out.truncate(80);
+    }
+    out
+}
+
+fn mapping_args(map: &Map<String, Json>) -> Vec<String> {
+    map.iter()
+        .map(|(k, v)| match v {
+            Json::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect()
+}
+
+/// Run `variants` × the experiment's datasets, and every evaluator on every run. `hashes`
+/// gives each dataset's hash (recorded in the run's meta). Lines of the main runs are reported
+/// to `progress`; each finished run (with its evaluations) to `observer`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_experiment(
+    experiment: &Experiment,
+    variants: &[PlannedVariant],
+    dataset_hashes: &indexmap::IndexMap<String, String>,
+    experiment_hash: &str,
+    config: &RunnerConfig,
+    progress: &dyn Progress,
+    observer: &dyn RunObserver,
+    cancel: watch::Receiver<bool>,
+) -> Result<Vec<RunResult>, ExperimentError> {
+    let concurrency = config.concurrency.max(1);
+    let mut client_config = ClientConfig {
+        timeout: config.executor.request_timeout,
+        ..ClientConfig::default()
+    };
+    client_config.retry.max_retries = config.executor.max_retries;
+    client_config.max_in_flight = concurrency;
+    let client =
+        LlmClient::with_config(client_config).map_err(|e| ExperimentError::Run(e.to_string()))?;
+    let mut options = config.executor.clone();
+    options.client = Some(client.clone());
+    options.max_in_flight = concurrency;
+    // Each prepared flow with Python nodes has its own workers: spread the line budget over
+    // them (at least one each, at most two) instead of a full pool per variant.
+    let flows = (variants.len() + experiment.evaluators.len()).max(1);
+    options.python_workers = (concurrency / flows).clamp(1, 2);
+    let slots = Arc::new(Semaphore::new(concurrency));
+
+    // Prepare every flow first: nothing runs when any of them is misconfigured.
+    let mut executors: Vec<Executor> = Vec::new();
+    let mut eval_executors: Vec<Option<Executor>> = Vec::new();
+    let mut model_evaluators: Vec<Option<ModelEvaluator>> = Vec::new();
+    for e in &experiment.evaluators {
+        model_evaluators.push(match &e.kind {
+            EvaluatorKind::Model(text) => Some(prepare_model(text, &options).map_err(|m| {
+                ExperimentError::Flow(vec![e.origin.error(format!("evaluator `{}`: {m}", e.name))])
+            })?),
+            _ => None,
+        });
+    }
+    let prepared = async {
+        for v in variants {
+            executors.push(prepare(v.flow.clone(), &options).await?);
+        }
+        for e in &experiment.evaluators {
+            eval_executors.push(match &e.kind {
+                EvaluatorKind::Flow(dir) => {
+                    let flow = crate::model::load(dir, &[])
+                        .map_err(|err| ExperimentError::Flow(err.diagnostics))?;
+                    Some(prepare(flow, &options).await?)
+                }
+                EvaluatorKind::Builtin(_) | EvaluatorKind::Model(_) => None,
+            });
+        }
+        Ok::<(), ExperimentError>(())
+    }
+    .await;
+    if let Err(e) = prepared {
+        shutdown(&executors, &eval_executors).await;
+        return Err(e);
+    }
+
+    let runs_root = crate::run_store::runs_root(&config.project);
+    let batch_config = BatchConfig {
+        concurrency,
+        line_timeout: config.line_timeout,
+        shared_slots: Some(slots),
+        ..BatchConfig::default()
+    };
+    let mut jobs = Vec::new();
+    let mut used = std::collections::HashSet::new();
+    for (vi, v) in variants.iter().enumerate() {
+        for dataset in &experiment.datasets {
+            let base = format!(
+                "{}_{}_{}_{}",
+                safe_name(&experiment.name),
+                safe_name(&v.plan.id),
+                safe_name(&dataset.name),
+                config.stamp
+            );
+            // Ids that read the same once made safe (or cut short) still get their own run.
+            let mut name = base.clone();
+            let mut n = 1;
+            while !used.insert(name.clone()) || runs_root.join(&name).exists() {
+                n += 1;
+                name = format!("{base}_{n}");
+            }
+            let dir = RunDir::new(runs_root.join(name));
+            let job = RunJob {
+                experiment,
+                variant: v,
+                executor: &executors[vi],
+                eval_executors: &eval_executors,
+                model_evaluators: &model_evaluators,
+                client: &client,
+                cache: options.cache.as_ref(),
+                dataset,
+                dataset_hash: dataset_hashes
+                    .get(&dataset.name)
+                    .cloned()
+                    .unwrap_or_default(),
+                experiment_hash,
+                dir,
+                config,
+                batch_config: batch_config.clone(),
+            };
+            jobs.push(job);
+        }
+    }
+    let results = futures::future::join_all(jobs.iter().map(|job| async {
+        let result = job.run(progress, cancel.clone()).await;
+        if let Ok(r) = &result {
+            observer.run_finished(r);
+        }
+        result
+    }))
+    .await;
+    shutdown(&executors, &eval_executors).await;
+    results.into_iter().collect()
+}
+
+async fn prepare(
+    flow: crate::model::Flow,
+    options: &ExecutorOptions,
+) -> Result<Executor, ExperimentError> {
+    let (dag, _warnings) = crate::dag::build(&flow).map_err(ExperimentError::Flow)?;
+    let mut options = options.clone();
+    let python_nodes = flow
+        .nodes
+        .iter()
+        .filter(|n| n.kind == crate::model::NodeKind::Python)
+        .count();
+    options.python_workers = python_nodes.clamp(1, options.python_workers.max(1));
+    Executor::new(flow, dag, &options)
+        .await
+        .map_err(|e| ExperimentError::Flow(e.diagnostics))
+}
+
+async fn shutdown(executors: &[Executor], evals: &[Option<Executor>]) {
+    for e in executors {
+        e.shutdown().await;
+    }
+    for e in evals.iter().flatten() {
+        e.shutdown().await;
+    }
+}
+
+struct RunJob<'a> {
+    experiment: &'a Experiment,
+    variant: &'a PlannedVariant,
+    executor: &'a Executor,
+    eval_executors: &'a [Option<Executor>],
+    model_evaluators: &'a [Option<ModelEvaluator>],
+    client: &'a LlmClient,
+    cache: Option<&'a crate::cache::ResponseCache>,
+    dataset: &'a Dataset,
+    dataset_hash: String,
+    experiment_hash: &'a str,
+    dir: RunDir,
+    config: &'a RunnerConfig,
+    batch_config: BatchConfig,
+}
+
+impl RunJob<'_> {
+    async fn run(
+        &self,
+        progress: &dyn Progress,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<RunResult, ExperimentError> {
+        let mapping = ColumnMapping::from_map(&self.dataset.mappings).map_err(|e| {
+            ExperimentError::File(
+                self.dataset
+                    .origin
+                    .error(format!("dataset `{}`: {e}", self.dataset.name))
+                    .into(),
+            )
+        })?;
+        let batch = DirBatch {
+            dir: self.dir.clone(),
+            data: self.dataset.source.clone(),
+            mapping,
+            mapping_args: mapping_args(&self.dataset.mappings),
+            base_run: None,
+            require_base_line: false,
+            config: self.batch_config.clone(),
+            settings: self.config.settings.clone(),
+            offline: self.config.executor.offline,
+        };
+        let done = run_to_dir(self.executor, &batch, progress, cancel.clone())
+            .await
+            .map_err(|e| ExperimentError::Run(e.to_string()))?;
+        // The snapshot holds the flow as it ran, swept parameters included.
+        let flow_file = self.dir.snapshot_dir().join(
+            self.variant
+                .flow
+                .file
+                .file_name()
+                .unwrap_or_else(|| std::ffi::OsStr::new("flow.dag.yaml")),
+        );
+        if !self.variant.plan.parameters().is_empty() {
+            std::fs::write(&flow_file, &self.variant.applied_yaml).map_err(|e| {
+                ExperimentError::Io {
+                    path: flow_file.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        }
+        self.annotate(&self.dir)?;
+        let mut result = RunResult {
+            variant: self.variant.plan.id.clone(),
+            dataset: self.dataset.name.clone(),
+            dir: self.dir.clone(),
+            meta: done.meta,
+            endpoint_unusable: done.outcome.endpoint_unusable.clone(),
+            canceled: done.outcome.canceled,
+            first_errors: done.outcome.first_errors.clone(),
+            evals: Vec::new(),
+            flow_hash: self.variant.flow_hash.clone(),
+            dataset_hash: self.dataset_hash.clone(),
+        };
+        if let Some(e) = done.data_error {
+            return Err(ExperimentError::Run(format!(
+                "dataset `{}`: reading stopped early: {e}",
+                self.dataset.name
+            )));
+        }
+        if result.canceled || result.endpoint_unusable.is_some() {
+            return Ok(result);
+        }
+        for (ei, evaluator) in self.experiment.evaluators.iter().enumerate() {
+            let matching: Vec<&EvalDataset> = self
+                .experiment
+                .evaluations_of(&self.dataset.name)
+                .filter(|(i, _, _)| *i == ei)
+                .map(|(_, _, d)| d)
+                .collect();
+            for ds in &matching {
+                let mut name = format!("{}_eval_{}", self.dir.name(), safe_name(&evaluator.name));
+                if matching.len() > 1 {
+                    name.push('_');
+                    name.push_str(&safe_name(&ds.name));
+                }
+                let eval_dir = RunDir::new(self.dir.path.with_file_name(name));
+                let r = match (&evaluator.kind, &self.eval_executors[ei]) {
+                    (EvaluatorKind::Flow(_), Some(exec)) => {
+                        self.eval_flow(exec, ds, eval_dir, cancel.clone()).await?
+                    }
+                    (EvaluatorKind::Builtin(spec), _) => {
+                        self.eval_builtin(spec, ds, eval_dir, &result.meta)?
+                    }
+                    (EvaluatorKind::Model(_), _) => match &self.model_evaluators[ei] {
+                        Some(m) => self.eval_model(m, ds, eval_dir, &result.meta).await?,
+                        None => continue,
+                    },
+                    (EvaluatorKind::Flow(_), None) => continue,
+                };
+                let mut r = r;
+                r.evaluator = evaluator.name.clone();
+                result.evals.push(r);
+            }
+        }
+        Ok(result)
+    }
+
+    /// Record the experiment and the hashes in the run's `meta.json`.
+    fn annotate(&self, dir: &RunDir) -> Result<(), ExperimentError> {
+        let io = |e: std::io::Error| ExperimentError::Io {
+            path: dir.meta_file(),
+            message: e.to_string(),
+        };
+        let text = std::fs::read_to_string(dir.meta_file()).map_err(io)?;
+        let mut meta: Map<String, Json> =
+            serde_json::from_str(&text).map_err(|e| ExperimentError::Io {
+                path: dir.meta_file(),
+                message: e.to_string(),
+            })?;
+        meta.insert(
+            "experiment".into(),
+            json!({
+                "name": self.experiment.name,
+                "dir": self.config.experiment_dir.display().to_string(),
+                "variant": self.variant.plan.id,
+                "dataset": self.dataset.name,
+                "hashes": {
+                    "flow": self.variant.flow_hash,
+                    "dataset": self.dataset_hash,
+                    "experiment": self.experiment_hash,
+                },
+            }),
+        );
+        crate::record::write_json_atomic(&dir.meta_file(), &Json::Object(meta)).map_err(io)
+    }
+
+    async fn eval_flow(
+        &self,
+        exec: &Executor,
+        ds: &EvalDataset,
+        dir: RunDir,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<EvalResult, ExperimentError> {
+        let mapping = ColumnMapping::from_map(&ds.mappings).map_err(|e| {
+            ExperimentError::File(
+                ds.origin
+                    .error(format!("dataset `{}`: {e}", ds.name))
+                    .into(),
+            )
+        })?;
+        let batch = DirBatch {
+            dir: dir.clone(),
+            data: ds.source.clone(),
+            mapping,
+            mapping_args: mapping_args(&ds.mappings),
+            base_run: Some(self.dir.path.clone()),
+            require_base_line: true,
+            config: self.batch_config.clone(),
+            settings: self.config.settings.clone(),
+            offline: self.config.executor.offline,
+        };
+        let done = run_to_dir(exec, &batch, &Quiet, cancel)
+            .await
+            .map_err(|e| ExperimentError::Run(e.to_string()))?;
+        let mut problem = None;
+        if let Some(e) = done
+            .outcome
+            .aggregation
+            .as_ref()
+            .and_then(|a| a.error.as_ref())
+        {
+            problem = Some(format!("aggregation failed: {}", e.message));
+        } else if done.meta.failed_lines > 0 {
+            problem = Some(format!(
+                "{} of {} evaluation lines failed",
+                done.meta.failed_lines, done.meta.total_lines
+            ));
+        }
+        Ok(EvalResult {
+            evaluator: String::new(),
+            dataset: ds.name.clone(),
+            metrics: metrics_of(&dir),
+            dir,
+            problem,
+        })
+    }
+
+    fn eval_builtin(
+        &self,
+        spec: &crate::evaluators::EvaluatorSpec,
+        ds: &EvalDataset,
+        dir: RunDir,
+        base_meta: &RunMeta,
+    ) -> Result<EvalResult, ExperimentError> {
+        let io = |path: &Path, e: std::io::Error| ExperimentError::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let mapping = ColumnMapping::from_map(&ds.mappings).map_err(|e| {
+            ExperimentError::File(
+                ds.origin
+                    .error(format!("dataset `{}`: {e}", ds.name))
+                    .into(),
+            )
+        })?;
+        std::fs::create_dir_all(&dir.path).map_err(|e| io(&dir.path, e))?;
+        let mut meta =
+            crate::eval::builtin_only_meta(&dir.name(), &self.dir, base_meta, &ds.source);
+        meta.column_mapping = mapping_args(&ds.mappings);
+        let outcome = crate::eval::score_into_dir(
+            &dir,
+            &self.dir,
+            &ds.source,
+            &mapping,
+            std::slice::from_ref(spec),
+            |_| {},
+        )
+        .map_err(ExperimentError::Run)?;
+        let mut metrics = Map::new();
+        crate::eval::merge_metrics(&mut metrics, &outcome.metrics);
+        metrics.insert(
+            "eval.base_failed_lines".into(),
+            Json::from(outcome.failed_base_lines.max(base_meta.failed_lines)),
+        );
+        crate::eval::write_metrics(&dir, &metrics).map_err(|e| io(&dir.metrics_file(), e))?;
+        crate::record::write_json_atomic(
+            &dir.path.join("evaluators.json"),
+            &json!([{"name": spec.name, "spec": spec.source, "kind": "builtin"}]),
+        )
+        .map_err(|e| io(&dir.path, e))?;
+        meta.total_lines = outcome.lines;
+        meta.completed_lines = outcome.lines.saturating_sub(outcome.failed_base_lines);
+        meta.failed_lines = outcome.failed_base_lines;
+        meta.status = if outcome.failed_base_lines == 0 {
+            RunStatus::Completed
+        } else {
+            RunStatus::Failed
+        };
+        meta.end_time = Some(crate::record::timestamp(std::time::SystemTime::now()));
+        crate::run_store::write_meta(&dir, &meta).map_err(|e| io(&dir.meta_file(), e))?;
+        let problem = (outcome.failed_base_lines > 0).then(|| {
+            format!(
+                "{} line(s) of the run failed; they count as failed evaluations",
+                outcome.failed_base_lines
+            )
+        });
+        Ok(EvalResult {
+            evaluator: String::new(),
+            dataset: ds.name.clone(),
+            metrics: metrics_of(&dir),
+            dir,
+            problem,
+        })
+    }
+}
+
+/// A judge or embedding evaluator from its spec text, with the experiment's connections.
+fn prepare_model(text: &str, options: &ExecutorOptions) -> Result<ModelEvaluator, String> {
+    if text.starts_with("embedding") {
+        let spec = text
+            .parse::<crate::judge::EmbeddingSpec>()
+            .map_err(|e| e.to_string())?;
+        crate::judge::EmbeddingJudge::new(spec, &options.env, options.offline)
+            .map(|j| ModelEvaluator::Embedding(Box::new(j)))
+            .map_err(|e| e.to_string())
+    } else {
+        let spec = text
+            .parse::<crate::judge::JudgeSpec>()
+            .map_err(|e| e.to_string())?;
+        crate::judge::Judge::new(spec, &options.env, options.offline)
+            .map(|j| ModelEvaluator::Judge(Box::new(j)))
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl RunJob<'_> {
+    /// A judge (or embedding similarity) over the run, through the experiment's client (its
+    /// limiter) and cache; `judge_scores.jsonl`, `evaluators.json` and `metrics.json` as
+    /// `flow eval` writes them.
+    async fn eval_model(
+        &self,
+        evaluator: &ModelEvaluator,
+        ds: &EvalDataset,
+        dir: RunDir,
+        base_meta: &RunMeta,
+    ) -> Result<EvalResult, ExperimentError> {
+        let io = |path: &Path, e: std::io::Error| ExperimentError::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let mapping = ColumnMapping::from_map(&ds.mappings).map_err(|e| {
+            ExperimentError::File(
+                ds.origin
+                    .error(format!("dataset `{}`: {e}", ds.name))
+                    .into(),
+            )
+        })?;
+        std::fs::create_dir_all(&dir.path).map_err(|e| io(&dir.path, e))?;
+        let mut meta =
+            crate::eval::builtin_only_meta(&dir.name(), &self.dir, base_meta, &ds.source);
+        meta.flow_name = "model evaluators".into();
+        meta.column_mapping = mapping_args(&ds.mappings);
+        let scored = crate::eval::score_with_models(
+            &self.dir,
+            &ds.source,
+            &mapping,
+            std::slice::from_ref(evaluator),
+            self.client,
+            self.cache,
+            self.batch_config.concurrency,
+        )
+        .await;
+        let (metrics, problem) = match scored {
+            Ok(lines) => {
+                let mut metrics =
+                    crate::eval::record_model_scores(&dir, &lines, std::slice::from_ref(evaluator))
+                        .map_err(|e| io(&dir.path, e))?;
+                let failed = lines
+                    .iter()
+                    .filter(|l| l.scores.iter().any(|(_, s, _, _)| s.is_none()))
+                    .count();
+                metrics.insert(
+                    "eval.base_failed_lines".into(),
+                    Json::from(base_meta.failed_lines),
+                );
+                meta.total_lines = lines.len();
+                meta.completed_lines = lines.len().saturating_sub(failed);
+                meta.failed_lines = failed;
+                (metrics, None)
+            }
+            Err(e) => (Map::new(), Some(e.to_string())),
+        };
+        crate::eval::write_metrics(&dir, &metrics).map_err(|e| io(&dir.metrics_file(), e))?;
+        meta.status = if problem.is_none() {
+            RunStatus::Completed
+        } else {
+            RunStatus::Failed
+        };
+        meta.end_time = Some(crate::record::timestamp(std::time::SystemTime::now()));
+        crate::run_store::write_meta(&dir, &meta).map_err(|e| io(&dir.meta_file(), e))?;
+        Ok(EvalResult {
+            evaluator: String::new(),
+            dataset: ds.name.clone(),
+            metrics: metrics_of(&dir),
+            dir,
+            problem,
+        })
+    }
+}
+
+/// An evaluation's metrics without the bookkeeping ones (`flow.*` describe the evaluation run
+/// itself, `eval.*` its base-line failures).
+fn metrics_of(dir: &RunDir) -> Map<String, Json> {
+    crate::eval::read_metrics(dir)
+        .into_iter()
+        .filter(|(k, v)| !k.starts_with("flow.") && !k.starts_with("eval.") && v.is_number())
+        .collect()
+}
