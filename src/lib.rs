@@ -29,6 +29,7 @@ pub mod prompty;
 pub mod provider;
 pub mod python;
 pub mod record;
+pub mod report;
 pub mod run_store;
 pub mod serve;
 pub mod telemetry;

@@ -172,6 +172,23 @@ fn the_shipped_experiment_runs_every_variant_and_names_the_winner() {
     )
     .unwrap();
     assert!(snapshot.contains("temperature: 0.5"), "{snapshot}");
+
+    // The reports: every run's lines in the long CSV, the comparison and winner in the HTML.
+    assert!(run.stderr.contains("report.html"), "{}", run.stderr);
+    let csv = std::fs::read_to_string(dir.join("report.csv")).unwrap();
+    let lines: u64 = runs.iter().map(|r| r["lines"].as_u64().unwrap()).sum();
+    let rows = csv::Reader::from_reader(csv.trim_start_matches('\u{feff}').as_bytes())
+        .records()
+        .count() as u64;
+    assert_eq!(rows, lines, "one row per line × run");
+    assert!(dir.join("report.wide.csv").is_file());
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("<title>Experiment classification</title>"));
+    assert!(html.contains("winner <b class=\"winner\">classify.variant_1</b>"));
+    assert!(
+        html.contains("<select id=\"f-ds\">"),
+        "two datasets to pick from"
+    );
 }
 
 #[test]

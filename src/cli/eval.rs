@@ -76,6 +76,9 @@ pub struct EvalArgs {
     /// How to print the result.
     #[arg(long, value_enum, default_value_t = OutputFormat::Pretty)]
     pub output: OutputFormat,
+    /// Do not write report.html, report.csv and report.wide.csv into the evaluation's directory.
+    #[arg(long)]
+    pub no_report: bool,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -439,6 +442,9 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
         });
         outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     }
+    if !args.no_report {
+        write_eval_reports(&dir, &base, &base_meta.name);
+    }
     eprintln!(
         "{} evaluation {} · run {}",
         bold(if passed { "✓" } else { "✗" }, color),
@@ -452,6 +458,25 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
             gates.iter().filter(|g| !g.passed).count()
         ))),
         None => Ok(()),
+    }
+}
+
+/// Write the evaluation's reports (HTML, long and wide CSV) into its directory and print their
+/// paths. A report that cannot be written is a warning: the verdict stands.
+fn write_eval_reports(dir: &RunDir, base: &RunDir, base_name: &str) {
+    let source = flow::report::ReportSource {
+        label: base_name.to_string(),
+        run_dir: base.path.clone(),
+        eval_dirs: vec![dir.path.clone()],
+    };
+    match flow::report::write_reports(&dir.path, &format!("Evaluation of {base_name}"), &[source]) {
+        Ok(files) => eprintln!(
+            "report: {} · {} · {}",
+            files.html.display(),
+            files.csv.display(),
+            files.wide_csv.display()
+        ),
+        Err(e) => eprintln!("warning: the report was not written: {e}"),
     }
 }
 

@@ -434,19 +434,31 @@ fn verdict(results: &[RunResult]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// COORDINATOR: the reports (report.html, report.csv, report.wide.csv) come from the report
-/// library built in parallel (issue 7, branch wt-report). Once `flow::report` is on main, wire
-/// it here — the one call site — e.g.:
-///
-/// ```ignore
-/// let written = flow::report::experiment_sources(dir).and_then(|(sources, _)| {
-///     flow::report::write_reports(dir, &format!("Experiment {}", s.experiment), &sources)
-/// });
-/// if let Err(e) = written {
-///     eprintln!("warning: cannot write the reports: {e}");
-/// }
-/// ```
-fn write_reports(_dir: &Path, _s: &flow::experiment::Summary) {}
+/// Write the experiment's reports (report.html, report.csv, report.wide.csv) into its directory,
+/// from the runs `summary.json` lists, and print their paths. A report that cannot be written is
+/// a warning: the comparison and the exit status stand.
+fn write_reports(dir: &Path, s: &flow::experiment::Summary) {
+    use flow::report::{
+        CsvOptions, LoadOptions, experiment_sources, load_report, write_report_files,
+    };
+    let written = experiment_sources(dir).and_then(|(sources, info)| {
+        let options = LoadOptions {
+            experiment: Some(info),
+            ..LoadOptions::new(format!("Experiment {}", s.experiment))
+        };
+        let report = load_report(&sources, &options)?;
+        write_report_files(dir, &report, CsvOptions::default())
+    });
+    match written {
+        Ok(files) => eprintln!(
+            "report: {} · {} · {}",
+            files.html.display(),
+            files.csv.display(),
+            files.wide_csv.display()
+        ),
+        Err(e) => eprintln!("warning: cannot write the reports: {e}"),
+    }
+}
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }

@@ -21,6 +21,7 @@ mod merge;
 mod output;
 mod probe;
 mod progress;
+mod report;
 mod run;
 mod runs;
 mod serve;
@@ -77,6 +78,8 @@ enum Command {
     Deploy(Box<deploy::DeployArgs>),
     /// GET a URL and exit 0 when it answers 2xx (the image's HEALTHCHECK).
     Probe(probe::ProbeArgs),
+    /// Report runs, evaluations and experiments: one self-contained HTML page, CSV or JSON.
+    Report(report::ReportArgs),
 }
 
 /// Options shared by commands that call models.
@@ -124,6 +127,7 @@ pub fn main() -> ExitCode {
         Command::Build(args) => build::run(args),
         Command::Probe(args) => probe::run(args),
         Command::Deploy(args) => deploy::run(*args),
+        Command::Report(args) => report::run(args),
         Command::Experiment(args) => experiment::run(*args),
     };
     match result {

@@ -5,5 +5,6 @@
 pub mod context;
 pub mod mock_llm;
 pub mod otlp;
+pub mod qa_project;
 pub mod s3;
 pub mod server;
