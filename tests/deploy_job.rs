@@ -634,6 +634,35 @@ fn apply_runs_the_indexed_job_waits_then_merges_and_stops_on_failed_shards() {
     // The blocked waits were ended, not waited out.
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 
+    // No kubectl at all: a usage error saying so, after the manifests were written.
+    let empty = ctx.root().join("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = ctx
+        .cmd()
+        .args([
+            "deploy",
+            "--target",
+            "kubernetes-job",
+            "--image",
+            "reg/cls:1",
+            "--name",
+            "nokube",
+            "--data",
+            "/d.jsonl",
+            "--shards",
+            "2",
+            "--upload",
+            "s3://b/runs",
+            "--apply",
+        ])
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot run kubectl"), "{stderr}");
+    assert!(ctx.root().join("deploy/nokube/job.yaml").is_file());
+
     // Failed shards: a clear error naming them, and no merge.
     let (out, calls) = deploy("failed", "complete");
     let stderr = String::from_utf8_lossy(&out.stderr);
