@@ -85,10 +85,11 @@ fn the_pipeline_steps_gate_a_regression_and_publish_the_report() {
         "--format",
         "html",
         "-o",
-        "flow-out/report.html",
+        "published/report.html",
     ])
     .expect_code(0);
-    let html = std::fs::read_to_string(ctx.root().join("flow-out/report.html")).expect("report");
+    // -o creates the folder it writes into.
+    let html = std::fs::read_to_string(ctx.root().join("published/report.html")).expect("report");
     assert!(
         html.contains("accuracy"),
         "the report shows the evaluation's metric"
