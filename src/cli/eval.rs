@@ -414,11 +414,14 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
     let mut cases = builtin_cases;
     cases.extend(eval_flow_cases(&dir));
     if let Some(path) = &args.junit {
-        std::fs::write(
-            path,
-            junit_xml(&format!("flow eval {}", base_meta.name), &cases, &gates),
-        )
-        .map_err(|e| Failure::usage(format!("error: cannot write {}: {e}", path.display())))?;
+        create_parent(path)
+            .and_then(|()| {
+                std::fs::write(
+                    path,
+                    junit_xml(&format!("flow eval {}", base_meta.name), &cases, &gates),
+                )
+            })
+            .map_err(|e| Failure::usage(format!("error: cannot write {}: {e}", path.display())))?;
     }
     if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
         for line in github_annotations(&gates, &cases) {
@@ -633,15 +636,25 @@ fn append_or_write(path: &Path, text: &str) -> Result<(), Failure> {
     use std::io::Write;
     let append = std::env::var_os("GITHUB_STEP_SUMMARY").is_some_and(|s| Path::new(&s) == path);
     let result = if append {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
+        create_parent(path).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+        })
     } else {
-        std::fs::write(path, text)
+        create_parent(path).and_then(|()| std::fs::write(path, text))
     };
     result.map_err(|e| Failure::usage(format!("error: cannot write {}: {e}", path.display())))
+}
+
+/// Creates the folder a file given on the command line goes in (`--junit out/junit.xml`).
+fn create_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+        _ => Ok(()),
+    }
 }
 
 fn stamp() -> String {

@@ -94,6 +94,9 @@ pub fn write_file(
         path: path.to_path_buf(),
         source: e,
     };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let file = std::fs::File::create(&tmp).map_err(err)?;
     let mut out = std::io::BufWriter::new(file);
