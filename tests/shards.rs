@@ -588,6 +588,70 @@ fn an_experiment_fans_out_into_shards_and_compares_the_merged_runs() {
         .stderr_has("variant `default` over dataset `tickets`: missing shard 2 of 2");
 }
 
+#[test]
+fn experiment_shards_on_machines_without_a_shared_disk_merge_from_s3() {
+    let s3 = S3Server::start("exp");
+    let prefix = s3.url("team/exp-shards");
+    let project = |ctx: &TestContext| {
+        ctx.copy_from_repo("flows");
+        ctx.copy_from_repo("datasets");
+        ctx.write(
+            "experiment.yaml",
+            &std::fs::read_to_string(support::context::repo_root().join("experiment.yaml"))
+                .unwrap(),
+        );
+        ctx.mock().reply_when("Classify the ticket", "other");
+        ctx.mock()
+            .reply_when("You route customer support tickets into one of", "billing");
+    };
+    let experiment = |ctx: &TestContext, extra: &[&str]| {
+        let mut cmd = ctx.cmd();
+        cmd.args([
+            "experiment",
+            "--no-cache",
+            "--variants",
+            "default,classify.variant_1",
+        ]);
+        cmd.args(extra);
+        for (k, v) in s3.env() {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Two pods, each in its own empty project: shard, upload.
+    for k in ["1/2", "2/2"] {
+        let pod = TestContext::with_mock();
+        project(&pod);
+        let (code, err) = experiment(&pod, &["--shard", k, "--upload", &prefix]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            err.contains("uploaded classification_default_tickets-shard-"),
+            "{err}"
+        );
+    }
+    // The merge step, in a third place with no local runs: merge from S3, evaluate, compare.
+    let merger = TestContext::with_mock();
+    project(&merger);
+    let (code, err) = experiment(&merger, &["--merge-shards", &prefix, "--name", "merged"]);
+    assert_eq!(code, Some(0), "{err}");
+    let summary = json_file(&merger.root().join(".flow/experiments/merged/summary.json"));
+    let runs = summary["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    for r in runs {
+        assert_eq!(r["status"], "completed", "{r}");
+        assert_eq!(r["failed_lines"], 0, "{r}");
+    }
+    assert_eq!(summary["winner"], "classify.variant_1", "{summary}");
+    // --upload without a shard is refused.
+    let (code, err) = experiment(&merger, &["--upload", &prefix, "--name", "x"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--upload goes with --shard"), "{err}");
+}
+
 /// `Child::wait_with_output` takes the child by value; this waits and reports success.
 trait WaitOk {
     fn wait_with_output_ref(&mut self) -> bool;

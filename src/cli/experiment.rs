@@ -65,10 +65,14 @@ pub struct ExperimentArgs {
     /// Run shard JOB_COMPLETION_INDEX+1 of N (a Kubernetes Indexed Job sets JOB_COMPLETION_INDEX).
     #[arg(long, value_name = "N", conflicts_with_all = ["shard", "merge_shards"])]
     pub shards: Option<usize>,
-    /// Merge every run from its shard runs in these folders [default: .flow/runs], then
-    /// evaluate and compare as usual.
+    /// Upload each shard run to URL/<run name>/ when the shard ends (s3://, az://, gs://), so
+    /// shards on machines that share no disk can be merged with --merge-shards URL.
+    #[arg(long, value_name = "URL", conflicts_with = "merge_shards")]
+    pub upload: Option<String>,
+    /// Merge every run from its shard runs in these folders (local, or s3:// az:// gs:// URLs
+    /// that --upload wrote to) [default: .flow/runs], then evaluate and compare as usual.
     #[arg(long, value_name = "FOLDER", num_args = 0..)]
-    pub merge_shards: Option<Vec<PathBuf>>,
+    pub merge_shards: Option<Vec<String>>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -239,14 +243,44 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
             dir.display()
         )));
     }
-    let fan_out = match (
-        &args.merge_shards,
-        super::batch::shard_from(args.shard.as_deref(), args.shards)?,
-    ) {
+    let shard = super::batch::shard_from(args.shard.as_deref(), args.shards)?;
+    let upload = match (&args.upload, shard) {
+        (Some(url), Some(_)) => Some(
+            flow::run_store::remote::RemoteDir::parse(url)
+                .map_err(|e| Failure::usage(format!("error: --upload: {e}")))?,
+        ),
+        (Some(_), None) => {
+            return Err(Failure::usage(
+                "error: --upload goes with --shard K/N or --shards N (a whole experiment keeps its runs here)",
+            ));
+        }
+        (None, _) => None,
+    };
+    // Remote shard folders are downloaded first and removed when the command ends.
+    let downloads = super::merge::Downloads(
+        std::env::temp_dir().join(format!("flow-experiment-{}-{dir_name}", std::process::id())),
+    );
+    let fan_out = match (&args.merge_shards, shard) {
         (Some(folders), _) if folders.is_empty() => {
             FanOut::Merge(vec![flow::run_store::runs_root(&project)])
         }
-        (Some(folders), _) => FanOut::Merge(folders.clone()),
+        (Some(folders), _) => {
+            let mut local = Vec::with_capacity(folders.len());
+            for (i, given) in folders.iter().enumerate() {
+                if flow::run_store::remote::is_remote(given) {
+                    let into = downloads.0.join(i.to_string());
+                    let runs = super::runtime()?.block_on(super::merge::download(given, &into))?;
+                    local.extend(
+                        runs.iter()
+                            .filter_map(|r| r.path.parent().map(Path::to_path_buf)),
+                    );
+                } else {
+                    local.push(PathBuf::from(given));
+                }
+            }
+            local.dedup();
+            FanOut::Merge(local)
+        }
         (None, Some(shard)) => FanOut::Shard(shard),
         (None, None) => FanOut::Whole,
     };
@@ -348,6 +382,18 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         result
     });
     let results = results.map_err(experiment_failure)?;
+    if let Some(remote) = &upload {
+        let rt = super::runtime()?;
+        for r in &results {
+            let target = remote.child(&r.dir.name());
+            // Object storage that cannot be written is an unusable endpoint (exit 3): a Job
+            // retries the index.
+            let files = rt.block_on(target.upload(&r.dir.path)).map_err(|e| {
+                Failure::endpoint(format!("error: cannot upload {}: {e}", r.dir.name()))
+            })?;
+            eprintln!("uploaded {} ({files} files) to {target}", r.dir.name());
+        }
+    }
     if let Some(shard) = sharded {
         eprintln!(
             "shard {shard} of {} runs done; when every shard has run: flow experiment {} --merge-shards",

@@ -34,7 +34,7 @@ pub struct MergeArgs {
 }
 
 /// Removes the folder of downloaded shards when the merge ends.
-struct Downloads(PathBuf);
+pub(super) struct Downloads(pub(super) PathBuf);
 
 impl Drop for Downloads {
     fn drop(&mut self) {
@@ -205,7 +205,7 @@ fn shard_dirs(folder: &Path) -> Vec<RunDir> {
 
 /// Download a remote shard run, or every run in a remote folder, under `into`; return the shard
 /// runs among them.
-async fn download(url: &str, into: &Path) -> Result<Vec<RunDir>, Failure> {
+pub(super) async fn download(url: &str, into: &Path) -> Result<Vec<RunDir>, Failure> {
     let remote = RemoteDir::parse(url).map_err(|e| Failure::usage(format!("error: {e}")))?;
     // Object storage that cannot be read is an unusable endpoint (exit 3), which a Job retries.
     let err = |e: flow::run_store::remote::RemoteError| Failure::endpoint(format!("error: {e}"));
