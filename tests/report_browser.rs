@@ -409,3 +409,97 @@ fn runs_over_another_dataset_are_shown_one_dataset_at_a_time() {
     let head = &head[..head.find("</thead>").unwrap()];
     assert!(head.contains("small") && !head.contains("v1"), "{head}");
 }
+
+/// The visible summary group of an experiment report's DOM (`hidden` on every other one).
+fn group(dom: &str, ds: usize) -> &str {
+    let start = dom
+        .find(&format!("<div class=\"ds-group\" data-ds=\"{ds}\""))
+        .unwrap_or_else(|| panic!("no group for dataset {ds}"));
+    let rest = &dom[start..];
+    let end = rest[1..].find("<div class=\"ds-group\"").map_or_else(
+        || rest.find("id=\"charts\"").unwrap_or(rest.len()),
+        |e| e + 1,
+    );
+    &rest[..end]
+}
+
+/// The labels of the rows starred best in a card of `html`.
+fn best_rows(html: &str, key: &str) -> Vec<String> {
+    card(html, key)
+        .split("<div class=\"card-row best\">")
+        .skip(1)
+        .map(|row| {
+            let label = row.split("class=\"card-label\"").nth(1).expect("label");
+            let label = &label[label.find('>').expect(">") + 1..];
+            label[..label.find('<').expect("<")].to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn an_experiment_report_compares_runs_within_a_dataset_and_names_the_winner() {
+    use support::context::repo_root;
+    let ctx = TestContext::with_mock();
+    ctx.copy_from_repo("flows");
+    ctx.copy_from_repo("datasets");
+    ctx.write(
+        "experiment.yaml",
+        &std::fs::read_to_string(repo_root().join("experiment.yaml")).unwrap(),
+    );
+    ctx.run(&["experiment", "--offline"]).expect_code(0);
+    let dir = std::fs::read_dir(ctx.root().join(".flow/experiments"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let path = dir.join("report.html");
+
+    let dom = dump_dom(&file_url(&path, ""), None);
+    assert!(dom.contains("data-ready=\"true\""));
+    assert!(
+        dom.contains("data-overflow=\"false\""),
+        "the page is wider than the window"
+    );
+    // The winner, from summary.json, in its own card.
+    let winner = &dom[dom.find("id=\"winner\"").expect("winner card")..];
+    let winner = &winner[..winner.find("</section>").unwrap()];
+    assert!(
+        winner.contains("Winner: <span class=\"winner\">"),
+        "{winner}"
+    );
+    assert!(winner.contains("mean accuracy"), "{winner}");
+    assert!(winner.contains("over the datasets"), "{winner}");
+    // The header is one short line per run, the eval run names folded away.
+    assert_eq!(dom.matches("<li class=\"run\"").count(), 8);
+    assert!(dom.contains("<details class=\"run-details\">"));
+
+    // One summary group per dataset; only the line table's dataset is shown.
+    let first = group(&dom, 0);
+    let second = group(&dom, 1);
+    assert!(
+        first.starts_with("<div class=\"ds-group\" data-ds=\"0\">"),
+        "dataset 0 is shown"
+    );
+    assert!(second.starts_with("<div class=\"ds-group\" data-ds=\"1\" hidden"));
+    // Four variants a dataset: the metrics table has a row per run.
+    assert_eq!(first.matches("<tr data-run-label=").count(), 4);
+    // Offline answers echo the ticket: tokens differ only by prompt, so the best (fewest)
+    // tokens are within a dataset — never a tickets_hard run against a tickets run.
+    let best0 = best_rows(first, "tokens");
+    assert!(!best0.is_empty(), "a best tokens row");
+    assert!(best0.iter().all(|l| l.ends_with("· tickets")), "{best0:?}");
+    let best1 = best_rows(second, "tokens");
+    assert!(
+        !best1.is_empty() && best1.iter().all(|l| l.ends_with("· tickets_hard")),
+        "{best1:?}"
+    );
+    assert!(first.contains("deltas vs default · tickets"), "{first}");
+    assert!(second.contains("deltas vs default · tickets_hard"));
+
+    // Switching the dataset switches the summary.
+    let dom = dump_dom(&file_url(&path, "#ds=1"), None);
+    assert!(group(&dom, 0).starts_with("<div class=\"ds-group\" data-ds=\"0\" hidden"));
+    assert!(!group(&dom, 1).starts_with("<div class=\"ds-group\" data-ds=\"1\" hidden"));
+    assert!(dom.contains("data-overflow=\"false\""));
+}

@@ -101,12 +101,9 @@ fn ms_label(x: f64) -> String {
     }
 }
 
-/// Every chart of the report: metrics per run, score distributions, latency distribution.
-pub fn charts(report: &Report, metrics: &[String]) -> Vec<Chart> {
+/// The distribution charts of the report: score distributions, latency distribution.
+pub fn charts(report: &Report) -> Vec<Chart> {
     let mut out = Vec::new();
-    if let Some(c) = metrics_chart(report, metrics) {
-        out.push(c);
-    }
     for name in report.columns.scores.iter().take(8) {
         if let Some(c) = score_histogram(report, name) {
             out.push(c);
@@ -118,12 +115,23 @@ pub fn charts(report: &Report, metrics: &[String]) -> Vec<Chart> {
     out
 }
 
-/// Horizontal bars: for each metric, one bar per run.
-fn metrics_chart(report: &Report, metrics: &[String]) -> Option<Chart> {
+/// Horizontal bars: for each metric, one bar per run of `members` (run indices).
+pub fn metrics_chart(
+    report: &Report,
+    metrics: &[String],
+    members: &[usize],
+    id: String,
+) -> Option<Chart> {
     if metrics.is_empty() {
         return None;
     }
-    let label_w = 190.0;
+    // Wide enough for the longest run label (about 6.5 px a character at 11 px).
+    let longest = members
+        .iter()
+        .map(|&i| report.runs[i].label.chars().count())
+        .max()
+        .unwrap_or(0);
+    let label_w = (longest as f64 * 6.5 + 14.0).clamp(190.0, 300.0);
     let bar_w = 330.0;
     let width = label_w + bar_w + 70.0;
     let bar_h = 14.0;
@@ -131,10 +139,9 @@ fn metrics_chart(report: &Report, metrics: &[String]) -> Option<Chart> {
     let mut y = 8.0;
     let mut shapes = Vec::new();
     for metric in metrics {
-        let values: Vec<Option<f64>> = report
-            .runs
+        let values: Vec<Option<f64>> = members
             .iter()
-            .map(|r| r.metrics.get(metric).copied())
+            .map(|&i| report.runs[i].metrics.get(metric).copied())
             .collect();
         let max = values.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
         let unit = values.iter().flatten().all(|v| (0.0..=1.0).contains(v));
@@ -145,7 +152,8 @@ fn metrics_chart(report: &Report, metrics: &[String]) -> Option<Chart> {
         };
         shapes.push(text(0.0, y + 11.0, "start", "label strong", metric.clone()));
         y += 16.0;
-        for (i, (run, v)) in report.runs.iter().zip(&values).enumerate() {
+        for (&i, v) in members.iter().zip(&values) {
+            let run = &report.runs[i];
             shapes.push(text(
                 label_w - 8.0,
                 y + bar_h - 3.0,
@@ -192,7 +200,7 @@ fn metrics_chart(report: &Report, metrics: &[String]) -> Option<Chart> {
         y += 10.0;
     }
     Some(Chart {
-        id: "chart-metrics".into(),
+        id,
         title: "Metrics by run".into(),
         note: "Rates and scores on a 0–1 scale; other metrics scaled to their largest value."
             .into(),

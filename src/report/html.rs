@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::charts::{Chart, charts, run_class, short_num};
+use super::charts::{Chart, charts, metrics_chart, run_class, short_num};
 use super::error::ReportError;
 use super::model::{LineCell, Report, status_name, value_text};
 use crate::gate::{Direction, direction_of};
@@ -77,13 +77,15 @@ struct Page<'a> {
     experiment: Option<&'a super::model::ExperimentInfo>,
     line_count: usize,
     runs: Vec<RunView>,
-    baseline_label: &'a str,
-    cards: Vec<Card>,
-    metric_rows: Vec<MetricRow>,
+    /// The summary (cards and metrics table), one per dataset the runs span.
+    groups: Vec<Group>,
+    winner: Option<WinnerView>,
     charts: Vec<Chart>,
     datasets: &'a [String],
     scores: &'a [String],
     many_runs: bool,
+    /// Some run was scored by an evaluation run.
+    has_evaluations: bool,
     csp: String,
     style: &'static str,
     script: &'static str,
@@ -103,7 +105,50 @@ struct RunView {
     offline: bool,
     evaluations: Vec<String>,
     baseline: bool,
+    /// Lines run, with thousands separators.
+    lines: String,
 }
+
+/// The summary of the runs of one dataset: best values and deltas are only ever computed
+/// between runs of the same dataset, against the dataset's baseline (the report's baseline
+/// when it ran on that dataset, else the dataset's first run).
+#[derive(Serialize)]
+struct Group {
+    /// Dataset index (the line table's `#ds=`).
+    ds: usize,
+    dataset: String,
+    baseline_label: String,
+    /// More than one run in the group.
+    many: bool,
+    cards: Vec<Card>,
+    metric_rows: Vec<MetricRow>,
+    /// The same table transposed (a row per run, a column per metric), used for many runs.
+    run_rows: Vec<RunMetricRow>,
+    transposed: bool,
+    /// The metrics as bars (`chart-metrics` for the first group).
+    chart: Option<Chart>,
+}
+
+/// A run's values in the transposed metrics table.
+#[derive(Serialize)]
+struct RunMetricRow {
+    class: String,
+    label: String,
+    baseline: bool,
+    cells: Vec<MetricCell>,
+}
+
+/// The experiment's winner, as its `summary.json` names it.
+#[derive(Serialize)]
+struct WinnerView {
+    name: String,
+    /// `accuracy 0.95` (the winning metric's mean over the datasets), when known.
+    value: String,
+    rule: String,
+}
+
+/// Runs at most this many to a dataset keep the metrics table with a column per run.
+const TRANSPOSE_ABOVE: usize = 3;
 
 /// A summary card: one row per run.
 #[derive(Serialize)]
@@ -132,7 +177,7 @@ struct MetricRow {
     cells: Vec<MetricCell>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct MetricCell {
     value: String,
     best: bool,
@@ -158,6 +203,7 @@ fn page(report: &Report) -> Result<Page<'_>, ReportError> {
             offline: r.offline,
             evaluations: r.evaluations.clone(),
             baseline: i == report.baseline,
+            lines: thousands(r.summary.lines as u64),
         })
         .collect();
     let metric_names = metric_names(report);
@@ -170,22 +216,20 @@ fn page(report: &Report) -> Result<Page<'_>, ReportError> {
     chart_metrics.push("lines.pass_rate".into());
     let data_json = script_json(&data(report))?;
     let script_hash = base64(&Sha256::digest(SCRIPT.as_bytes()));
+    let groups = groups(report, &metric_names, &eval_metrics, &chart_metrics);
     Ok(Page {
         title: &report.title,
         generated: &report.generated,
         version: env!("CARGO_PKG_VERSION"),
         experiment: report.experiment.as_ref(),
         line_count: report.lines.len(),
-        baseline_label: report
-            .runs
-            .get(report.baseline)
-            .map_or("", |r| r.label.as_str()),
-        cards: cards(report, &eval_metrics),
-        metric_rows: metric_names.iter().map(|m| metric_row(report, m)).collect(),
-        charts: charts(report, &chart_metrics),
+        groups,
+        winner: report.experiment.as_ref().and_then(winner_view),
+        charts: charts(report),
         datasets: &report.datasets,
         scores: &report.columns.scores,
         many_runs: report.runs.len() > 1,
+        has_evaluations: report.runs.iter().any(|r| !r.evaluations.is_empty()),
         runs,
         csp: format!(
             "default-src 'none'; script-src 'sha256-{script_hash}'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
@@ -193,6 +237,75 @@ fn page(report: &Report) -> Result<Page<'_>, ReportError> {
         style: STYLE,
         script: SCRIPT,
         data_json,
+    })
+}
+
+/// One summary group per dataset (in dataset order) holding the runs made on it.
+fn groups(
+    report: &Report,
+    metric_names: &[String],
+    eval_metrics: &[String],
+    chart_metrics: &[String],
+) -> Vec<Group> {
+    (0..report.datasets.len().max(1))
+        .filter_map(|ds| {
+            let members: Vec<usize> = (0..report.runs.len())
+                .filter(|&i| report.runs[i].dataset == ds || report.datasets.is_empty())
+                .collect();
+            let first = *members.first()?;
+            let baseline = if members.contains(&report.baseline) {
+                report.baseline
+            } else {
+                first
+            };
+            let metric_rows: Vec<MetricRow> = metric_names
+                .iter()
+                .map(|m| metric_row(report, m, &members, baseline))
+                .collect();
+            let run_rows = members
+                .iter()
+                .enumerate()
+                .map(|(k, &i)| RunMetricRow {
+                    class: run_class(i),
+                    label: report.runs[i].label.clone(),
+                    baseline: i == baseline,
+                    cells: metric_rows.iter().map(|m| m.cells[k].clone()).collect(),
+                })
+                .collect();
+            Some(Group {
+                ds,
+                dataset: report.datasets.get(ds).cloned().unwrap_or_default(),
+                baseline_label: report.runs[baseline].label.clone(),
+                many: members.len() > 1,
+                cards: cards(report, eval_metrics, &members),
+                transposed: members.len() > TRANSPOSE_ABOVE,
+                chart: metrics_chart(
+                    report,
+                    chart_metrics,
+                    &members,
+                    if ds == 0 {
+                        "chart-metrics".into()
+                    } else {
+                        format!("chart-metrics-{ds}")
+                    },
+                ),
+                metric_rows,
+                run_rows,
+            })
+        })
+        .collect()
+}
+
+fn winner_view(info: &super::model::ExperimentInfo) -> Option<WinnerView> {
+    let name = info.winner.clone()?;
+    let value = match (&info.winner_metric, info.winner_value) {
+        (Some(m), Some(v)) => format!("mean {m} {}", metric_text(m, v)),
+        _ => String::new(),
+    };
+    Some(WinnerView {
+        name,
+        value,
+        rule: info.winner_rule.clone(),
     })
 }
 
@@ -228,21 +341,21 @@ fn best_of(values: &[Option<f64>], direction: Direction) -> Vec<bool> {
     values.iter().map(|v| *v == Some(best)).collect()
 }
 
-fn metric_row(report: &Report, name: &str) -> MetricRow {
+/// A metric's row over `members` (run indices), with deltas against `baseline`.
+fn metric_row(report: &Report, name: &str, members: &[usize], baseline: usize) -> MetricRow {
     let direction = direction_of(name);
-    let values: Vec<Option<f64>> = report
-        .runs
+    let values: Vec<Option<f64>> = members
         .iter()
-        .map(|r| r.metrics.get(name).copied())
+        .map(|&i| report.runs[i].metrics.get(name).copied())
         .collect();
     let best = best_of(&values, direction);
-    let base = values.get(report.baseline).copied().flatten();
+    let base = report.runs[baseline].metrics.get(name).copied();
     let cells = values
         .iter()
         .enumerate()
-        .map(|(i, v)| {
+        .map(|(k, v)| {
             let (delta, trend) = match (v, base) {
-                (Some(v), Some(b)) if i != report.baseline => {
+                (Some(v), Some(b)) if members[k] != baseline => {
                     let d = v - b;
                     let trend = if d.abs() < 1e-12 {
                         "same"
@@ -266,7 +379,7 @@ fn metric_row(report: &Report, name: &str) -> MetricRow {
                 value: v
                     .map(|x| metric_text(name, x))
                     .unwrap_or_else(|| "—".into()),
-                best: best[i],
+                best: best[k],
                 delta,
                 trend,
             }
@@ -331,15 +444,16 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-fn cards(report: &Report, eval_metrics: &[String]) -> Vec<Card> {
-    let row = |i: usize, value: String, detail: String, best: bool| CardRow {
-        class: run_class(i),
-        label: report.runs[i].label.clone(),
+/// The summary cards of `members` (run indices): one row per member run.
+fn cards(report: &Report, eval_metrics: &[String], members: &[usize]) -> Vec<Card> {
+    let row = |k: usize, value: String, detail: String, best: bool| CardRow {
+        class: run_class(members[k]),
+        label: report.runs[members[k]].label.clone(),
         value,
         detail,
         best,
     };
-    let runs = &report.runs;
+    let runs: Vec<&super::model::RunReport> = members.iter().map(|&i| &report.runs[i]).collect();
     let best_by = |values: Vec<Option<f64>>, direction| best_of(&values, direction);
     let mut cards = Vec::new();
     cards.push(Card {

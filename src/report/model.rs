@@ -34,6 +34,14 @@ pub struct ExperimentInfo {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub winner: Option<String>,
+    /// How the winner was chosen (`highest mean `accuracy` over the datasets; ...`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub winner_rule: String,
+    /// The metric the winner was chosen by, and the winner's mean of it over the datasets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub winner_metric: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub winner_value: Option<f64>,
 }
 
 /// The column names shared by every run, in a stable order (first appearance).

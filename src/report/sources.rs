@@ -26,6 +26,13 @@ struct Summary {
     runs: Vec<SummaryRun>,
     #[serde(default)]
     winner: Option<String>,
+    #[serde(default)]
+    winner_rule: String,
+    #[serde(default)]
+    winner_metric: Option<String>,
+    /// Variant → metric → mean over the datasets.
+    #[serde(default)]
+    means: indexmap::IndexMap<String, indexmap::IndexMap<String, f64>>,
 }
 
 #[derive(Deserialize)]
@@ -70,7 +77,13 @@ pub fn experiment_sources(dir: &Path) -> Result<(Vec<ReportSource>, ExperimentIn
         sources,
         ExperimentInfo {
             name,
+            winner_value: match (&summary.winner, &summary.winner_metric) {
+                (Some(w), Some(m)) => summary.means.get(w).and_then(|x| x.get(m)).copied(),
+                _ => None,
+            },
             winner: summary.winner,
+            winner_rule: summary.winner_rule,
+            winner_metric: summary.winner_metric,
         },
     ))
 }

@@ -325,8 +325,19 @@
     button('next ›', page + 1, page >= pages);
     button('last »', pages, page >= pages);
   }
+  /* The summary groups (cards, metrics table) follow the dataset the line table shows. */
+  function showGroups() {
+    var groups = document.querySelectorAll('.ds-group[data-ds]');
+    for (var g = 0; g < groups.length; g++) { groups[g].hidden = groups[g].getAttribute('data-ds') !== state.ds; }
+  }
+  /* Whether the page is wider than the window (a test reads this). */
+  function markOverflow() {
+    var wide = document.documentElement.scrollWidth > window.innerWidth;
+    document.body.setAttribute('data-overflow', wide ? 'true' : 'false');
+  }
   function update(fromHash) {
     if (fromHash) { state = readHash(); syncControls(); }
+    showGroups();
     var runs = visibleRuns(), base = baselineOf(runs);
     var total = 0;
     D.lines.forEach(function (l) { if (l.d === Number(state.ds)) { total++; } });
@@ -389,6 +400,8 @@
   });
   window.addEventListener('hashchange', function () { update(true); });
   update(true);
+  markOverflow();
+  window.addEventListener('resize', markOverflow);
   document.body.setAttribute('data-ready', 'true');
   /* How long parsing the data and building the first page took (for the benchmark). */
   if (window.performance) { document.body.setAttribute('data-ready-ms', String(Math.round(performance.now() - started))); }
