@@ -618,21 +618,7 @@ impl RunJob<'_> {
         dir: RunDir,
         base_meta: &RunMeta,
     ) -> Result<EvalResult, ExperimentError> {
-        let io = |path: &Path, e: std::io::Error| ExperimentError::Io {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        };
-        let mapping = ColumnMapping::from_map(&ds.mappings).map_err(|e| {
-            ExperimentError::File(
-                ds.origin
-                    .error(format!("dataset `{}`: {e}", ds.name))
-                    .into(),
-            )
-        })?;
-        std::fs::create_dir_all(&dir.path).map_err(|e| io(&dir.path, e))?;
-        let mut meta =
-            crate::eval::builtin_only_meta(&dir.name(), &self.dir, base_meta, &ds.source);
-        meta.column_mapping = mapping_args(&ds.mappings);
+        let (mapping, mut meta) = self.eval_dir_start(ds, &dir, base_meta)?;
         let outcome = crate::eval::score_into_dir(
             &dir,
             &self.dir,
@@ -700,20 +686,14 @@ fn prepare_model(text: &str, options: &ExecutorOptions) -> Result<ModelEvaluator
 }
 
 impl RunJob<'_> {
-    /// A judge (or embedding similarity) over the run, through the experiment's client (its
-    /// limiter) and cache; `judge_scores.jsonl`, `evaluators.json` and `metrics.json` as
-    /// `flow eval` writes them.
-    async fn eval_model(
+    /// What an evaluation without a flow starts with: the dataset's column mapping, its
+    /// directory created, and the `meta.json` of a run of no flow over the evaluated run.
+    fn eval_dir_start(
         &self,
-        evaluator: &ModelEvaluator,
         ds: &EvalDataset,
-        dir: RunDir,
+        dir: &RunDir,
         base_meta: &RunMeta,
-    ) -> Result<EvalResult, ExperimentError> {
-        let io = |path: &Path, e: std::io::Error| ExperimentError::Io {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        };
+    ) -> Result<(ColumnMapping, RunMeta), ExperimentError> {
         let mapping = ColumnMapping::from_map(&ds.mappings).map_err(|e| {
             ExperimentError::File(
                 ds.origin
@@ -724,8 +704,22 @@ impl RunJob<'_> {
         std::fs::create_dir_all(&dir.path).map_err(|e| io(&dir.path, e))?;
         let mut meta =
             crate::eval::builtin_only_meta(&dir.name(), &self.dir, base_meta, &ds.source);
-        meta.flow_name = "model evaluators".into();
         meta.column_mapping = mapping_args(&ds.mappings);
+        Ok((mapping, meta))
+    }
+
+    /// A judge (or embedding similarity) over the run, through the experiment's client (its
+    /// limiter) and cache; `judge_scores.jsonl`, `evaluators.json` and `metrics.json` as
+    /// `flow eval` writes them.
+    async fn eval_model(
+        &self,
+        evaluator: &ModelEvaluator,
+        ds: &EvalDataset,
+        dir: RunDir,
+        base_meta: &RunMeta,
+    ) -> Result<EvalResult, ExperimentError> {
+        let (mapping, mut meta) = self.eval_dir_start(ds, &dir, base_meta)?;
+        meta.flow_name = "model evaluators".into();
         let scored = crate::eval::score_with_models(
             &self.dir,
             &ds.source,
@@ -781,4 +775,12 @@ fn metrics_of(dir: &RunDir) -> Map<String, Json> {
         .into_iter()
         .filter(|(k, v)| !k.starts_with("flow.") && !k.starts_with("eval.") && v.is_number())
         .collect()
+}
+
+/// An I/O error on `path`, as the experiment reports it.
+fn io(path: &Path, e: std::io::Error) -> ExperimentError {
+    ExperimentError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
