@@ -440,6 +440,21 @@ pub(crate) enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    /// How a failed attempt ended, as the limiter counts it: a 429 (with the server's wait), a
+    /// 503, or any other failure.
+    pub fn of_failure(e: &super::ProviderError, policy: RetryPolicy) -> Outcome {
+        match e.status() {
+            Some(429) => Outcome::RateLimited {
+                retry_after: e.retry_after(),
+                policy,
+            },
+            Some(503) => Outcome::Overloaded,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
 impl Endpoint {
     fn new(connection: String, endpoint: String, model: Option<String>, max: usize) -> Self {
         Endpoint {

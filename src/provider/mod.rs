@@ -389,14 +389,7 @@ impl Retries {
     ) -> Result<(), ProviderError> {
         let policy = client.config.retry;
         let rate_limited = e.status() == Some(429);
-        permit.complete(match e.status() {
-            Some(429) => limiter::Outcome::RateLimited {
-                retry_after: e.retry_after(),
-                policy,
-            },
-            Some(503) => limiter::Outcome::Overloaded,
-            _ => limiter::Outcome::Failed,
-        });
+        permit.complete(limiter::Outcome::of_failure(&e, policy));
         let budget_left = if rate_limited {
             self.waits < client.config.rate_limit_retries
         } else {
@@ -435,14 +428,7 @@ impl Retries {
         e: &ProviderError,
         policy: RetryPolicy,
     ) {
-        permit.complete(match e.status() {
-            Some(429) => limiter::Outcome::RateLimited {
-                retry_after: e.retry_after(),
-                policy,
-            },
-            Some(503) => limiter::Outcome::Overloaded,
-            _ => limiter::Outcome::Failed,
-        });
+        permit.complete(limiter::Outcome::of_failure(e, policy));
         limiter.note_retry();
         if e.status() == Some(429) {
             self.waits += 1;
