@@ -1,4 +1,4 @@
-//! `flow deploy --target kubernetes|compose --image IMAGE`: write manifests (`--dry-run`, the
+//! `flow deploy --target kubernetes|compose|kubernetes-job --image IMAGE`: write manifests (`--dry-run`, the
 //! default) or apply them and smoke-test the new version (`--apply`); `flow deploy smoke --url`
 //! runs only the smoke test against a running `flow serve`.
 
