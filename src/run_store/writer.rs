@@ -105,8 +105,26 @@ struct WriterState {
     buf: Vec<u8>,
 }
 
+/// Open a JSON-lines file for appending. A file whose last record was torn (a process killed
+/// mid-write) first gets the newline it lacks, so the torn record stays one unreadable line
+/// that readers skip, and the records appended now stay readable.
 fn append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    if len > 0 {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::Start(len - 1))?;
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+        }
+    }
+    Ok(file)
 }
 
 impl WriterState {
@@ -332,4 +350,30 @@ pub fn finalize(
 pub fn write_meta(dir: &RunDir, meta: &RunMeta) -> io::Result<()> {
     let value = serde_json::to_value(meta).map_err(io::Error::other)?;
     crate::record::write_json_atomic(&dir.meta_file(), &value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appending_after_a_torn_record_starts_a_new_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        std::fs::write(&path, "{\"line_number\": 0}\n{\"line_num").unwrap();
+        append(&path)
+            .unwrap()
+            .write_all(b"{\"line_number\": 1}\n")
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"line_number\": 0}\n{\"line_num\n{\"line_number\": 1}\n"
+        );
+        // A whole file, or a new one, is appended to as it is.
+        append(&path).unwrap().write_all(b"x\n").unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().ends_with("1}\nx\n"));
+        let fresh = dir.path().join("new.jsonl");
+        append(&fresh).unwrap().write_all(b"y\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&fresh).unwrap(), "y\n");
+    }
 }
