@@ -309,6 +309,10 @@ impl crate::batch::Progress for TracedProgress<'_> {
             t.record_line(&span, line);
         }
     }
+
+    fn lines_kept(&self, lines: usize) {
+        self.inner.lines_kept(lines);
+    }
 }
 
 fn status_name(s: Status) -> &'static str {

@@ -652,6 +652,320 @@ fn experiment_shards_on_machines_without_a_shared_disk_merge_from_s3() {
     assert!(err.contains("--upload goes with --shard"), "{err}");
 }
 
+/// The repository's experiment in `ctx`'s project; the mock answers the few-shot variant
+/// "billing" and the zero-shot one "other".
+fn experiment_project(ctx: &TestContext) {
+    ctx.copy_from_repo("flows");
+    ctx.copy_from_repo("datasets");
+    ctx.write(
+        "experiment.yaml",
+        &std::fs::read_to_string(support::context::repo_root().join("experiment.yaml")).unwrap(),
+    );
+    ctx.mock().reply_when("Classify the ticket", "other");
+    ctx.mock()
+        .reply_when("You route customer support tickets into one of", "billing");
+}
+
+/// `flow experiment` arguments for shard `k` of 2 of the two classification variants, one line
+/// at a time per slot and every answer from the model (no cache), plus `extra`.
+fn experiment_shard_args(k: usize, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "experiment",
+        "--no-cache",
+        "--variants",
+        "default,classify.variant_1",
+        "--concurrency",
+        "2",
+        "--shard",
+        &format!("{k}/2"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Lines in shard 1 of 2 of a shard run of the classification experiment: 10 of the 20
+/// tickets, 4 of the 8 hard ones.
+fn shard_1_lines(run: &str) -> usize {
+    if run.contains("_tickets_hard-") {
+        4
+    } else {
+        10
+    }
+}
+
+/// Every line of shard 1 of 2: two variants over both datasets, one model request each.
+const SHARD_1_LINES: usize = 2 * (10 + 4);
+
+/// The shard runs of shard `k` of 2 in `ctx`'s project.
+fn experiment_shard_runs(ctx: &TestContext, k: usize) -> Vec<std::path::PathBuf> {
+    let suffix = format!("-shard-{k}-of-2");
+    let Ok(rd) = std::fs::read_dir(ctx.root().join(".flow/runs")) else {
+        return Vec::new();
+    };
+    let mut runs: Vec<_> = rd
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.display().to_string().ends_with(&suffix))
+        .collect();
+    runs.sort();
+    runs
+}
+
+/// A run's status, when its `meta.json` can be read.
+fn status_of(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("meta.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["status"].as_str().map(str::to_string)
+}
+
+/// What two comparisons must share: per run, the metrics, counts, hashes and every output
+/// line; then the winner and the means.
+fn comparable_experiment(ctx: &TestContext, name: &str) -> (Vec<Value>, Value, Value) {
+    let dir = ctx.root().join(".flow/experiments").join(name);
+    let s = json_file(&dir.join("summary.json"));
+    let runs = s["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let run = dir.join(r["run_dir"].as_str().unwrap());
+            serde_json::json!([
+                r["variant"],
+                r["dataset"],
+                r["metrics"],
+                r["status"],
+                r["lines"],
+                r["failed_lines"],
+                r["tokens"],
+                r["flow_hash"],
+                r["dataset_hash"],
+                outputs(&run),
+            ])
+        })
+        .collect();
+    (runs, s["winner"].clone(), s["means"].clone())
+}
+
+#[test]
+fn a_killed_experiment_shard_resumes_its_runs_and_merges_like_an_unkilled_one() {
+    let ctx = TestContext::with_mock();
+    experiment_project(&ctx);
+    ctx.mock().set_latency(Duration::from_millis(150));
+    let shard_1 = experiment_shard_args(1, &[]);
+    let shard_1: Vec<&str> = shard_1.iter().map(String::as_str).collect();
+
+    // Kill shard 1 (SIGKILL: nothing is finalised) once one of its runs has finished, while
+    // the others are mid-run.
+    let mut child = spawn(&ctx, &shard_1);
+    let started = Instant::now();
+    while !experiment_shard_runs(&ctx, 1)
+        .iter()
+        .any(|d| status_of(d).as_deref() == Some("Completed"))
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the shard ended before it could be killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no run finished"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let runs = experiment_shard_runs(&ctx, 1);
+    assert_eq!(runs.len(), 4);
+    let statuses: Vec<Option<String>> = runs.iter().map(|d| status_of(d)).collect();
+    assert!(
+        statuses.iter().any(|s| s.as_deref() == Some("Running")),
+        "every run finished before the kill: {statuses:?}"
+    );
+    let done_before: usize = runs.iter().map(|d| finished_lines(d)).sum();
+    assert!(done_before < SHARD_1_LINES, "{done_before}");
+
+    // Started again, the shard keeps the finished run, resumes the others and asks the model
+    // only for the lines no run had finished.
+    ctx.mock().clear_requests();
+    ctx.run(&shard_1)
+        .expect_code(0)
+        .stderr_has("had finished: kept")
+        .stderr_has("lines kept from the earlier attempt")
+        .stderr_has("shard 1/2 of 4 runs done");
+    assert_eq!(ctx.mock().request_count(), SHARD_1_LINES - done_before);
+    for run in &experiment_shard_runs(&ctx, 1) {
+        let m = meta(run);
+        assert_eq!(m["status"], "Completed", "{}", run.display());
+        assert_eq!(
+            m["completed_lines"],
+            shard_1_lines(&run.display().to_string())
+        );
+        // Each line once in the outputs, in line order.
+        let numbers = line_numbers(&outputs(run));
+        let mut sorted = numbers.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(numbers, sorted, "{}", run.display());
+    }
+    // A finished shard has nothing left to do.
+    ctx.mock().clear_requests();
+    ctx.run(&shard_1).expect_code(0);
+    assert_eq!(ctx.mock().request_count(), 0);
+
+    let shard_2 = experiment_shard_args(2, &[]);
+    let shard_2: Vec<&str> = shard_2.iter().map(String::as_str).collect();
+    ctx.run(&shard_2).expect_code(0);
+    let whole_args = |extra: &[&str]| {
+        let mut args = vec![
+            "experiment",
+            "--no-cache",
+            "--variants",
+            "default,classify.variant_1",
+        ];
+        args.extend(extra);
+        ctx.run(&args).expect_code(0);
+    };
+    whole_args(&["--merge-shards", "--name", "merged"]);
+    whole_args(&["--name", "whole"]);
+    let merged = comparable_experiment(&ctx, "merged");
+    assert_eq!(merged, comparable_experiment(&ctx, "whole"));
+    assert_eq!(merged.0.len(), 4);
+    assert_eq!(merged.1, "classify.variant_1");
+}
+
+#[test]
+fn a_retried_experiment_shard_on_a_fresh_machine_takes_its_finished_runs_from_s3() {
+    let s3 = S3Server::start("exp");
+    let prefix = s3.url("team/retried");
+    let shard = |k: usize| experiment_shard_args(k, &["--upload", &prefix]);
+    let run = |ctx: &TestContext, args: &[String]| {
+        let mut cmd = ctx.cmd();
+        cmd.args(args).envs(s3.env());
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // Pod 1 uploads each shard run as soon as it finishes, and is killed after the first upload.
+    let pod1 = TestContext::with_mock();
+    experiment_project(&pod1);
+    pod1.mock().set_latency(Duration::from_millis(150));
+    let mut child = pod1
+        .std_cmd()
+        .args(shard(1))
+        .envs(s3.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("pod 1 uploaded no run");
+        let uploaded = line.trim_start().starts_with("uploaded ");
+        printed.push(line);
+        if uploaded {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap();
+    printed.extend(rx.try_iter());
+    let uploaded: Vec<String> = printed
+        .iter()
+        .filter_map(|l| l.trim_start().strip_prefix("uploaded "))
+        .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert!(
+        !uploaded.is_empty() && uploaded.len() < 4,
+        "{}",
+        printed.join("\n")
+    );
+
+    // Pod 2, a fresh project with no runs: the uploaded runs are taken as done (no request, no
+    // upload), the others run.
+    let pod2 = TestContext::with_mock();
+    experiment_project(&pod2);
+    let (code, err) = run(&pod2, &shard(1));
+    assert_eq!(code, Some(0), "{err}");
+    for name in &uploaded {
+        assert!(
+            err.contains(&format!(
+                "{name} had finished (downloaded from the upload location): kept"
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "{prefix}/{name} is up to date: not uploaded again"
+            )),
+            "{err}"
+        );
+    }
+    let kept: usize = uploaded.iter().map(|n| shard_1_lines(n)).sum();
+    assert_eq!(pod2.mock().request_count(), SHARD_1_LINES - kept, "{err}");
+    assert_eq!(
+        err.matches("  uploaded ").count(),
+        4 - uploaded.len(),
+        "{err}"
+    );
+
+    // Pod 3 (fresh again) finds the whole shard uploaded: zero requests, zero uploads.
+    let pod3 = TestContext::with_mock();
+    experiment_project(&pod3);
+    let (code, err) = run(&pod3, &shard(1));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(pod3.mock().request_count(), 0, "{err}");
+    assert_eq!(
+        err.matches("is up to date: not uploaded again").count(),
+        4,
+        "{err}"
+    );
+    let (code, err) = run(&pod3, &shard(2));
+    assert_eq!(code, Some(0), "{err}");
+
+    // Merged from S3 elsewhere, the experiment equals a one-process one.
+    let merger = TestContext::with_mock();
+    experiment_project(&merger);
+    let whole = |extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "experiment",
+            "--no-cache",
+            "--variants",
+            "default,classify.variant_1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (code, err) = run(&merger, &args);
+        assert_eq!(code, Some(0), "{err}");
+    };
+    whole(&["--merge-shards", &prefix, "--name", "merged"]);
+    whole(&["--name", "whole"]);
+    assert_eq!(
+        comparable_experiment(&merger, "merged"),
+        comparable_experiment(&merger, "whole")
+    );
+}
+
 /// `Child::wait_with_output` takes the child by value; this waits and reports success.
 trait WaitOk {
     fn wait_with_output_ref(&mut self) -> bool;

@@ -1,7 +1,7 @@
-//! A fresh batch run written to its run directory: snapshot, `meta.json`, every line through
-//! the run writer, then the finished record (outputs in line order, metrics, errors). The
-//! library form of what `flow run --data` does, for commands that start many batches in one
-//! process (`flow experiment`).
+//! A batch run written to its run directory: snapshot, `meta.json`, every line through the run
+//! writer, then the finished record (outputs in line order, metrics, errors). The library form
+//! of what `flow run --data` (and `flow run --resume`) does, for commands that start many
+//! batches in one process (`flow experiment`).
 
 use std::collections::HashSet;
 use std::io;
@@ -19,7 +19,7 @@ use crate::run_store::{self, RunDir, RunMeta, RunSettings, RunStatus, RunWriter}
 /// One batch to run into a new run directory.
 #[derive(Debug, Clone)]
 pub struct DirBatch {
-    /// The run directory to create (it must not exist yet).
+    /// The run directory to create (it must not exist yet, unless `resume` is set).
     pub dir: RunDir,
     /// The dataset (absolute path).
     pub data: PathBuf,
@@ -37,6 +37,9 @@ pub struct DirBatch {
     pub offline: bool,
     /// Run only this shard of the dataset, without aggregation (recorded in `meta.json`).
     pub shard: Option<crate::run_store::ShardInfo>,
+    /// Finish the earlier run in `dir` (its `meta.json`) as `flow run --resume` does: the lines
+    /// its journal holds as succeeded are kept, only the missing and failed ones run.
+    pub resume: Option<RunMeta>,
 }
 
 /// A finished batch: its record and what happened.
@@ -46,6 +49,8 @@ pub struct DirRun {
     pub outcome: BatchOutcome,
     /// Why reading the dataset stopped early, if it did.
     pub data_error: Option<String>,
+    /// Lines an earlier attempt had finished that were kept, not run again (a resumed run).
+    pub kept_lines: usize,
 }
 
 /// Why a batch could not be run or recorded.
@@ -129,34 +134,61 @@ pub async fn run_to_dir(
         Some(p) => Some(BaseRun::load(p).map_err(|e| DirBatchError::Data(e.to_string()))?),
         None => None,
     };
-    std::fs::create_dir_all(&dir.path).map_err(io_at(&dir.path))?;
-    run_store::write_snapshot(flow, &dir.snapshot_dir()).map_err(io_at(&dir.path))?;
-    let mut meta = new_run_meta(
-        flow,
-        dir,
-        &batch.data,
-        &batch.mapping_args,
-        batch.base_run.as_deref(),
-        total,
-        batch.config.concurrency,
-        batch.offline,
-        RunSettings {
-            require_base_line: batch.require_base_line,
-            ..batch.settings.clone()
-        },
-    );
-    meta.shard = batch.shard.clone().map(|mut i| {
-        i.dataset_lines = rows;
-        i
-    });
+    let (mut meta, skip, previous) = match &batch.resume {
+        None => {
+            std::fs::create_dir_all(&dir.path).map_err(io_at(&dir.path))?;
+            run_store::write_snapshot(flow, &dir.snapshot_dir()).map_err(io_at(&dir.path))?;
+            let mut meta = new_run_meta(
+                flow,
+                dir,
+                &batch.data,
+                &batch.mapping_args,
+                batch.base_run.as_deref(),
+                total,
+                batch.config.concurrency,
+                batch.offline,
+                RunSettings {
+                    require_base_line: batch.require_base_line,
+                    ..batch.settings.clone()
+                },
+            );
+            meta.shard = batch.shard.clone().map(|mut i| {
+                i.dataset_lines = rows;
+                i
+            });
+            (meta, HashSet::new(), Vec::new())
+        }
+        Some(before) => {
+            let journal = run_store::read_journal(dir).map_err(io_at(&dir.path))?;
+            let done: HashSet<usize> = journal.completed().collect();
+            // Aggregation nodes see every succeeded line, the earlier ones included.
+            let previous = if executor.dag().aggregation_nodes.is_empty() || shard.is_some() {
+                Vec::new()
+            } else {
+                run_store::succeeded_lines_with(dir, &journal, &executor.aggregation_dependencies())
+                    .map_err(io_at(&dir.path))?
+            };
+            let mut meta = before.clone();
+            meta.total_lines = total;
+            // Where the flow and data are now (a run downloaded from another machine).
+            meta.flow = flow.dir.display().to_string();
+            meta.data = Some(batch.data.display().to_string());
+            (meta, done, previous)
+        }
+    };
+    meta.status = RunStatus::Running;
+    let kept_lines = skip.len();
     run_store::write_meta(dir, &meta).map_err(io_at(&dir.path))?;
+    if kept_lines > 0 {
+        progress.lines_kept(kept_lines);
+    }
 
     let source = spawn_line_source(
         &batch.data,
         batch.mapping.clone(),
         base,
         flow.inputs.clone(),
-        HashSet::new(),
+        skip,
         shard,
         batch.config.concurrency.max(1) * 2,
         batch.require_base_line,
@@ -175,14 +207,14 @@ pub async fn run_to_dir(
         &config,
         progress,
         cancel,
-        Vec::new(),
+        previous,
     )
     .await;
     let write_result = writer.finish();
     let data_error = source.reader.join().ok().flatten();
     write_result.map_err(io_at(&dir.path))?;
 
-    meta.duration_s = started.elapsed().as_secs_f64();
+    meta.duration_s += started.elapsed().as_secs_f64();
     let metrics = outcome
         .aggregation
         .as_ref()
@@ -194,5 +226,6 @@ pub async fn run_to_dir(
         meta,
         outcome,
         data_error,
+        kept_lines,
     })
 }

@@ -13,7 +13,8 @@ use super::output::{Failure, bold, color_stderr, dim};
 use super::progress::CliProgress;
 use super::run::{OutputFormat, executor_options};
 use flow::experiment::{
-    self, ExperimentError, FanOut, RunResult, RunnerConfig, Selection, placeholder, runner, summary,
+    self, ExperimentError, FanOut, RunResult, RunnerConfig, Selection, ShardUpload, placeholder,
+    runner, summary,
 };
 use flow::run_store::RunSettings;
 
@@ -54,7 +55,8 @@ pub struct ExperimentArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Pretty)]
     pub output: OutputFormat,
     /// Run only shard K of N of every (variant, dataset) run, without evaluations; merge with
-    /// --merge-shards once every shard has run.
+    /// --merge-shards once every shard has run. Started again, a shard keeps its finished shard
+    /// runs and resumes the others (only their missing and failed lines run).
     #[arg(
         long,
         value_name = "K/N",
@@ -65,8 +67,10 @@ pub struct ExperimentArgs {
     /// Run shard JOB_COMPLETION_INDEX+1 of N (a Kubernetes Indexed Job sets JOB_COMPLETION_INDEX).
     #[arg(long, value_name = "N", conflicts_with_all = ["shard", "merge_shards"])]
     pub shards: Option<usize>,
-    /// Upload each shard run to URL/<run name>/ when the shard ends (s3://, az://, gs://), so
-    /// shards on machines that share no disk can be merged with --merge-shards URL.
+    /// Upload each shard run to URL/<run name>/ (s3://, az://, gs://) as soon as it ends, so
+    /// shards on machines that share no disk can be merged with --merge-shards URL; a shard
+    /// started again without its local runs takes them from URL (finished ones are kept,
+    /// unfinished ones resumed).
     #[arg(long, value_name = "URL", conflicts_with = "merge_shards")]
     pub upload: Option<String>,
     /// Merge every run from its shard runs in these folders (local, or s3:// az:// gs:// URLs
@@ -82,6 +86,8 @@ fn experiment_failure(e: ExperimentError) -> Failure {
         ExperimentError::File(f) => Failure::diagnostics(&f.diagnostics),
         ExperimentError::Flow(d) => Failure::diagnostics(&d),
         ExperimentError::Plan(p) => Failure::usage(format!("error: {p}\n  help: {}", p.help())),
+        // Object storage that cannot be used is an unusable endpoint (exit 3): a Job retries.
+        ExperimentError::Storage(e) => Failure::endpoint(format!("error: --upload: {e}")),
         other => Failure::usage(format!("error: {other}")),
     }
 }
@@ -146,6 +152,39 @@ impl runner::RunObserver for PrintRuns {
                 "  line {line}: {}",
                 e.message.lines().next().unwrap_or_default()
             );
+        }
+        if let Some(earlier) = &r.earlier {
+            let from = if earlier.downloaded {
+                " (downloaded from the upload location)"
+            } else {
+                ""
+            };
+            let what = if earlier.finished {
+                format!("{} had finished{from}: kept", r.dir.name())
+            } else {
+                format!(
+                    "resumed {}{from}: {} lines kept from the earlier attempt",
+                    r.dir.name(),
+                    earlier.kept_lines
+                )
+            };
+            eprintln!("  {}", dim(&what, self.color));
+        }
+        match &r.upload {
+            Some(ShardUpload::Uploaded { url, files }) => {
+                eprintln!("  uploaded {} ({files} files) to {url}", r.dir.name());
+            }
+            Some(ShardUpload::UpToDate { url }) => eprintln!(
+                "  {}",
+                dim(
+                    &format!("{url} is up to date: not uploaded again"),
+                    self.color
+                )
+            ),
+            Some(ShardUpload::Failed { url, error }) => {
+                eprintln!("  cannot upload {} to {url}: {error}", r.dir.name());
+            }
+            None => {}
         }
     }
 }
@@ -334,6 +373,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         stamp,
         experiment_dir: dir.clone(),
         fan_out: fan_out.clone(),
+        upload,
     };
     let total_lines: usize = match &fan_out {
         FanOut::Merge(_) => 0,
@@ -382,19 +422,18 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         result
     });
     let results = results.map_err(experiment_failure)?;
-    if let Some(remote) = &upload {
-        let rt = super::runtime()?;
-        for r in &results {
-            let target = remote.child(&r.dir.name());
-            // Object storage that cannot be written is an unusable endpoint (exit 3): a Job
-            // retries the index.
-            let files = rt.block_on(target.upload(&r.dir.path)).map_err(|e| {
-                Failure::endpoint(format!("error: cannot upload {}: {e}", r.dir.name()))
-            })?;
-            eprintln!("uploaded {} ({files} files) to {target}", r.dir.name());
-        }
-    }
     if let Some(shard) = sharded {
+        let failed_uploads = results
+            .iter()
+            .filter(|r| matches!(r.upload, Some(ShardUpload::Failed { .. })))
+            .count();
+        // Object storage that cannot be written is an unusable endpoint (exit 3): a Job
+        // retries the index, which keeps the runs that are there and resumes the others.
+        if failed_uploads > 0 && !results.iter().any(|r| r.canceled) {
+            return Err(Failure::endpoint(format!(
+                "error: {failed_uploads} shard run(s) could not be uploaded (see above); the local run directories are kept"
+            )));
+        }
         eprintln!(
             "shard {shard} of {} runs done; when every shard has run: flow experiment {} --merge-shards",
             results.len(),
@@ -446,7 +485,7 @@ fn verdict(results: &[RunResult]) -> Result<(), Failure> {
     if results.iter().any(|r| r.canceled) {
         return Err(Failure {
             code: 130,
-            message: "stopped: finished lines are kept in each run directory; run the experiment again to finish (finished lines come from the response cache)".into(),
+            message: "stopped: finished lines are kept in each run directory; run the experiment again to finish (finished lines come from the response cache; a shard resumes its shard runs)".into(),
         });
     }
     if !results.is_empty()

@@ -23,7 +23,8 @@ pub struct CliProgress {
     cost_micro_usd: AtomicU64,
     started: Instant,
     last_report: Mutex<Instant>,
-    already_done: usize,
+    /// Lines an earlier attempt finished (resumed runs).
+    already_done: AtomicUsize,
 }
 
 impl CliProgress {
@@ -54,7 +55,7 @@ impl CliProgress {
             cost_micro_usd: AtomicU64::new(0),
             started: Instant::now(),
             last_report: Mutex::new(Instant::now()),
-            already_done,
+            already_done: AtomicUsize::new(already_done),
         }
     }
 
@@ -86,7 +87,7 @@ impl CliProgress {
     }
 
     fn plain_line(&self) -> String {
-        let done = self.done() + self.already_done;
+        let done = self.done() + self.already_done.load(Ordering::Relaxed);
         let elapsed = self.started.elapsed().as_secs_f64();
         let rate = if elapsed > 0.0 {
             self.done() as f64 / elapsed
@@ -108,6 +109,13 @@ impl CliProgress {
 }
 
 impl Progress for CliProgress {
+    fn lines_kept(&self, lines: usize) {
+        self.already_done.fetch_add(lines, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.inc(lines as u64);
+        }
+    }
+
     fn line_finished(&self, line: &LineResult) {
         self.done.fetch_add(1, Ordering::Relaxed);
         if !line.succeeded() {

@@ -30,7 +30,9 @@ pub use file::{
     ConnectionDef, Dataset, EvalDataset, Evaluator, EvaluatorKind, Experiment, ExperimentFileError,
     load, overlay_path,
 };
-pub use runner::{EvalResult, FanOut, RunResult, RunnerConfig, run_experiment};
+pub use runner::{
+    Earlier, EvalResult, FanOut, RunResult, RunnerConfig, ShardUpload, run_experiment,
+};
 pub use summary::{Hashes, Summary, SummaryRun};
 pub use variants::{Catalog, NodeChoice, PlanError, Selection, VariantPlan};
 
@@ -53,6 +55,9 @@ pub enum ExperimentError {
     Io { path: PathBuf, message: String },
     #[error("{0}")]
     Run(String),
+    /// Object storage (`--upload`) could not be read or written.
+    #[error(transparent)]
+    Storage(#[from] crate::run_store::remote::RemoteError),
 }
 
 /// A variant plan made concrete: the flow as it runs and its hash.

@@ -27,6 +27,7 @@ use crate::eval::ModelEvaluator;
 use crate::executor::{Executor, ExecutorOptions};
 use crate::provider::{ClientConfig, LlmClient};
 use crate::record::{ErrorInfo, LineResult};
+use crate::run_store::remote::RemoteDir;
 use crate::run_store::{RunDir, RunMeta, RunSettings, RunStatus, Shard, ShardInfo};
 
 /// How an experiment runs.
@@ -47,6 +48,9 @@ pub struct RunnerConfig {
     pub experiment_dir: PathBuf,
     /// Whole runs, one shard of every run, or runs merged from their shards.
     pub fan_out: FanOut,
+    /// Where each shard run is uploaded (to `<upload>/<run name>/`) as soon as it ends, and
+    /// where a shard started without its local runs looks for them first.
+    pub upload: Option<RemoteDir>,
 }
 
 /// How an experiment makes its runs.
@@ -56,8 +60,9 @@ pub enum FanOut {
     #[default]
     Whole,
     /// Shard K of N of every (variant, dataset) run, named `<experiment>_<variant>_<dataset>
-    /// -shard-K-of-N`, without evaluations: a finished shard is kept, an unfinished one (a
-    /// killed process) is run again from the start.
+    /// -shard-K-of-N`, without evaluations. Started again, a shard keeps its shard runs that
+    /// finished and resumes the others (an unfinished one of a killed process) as `flow run
+    /// --resume` does; with `upload`, shard runs missing here are looked for there first.
     Shard(Shard),
     /// Every run merged from its shards found in these folders, then evaluated and compared.
     Merge(Vec<PathBuf>),
@@ -90,6 +95,32 @@ pub struct RunResult {
     pub evals: Vec<EvalResult>,
     pub flow_hash: String,
     pub dataset_hash: String,
+    /// A shard run started again: what the earlier attempt left.
+    pub earlier: Option<Earlier>,
+    /// A shard run's copy in object storage (`RunnerConfig::upload`).
+    pub upload: Option<ShardUpload>,
+}
+
+/// What an earlier attempt of a shard run left, when the shard is started again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Earlier {
+    /// It came from the upload location (there was no local copy).
+    pub downloaded: bool,
+    /// It had finished with every line succeeded: kept as it is, nothing ran.
+    pub finished: bool,
+    /// Lines it had finished that were kept rather than run again.
+    pub kept_lines: usize,
+}
+
+/// A shard run's copy in object storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardUpload {
+    /// Uploaded (`files` files) to `url`.
+    Uploaded { url: String, files: usize },
+    /// The copy at `url` already is this run as it is: nothing was uploaded.
+    UpToDate { url: String },
+    /// The upload to `url` failed.
+    Failed { url: String, error: String },
 }
 
 /// Told when a run and its evaluations are done (for live output).
@@ -243,8 +274,26 @@ pub async fn run_experiment(
                 shard_base,
                 config,
                 batch_config: batch_config.clone(),
+                downloaded: false,
             };
             jobs.push(job);
+        }
+    }
+    // A shard started on a machine without its earlier shard runs (a retried pod) takes them
+    // from the upload location, before anything runs.
+    if let (FanOut::Shard(_), Some(remote)) = (&config.fan_out, &config.upload) {
+        let fetched =
+            futures::future::try_join_all(jobs.iter().map(|job| job.fetch_upload(remote))).await;
+        match fetched {
+            Ok(downloaded) => {
+                for (job, downloaded) in jobs.iter_mut().zip(downloaded) {
+                    job.downloaded = downloaded;
+                }
+            }
+            Err(e) => {
+                shutdown(&executors, &eval_executors).await;
+                return Err(e);
+            }
         }
     }
     let results = futures::future::join_all(jobs.iter().map(|job| async {
@@ -301,6 +350,8 @@ struct RunJob<'a> {
     shard_base: String,
     config: &'a RunnerConfig,
     batch_config: BatchConfig,
+    /// The shard run in `dir` was just downloaded from the upload location.
+    downloaded: bool,
 }
 
 impl RunJob<'_> {
@@ -328,17 +379,24 @@ impl RunJob<'_> {
             settings: self.config.settings.clone(),
             offline: self.config.executor.offline,
             shard: None,
+            resume: None,
         };
-        let done = match &self.config.fan_out {
-            FanOut::Whole => run_to_dir(self.executor, &batch, progress, cancel.clone())
-                .await
-                .map_err(|e| ExperimentError::Run(e.to_string()))?,
+        let (done, earlier) = match &self.config.fan_out {
+            FanOut::Whole => (
+                run_to_dir(self.executor, &batch, progress, cancel.clone())
+                    .await
+                    .map_err(|e| ExperimentError::Run(e.to_string()))?,
+                None,
+            ),
             FanOut::Shard(shard) => {
                 self.run_shard(*shard, batch, progress, cancel.clone())
                     .await?
             }
-            FanOut::Merge(folders) => self.merge(folders).await?,
+            FanOut::Merge(folders) => (self.merge(folders).await?, None),
         };
+        if let Some(earlier) = earlier.as_ref().filter(|e| e.finished) {
+            return Ok(self.kept_shard(done, earlier.clone()).await);
+        }
         // The snapshot holds the flow as it ran, swept parameters included.
         let flow_file = self.dir.snapshot_dir().join(
             self.variant
@@ -356,6 +414,12 @@ impl RunJob<'_> {
             })?;
         }
         self.annotate(&self.dir)?;
+        // A shard run goes to object storage as soon as it ends (however it ended), so a
+        // shard killed later keeps it.
+        let upload = match (&self.config.fan_out, &self.config.upload) {
+            (FanOut::Shard(_), Some(remote)) => Some(self.upload(remote).await),
+            _ => None,
+        };
         let mut result = RunResult {
             variant: self.variant.plan.id.clone(),
             dataset: self.dataset.name.clone(),
@@ -367,6 +431,8 @@ impl RunJob<'_> {
             evals: Vec::new(),
             flow_hash: self.variant.flow_hash.clone(),
             dataset_hash: self.dataset_hash.clone(),
+            earlier,
+            upload,
         };
         if let Some(e) = done.data_error {
             return Err(ExperimentError::Run(format!(
@@ -416,14 +482,16 @@ impl RunJob<'_> {
         Ok(result)
     }
 
-    /// Shard `shard` of this run; a finished shard run of the same flow and data is kept.
+    /// Shard `shard` of this run. An earlier shard run in `dir` of the same flow, data and
+    /// mapping is kept when every line of it succeeded and resumed otherwise (only its missing
+    /// and failed lines run); one of another flow or data is replaced.
     async fn run_shard(
         &self,
         shard: Shard,
         mut batch: DirBatch,
         progress: &dyn Progress,
         cancel: watch::Receiver<bool>,
-    ) -> Result<DirRun, ExperimentError> {
+    ) -> Result<(DirRun, Option<Earlier>), ExperimentError> {
         let info = ShardInfo {
             index: shard.index,
             count: shard.count,
@@ -431,14 +499,24 @@ impl RunJob<'_> {
             flow_hash: self.variant.flow_hash.clone(),
             data_hash: self.dataset_hash.clone(),
         };
-        if let Ok(meta) = self.dir.read_meta() {
-            let same = meta.shard.as_ref().is_some_and(|i| {
+        let earlier = self.dir.read_meta().ok().filter(|meta| {
+            meta.shard.as_ref().is_some_and(|i| {
                 i.shard() == shard && i.flow_hash == info.flow_hash && i.data_hash == info.data_hash
-            });
-            let finished = matches!(meta.status, RunStatus::Completed | RunStatus::Failed)
-                && meta.completed_lines + meta.failed_lines >= meta.total_lines;
-            if same && finished {
-                return Ok(DirRun {
+            }) && meta.column_mapping == batch.mapping_args
+        });
+        let mut found = None;
+        if let Some(meta) = earlier {
+            let finished = meta.status == RunStatus::Completed
+                && meta.failed_lines == 0
+                && meta.completed_lines >= meta.total_lines;
+            if finished {
+                progress.lines_kept(meta.completed_lines);
+                let kept = Earlier {
+                    downloaded: self.downloaded,
+                    finished: true,
+                    kept_lines: meta.completed_lines,
+                };
+                let run = DirRun {
                     outcome: BatchOutcome {
                         completed: meta.completed_lines,
                         failed: meta.failed_lines,
@@ -447,19 +525,93 @@ impl RunJob<'_> {
                     },
                     meta,
                     data_error: None,
-                });
+                    kept_lines: kept.kept_lines,
+                };
+                return Ok((run, Some(kept)));
             }
-        }
-        if self.dir.path.exists() {
-            std::fs::remove_dir_all(&self.dir.path).map_err(|e| ExperimentError::Io {
-                path: self.dir.path.clone(),
-                message: e.to_string(),
-            })?;
+            found = Some(Earlier {
+                downloaded: self.downloaded,
+                finished: false,
+                kept_lines: 0,
+            });
+            batch.resume = Some(meta);
+        } else if self.dir.path.exists() {
+            std::fs::remove_dir_all(&self.dir.path).map_err(|e| io(&self.dir.path, e))?;
         }
         batch.shard = Some(info);
-        run_to_dir(self.executor, &batch, progress, cancel)
+        let run = run_to_dir(self.executor, &batch, progress, cancel)
             .await
-            .map_err(|e| ExperimentError::Run(e.to_string()))
+            .map_err(|e| ExperimentError::Run(e.to_string()))?;
+        let earlier = found.map(|e| Earlier {
+            kept_lines: run.kept_lines,
+            ..e
+        });
+        Ok((run, earlier))
+    }
+
+    /// When this shard run has no local copy but the upload location has one (a shard started
+    /// again on a fresh machine), download it into `dir`. Returns whether it did.
+    async fn fetch_upload(&self, remote: &RemoteDir) -> Result<bool, ExperimentError> {
+        if self.dir.meta_file().is_file() {
+            return Ok(false);
+        }
+        let copy = remote.child(&self.dir.name());
+        if !copy.has("meta.json").await? {
+            return Ok(false);
+        }
+        if self.dir.path.exists() {
+            std::fs::remove_dir_all(&self.dir.path).map_err(|e| io(&self.dir.path, e))?;
+        }
+        copy.download(&self.dir.path).await?;
+        Ok(true)
+    }
+
+    /// Upload this shard run to `<remote>/<run name>/`.
+    async fn upload(&self, remote: &RemoteDir) -> ShardUpload {
+        let copy = remote.child(&self.dir.name());
+        let url = copy.to_string();
+        match copy.upload(&self.dir.path).await {
+            Ok(files) => ShardUpload::Uploaded { url, files },
+            Err(e) => ShardUpload::Failed {
+                url,
+                error: e.to_string(),
+            },
+        }
+    }
+
+    /// The result of a shard run an earlier attempt finished: its directory is left as it is,
+    /// and uploaded only when the upload location does not hold this very run.
+    async fn kept_shard(&self, done: DirRun, earlier: Earlier) -> RunResult {
+        let upload = match &self.config.upload {
+            Some(remote) if earlier.downloaded => Some(ShardUpload::UpToDate {
+                url: remote.child(&self.dir.name()).to_string(),
+            }),
+            Some(remote) => {
+                let copy = remote.child(&self.dir.name());
+                let local = std::fs::read(self.dir.meta_file()).ok();
+                match copy.read("meta.json").await {
+                    Ok(there) if there.is_some() && there == local => Some(ShardUpload::UpToDate {
+                        url: copy.to_string(),
+                    }),
+                    _ => Some(self.upload(remote).await),
+                }
+            }
+            None => None,
+        };
+        RunResult {
+            variant: self.variant.plan.id.clone(),
+            dataset: self.dataset.name.clone(),
+            dir: self.dir.clone(),
+            meta: done.meta,
+            endpoint_unusable: None,
+            canceled: false,
+            first_errors: Vec::new(),
+            evals: Vec::new(),
+            flow_hash: self.variant.flow_hash.clone(),
+            dataset_hash: self.dataset_hash.clone(),
+            earlier: Some(earlier),
+            upload,
+        }
     }
 
     /// This run merged from its shard runs (`<experiment>_<variant>_<dataset>-shard-K-of-N`)
@@ -527,6 +679,7 @@ impl RunJob<'_> {
             },
             meta,
             data_error: None,
+            kept_lines: 0,
         })
     }
 
@@ -584,6 +737,7 @@ impl RunJob<'_> {
             settings: self.config.settings.clone(),
             offline: self.config.executor.offline,
             shard: None,
+            resume: None,
         };
         let done = run_to_dir(exec, &batch, &Quiet, cancel)
             .await

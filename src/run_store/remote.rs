@@ -161,6 +161,15 @@ impl RemoteDir {
         }
     }
 
+    /// The contents of the file `rel` in this folder, or `None` when there is none.
+    pub async fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+        match self.store.get(&self.prefix.child(rel)).await {
+            Ok(got) => Ok(Some(got.bytes().await.map_err(|e| self.err(e))?.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
     /// The folders directly inside this one, sorted.
     pub async fn children(&self) -> Result<Vec<String>, RemoteError> {
         let listing = self
