@@ -1,9 +1,10 @@
 //! Run directories in object storage: upload, list and download against an S3-compatible
-//! server on loopback (moto).
+//! server on loopback (moto); a run's copy kept up to date while it is written (`RunUpload`).
 
 mod support;
 
 use flow::run_store::remote::RemoteDir;
+use flow::run_store::{RunDir, RunUpload};
 use support::s3::S3Server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,4 +48,62 @@ async fn a_run_directory_round_trips_through_s3() {
             "{rel}"
         );
     }
+
+    // A run being written: each checkpoint sends what changed, the journal only up to its last
+    // whole record; the end removes what the run no longer has.
+    let live = tempfile::tempdir().unwrap();
+    let write = |rel: &str, text: &str| {
+        let p = live.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write("meta.json", "{\"status\": \"Running\"}");
+    write("snapshot/flow.dag.yaml", "nodes: []\n");
+    write("node_artifacts/ask/000000000.jsonl", "{}\n");
+    write(
+        "flow_artifacts/000000000_000000024.jsonl",
+        "{\"line_number\": 0}\n{\"line_nu",
+    );
+    let copy = root.child("live");
+    let mut upload = RunUpload::new(RunDir::new(live.path()), copy.clone());
+    assert_eq!(upload.checkpoint().await.unwrap(), 4);
+    let journal = || async {
+        String::from_utf8(
+            copy.read("flow_artifacts/000000000_000000024.jsonl")
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(journal().await, "{\"line_number\": 0}\n");
+    assert_eq!(upload.checkpoint().await.unwrap(), 0, "nothing changed");
+    write(
+        "flow_artifacts/000000000_000000024.jsonl",
+        "{\"line_number\": 0}\n{\"line_number\": 1}\n",
+    );
+    write("node_artifacts/ask/000000001.jsonl", "{}\n");
+    assert_eq!(upload.checkpoint().await.unwrap(), 2);
+    assert_eq!(
+        journal().await,
+        "{\"line_number\": 0}\n{\"line_number\": 1}\n"
+    );
+    copy.put(std::path::Path::new("error.json"), b"{}".to_vec())
+        .await
+        .unwrap();
+    write("meta.json", "{\"status\": \"Completed\"}");
+    assert_eq!(upload.finish().await.unwrap(), 1);
+    let mut there = copy.files().await.unwrap();
+    there.sort();
+    assert_eq!(
+        there,
+        [
+            "flow_artifacts/000000000_000000024.jsonl",
+            "meta.json",
+            "node_artifacts/ask/000000000.jsonl",
+            "node_artifacts/ask/000000001.jsonl",
+            "snapshot/flow.dag.yaml",
+        ]
+        .map(std::path::PathBuf::from)
+    );
 }

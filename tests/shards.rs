@@ -839,7 +839,8 @@ fn a_killed_experiment_shard_resumes_its_runs_and_merges_like_an_unkilled_one() 
 fn a_retried_experiment_shard_on_a_fresh_machine_takes_its_finished_runs_from_s3() {
     let s3 = S3Server::start("exp");
     let prefix = s3.url("team/retried");
-    let shard = |k: usize| experiment_shard_args(k, &["--upload", &prefix]);
+    // Each shard run is uploaded when it ends, and only then.
+    let shard = |k: usize| experiment_shard_args(k, &["--upload", &prefix, "--upload-every", "0"]);
     let run = |ctx: &TestContext, args: &[String]| {
         let mut cmd = ctx.cmd();
         cmd.args(args).envs(s3.env());
@@ -960,6 +961,126 @@ fn a_retried_experiment_shard_on_a_fresh_machine_takes_its_finished_runs_from_s3
     };
     whole(&["--merge-shards", &prefix, "--name", "merged"]);
     whole(&["--name", "whole"]);
+    assert_eq!(
+        comparable_experiment(&merger, "merged"),
+        comparable_experiment(&merger, "whole")
+    );
+}
+
+#[test]
+fn a_shard_pod_killed_mid_run_is_retried_from_its_last_checkpoint_upload() {
+    let s3 = S3Server::start("exp");
+    let prefix = s3.url("team/checkpoints");
+    let shard =
+        |k: usize| experiment_shard_args(k, &["--upload", &prefix, "--upload-every", "0.3"]);
+    let run = |ctx: &TestContext, args: &[String]| {
+        let mut cmd = ctx.cmd();
+        cmd.args(args).envs(s3.env());
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // Pod 1 uploads what its runs wrote every 0.3 s, and is killed (SIGKILL: no upload at
+    // the end) while runs are mid-way.
+    let pod1 = TestContext::with_mock();
+    experiment_project(&pod1);
+    pod1.mock().set_latency(Duration::from_millis(300));
+    let mut child = pod1
+        .std_cmd()
+        .args(shard(1))
+        .envs(s3.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while experiment_shard_runs(&pod1, 1)
+        .iter()
+        .map(|d| finished_lines(d))
+        .sum::<usize>()
+        < 8
+    {
+        assert!(child.try_wait().unwrap().is_none(), "pod 1 ended too soon");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no line finished"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Long enough for checkpoints to carry those lines.
+    std::thread::sleep(Duration::from_millis(900));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let runs = experiment_shard_runs(&pod1, 1);
+    assert!(
+        runs.iter()
+            .any(|d| status_of(d).as_deref() == Some("Running")),
+        "every run finished before the kill"
+    );
+    let done_in_pod1: usize = runs.iter().map(|d| finished_lines(d)).sum();
+
+    // Pod 2, a fresh project, resumes the unfinished runs from their uploaded lines.
+    let pod2 = TestContext::with_mock();
+    experiment_project(&pod2);
+    let (code, err) = run(&pod2, &shard(1));
+    assert_eq!(code, Some(0), "{err}");
+    let mut kept = 0;
+    let mut resumed_with_lines = 0;
+    for line in err.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("resumed ") {
+            assert!(
+                rest.contains("(downloaded from the upload location)"),
+                "{err}"
+            );
+            let n: usize = rest
+                .split(": ")
+                .nth(1)
+                .and_then(|t| t.split_whitespace().next())
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| panic!("{line}"));
+            kept += n;
+            resumed_with_lines += usize::from(n > 0);
+        } else if let Some(name) =
+            line.strip_suffix(" had finished (downloaded from the upload location): kept")
+        {
+            kept += shard_1_lines(name);
+        }
+    }
+    assert!(
+        resumed_with_lines > 0,
+        "no run resumed from a checkpoint: {err}"
+    );
+    assert!(kept <= done_in_pod1, "{kept} > {done_in_pod1}");
+    assert_eq!(pod2.mock().request_count(), SHARD_1_LINES - kept, "{err}");
+
+    // The other shard, then the merge from S3 elsewhere: the same as a one-process experiment.
+    let pod3 = TestContext::with_mock();
+    experiment_project(&pod3);
+    let (code, err) = run(&pod3, &shard(2));
+    assert_eq!(code, Some(0), "{err}");
+    let merger = TestContext::with_mock();
+    experiment_project(&merger);
+    for extra in [
+        vec!["--merge-shards", prefix.as_str(), "--name", "merged"],
+        vec!["--name", "whole"],
+    ] {
+        let mut args: Vec<String> = [
+            "experiment",
+            "--no-cache",
+            "--variants",
+            "default,classify.variant_1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (code, err) = run(&merger, &args);
+        assert_eq!(code, Some(0), "{err}");
+    }
     assert_eq!(
         comparable_experiment(&merger, "merged"),
         comparable_experiment(&merger, "whole")

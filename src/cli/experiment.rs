@@ -73,6 +73,15 @@ pub struct ExperimentArgs {
     /// unfinished ones resumed).
     #[arg(long, value_name = "URL", conflicts_with = "merge_shards")]
     pub upload: Option<String>,
+    /// With --upload: also upload what each running shard run has written every SECONDS, so
+    /// a pod killed outright is retried from there (0: only when each run ends).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60.0,
+        requires = "upload"
+    )]
+    pub upload_every: f64,
     /// Merge every run from its shard runs in these folders (local, or s3:// az:// gs:// URLs
     /// that --upload wrote to) [default: .flow/runs], then evaluate and compare as usual.
     #[arg(long, value_name = "FOLDER", num_args = 0..)]
@@ -352,6 +361,15 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         }
         None => None,
     };
+    let upload_every = match args.upload_every {
+        0.0 => None,
+        s if s > 0.0 && s.is_finite() => Some(std::time::Duration::from_secs_f64(s)),
+        _ => {
+            return Err(Failure::usage(
+                "error: --upload-every must be a number of seconds (0: only when each run ends)",
+            ));
+        }
+    };
     let config = RunnerConfig {
         project: project.clone(),
         concurrency: args.concurrency.max(1),
@@ -374,6 +392,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         experiment_dir: dir.clone(),
         fan_out: fan_out.clone(),
         upload,
+        upload_every,
     };
     let total_lines: usize = match &fan_out {
         FanOut::Merge(_) => 0,

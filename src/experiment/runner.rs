@@ -28,7 +28,7 @@ use crate::executor::{Executor, ExecutorOptions};
 use crate::provider::{ClientConfig, LlmClient};
 use crate::record::{ErrorInfo, LineResult};
 use crate::run_store::remote::RemoteDir;
-use crate::run_store::{RunDir, RunMeta, RunSettings, RunStatus, Shard, ShardInfo};
+use crate::run_store::{RunDir, RunMeta, RunSettings, RunStatus, RunUpload, Shard, ShardInfo};
 
 /// How an experiment runs.
 #[derive(Debug, Clone)]
@@ -51,6 +51,9 @@ pub struct RunnerConfig {
     /// Where each shard run is uploaded (to `<upload>/<run name>/`) as soon as it ends, and
     /// where a shard started without its local runs looks for them first.
     pub upload: Option<RemoteDir>,
+    /// With `upload`: also send what a running shard run wrote at this interval, so a process
+    /// killed outright loses only the lines since (None: only when a run ends).
+    pub upload_every: Option<Duration>,
 }
 
 /// How an experiment makes its runs.
@@ -275,6 +278,7 @@ pub async fn run_experiment(
                 config,
                 batch_config: batch_config.clone(),
                 downloaded: false,
+                copy: tokio::sync::Mutex::new(None),
             };
             jobs.push(job);
         }
@@ -282,8 +286,12 @@ pub async fn run_experiment(
     // A shard started on a machine without its earlier shard runs (a retried pod) takes them
     // from the upload location, before anything runs.
     if let (FanOut::Shard(_), Some(remote)) = (&config.fan_out, &config.upload) {
+        for job in &mut jobs {
+            let copy = RunUpload::new(job.dir.clone(), remote.child(&job.dir.name()));
+            *job.copy.get_mut() = Some(copy);
+        }
         let fetched =
-            futures::future::try_join_all(jobs.iter().map(|job| job.fetch_upload(remote))).await;
+            futures::future::try_join_all(jobs.iter().map(|job| job.fetch_upload())).await;
         match fetched {
             Ok(downloaded) => {
                 for (job, downloaded) in jobs.iter_mut().zip(downloaded) {
@@ -352,6 +360,8 @@ struct RunJob<'a> {
     batch_config: BatchConfig,
     /// The shard run in `dir` was just downloaded from the upload location.
     downloaded: bool,
+    /// A shard run's copy in object storage, when it has one (`RunnerConfig::upload`).
+    copy: tokio::sync::Mutex<Option<RunUpload>>,
 }
 
 impl RunJob<'_> {
@@ -416,10 +426,7 @@ impl RunJob<'_> {
         self.annotate(&self.dir)?;
         // A shard run goes to object storage as soon as it ends (however it ended), so a
         // shard killed later keeps it.
-        let upload = match (&self.config.fan_out, &self.config.upload) {
-            (FanOut::Shard(_), Some(remote)) => Some(self.upload(remote).await),
-            _ => None,
-        };
+        let upload = self.upload().await;
         let mut result = RunResult {
             variant: self.variant.plan.id.clone(),
             dataset: self.dataset.name.clone(),
@@ -539,9 +546,28 @@ impl RunJob<'_> {
             std::fs::remove_dir_all(&self.dir.path).map_err(|e| io(&self.dir.path, e))?;
         }
         batch.shard = Some(info);
-        let run = run_to_dir(self.executor, &batch, progress, cancel)
-            .await
-            .map_err(|e| ExperimentError::Run(e.to_string()))?;
+        let running = run_to_dir(self.executor, &batch, progress, cancel);
+        let run = match self.config.upload_every {
+            Some(every) if self.config.upload.is_some() => {
+                let checkpoints = async {
+                    loop {
+                        tokio::time::sleep(every).await;
+                        if let Some(copy) = self.copy.lock().await.as_mut() {
+                            // One that fails is tried again at the next; the upload when the
+                            // run ends reports errors.
+                            let _ = copy.checkpoint().await;
+                        }
+                    }
+                };
+                tokio::pin!(running);
+                tokio::select! {
+                    run = &mut running => run,
+                    () = checkpoints => running.await,
+                }
+            }
+            _ => running.await,
+        }
+        .map_err(|e| ExperimentError::Run(e.to_string()))?;
         let earlier = found.map(|e| Earlier {
             kept_lines: run.kept_lines,
             ..e
@@ -551,51 +577,52 @@ impl RunJob<'_> {
 
     /// When this shard run has no local copy but the upload location has one (a shard started
     /// again on a fresh machine), download it into `dir`. Returns whether it did.
-    async fn fetch_upload(&self, remote: &RemoteDir) -> Result<bool, ExperimentError> {
-        if self.dir.meta_file().is_file() {
+    async fn fetch_upload(&self) -> Result<bool, ExperimentError> {
+        let mut copy = self.copy.lock().await;
+        let Some(copy) = copy.as_mut() else {
             return Ok(false);
-        }
-        let copy = remote.child(&self.dir.name());
-        if !copy.has("meta.json").await? {
+        };
+        if self.dir.meta_file().is_file() || !copy.remote().has("meta.json").await? {
             return Ok(false);
         }
         if self.dir.path.exists() {
             std::fs::remove_dir_all(&self.dir.path).map_err(|e| io(&self.dir.path, e))?;
         }
-        copy.download(&self.dir.path).await?;
+        copy.remote().download(&self.dir.path).await?;
+        copy.mark_sent();
         Ok(true)
     }
 
-    /// Upload this shard run to `<remote>/<run name>/`.
-    async fn upload(&self, remote: &RemoteDir) -> ShardUpload {
-        let copy = remote.child(&self.dir.name());
-        let url = copy.to_string();
-        match copy.upload(&self.dir.path).await {
+    /// Bring this shard run's copy in object storage up to date, if it has one.
+    async fn upload(&self) -> Option<ShardUpload> {
+        let mut copy = self.copy.lock().await;
+        let copy = copy.as_mut()?;
+        let url = copy.remote().to_string();
+        Some(match copy.finish().await {
             Ok(files) => ShardUpload::Uploaded { url, files },
             Err(e) => ShardUpload::Failed {
                 url,
                 error: e.to_string(),
             },
-        }
+        })
     }
 
     /// The result of a shard run an earlier attempt finished: its directory is left as it is,
     /// and uploaded only when the upload location does not hold this very run.
     async fn kept_shard(&self, done: DirRun, earlier: Earlier) -> RunResult {
-        let upload = match &self.config.upload {
-            Some(remote) if earlier.downloaded => Some(ShardUpload::UpToDate {
-                url: remote.child(&self.dir.name()).to_string(),
-            }),
-            Some(remote) => {
-                let copy = remote.child(&self.dir.name());
+        let there = match self.copy.lock().await.as_ref() {
+            Some(copy) if earlier.downloaded => Some((copy.remote().to_string(), true)),
+            Some(copy) => {
                 let local = std::fs::read(self.dir.meta_file()).ok();
-                match copy.read("meta.json").await {
-                    Ok(there) if there.is_some() && there == local => Some(ShardUpload::UpToDate {
-                        url: copy.to_string(),
-                    }),
-                    _ => Some(self.upload(remote).await),
-                }
+                let same = matches!(copy.remote().read("meta.json").await,
+                    Ok(there) if there.is_some() && there == local);
+                Some((copy.remote().to_string(), same))
             }
+            None => None,
+        };
+        let upload = match there {
+            Some((url, true)) => Some(ShardUpload::UpToDate { url }),
+            Some((_, false)) => self.upload().await,
             None => None,
         };
         RunResult {

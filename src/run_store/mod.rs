@@ -20,6 +20,7 @@
 mod journal;
 mod meta;
 pub mod remote;
+mod run_upload;
 mod shard;
 mod snapshot;
 mod writer;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub use journal::{Journal, read_journal, succeeded_lines_with};
 pub use meta::{Latency, RunMeta, RunSettings, RunStatus, percentile};
+pub use run_upload::RunUpload;
 pub use shard::{Shard, ShardError, ShardInfo};
 pub use snapshot::{copy_flow, write_snapshot};
 pub use writer::{RunWriter, finalize, write_meta};

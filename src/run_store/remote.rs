@@ -154,20 +154,68 @@ impl RemoteDir {
 
     /// Whether a file `rel` (e.g. `meta.json`) exists in this folder.
     pub async fn has(&self, rel: &str) -> Result<bool, RemoteError> {
-        match self.store.head(&self.prefix.child(rel)).await {
+        match self.store.head(&self.location(Path::new(rel))).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.err(e)),
         }
     }
 
-    /// The contents of the file `rel` in this folder, or `None` when there is none.
+    /// The contents of the file `rel` (e.g. `meta.json`, `flow_artifacts/x.jsonl`) in this
+    /// folder, or `None` when there is none.
     pub async fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, RemoteError> {
-        match self.store.get(&self.prefix.child(rel)).await {
+        match self.store.get(&self.location(Path::new(rel))).await {
             Ok(got) => Ok(Some(got.bytes().await.map_err(|e| self.err(e))?.to_vec())),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.err(e)),
         }
+    }
+
+    /// The object `rel` (a relative file path) of this folder.
+    fn location(&self, rel: &Path) -> ObjectPath {
+        rel.iter().fold(self.prefix.clone(), |p, part| {
+            p.child(part.to_string_lossy().as_ref())
+        })
+    }
+
+    /// Writes `bytes` as the file `rel` of this folder.
+    pub async fn put(&self, rel: &Path, bytes: Vec<u8>) -> Result<(), RemoteError> {
+        self.store
+            .put(&self.location(rel), bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Removes the file `rel` of this folder (a missing one is no error).
+    pub async fn delete(&self, rel: &Path) -> Result<(), RemoteError> {
+        match self.store.delete(&self.location(rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Every file under this folder, as paths relative to it.
+    pub async fn files(&self) -> Result<Vec<PathBuf>, RemoteError> {
+        let objects: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&self.prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.err(e))?;
+        let prefix_parts = self.prefix.parts().count();
+        Ok(objects
+            .iter()
+            .map(|meta| {
+                meta.location
+                    .parts()
+                    .skip(prefix_parts)
+                    .fold(PathBuf::new(), |mut p, part| {
+                        p.push(part.as_ref());
+                        p
+                    })
+            })
+            .collect())
     }
 
     /// The folders directly inside this one, sorted.
@@ -277,7 +325,11 @@ impl RemoteDir {
 }
 
 /// Every file under `root/rel`, as paths relative to `root`.
-fn collect_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+pub(super) fn collect_files(
+    root: &Path,
+    rel: &Path,
+    out: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
     for entry in std::fs::read_dir(root.join(rel))? {
         let entry = entry?;
         let name = rel.join(entry.file_name());
