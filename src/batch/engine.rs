@@ -1,10 +1,11 @@
 //! The batch loop: bounded concurrency, per-line timeout, cancellation, a circuit breaker for
 //! an endpoint that refuses every request, and aggregation at the end.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -81,29 +82,47 @@ const FIRST_ERRORS_KEPT: usize = 5;
 /// succeeded lines of an earlier attempt (resume), slimmed to what aggregation needs.
 pub async fn run_batch(
     executor: &Executor,
-    mut source: mpsc::Receiver<PendingLine>,
+    mut source: mpsc::Receiver<Vec<PendingLine>>,
     writer: &RunWriter,
     config: &BatchConfig,
     progress: &dyn Progress,
     mut cancel: watch::Receiver<bool>,
     previous: Vec<LineResult>,
 ) -> BatchOutcome {
-    let mut outcome = BatchOutcome::default();
-    let keep = executor.aggregation_dependencies();
     let aggregating = !executor.dag().aggregation_nodes.is_empty() && !config.skip_aggregation;
-    let mut kept: Vec<LineResult> = if aggregating { previous } else { Vec::new() };
+    let mut tally = Tally {
+        outcome: BatchOutcome::default(),
+        endpoint_streak: 0,
+        keep: executor.aggregation_dependencies(),
+        kept: if aggregating { previous } else { Vec::new() },
+        aggregating,
+        finished: Vec::new(),
+        config,
+        progress,
+    };
     let mut in_flight = FuturesUnordered::new();
+    // Lines received from the source but not started yet (it sends them in chunks).
+    let mut queued: VecDeque<PendingLine> = VecDeque::new();
     let mut source_open = true;
-    let mut endpoint_streak = 0usize;
     let concurrency = config.concurrency.max(1);
     let mut cancel_live = true;
 
     loop {
         if *cancel.borrow() {
-            outcome.canceled = true;
+            tally.outcome.canceled = true;
             break;
         }
-        let can_take = source_open && in_flight.len() < concurrency;
+        while in_flight.len() < concurrency
+            && let Some(p) = queued.pop_front()
+        {
+            in_flight.push(run_one(
+                executor,
+                p,
+                config.line_timeout,
+                config.shared_slots.clone(),
+            ));
+        }
+        let can_take = source_open && queued.is_empty() && in_flight.len() < concurrency;
         if !can_take && in_flight.is_empty() {
             break;
         }
@@ -113,56 +132,87 @@ pub async fn run_batch(
                 // Nobody can cancel any more.
                 Err(_) => cancel_live = false,
                 Ok(()) => if *cancel.borrow() {
-                    outcome.canceled = true;
+                    tally.outcome.canceled = true;
                     break;
                 }
             },
-            pending = source.recv(), if can_take => match pending {
-                Some(p) => in_flight.push(run_one(executor, p, config.line_timeout, config.shared_slots.clone())),
+            chunk = source.recv(), if can_take => match chunk {
+                Some(lines) => queued.extend(lines),
                 None => source_open = false,
             },
             Some(line) = in_flight.next(), if !in_flight.is_empty() => {
-                progress.line_finished(&line);
-                outcome.tokens.add(&line.tokens);
-                if line.succeeded() {
-                    outcome.completed += 1;
-                    endpoint_streak = 0;
-                    if aggregating {
-                        kept.push(slim(&line, &keep));
-                    }
-                } else {
-                    outcome.failed += 1;
-                    if let Some(e) = &line.error {
-                        if outcome.first_errors.len() < FIRST_ERRORS_KEPT {
-                            outcome.first_errors.push((line.line_number, e.clone()));
-                        }
-                        if e.kind == ErrorKind::Endpoint && outcome.completed == 0 {
-                            endpoint_streak += 1;
-                            if endpoint_streak >= config.endpoint_failure_limit.max(1) {
-                                outcome.endpoint_unusable = Some(e.clone());
-                            }
-                        } else {
-                            endpoint_streak = 0;
-                        }
-                    }
+                tally.add(line);
+                // Every other line finished by now goes to the writer in the same message.
+                while tally.outcome.endpoint_unusable.is_none()
+                    && let Some(Some(line)) = in_flight.next().now_or_never()
+                {
+                    tally.add(line);
                 }
-                if writer.line(line).is_err() {
+                if writer.lines(std::mem::take(&mut tally.finished)).is_err() {
                     // The writer reports its own error when finished; stop feeding it.
                     break;
                 }
-                if outcome.endpoint_unusable.is_some() {
+                if tally.outcome.endpoint_unusable.is_some() {
                     break;
                 }
             }
         }
     }
     drop(in_flight);
+    let mut outcome = tally.outcome;
     if aggregating && !outcome.canceled && outcome.endpoint_unusable.is_none() {
-        let agg = executor.run_aggregation(&kept).await;
+        let agg = executor.run_aggregation(&tally.kept).await;
         let _ = writer.aggregation(agg.clone());
         outcome.aggregation = Some(agg);
     }
     outcome
+}
+
+/// What the batch loop keeps of the lines that finished.
+struct Tally<'a> {
+    outcome: BatchOutcome,
+    /// Lines failed in a row because the endpoint could not be used at all.
+    endpoint_streak: usize,
+    /// The nodes aggregation reads, and the succeeded lines slimmed to them (when aggregating).
+    keep: HashSet<String>,
+    kept: Vec<LineResult>,
+    aggregating: bool,
+    /// Finished lines not handed to the writer yet.
+    finished: Vec<LineResult>,
+    config: &'a BatchConfig,
+    progress: &'a dyn Progress,
+}
+
+impl Tally<'_> {
+    /// Count a finished line and queue it for the writer.
+    fn add(&mut self, line: LineResult) {
+        self.progress.line_finished(&line);
+        let outcome = &mut self.outcome;
+        outcome.tokens.add(&line.tokens);
+        if line.succeeded() {
+            outcome.completed += 1;
+            self.endpoint_streak = 0;
+            if self.aggregating {
+                self.kept.push(slim(&line, &self.keep));
+            }
+        } else {
+            outcome.failed += 1;
+            if let Some(e) = &line.error {
+                if outcome.first_errors.len() < FIRST_ERRORS_KEPT {
+                    outcome.first_errors.push((line.line_number, e.clone()));
+                }
+                if e.kind == ErrorKind::Endpoint && outcome.completed == 0 {
+                    self.endpoint_streak += 1;
+                    if self.endpoint_streak >= self.config.endpoint_failure_limit.max(1) {
+                        outcome.endpoint_unusable = Some(e.clone());
+                    }
+                } else {
+                    self.endpoint_streak = 0;
+                }
+            }
+        }
+        self.finished.push(line);
+    }
 }
 
 async fn run_one(

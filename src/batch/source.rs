@@ -1,6 +1,6 @@
 //! Where a batch's lines come from: the dataset, read on its own thread as a stream, each row
-//! turned into flow inputs by the column mapping, sent over a bounded channel (so reading never
-//! runs far ahead of the lines in flight).
+//! turned into flow inputs by the column mapping, sent in chunks over a bounded channel (so
+//! reading never runs far ahead of the lines in flight).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -15,10 +15,14 @@ use crate::model::FlowInput;
 use crate::record::{ErrorInfo, ErrorKind};
 use crate::run_store::Shard;
 
-/// A running line source: the channel of lines and the reader thread (which returns the error
-/// that stopped it early, if any).
+/// Lines sent over the channel at once. The reader thread then wakes once per chunk, not once
+/// per line, when the batch takes lines from a full channel (docs/performance.md).
+const CHUNK: usize = 32;
+
+/// A running line source: the channel of lines, in chunks of up to [`CHUNK`] in line order, and
+/// the reader thread (which returns the error that stopped it early, if any).
 pub struct LineSource {
-    pub lines: mpsc::Receiver<PendingLine>,
+    pub lines: mpsc::Receiver<Vec<PendingLine>>,
     pub reader: JoinHandle<Option<String>>,
 }
 
@@ -40,11 +44,12 @@ pub fn spawn_line_source(
 ) -> Result<LineSource, DataError> {
     let skipped = move |n: usize| skip.contains(&n) || shard.is_some_and(|s| !s.contains(n));
     let reader = crate::data::open(data)?;
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let (tx, rx) = mpsc::channel((capacity / CHUNK).max(2));
     let handle = std::thread::Builder::new()
         .name("flow-data-reader".into())
         .spawn(move || {
             let mut reader = reader;
+            let mut chunk = Vec::with_capacity(CHUNK);
             for item in reader.by_ref() {
                 let pending = match item {
                     Ok(row) => {
@@ -76,9 +81,19 @@ pub fn spawn_line_source(
                         }
                     }
                 };
-                if tx.blocking_send(pending).is_err() {
+                chunk.push(pending);
+                // A full chunk goes; so does a partial one when the batch has nothing left to
+                // start (a slow source, the first lines), so lines never wait for a chunk to fill.
+                if (chunk.len() >= CHUNK || tx.capacity() == tx.max_capacity())
+                    && tx
+                        .blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                        .is_err()
+                {
                     return None;
                 }
+            }
+            if !chunk.is_empty() && tx.blocking_send(chunk).is_err() {
+                return None;
             }
             reader.fatal().map(|e| e.to_string())
         })

@@ -68,6 +68,7 @@ pub struct BatchArgs {
 }
 
 /// Everything a batch needs, from the command line or from the run being resumed.
+#[derive(Clone)]
 pub(super) struct Plan {
     pub flow_path: PathBuf,
     pub selections: Vec<VariantSelection>,
@@ -218,11 +219,12 @@ pub(super) fn run_plan(
     };
 
     let rt = runtime()?;
-    rt.block_on(async {
+    let plan = plan.clone();
+    super::on_workers(&rt, async move {
         let executor = prepare(flow, &options).await?;
         let result = execute(
             &executor,
-            plan,
+            &plan,
             mapping,
             base,
             total,

@@ -141,6 +141,21 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Run `work` on `rt`'s worker threads and wait for it. A future given to `block_on` runs on
+/// the calling thread, so every HTTP response (read on a worker) would have to wake that thread
+/// to reach its line; spawned, a batch's lines run beside their connections and a response
+/// wakes its line on the same thread (fewer thread switches per line: docs/performance.md).
+pub fn on_workers<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    work: impl Future<Output = Result<T, Failure>> + Send + 'static,
+) -> Result<T, Failure> {
+    rt.block_on(rt.spawn(work)).unwrap_or_else(|e| {
+        Err(Failure::usage(format!(
+            "error: flow stopped unexpectedly: {e}\n  help: this is a bug in flow; please report it with the command you ran"
+        )))
+    })
+}
+
 /// A tokio runtime for commands that do I/O.
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()

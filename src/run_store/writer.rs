@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::meta::{Latency, RunMeta, RunStatus};
@@ -16,7 +17,7 @@ use super::{RunDir, read_journal};
 use crate::record::{AggregationResult, LineResult, NodeRun, Status, Tokens, timestamp};
 
 enum Message {
-    Line(Box<LineResult>),
+    Lines(Vec<LineResult>),
     Aggregation(Box<AggregationResult>),
 }
 
@@ -44,7 +45,11 @@ impl RunWriter {
                 let mut state = WriterState::new(dir)?;
                 for message in rx {
                     match message {
-                        Message::Line(line) => state.line(&line)?,
+                        Message::Lines(lines) => {
+                            for line in lines {
+                                state.line(line)?;
+                            }
+                        }
                         Message::Aggregation(agg) => state.aggregation(&agg)?,
                     }
                 }
@@ -58,7 +63,16 @@ impl RunWriter {
 
     /// Queue a finished line. Never blocks.
     pub fn line(&self, line: LineResult) -> io::Result<()> {
-        self.send(Message::Line(Box::new(line)))
+        self.send(Message::Lines(vec![line]))
+    }
+
+    /// Queue finished lines, written in this order. Never blocks; one wake-up of the writer
+    /// thread for all of them.
+    pub fn lines(&self, lines: Vec<LineResult>) -> io::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.send(Message::Lines(lines))
     }
 
     /// Queue the aggregation nodes' records.
@@ -98,6 +112,8 @@ impl Drop for RunWriter {
 
 struct WriterState {
     dir: RunDir,
+    /// The run's name, as every journal record carries it.
+    run_name: String,
     node_dirs: HashSet<String>,
     journals: HashMap<PathBuf, File>,
     outputs: File,
@@ -132,6 +148,7 @@ impl WriterState {
         Ok(WriterState {
             outputs: append(&dir.output_file())?,
             inputs: append(&dir.inputs_file())?,
+            run_name: dir.name(),
             dir,
             node_dirs: HashSet::new(),
             journals: HashMap::new(),
@@ -157,19 +174,22 @@ impl WriterState {
             self.node_dirs.insert(node.node.clone());
         }
         let mut file = File::create(self.dir.node_artifact(&node.node, line_number))?;
-        let record = json!({
-            "NodeName": node.node,
-            "line_number": line_number,
-            "run_info": node,
-            "start_time": node.start_time,
-            "end_time": node.end_time,
-            "status": node.status,
-        });
+        let record = NodeRecord {
+            node_name: &node.node,
+            line_number,
+            run_info: node,
+            start_time: &node.start_time,
+            end_time: &node.end_time,
+            status: node.status,
+        };
         Self::write_line(&mut self.buf, &mut file, &record)
     }
 
-    fn line(&mut self, line: &LineResult) -> io::Result<()> {
-        for node in &line.nodes {
+    /// Append a finished line: its node records, its journal record, its inputs and (when it
+    /// succeeded) its outputs. Records borrow from the line: nothing is copied to write it.
+    fn line(&mut self, mut line: LineResult) -> io::Result<()> {
+        let nodes = std::mem::take(&mut line.nodes);
+        for node in &nodes {
             self.node_record(node, line.line_number)?;
         }
         let path = self.dir.flow_artifact(line.line_number);
@@ -179,31 +199,30 @@ impl WriterState {
             }
             self.journals.insert(path.clone(), append(&path)?);
         }
-        let mut summary = line.clone();
-        summary.nodes = Vec::new();
-        let record = json!({
-            "line_number": line.line_number,
-            "run_info": summary,
-            "start_time": line.start_time,
-            "end_time": line.end_time,
-            "name": self.dir.name(),
-            "description": "",
-            "status": line.status,
-            "tags": Value::Null,
-        });
+        // The journal's run_info is the line without its node runs (they are in node_artifacts).
+        let record = LineRecord {
+            line_number: line.line_number,
+            run_info: &line,
+            start_time: &line.start_time,
+            end_time: &line.end_time,
+            name: &self.run_name,
+            description: "",
+            status: line.status,
+            tags: None,
+        };
         if let Some(file) = self.journals.get_mut(&path) {
             Self::write_line(&mut self.buf, file, &record)?;
         }
         Self::write_line(
             &mut self.buf,
             &mut self.inputs,
-            &numbered(line.line_number, &line.inputs),
+            &Numbered::new(line.line_number, &line.inputs),
         )?;
         if line.status == Status::Completed {
             Self::write_line(
                 &mut self.buf,
                 &mut self.outputs,
-                &numbered(line.line_number, &line.outputs),
+                &Numbered::new(line.line_number, &line.outputs),
             )?;
         }
         Ok(())
@@ -222,14 +241,64 @@ impl WriterState {
     }
 }
 
-/// `{"line_number": N, ...values}`
-fn numbered(line_number: usize, values: &Map<String, Value>) -> Value {
-    let mut out = Map::with_capacity(values.len() + 1);
-    out.insert("line_number".into(), Value::from(line_number));
-    for (k, v) in values {
-        out.insert(k.clone(), v.clone());
+/// A node's record in `node_artifacts/<node>/<line>.jsonl` (promptflow's `NodeRunRecord`).
+#[derive(Serialize)]
+struct NodeRecord<'a> {
+    #[serde(rename = "NodeName")]
+    node_name: &'a str,
+    line_number: usize,
+    run_info: &'a NodeRun,
+    start_time: &'a str,
+    end_time: &'a str,
+    status: Status,
+}
+
+/// A line's record in the journal, `flow_artifacts/*.jsonl` (promptflow's `LineRunRecord`).
+#[derive(Serialize)]
+struct LineRecord<'a> {
+    line_number: usize,
+    run_info: &'a LineResult,
+    start_time: &'a str,
+    end_time: &'a str,
+    name: &'a str,
+    description: &'a str,
+    status: Status,
+    tags: Option<()>,
+}
+
+/// `{"line_number": N, ...values}`, serialized from borrowed values. A value named
+/// `line_number` itself replaces the number in place, as inserting into a JSON object would.
+struct Numbered<'a> {
+    line_number: usize,
+    values: &'a Map<String, Value>,
+}
+
+impl<'a> Numbered<'a> {
+    fn new(line_number: usize, values: &'a Map<String, Value>) -> Self {
+        Numbered {
+            line_number,
+            values,
+        }
     }
-    Value::Object(out)
+}
+
+impl Serialize for Numbered<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let own = self.values.get("line_number");
+        let extra = usize::from(own.is_none());
+        let mut map = serializer.serialize_map(Some(self.values.len() + extra))?;
+        match own {
+            Some(v) => map.serialize_entry("line_number", v)?,
+            None => map.serialize_entry("line_number", &self.line_number)?,
+        }
+        for (k, v) in self.values {
+            if k != "line_number" {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// How many failed lines `error.json` describes in full.
@@ -267,13 +336,16 @@ pub fn finalize(
                 meta.unpriced_models.push(m);
             }
         }
-        serde_json::to_writer(&mut inputs, &numbered(line.line_number, &line.inputs))
+        serde_json::to_writer(&mut inputs, &Numbered::new(line.line_number, &line.inputs))
             .map_err(io::Error::other)?;
         inputs.write_all(b"\n")?;
         if line.status == Status::Completed {
             completed += 1;
-            serde_json::to_writer(&mut outputs, &numbered(line.line_number, &line.outputs))
-                .map_err(io::Error::other)?;
+            serde_json::to_writer(
+                &mut outputs,
+                &Numbered::new(line.line_number, &line.outputs),
+            )
+            .map_err(io::Error::other)?;
             outputs.write_all(b"\n")?;
         } else {
             failed += 1;
@@ -375,5 +447,30 @@ mod tests {
         let fresh = dir.path().join("new.jsonl");
         append(&fresh).unwrap().write_all(b"y\n").unwrap();
         assert_eq!(std::fs::read_to_string(&fresh).unwrap(), "y\n");
+    }
+
+    fn text(n: usize, values: Value) -> String {
+        let Value::Object(map) = values else {
+            panic!("an object")
+        };
+        serde_json::to_string(&Numbered::new(n, &map)).unwrap()
+    }
+
+    #[test]
+    fn numbered_puts_the_line_number_first() {
+        assert_eq!(
+            text(7, json!({"b": 1, "a": [true]})),
+            r#"{"line_number":7,"b":1,"a":[true]}"#
+        );
+        assert_eq!(text(0, json!({})), r#"{"line_number":0}"#);
+    }
+
+    #[test]
+    fn a_value_named_line_number_replaces_the_number_in_place() {
+        // As inserting into a JSON object after the number would.
+        assert_eq!(
+            text(7, json!({"x": 1, "line_number": "mine"})),
+            r#"{"line_number":"mine","x":1}"#
+        );
     }
 }
