@@ -66,8 +66,10 @@ pub struct ExperimentArgs {
     #[arg(long, value_name = "N", conflicts_with_all = ["shard", "merge_shards"])]
     pub shards: Option<usize>,
     /// Upload each shard run to URL/<run name>/ when the shard ends (s3://, az://, gs://), so
-    /// shards on machines that share no disk can be merged with --merge-shards URL.
-    #[arg(long, value_name = "URL", conflicts_with = "merge_shards")]
+    /// shards on machines that share no disk can be merged with --merge-shards URL. With
+    /// --merge-shards: upload the comparison to URL/experiments/<name>/ and the merged runs and
+    /// their evaluation runs to URL/runs/ (the layout of .flow/).
+    #[arg(long, value_name = "URL")]
     pub upload: Option<String>,
     /// Merge every run from its shard runs in these folders (local, or s3:// az:// gs:// URLs
     /// that --upload wrote to) [default: .flow/runs], then evaluate and compare as usual.
@@ -77,7 +79,8 @@ pub struct ExperimentArgs {
     pub model: ModelArgs,
 }
 
-fn experiment_failure(e: ExperimentError) -> Failure {
+/// The exit status and message of an experiment that cannot run.
+pub(super) fn experiment_failure(e: ExperimentError) -> Failure {
     match e {
         ExperimentError::File(f) => Failure::diagnostics(&f.diagnostics),
         ExperimentError::Flow(d) => Failure::diagnostics(&d),
@@ -245,13 +248,13 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     }
     let shard = super::batch::shard_from(args.shard.as_deref(), args.shards)?;
     let upload = match (&args.upload, shard) {
-        (Some(url), Some(_)) => Some(
+        (Some(url), _) if shard.is_some() || args.merge_shards.is_some() => Some(
             flow::run_store::remote::RemoteDir::parse(url)
                 .map_err(|e| Failure::usage(format!("error: --upload: {e}")))?,
         ),
-        (Some(_), None) => {
+        (Some(_), _) => {
             return Err(Failure::usage(
-                "error: --upload goes with --shard K/N or --shards N (a whole experiment keeps its runs here)",
+                "error: --upload goes with --shard K/N or --shards N, or --merge-shards (a whole experiment keeps its runs here)",
             ));
         }
         (None, _) => None,
@@ -382,7 +385,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         result
     });
     let results = results.map_err(experiment_failure)?;
-    if let Some(remote) = &upload {
+    if let Some(remote) = upload.as_ref().filter(|_| sharded.is_some()) {
         let rt = super::runtime()?;
         for r in &results {
             let target = remote.child(&r.dir.name());
@@ -418,6 +421,9 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     summary::write(&dir, &s)
         .map_err(|e| Failure::usage(format!("error: cannot write {}: {e}", dir.display())))?;
     write_reports(&dir, &s);
+    if let Some(remote) = &upload {
+        upload_comparison(remote, &dir, &results)?;
+    }
 
     if args.output == OutputFormat::Json {
         outln!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
@@ -438,6 +444,40 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     }
     eprintln!("{}", dim(&format!("comparison {}", dir.display()), color));
     verdict(&results)
+}
+
+/// Upload a merged experiment laid out as `.flow/`: the comparison directory to
+/// `experiments/<name>/`, each run and its evaluation runs to `runs/<run name>/` (so the paths
+/// in `summary.json` hold there too). Storage that cannot be written is exit 3.
+fn upload_comparison(
+    remote: &flow::run_store::remote::RemoteDir,
+    dir: &Path,
+    results: &[RunResult],
+) -> Result<(), Failure> {
+    let rt = super::runtime()?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let runs = remote.child("runs");
+    let mut uploads = vec![(remote.child("experiments").child(&name), dir.to_path_buf())];
+    for r in results {
+        uploads.push((runs.child(&r.dir.name()), r.dir.path.clone()));
+        for e in &r.evals {
+            uploads.push((runs.child(&e.dir.name()), e.dir.path.clone()));
+        }
+    }
+    for (target, path) in &uploads {
+        rt.block_on(target.upload(path)).map_err(|e| {
+            Failure::endpoint(format!("error: cannot upload {}: {e}", path.display()))
+        })?;
+    }
+    eprintln!(
+        "uploaded the comparison {name} and {} run{} to {remote}",
+        uploads.len() - 1,
+        plural(uploads.len() - 1)
+    );
+    Ok(())
 }
 
 /// The experiment's exit status: 130 when stopped, 3 when the endpoint could not be used at
