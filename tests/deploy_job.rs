@@ -10,11 +10,11 @@ mod support;
 
 use std::path::Path;
 
-use batch_support::outputs;
 use batch_support::shards::{
     LINES, answers_by_variant, assert_same_run, classification_experiment, comparable_summary,
     shard_flow,
 };
+use batch_support::{json_file, outputs};
 use serde::Deserialize;
 use serde_json::Value;
 use support::context::{TEST_KEY, TestContext};
@@ -77,6 +77,32 @@ fn check_pod(job: &Value, image: &str, secret: &str, storage: &str) {
             .unwrap()
             .iter()
             .any(|m| m["mountPath"] == "/work")
+    );
+}
+
+/// An Indexed Job of `completions` indexes, `parallelism` at once, with the default retry
+/// budget per index, no failed index tolerated, exit 2 failing its index at once and pods
+/// disrupted by the cluster not counted.
+fn check_indexed(job: &Value, completions: u32, parallelism: u32) {
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"], "Indexed");
+    assert_eq!(spec["completions"], completions);
+    assert_eq!(spec["parallelism"], parallelism);
+    assert_eq!(spec["backoffLimitPerIndex"], 3);
+    assert_eq!(spec["maxFailedIndexes"], 0);
+    let rules = spec["podFailurePolicy"]["rules"].as_array().unwrap();
+    let exit2 = rules
+        .iter()
+        .find(|r| r["onExitCodes"]["values"] == serde_json::json!([2]))
+        .expect("a rule for exit 2");
+    assert_eq!(exit2["action"], "FailIndex");
+    assert_eq!(exit2["onExitCodes"]["operator"], "In");
+    assert_eq!(exit2["onExitCodes"]["containerName"], "flow");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["action"] == "Ignore"
+                && r["onPodConditions"][0]["type"] == "DisruptionTarget")
     );
 }
 
@@ -150,26 +176,7 @@ fn an_indexed_job_runs_one_shard_per_index_and_a_merge_job_merges_them() {
         job["spec"]["template"]["spec"]["containers"][0]["envFrom"][1]["secretRef"]["optional"],
         true
     );
-    let spec = &job["spec"];
-    assert_eq!(spec["completionMode"], "Indexed");
-    assert_eq!(spec["completions"], 8);
-    assert_eq!(spec["parallelism"], 3);
-    assert_eq!(spec["backoffLimitPerIndex"], 3);
-    assert_eq!(spec["maxFailedIndexes"], 0);
-    let rules = spec["podFailurePolicy"]["rules"].as_array().unwrap();
-    let exit2 = rules
-        .iter()
-        .find(|r| r["onExitCodes"]["values"] == serde_json::json!([2]))
-        .expect("a rule for exit 2");
-    assert_eq!(exit2["action"], "FailIndex");
-    assert_eq!(exit2["onExitCodes"]["operator"], "In");
-    assert_eq!(exit2["onExitCodes"]["containerName"], "flow");
-    assert!(
-        rules
-            .iter()
-            .any(|r| r["action"] == "Ignore"
-                && r["onPodConditions"][0]["type"] == "DisruptionTarget")
-    );
+    check_indexed(job, 8, 3);
     // The flow is where `flow build` puts it; the data file under it likewise.
     assert_eq!(
         command_line(job),
@@ -924,6 +931,18 @@ fn a_pod_that_cannot_reach_object_storage_exits_3_not_2() {
     );
 }
 
+/// `flow deploy --target kubernetes-job ARGS`.
+fn deploy_job(ctx: &TestContext, args: &[&str]) -> support::context::Run {
+    let mut all = vec!["deploy", "--target", "kubernetes-job"];
+    all.extend_from_slice(args);
+    ctx.run(&all)
+}
+
+/// The Job's container runs exactly `expected` (command and args).
+fn assert_args(job: &Value, expected: &[&str]) {
+    assert_eq!(command_line(job), strings(expected));
+}
+
 /// A project with the repository's experiment (its flow, evaluation flow and datasets), an
 /// overlay, a judge on a connection of its own and the few-shot variant on another connection.
 fn experiment_project(ctx: &TestContext) {
@@ -955,28 +974,28 @@ fn experiment_project(ctx: &TestContext) {
 fn an_experiment_job_shards_every_variant_run_and_its_merge_job_compares() {
     let ctx = TestContext::new();
     experiment_project(&ctx);
-    let run = ctx.run(&[
-        "deploy",
-        "--target",
-        "kubernetes-job",
-        "--image",
-        "reg/exp:1",
-        "--experiment",
-        "--env",
-        "pr",
-        "--variants",
-        "default,classify.variant_1",
-        "--shards",
-        "6",
-        "--parallelism",
-        "4",
-        "--concurrency",
-        "40",
-        "--upload",
-        "gs://team/exp/",
-        "--namespace",
-        "ml",
-    ]);
+    let run = deploy_job(
+        &ctx,
+        &[
+            "--image",
+            "reg/exp:1",
+            "--experiment",
+            "--env",
+            "pr",
+            "--variants",
+            "default,classify.variant_1",
+            "--shards",
+            "6",
+            "--parallelism",
+            "4",
+            "--concurrency",
+            "40",
+            "--upload",
+            "gs://team/exp/",
+            "--namespace",
+            "ml",
+        ],
+    );
     // Named after the experiment; the pr overlay keeps one dataset: 2 variants × 1 dataset.
     run.expect_code(0)
         .stdout_has("Job/classification")
@@ -1001,27 +1020,12 @@ fn an_experiment_job_shards_every_variant_run_and_its_merge_job_compares() {
         job["metadata"]["annotations"]["flow/connections"],
         "open_ai_connection,fewshot_conn,judge"
     );
-    let spec = &job["spec"];
-    assert_eq!(spec["completionMode"], "Indexed");
-    assert_eq!(spec["completions"], 6);
-    assert_eq!(spec["parallelism"], 4);
-    assert_eq!(spec["backoffLimitPerIndex"], 3);
-    assert_eq!(spec["maxFailedIndexes"], 0);
-    let rules = spec["podFailurePolicy"]["rules"].as_array().unwrap();
-    assert!(rules.iter().any(|r| r["action"] == "FailIndex"
-        && r["onExitCodes"]["values"] == serde_json::json!([2])
-        && r["onExitCodes"]["containerName"] == "flow"));
-    assert!(
-        rules
-            .iter()
-            .any(|r| r["action"] == "Ignore"
-                && r["onPodConditions"][0]["type"] == "DisruptionTarget")
-    );
+    check_indexed(job, 6, 4);
     // The project is in the image under /app; ceil(40 / 4) lines in flight in each pod, shared
     // by the pod's runs of every variant.
-    assert_eq!(
-        command_line(job),
-        strings(&[
+    assert_args(
+        job,
+        &[
             "/usr/local/bin/flow",
             "experiment",
             "/app/experiment.yaml",
@@ -1035,7 +1039,7 @@ fn an_experiment_job_shards_every_variant_run_and_its_merge_job_compares() {
             "gs://team/exp/classification-shards",
             "--concurrency",
             "10",
-        ])
+        ],
     );
     let merge_docs = read_docs(&ctx, "deploy/classification/merge-job.yaml");
     let merge = by_kind(&merge_docs, "Job", "classification-merge");
@@ -1051,9 +1055,9 @@ fn an_experiment_job_shards_every_variant_run_and_its_merge_job_compares() {
         "FailJob"
     );
     // The merge runs alone, with the whole line budget, and uploads the comparison.
-    assert_eq!(
-        command_line(merge),
-        strings(&[
+    assert_args(
+        merge,
+        &[
             "/usr/local/bin/flow",
             "experiment",
             "/app/experiment.yaml",
@@ -1069,7 +1073,7 @@ fn an_experiment_job_shards_every_variant_run_and_its_merge_job_compares() {
             "gs://team/exp/classification",
             "--concurrency",
             "40",
-        ])
+        ],
     );
     kubectl_dry_run(&ctx, "deploy/classification/job.yaml");
     kubectl_dry_run(&ctx, "deploy/classification/merge-job.yaml");
@@ -1084,23 +1088,23 @@ fn an_experiment_configmap_carries_its_folder_and_a_shared_claim_replaces_object
         "flows/classification/.env",
         &format!("OPEN_AI_CONNECTION_API_KEY={TEST_KEY}\n"),
     );
-    ctx.run(&[
-        "deploy",
-        "--target",
-        "kubernetes-job",
-        "--image",
-        "reg/exp:1",
-        "--name",
-        "nightly",
-        "--experiment",
-        "experiment.yaml",
-        "--deliver",
-        "configmap",
-        "--shards",
-        "3",
-        "--runs-pvc",
-        "shared-runs",
-    ])
+    deploy_job(
+        &ctx,
+        &[
+            "--image",
+            "reg/exp:1",
+            "--name",
+            "nightly",
+            "--experiment",
+            "experiment.yaml",
+            "--deliver",
+            "configmap",
+            "--shards",
+            "3",
+            "--runs-pvc",
+            "shared-runs",
+        ],
+    )
     .expect_code(0)
     .stdout_has("ConfigMap/nightly-flow, Job/nightly")
     .stdout_has("/work/.flow/runs/ on claim shared-runs")
@@ -1173,9 +1177,9 @@ fn an_experiment_configmap_carries_its_folder_and_a_shared_claim_replaces_object
             == "flow.flows__classification__classify_few_shot.jinja2"
             && i["path"] == "flows/classification/classify_few_shot.jinja2"));
     }
-    assert_eq!(
-        command_line(job),
-        strings(&[
+    assert_args(
+        job,
+        &[
             "/usr/local/bin/flow",
             "experiment",
             "/project/experiment.yaml",
@@ -1183,11 +1187,11 @@ fn an_experiment_configmap_carries_its_folder_and_a_shared_claim_replaces_object
             "3",
             "--concurrency",
             "11",
-        ])
+        ],
     );
-    assert_eq!(
-        command_line(merge),
-        strings(&[
+    assert_args(
+        merge,
+        &[
             "/usr/local/bin/flow",
             "experiment",
             "/project/experiment.yaml",
@@ -1196,32 +1200,32 @@ fn an_experiment_configmap_carries_its_folder_and_a_shared_claim_replaces_object
             "nightly",
             "--concurrency",
             "32",
-        ])
+        ],
     );
     kubectl_dry_run(&ctx, "deploy/nightly/job.yaml");
     kubectl_dry_run(&ctx, "deploy/nightly/merge-job.yaml");
 
     // A batch run on a shared claim: the merge names the shard runs there.
-    ctx.run(&[
-        "deploy",
-        "--target",
-        "kubernetes-job",
-        "--image",
-        "reg/cls:1",
-        "--name",
-        "batch",
-        "--data",
-        "/data/in.jsonl",
-        "--shards",
-        "2",
-        "--runs-pvc",
-        "shared-runs",
-    ])
+    deploy_job(
+        &ctx,
+        &[
+            "--image",
+            "reg/cls:1",
+            "--name",
+            "batch",
+            "--data",
+            "/data/in.jsonl",
+            "--shards",
+            "2",
+            "--runs-pvc",
+            "shared-runs",
+        ],
+    )
     .expect_code(0);
     let merge = &read_docs(&ctx, "deploy/batch/merge-job.yaml")[0];
-    assert_eq!(
-        command_line(merge),
-        strings(&[
+    assert_args(
+        merge,
+        &[
             "/usr/local/bin/flow",
             "runs",
             "merge",
@@ -1229,7 +1233,7 @@ fn an_experiment_configmap_carries_its_folder_and_a_shared_claim_replaces_object
             "batch-shard-2-of-2",
             "--name",
             "batch",
-        ])
+        ],
     );
     assert!(
         !command_line(&read_docs(&ctx, "deploy/batch/job.yaml")[0])
@@ -1250,6 +1254,12 @@ fn experiment_job_mistakes_are_usage_errors() {
         "--shards",
         "2",
     ];
+    // An experiment file with a key written in it does not go into a ConfigMap.
+    ctx.write(".env", &format!("JUDGE_API_KEY={TEST_KEY}\n"));
+    let inlined = std::fs::read_to_string(ctx.root().join("experiment.yaml"))
+        .unwrap()
+        .replace("api_key: ${api_key}", &format!("api_key: {TEST_KEY}"));
+    ctx.write("inlined.yaml", &inlined);
     // A dataset outside the experiment's folder cannot keep its relative path in a ConfigMap.
     ctx.write("outside/data.jsonl", "{\"text\": \"hi\"}\n");
     let nested = std::fs::read_to_string(ctx.root().join("experiment.yaml"))
@@ -1308,6 +1318,17 @@ fn experiment_job_mistakes_are_usage_errors() {
             "outside the experiment's folder",
         ),
         (
+            &[
+                "--experiment",
+                "inlined.yaml",
+                "--upload",
+                "s3://b",
+                "--deliver",
+                "configmap",
+            ],
+            "inlined.yaml would carry a secret into the ConfigMap",
+        ),
+        (
             &["--upload", "s3://b"],
             "needs --data PATH (a batch run) or --experiment",
         ),
@@ -1318,23 +1339,23 @@ fn experiment_job_mistakes_are_usage_errors() {
         ctx.run(&args).expect_code(2).stderr_has(message);
     }
     // The same experiment from the image or a volume is fine: paths there are the image's.
-    ctx.run(&[
-        "deploy",
-        "--target",
-        "kubernetes-job",
-        "--image",
-        "x",
-        "--shards",
-        "2",
-        "--experiment",
-        "exp/experiment.yaml",
-        "--upload",
-        "s3://b",
-        "--deliver",
-        "volume",
-        "--pvc",
-        "proj",
-    ])
+    deploy_job(
+        &ctx,
+        &[
+            "--image",
+            "x",
+            "--shards",
+            "2",
+            "--experiment",
+            "exp/experiment.yaml",
+            "--upload",
+            "s3://b",
+            "--deliver",
+            "volume",
+            "--pvc",
+            "proj",
+        ],
+    )
     .expect_code(0);
 }
 
@@ -1411,124 +1432,86 @@ fn s3_get(s3: &S3Server, key: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-#[test]
-fn the_experiment_pods_command_lines_shard_upload_merge_and_compare_like_one_process() {
-    const N: u32 = 2;
-    let s3 = S3Server::start("exp");
-    let ctx = TestContext::with_mock();
-    classification_experiment(&ctx);
-    answers_by_variant(&ctx);
-    let url = s3.url("team/exp");
-    ctx.run(&[
-        "deploy",
-        "--target",
-        "kubernetes-job",
-        "--image",
-        "reg/exp:1",
-        "--name",
-        "exp",
-        "--experiment",
+/// The repository's experiment, two of its variants, from the volume `project`.
+const EXPERIMENT_ON_VOLUME: &[&str] = &[
+    "--image",
+    "reg/exp:1",
+    "--name",
+    "exp",
+    "--experiment",
+    "--variants",
+    "default,classify.variant_1",
+    "--deliver",
+    "volume",
+    "--pvc",
+    "project",
+];
+
+/// The same experiment in one process (in a working directory of its own): its summary.
+fn one_process_experiment(ctx: &TestContext) -> Value {
+    let one = ctx.root().join("one-process");
+    let line = strings(&[
+        "/usr/local/bin/flow",
+        "experiment",
+        "/project/experiment.yaml",
         "--variants",
         "default,classify.variant_1",
-        "--deliver",
-        "volume",
-        "--pvc",
-        "project",
-        "--shards",
-        &N.to_string(),
-        "--concurrency",
-        "8",
-        "--upload",
-        &url,
-    ])
-    .expect_code(0);
-    let shard_line = command_line(&read_docs(&ctx, "deploy/exp/job.yaml")[0]);
-    let merge_line = command_line(&read_docs(&ctx, "deploy/exp/merge-job.yaml")[0]);
-    assert_eq!(shard_line[2], "/project/experiment.yaml");
-
-    // The one-process experiment, for reference.
-    let no_cache = |line: &[&str]| -> Vec<String> {
-        let mut l = strings(line);
-        l.push("--no-cache".into());
-        l
-    };
-    let one = ctx.root().join("one-process");
-    let out = run_pod(
-        &ctx,
-        &no_cache(&[
-            "/usr/local/bin/flow",
-            "experiment",
-            "/project/experiment.yaml",
-            "--variants",
-            "default,classify.variant_1",
-            "--name",
-            "one",
-            "--concurrency",
-            "8",
-        ]),
-        &one,
-        ctx.root(),
-        &[],
-        None,
-    );
+        "--name",
+        "one",
+    ]);
+    let out = run_pod(ctx, &line, &one, ctx.root(), &[], None);
     assert_eq!(
         out.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    json_file(&one.join(".flow/experiments/one/summary.json"))
+}
 
-    // Each index in a pod of its own (an empty working directory) with the storage variables.
+#[test]
+fn the_experiment_pods_command_lines_shard_upload_merge_and_compare_like_one_process() {
+    let s3 = S3Server::start("exp");
+    let ctx = TestContext::with_mock();
+    classification_experiment(&ctx);
+    answers_by_variant(&ctx);
+    let url = s3.url("team/exp");
+    let mut args = EXPERIMENT_ON_VOLUME.to_vec();
+    args.extend(["--shards", "2", "--concurrency", "8", "--upload", &url]);
+    deploy_job(&ctx, &args).expect_code(0);
+    let reference = one_process_experiment(&ctx);
+
+    // Each index in a pod of its own (an empty working directory: no shared disk, no shared
+    // cache) with the storage variables; then the merge pod, which has no shard on its disk: it
+    // reads them from object storage, evaluates, compares and uploads the comparison laid out
+    // as .flow/.
     let env: Vec<(String, String)> = s3
         .env()
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
     let requests_before = ctx.mock().request_count();
-    for index in 0..N {
-        let mut line = shard_line.clone();
-        line.push("--no-cache".into());
-        let out = run_pod(
-            &ctx,
-            &line,
-            &ctx.root().join(format!("pod-{index}")),
-            ctx.root(),
-            &env,
-            Some(index),
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "index {index}: {err}");
-        assert!(
-            err.contains(&format!("shard {}/{N} of 4 runs done", index + 1)),
-            "{err}"
-        );
-    }
-    // Every line of every run once: 2 variants × (20 + 8 tickets).
-    assert_eq!(ctx.mock().request_count() - requests_before, 56);
-
-    // The merge pod has no shard on its disk: it reads them from object storage, evaluates,
-    // compares and uploads the comparison laid out as .flow/.
-    let merge_pod = ctx.root().join("merge-pod");
-    let mut line = merge_line.clone();
-    line.push("--no-cache".into());
-    let out = run_pod(&ctx, &line, &merge_pod, ctx.root(), &env, None);
+    let pods = ctx.root().join("pods");
+    let out = run_job(&ctx, "exp", ctx.root(), &env, &|index| {
+        pods.join(index.map_or("merge".into(), |i| i.to_string()))
+    });
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("uploaded the comparison exp and"), "{err}");
-    let comparable = |summary: &str| comparable_summary(&serde_json::from_str(summary).unwrap());
+    // Every line of every run once: 2 variants × (20 + 8 tickets).
+    assert_eq!(ctx.mock().request_count() - requests_before, 56);
     let uploaded = s3_get(&s3, "team/exp/exp/experiments/exp/summary.json");
-    let reference =
-        std::fs::read_to_string(one.join(".flow/experiments/one/summary.json")).unwrap();
-    assert_eq!(comparable(&uploaded), comparable(&reference));
-    assert_eq!(comparable(&uploaded).0.len(), 4);
-    assert_eq!(comparable(&uploaded).1, "classify.variant_1");
+    let summary: Value = serde_json::from_str(&uploaded).unwrap();
+    let merged = comparable_summary(&summary);
+    assert_eq!(merged, comparable_summary(&reference));
+    assert_eq!(merged.0.len(), 4);
+    assert_eq!(merged.1, "classify.variant_1");
     let keys = s3_get(&s3, "team/exp/exp/");
     assert!(
         keys.contains("team/exp/exp/experiments/exp/report.html"),
         "{keys}"
     );
     // The merged runs and their evaluation runs, where summary.json's relative paths point.
-    let summary: Value = serde_json::from_str(&uploaded).unwrap();
     for r in summary["runs"].as_array().unwrap() {
         let name = r["run_dir"]
             .as_str()
@@ -1546,4 +1529,115 @@ fn the_experiment_pods_command_lines_shard_upload_merge_and_compare_like_one_pro
             );
         }
     }
+}
+
+/// Run the Job in `deploy/<name>/` as the cluster would: every index of the Indexed Job, then
+/// the merge Job, each pod in the working directory `workdir(index)` (`None`: the merge) with the
+/// project volume at `mount` and the variables `env`. The merge pod's output.
+fn run_job(
+    ctx: &TestContext,
+    name: &str,
+    mount: &Path,
+    env: &[(String, String)],
+    workdir: &dyn Fn(Option<u32>) -> std::path::PathBuf,
+) -> std::process::Output {
+    let job = &read_docs(ctx, &format!("deploy/{name}/job.yaml"))[0];
+    let shards = job["spec"]["completions"].as_u64().unwrap() as u32;
+    let shard_line = command_line(job);
+    for index in 0..shards {
+        let out = run_pod(
+            ctx,
+            &shard_line,
+            &workdir(Some(index)),
+            mount,
+            env,
+            Some(index),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "index {index}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let merge_line = command_line(&read_docs(ctx, &format!("deploy/{name}/merge-job.yaml"))[0]);
+    run_pod(ctx, &merge_line, &workdir(None), mount, env, None)
+}
+
+/// With `--runs-pvc`, every pod's working directory is the one claim: shards and the merge
+/// meet in its `.flow/`, no object storage involved; for an experiment and for a batch run.
+#[test]
+fn on_a_shared_claim_the_pods_merge_and_compare_without_object_storage() {
+    let ctx = TestContext::with_mock();
+    classification_experiment(&ctx);
+    answers_by_variant(&ctx);
+    let mut args = EXPERIMENT_ON_VOLUME.to_vec();
+    args.extend(["--runs-pvc", "runs", "--shards", "3"]);
+    deploy_job(&ctx, &args).expect_code(0);
+    let claim = ctx.root().join("claim");
+    let out = run_job(&ctx, "exp", ctx.root(), &[], &|_| claim.clone());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let merged = comparable_summary(&json_file(
+        &claim.join(".flow/experiments/exp/summary.json"),
+    ));
+    assert_eq!(merged.0.len(), 4);
+    assert_eq!(merged, comparable_summary(&one_process_experiment(&ctx)));
+
+    // A batch run the same way: the merged run equals the one-process run.
+    shard_flow(&ctx);
+    std::fs::copy(ctx.root().join("q.jsonl"), ctx.root().join("shq/q.jsonl")).unwrap();
+    deploy_job(
+        &ctx,
+        &[
+            "--image",
+            "reg/shq:1",
+            "--name",
+            "batch",
+            "--deliver",
+            "volume",
+            "--pvc",
+            "flows",
+            "--data",
+            "q.jsonl",
+            "--runs-pvc",
+            "runs",
+            "--shards",
+            "3",
+            "--allow-failures",
+        ],
+    )
+    .expect_code(0);
+    let out = run_job(&ctx, "batch", &ctx.root().join("shq"), &[], &|_| {
+        claim.clone()
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("merged 3 shards into batch"), "{err}");
+    let out = run_pod(
+        &ctx,
+        &strings(&[
+            "/usr/local/bin/flow",
+            "run",
+            "/flow",
+            "--data",
+            "/flow/q.jsonl",
+            "--name",
+            "one",
+            "--allow-failures",
+        ]),
+        &ctx.root().join("one-run"),
+        &ctx.root().join("shq"),
+        &[],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_same_run(
+        &claim.join(".flow/runs/batch"),
+        &ctx.root().join("one-run/.flow/runs/one"),
+    );
 }

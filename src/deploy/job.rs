@@ -62,6 +62,12 @@ pub enum JobError {
     },
     #[error("two files of the flow map to the same ConfigMap key `{0}`: rename one")]
     KeyClash(String),
+    #[error("{path}: {message}")]
+    Flow { path: PathBuf, message: String },
+    #[error(
+        "{path} would carry a secret into the ConfigMap: {reason}\n  help: read it from the environment instead (an experiment's connection takes `api_key: ${{api_key}}`, read from <CONNECTION>_API_KEY in the Secret)"
+    )]
+    Secret { path: PathBuf, reason: String },
     #[error(
         "{path} is outside the experiment's folder {folder}, so a ConfigMap cannot carry it at the same relative path\n  help: keep the flows and datasets under the experiment file's folder, or deliver with --deliver image or --deliver volume --pvc NAME"
     )]
@@ -138,21 +144,24 @@ impl ConfigMapFiles {
                     folder: experiment.dir.clone(),
                 })
         };
+        let guard = SecretGuard::new(env, &experiment.dir);
         let (flows, plain) = experiment_inputs(experiment);
         let mut files = Vec::new();
         for path in plain {
+            if let Some(reason) = guard.reason_to_skip(&path) {
+                return Err(JobError::Secret { path, reason });
+            }
             files.push((relative(&path)?, read_text(&path)?));
         }
         for path in flows {
-            let flow = crate::model::load(&path, &[]).map_err(|e| JobError::Read {
+            let flow = crate::model::load(&path, &[]).map_err(|e| JobError::Flow {
                 path: path.clone(),
-                source: std::io::Error::other(
-                    e.diagnostics
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                ),
+                message: e
+                    .diagnostics
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
             })?;
             let rel = relative(&flow.dir)?;
             // The experiment picks the variants: the flow keeps them all.
@@ -224,6 +233,12 @@ fn flow_files(
     let _ = std::fs::remove_dir_all(&staging);
     let mut files = files?;
     if keep_variants {
+        if let Some(reason) = guard.reason_to_skip(&flow.file) {
+            return Err(JobError::Secret {
+                path: flow.file.clone(),
+                reason,
+            });
+        }
         let name = flow
             .file
             .file_name()

@@ -254,6 +254,8 @@ pub fn rollout(mut t: JobTarget<'_>, args: &JobArgs) -> Result<(), Failure> {
 
 /// The experiment of `--experiment`, read here: its connections, its planned runs.
 struct LoadedExperiment {
+    /// The file as given (its path in the image or on the volume too).
+    file: PathBuf,
     experiment: flow::experiment::Experiment,
     connections: Vec<String>,
     /// Runs per shard: variants × datasets.
@@ -279,10 +281,17 @@ fn load_experiment(file: &Path, args: &JobArgs) -> Result<LoadedExperiment, Fail
     let connections =
         experiment::connections_used(&exp).map_err(super::super::experiment::experiment_failure)?;
     Ok(LoadedExperiment {
+        file: file.to_path_buf(),
         runs: variants.len() * exp.datasets.len(),
         experiment: exp,
         connections,
     })
+}
+
+/// What the Job runs, as given: a batch run's data file, or an experiment read here.
+enum Given<'a> {
+    Data(&'a Path),
+    Experiment(&'a LoadedExperiment),
 }
 
 /// An object storage URL, or the error saying what to give.
@@ -316,14 +325,14 @@ fn spec(
     if parallelism == 0 {
         return Err(usage("error: --parallelism must be at least 1"));
     }
-    let data = match (&args.data, experiment) {
-        (Some(data), None) => Some(data),
+    let given = match (&args.data, experiment) {
+        (_, Some(e)) => Given::Experiment(e),
+        (Some(data), None) => Given::Data(data),
         (None, None) => {
             return Err(usage(
                 "error: --target kubernetes-job needs --data PATH (a batch run) or --experiment [FILE] (an experiment)",
             ));
         }
-        (_, Some(_)) => None,
     };
     let storage = match (&args.upload, &args.runs_pvc) {
         (Some(url), _) => job::Storage::Upload(object_storage(url)?),
@@ -343,8 +352,8 @@ fn spec(
     let mut connections = experiment
         .map(|e| e.connections.clone())
         .unwrap_or_default();
-    let (delivery, in_pod) = match (args.deliver, data, experiment) {
-        (Deliver::Image, Some(data), _) => {
+    let (delivery, in_pod) = match (args.deliver, &given) {
+        (Deliver::Image, Given::Data(data)) => {
             if !args.variant.is_empty() {
                 return Err(usage(
                     "error: the image's flow has its variants applied by `flow build --variant`: build the image with the variant, or deliver the flow by --deliver configmap or volume",
@@ -352,11 +361,8 @@ fn spec(
             }
             (job::Delivery::Image, data_in_image(data, t.flow))
         }
-        (Deliver::Image, None, _) => {
-            let file = args.experiment.as_deref().unwrap_or(Path::new(""));
-            (job::Delivery::Image, in_image_project(file))
-        }
-        (Deliver::Configmap, Some(data), _) => {
+        (Deliver::Image, Given::Experiment(e)) => (job::Delivery::Image, in_image_project(&e.file)),
+        (Deliver::Configmap, Given::Data(data)) => {
             let Some(flow_path) = t.flow else {
                 return Err(usage(
                     "error: --deliver configmap needs --flow FLOW (the flow to put in the ConfigMap)",
@@ -367,19 +373,15 @@ fn spec(
             connections = flow.connection_names();
             let files = job::ConfigMapFiles::read(&flow, &env_vars(args)?, data)
                 .map_err(|e| usage(format!("error: {e}")))?;
-            let in_pod = match &files.data {
-                Some((name, _)) => format!("{}/{name}", job::MOUNTED_DATA_DIR),
-                None => String::new(),
-            };
+            let in_pod = files
+                .data
+                .as_ref()
+                .map(|(name, _)| format!("{}/{name}", job::MOUNTED_DATA_DIR))
+                .unwrap_or_default();
             // The variants are applied in the ConfigMap's copy of the flow.
             (job::Delivery::ConfigMap(files), in_pod)
         }
-        (Deliver::Configmap, None, e) => {
-            let Some(e) = e else {
-                return Err(usage(
-                    "error: --deliver configmap needs --data or --experiment",
-                ));
-            };
+        (Deliver::Configmap, Given::Experiment(e)) => {
             let files = job::ConfigMapFiles::read_experiment(&e.experiment, &env_vars(args)?)
                 .map_err(|e| usage(format!("error: {e}")))?;
             let name = e
@@ -393,18 +395,15 @@ fn spec(
                 format!("{}/{name}", job::MOUNTED_PROJECT_PATH),
             )
         }
-        (Deliver::Volume, _, _) => {
+        (Deliver::Volume, given) => {
             let Some(pvc) = args.pvc.clone() else {
                 return Err(usage(
                     "error: --deliver volume needs --pvc NAME (the PersistentVolumeClaim holding the flow and the data)",
                 ));
             };
-            let (given, mount) = match data {
-                Some(data) => (data.as_path(), job::MOUNTED_FLOW_PATH),
-                None => (
-                    args.experiment.as_deref().unwrap_or(Path::new("")),
-                    job::MOUNTED_PROJECT_PATH,
-                ),
+            let (given, mount) = match given {
+                Given::Data(data) => (*data, job::MOUNTED_FLOW_PATH),
+                Given::Experiment(e) => (e.file.as_path(), job::MOUNTED_PROJECT_PATH),
             };
             let in_pod = if given.is_absolute() {
                 given.to_string_lossy().into_owned()
@@ -420,8 +419,8 @@ fn spec(
             )
         }
     };
-    let workload = match experiment {
-        None => job::Workload::Run {
+    let workload = match given {
+        Given::Data(_) => job::Workload::Run {
             data: in_pod,
             // Image and ConfigMap deliveries have the variants applied already.
             variants: match args.deliver {
@@ -429,7 +428,7 @@ fn spec(
                 _ => Vec::new(),
             },
         },
-        Some(_) => job::Workload::Experiment {
+        Given::Experiment(_) => job::Workload::Experiment {
             file: in_pod,
             env: args.env.clone(),
             variants: args.variants.clone(),
