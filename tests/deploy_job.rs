@@ -1054,6 +1054,18 @@ fn an_experiment_job_shards_every_variant_run_and_its_merge_job_compares() {
         merge["spec"]["podFailurePolicy"]["rules"][0]["action"],
         "FailJob"
     );
+    // The merge downloads every shard run to /tmp: no size limit there, unlike a shard's.
+    let tmp = |j: &Value| {
+        j["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "tmp")
+            .unwrap()["emptyDir"]
+            .clone()
+    };
+    assert_eq!(tmp(merge), serde_json::json!({}));
+    assert_eq!(tmp(job)["sizeLimit"], "256Mi");
     // The merge runs alone, with the whole line budget, and uploads the comparison.
     assert_args(
         merge,

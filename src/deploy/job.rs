@@ -561,10 +561,13 @@ impl JobSpec {
                 json!({"name": "work", "persistentVolumeClaim": {"claimName": claim}})
             }
         };
-        let mut volumes = vec![
-            work,
-            json!({"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}),
-        ];
+        // The merge downloads every shard run to /tmp first: no size limit there.
+        let tmp = if component == "merge" {
+            json!({"name": "tmp", "emptyDir": {}})
+        } else {
+            json!({"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}})
+        };
+        let mut volumes = vec![work, tmp];
         // A batch run's merge reads the flow from the shards' snapshots: only the shards mount
         // it. An experiment's merge runs the evaluators, which read the experiment's folder.
         let mount = self.mount_path();
