@@ -1081,7 +1081,7 @@ fn an_experiment_job_shards_every_variant_run_and_its_merge_job_compares() {
             "gs://team/exp/classification-shards",
             "--name",
             "classification",
-            "--upload",
+            "--to",
             "gs://team/exp/classification",
             "--concurrency",
             "40",
@@ -1518,6 +1518,10 @@ fn the_experiment_pods_command_lines_shard_upload_merge_and_compare_like_one_pro
     assert_eq!(merged, comparable_summary(&reference));
     assert_eq!(merged.0.len(), 4);
     assert_eq!(merged.1, "classify.variant_1");
+    // `--to` is the merge's: without --merge-shards it is a usage error.
+    ctx.run(&["experiment", "--to", &url])
+        .expect_code(2)
+        .stderr_has("--merge-shards");
     let keys = s3_get(&s3, "team/exp/exp/");
     assert!(
         keys.contains("team/exp/exp/experiments/exp/report.html"),

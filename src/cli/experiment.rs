@@ -66,15 +66,18 @@ pub struct ExperimentArgs {
     #[arg(long, value_name = "N", conflicts_with_all = ["shard", "merge_shards"])]
     pub shards: Option<usize>,
     /// Upload each shard run to URL/<run name>/ when the shard ends (s3://, az://, gs://), so
-    /// shards on machines that share no disk can be merged with --merge-shards URL. With
-    /// --merge-shards: upload the comparison to URL/experiments/<name>/ and the merged runs and
-    /// their evaluation runs to URL/runs/ (the layout of .flow/).
-    #[arg(long, value_name = "URL")]
+    /// shards on machines that share no disk can be merged with --merge-shards URL.
+    #[arg(long, value_name = "URL", conflicts_with = "merge_shards")]
     pub upload: Option<String>,
     /// Merge every run from its shard runs in these folders (local, or s3:// az:// gs:// URLs
     /// that --upload wrote to) [default: .flow/runs], then evaluate and compare as usual.
     #[arg(long, value_name = "FOLDER", num_args = 0..)]
     pub merge_shards: Option<Vec<String>>,
+    /// With --merge-shards: upload the result laid out as .flow/ — the comparison to
+    /// URL/experiments/<name>/, the merged runs and their evaluation runs to URL/runs/ (s3://,
+    /// az://, gs://).
+    #[arg(long, value_name = "URL", requires = "merge_shards")]
+    pub to: Option<String>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -246,15 +249,22 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
             dir.display()
         )));
     }
+    let to = match &args.to {
+        Some(url) => Some(
+            flow::run_store::remote::RemoteDir::parse(url)
+                .map_err(|e| Failure::usage(format!("error: --to: {e}")))?,
+        ),
+        None => None,
+    };
     let shard = super::batch::shard_from(args.shard.as_deref(), args.shards)?;
     let upload = match (&args.upload, shard) {
-        (Some(url), _) if shard.is_some() || args.merge_shards.is_some() => Some(
+        (Some(url), Some(_)) => Some(
             flow::run_store::remote::RemoteDir::parse(url)
                 .map_err(|e| Failure::usage(format!("error: --upload: {e}")))?,
         ),
-        (Some(_), _) => {
+        (Some(_), None) => {
             return Err(Failure::usage(
-                "error: --upload goes with --shard K/N or --shards N, or --merge-shards (a whole experiment keeps its runs here)",
+                "error: --upload goes with --shard K/N or --shards N (a whole experiment keeps its runs here)",
             ));
         }
         (None, _) => None,
@@ -385,7 +395,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         result
     });
     let results = results.map_err(experiment_failure)?;
-    if let Some(remote) = upload.as_ref().filter(|_| sharded.is_some()) {
+    if let Some(remote) = &upload {
         let rt = super::runtime()?;
         for r in &results {
             let target = remote.child(&r.dir.name());
@@ -421,7 +431,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     summary::write(&dir, &s)
         .map_err(|e| Failure::usage(format!("error: cannot write {}: {e}", dir.display())))?;
     write_reports(&dir, &s);
-    if let Some(remote) = &upload {
+    if let Some(remote) = &to {
         upload_comparison(remote, &dir, &results)?;
     }
 

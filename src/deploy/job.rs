@@ -510,7 +510,7 @@ impl JobSpec {
                 }
                 c.extend(["--name".into(), self.name.clone()]);
                 if self.upload_root().is_some() {
-                    c.extend(["--upload".into(), self.merged_url()]);
+                    c.extend(["--to".into(), self.merged_url()]);
                 }
                 c.extend(["--concurrency".into(), merge_concurrency.to_string()]);
                 return c;
