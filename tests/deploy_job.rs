@@ -10,8 +10,11 @@ mod support;
 
 use std::path::Path;
 
-use batch_support::outputs;
-use batch_support::shards::{LINES, assert_same_run, shard_flow};
+use batch_support::shards::{
+    LINES, answers_by_variant, assert_same_run, classification_experiment, comparable_summary,
+    shard_flow,
+};
+use batch_support::{json_file, outputs};
 use serde::Deserialize;
 use serde_json::Value;
 use support::context::{TEST_KEY, TestContext};
@@ -74,6 +77,32 @@ fn check_pod(job: &Value, image: &str, secret: &str, storage: &str) {
             .unwrap()
             .iter()
             .any(|m| m["mountPath"] == "/work")
+    );
+}
+
+/// An Indexed Job of `completions` indexes, `parallelism` at once, with the default retry
+/// budget per index, no failed index tolerated, exit 2 failing its index at once and pods
+/// disrupted by the cluster not counted.
+fn check_indexed(job: &Value, completions: u32, parallelism: u32) {
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"], "Indexed");
+    assert_eq!(spec["completions"], completions);
+    assert_eq!(spec["parallelism"], parallelism);
+    assert_eq!(spec["backoffLimitPerIndex"], 3);
+    assert_eq!(spec["maxFailedIndexes"], 0);
+    let rules = spec["podFailurePolicy"]["rules"].as_array().unwrap();
+    let exit2 = rules
+        .iter()
+        .find(|r| r["onExitCodes"]["values"] == serde_json::json!([2]))
+        .expect("a rule for exit 2");
+    assert_eq!(exit2["action"], "FailIndex");
+    assert_eq!(exit2["onExitCodes"]["operator"], "In");
+    assert_eq!(exit2["onExitCodes"]["containerName"], "flow");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["action"] == "Ignore"
+                && r["onPodConditions"][0]["type"] == "DisruptionTarget")
     );
 }
 
@@ -147,26 +176,7 @@ fn an_indexed_job_runs_one_shard_per_index_and_a_merge_job_merges_them() {
         job["spec"]["template"]["spec"]["containers"][0]["envFrom"][1]["secretRef"]["optional"],
         true
     );
-    let spec = &job["spec"];
-    assert_eq!(spec["completionMode"], "Indexed");
-    assert_eq!(spec["completions"], 8);
-    assert_eq!(spec["parallelism"], 3);
-    assert_eq!(spec["backoffLimitPerIndex"], 3);
-    assert_eq!(spec["maxFailedIndexes"], 0);
-    let rules = spec["podFailurePolicy"]["rules"].as_array().unwrap();
-    let exit2 = rules
-        .iter()
-        .find(|r| r["onExitCodes"]["values"] == serde_json::json!([2]))
-        .expect("a rule for exit 2");
-    assert_eq!(exit2["action"], "FailIndex");
-    assert_eq!(exit2["onExitCodes"]["operator"], "In");
-    assert_eq!(exit2["onExitCodes"]["containerName"], "flow");
-    assert!(
-        rules
-            .iter()
-            .any(|r| r["action"] == "Ignore"
-                && r["onPodConditions"][0]["type"] == "DisruptionTarget")
-    );
+    check_indexed(job, 8, 3);
     // The flow is where `flow build` puts it; the data file under it likewise.
     assert_eq!(
         command_line(job),
@@ -554,21 +564,43 @@ esac
     bin
 }
 
+/// `flow deploy --target kubernetes-job ARGS --wait-timeout 60 --apply` with the stand-in
+/// kubectl, whose Job ends as `job` and merge Job as `merge` (`complete` or `failed`): the
+/// output and the kubectl calls it logged.
+#[cfg(unix)]
+fn apply_with_fake_kubectl(
+    ctx: &TestContext,
+    args: &[&str],
+    job: &str,
+    merge: &str,
+) -> (std::process::Output, String) {
+    let bin = fake_kubectl(ctx);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let log = ctx.root().join("kubectl.log");
+    let _ = std::fs::remove_file(&log);
+    let out = ctx
+        .cmd()
+        .args(["deploy", "--target", "kubernetes-job"])
+        .args(args)
+        .args(["--wait-timeout", "60", "--apply"])
+        .env("PATH", &path)
+        .env("FAKE_LOG", &log)
+        .env("FAKE_JOB", job)
+        .env("FAKE_MERGE", merge)
+        .output()
+        .unwrap();
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    (out, calls)
+}
+
 #[cfg(unix)]
 #[test]
 fn apply_runs_the_indexed_job_waits_then_merges_and_stops_on_failed_shards() {
     let ctx = TestContext::new();
-    let bin = fake_kubectl(&ctx);
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let log = ctx.root().join("kubectl.log");
     let deploy = |job: &str, merge: &str| {
-        let _ = std::fs::remove_file(&log);
-        let out = ctx
-            .cmd()
-            .args([
-                "deploy",
-                "--target",
-                "kubernetes-job",
+        apply_with_fake_kubectl(
+            &ctx,
+            &[
                 "--image",
                 "reg/cls:1",
                 "--name",
@@ -581,18 +613,10 @@ fn apply_runs_the_indexed_job_waits_then_merges_and_stops_on_failed_shards() {
                 "4",
                 "--upload",
                 "s3://b/runs",
-                "--wait-timeout",
-                "60",
-                "--apply",
-            ])
-            .env("PATH", &path)
-            .env("FAKE_LOG", &log)
-            .env("FAKE_JOB", job)
-            .env("FAKE_MERGE", merge)
-            .output()
-            .unwrap();
-        let calls = std::fs::read_to_string(&log).unwrap_or_default();
-        (out, calls)
+            ],
+            job,
+            merge,
+        )
     };
     let started = std::time::Instant::now();
     let (out, calls) = deploy("complete", "complete");
@@ -700,7 +724,7 @@ fn secret_env(ctx: &TestContext) -> Vec<(String, String)> {
 }
 
 /// Run a pod's command line (`/usr/local/bin/flow` is this build's binary, the claim mounted at
-/// `/flow` is `mount`) in a fresh working directory, with the Secrets' variables and
+/// `/flow` or `/project` is `mount`) in a fresh working directory, with the Secrets' variables and
 /// `JOB_COMPLETION_INDEX`, and nothing else of the test's files.
 fn run_pod(
     ctx: &TestContext,
@@ -713,10 +737,12 @@ fn run_pod(
     std::fs::create_dir_all(workdir).unwrap();
     let args: Vec<String> = line[1..]
         .iter()
-        .map(|a| match a.strip_prefix("/flow") {
-            Some(rest) => format!("{}{rest}", mount.display()),
-            None => a.clone(),
-        })
+        .map(
+            |a| match a.strip_prefix("/flow").or(a.strip_prefix("/project")) {
+                Some(rest) => format!("{}{rest}", mount.display()),
+                None => a.clone(),
+            },
+        )
         .collect();
     let mut cmd = ctx.std_cmd();
     cmd.args(&args)
@@ -902,5 +928,732 @@ fn a_pod_that_cannot_reach_object_storage_exits_3_not_2() {
     assert!(
         err.contains("s3://runs/team/job-shards/job-shard-1-of-2"),
         "{err}"
+    );
+}
+
+/// `flow deploy --target kubernetes-job ARGS`.
+fn deploy_job(ctx: &TestContext, args: &[&str]) -> support::context::Run {
+    let mut all = vec!["deploy", "--target", "kubernetes-job"];
+    all.extend_from_slice(args);
+    ctx.run(&all)
+}
+
+/// The Job's container runs exactly `expected` (command and args).
+fn assert_args(job: &Value, expected: &[&str]) {
+    assert_eq!(command_line(job), strings(expected));
+}
+
+/// A project with the repository's experiment (its flow, evaluation flow and datasets), an
+/// overlay, a judge on a connection of its own and the few-shot variant on another connection.
+fn experiment_project(ctx: &TestContext) {
+    classification_experiment(ctx);
+    let base = std::fs::read_to_string(ctx.root().join("experiment.yaml"))
+        .unwrap()
+        .replace(
+            "- name: exact_match\n",
+            "- name: relevance\n  builtin: relevance\n  options: {connection: judge}\n  datasets:\n  - name: tickets\n    mappings:\n      question: \"${data.text}\"\n      prediction: \"${run.outputs.category}\"\n- name: exact_match\n",
+        );
+    assert!(base.contains("connection: judge"));
+    ctx.write("experiment.yaml", &base);
+    ctx.write(
+        "experiment.pr.yaml",
+        &std::fs::read_to_string(support::context::repo_root().join("experiment.pr.yaml")).unwrap(),
+    );
+    let flow = ctx.root().join("flows/classification/flow.dag.yaml");
+    let yaml = std::fs::read_to_string(&flow).unwrap();
+    let at = yaml.rfind("connection: open_ai_connection").unwrap();
+    let yaml = format!(
+        "{}connection: fewshot_conn{}",
+        &yaml[..at],
+        &yaml[at + "connection: open_ai_connection".len()..]
+    );
+    std::fs::write(&flow, yaml).unwrap();
+}
+
+#[test]
+fn an_experiment_job_shards_every_variant_run_and_its_merge_job_compares() {
+    let ctx = TestContext::new();
+    experiment_project(&ctx);
+    let run = deploy_job(
+        &ctx,
+        &[
+            "--image",
+            "reg/exp:1",
+            "--experiment",
+            "--env",
+            "pr",
+            "--variants",
+            "default,classify.variant_1",
+            "--shards",
+            "6",
+            "--parallelism",
+            "4",
+            "--concurrency",
+            "40",
+            "--upload",
+            "gs://team/exp/",
+            "--namespace",
+            "ml",
+        ],
+    );
+    // Named after the experiment; the pr overlay keeps one dataset: 2 variants × 1 dataset.
+    run.expect_code(0)
+        .stdout_has("Job/classification")
+        .stdout_has("Job/classification-merge")
+        .stdout_has("4 at once, 10 lines in flight each")
+        .stdout_has("experiment: 2 runs per shard, sharing its 10 lines in flight")
+        .stdout_has("comparison: gs://team/exp/classification/experiments/classification/")
+        .stdout_has("connections: open_ai_connection, fewshot_conn, judge");
+    let docs = read_docs(&ctx, "deploy/classification/job.yaml");
+    assert_eq!(docs.len(), 1, "image delivery: no ConfigMap");
+    let job = by_kind(&docs, "Job", "classification");
+    assert_eq!(job["metadata"]["namespace"], "ml");
+    check_pod(
+        job,
+        "reg/exp:1",
+        "classification-env",
+        "classification-storage",
+    );
+    // Every connection of the flow (each variant), the evaluation flow and the judge, all
+    // read from the one Secret by reference.
+    assert_eq!(
+        job["metadata"]["annotations"]["flow/connections"],
+        "open_ai_connection,fewshot_conn,judge"
+    );
+    check_indexed(job, 6, 4);
+    // The project is in the image under /app; ceil(40 / 4) lines in flight in each pod, shared
+    // by the pod's runs of every variant.
+    assert_args(
+        job,
+        &[
+            "/usr/local/bin/flow",
+            "experiment",
+            "/app/experiment.yaml",
+            "--env",
+            "pr",
+            "--variants",
+            "default,classify.variant_1",
+            "--shards",
+            "6",
+            "--upload",
+            "gs://team/exp/classification-shards",
+            "--concurrency",
+            "10",
+        ],
+    );
+    let merge_docs = read_docs(&ctx, "deploy/classification/merge-job.yaml");
+    let merge = by_kind(&merge_docs, "Job", "classification-merge");
+    check_pod(
+        merge,
+        "reg/exp:1",
+        "classification-env",
+        "classification-storage",
+    );
+    assert_eq!(merge["spec"]["completions"], 1);
+    assert_eq!(
+        merge["spec"]["podFailurePolicy"]["rules"][0]["action"],
+        "FailJob"
+    );
+    // The merge downloads every shard run to /tmp: no size limit there, unlike a shard's.
+    let tmp = |j: &Value| {
+        j["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "tmp")
+            .unwrap()["emptyDir"]
+            .clone()
+    };
+    assert_eq!(tmp(merge), serde_json::json!({}));
+    assert_eq!(tmp(job)["sizeLimit"], "256Mi");
+    // The merge runs alone, with the whole line budget, and uploads the comparison.
+    assert_args(
+        merge,
+        &[
+            "/usr/local/bin/flow",
+            "experiment",
+            "/app/experiment.yaml",
+            "--env",
+            "pr",
+            "--variants",
+            "default,classify.variant_1",
+            "--merge-shards",
+            "gs://team/exp/classification-shards",
+            "--name",
+            "classification",
+            "--to",
+            "gs://team/exp/classification",
+            "--concurrency",
+            "40",
+        ],
+    );
+    kubectl_dry_run(&ctx, "deploy/classification/job.yaml");
+    kubectl_dry_run(&ctx, "deploy/classification/merge-job.yaml");
+}
+
+#[test]
+fn an_experiment_configmap_carries_its_folder_and_a_shared_claim_replaces_object_storage() {
+    let ctx = TestContext::new();
+    experiment_project(&ctx);
+    ctx.write(".env", &format!("OPEN_AI_CONNECTION_API_KEY={TEST_KEY}\n"));
+    ctx.write(
+        "flows/classification/.env",
+        &format!("OPEN_AI_CONNECTION_API_KEY={TEST_KEY}\n"),
+    );
+    deploy_job(
+        &ctx,
+        &[
+            "--image",
+            "reg/exp:1",
+            "--name",
+            "nightly",
+            "--experiment",
+            "experiment.yaml",
+            "--deliver",
+            "configmap",
+            "--shards",
+            "3",
+            "--runs-pvc",
+            "shared-runs",
+        ],
+    )
+    .expect_code(0)
+    .stdout_has("ConfigMap/nightly-flow, Job/nightly")
+    .stdout_has("/work/.flow/runs/ on claim shared-runs")
+    .stdout_has("comparison: /work/.flow/experiments/nightly/ on claim shared-runs");
+    let docs = read_docs(&ctx, "deploy/nightly/job.yaml");
+    let cm = by_kind(&docs, "ConfigMap", "nightly-flow");
+    let data = cm["data"].as_object().unwrap();
+    let text = |rel: &str| std::fs::read_to_string(ctx.root().join(rel)).unwrap();
+    // The experiment file, the flow as written (every variant: the experiment picks them), the
+    // evaluation flow and the datasets, at their paths relative to the experiment file.
+    assert_eq!(data["flow.experiment.yaml"], text("experiment.yaml"));
+    assert_eq!(
+        data["flow.flows__classification__flow.dag.yaml"],
+        text("flows/classification/flow.dag.yaml")
+    );
+    assert!(
+        data["flow.flows__classification__flow.dag.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("node_variants")
+    );
+    assert_eq!(
+        data["flow.flows__eval-accuracy__grade.py"],
+        text("flows/eval-accuracy/grade.py")
+    );
+    assert_eq!(
+        data["flow.datasets__classification.jsonl"],
+        text("datasets/classification.jsonl")
+    );
+    // No overlay without --env, no secrets, no data key of a batch run.
+    assert!(!data.contains_key("flow.experiment.pr.yaml"));
+    let all = serde_json::to_string(&cm).unwrap();
+    assert!(!all.contains(TEST_KEY), "a secret reached the ConfigMap");
+    assert!(!data.keys().any(|k| k.starts_with("data.")));
+
+    let job = by_kind(&docs, "Job", "nightly");
+    let merge = &read_docs(&ctx, "deploy/nightly/merge-job.yaml")[0];
+    for (j, component) in [(job, "shard"), (merge, "merge")] {
+        let pod = &j["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        // No object storage: no storage Secret; the connections' Secret by reference.
+        assert_eq!(c["envFrom"].as_array().unwrap().len(), 1, "{component}");
+        assert_eq!(c["envFrom"][0]["secretRef"]["name"], "nightly-env");
+        assert!(c.get("env").is_none());
+        // The claim is the working directory (and its .flow/) of every pod.
+        let work = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "work")
+            .unwrap();
+        assert_eq!(work["persistentVolumeClaim"]["claimName"], "shared-runs");
+        assert!(pod["securityContext"]["fsGroup"].is_u64());
+        // The merge evaluates: it mounts the experiment's folder too.
+        let mounts = c["volumeMounts"].as_array().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["mountPath"] == "/project" && m["readOnly"] == true),
+            "{component}: {mounts:?}"
+        );
+        let flow_volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "flow")
+            .unwrap();
+        let items = flow_volume["configMap"]["items"].as_array().unwrap();
+        assert!(items.iter().any(|i| i["key"]
+            == "flow.flows__classification__classify_few_shot.jinja2"
+            && i["path"] == "flows/classification/classify_few_shot.jinja2"));
+    }
+    assert_args(
+        job,
+        &[
+            "/usr/local/bin/flow",
+            "experiment",
+            "/project/experiment.yaml",
+            "--shards",
+            "3",
+            "--concurrency",
+            "11",
+        ],
+    );
+    assert_args(
+        merge,
+        &[
+            "/usr/local/bin/flow",
+            "experiment",
+            "/project/experiment.yaml",
+            "--merge-shards",
+            "--name",
+            "nightly",
+            "--concurrency",
+            "32",
+        ],
+    );
+    kubectl_dry_run(&ctx, "deploy/nightly/job.yaml");
+    kubectl_dry_run(&ctx, "deploy/nightly/merge-job.yaml");
+
+    // A batch run on a shared claim: the merge names the shard runs there.
+    deploy_job(
+        &ctx,
+        &[
+            "--image",
+            "reg/cls:1",
+            "--name",
+            "batch",
+            "--data",
+            "/data/in.jsonl",
+            "--shards",
+            "2",
+            "--runs-pvc",
+            "shared-runs",
+        ],
+    )
+    .expect_code(0);
+    let merge = &read_docs(&ctx, "deploy/batch/merge-job.yaml")[0];
+    assert_args(
+        merge,
+        &[
+            "/usr/local/bin/flow",
+            "runs",
+            "merge",
+            "batch-shard-1-of-2",
+            "batch-shard-2-of-2",
+            "--name",
+            "batch",
+        ],
+    );
+    assert!(
+        !command_line(&read_docs(&ctx, "deploy/batch/job.yaml")[0])
+            .contains(&"--upload".to_string())
+    );
+}
+
+#[test]
+fn experiment_job_mistakes_are_usage_errors() {
+    let ctx = TestContext::new();
+    experiment_project(&ctx);
+    let base = [
+        "deploy",
+        "--target",
+        "kubernetes-job",
+        "--image",
+        "x",
+        "--shards",
+        "2",
+    ];
+    // An experiment file with a key written in it does not go into a ConfigMap.
+    ctx.write(".env", &format!("JUDGE_API_KEY={TEST_KEY}\n"));
+    let inlined = std::fs::read_to_string(ctx.root().join("experiment.yaml"))
+        .unwrap()
+        .replace("api_key: ${api_key}", &format!("api_key: {TEST_KEY}"));
+    ctx.write("inlined.yaml", &inlined);
+    // A dataset outside the experiment's folder cannot keep its relative path in a ConfigMap.
+    ctx.write("outside/data.jsonl", "{\"text\": \"hi\"}\n");
+    let nested = std::fs::read_to_string(ctx.root().join("experiment.yaml"))
+        .unwrap()
+        .replace("flow: flows/", "flow: ../flows/")
+        .replace("source: datasets/", "source: ../datasets/");
+    ctx.write("exp/experiment.yaml", &nested);
+    let bad: &[(&[&str], &str)] = &[
+        (
+            &["--experiment"],
+            "needs --upload URL (s3://, az://, gs://) or --runs-pvc NAME",
+        ),
+        (
+            &["--experiment", "missing.yaml", "--upload", "s3://b"],
+            "no experiment file at missing.yaml",
+        ),
+        (
+            &["--experiment", "--data", "d.jsonl", "--upload", "s3://b"],
+            "cannot be used with",
+        ),
+        (
+            &["--experiment", "--allow-failures", "--upload", "s3://b"],
+            "cannot be used with",
+        ),
+        (
+            &["--env", "pr", "--data", "d", "--upload", "s3://b"],
+            "--experiment",
+        ),
+        (
+            &["--experiment", "--upload", "s3://b", "--runs-pvc", "c"],
+            "cannot be used with",
+        ),
+        (
+            &[
+                "--experiment",
+                "--variants",
+                "classify.nope",
+                "--upload",
+                "s3://b",
+            ],
+            "nope",
+        ),
+        (
+            &["--experiment", "--upload", "s3://b", "--deliver", "volume"],
+            "--pvc",
+        ),
+        (
+            &[
+                "--experiment",
+                "exp/experiment.yaml",
+                "--upload",
+                "s3://b",
+                "--deliver",
+                "configmap",
+            ],
+            "outside the experiment's folder",
+        ),
+        (
+            &[
+                "--experiment",
+                "inlined.yaml",
+                "--upload",
+                "s3://b",
+                "--deliver",
+                "configmap",
+            ],
+            "inlined.yaml would carry a secret into the ConfigMap",
+        ),
+        (
+            &["--upload", "s3://b"],
+            "needs --data PATH (a batch run) or --experiment",
+        ),
+    ];
+    for (extra, message) in bad {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        ctx.run(&args).expect_code(2).stderr_has(message);
+    }
+    // The same experiment from the image or a volume is fine: paths there are the image's.
+    deploy_job(
+        &ctx,
+        &[
+            "--image",
+            "x",
+            "--shards",
+            "2",
+            "--experiment",
+            "exp/experiment.yaml",
+            "--upload",
+            "s3://b",
+            "--deliver",
+            "volume",
+            "--pvc",
+            "proj",
+        ],
+    )
+    .expect_code(0);
+}
+
+#[cfg(unix)]
+#[test]
+fn apply_runs_the_experiment_job_then_its_merge() {
+    let ctx = TestContext::new();
+    experiment_project(&ctx);
+    let (out, calls) = apply_with_fake_kubectl(
+        &ctx,
+        &[
+            "--image",
+            "reg/exp:1",
+            "--experiment",
+            "--shards",
+            "2",
+            "--upload",
+            "s3://b/exp",
+        ],
+        "complete",
+        "complete",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("all 2 shards succeeded"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "job/classification-merge: experiment compared classification written to s3://b/exp/classification/"
+        ),
+        "{stdout}"
+    );
+    let applies: Vec<&str> = calls.lines().filter(|c| c.starts_with("apply")).collect();
+    assert_eq!(
+        applies,
+        [
+            "apply -f deploy/classification/job.yaml",
+            "apply -f deploy/classification/merge-job.yaml"
+        ]
+    );
+}
+
+/// An object's text from the test's S3 server, or the keys under a prefix when `key` ends with
+/// `/` (through boto3, which moto depends on, with the server's test credentials).
+fn s3_get(s3: &S3Server, key: &str) -> String {
+    let client = format!(
+        "import sys, boto3\nc = boto3.client('s3', endpoint_url='http://127.0.0.1:{}', aws_access_key_id='testing', aws_secret_access_key='testing', region_name='us-east-1')\n",
+        s3.port
+    );
+    let script = if key.ends_with('/') {
+        format!(
+            "{client}for page in c.get_paginator('list_objects_v2').paginate(Bucket='{}', Prefix='{key}'):\n    for o in page.get('Contents', []): print(o['Key'])",
+            s3.bucket
+        )
+    } else {
+        format!(
+            "{client}sys.stdout.write(c.get_object(Bucket='{}', Key='{key}')['Body'].read().decode())",
+            s3.bucket
+        )
+    };
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The repository's experiment, two of its variants, from the volume `project`.
+const EXPERIMENT_ON_VOLUME: &[&str] = &[
+    "--image",
+    "reg/exp:1",
+    "--name",
+    "exp",
+    "--experiment",
+    "--variants",
+    "default,classify.variant_1",
+    "--deliver",
+    "volume",
+    "--pvc",
+    "project",
+];
+
+/// The same experiment in one process (in a working directory of its own): its summary.
+fn one_process_experiment(ctx: &TestContext) -> Value {
+    let one = ctx.root().join("one-process");
+    let line = strings(&[
+        "/usr/local/bin/flow",
+        "experiment",
+        "/project/experiment.yaml",
+        "--variants",
+        "default,classify.variant_1",
+        "--name",
+        "one",
+    ]);
+    let out = run_pod(ctx, &line, &one, ctx.root(), &[], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_file(&one.join(".flow/experiments/one/summary.json"))
+}
+
+#[test]
+fn the_experiment_pods_command_lines_shard_upload_merge_and_compare_like_one_process() {
+    let s3 = S3Server::start("exp");
+    let ctx = TestContext::with_mock();
+    classification_experiment(&ctx);
+    answers_by_variant(&ctx);
+    let url = s3.url("team/exp");
+    let mut args = EXPERIMENT_ON_VOLUME.to_vec();
+    args.extend(["--shards", "2", "--concurrency", "8", "--upload", &url]);
+    deploy_job(&ctx, &args).expect_code(0);
+    let reference = one_process_experiment(&ctx);
+
+    // Each index in a pod of its own (an empty working directory: no shared disk, no shared
+    // cache) with the storage variables; then the merge pod, which has no shard on its disk: it
+    // reads them from object storage, evaluates, compares and uploads the comparison laid out
+    // as .flow/.
+    let env: Vec<(String, String)> = s3
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let requests_before = ctx.mock().request_count();
+    let pods = ctx.root().join("pods");
+    let out = run_job(&ctx, "exp", ctx.root(), &env, &|index| {
+        pods.join(index.map_or("merge".into(), |i| i.to_string()))
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("uploaded the comparison exp and"), "{err}");
+    // Every line of every run once: 2 variants × (20 + 8 tickets).
+    assert_eq!(ctx.mock().request_count() - requests_before, 56);
+    let uploaded = s3_get(&s3, "team/exp/exp/experiments/exp/summary.json");
+    let summary: Value = serde_json::from_str(&uploaded).unwrap();
+    let merged = comparable_summary(&summary);
+    assert_eq!(merged, comparable_summary(&reference));
+    assert_eq!(merged.0.len(), 4);
+    assert_eq!(merged.1, "classify.variant_1");
+    // `--to` is the merge's: without --merge-shards it is a usage error.
+    ctx.run(&["experiment", "--to", &url])
+        .expect_code(2)
+        .stderr_has("--merge-shards");
+    let keys = s3_get(&s3, "team/exp/exp/");
+    assert!(
+        keys.contains("team/exp/exp/experiments/exp/report.html"),
+        "{keys}"
+    );
+    // The merged runs and their evaluation runs, where summary.json's relative paths point.
+    for r in summary["runs"].as_array().unwrap() {
+        let name = r["run_dir"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("../../runs/");
+        assert!(
+            keys.contains(&format!("team/exp/exp/runs/{name}/meta.json")),
+            "{name}: {keys}"
+        );
+        for e in r["eval_dirs"].as_array().unwrap() {
+            let name = e.as_str().unwrap().trim_start_matches("../../runs/");
+            assert!(
+                keys.contains(&format!("team/exp/exp/runs/{name}/meta.json")),
+                "{name}: {keys}"
+            );
+        }
+    }
+}
+
+/// Run the Job in `deploy/<name>/` as the cluster would: every index of the Indexed Job, then
+/// the merge Job, each pod in the working directory `workdir(index)` (`None`: the merge) with the
+/// project volume at `mount` and the variables `env`. The merge pod's output.
+fn run_job(
+    ctx: &TestContext,
+    name: &str,
+    mount: &Path,
+    env: &[(String, String)],
+    workdir: &dyn Fn(Option<u32>) -> std::path::PathBuf,
+) -> std::process::Output {
+    let job = &read_docs(ctx, &format!("deploy/{name}/job.yaml"))[0];
+    let shards = job["spec"]["completions"].as_u64().unwrap() as u32;
+    let shard_line = command_line(job);
+    for index in 0..shards {
+        let out = run_pod(
+            ctx,
+            &shard_line,
+            &workdir(Some(index)),
+            mount,
+            env,
+            Some(index),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "index {index}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let merge_line = command_line(&read_docs(ctx, &format!("deploy/{name}/merge-job.yaml"))[0]);
+    run_pod(ctx, &merge_line, &workdir(None), mount, env, None)
+}
+
+/// With `--runs-pvc`, every pod's working directory is the one claim: shards and the merge
+/// meet in its `.flow/`, no object storage involved; for an experiment and for a batch run.
+#[test]
+fn on_a_shared_claim_the_pods_merge_and_compare_without_object_storage() {
+    let ctx = TestContext::with_mock();
+    classification_experiment(&ctx);
+    answers_by_variant(&ctx);
+    let mut args = EXPERIMENT_ON_VOLUME.to_vec();
+    args.extend(["--runs-pvc", "runs", "--shards", "3"]);
+    deploy_job(&ctx, &args).expect_code(0);
+    let claim = ctx.root().join("claim");
+    let out = run_job(&ctx, "exp", ctx.root(), &[], &|_| claim.clone());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let merged = comparable_summary(&json_file(
+        &claim.join(".flow/experiments/exp/summary.json"),
+    ));
+    assert_eq!(merged.0.len(), 4);
+    assert_eq!(merged, comparable_summary(&one_process_experiment(&ctx)));
+
+    // A batch run the same way: the merged run equals the one-process run.
+    shard_flow(&ctx);
+    std::fs::copy(ctx.root().join("q.jsonl"), ctx.root().join("shq/q.jsonl")).unwrap();
+    deploy_job(
+        &ctx,
+        &[
+            "--image",
+            "reg/shq:1",
+            "--name",
+            "batch",
+            "--deliver",
+            "volume",
+            "--pvc",
+            "flows",
+            "--data",
+            "q.jsonl",
+            "--runs-pvc",
+            "runs",
+            "--shards",
+            "3",
+            "--allow-failures",
+        ],
+    )
+    .expect_code(0);
+    let out = run_job(&ctx, "batch", &ctx.root().join("shq"), &[], &|_| {
+        claim.clone()
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("merged 3 shards into batch"), "{err}");
+    let out = run_pod(
+        &ctx,
+        &strings(&[
+            "/usr/local/bin/flow",
+            "run",
+            "/flow",
+            "--data",
+            "/flow/q.jsonl",
+            "--name",
+            "one",
+            "--allow-failures",
+        ]),
+        &ctx.root().join("one-run"),
+        &ctx.root().join("shq"),
+        &[],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_same_run(
+        &claim.join(".flow/runs/batch"),
+        &ctx.root().join("one-run/.flow/runs/one"),
     );
 }

@@ -501,16 +501,8 @@ fn the_shard_comes_from_flow_shard_or_a_kubernetes_completion_index() {
 #[test]
 fn an_experiment_fans_out_into_shards_and_compares_the_merged_runs() {
     let ctx = TestContext::with_mock();
-    ctx.copy_from_repo("flows");
-    ctx.copy_from_repo("datasets");
-    ctx.write(
-        "experiment.yaml",
-        &std::fs::read_to_string(support::context::repo_root().join("experiment.yaml")).unwrap(),
-    );
-    // The few-shot variant says "billing", the zero-shot one "other".
-    ctx.mock().reply_when("Classify the ticket", "other");
-    ctx.mock()
-        .reply_when("You route customer support tickets into one of", "billing");
+    classification_experiment(&ctx);
+    answers_by_variant(&ctx);
     let experiment = |extra: &[&str]| {
         let mut args = vec![
             "experiment",
@@ -540,31 +532,12 @@ fn an_experiment_fans_out_into_shards_and_compares_the_merged_runs() {
     experiment(&["--merge-shards", "--name", "merged"]).expect_code(0);
     experiment(&["--name", "whole"]).expect_code(0);
     let comparable = |name: &str| {
-        let s = json_file(
+        comparable_summary(&json_file(
             &ctx.root()
                 .join(".flow/experiments")
                 .join(name)
                 .join("summary.json"),
-        );
-        let runs: Vec<Value> = s["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                serde_json::json!([
-                    r["variant"],
-                    r["dataset"],
-                    r["metrics"],
-                    r["status"],
-                    r["lines"],
-                    r["failed_lines"],
-                    r["tokens"],
-                    r["flow_hash"],
-                    r["dataset_hash"]
-                ])
-            })
-            .collect();
-        (runs, s["winner"].clone(), s["means"].clone())
+        ))
     };
     let merged = comparable("merged");
     assert_eq!(merged, comparable("whole"));
@@ -593,16 +566,8 @@ fn experiment_shards_on_machines_without_a_shared_disk_merge_from_s3() {
     let s3 = S3Server::start("exp");
     let prefix = s3.url("team/exp-shards");
     let project = |ctx: &TestContext| {
-        ctx.copy_from_repo("flows");
-        ctx.copy_from_repo("datasets");
-        ctx.write(
-            "experiment.yaml",
-            &std::fs::read_to_string(support::context::repo_root().join("experiment.yaml"))
-                .unwrap(),
-        );
-        ctx.mock().reply_when("Classify the ticket", "other");
-        ctx.mock()
-            .reply_when("You route customer support tickets into one of", "billing");
+        classification_experiment(ctx);
+        answers_by_variant(ctx);
     };
     let experiment = |ctx: &TestContext, extra: &[&str]| {
         let mut cmd = ctx.cmd();

@@ -39,7 +39,8 @@ pub enum Target {
     Kubernetes,
     /// A docker-compose file for one host.
     Compose,
-    /// A sharded batch run: an Indexed Job (one shard per index) and a merge Job.
+    /// A sharded batch run (--data) or experiment (--experiment): an Indexed Job (one shard per
+    /// index) and a merge Job.
     KubernetesJob,
 }
 
@@ -51,7 +52,8 @@ pub struct RolloutArgs {
     /// The image to deploy (built from `flow build`).
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
-    /// The application's name (Deployment, Service) [default: from --flow, else the image].
+    /// The application's name (Deployment, Service, Job) [default: the experiment's name, else
+    /// from --flow, else the image].
     #[arg(long)]
     pub name: Option<String>,
     /// Replicas of the (stable) version [default: 2 for kubernetes, 1 for compose].
@@ -269,8 +271,9 @@ fn rollout(args: RolloutArgs) -> Result<(), Failure> {
                 namespace: args.namespace.clone(),
                 secret: args.secret.clone(),
                 flow: args.smoke.flow.as_deref(),
-                dir,
+                output: args.output.clone(),
                 apply: args.apply,
+                named: args.name.is_some(),
             },
             &args.job,
         );

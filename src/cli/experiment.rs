@@ -86,11 +86,17 @@ pub struct ExperimentArgs {
     /// that --upload wrote to) [default: .flow/runs], then evaluate and compare as usual.
     #[arg(long, value_name = "FOLDER", num_args = 0..)]
     pub merge_shards: Option<Vec<String>>,
+    /// With --merge-shards: upload the result laid out as .flow/ — the comparison to
+    /// URL/experiments/<name>/, the merged runs and their evaluation runs to URL/runs/ (s3://,
+    /// az://, gs://).
+    #[arg(long, value_name = "URL", requires = "merge_shards")]
+    pub to: Option<String>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
 
-fn experiment_failure(e: ExperimentError) -> Failure {
+/// The exit status and message of an experiment that cannot run.
+pub(super) fn experiment_failure(e: ExperimentError) -> Failure {
     match e {
         ExperimentError::File(f) => Failure::diagnostics(&f.diagnostics),
         ExperimentError::Flow(d) => Failure::diagnostics(&d),
@@ -291,6 +297,13 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
             dir.display()
         )));
     }
+    let to = match &args.to {
+        Some(url) => Some(
+            flow::run_store::remote::RemoteDir::parse(url)
+                .map_err(|e| Failure::usage(format!("error: --to: {e}")))?,
+        ),
+        None => None,
+    };
     let shard = super::batch::shard_from(args.shard.as_deref(), args.shards)?;
     let upload = match (&args.upload, shard) {
         (Some(url), Some(_)) => Some(
@@ -476,6 +489,9 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     summary::write(&dir, &s)
         .map_err(|e| Failure::usage(format!("error: cannot write {}: {e}", dir.display())))?;
     write_reports(&dir, &s);
+    if let Some(remote) = &to {
+        upload_comparison(remote, &dir, &results)?;
+    }
 
     if args.output == OutputFormat::Json {
         outln!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
@@ -496,6 +512,40 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     }
     eprintln!("{}", dim(&format!("comparison {}", dir.display()), color));
     verdict(&results)
+}
+
+/// Upload a merged experiment laid out as `.flow/`: the comparison directory to
+/// `experiments/<name>/`, each run and its evaluation runs to `runs/<run name>/` (so the paths
+/// in `summary.json` hold there too). Storage that cannot be written is exit 3.
+fn upload_comparison(
+    remote: &flow::run_store::remote::RemoteDir,
+    dir: &Path,
+    results: &[RunResult],
+) -> Result<(), Failure> {
+    let rt = super::runtime()?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let runs = remote.child("runs");
+    let mut uploads = vec![(remote.child("experiments").child(&name), dir.to_path_buf())];
+    for r in results {
+        uploads.push((runs.child(&r.dir.name()), r.dir.path.clone()));
+        for e in &r.evals {
+            uploads.push((runs.child(&e.dir.name()), e.dir.path.clone()));
+        }
+    }
+    for (target, path) in &uploads {
+        rt.block_on(target.upload(path)).map_err(|e| {
+            Failure::endpoint(format!("error: cannot upload {}: {e}", path.display()))
+        })?;
+    }
+    eprintln!(
+        "uploaded the comparison {name} and {} run{} to {remote}",
+        uploads.len() - 1,
+        plural(uploads.len() - 1)
+    );
+    Ok(())
 }
 
 /// The experiment's exit status: 130 when stopped, 3 when the endpoint could not be used at

@@ -74,7 +74,7 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Write a Docker build context that serves the flow (Dockerfile, .dockerignore, README).
     Build(build::BuildArgs),
-    /// Roll a built image out (Kubernetes or compose, with a canary), run a sharded batch as a Kubernetes Indexed Job, or smoke-test a server.
+    /// Roll a built image out (Kubernetes or compose, with a canary), run a sharded batch run or experiment as a Kubernetes Indexed Job, or smoke-test a server.
     Deploy(Box<deploy::DeployArgs>),
     /// GET a URL and exit 0 when it answers 2xx (the image's HEALTHCHECK).
     Probe(probe::ProbeArgs),

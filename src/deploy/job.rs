@@ -1,6 +1,8 @@
-//! A sharded batch run as a Kubernetes Indexed Job: N indexes, each pod running
-//! `flow run FLOW --data DATA --shards N` (its shard from `JOB_COMPLETION_INDEX`) and uploading its
-//! run directory to object storage, then a second Job merging the shards into one run.
+//! A sharded batch run or experiment as a Kubernetes Indexed Job: N indexes, each pod running
+//! `flow run FLOW --data DATA --shards N` or `flow experiment FILE --shards N` (its shard from
+//! `JOB_COMPLETION_INDEX`) and uploading its run directories to object storage (or writing them
+//! to a shared volume), then a second Job merging the shards: `flow runs merge`, or
+//! `flow experiment FILE --merge-shards`, which also evaluates and compares.
 //!
 //! Retries: each index has its own retry budget (`backoffLimitPerIndex`); a retried pod resumes
 //! the shard it uploaded. A configuration error (exit 2) is the same on every retry, so the pod
@@ -13,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use crate::build::secrets::SecretGuard;
 use crate::connection::EnvVars;
+use crate::experiment::{EvaluatorKind, Experiment};
 use crate::model::Flow;
 
 use super::kubernetes::APP_LABEL;
@@ -21,6 +24,11 @@ use super::kubernetes::APP_LABEL;
 pub const IMAGE_FLOW_PATH: &str = "/app/flow";
 /// Where the flow is mounted when delivered by ConfigMap or volume.
 pub const MOUNTED_FLOW_PATH: &str = "/flow";
+/// Where an experiment's folder (the experiment file, its flows and datasets) is mounted when
+/// delivered by ConfigMap or volume.
+pub const MOUNTED_PROJECT_PATH: &str = "/project";
+/// Where a project baked into an image is: relative paths are taken under it.
+pub const IMAGE_PROJECT_PATH: &str = "/app";
 /// Where the data file is mounted when delivered by ConfigMap.
 pub const MOUNTED_DATA_DIR: &str = "/flow-data";
 /// The pods' writable working directory (an emptyDir): `.flow/runs` lives here.
@@ -54,6 +62,16 @@ pub enum JobError {
     },
     #[error("two files of the flow map to the same ConfigMap key `{0}`: rename one")]
     KeyClash(String),
+    #[error("{path}: {message}")]
+    Flow { path: PathBuf, message: String },
+    #[error(
+        "{path} would carry a secret into the ConfigMap: {reason}\n  help: read it from the environment instead (an experiment's connection takes `api_key: ${{api_key}}`, read from <CONNECTION>_API_KEY in the Secret)"
+    )]
+    Secret { path: PathBuf, reason: String },
+    #[error(
+        "{path} is outside the experiment's folder {folder}, so a ConfigMap cannot carry it at the same relative path\n  help: keep the flows and datasets under the experiment file's folder, or deliver with --deliver image or --deliver volume --pvc NAME"
+    )]
+    OutsideProject { path: PathBuf, folder: PathBuf },
 }
 
 /// How the pods get the flow and the data.
@@ -83,48 +101,167 @@ impl Delivery {
 /// The text files a ConfigMap delivery carries.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigMapFiles {
-    /// The flow's files by path relative to the flow directory (`/`-separated).
+    /// The files mounted at the workload's mount path, by path relative to it (`/`-separated):
+    /// the flow's files (a batch run), or the experiment's folder: the experiment file, its flows
+    /// and its datasets (an experiment).
     pub flow: Vec<(String, String)>,
-    /// The data file's name and content.
-    pub data: (String, String),
+    /// A batch run's data file: its name and content.
+    pub data: Option<(String, String)>,
 }
 
 impl ConfigMapFiles {
     /// The files `flow build` would put in the image (secrets left out the same way) and the
     /// data file, read as text.
     pub fn read(flow: &Flow, env: &EnvVars, data: &Path) -> Result<Self, JobError> {
-        let guard = SecretGuard::new(env, &flow.dir);
-        let staging = std::env::temp_dir().join(format!(
-            "flow-configmap-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default()
-        ));
-        let copied =
-            crate::run_store::copy_flow(flow, &staging, &|p| guard.reason_to_skip(p).is_some())
-                .map_err(|source| JobError::Read {
-                    path: flow.dir.clone(),
-                    source,
-                });
-        let files = copied.and_then(|()| {
-            let mut files = Vec::new();
-            collect(&staging, &staging, &mut files)?;
-            Ok(files)
-        });
-        let _ = std::fs::remove_dir_all(&staging);
-        let mut files = files?;
-        files.sort();
         let name = data
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "data.jsonl".into());
         Ok(Self {
-            flow: files,
-            data: (name, read_text(data)?),
+            flow: flow_files(flow, env, false)?,
+            data: Some((name, read_text(data)?)),
         })
     }
+
+    /// What an experiment reads, at its path relative to the experiment file's folder: the
+    /// experiment file (and its overlay), each flow it runs or evaluates with (the files `flow
+    /// build` would copy: secrets left out) and each dataset. Everything must be inside that
+    /// folder.
+    pub fn read_experiment(experiment: &Experiment, env: &EnvVars) -> Result<Self, JobError> {
+        let folder = std::fs::canonicalize(&experiment.dir).map_err(|source| JobError::Read {
+            path: experiment.dir.clone(),
+            source,
+        })?;
+        let relative = |path: &Path| -> Result<String, JobError> {
+            let full = std::fs::canonicalize(path).map_err(|source| JobError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            full.strip_prefix(&folder)
+                .map(slash_path)
+                .map_err(|_| JobError::OutsideProject {
+                    path: path.to_path_buf(),
+                    folder: experiment.dir.clone(),
+                })
+        };
+        let guard = SecretGuard::new(env, &experiment.dir);
+        let (flows, plain) = experiment_inputs(experiment);
+        let mut files = Vec::new();
+        for path in plain {
+            if let Some(reason) = guard.reason_to_skip(&path) {
+                return Err(JobError::Secret { path, reason });
+            }
+            files.push((relative(&path)?, read_text(&path)?));
+        }
+        for path in flows {
+            let flow = crate::model::load(&path, &[]).map_err(|e| JobError::Flow {
+                path: path.clone(),
+                message: e
+                    .diagnostics
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            })?;
+            let rel = relative(&flow.dir)?;
+            // The experiment picks the variants: the flow keeps them all.
+            for (file, text) in flow_files(&flow, env, true)? {
+                let path = if rel.is_empty() {
+                    file
+                } else {
+                    format!("{rel}/{file}")
+                };
+                files.push((path, text));
+            }
+        }
+        files.sort();
+        files.dedup_by(|a, b| a.0 == b.0);
+        Ok(Self {
+            flow: files,
+            data: None,
+        })
+    }
+}
+
+/// What an experiment reads: the flows it runs and evaluates with, and the other files (its
+/// file and overlay, its datasets and the evaluators' reference files), each once.
+pub fn experiment_inputs(experiment: &Experiment) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut flows = vec![experiment.flow.clone()];
+    let mut files: Vec<PathBuf> = std::iter::once(experiment.file.clone())
+        .chain(experiment.overlay.clone())
+        .chain(experiment.datasets.iter().map(|d| d.source.clone()))
+        .collect();
+    for e in &experiment.evaluators {
+        if let EvaluatorKind::Flow(dir) = &e.kind {
+            flows.push(dir.clone());
+        }
+        files.extend(e.datasets.iter().map(|d| d.source.clone()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    flows.retain(|p| seen.insert(p.clone()));
+    files.retain(|p| seen.insert(p.clone()));
+    (flows, files)
+}
+
+/// The files of `flow` that `flow build` would copy (secrets left out), relative to its folder;
+/// its YAML with the selected variants applied, or as written (`keep_variants`).
+fn flow_files(
+    flow: &Flow,
+    env: &EnvVars,
+    keep_variants: bool,
+) -> Result<Vec<(String, String)>, JobError> {
+    let guard = SecretGuard::new(env, &flow.dir);
+    let staging = std::env::temp_dir().join(format!(
+        "flow-configmap-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    let copied =
+        crate::run_store::copy_flow(flow, &staging, &|p| guard.reason_to_skip(p).is_some())
+            .map_err(|source| JobError::Read {
+                path: flow.dir.clone(),
+                source,
+            });
+    let files = copied.and_then(|()| {
+        let mut files = Vec::new();
+        collect(&staging, &staging, &mut files)?;
+        Ok(files)
+    });
+    let _ = std::fs::remove_dir_all(&staging);
+    let mut files = files?;
+    if keep_variants {
+        if let Some(reason) = guard.reason_to_skip(&flow.file) {
+            return Err(JobError::Secret {
+                path: flow.file.clone(),
+                reason,
+            });
+        }
+        let name = flow
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let original = read_text(&flow.file)?;
+        for (path, text) in files.iter_mut() {
+            if *path == name {
+                *text = original.clone();
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A relative path with `/` separators (`.` parts left out).
+pub fn slash_path(p: &Path) -> String {
+    p.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn read_text(path: &Path) -> Result<String, JobError> {
@@ -145,13 +282,7 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<(
         if path.is_dir() {
             collect(root, &path, out)?;
         } else {
-            let rel = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join("/");
+            let rel = slash_path(path.strip_prefix(root).unwrap_or(&path));
             out.push((rel, read_text(&path)?));
         }
     }
@@ -166,10 +297,45 @@ pub struct StorageSecret {
     pub optional: bool,
 }
 
+/// What the pods run.
+#[derive(Debug, Clone)]
+pub enum Workload {
+    /// A batch run: `flow run FLOW --data DATA`, merged by `flow runs merge`.
+    Run {
+        /// The data file as the pods see it.
+        data: String,
+        /// `--variant` values passed to `flow run`.
+        variants: Vec<String>,
+    },
+    /// An experiment: `flow experiment FILE` (every variant run, each pod its shard of each),
+    /// merged, evaluated and compared by `flow experiment FILE --merge-shards`.
+    Experiment {
+        /// The experiment file as the pods see it.
+        file: String,
+        /// The overlay (`--env ENV`: `experiment.<ENV>.yaml`).
+        env: Option<String>,
+        /// `--variants` values passed to `flow experiment`.
+        variants: Vec<String>,
+        /// Lines in flight in the merge pod, which runs the evaluators alone.
+        merge_concurrency: usize,
+    },
+}
+
+/// Where the shards' runs go, so the merge finds them (pods share no disk of their own).
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// An object storage folder (s3://, az://, gs://): shards under `<url>/<name>-shards/`, the
+    /// merged result under `<url>/<name>/`.
+    Upload(String),
+    /// A ReadWriteMany PersistentVolumeClaim mounted as every pod's working directory, so
+    /// `.flow/` (shard runs, merged runs, comparisons) is on it.
+    SharedVolume(String),
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
-    /// The Job's and the merged run's name, a DNS-1123 label.
+    /// The Job's and the merged run's (or comparison's) name, a DNS-1123 label.
     pub name: String,
     pub image: String,
     pub namespace: Option<String>,
@@ -177,16 +343,16 @@ pub struct JobSpec {
     pub shards: u32,
     /// P: pods running at once.
     pub parallelism: u32,
-    /// The data file as the pods see it.
-    pub data: String,
-    /// `--variant` values passed to `flow run`.
-    pub variants: Vec<String>,
-    /// The object storage folder (s3://, az://, gs://) the runs are uploaded to.
-    pub upload: String,
+    /// A batch run or an experiment.
+    pub workload: Workload,
+    /// Where the shards' runs go.
+    pub storage: Storage,
     /// Lines in flight in each pod.
     pub concurrency: usize,
     /// The Secret holding the connection variables.
     pub secret: String,
+    /// The connections the pods use (recorded on the Job, read from `secret`).
+    pub connections: Vec<String>,
     pub storage_secret: Option<StorageSecret>,
     pub delivery: Delivery,
     /// Retries of one index before it fails.
@@ -197,20 +363,44 @@ pub struct JobSpec {
     pub allow_failures: bool,
 }
 
+/// The group that owns a shared volume's files (`fsGroup`).
+pub const SHARED_VOLUME_GROUP: u32 = 65532;
+
+/// The annotation listing the connections a Job's pods use.
+pub const CONNECTIONS_ANNOTATION: &str = "flow/connections";
+
 /// Each pod's `--concurrency`: the total divided among the pods running at once, rounded up.
 pub fn per_shard_concurrency(total: usize, parallelism: u32) -> usize {
     total.div_ceil(parallelism.max(1) as usize).max(1)
 }
 
 impl JobSpec {
-    /// The folder the shards are uploaded to: `<upload>/<name>-shards`.
-    pub fn shards_url(&self) -> String {
-        format!("{}/{}-shards", self.upload.trim_end_matches('/'), self.name)
+    fn upload_root(&self) -> Option<&str> {
+        match &self.storage {
+            Storage::Upload(url) => Some(url.trim_end_matches('/')),
+            Storage::SharedVolume(_) => None,
+        }
     }
 
-    /// The merged run's location: `<upload>/<name>`.
+    /// Where the shards go: `<upload>/<name>-shards`, or `.flow/runs` on the shared volume.
+    pub fn shards_url(&self) -> String {
+        match self.upload_root() {
+            Some(root) => format!("{root}/{}-shards", self.name),
+            None => format!("{WORK_DIR}/.flow/runs"),
+        }
+    }
+
+    /// Where the merged result goes: `<upload>/<name>` (a run; an experiment's comparison and
+    /// runs laid out as `.flow/`), or `.flow/runs/<name>` / `.flow/experiments/<name>` on the
+    /// shared volume.
     pub fn merged_url(&self) -> String {
-        format!("{}/{}", self.upload.trim_end_matches('/'), self.name)
+        match (self.upload_root(), &self.workload) {
+            (Some(root), _) => format!("{root}/{}", self.name),
+            (None, Workload::Run { .. }) => format!("{WORK_DIR}/.flow/runs/{}", self.name),
+            (None, Workload::Experiment { .. }) => {
+                format!("{WORK_DIR}/.flow/experiments/{}", self.name)
+            }
+        }
     }
 
     /// The merge Job's name.
@@ -223,45 +413,109 @@ impl JobSpec {
         format!("{}-flow", self.name)
     }
 
+    /// Where a ConfigMap or volume delivery is mounted: the flow, or the experiment's folder.
+    pub fn mount_path(&self) -> &'static str {
+        match self.workload {
+            Workload::Run { .. } => MOUNTED_FLOW_PATH,
+            Workload::Experiment { .. } => MOUNTED_PROJECT_PATH,
+        }
+    }
+
+    /// `flow experiment FILE [--env ENV] [--variants V]...`, the start of both experiment steps.
+    fn experiment_command(file: &str, env: &Option<String>, variants: &[String]) -> Vec<String> {
+        let mut c: Vec<String> = vec![FLOW_BINARY.into(), "experiment".into(), file.into()];
+        if let Some(env) = env {
+            c.extend(["--env".into(), env.clone()]);
+        }
+        for v in variants {
+            c.extend(["--variants".into(), v.clone()]);
+        }
+        c
+    }
+
     /// The command each pod of the Indexed Job runs (`flow` first).
     pub fn shard_command(&self) -> Vec<String> {
-        let mut c: Vec<String> = vec![
-            FLOW_BINARY.into(),
-            "run".into(),
-            self.delivery.flow_path().into(),
-            "--data".into(),
-            self.data.clone(),
-            "--shards".into(),
-            self.shards.to_string(),
-            "--name".into(),
-            self.name.clone(),
-            "--upload".into(),
-            self.shards_url(),
-            "--concurrency".into(),
-            self.concurrency.to_string(),
-        ];
-        for v in &self.variants {
-            c.push("--variant".into());
-            c.push(v.clone());
+        let mut c = match &self.workload {
+            Workload::Run { data, .. } => vec![
+                FLOW_BINARY.into(),
+                "run".into(),
+                self.delivery.flow_path().into(),
+                "--data".into(),
+                data.clone(),
+                "--shards".into(),
+                self.shards.to_string(),
+                "--name".into(),
+                self.name.clone(),
+            ],
+            Workload::Experiment {
+                file,
+                env,
+                variants,
+                ..
+            } => {
+                let mut c = Self::experiment_command(file, env, variants);
+                c.extend(["--shards".into(), self.shards.to_string()]);
+                c
+            }
+        };
+        if self.upload_root().is_some() {
+            c.extend(["--upload".into(), self.shards_url()]);
         }
-        if self.allow_failures {
-            c.push("--allow-failures".into());
+        c.extend(["--concurrency".into(), self.concurrency.to_string()]);
+        if let Workload::Run { variants, .. } = &self.workload {
+            for v in variants {
+                c.extend(["--variant".into(), v.clone()]);
+            }
+            if self.allow_failures {
+                c.push("--allow-failures".into());
+            }
         }
         c
     }
 
     /// The command of the merge Job's pod.
     pub fn merge_command(&self) -> Vec<String> {
-        let mut c: Vec<String> = vec![
-            FLOW_BINARY.into(),
-            "runs".into(),
-            "merge".into(),
-            self.shards_url(),
-            "--name".into(),
-            self.name.clone(),
-            "--to".into(),
-            self.upload.trim_end_matches('/').to_string(),
-        ];
+        let mut c = match &self.workload {
+            Workload::Run { .. } => {
+                let mut c: Vec<String> = vec![FLOW_BINARY.into(), "runs".into(), "merge".into()];
+                match self.upload_root() {
+                    Some(root) => c.extend([
+                        self.shards_url(),
+                        "--name".into(),
+                        self.name.clone(),
+                        "--to".into(),
+                        root.to_string(),
+                    ]),
+                    None => {
+                        // The shard runs by name, on the shared volume.
+                        c.extend(
+                            (1..=self.shards)
+                                .map(|k| format!("{}-shard-{k}-of-{}", self.name, self.shards)),
+                        );
+                        c.extend(["--name".into(), self.name.clone()]);
+                    }
+                }
+                c
+            }
+            Workload::Experiment {
+                file,
+                env,
+                variants,
+                merge_concurrency,
+            } => {
+                let mut c = Self::experiment_command(file, env, variants);
+                c.push("--merge-shards".into());
+                if self.upload_root().is_some() {
+                    c.push(self.shards_url());
+                }
+                c.extend(["--name".into(), self.name.clone()]);
+                if self.upload_root().is_some() {
+                    c.extend(["--to".into(), self.merged_url()]);
+                }
+                c.extend(["--concurrency".into(), merge_concurrency.to_string()]);
+                return c;
+            }
+        };
         if self.allow_failures {
             c.push("--allow-failures".into());
         }
@@ -270,6 +524,9 @@ impl JobSpec {
 
     fn metadata(&self, name: &str, component: &str) -> Value {
         let mut m = json!({"name": name, "labels": self.labels(component)});
+        if !self.connections.is_empty() && component != "flow" {
+            m["annotations"] = json!({CONNECTIONS_ANNOTATION: self.connections.join(",")});
+        }
         if let Some(ns) = &self.namespace {
             m["namespace"] = Value::String(ns.clone());
         }
@@ -298,12 +555,23 @@ impl JobSpec {
             json!({"name": "work", "mountPath": WORK_DIR}),
             json!({"name": "tmp", "mountPath": "/tmp"}),
         ];
-        let mut volumes = vec![
-            json!({"name": "work", "emptyDir": {}}),
-            json!({"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}),
-        ];
-        // The merge reads the flow from the shards' snapshots: only the shards mount it.
-        if component == "shard" {
+        let work = match &self.storage {
+            Storage::Upload(_) => json!({"name": "work", "emptyDir": {}}),
+            Storage::SharedVolume(claim) => {
+                json!({"name": "work", "persistentVolumeClaim": {"claimName": claim}})
+            }
+        };
+        // The merge downloads every shard run to /tmp first: no size limit there.
+        let tmp = if component == "merge" {
+            json!({"name": "tmp", "emptyDir": {}})
+        } else {
+            json!({"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}})
+        };
+        let mut volumes = vec![work, tmp];
+        // A batch run's merge reads the flow from the shards' snapshots: only the shards mount
+        // it. An experiment's merge runs the evaluators, which read the experiment's folder.
+        let mount = self.mount_path();
+        if component == "shard" || matches!(self.workload, Workload::Experiment { .. }) {
             match &self.delivery {
                 Delivery::Image => {}
                 Delivery::ConfigMap(files) => {
@@ -313,24 +581,32 @@ impl JobSpec {
                         .map(|(path, _)| json!({"key": flow_key(path), "path": path}))
                         .collect();
                     volumes.push(json!({"name": "flow", "configMap": {"name": self.config_map_name(), "items": flow_items}}));
-                    volumes.push(json!({"name": "data", "configMap": {"name": self.config_map_name(), "items": [{"key": data_key(&files.data.0), "path": files.data.0}]}}));
-                    mounts.push(
-                        json!({"name": "flow", "mountPath": MOUNTED_FLOW_PATH, "readOnly": true}),
-                    );
-                    mounts.push(
-                        json!({"name": "data", "mountPath": MOUNTED_DATA_DIR, "readOnly": true}),
-                    );
+                    mounts.push(json!({"name": "flow", "mountPath": mount, "readOnly": true}));
+                    if let Some((name, _)) = &files.data {
+                        volumes.push(json!({"name": "data", "configMap": {"name": self.config_map_name(), "items": [{"key": data_key(name), "path": name}]}}));
+                        mounts.push(
+                            json!({"name": "data", "mountPath": MOUNTED_DATA_DIR, "readOnly": true}),
+                        );
+                    }
                 }
                 Delivery::Volume { pvc, sub_path } => {
                     volumes.push(json!({"name": "flow", "persistentVolumeClaim": {"claimName": pvc, "readOnly": true}}));
-                    let mut m =
-                        json!({"name": "flow", "mountPath": MOUNTED_FLOW_PATH, "readOnly": true});
+                    let mut m = json!({"name": "flow", "mountPath": mount, "readOnly": true});
                     if let Some(s) = sub_path {
                         m["subPath"] = Value::String(s.clone());
                     }
                     mounts.push(m);
                 }
             }
+        }
+        let mut security = json!({
+            "runAsNonRoot": true,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        });
+        if matches!(self.storage, Storage::SharedVolume(_)) {
+            // The claim's files get this group, which the pod's user has as a supplementary
+            // group: the image's user (65532 or 10001) can write them either way.
+            security["fsGroup"] = json!(SHARED_VOLUME_GROUP);
         }
         json!({
             "metadata": {"labels": self.labels(component)},
@@ -339,10 +615,7 @@ impl JobSpec {
                 "restartPolicy": "Never",
                 "automountServiceAccountToken": false,
                 "terminationGracePeriodSeconds": 60,
-                "securityContext": {
-                    "runAsNonRoot": true,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                "securityContext": security,
                 "containers": [{
                     "name": "flow",
                     "image": self.image,
@@ -434,9 +707,12 @@ impl JobSpec {
                 return Err(JobError::KeyClash(key));
             }
         }
-        let key = data_key(&files.data.0);
-        let data_size = key.len() + files.data.1.len();
-        data.insert(key, Value::String(files.data.1.clone()));
+        let mut data_size = 0;
+        if let Some((name, text)) = &files.data {
+            let key = data_key(name);
+            data_size = key.len() + text.len();
+            data.insert(key, Value::String(text.clone()));
+        }
         if flow_size + data_size > CONFIG_MAP_LIMIT {
             return Err(JobError::ConfigMapTooLarge {
                 total: flow_size + data_size,

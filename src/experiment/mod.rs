@@ -78,6 +78,42 @@ pub fn load_base_flow(experiment: &Experiment) -> Result<Flow, ExperimentError> 
     Ok(flow)
 }
 
+/// Every connection an experiment uses, in first-use order: its flow's (all variants), its
+/// evaluation flows', its model evaluators' (`relevance:connection=judge`) and the connections
+/// its file defines.
+pub fn connections_used(experiment: &Experiment) -> Result<Vec<String>, ExperimentError> {
+    let mut names = load_base_flow(experiment)?.connection_names();
+    let mut add = |name: String| {
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+            names.push(name);
+        }
+    };
+    for e in &experiment.evaluators {
+        match &e.kind {
+            EvaluatorKind::Flow(dir) => {
+                let flow = crate::model::load(dir, &[])
+                    .map_err(|err| ExperimentError::Flow(err.diagnostics))?;
+                flow.connection_names().into_iter().for_each(&mut add);
+            }
+            EvaluatorKind::Model(spec) => {
+                let connection = match spec.parse::<crate::judge::JudgeSpec>() {
+                    Ok(judge) => Some(judge.connection),
+                    Err(_) => spec
+                        .parse::<crate::judge::EmbeddingSpec>()
+                        .ok()
+                        .map(|e| e.connection),
+                };
+                connection.into_iter().for_each(&mut add);
+            }
+            EvaluatorKind::Builtin(_) => {}
+        }
+    }
+    for c in &experiment.connections {
+        add(c.name.clone());
+    }
+    Ok(names)
+}
+
 /// The selection in effect: the command line's, else the file's `combinations` / `variants`
 /// block, else `all` (what the GenAIOps template runs).
 pub fn effective_selection(experiment: &Experiment, cli: Option<Selection>) -> Selection {

@@ -160,3 +160,49 @@ pub fn assert_same_run(a: &Path, b: &Path) {
     };
     assert_eq!(counts(a), counts(b), "meta.json counts");
 }
+
+/// What two experiments' `summary.json` must agree on when they ran the same runs (a merged
+/// experiment and a one-process one): each run's variant, dataset, metrics, status, counts,
+/// tokens and hashes, the winner and the means; not names, paths or timings.
+pub fn comparable_summary(s: &Value) -> (Vec<Value>, Value, Value) {
+    let runs = s["runs"]
+        .as_array()
+        .map(|runs| {
+            runs.iter()
+                .map(|r| {
+                    serde_json::json!([
+                        r["variant"],
+                        r["dataset"],
+                        r["metrics"],
+                        r["status"],
+                        r["lines"],
+                        r["failed_lines"],
+                        r["tokens"],
+                        r["flow_hash"],
+                        r["dataset_hash"]
+                    ])
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (runs, s["winner"].clone(), s["means"].clone())
+}
+
+/// The repository's experiment (`experiment.yaml`, its flows and datasets) in `ctx`.
+pub fn classification_experiment(ctx: &TestContext) {
+    ctx.copy_from_repo("flows");
+    ctx.copy_from_repo("datasets");
+    ctx.write(
+        "experiment.yaml",
+        &std::fs::read_to_string(crate::support::context::repo_root().join("experiment.yaml"))
+            .unwrap(),
+    );
+}
+
+/// The mock's answers by variant: the few-shot variant says "billing", the zero-shot one
+/// "other" (five tickets of each category: every run scores 0.25 on one of them).
+pub fn answers_by_variant(ctx: &TestContext) {
+    ctx.mock().reply_when("Classify the ticket", "other");
+    ctx.mock()
+        .reply_when("You route customer support tickets into one of", "billing");
+}

@@ -1,8 +1,8 @@
-//! `flow deploy --target kubernetes-job`: a sharded batch run as a Kubernetes Indexed Job and a
-//! merge Job; `--dry-run` writes them, `--apply` applies the Indexed Job, waits for it, then
-//! applies the merge Job and waits for that.
+//! `flow deploy --target kubernetes-job`: a sharded batch run (`--data`) or experiment
+//! (`--experiment`) as a Kubernetes Indexed Job and a merge Job; `--dry-run` writes them,
+//! `--apply` applies the Indexed Job, waits for it, then applies the merge Job and waits for that.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,11 +19,13 @@ use flow::deploy::{self, job};
 /// How the pods get the flow and the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Deliver {
-    /// In the image `flow build` made (the flow at /app/flow).
+    /// In the image (the flow at /app/flow, where `flow build` puts it; an experiment's folder
+    /// under /app).
     Image,
-    /// A ConfigMap generated from --flow and --data (at most 1 MiB).
+    /// A ConfigMap generated from --flow and --data, or from the experiment's folder (at most
+    /// 1 MiB).
     Configmap,
-    /// A PersistentVolumeClaim (--pvc) holding the flow and the data.
+    /// A PersistentVolumeClaim (--pvc) holding the flow and the data, or the experiment's folder.
     Volume,
 }
 
@@ -35,6 +37,20 @@ pub struct JobArgs {
     /// the ConfigMap.
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
+    /// Shard an experiment instead of one run: every pod runs its shard of every (variant,
+    /// dataset) run of this experiment file, and the merge Job merges, evaluates and compares
+    /// [default FILE: experiment.yaml]. The file is read here (connections, flows, datasets); the
+    /// pods find it in the image under /app, on the volume, or in the ConfigMap.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "experiment.yaml",
+        conflicts_with_all = ["data", "variant", "allow_failures"])]
+    pub experiment: Option<PathBuf>,
+    /// The experiment's overlay `experiment.<ENV>.yaml`, passed to `flow experiment --env`.
+    #[arg(long, value_name = "ENV", requires = "experiment")]
+    pub env: Option<String>,
+    /// The experiment's variant selection, passed to `flow experiment --variants` (repeatable)
+    /// [default: the experiment file's].
+    #[arg(long, value_name = "SPEC", requires = "experiment")]
+    pub variants: Vec<String>,
     /// N: shards, one Kubernetes index each (the Job's completions).
     #[arg(long, value_name = "N")]
     pub shards: Option<u32>,
@@ -47,17 +63,23 @@ pub struct JobArgs {
     /// The PersistentVolumeClaim of --deliver volume.
     #[arg(long, value_name = "NAME")]
     pub pvc: Option<String>,
-    /// The flow's folder inside the volume [default: its root].
+    /// The flow's (an experiment's) folder inside the volume [default: its root].
     #[arg(long, value_name = "DIR", requires = "pvc")]
     pub volume_path: Option<String>,
     /// Use a variant: '${node.variant_id}' (repeatable).
     #[arg(long, value_name = "VARIANT")]
     pub variant: Vec<String>,
     /// Object storage folder (s3://, az://, gs://): shards go to <URL>/<name>-shards/, the
-    /// merged run to <URL>/<name>/.
+    /// merged run to <URL>/<name>/ (an experiment: its comparison to
+    /// <URL>/<name>/experiments/<name>/, its runs to <URL>/<name>/runs/).
     #[arg(long, value_name = "URL")]
     pub upload: Option<String>,
-    /// Lines in flight across all pods; each pod gets ceil(C / P).
+    /// Instead of --upload: a ReadWriteMany PersistentVolumeClaim mounted as every pod's working
+    /// directory, so the shards, the merged runs and the comparison are in its .flow/.
+    #[arg(long, value_name = "NAME", conflicts_with = "upload")]
+    pub runs_pvc: Option<String>,
+    /// Lines in flight across all pods; each pod gets ceil(C / P) (an experiment's pod shares
+    /// them among its runs; its merge pod, running the evaluators alone, gets C).
     #[arg(long, value_name = "C", default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
     /// Lines in flight in each pod, instead of dividing --concurrency.
@@ -90,8 +112,11 @@ pub struct JobTarget<'a> {
     pub namespace: Option<String>,
     pub secret: Option<String>,
     pub flow: Option<&'a Path>,
-    pub dir: PathBuf,
+    /// `--output`: where the files go [default: deploy/<name>].
+    pub output: Option<PathBuf>,
     pub apply: bool,
+    /// `--name` was given (else an experiment's Job is named after the experiment).
+    pub named: bool,
 }
 
 fn usage(message: impl Into<String>) -> Failure {
@@ -99,8 +124,25 @@ fn usage(message: impl Into<String>) -> Failure {
 }
 
 /// Build the spec from the options, write the manifests, and apply them with `--apply`.
-pub fn rollout(t: JobTarget<'_>, args: &JobArgs) -> Result<(), Failure> {
-    let spec = spec(&t, args)?;
+pub fn rollout(mut t: JobTarget<'_>, args: &JobArgs) -> Result<(), Failure> {
+    let experiment = match &args.experiment {
+        Some(file) => Some(load_experiment(file, args)?),
+        // clap does not insist on `requires` when a conflicting option (--data) is there.
+        None if args.env.is_some() || !args.variants.is_empty() => {
+            return Err(usage(
+                "error: --env and --variants go with --experiment [FILE] (a batch run takes --variant)",
+            ));
+        }
+        None => None,
+    };
+    if let (Some(e), false) = (&experiment, t.named) {
+        t.name = deploy::name_from(&e.experiment.name);
+    }
+    let dir = t
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("deploy").join(&t.name));
+    let spec = spec(&t, args, experiment.as_ref())?;
     let shard_objects = spec
         .shard_manifests()
         .map_err(|e| usage(format!("error: {e}")))?;
@@ -108,10 +150,10 @@ pub fn rollout(t: JobTarget<'_>, args: &JobArgs) -> Result<(), Failure> {
         .map_err(|e| usage(format!("error: cannot write the manifests: {e}")))?;
     let merge_yaml = deploy::to_yaml_documents(&[spec.merge_job()])
         .map_err(|e| usage(format!("error: cannot write the manifests: {e}")))?;
-    std::fs::create_dir_all(&t.dir)
-        .map_err(|e| usage(format!("error: cannot create {}: {e}", t.dir.display())))?;
-    let job_file = t.dir.join("job.yaml");
-    let merge_file = t.dir.join("merge-job.yaml");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| usage(format!("error: cannot create {}: {e}", dir.display())))?;
+    let job_file = dir.join("job.yaml");
+    let merge_file = dir.join("merge-job.yaml");
     write_file(&job_file, &job_yaml)?;
     write_file(&merge_file, &merge_yaml)?;
     let kinds: Vec<String> = shard_objects
@@ -130,14 +172,44 @@ pub fn rollout(t: JobTarget<'_>, args: &JobArgs) -> Result<(), Failure> {
         merge_file.display(),
         spec.merge_job_name()
     );
+    let shards_at = match &spec.storage {
+        job::Storage::Upload(_) => format!("{}/", spec.shards_url()),
+        job::Storage::SharedVolume(claim) => format!("{}/ on claim {claim}", spec.shards_url()),
+    };
     outln!(
-        "shards: {} ({} at once, {} lines in flight each) → {}/",
+        "shards: {} ({} at once, {} lines in flight each) → {shards_at}",
         spec.shards,
         spec.parallelism.min(spec.shards),
         spec.concurrency,
-        spec.shards_url()
     );
-    outln!("merged run: {}/", spec.merged_url());
+    let result = match (&experiment, &spec.storage) {
+        (None, _) => format!("merged run: {}/", spec.merged_url()),
+        (Some(e), job::Storage::Upload(_)) => format!(
+            "experiment: {} run{} per shard, sharing its {} lines in flight; comparison: {}/experiments/{}/ (summary.json, report.html), runs: {}/runs/",
+            e.runs,
+            if e.runs == 1 { "" } else { "s" },
+            spec.concurrency,
+            spec.merged_url(),
+            spec.name,
+            spec.merged_url()
+        ),
+        (Some(e), job::Storage::SharedVolume(claim)) => format!(
+            "experiment: {} run{} per shard, sharing its {} lines in flight; comparison: {}/ on claim {claim} (summary.json, report.html)",
+            e.runs,
+            if e.runs == 1 { "" } else { "s" },
+            spec.concurrency,
+            spec.merged_url()
+        ),
+    };
+    outln!("{result}");
+    if !spec.connections.is_empty() {
+        outln!(
+            "connections: {} (their variables, e.g. {}_API_KEY, from Secret/{})",
+            spec.connections.join(", "),
+            flow::connection::env_prefix(&spec.connections[0]),
+            spec.secret
+        );
+    }
     let ns: Vec<String> = spec
         .namespace
         .iter()
@@ -166,8 +238,13 @@ pub fn rollout(t: JobTarget<'_>, args: &JobArgs) -> Result<(), Failure> {
     outln!("job/{}: all {} shards succeeded", spec.name, spec.shards);
     kubectl(&ns, &["apply", "-f", &merge_file.to_string_lossy()])?;
     wait_for_job(&ns, &spec.merge_job_name(), timeout, None)?;
+    let what = if experiment.is_some() {
+        "experiment compared"
+    } else {
+        "merged run"
+    };
     outln!(
-        "job/{}: merged run {} written to {}/",
+        "job/{}: {what} {} written to {}/",
         spec.merge_job_name(),
         spec.name,
         spec.merged_url()
@@ -175,7 +252,67 @@ pub fn rollout(t: JobTarget<'_>, args: &JobArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn spec(t: &JobTarget<'_>, args: &JobArgs) -> Result<job::JobSpec, Failure> {
+/// The experiment of `--experiment`, read here: its connections, its planned runs.
+struct LoadedExperiment {
+    /// The file as given (its path in the image or on the volume too).
+    file: PathBuf,
+    experiment: flow::experiment::Experiment,
+    connections: Vec<String>,
+    /// Runs per shard: variants × datasets.
+    runs: usize,
+}
+
+fn load_experiment(file: &Path, args: &JobArgs) -> Result<LoadedExperiment, Failure> {
+    use flow::experiment;
+    if !file.is_file() {
+        return Err(usage(format!(
+            "error: no experiment file at {}\n  help: give its path here (`--experiment path/to/experiment.yaml`, the same path it has in the image or on the volume); it is read to find the connections, flows and datasets the pods need",
+            file.display()
+        )));
+    }
+    let exp = experiment::load(file, args.env.as_deref())
+        .map_err(|e| Failure::diagnostics(&e.diagnostics))?;
+    let selection = experiment::effective_selection(
+        &exp,
+        (!args.variants.is_empty()).then(|| experiment::Selection::parse(&args.variants)),
+    );
+    let variants = experiment::plan_variants(&exp, &selection)
+        .map_err(super::super::experiment::experiment_failure)?;
+    let connections =
+        experiment::connections_used(&exp).map_err(super::super::experiment::experiment_failure)?;
+    Ok(LoadedExperiment {
+        file: file.to_path_buf(),
+        runs: variants.len() * exp.datasets.len(),
+        experiment: exp,
+        connections,
+    })
+}
+
+/// What the Job runs, as given: a batch run's data file, or an experiment read here.
+enum Given<'a> {
+    Data(&'a Path),
+    Experiment(&'a LoadedExperiment),
+}
+
+/// An object storage URL, or the error saying what to give.
+fn object_storage(upload: &str) -> Result<String, Failure> {
+    if ["s3://", "az://", "gs://"]
+        .iter()
+        .any(|p| upload.starts_with(p))
+    {
+        Ok(upload.to_string())
+    } else {
+        Err(usage(format!(
+            "error: --upload {upload}: give an object storage URL (s3://, az://, gs://)"
+        )))
+    }
+}
+
+fn spec(
+    t: &JobTarget<'_>,
+    args: &JobArgs,
+    experiment: Option<&LoadedExperiment>,
+) -> Result<job::JobSpec, Failure> {
     let Some(shards) = args.shards else {
         return Err(usage(
             "error: --target kubernetes-job needs --shards N (the number of pods' shards)",
@@ -188,42 +325,44 @@ fn spec(t: &JobTarget<'_>, args: &JobArgs) -> Result<job::JobSpec, Failure> {
     if parallelism == 0 {
         return Err(usage("error: --parallelism must be at least 1"));
     }
-    let Some(data) = &args.data else {
-        return Err(usage("error: --target kubernetes-job needs --data PATH"));
+    let given = match (&args.data, experiment) {
+        (_, Some(e)) => Given::Experiment(e),
+        (Some(data), None) => Given::Data(data),
+        (None, None) => {
+            return Err(usage(
+                "error: --target kubernetes-job needs --data PATH (a batch run) or --experiment [FILE] (an experiment)",
+            ));
+        }
     };
-    let Some(upload) = args.upload.clone() else {
-        return Err(usage(
-            "error: --target kubernetes-job needs --upload URL (s3://, az://, gs://): pods share no disk, the shards and the merged run live there",
-        ));
+    let storage = match (&args.upload, &args.runs_pvc) {
+        (Some(url), _) => job::Storage::Upload(object_storage(url)?),
+        (None, Some(claim)) => job::Storage::SharedVolume(claim.clone()),
+        (None, None) => {
+            return Err(usage(
+                "error: --target kubernetes-job needs --upload URL (s3://, az://, gs://) or --runs-pvc NAME (a ReadWriteMany claim): pods share no disk, the shards and the merged result live there",
+            ));
+        }
     };
-    if !["s3://", "az://", "gs://"]
-        .iter()
-        .any(|p| upload.starts_with(p))
-    {
-        return Err(usage(format!(
-            "error: --upload {upload}: give an object storage URL (s3://, az://, gs://)"
-        )));
-    }
     if args.concurrency == 0 || args.per_shard_concurrency == Some(0) {
         return Err(usage("error: concurrency must be at least 1"));
     }
     let concurrency = args
         .per_shard_concurrency
         .unwrap_or_else(|| job::per_shard_concurrency(args.concurrency, parallelism.min(shards)));
-    let (delivery, data_in_pod, variants) = match args.deliver {
-        Deliver::Image => {
+    let mut connections = experiment
+        .map(|e| e.connections.clone())
+        .unwrap_or_default();
+    let (delivery, in_pod) = match (args.deliver, &given) {
+        (Deliver::Image, Given::Data(data)) => {
             if !args.variant.is_empty() {
                 return Err(usage(
                     "error: the image's flow has its variants applied by `flow build --variant`: build the image with the variant, or deliver the flow by --deliver configmap or volume",
                 ));
             }
-            (
-                job::Delivery::Image,
-                data_in_image(data, t.flow),
-                Vec::new(),
-            )
+            (job::Delivery::Image, data_in_image(data, t.flow))
         }
-        Deliver::Configmap => {
+        (Deliver::Image, Given::Experiment(e)) => (job::Delivery::Image, in_image_project(&e.file)),
+        (Deliver::Configmap, Given::Data(data)) => {
             let Some(flow_path) = t.flow else {
                 return Err(usage(
                     "error: --deliver configmap needs --flow FLOW (the flow to put in the ConfigMap)",
@@ -231,26 +370,45 @@ fn spec(t: &JobTarget<'_>, args: &JobArgs) -> Result<job::JobSpec, Failure> {
             };
             let selections = parse_variants(&args.variant)?;
             let flow = load_flow(flow_path, &selections)?;
-            let cwd = std::env::current_dir()
-                .map_err(|e| usage(format!("error: no working directory: {e}")))?;
-            let env = EnvVars::load(args.env_file.as_deref(), &cwd)
+            connections = flow.connection_names();
+            let files = job::ConfigMapFiles::read(&flow, &env_vars(args)?, data)
                 .map_err(|e| usage(format!("error: {e}")))?;
-            let files = job::ConfigMapFiles::read(&flow, &env, data)
-                .map_err(|e| usage(format!("error: {e}")))?;
-            let in_pod = format!("{}/{}", job::MOUNTED_DATA_DIR, files.data.0);
+            let in_pod = files
+                .data
+                .as_ref()
+                .map(|(name, _)| format!("{}/{name}", job::MOUNTED_DATA_DIR))
+                .unwrap_or_default();
             // The variants are applied in the ConfigMap's copy of the flow.
-            (job::Delivery::ConfigMap(files), in_pod, Vec::new())
+            (job::Delivery::ConfigMap(files), in_pod)
         }
-        Deliver::Volume => {
+        (Deliver::Configmap, Given::Experiment(e)) => {
+            let files = job::ConfigMapFiles::read_experiment(&e.experiment, &env_vars(args)?)
+                .map_err(|e| usage(format!("error: {e}")))?;
+            let name = e
+                .experiment
+                .file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (
+                job::Delivery::ConfigMap(files),
+                format!("{}/{name}", job::MOUNTED_PROJECT_PATH),
+            )
+        }
+        (Deliver::Volume, given) => {
             let Some(pvc) = args.pvc.clone() else {
                 return Err(usage(
                     "error: --deliver volume needs --pvc NAME (the PersistentVolumeClaim holding the flow and the data)",
                 ));
             };
-            let in_pod = if data.is_absolute() {
-                data.to_string_lossy().into_owned()
+            let (given, mount) = match given {
+                Given::Data(data) => (*data, job::MOUNTED_FLOW_PATH),
+                Given::Experiment(e) => (e.file.as_path(), job::MOUNTED_PROJECT_PATH),
+            };
+            let in_pod = if given.is_absolute() {
+                given.to_string_lossy().into_owned()
             } else {
-                format!("{}/{}", job::MOUNTED_FLOW_PATH, slash_path(data))
+                format!("{mount}/{}", job::slash_path(given))
             };
             (
                 job::Delivery::Volume {
@@ -258,34 +416,53 @@ fn spec(t: &JobTarget<'_>, args: &JobArgs) -> Result<job::JobSpec, Failure> {
                     sub_path: args.volume_path.clone(),
                 },
                 in_pod,
-                args.variant.clone(),
             )
         }
     };
-    let storage_secret = Some(match &args.storage_secret {
-        Some(name) => job::StorageSecret {
-            name: name.clone(),
-            optional: false,
+    let workload = match given {
+        Given::Data(_) => job::Workload::Run {
+            data: in_pod,
+            // Image and ConfigMap deliveries have the variants applied already.
+            variants: match args.deliver {
+                Deliver::Volume => args.variant.clone(),
+                _ => Vec::new(),
+            },
         },
-        None => job::StorageSecret {
-            name: format!("{}-storage", t.name),
-            optional: true,
+        Given::Experiment(_) => job::Workload::Experiment {
+            file: in_pod,
+            env: args.env.clone(),
+            variants: args.variants.clone(),
+            // The merge pod runs alone: the whole budget is its.
+            merge_concurrency: args.concurrency,
         },
-    });
+    };
+    let storage_secret = match &storage {
+        job::Storage::SharedVolume(_) => None,
+        job::Storage::Upload(_) => Some(match &args.storage_secret {
+            Some(name) => job::StorageSecret {
+                name: name.clone(),
+                optional: false,
+            },
+            None => job::StorageSecret {
+                name: format!("{}-storage", t.name),
+                optional: true,
+            },
+        }),
+    };
     Ok(job::JobSpec {
         name: t.name.clone(),
         image: t.image.clone(),
         namespace: t.namespace.clone(),
         shards,
         parallelism,
-        data: data_in_pod,
-        variants,
-        upload,
+        workload,
+        storage,
         concurrency,
         secret: t
             .secret
             .clone()
             .unwrap_or_else(|| format!("{}-env", t.name)),
+        connections,
         storage_secret,
         delivery,
         retries_per_index: args.retries_per_index,
@@ -294,13 +471,20 @@ fn spec(t: &JobTarget<'_>, args: &JobArgs) -> Result<job::JobSpec, Failure> {
     })
 }
 
-/// A relative path with `/` separators.
-fn slash_path(p: &Path) -> String {
-    p.components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join("/")
+/// The env file's and the environment's variables, whose secret values a ConfigMap leaves out.
+fn env_vars(args: &JobArgs) -> Result<EnvVars, Failure> {
+    let cwd =
+        std::env::current_dir().map_err(|e| usage(format!("error: no working directory: {e}")))?;
+    EnvVars::load(args.env_file.as_deref(), &cwd).map_err(|e| usage(format!("error: {e}")))
+}
+
+/// A project file inside the image: an absolute path as is, a relative one under /app.
+fn in_image_project(path: &Path) -> String {
+    if path.is_absolute() {
+        path.to_string_lossy().into_owned()
+    } else {
+        format!("{}/{}", job::IMAGE_PROJECT_PATH, job::slash_path(path))
+    }
 }
 
 /// The data file inside the image: a file under the local flow is at /app/flow/..., an absolute
@@ -320,14 +504,14 @@ fn data_in_image(data: &Path, flow: Option<&Path>) -> String {
             .ok()
             .zip(std::fs::canonicalize(data).ok());
         match canonical {
-            Some((flow, file)) => file.strip_prefix(&flow).ok().map(slash_path),
+            Some((flow, file)) => file.strip_prefix(&flow).ok().map(job::slash_path),
             // Not here (yet): compare the paths as written.
-            None => data.strip_prefix(&f).ok().map(slash_path),
+            None => data.strip_prefix(&f).ok().map(job::slash_path),
         }
     });
     match under_flow {
         Some(rel) => format!("{}/{rel}", job::IMAGE_FLOW_PATH),
-        None => format!("/app/{}", slash_path(data)),
+        None => in_image_project(data),
     }
 }
 
