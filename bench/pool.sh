@@ -16,7 +16,7 @@ lines=${1:-20000}
 repeats=${2:-3}
 cargo build --release --quiet
 cargo bench --bench batch --no-run --quiet 2>/dev/null
-target=${CARGO_TARGET_DIR:-target}
+target=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)  # absolute: the runs start in $work
 flow="$target/release/flow"
 mock=$(ls -t "$target"/release/deps/batch-* | grep -v '\.d$' | head -1)
 work=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/flow-pool.XXXXXX")
@@ -48,13 +48,17 @@ printf 'user:\n{{question}}\n' > "$work/bench/ask.jinja2"
 python3 -c "
 import sys
 for i in range(int(sys.argv[1])): print('{\"question\": \"q %d\"}' % i)" "$lines" > "$work/d.jsonl"
-fs=$(findmnt -no FSTYPE,SOURCE -T "$work" 2>/dev/null || echo "unknown")
+fstype=$(findmnt -no FSTYPE -T "$work" 2>/dev/null | head -1 || echo "unknown")
+source=$(findmnt -no SOURCE -T "$work" 2>/dev/null | head -1 || echo "?")
 journal=""
-if [[ $fs == ext4* ]]; then
-  dev=$(basename "$(findmnt -no SOURCE -T "$work")")
-  if ls /proc/fs/jbd2 2>/dev/null | grep -q "^$dev-"; then journal=" with a journal"; else journal=" WITHOUT a journal"; fi
+if [[ $fstype == ext4 ]]; then
+  if ls /proc/fs/jbd2 2>/dev/null | grep -q "^$(basename "$source")-"; then
+    journal=" with a journal"
+  else
+    journal=" WITHOUT a journal"
+  fi
 fi
-echo "run directories on: $fs$journal ($work); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "run directories on: $fstype ($source)$journal, $work; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 timer=()  # GNU time, when the machine has it, for flow's CPU
 [[ -x /usr/bin/time ]] && timer=(/usr/bin/time -f '%U %S' -o "$work/cpu")
