@@ -63,6 +63,8 @@ pub struct LimiterStats {
 /// Rate-limit information from a reply's headers (OpenAI / Azure `x-ratelimit-*`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct RateInfo {
+    /// `x-ratelimit-limit-requests`: the request quota when full.
+    pub limit_requests: Option<u64>,
     /// `x-ratelimit-remaining-requests`.
     pub remaining_requests: Option<u64>,
     /// `x-ratelimit-reset-requests`: time until the request quota is full again.
@@ -80,6 +82,7 @@ impl RateInfo {
         let count = |name: &str| get(name).and_then(parse_count);
         let reset = |name: &str| get(name).and_then(parse_reset);
         RateInfo {
+            limit_requests: count("x-ratelimit-limit-requests"),
             remaining_requests: count("x-ratelimit-remaining-requests"),
             reset_requests: reset("x-ratelimit-reset-requests"),
             remaining_tokens: count("x-ratelimit-remaining-tokens"),
@@ -356,17 +359,91 @@ impl Pacer {
     }
 }
 
-/// The request quota the server announced, minus what was sent since.
+/// The request quota the server announced, minus what was sent since, plus what it has
+/// refilled since when the refill rate is known.
 #[derive(Debug, Clone, Copy)]
 struct Window {
-    remaining: u64,
+    /// Requests allowed as of `as_of` (negative: more are on the wire than the quota had).
+    remaining: f64,
+    as_of: Instant,
+    /// Requests per second the quota refills by: `(limit - remaining) / reset`, when the server
+    /// sends its limit. Without it the whole quota comes back at `reset_at`, not before.
+    refill: Option<f64>,
+    /// The quota when full (`x-ratelimit-limit-requests`): refilling stops there.
+    cap: f64,
+    /// When the quota is full again.
     reset_at: Instant,
+}
+
+impl Window {
+    /// Requests allowed now.
+    fn available(&self, now: Instant) -> f64 {
+        let refilled = self.refill.map_or(0.0, |r| {
+            r * now.saturating_duration_since(self.as_of).as_secs_f64()
+        });
+        (self.remaining + refilled).min(self.cap.max(self.remaining))
+    }
+
+    /// When the next request may go, if not now.
+    fn wait(&self, now: Instant) -> Option<Instant> {
+        let available = self.available(now);
+        if available >= 1.0 {
+            return None;
+        }
+        Some(match self.refill {
+            Some(r) => (now + Duration::from_secs_f64((1.0 - available) / r)).min(self.reset_at),
+            None => self.reset_at,
+        })
+    }
+
+    /// Count one request sent now.
+    fn take(&mut self, now: Instant) {
+        self.remaining = self.available(now) - 1.0;
+        self.as_of = now;
+    }
 }
 
 enum Gate {
     Go,
     Until(Instant),
     WaitProbe,
+}
+
+/// The quota window a reply's headers announce. The server counted `remaining` when this
+/// request reached it: requests sent after it (`sent_after`) are not counted there yet, and
+/// when the refill rate is known (`x-ratelimit-limit-requests`), the quota has refilled since
+/// it was sent. Without the limit, every request still on the wire (`others`) is taken off and
+/// the quota only comes back at the reset.
+fn quota_window(
+    info: &RateInfo,
+    remaining: u64,
+    reset: Duration,
+    now: Instant,
+    sent_at: Instant,
+    sent_after: u64,
+    others: usize,
+) -> Window {
+    let refill = match info.limit_requests {
+        Some(limit) if limit > remaining && !reset.is_zero() => {
+            Some((limit - remaining) as f64 / reset.as_secs_f64())
+        }
+        _ => None,
+    };
+    let cap = info.limit_requests.map_or(f64::MAX, |l| l as f64);
+    let remaining = match refill {
+        Some(r) => {
+            let since_sent = now.saturating_duration_since(sent_at).as_secs_f64();
+            (remaining as f64 + r * since_sent).min(cap) - sent_after as f64
+        }
+        None => remaining.saturating_sub(others as u64) as f64,
+    };
+    Window {
+        remaining,
+        as_of: now,
+        refill,
+        cap,
+        reset_at: now + reset,
+    }
 }
 
 impl State {
@@ -380,8 +457,8 @@ impl State {
         if let Some(w) = self.window {
             if w.reset_at <= now {
                 self.window = None;
-            } else if w.remaining == 0 {
-                return Gate::Until(w.reset_at);
+            } else if let Some(t) = w.wait(now) {
+                return Gate::Until(t);
             }
         }
         if self.probing && self.probe_out {
@@ -488,14 +565,11 @@ impl Endpoint {
     pub fn load(&self) -> Load {
         let s = self.lock();
         let now = Instant::now();
-        let blocked_until = [
-            s.paused_until,
-            s.window.filter(|w| w.remaining == 0).map(|w| w.reset_at),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|t| *t > now)
-        .max();
+        let blocked_until = [s.paused_until, s.window.and_then(|w| w.wait(now))]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .max();
         Load {
             busy: s.in_flight + self.waiting.load(Ordering::Relaxed),
             limit: s.limit,
@@ -524,6 +598,7 @@ impl Endpoint {
             dispatched: false,
             probe: false,
             epoch: 0,
+            seq: 0,
             sent_at: Instant::now(),
         };
         loop {
@@ -536,14 +611,15 @@ impl Endpoint {
                     Gate::Go => {
                         s.in_flight += 1;
                         s.requests += 1;
+                        permit.seq = s.requests;
+                        let now = Instant::now();
                         if let Some(w) = &mut s.window {
-                            w.remaining = w.remaining.saturating_sub(1);
+                            w.take(now);
                         }
                         if s.probing {
                             s.probe_out = true;
                             permit.probe = true;
                         }
-                        let now = Instant::now();
                         s.pacer.dispatched(now);
                         permit.epoch = s.epoch;
                         permit.sent_at = now;
@@ -572,14 +648,11 @@ impl Endpoint {
     fn stats(&self) -> LimiterStats {
         let s = self.lock();
         let now = Instant::now();
-        let paused = [
-            s.paused_until,
-            s.window.filter(|w| w.remaining == 0).map(|w| w.reset_at),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|t| *t > now)
-        .max();
+        let paused = [s.paused_until, s.window.and_then(|w| w.wait(now))]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .max();
         LimiterStats {
             connection: self.connection.clone(),
             endpoint: self.endpoint.clone(),
@@ -619,6 +692,8 @@ pub(crate) struct Permit {
     dispatched: bool,
     probe: bool,
     epoch: u64,
+    /// The endpoint's request count when this one was sent (`State::requests`).
+    seq: u64,
     sent_at: Instant,
 }
 
@@ -646,11 +721,15 @@ impl Permit {
                         .on_success(now, now.saturating_duration_since(self.sent_at));
                     if let (Some(r), Some(reset)) = (info.remaining_requests, info.reset_requests) {
                         s.pacer.off = true;
-                        // Requests still on the wire may already be counted or not: assume not.
-                        s.window = Some(Window {
-                            remaining: r.saturating_sub(others as u64),
-                            reset_at: now + reset,
-                        });
+                        s.window = Some(quota_window(
+                            &info,
+                            r,
+                            reset,
+                            now,
+                            self.sent_at,
+                            s.requests.saturating_sub(self.seq),
+                            others,
+                        ));
                         wake = true;
                     }
                     if let (Some(0), Some(reset)) = (info.remaining_tokens, info.reset_tokens) {
@@ -740,6 +819,66 @@ mod tests {
         assert_eq!(info.reset_requests, Some(Duration::from_millis(250)));
         assert_eq!(info.remaining_tokens, Some(900));
         assert_eq!(info.reset_tokens, None);
+    }
+
+    fn quota(limit: Option<u64>) -> RateInfo {
+        RateInfo {
+            limit_requests: limit,
+            ..RateInfo::default()
+        }
+    }
+
+    #[test]
+    fn a_quota_that_refills_lets_the_next_request_go_when_one_request_is_back() {
+        let ms = Duration::from_millis;
+        let now = Instant::now();
+        // 10 requests refilled in 25 ms (400/s), none left, sent just now.
+        let w = quota_window(&quota(Some(10)), 0, ms(25), now, now, 0, 0);
+        assert_eq!(w.refill, Some(400.0));
+        let next = w.wait(now).unwrap();
+        assert!(
+            next - now >= ms(2) && next - now <= ms(3),
+            "{:?}",
+            next - now
+        );
+        assert_eq!(w.wait(now + ms(3)), None);
+        // Without the limit, the whole quota comes back only at the reset.
+        let w = quota_window(&quota(None), 0, ms(25), now, now, 0, 0);
+        assert_eq!(w.wait(now), Some(now + ms(25)));
+    }
+
+    #[test]
+    fn a_quota_counts_requests_sent_after_the_reply_was_counted_and_refills_since() {
+        let ms = Duration::from_millis;
+        let sent = Instant::now();
+        let now = sent + ms(50);
+        // The server had 5 left when the request reached it; 50 ms at 200/s refilled 10 (up
+        // to the limit of 12); 14 requests went out after it.
+        let mut w = quota_window(&quota(Some(12)), 5, ms(35), now, sent, 14, 40);
+        assert!(
+            (w.remaining - (12.0 - 14.0)).abs() < 1e-9,
+            "{}",
+            w.remaining
+        );
+        // 2 requests behind: the next goes once 3 are back, at 200/s.
+        let wait = w.wait(now).unwrap() - now;
+        assert!(wait >= ms(14) && wait <= ms(16), "{wait:?}");
+        // Never later than the reset, when the whole quota is back.
+        let deep = quota_window(&quota(Some(12)), 5, ms(35), now, sent, 40, 40);
+        assert_eq!(deep.wait(now), Some(now + ms(35)));
+        // A dispatch takes one request; refilling stops at the limit.
+        w.take(now + ms(5));
+        assert!(
+            (w.remaining - (12.0 - 14.0 + 1.0 - 1.0)).abs() < 1e-6,
+            "{}",
+            w.remaining
+        );
+        w.take(now + ms(200));
+        assert!((w.remaining - (12.0 - 1.0)).abs() < 1e-6, "{}", w.remaining);
+        // Without the limit: what the server had, less every request still on the wire.
+        let w = quota_window(&quota(None), 5, ms(35), now, sent, 30, 4);
+        assert!((w.remaining - 1.0).abs() < 1e-9);
+        assert_eq!(w.wait(now), None);
     }
 
     fn ep(max: usize) -> Arc<Endpoint> {
