@@ -10,7 +10,9 @@
 //!    successes, halved on a 429 (×¾ on a 503), at most once per round of requests, never below 1;
 //! 2. the endpoint's gates: a pause after a 429 (its `Retry-After` / `retry-after-ms`, else an
 //!    exponential backoff with jitter), the quota from `x-ratelimit-remaining-requests` /
-//!    `x-ratelimit-reset-requests` (when it runs out, requests wait for the reset), a zero
+//!    `x-ratelimit-reset-requests` (when it runs out, the next request waits until one is back:
+//!    at the refill rate `(limit - remaining) / reset` when `x-ratelimit-limit-requests` is
+//!    sent, else until the reset, when the whole quota is back), a zero
 //!    `x-ratelimit-remaining-tokens` (wait for `x-ratelimit-reset-tokens`), and, after a 429,
 //!    a single probe request until the endpoint answers again (so a pause does not end in a
 //!    thundering herd), and a learned request rate ([`Pacer`]) for endpoints that answer 429
