@@ -11,8 +11,9 @@
 //! 2. the endpoint's gates: a pause after a 429 (its `Retry-After` / `retry-after-ms`, else an
 //!    exponential backoff with jitter), the quota from `x-ratelimit-remaining-requests` /
 //!    `x-ratelimit-reset-requests` (when it runs out, the next request waits until one is back:
-//!    at the refill rate `(limit - remaining) / reset` when `x-ratelimit-limit-requests` is
-//!    sent, else until the reset, when the whole quota is back), a zero
+//!    at the refill rate `(limit - remaining) / reset`, taken as the best lower bound the
+//!    replies' rounded headers allow, when `x-ratelimit-limit-requests` is sent; else until the
+//!    reset, when the whole quota is back), a zero
 //!    `x-ratelimit-remaining-tokens` (wait for `x-ratelimit-reset-tokens`), and, after a 429,
 //!    a single probe request until the endpoint answers again (so a pause does not end in a
 //!    thundering herd), and a learned request rate ([`Pacer`]) for endpoints that answer 429
@@ -368,8 +369,8 @@ struct Window {
     /// Requests allowed as of `as_of` (negative: more are on the wire than the quota had).
     remaining: f64,
     as_of: Instant,
-    /// Requests per second the quota refills by: `(limit - remaining) / reset`, when the server
-    /// sends its limit. Without it the whole quota comes back at `reset_at`, not before.
+    /// Requests per second the quota refills by (a lower bound: [`refill_bound`]), when the
+    /// server sends its limit. Without it the whole quota comes back at `reset_at`, not before.
     refill: Option<f64>,
     /// The quota when full (`x-ratelimit-limit-requests`): refilling stops there.
     cap: f64,
@@ -393,9 +394,15 @@ impl Window {
             return None;
         }
         Some(match self.refill {
-            Some(r) => (now + Duration::from_secs_f64((1.0 - available) / r)).min(self.reset_at),
+            Some(r) => now + Duration::from_secs_f64((1.0 - available) / r),
             None => self.reset_at,
         })
+    }
+
+    /// Whether the window says nothing any more: past its reset, when the quota is back in
+    /// full. A window that knows its refill rate never expires: it refills up to its limit.
+    fn expired(&self, now: Instant) -> bool {
+        self.refill.is_none() && self.reset_at <= now
     }
 
     /// Count one request sent now.
@@ -411,11 +418,26 @@ enum Gate {
     WaitProbe,
 }
 
+/// A lower bound of the rate a quota refills at, from one reply: `(limit - remaining) / reset`
+/// with the headers' rounding against it (the count is whole requests, the reset is whole
+/// milliseconds, or whole seconds past a minute), so it never overstates the rate.
+fn refill_bound(limit: u64, remaining: u64, reset: Duration) -> Option<f64> {
+    let grain = if reset < Duration::from_secs(60) {
+        Duration::from_millis(1)
+    } else {
+        Duration::from_secs(1)
+    };
+    let missing = limit.checked_sub(remaining)?.checked_sub(1)?;
+    (missing > 0).then(|| missing as f64 / (reset + grain).as_secs_f64())
+}
+
 /// The quota window a reply's headers announce. The server counted `remaining` when this
 /// request reached it: requests sent after it (`sent_after`) are not counted there yet, and
 /// when the refill rate is known (`x-ratelimit-limit-requests`), the quota has refilled since
-/// it was sent. Without the limit, every request still on the wire (`others`) is taken off and
-/// the quota only comes back at the reset.
+/// it was sent. The rate is the best lower bound seen (`known_refill`, from earlier replies,
+/// and this one's). Without the limit, every request still on the wire (`others`) is taken off
+/// and the quota only comes back at the reset.
+#[allow(clippy::too_many_arguments)]
 fn quota_window(
     info: &RateInfo,
     remaining: u64,
@@ -424,12 +446,15 @@ fn quota_window(
     sent_at: Instant,
     sent_after: u64,
     others: usize,
+    known_refill: Option<f64>,
 ) -> Window {
-    let refill = match info.limit_requests {
-        Some(limit) if limit > remaining && !reset.is_zero() => {
-            Some((limit - remaining) as f64 / reset.as_secs_f64())
-        }
-        _ => None,
+    let refill = match (
+        info.limit_requests
+            .and_then(|limit| refill_bound(limit, remaining, reset)),
+        known_refill,
+    ) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b).filter(|_| info.limit_requests.is_some()),
     };
     let cap = info.limit_requests.map_or(f64::MAX, |l| l as f64);
     let remaining = match refill {
@@ -457,7 +482,7 @@ impl State {
             self.paused_until = None;
         }
         if let Some(w) = self.window {
-            if w.reset_at <= now {
+            if w.expired(now) {
                 self.window = None;
             } else if let Some(t) = w.wait(now) {
                 return Gate::Until(t);
@@ -723,6 +748,7 @@ impl Permit {
                         .on_success(now, now.saturating_duration_since(self.sent_at));
                     if let (Some(r), Some(reset)) = (info.remaining_requests, info.reset_requests) {
                         s.pacer.off = true;
+                        let known = s.window.and_then(|w| w.refill);
                         s.window = Some(quota_window(
                             &info,
                             r,
@@ -731,6 +757,7 @@ impl Permit {
                             self.sent_at,
                             s.requests.saturating_sub(self.seq),
                             others,
+                            known,
                         ));
                         wake = true;
                     }
@@ -830,13 +857,34 @@ mod tests {
         }
     }
 
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-6
+    }
+
+    #[test]
+    fn the_refill_rate_is_a_lower_bound_despite_the_headers_rounding() {
+        let ms = Duration::from_millis;
+        // 10 missing of 20 in "8ms" (really 8–9 ms, 10–11 missing): at least 9 per 9 ms.
+        assert!(close(refill_bound(20, 10, ms(8)).unwrap(), 1000.0));
+        // Nothing or one missing says nothing about the rate.
+        assert_eq!(refill_bound(20, 20, ms(0)), None);
+        assert_eq!(refill_bound(20, 19, ms(1)), None);
+        assert_eq!(refill_bound(20, 25, ms(1)), None);
+        // Past a minute the reset is whole seconds.
+        assert!(close(
+            refill_bound(10_001, 0, ms(119_000)).unwrap(),
+            10_000.0 / 120.0
+        ));
+    }
+
     #[test]
     fn a_quota_that_refills_lets_the_next_request_go_when_one_request_is_back() {
         let ms = Duration::from_millis;
         let now = Instant::now();
-        // 10 requests refilled in 25 ms (400/s), none left, sent just now.
-        let w = quota_window(&quota(Some(10)), 0, ms(25), now, now, 0, 0);
-        assert_eq!(w.refill, Some(400.0));
+        // 11 requests, none left, full again in 25 ms: at least 10 per 26 ms, sent just now.
+        let w = quota_window(&quota(Some(11)), 0, ms(25), now, now, 0, 0, None);
+        let rate = 10.0 / 0.026;
+        assert!(close(w.refill.unwrap(), rate));
         let next = w.wait(now).unwrap();
         assert!(
             next - now >= ms(2) && next - now <= ms(3),
@@ -844,9 +892,18 @@ mod tests {
             next - now
         );
         assert_eq!(w.wait(now + ms(3)), None);
-        // Without the limit, the whole quota comes back only at the reset.
-        let w = quota_window(&quota(None), 0, ms(25), now, now, 0, 0);
+        // A window that knows its rate does not expire at the reset; it refills to its limit.
+        assert!(!w.expired(now + ms(100)));
+        assert!(close(w.available(now + ms(100)), 11.0));
+        // A later reply with a poorer bound keeps the better one.
+        let w2 = quota_window(&quota(Some(11)), 8, ms(20), now, now, 0, 0, w.refill);
+        assert!(close(w2.refill.unwrap(), rate));
+        // Without the limit, the whole quota comes back only at the reset, and then the window
+        // says nothing more.
+        let w = quota_window(&quota(None), 0, ms(25), now, now, 0, 0, Some(rate));
+        assert_eq!(w.refill, None);
         assert_eq!(w.wait(now), Some(now + ms(25)));
+        assert!(w.expired(now + ms(25)));
     }
 
     #[test]
@@ -854,32 +911,27 @@ mod tests {
         let ms = Duration::from_millis;
         let sent = Instant::now();
         let now = sent + ms(50);
-        // The server had 5 left when the request reached it; 50 ms at 200/s refilled 10 (up
-        // to the limit of 12); 14 requests went out after it.
-        let mut w = quota_window(&quota(Some(12)), 5, ms(35), now, sent, 14, 40);
-        assert!(
-            (w.remaining - (12.0 - 14.0)).abs() < 1e-9,
-            "{}",
-            w.remaining
-        );
-        // 2 requests behind: the next goes once 3 are back, at 200/s.
-        let wait = w.wait(now).unwrap() - now;
-        assert!(wait >= ms(14) && wait <= ms(16), "{wait:?}");
-        // Never later than the reset, when the whole quota is back.
-        let deep = quota_window(&quota(Some(12)), 5, ms(35), now, sent, 40, 40);
-        assert_eq!(deep.wait(now), Some(now + ms(35)));
+        // The server had 5 left of 12 when the request reached it, full in 35 ms: at least
+        // 6 per 36 ms. 50 ms refilled it to the limit; 14 requests went out after it.
+        let rate = 6.0 / 0.036;
+        let mut w = quota_window(&quota(Some(12)), 5, ms(35), now, sent, 14, 40, None);
+        assert!(close(w.refill.unwrap(), rate));
+        assert!(close(w.remaining, 12.0 - 14.0), "{}", w.remaining);
+        // 2 requests behind: the next goes once 3 are back.
+        let wait = (w.wait(now).unwrap() - now).as_secs_f64();
+        assert!((wait - 3.0 / rate).abs() < 1e-3, "{wait}");
         // A dispatch takes one request; refilling stops at the limit.
         w.take(now + ms(5));
         assert!(
-            (w.remaining - (12.0 - 14.0 + 1.0 - 1.0)).abs() < 1e-6,
+            close(w.remaining, -2.0 + rate * 0.005 - 1.0),
             "{}",
             w.remaining
         );
         w.take(now + ms(200));
-        assert!((w.remaining - (12.0 - 1.0)).abs() < 1e-6, "{}", w.remaining);
+        assert!(close(w.remaining, 12.0 - 1.0), "{}", w.remaining);
         // Without the limit: what the server had, less every request still on the wire.
-        let w = quota_window(&quota(None), 5, ms(35), now, sent, 30, 4);
-        assert!((w.remaining - 1.0).abs() < 1e-9);
+        let w = quota_window(&quota(None), 5, ms(35), now, sent, 30, 4, None);
+        assert!(close(w.remaining, 1.0));
         assert_eq!(w.wait(now), None);
     }
 
