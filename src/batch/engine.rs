@@ -148,7 +148,7 @@ pub async fn run_batch(
                 {
                     tally.add(line);
                 }
-                if writer.lines(std::mem::take(&mut tally.finished)).is_err() {
+                if writer.lines(std::mem::take(&mut tally.finished)).await.is_err() {
                     // The writer reports its own error when finished; stop feeding it.
                     break;
                 }

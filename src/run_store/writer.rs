@@ -6,25 +6,33 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use tokio::sync::Semaphore;
 
 use super::meta::{Latency, RunMeta, RunStatus};
 use super::{RunDir, read_journal};
 use crate::record::{AggregationResult, LineResult, NodeRun, Status, Tokens, timestamp};
 
 enum Message {
-    Lines(Vec<LineResult>),
+    /// Lines to write, and the backlog permits they hold (given back once written).
+    Lines(Vec<LineResult>, usize),
     Aggregation(Box<AggregationResult>),
 }
+
+/// Finished lines queued for the writer before [`RunWriter::lines`] waits. With a fast
+/// endpoint and a slow disk the batch then waits for the writer, instead of holding every
+/// finished line in memory: memory stays flat whatever the dataset's size.
+const BACKLOG: usize = 1024;
 
 /// The run directory's writer thread.
 pub struct RunWriter {
     tx: Option<mpsc::Sender<Message>>,
     handle: Option<JoinHandle<io::Result<()>>>,
+    backlog: Arc<Semaphore>,
 }
 
 impl RunWriter {
@@ -39,40 +47,40 @@ impl RunWriter {
         }
         let (tx, rx) = mpsc::channel::<Message>();
         let dir = dir.clone();
+        let backlog = Arc::new(Semaphore::new(BACKLOG));
+        let released = backlog.clone();
         let handle = std::thread::Builder::new()
             .name("flow-run-writer".into())
             .spawn(move || {
-                let mut state = WriterState::new(dir)?;
-                for message in rx {
-                    match message {
-                        Message::Lines(lines) => {
-                            for line in lines {
-                                state.line(line)?;
-                            }
-                        }
-                        Message::Aggregation(agg) => state.aggregation(&agg)?,
-                    }
-                }
-                state.flush()
+                let written = write_all(dir, rx, &released);
+                // Nobody waits for room any more once the writer stopped (an error).
+                released.close();
+                written
             })?;
         Ok(RunWriter {
             tx: Some(tx),
             handle: Some(handle),
+            backlog,
         })
     }
 
     /// Queue a finished line. Never blocks.
     pub fn line(&self, line: LineResult) -> io::Result<()> {
-        self.send(Message::Lines(vec![line]))
+        self.send(Message::Lines(vec![line], 0))
     }
 
-    /// Queue finished lines, written in this order. Never blocks; one wake-up of the writer
-    /// thread for all of them.
-    pub fn lines(&self, lines: Vec<LineResult>) -> io::Result<()> {
+    /// Queue finished lines, written in this order, with one wake-up of the writer thread for
+    /// all of them. Waits while the writer already has [`BACKLOG`] lines to write.
+    pub async fn lines(&self, lines: Vec<LineResult>) -> io::Result<()> {
         if lines.is_empty() {
             return Ok(());
         }
-        self.send(Message::Lines(lines))
+        let held = lines.len().min(BACKLOG);
+        // An error means the writer stopped (the semaphore is closed): sending reports it.
+        if let Ok(permits) = self.backlog.acquire_many(held as u32).await {
+            permits.forget();
+        }
+        self.send(Message::Lines(lines, held))
     }
 
     /// Queue the aggregation nodes' records.
@@ -108,6 +116,24 @@ impl Drop for RunWriter {
             let _ = h.join();
         }
     }
+}
+
+/// The writer thread's loop: write every message until the channel closes, giving back the
+/// backlog permits of each batch once it is written.
+fn write_all(dir: RunDir, rx: mpsc::Receiver<Message>, backlog: &Semaphore) -> io::Result<()> {
+    let mut state = WriterState::new(dir)?;
+    for message in rx {
+        match message {
+            Message::Lines(lines, held) => {
+                for line in lines {
+                    state.line(line)?;
+                }
+                backlog.add_permits(held);
+            }
+            Message::Aggregation(agg) => state.aggregation(&agg)?,
+        }
+    }
+    state.flush()
 }
 
 struct WriterState {
@@ -427,6 +453,40 @@ pub fn write_meta(dir: &RunDir, meta: &RunMeta) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_writer_stopped_by_an_error_never_holds_the_batch_waiting_for_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        let writer = RunWriter::start(&run).unwrap();
+        // The journal's folder becomes a file: the writer's first line fails.
+        std::fs::remove_dir_all(run.flow_artifacts_dir()).unwrap();
+        std::fs::write(run.flow_artifacts_dir(), "not a folder").unwrap();
+        let line = |n| LineResult {
+            line_number: n,
+            status: Status::Completed,
+            inputs: Map::new(),
+            outputs: Map::new(),
+            error: None,
+            nodes: Vec::new(),
+            start_time: String::new(),
+            end_time: String::new(),
+            duration_ms: 0.0,
+            tokens: Tokens::default(),
+            cost_usd: 0.0,
+            cache_hits: 0,
+            unpriced_models: Vec::new(),
+        };
+        let feed = async {
+            for n in 0..3 * BACKLOG {
+                writer.lines(vec![line(2 * n), line(2 * n + 1)]).await?;
+            }
+            Ok::<(), io::Error>(())
+        };
+        let fed = tokio::time::timeout(std::time::Duration::from_secs(20), feed).await;
+        assert!(matches!(fed, Ok(Err(_))), "{fed:?}");
+        assert!(writer.finish().is_err());
+    }
 
     #[test]
     fn appending_after_a_torn_record_starts_a_new_line() {
