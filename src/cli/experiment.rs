@@ -427,7 +427,16 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     }
 
     let rt = super::runtime()?;
-    let results = rt.block_on(async {
+    // Owned copies for the runtime's worker threads (see `on_workers`).
+    let work = (
+        exp.clone(),
+        variants.clone(),
+        hashes.datasets.clone(),
+        hashes.experiment_digest(),
+        config.clone(),
+    );
+    let results = super::on_workers(&rt, async move {
+        let (exp, variants, datasets, digest, config) = work;
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let ctrl_c = tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -441,8 +450,8 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         let result = experiment::run_experiment(
             &exp,
             &variants,
-            &hashes.datasets,
-            &hashes.experiment_digest(),
+            &datasets,
+            &digest,
             &config,
             &progress,
             &PrintRuns { color },
@@ -451,8 +460,8 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         .await;
         progress.finish();
         ctrl_c.abort();
-        result
-    });
+        Ok(result)
+    })?;
     let results = results.map_err(experiment_failure)?;
     if let Some(shard) = sharded {
         let failed_uploads = results

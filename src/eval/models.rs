@@ -144,41 +144,10 @@ pub async fn score_with_models(
     concurrency: usize,
 ) -> Result<Vec<ModelLine>, JudgeErrorOrText> {
     let lines = fields(base, data, mapping).map_err(JudgeErrorOrText::Text)?;
-    let scored: Vec<Result<ModelLine, JudgeError>> = stream::iter(lines.iter())
-        .map(|line| async move {
-            let mut scores = Vec::with_capacity(evaluators.len());
-            for e in evaluators {
-                let name = e.name();
-                if let Some(err) = &line.base_error {
-                    scores.push((name, None, false, err.clone()));
-                    continue;
-                }
-                let result = match e {
-                    ModelEvaluator::Judge(j) => {
-                        let input = JudgeInput {
-                            question: line.question.as_deref(),
-                            answer: line.answer.as_deref(),
-                            context: line.context.as_deref(),
-                            ground_truth: line.ground_truth.as_deref(),
-                        };
-                        j.score(client, cache, &input).await.map(|s| (s.score, s.passed, s.reason))
-                    }
-                    ModelEvaluator::Embedding(emb) => match (&line.answer, &line.ground_truth) {
-                        (Some(a), Some(g)) => emb.score(client, cache, a, g).await.map(|s| (s.similarity, s.passed, s.reason)),
-                        _ => Ok((None, false, "needs a prediction and a ground_truth (map them with --column-mapping)".to_string())),
-                    },
-                };
-                match result {
-                    Ok((score, passed, reason)) => scores.push((name, score, passed, reason)),
-                    Err(err) if err.endpoint_unusable() || err.is_config() => return Err(err),
-                    Err(err) => scores.push((name, None, false, err.to_string())),
-                }
-            }
-            Ok(ModelLine {
-                line_number: line.line_number,
-                scores,
-            })
-        })
+    let scored: Vec<Result<ModelLine, JudgeError>> = stream::iter(lines)
+        // Owned lines: a closure over borrowed ones would keep the future from being Send
+        // for every lifetime, which spawning it needs (rustc's higher-ranked lifetimes).
+        .map(|line| async move { score_line(&line, evaluators, client, cache).await })
         .buffered(concurrency.max(1))
         .collect()
         .await;
@@ -186,6 +155,57 @@ pub async fn score_with_models(
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
         .map_err(JudgeErrorOrText::Judge)
+}
+
+/// Score one line with every model evaluator (see [`score_with_models`]).
+async fn score_line(
+    line: &LineFields,
+    evaluators: &[ModelEvaluator],
+    client: &LlmClient,
+    cache: Option<&ResponseCache>,
+) -> Result<ModelLine, JudgeError> {
+    let mut scores = Vec::with_capacity(evaluators.len());
+    for e in evaluators {
+        let name = e.name();
+        if let Some(err) = &line.base_error {
+            scores.push((name, None, false, err.clone()));
+            continue;
+        }
+        let result = match e {
+            ModelEvaluator::Judge(j) => {
+                let input = JudgeInput {
+                    question: line.question.as_deref(),
+                    answer: line.answer.as_deref(),
+                    context: line.context.as_deref(),
+                    ground_truth: line.ground_truth.as_deref(),
+                };
+                j.score(client, cache, &input)
+                    .await
+                    .map(|s| (s.score, s.passed, s.reason))
+            }
+            ModelEvaluator::Embedding(emb) => match (&line.answer, &line.ground_truth) {
+                (Some(a), Some(g)) => emb
+                    .score(client, cache, a, g)
+                    .await
+                    .map(|s| (s.similarity, s.passed, s.reason)),
+                _ => Ok((
+                    None,
+                    false,
+                    "needs a prediction and a ground_truth (map them with --column-mapping)"
+                        .to_string(),
+                )),
+            },
+        };
+        match result {
+            Ok((score, passed, reason)) => scores.push((name, score, passed, reason)),
+            Err(err) if err.endpoint_unusable() || err.is_config() => return Err(err),
+            Err(err) => scores.push((name, None, false, err.to_string())),
+        }
+    }
+    Ok(ModelLine {
+        line_number: line.line_number,
+        scores,
+    })
 }
 
 /// Why model-based scoring could not run.

@@ -290,8 +290,11 @@ pub async fn run_experiment(
             let copy = RunUpload::new(job.dir.clone(), remote.child(&job.dir.name()));
             *job.copy.get_mut() = Some(copy);
         }
-        let fetched =
-            futures::future::try_join_all(jobs.iter().map(|job| job.fetch_upload())).await;
+        let mut fetches = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            fetches.push(job.fetch_upload());
+        }
+        let fetched = futures::future::try_join_all(fetches).await;
         match fetched {
             Ok(downloaded) => {
                 for (job, downloaded) in jobs.iter_mut().zip(downloaded) {
@@ -304,16 +307,27 @@ pub async fn run_experiment(
             }
         }
     }
-    let results = futures::future::join_all(jobs.iter().map(|job| async {
-        let result = job.run(progress, cancel.clone()).await;
-        if let Ok(r) = &result {
-            observer.run_finished(r);
-        }
-        result
-    }))
-    .await;
+    let mut runs = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        runs.push(run_and_report(job, progress, observer, cancel.clone()));
+    }
+    let results = futures::future::join_all(runs).await;
     shutdown(&executors, &eval_executors).await;
     results.into_iter().collect()
+}
+
+/// Run one job and tell the observer when it finished.
+async fn run_and_report(
+    job: &RunJob<'_>,
+    progress: &dyn Progress,
+    observer: &dyn RunObserver,
+    cancel: watch::Receiver<bool>,
+) -> Result<RunResult, ExperimentError> {
+    let result = job.run(progress, cancel).await;
+    if let Ok(r) = &result {
+        observer.run_finished(r);
+    }
+    result
 }
 
 async fn prepare(
