@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::{BatchConfig, BatchOutcome, Progress, run_batch, spawn_line_source};
 use crate::data::{BaseRun, ColumnMapping};
 use crate::executor::Executor;
-use crate::record::timestamp;
+use crate::record::{LineResult, timestamp};
 use crate::run_store::{self, RunDir, RunMeta, RunSettings, RunStatus, RunWriter};
 
 /// One batch to run into a new run directory.
@@ -40,6 +40,24 @@ pub struct DirBatch {
     /// Finish the earlier run in `dir` (its `meta.json`) as `flow run --resume` does: the lines
     /// its journal holds as succeeded are kept, only the missing and failed ones run.
     pub resume: Option<RunMeta>,
+}
+
+/// What an earlier attempt of the run in `dir` left, for resuming it: the lines its journal
+/// holds as succeeded (they do not run again) and, when the flow aggregates (never in a shard),
+/// those lines slimmed to what its aggregation nodes read, since aggregation sees every line.
+pub fn earlier_attempt(
+    executor: &Executor,
+    dir: &RunDir,
+    shard: bool,
+) -> io::Result<(HashSet<usize>, Vec<LineResult>)> {
+    let journal = run_store::read_journal(dir)?;
+    let done: HashSet<usize> = journal.completed().collect();
+    let previous = if executor.dag().aggregation_nodes.is_empty() || shard {
+        Vec::new()
+    } else {
+        run_store::succeeded_lines_with(dir, &journal, &executor.aggregation_dependencies())?
+    };
+    Ok((done, previous))
 }
 
 /// A finished batch: its record and what happened.
@@ -159,15 +177,8 @@ pub async fn run_to_dir(
             (meta, HashSet::new(), Vec::new())
         }
         Some(before) => {
-            let journal = run_store::read_journal(dir).map_err(io_at(&dir.path))?;
-            let done: HashSet<usize> = journal.completed().collect();
-            // Aggregation nodes see every succeeded line, the earlier ones included.
-            let previous = if executor.dag().aggregation_nodes.is_empty() || shard.is_some() {
-                Vec::new()
-            } else {
-                run_store::succeeded_lines_with(dir, &journal, &executor.aggregation_dependencies())
-                    .map_err(io_at(&dir.path))?
-            };
+            let (done, previous) =
+                earlier_attempt(executor, dir, shard.is_some()).map_err(io_at(&dir.path))?;
             let mut meta = before.clone();
             meta.total_lines = total;
             // Where the flow and data are now (a run downloaded from another machine).

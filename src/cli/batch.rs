@@ -15,7 +15,7 @@ use super::run::{
     OutputFormat, RunArgs, executor_options, line_failure, load_flow, parse_variants, prepare,
 };
 use super::runtime;
-use flow::batch::{BatchConfig, BatchOutcome, run_batch, spawn_line_source};
+use flow::batch::{BatchConfig, BatchOutcome, earlier_attempt, run_batch, spawn_line_source};
 use flow::data::{BaseRun, ColumnMapping};
 use flow::model::{Flow, VariantSelection};
 use flow::record::ErrorKind;
@@ -550,9 +550,8 @@ async fn execute(
             (meta, HashSet::new(), Vec::new())
         }
         Some(meta) => {
-            let journal =
-                run_store::read_journal(&plan.dir).map_err(|e| io_err("cannot read", e))?;
-            let done: HashSet<usize> = journal.completed().collect();
+            let (done, previous) = earlier_attempt(executor, &plan.dir, plan.shard.is_some())
+                .map_err(|e| io_err("cannot read", e))?;
             if done.len() >= total && meta.status == RunStatus::Completed {
                 eprintln!(
                     "run `{}` already finished: every line succeeded; nothing to resume",
@@ -563,16 +562,6 @@ async fn execute(
                     failure: None,
                 });
             }
-            let previous = if executor.dag().aggregation_nodes.is_empty() || plan.shard.is_some() {
-                Vec::new()
-            } else {
-                run_store::succeeded_lines_with(
-                    &plan.dir,
-                    &journal,
-                    &executor.aggregation_dependencies(),
-                )
-                .map_err(|e| io_err("cannot read", e))?
-            };
             let mut meta = meta.clone();
             meta.status = RunStatus::Running;
             meta.total_lines = total;
