@@ -14,11 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 lines=${1:-20000}
 repeats=${2:-3}
-cargo build --release --quiet
-cargo bench --bench batch --no-run --quiet 2>/dev/null
-target=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)  # absolute: the runs start in $work
-flow="$target/release/flow"
-mock=$(ls -t "$target"/release/deps/batch-* | grep -v '\.d$' | head -1)
+source bench/mock-flow.sh
 work=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/flow-pool.XXXXXX")
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
@@ -28,26 +24,7 @@ for port in 18091 18092 18093 18094; do
   pids+=($!)
 done
 sleep 1
-mkdir -p "$work/bench"
-cat > "$work/bench/flow.dag.yaml" <<'YAML'
-inputs:
-  question: {type: string}
-outputs:
-  answer: {reference: "${ask.output}"}
-nodes:
-- name: ask
-  type: llm
-  source: {type: code, path: ask.jinja2}
-  connection: open_ai_connection
-  api: chat
-  inputs:
-    model: gpt-4o-mini
-    question: ${inputs.question}
-YAML
-printf 'user:\n{{question}}\n' > "$work/bench/ask.jinja2"
-python3 -c "
-import sys
-for i in range(int(sys.argv[1])): print('{\"question\": \"q %d\"}' % i)" "$lines" > "$work/d.jsonl"
+mock_flow_project "$work" "$lines"
 fstype=$(findmnt -no FSTYPE -T "$work" 2>/dev/null | head -1 || echo "unknown")
 source=$(findmnt -no SOURCE -T "$work" 2>/dev/null | head -1 || echo "?")
 journal=""

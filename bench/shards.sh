@@ -12,11 +12,7 @@ cd "$(dirname "$0")/.."
 lines=${1:-4000}
 rate=${2:-200}
 conc=${3:-64}
-cargo build --release --quiet
-cargo bench --bench batch --no-run --quiet 2>/dev/null
-target=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)  # absolute: the runs start in $work
-flow="$target/release/flow"
-mock=$(ls -t "$target"/release/deps/batch-* | grep -v '\.d$' | head -1)
+source bench/mock-flow.sh
 work=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/flow-shards.XXXXXX")
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
@@ -25,26 +21,7 @@ port=18095
 "$mock" --serve "$port" --latency-ms 50 --rate "$rate" >/dev/null 2>&1 &
 pids+=($!)
 sleep 1
-mkdir -p "$work/bench"
-cat > "$work/bench/flow.dag.yaml" <<'YAML'
-inputs:
-  question: {type: string}
-outputs:
-  answer: {reference: "${ask.output}"}
-nodes:
-- name: ask
-  type: llm
-  source: {type: code, path: ask.jinja2}
-  connection: open_ai_connection
-  api: chat
-  inputs:
-    model: gpt-4o-mini
-    question: ${inputs.question}
-YAML
-printf 'user:\n{{question}}\n' > "$work/bench/ask.jinja2"
-python3 -c "
-import sys
-for i in range(int(sys.argv[1])): print('{\"question\": \"q %d\"}' % i)" "$lines" > "$work/d.jsonl"
+mock_flow_project "$work" "$lines"
 export OPEN_AI_CONNECTION_API_KEY=k OPEN_AI_CONNECTION_API_BASE="http://127.0.0.1:$port/v1" NO_COLOR=1
 report() {
   python3 -c "
