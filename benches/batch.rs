@@ -1,4 +1,4 @@
-//! End-to-end benchmark of `flow run --data` against the loopback mock LLM (SPEC §5, issue 4).
+//! End-to-end benchmark of `flow run --data` against the loopback mock LLM (docs/performance.md).
 //!
 //! ```sh
 //! cargo bench --bench batch                 # every scenario; prints a Markdown table

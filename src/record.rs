@@ -35,7 +35,7 @@ impl Tokens {
     }
 }
 
-/// What kind of failure, so callers can tell a bad prompt from a broken endpoint (SPEC §12).
+/// What kind of failure, so callers can tell a bad prompt from a broken endpoint (exit 1 vs 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {

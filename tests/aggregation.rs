@@ -1,4 +1,4 @@
-//! Aggregation nodes (SPEC §2.5) through the library: they run once after all lines and receive
+//! Aggregation nodes (docs/flows.md) through the library: they run once after all lines and receive
 //! lists with one element per *succeeded* line, in line order; literals stay scalar.
 
 use serde_json::{Map, Value, json};

@@ -1,5 +1,5 @@
 //! Bad input never panics: each problem is reported with its file, line and column, the fix to
-//! try, and exit status 2 (SPEC §11, §12).
+//! try, and exit status 2 (docs/cli.md, Errors).
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! Batch runs end to end (`flow run FLOW --data FILE`, SPEC §5, §5.1): the run directory, data
+//! Batch runs end to end (`flow run FLOW --data FILE`, docs/batch-runs.md): the run directory, data
 //! formats, column mapping, chaining runs, aggregation and the progress summary — the real
 //! binary against the loopback mock LLM and the real `python3`.
 

@@ -1,4 +1,4 @@
-//! Batch runs under load and faults (SPEC §5, §12): bounded concurrency, 429 storms, hung and
+//! Batch runs under load and faults (docs/batch-runs.md): bounded concurrency, 429 storms, hung and
 //! failing endpoints, a refused key — the real binary against the loopback mock LLM.
 
 mod batch_support;

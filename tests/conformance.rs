@@ -1,4 +1,4 @@
-//! Conformance with SPEC §2.3–2.6 and §3, end to end through the binary: property paths,
+//! Conformance with docs/flows.md, end to end through the binary: property paths,
 //! bypass cascades, typed `activate`, variants, role markers and the injection guard.
 
 mod support;

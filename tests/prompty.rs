@@ -1,4 +1,4 @@
-//! `.prompty` files run as one-node flows (SPEC §3): inputs from the front matter (sample values
+//! `.prompty` files run as one-node flows: inputs from the front matter (sample values
 //! as defaults), model parameters, the connection, and template errors at the file's own lines.
 
 mod support;

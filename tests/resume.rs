@@ -1,4 +1,4 @@
-//! Crash safety and `flow run --resume` (SPEC §5 "a run is never lost"): kill a batch with
+//! Crash safety and `flow run --resume` ("a run is never lost"): kill a batch with
 //! SIGKILL, check what it kept, resume it, and compare with an uninterrupted run.
 
 mod batch_support;

@@ -1,4 +1,4 @@
-//! `flow runs list|show|delete` and run names (SPEC §5.1, §11): the real binary on real run
+//! `flow runs list|show|delete` and run names (docs/batch-runs.md): the real binary on real run
 //! directories made by batch runs.
 
 mod batch_support;

@@ -1,5 +1,5 @@
 //! Batch runs: many lines of one flow, concurrently, each written to the run directory as it
-//! finishes; then aggregation once (SPEC §5).
+//! finishes; then aggregation once (docs/batch-runs.md).
 //!
 //! Lines come from a channel fed by a reader thread (the dataset is streamed, never loaded);
 //! at most `concurrency` lines are in flight; each finished line goes to the run writer thread and

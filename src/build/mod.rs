@@ -126,7 +126,7 @@ pub fn requirements_file(flow: &Flow) -> Option<PathBuf> {
     flow.dir.join(&rel).is_file().then_some(rel)
 }
 
-/// The connections of the flow's nodes (variants applied) and their variables (SPEC §4).
+/// The connections of the flow's nodes (variants applied) and their variables.
 pub fn connection_vars(flow: &Flow, env: &EnvVars) -> Vec<ConnectionVars> {
     let mut names: Vec<&str> = Vec::new();
     for n in &flow.nodes {

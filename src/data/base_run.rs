@@ -1,4 +1,4 @@
-//! A finished run directory (SPEC §5.1) used as the base of `--run BASE` chaining.
+//! A finished run directory (docs/batch-runs.md) used as the base of `--run BASE` chaining.
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -1,6 +1,6 @@
 //! Column mapping: which data column (or base-run value, or literal) feeds each flow input.
 //!
-//! Mirrors promptflow's `apply_inputs_mapping` and `BatchInputsProcessor`, in the order SPEC §5
+//! Mirrors promptflow's `apply_inputs_mapping` and `BatchInputsProcessor`, in the order promptflow
 //! gives: an explicit mapping wins; a flow input that is not mapped takes the same-named column
 //! when the row has one; otherwise it is left out so the executor uses its default (or reports a
 //! missing required input). Other columns are not passed, as in promptflow; explicit mappings to

@@ -1,4 +1,4 @@
-//! Evaluation of a finished run (SPEC §7): built-in evaluators scored line by line against the
+//! Evaluation of a finished run (docs/eval.md): built-in evaluators scored line by line against the
 //! base run's outputs and the dataset, with base-run lines that failed counted as failures.
 //! (Evaluation flows are ordinary batch runs over the base run; `flow eval` runs both.)
 

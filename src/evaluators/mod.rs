@@ -1,4 +1,4 @@
-//! Built-in evaluators that need no Python (SPEC §7).
+//! Built-in evaluators that need no Python (docs/eval.md).
 //!
 //! An [`EvaluatorSpec`] is parsed from the text given to `--evaluator NAME[:options]` (or an
 //! `experiment.yaml` entry), scores one line at a time into a [`Score`], and a run's scores fold

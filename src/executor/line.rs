@@ -1,5 +1,5 @@
-//! One line: nodes start as soon as what they reference is done; bypass rules of SPEC §2.4.
-//! Then aggregation: once, over the succeeded lines (SPEC §2.5).
+//! One line: nodes start as soon as what they reference is done; promptflow's bypass rules.
+//! Then aggregation: once, over the succeeded lines (docs/flows.md, Aggregation).
 
 use std::collections::HashSet;
 use std::time::{Instant, SystemTime};
@@ -294,7 +294,7 @@ impl Executor {
         })
     }
 
-    /// Decide whether node `i` runs (and with what) or is bypassed (SPEC §2.4).
+    /// Decide whether node `i` runs (and with what) or is bypassed.
     fn decide(
         &self,
         i: usize,

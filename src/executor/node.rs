@@ -13,7 +13,7 @@ use crate::provider::{Api, DeltaFn, LlmRequest, ProviderError};
 use crate::python::{PythonCall, PythonError};
 use crate::record::{ErrorInfo, ErrorKind, Tokens};
 
-/// Node inputs that are model parameters, not template variables (SPEC §2.2).
+/// Node inputs that are model parameters, not template variables (docs/flows.md, Nodes).
 pub const MODEL_PARAMETERS: &[&str] = &[
     "model",
     "deployment_name",

@@ -1,4 +1,4 @@
-//! Experiments (SPEC §6): `experiment.yaml` (the GenAIOps template's shape) names a flow, its
+//! Experiments: `experiment.yaml` (the GenAIOps template's shape) names a flow, its
 //! connections, datasets and evaluators; `flow experiment` runs the flow for each selected
 //! variant plan (variants, combinations, parameter sweeps) over each dataset, runs every
 //! evaluator on every run, and writes one comparison directory with `summary.json`.

@@ -2,7 +2,7 @@
 //! (`create_connections._get_valid_connection_values`), a value written `${field}` is read from
 //! the environment variable `<CONNECTION NAME>_<FIELD>` upper-cased (`aoai` + `${api_key}` →
 //! `AOAI_API_KEY`); a literal value is used as written. Each property then becomes the variable
-//! flow reads the connection from (`<PREFIX>_<PROPERTY>`, SPEC §4), so flows run with the
+//! flow reads the connection from (`<PREFIX>_<PROPERTY>`), so flows run with the
 //! experiment's connections.
 
 use crate::connection::{EnvVars, env_prefix};

@@ -96,12 +96,12 @@ pub enum JudgeError {
 }
 
 impl JudgeError {
-    /// The endpoint cannot be used at all (SPEC §12 exit status 3).
+    /// The endpoint cannot be used at all (exit status 3).
     pub fn endpoint_unusable(&self) -> bool {
         matches!(self, JudgeError::Provider { source, .. } if source.endpoint_unusable())
     }
 
-    /// A configuration problem found before any line is judged (SPEC §12 exit status 2).
+    /// A configuration problem found before any line is judged (exit status 2).
     pub fn is_config(&self) -> bool {
         matches!(
             self,

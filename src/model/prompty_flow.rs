@@ -1,4 +1,4 @@
-//! A `.prompty` file as a flow: one llm node whose prompt is the file's body (SPEC §3).
+//! A `.prompty` file as a flow: one llm node whose prompt is the file's body (docs/flows.md).
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,5 @@
 //! Variants: `--variant '${node.variant_id}'` picks one node body; every other `use_variants`
-//! node takes its default (SPEC §2.6).
+//! node takes its default (docs/flows.md, Variants).
 
 use super::load::{LoadError, closest};
 use super::types::Flow;

@@ -174,7 +174,7 @@ impl ProviderError {
     }
 
     /// The endpoint cannot be used at all (bad key, no access, wrong URL/deployment,
-    /// unreachable): SPEC §12 exit status 3.
+    /// unreachable): exit status 3 (docs/cli.md, Exit statuses).
     pub fn endpoint_unusable(&self) -> bool {
         matches!(
             self.root(),

@@ -1,4 +1,4 @@
-//! Reports people read and scripts parse (SPEC §8): runs, their evaluations and experiments
+//! Reports people read and scripts parse (docs/reports.md): runs, their evaluations and experiments
 //! loaded into one [`Report`] (`load`, `sources`), rendered as CSV (`csv`: long and wide), one
 //! self-contained HTML file (`html`, with `charts`) or JSON (`json`).
 //!

@@ -1,4 +1,4 @@
-//! The run directory (SPEC §5.1), laid out as promptflow lays it out:
+//! The run directory (docs/batch-runs.md), laid out as promptflow lays it out:
 //!
 //! ```text
 //! .flow/runs/<run-name>/

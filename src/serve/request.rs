@@ -1,5 +1,5 @@
 //! A `/score` request body → the flow's inputs: a JSON object whose keys are the flow's inputs,
-//! each coerced to its declared type (SPEC §2.1). Unknown keys, missing inputs without a default
+//! each coerced to its declared type. Unknown keys, missing inputs without a default
 //! and values that do not coerce are rejected before anything runs.
 
 use serde_json::{Map, Value};

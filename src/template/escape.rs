@@ -16,7 +16,7 @@ use serde_json::Value;
 /// The character inserted before the role word of an escaped role-marker line.
 pub const ESCAPE_MARK: char = '\u{FDD0}';
 
-/// A line that starts a chat message (SPEC §3), capturing the role word.
+/// A line that starts a chat message (docs/flows.md, Templates), capturing the role word.
 pub(crate) static ROLE_LINE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?im)^\s*#?\s*(system|user|assistant|function|tool)\s*:\s*$")
         .unwrap_or_else(|e| unreachable!("the role regex is valid: {e}"))

@@ -1,4 +1,4 @@
-//! Splitting a rendered chat prompt into messages, as promptflow's `parse_chat` does (SPEC §3).
+//! Splitting a rendered chat prompt into messages, as promptflow's `parse_chat` does.
 
 use std::sync::LazyLock;
 
