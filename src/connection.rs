@@ -132,6 +132,12 @@ pub enum ConnectionError {
     },
 }
 
+impl crate::error::Classify for ConnectionError {
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Config
+    }
+}
+
 /// A snapshot of configuration variables: `.env` overlaid by the real process environment.
 #[derive(Debug, Clone, Default)]
 pub struct EnvVars {

@@ -125,6 +125,12 @@ pub enum PriceError {
     },
 }
 
+impl crate::error::Classify for PriceError {
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Config
+    }
+}
+
 fn env_note(from_env: &bool) -> &'static str {
     if *from_env {
         ", which comes from the FLOW_PRICES environment variable"

@@ -122,6 +122,12 @@ pub enum GateError {
     BadKOfN { k: usize, n: usize },
 }
 
+impl crate::error::Classify for GateError {
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Config
+    }
+}
+
 impl FromStr for Threshold {
     type Err = GateError;
 

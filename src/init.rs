@@ -248,6 +248,17 @@ pub enum InitError {
     },
 }
 
+impl crate::error::Classify for InitError {
+    fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            InitError::CreateDir { source, .. } | InitError::Write { source, .. } => {
+                crate::error::class_of_user_file(source)
+            }
+            _ => crate::error::ErrorClass::Config,
+        }
+    }
+}
+
 fn display_list(paths: &[PathBuf]) -> String {
     paths
         .iter()

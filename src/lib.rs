@@ -17,6 +17,7 @@ pub mod dag;
 pub mod data;
 pub mod deploy;
 pub mod diagnostic;
+pub mod error;
 pub mod eval;
 pub mod evaluators;
 pub mod executor;

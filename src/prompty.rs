@@ -71,6 +71,12 @@ pub enum PromptyError {
     },
 }
 
+impl crate::error::Classify for PromptyError {
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Config
+    }
+}
+
 fn loc(line: Option<usize>, col: Option<usize>) -> String {
     match (line, col) {
         (Some(l), Some(c)) => format!("{l}:{c}"),

@@ -65,6 +65,17 @@ pub enum MergeError {
     },
 }
 
+impl crate::error::Classify for MergeError {
+    /// Shards that do not belong together are the user's to fix; a merged run that cannot be
+    /// read or written is I/O.
+    fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            MergeError::Io { .. } => crate::error::ErrorClass::Io,
+            _ => crate::error::ErrorClass::Config,
+        }
+    }
+}
+
 fn join(numbers: &[usize]) -> String {
     numbers
         .iter()

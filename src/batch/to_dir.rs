@@ -84,6 +84,16 @@ pub enum DirBatchError {
     Data(String),
 }
 
+impl crate::error::Classify for DirBatchError {
+    /// The run directory is `flow`'s own; the dataset and base run are the user's.
+    fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            DirBatchError::Io { .. } => crate::error::ErrorClass::Io,
+            DirBatchError::Data(_) => crate::error::ErrorClass::Config,
+        }
+    }
+}
+
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> DirBatchError + '_ {
     move |source| DirBatchError::Io {
         path: path.to_path_buf(),

@@ -101,6 +101,15 @@ pub enum BuildError {
     Flow(String),
 }
 
+impl crate::error::Classify for BuildError {
+    fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            BuildError::Io { .. } => crate::error::ErrorClass::Io,
+            _ => crate::error::ErrorClass::Config,
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
     move |source| BuildError::Io {
         path: path.to_path_buf(),

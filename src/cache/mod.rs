@@ -144,6 +144,16 @@ pub enum CacheError {
     },
 }
 
+impl crate::error::Classify for CacheError {
+    /// A replay miss means the recorded responses do not cover the run: configuration.
+    fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            CacheError::Provider(e) => crate::error::Classify::class(e.as_ref()),
+            CacheError::ReplayMiss { .. } => crate::error::ErrorClass::Config,
+        }
+    }
+}
+
 impl CacheError {
     /// The provider error, when the request failed.
     pub fn provider(&self) -> Option<&ProviderError> {

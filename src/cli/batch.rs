@@ -703,14 +703,11 @@ fn judge(meta: &RunMeta, outcome: &BatchOutcome, reporting: Reporting) -> Option
         )));
     }
     if outcome.canceled {
-        return Some(Failure {
-            code: 130,
-            message: format!(
-                "stopped: {} lines are kept. Resume with: flow run --resume {}",
-                meta.completed_lines + meta.failed_lines,
-                meta.name
-            ),
-        });
+        return Some(Failure::interrupted(format!(
+            "stopped: {} lines are kept. Resume with: flow run --resume {}",
+            meta.completed_lines + meta.failed_lines,
+            meta.name
+        )));
     }
     if let Some(e) = outcome.aggregation.as_ref().and_then(|a| a.error.as_ref()) {
         return Some(Failure::quality(format!(

@@ -46,8 +46,7 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
     let flow = load_flow(&args.flow, &selections)?;
     let cwd = std::env::current_dir()
         .map_err(|e| Failure::usage(format!("error: no working directory: {e}")))?;
-    let env = EnvVars::load(args.env_file.as_deref(), &cwd)
-        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let env = EnvVars::load(args.env_file.as_deref(), &cwd).map_err(|e| Failure::of(&e))?;
     let binary = match (args.binary, args.source) {
         (Some(b), _) => BinarySource::Binary(b),
         (None, Some(s)) => BinarySource::Source(s),
@@ -58,8 +57,7 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
         binary,
         env,
     };
-    let report = flow::build::docker_context(&flow, &build)
-        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let report = flow::build::docker_context(&flow, &build).map_err(|e| Failure::of(&e))?;
     let color = color_stderr();
     for (path, why) in &report.skipped {
         let shown = path.strip_prefix(&flow.dir).unwrap_or(path);

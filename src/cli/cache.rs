@@ -60,7 +60,7 @@ fn resolve(arg: &DirArg) -> Result<PathBuf, Failure> {
 }
 
 fn io_failure(dir: &Path, e: std::io::Error) -> Failure {
-    Failure::usage(format!(
+    Failure::io(format!(
         "error: cannot read the response cache {}: {e}; check the path and its permissions",
         dir.display()
     ))

@@ -300,8 +300,7 @@ fn rollout(args: RolloutArgs) -> Result<(), Failure> {
             Target::Compose => ".env".to_string(),
         }),
     };
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Failure::usage(format!("error: cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Failure::own_file("cannot create", &dir, &e))?;
     match target {
         Target::Kubernetes | Target::KubernetesJob => {
             kubernetes_rollout(&spec, &dir, args.apply, plan.as_ref())
@@ -311,8 +310,7 @@ fn rollout(args: RolloutArgs) -> Result<(), Failure> {
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), Failure> {
-    std::fs::write(path, text)
-        .map_err(|e| Failure::usage(format!("error: cannot write {}: {e}", path.display())))
+    std::fs::write(path, text).map_err(|e| Failure::own_file("cannot write", path, &e))
 }
 
 fn kubernetes_rollout(

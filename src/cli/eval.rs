@@ -171,7 +171,7 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
             };
             let finished = run_plan(&plan, &args.model, reporting)?;
             if let Some(f) = finished.failure {
-                if f.code != 1 {
+                if f.class != flow::error::ErrorClass::Quality {
                     return Err(f);
                 }
                 failure = Some(f);
@@ -528,7 +528,7 @@ fn run_sample(
         allow_failures: true,
     };
     match run_plan(&plan, &args.model, reporting)?.failure {
-        Some(f) if f.code != 1 => Err(f),
+        Some(f) if f.class != flow::error::ErrorClass::Quality => Err(f),
         _ => Ok(()),
     }
 }

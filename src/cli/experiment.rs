@@ -102,8 +102,8 @@ pub(super) fn experiment_failure(e: ExperimentError) -> Failure {
         ExperimentError::Flow(d) => Failure::diagnostics(&d),
         ExperimentError::Plan(p) => Failure::usage(format!("error: {p}\n  help: {}", p.help())),
         // Object storage that cannot be used is an unusable endpoint (exit 3): a Job retries.
-        ExperimentError::Storage(e) => Failure::endpoint(format!("error: --upload: {e}")),
-        other => Failure::usage(format!("error: {other}")),
+        ExperimentError::Storage(e) => Failure::context("--upload", &e),
+        other => Failure::of(&other),
     }
 }
 
@@ -422,8 +422,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     };
     // A shard writes run directories only; the comparison comes with the merge.
     if sharded.is_none() {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Failure::usage(format!("error: cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Failure::own_file("cannot create", &dir, &e))?;
     }
 
     let rt = super::runtime()?;
@@ -495,8 +494,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         args.model.offline,
     );
     s.unchanged_since = unchanged.map(|p| p.display().to_string());
-    summary::write(&dir, &s)
-        .map_err(|e| Failure::usage(format!("error: cannot write {}: {e}", dir.display())))?;
+    summary::write(&dir, &s).map_err(|e| Failure::own_file("cannot write", &dir, &e))?;
     write_reports(&dir, &s);
     if let Some(remote) = &to {
         upload_comparison(remote, &dir, &results)?;
@@ -561,10 +559,9 @@ fn upload_comparison(
 /// all, 1 when a line or an evaluation failed, else 0.
 fn verdict(results: &[RunResult]) -> Result<(), Failure> {
     if results.iter().any(|r| r.canceled) {
-        return Err(Failure {
-            code: 130,
-            message: "stopped: finished lines are kept in each run directory; run the experiment again to finish (finished lines come from the response cache; a shard resumes its shard runs)".into(),
-        });
+        return Err(Failure::interrupted(
+            "stopped: finished lines are kept in each run directory; run the experiment again to finish (finished lines come from the response cache; a shard resumes its shard runs)",
+        ));
     }
     if !results.is_empty()
         && results

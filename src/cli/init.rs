@@ -21,8 +21,7 @@ pub struct InitArgs {
 }
 
 pub fn run(args: InitArgs) -> Result<(), Failure> {
-    let result = scaffold(&args.dir, args.template, args.force)
-        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let result = scaffold(&args.dir, args.template, args.force).map_err(|e| Failure::of(&e))?;
     outln!(
         "Created a {} flow in {}:",
         result.template,

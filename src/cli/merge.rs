@@ -80,16 +80,16 @@ pub fn run(project: &Path, args: MergeArgs) -> Result<(), Failure> {
     for dir in dirs {
         let meta = dir
             .read_meta()
-            .map_err(|e| usage(format!("cannot read {}: {e}", dir.meta_file().display())))?;
+            .map_err(|e| Failure::own_file("cannot read", &dir.meta_file(), &e))?;
         shards.push(ShardRun { dir, meta });
     }
-    check_shards(&mut shards).map_err(|e| usage(e.to_string()))?;
+    check_shards(&mut shards).map_err(|e| Failure::of(&e))?;
 
     let mut meta = match write_merged_lines(&shards, &dest) {
         Ok(meta) => meta,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dest.path);
-            return Err(usage(e.to_string()));
+            return Err(Failure::of(&e));
         }
     };
     let flow = aggregation_flow(&dest)?;
@@ -116,7 +116,7 @@ pub fn run(project: &Path, args: MergeArgs) -> Result<(), Failure> {
         if let Some(executor) = executor {
             executor.shutdown().await;
         }
-        result.map_err(|e| usage(e.to_string()))
+        result.map_err(|e| Failure::of(&e))
     })?;
 
     eprintln!(
@@ -206,9 +206,9 @@ fn shard_dirs(folder: &Path) -> Vec<RunDir> {
 /// Download a remote shard run, or every run in a remote folder, under `into`; return the shard
 /// runs among them.
 pub(super) async fn download(url: &str, into: &Path) -> Result<Vec<RunDir>, Failure> {
-    let remote = RemoteDir::parse(url).map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let remote = RemoteDir::parse(url).map_err(|e| Failure::of(&e))?;
     // Object storage that cannot be read is an unusable endpoint (exit 3), which a Job retries.
-    let err = |e: flow::run_store::remote::RemoteError| Failure::endpoint(format!("error: {e}"));
+    let err = |e: flow::run_store::remote::RemoteError| Failure::of(&e);
     if remote.has("meta.json").await.map_err(err)? {
         let dir = RunDir::new(into.join(remote.name()));
         remote.download(&dir.path).await.map_err(err)?;

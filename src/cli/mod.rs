@@ -40,6 +40,7 @@ Exit status:
   1  quality failure: a line failed (or, for eval, a gate failed)
   2  usage or configuration error: bad flags, invalid flow, missing connection variable
   3  the endpoint could not be used at all (unreachable, key refused), so nothing meaningful ran
+  4  flow could not read or write its own files (run directory, cache, report): disk or permissions
   130  a batch run was stopped with Ctrl-C (flow run --resume RUN finishes it)";
 
 /// Run promptflow flows (flow.dag.yaml) from one binary: locally, in CI, in production.
@@ -136,7 +137,7 @@ pub fn main() -> ExitCode {
             if !failure.message.is_empty() {
                 eprintln!("{}", failure.message.trim_end());
             }
-            ExitCode::from(failure.code)
+            ExitCode::from(failure.exit_status())
         }
     }
 }

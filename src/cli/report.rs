@@ -212,12 +212,9 @@ impl Resolved {
             }
         }
         let run = super::runs::locate(project, arg)?;
-        let meta = run.read_meta().map_err(|e| {
-            Failure::usage(format!(
-                "error: cannot read {}: {e}",
-                run.meta_file().display()
-            ))
-        })?;
+        let meta = run
+            .read_meta()
+            .map_err(|e| Failure::own_file("cannot read", &run.meta_file(), &e))?;
         if is_evaluation(&run.path, &meta)
             && let Some(base) = evaluated_run(&meta)
         {
@@ -279,7 +276,7 @@ fn same_path(a: &Path, b: &Path) -> bool {
 }
 
 fn report_failure(e: ReportError) -> Failure {
-    Failure::usage(format!("error: {e}"))
+    Failure::of(&e)
 }
 
 /// Write to stdout; a closed pipe ends the program quietly.
@@ -288,8 +285,6 @@ fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Failure::usage(format!(
-            "error: cannot write to stdout: {e}"
-        ))),
+        Err(e) => Err(Failure::io(format!("error: cannot write to stdout: {e}"))),
     }
 }

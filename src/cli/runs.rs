@@ -128,12 +128,9 @@ fn list(project: &std::path::Path, limit: usize, json: bool) -> Result<(), Failu
 
 fn show(project: &std::path::Path, run: &str, json: bool) -> Result<(), Failure> {
     let dir = locate(project, run)?;
-    let meta = dir.read_meta().map_err(|e| {
-        Failure::usage(format!(
-            "error: cannot read {}: {e}",
-            dir.meta_file().display()
-        ))
-    })?;
+    let meta = dir
+        .read_meta()
+        .map_err(|e| Failure::own_file("cannot read", &dir.meta_file(), &e))?;
     let metrics: serde_json::Value = std::fs::read_to_string(dir.metrics_file())
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -236,9 +233,8 @@ fn delete(project: &std::path::Path, runs: &[String]) -> Result<(), Failure> {
         .map(|r| locate(project, r))
         .collect::<Result<_, _>>()?;
     for dir in dirs {
-        std::fs::remove_dir_all(&dir.path).map_err(|e| {
-            Failure::usage(format!("error: cannot delete {}: {e}", dir.path.display()))
-        })?;
+        std::fs::remove_dir_all(&dir.path)
+            .map_err(|e| Failure::own_file("cannot delete", &dir.path, &e))?;
         outln!("deleted {}", dir.name());
     }
     Ok(())

@@ -100,6 +100,12 @@ pub enum MappingError {
     BaseRun(#[from] DataError),
 }
 
+impl crate::error::Classify for MappingError {
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Config
+    }
+}
+
 fn missing_message(missing: &[MissingColumn]) -> String {
     let mut out = String::new();
     for (i, m) in missing.iter().enumerate() {

@@ -74,6 +74,15 @@ pub enum JobError {
     OutsideProject { path: PathBuf, folder: PathBuf },
 }
 
+impl crate::error::Classify for JobError {
+    fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            JobError::Read { source, .. } => crate::error::class_of_user_file(source),
+            _ => crate::error::ErrorClass::Config,
+        }
+    }
+}
+
 /// How the pods get the flow and the data.
 #[derive(Debug, Clone)]
 pub enum Delivery {

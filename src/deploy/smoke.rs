@@ -46,6 +46,18 @@ pub enum SmokeError {
     Request { url: String, message: String },
 }
 
+impl crate::error::Classify for SmokeError {
+    /// A server that never answers cannot be used; one that answers wrongly is a bad release.
+    fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            SmokeError::NeverReady { .. } | SmokeError::Request { .. } => {
+                crate::error::ErrorClass::Endpoint
+            }
+            _ => crate::error::ErrorClass::Quality,
+        }
+    }
+}
+
 impl SmokeError {
     /// Whether the server never became usable (as opposed to answering wrongly).
     pub fn unreachable(&self) -> bool {

@@ -209,6 +209,12 @@ pub enum SpecError {
     },
 }
 
+impl crate::error::Classify for SpecError {
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Config
+    }
+}
+
 fn did_you_mean(s: &Option<String>) -> String {
     s.as_ref()
         .map(|s| format!(" (did you mean `{s}`?)"))

@@ -55,9 +55,27 @@ pub enum ExperimentError {
     Io { path: PathBuf, message: String },
     #[error("{0}")]
     Run(String),
+    /// A run's batch could not be run or recorded.
+    #[error(transparent)]
+    Batch(#[from] crate::batch::DirBatchError),
     /// Object storage (`--upload`) could not be read or written.
     #[error(transparent)]
     Storage(#[from] crate::run_store::remote::RemoteError),
+}
+
+impl crate::error::Classify for ExperimentError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            ExperimentError::File(_)
+            | ExperimentError::Flow(_)
+            | ExperimentError::Plan(_)
+            | ExperimentError::Run(_) => ErrorClass::Config,
+            ExperimentError::Io { .. } => ErrorClass::Io,
+            ExperimentError::Batch(e) => e.class(),
+            ExperimentError::Storage(e) => e.class(),
+        }
+    }
 }
 
 /// A variant plan made concrete: the flow as it runs and its hash.

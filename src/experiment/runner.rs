@@ -407,9 +407,7 @@ impl RunJob<'_> {
         };
         let (done, earlier) = match &self.config.fan_out {
             FanOut::Whole => (
-                run_to_dir(self.executor, &batch, progress, cancel.clone())
-                    .await
-                    .map_err(|e| ExperimentError::Run(e.to_string()))?,
+                run_to_dir(self.executor, &batch, progress, cancel.clone()).await?,
                 None,
             ),
             FanOut::Shard(shard) => {
@@ -580,8 +578,7 @@ impl RunJob<'_> {
                 }
             }
             _ => running.await,
-        }
-        .map_err(|e| ExperimentError::Run(e.to_string()))?;
+        }?;
         let earlier = found.map(|e| Earlier {
             kept_lines: run.kept_lines,
             ..e

@@ -237,6 +237,12 @@ pub enum PlanError {
     },
 }
 
+impl crate::error::Classify for PlanError {
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Config
+    }
+}
+
 fn suggestion(closest: &Option<String>) -> String {
     closest
         .as_ref()

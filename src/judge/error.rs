@@ -95,6 +95,19 @@ pub enum JudgeError {
     },
 }
 
+impl crate::error::Classify for JudgeError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        if self.endpoint_unusable() {
+            ErrorClass::Endpoint
+        } else if self.is_config() || matches!(self, JudgeError::ReplayMiss { .. }) {
+            ErrorClass::Config
+        } else {
+            ErrorClass::Quality
+        }
+    }
+}
+
 impl JudgeError {
     /// The endpoint cannot be used at all (exit status 3).
     pub fn endpoint_unusable(&self) -> bool {

@@ -43,7 +43,9 @@ impl LlmClient {
                 ApiType::Anthropic => request
                     .header("x-api-key", key.expose())
                     .header("anthropic-version", "2023-06-01"),
-                _ => request.bearer_auth(key.expose()),
+                ApiType::OpenAi | ApiType::Ollama | ApiType::Echo => {
+                    request.bearer_auth(key.expose())
+                }
             };
         } else if conn.api_type == ApiType::Anthropic {
             request = request.header("anthropic-version", "2023-06-01");

@@ -43,7 +43,7 @@ impl LlmClient {
                     message: "Anthropic has no embeddings API: name an OpenAI, Azure OpenAI or Ollama connection for embedding similarity".into(),
                 });
             }
-            _ => {}
+            ApiType::OpenAi | ApiType::Azure | ApiType::Ollama => {}
         }
         if inputs.is_empty() {
             return Ok(Vec::new());

@@ -156,6 +156,21 @@ pub enum ProviderError {
     },
 }
 
+impl crate::error::Classify for ProviderError {
+    /// An endpoint that cannot be used at all, or a request that cannot be built from the
+    /// connection's settings, is not the prompt's fault; anything else fails the line.
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        if self.endpoint_unusable() {
+            ErrorClass::Endpoint
+        } else if matches!(self.root(), ProviderError::Config { .. }) {
+            ErrorClass::Config
+        } else {
+            ErrorClass::Quality
+        }
+    }
+}
+
 impl ProviderError {
     /// The error itself, unwrapping [`ProviderError::Retried`].
     pub fn root(&self) -> &ProviderError {

@@ -319,12 +319,11 @@ impl LlmClient {
         if conn.is_pool() {
             return self.complete_pooled(conn, req, on_delta).await;
         }
-        if conn.api_type == ApiType::Echo {
-            return Ok(echo::complete(req, on_delta));
-        }
+        // Every API type is named: a new one cannot fall through to OpenAI's request shape.
         let prepared = match conn.api_type {
+            ApiType::Echo => return Ok(echo::complete(req, on_delta)),
             ApiType::Anthropic => anthropic::prepare(conn, req)?,
-            _ => openai::prepare(conn, req)?,
+            ApiType::OpenAi | ApiType::Azure | ApiType::Ollama => openai::prepare(conn, req)?,
         };
         let limiter = self.limiters.get(conn, prepared.model.as_deref());
         let mut tries = Retries::default();

@@ -160,7 +160,7 @@ fn supports_stream_usage(conn: &Connection) -> bool {
             .api_version
             .as_deref()
             .is_some_and(|v| v >= "2024-09-01"),
-        _ => true,
+        ApiType::OpenAi | ApiType::Ollama | ApiType::Anthropic | ApiType::Echo => true,
     }
 }
 

@@ -254,7 +254,9 @@ impl LlmClient {
                         resp.served_by = Some(member.name.clone());
                         return Ok(resp);
                     }
-                    _ => openai::prepare(member, req),
+                    ApiType::OpenAi | ApiType::Azure | ApiType::Ollama => {
+                        openai::prepare(member, req)
+                    }
                 };
                 let p = match p {
                     Ok(p) => p,

@@ -110,6 +110,22 @@ pub enum PythonError {
     Shutdown,
 }
 
+impl crate::error::Classify for PythonError {
+    /// A tool that cannot be found, imported or started is configuration; a tool that raises
+    /// fails its line.
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            PythonError::Exception { .. }
+            | PythonError::WorkerDied { .. }
+            | PythonError::Protocol { .. }
+            | PythonError::Shutdown => ErrorClass::Quality,
+            PythonError::ShimInstall { .. } => ErrorClass::Io,
+            _ => ErrorClass::Config,
+        }
+    }
+}
+
 fn hint(found: &[String]) -> String {
     if found.is_empty() {
         String::new()

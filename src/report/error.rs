@@ -27,6 +27,23 @@ pub enum ReportError {
     Template(String),
 }
 
+impl crate::error::Classify for ReportError {
+    /// Runs the user named that are not there or not runs are configuration; failing to read
+    /// a run's files midway or to write the report is I/O.
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::{ErrorClass, class_of_user_file};
+        match self {
+            ReportError::NoRuns | ReportError::NotARun(_) | ReportError::Invalid { .. } => {
+                ErrorClass::Config
+            }
+            ReportError::Read { source, .. } => class_of_user_file(source),
+            ReportError::Write { .. } | ReportError::Csv(_) | ReportError::Template(_) => {
+                ErrorClass::Io
+            }
+        }
+    }
+}
+
 impl ReportError {
     pub(crate) fn read(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ReportError::Read {

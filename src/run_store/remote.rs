@@ -54,6 +54,19 @@ pub enum RemoteError {
     },
 }
 
+impl crate::error::Classify for RemoteError {
+    /// Object storage that cannot be used is an unusable endpoint (a Job retries it); a bad
+    /// URL is configuration; a local file that cannot be read or written is I/O.
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            RemoteError::BadUrl { .. } => ErrorClass::Config,
+            RemoteError::Store { .. } => ErrorClass::Endpoint,
+            RemoteError::Local { .. } => ErrorClass::Io,
+        }
+    }
+}
+
 /// Whether `location` names object storage rather than a local path.
 pub fn is_remote(location: &str) -> bool {
     ["s3://", "az://", "abfs://", "abfss://", "gs://"]

@@ -28,6 +28,12 @@ pub enum ShardError {
     BadIndex { index: String, count: usize },
 }
 
+impl crate::error::Classify for ShardError {
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Config
+    }
+}
+
 impl Shard {
     /// Shard K of N, when `1 <= K <= N`.
     pub fn new(index: usize, count: usize) -> Option<Shard> {

@@ -60,6 +60,12 @@ pub enum TemplateError {
     },
 }
 
+impl crate::error::Classify for TemplateError {
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Config
+    }
+}
+
 impl TemplateError {
     /// 1-based line in the template file, when the error has one.
     pub fn line(&self) -> Option<usize> {

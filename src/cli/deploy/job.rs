@@ -150,8 +150,7 @@ pub fn rollout(mut t: JobTarget<'_>, args: &JobArgs) -> Result<(), Failure> {
         .map_err(|e| usage(format!("error: cannot write the manifests: {e}")))?;
     let merge_yaml = deploy::to_yaml_documents(&[spec.merge_job()])
         .map_err(|e| usage(format!("error: cannot write the manifests: {e}")))?;
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| usage(format!("error: cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Failure::own_file("cannot create", &dir, &e))?;
     let job_file = dir.join("job.yaml");
     let merge_file = dir.join("merge-job.yaml");
     write_file(&job_file, &job_yaml)?;
