@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use super::super::batch::DEFAULT_CONCURRENCY;
 use super::super::output::{Failure, color_stderr, dim};
 use super::super::run::{load_flow, parse_variants};
+use super::super::settings::{Count, DEFAULT_CONCURRENCY, Seconds};
 use super::write_file;
 use flow::connection::EnvVars;
 use flow::deploy::{self, job};
@@ -53,10 +53,10 @@ pub struct JobArgs {
     pub variants: Vec<String>,
     /// N: shards, one Kubernetes index each (the Job's completions).
     #[arg(long, value_name = "N")]
-    pub shards: Option<u32>,
+    pub shards: Option<Count<u32>>,
     /// P: pods running at once [default: N].
     #[arg(long, value_name = "P")]
-    pub parallelism: Option<u32>,
+    pub parallelism: Option<Count<u32>>,
     /// How the flow and data reach the pods.
     #[arg(long, value_enum, default_value_t = Deliver::Image)]
     pub deliver: Deliver,
@@ -80,11 +80,11 @@ pub struct JobArgs {
     pub runs_pvc: Option<String>,
     /// Lines in flight across all pods; each pod gets ceil(C / P) (an experiment's pod shares
     /// them among its runs; its merge pod, running the evaluators alone, gets C).
-    #[arg(long, value_name = "C", default_value_t = DEFAULT_CONCURRENCY)]
-    pub concurrency: usize,
+    #[arg(long, value_name = "C", default_value_t = Count::at_least_one(DEFAULT_CONCURRENCY))]
+    pub concurrency: Count,
     /// Lines in flight in each pod, instead of dividing --concurrency.
     #[arg(long, value_name = "N")]
-    pub per_shard_concurrency: Option<usize>,
+    pub per_shard_concurrency: Option<Count>,
     /// Retries of one shard before it counts as failed (backoffLimitPerIndex).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries_per_index: u32,
@@ -95,8 +95,8 @@ pub struct JobArgs {
     #[arg(long, value_name = "NAME")]
     pub storage_secret: Option<String>,
     /// Seconds `--apply` waits for each Job.
-    #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
-    pub wait_timeout: u64,
+    #[arg(long, value_name = "SECONDS", default_value = "86400")]
+    pub wait_timeout: Seconds,
     /// Shards and merge exit 0 even when some lines failed.
     #[arg(long)]
     pub allow_failures: bool,
@@ -112,8 +112,8 @@ pub struct JobTarget<'a> {
     pub namespace: Option<String>,
     pub secret: Option<String>,
     pub flow: Option<&'a Path>,
-    /// `--output`: where the files go [default: deploy/<name>].
-    pub output: Option<PathBuf>,
+    /// `--out-dir`: where the files go [default: deploy/<name>].
+    pub out_dir: Option<PathBuf>,
     pub apply: bool,
     /// `--name` was given (else an experiment's Job is named after the experiment).
     pub named: bool,
@@ -139,7 +139,7 @@ pub fn rollout(mut t: JobTarget<'_>, args: &JobArgs) -> Result<(), Failure> {
         t.name = deploy::name_from(&e.experiment.name);
     }
     let dir = t
-        .output
+        .out_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("deploy").join(&t.name));
     let spec = spec(&t, args, experiment.as_ref())?;
@@ -232,7 +232,7 @@ pub fn rollout(mut t: JobTarget<'_>, args: &JobArgs) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    let timeout = Duration::from_secs(args.wait_timeout.max(1));
+    let timeout = args.wait_timeout.duration().max(Duration::from_secs(1));
     kubectl(&ns, &["apply", "-f", &job_file.to_string_lossy()])?;
     wait_for_job(&ns, &spec.name, timeout, Some(spec.shards))?;
     outln!("job/{}: all {} shards succeeded", spec.name, spec.shards);
@@ -313,18 +313,12 @@ fn spec(
     args: &JobArgs,
     experiment: Option<&LoadedExperiment>,
 ) -> Result<job::JobSpec, Failure> {
-    let Some(shards) = args.shards else {
+    let Some(shards) = args.shards.map(Count::get) else {
         return Err(usage(
             "error: --target kubernetes-job needs --shards N (the number of pods' shards)",
         ));
     };
-    if shards == 0 {
-        return Err(usage("error: --shards must be at least 1"));
-    }
-    let parallelism = args.parallelism.unwrap_or(shards);
-    if parallelism == 0 {
-        return Err(usage("error: --parallelism must be at least 1"));
-    }
+    let parallelism = args.parallelism.map_or(shards, Count::get);
     let given = match (&args.data, experiment) {
         (_, Some(e)) => Given::Experiment(e),
         (Some(data), None) => Given::Data(data),
@@ -343,12 +337,10 @@ fn spec(
             ));
         }
     };
-    if args.concurrency == 0 || args.per_shard_concurrency == Some(0) {
-        return Err(usage("error: concurrency must be at least 1"));
-    }
-    let concurrency = args
-        .per_shard_concurrency
-        .unwrap_or_else(|| job::per_shard_concurrency(args.concurrency, parallelism.min(shards)));
+    let concurrency = args.per_shard_concurrency.map_or_else(
+        || job::per_shard_concurrency(args.concurrency.get(), parallelism.min(shards)),
+        Count::get,
+    );
     let mut connections = experiment
         .map(|e| e.connections.clone())
         .unwrap_or_default();
@@ -433,7 +425,7 @@ fn spec(
             env: args.env.clone(),
             variants: args.variants.clone(),
             // The merge pod runs alone: the whole budget is its.
-            merge_concurrency: args.concurrency,
+            merge_concurrency: args.concurrency.get(),
         },
     };
     let storage_secret = match &storage {
