@@ -15,6 +15,7 @@ mod cache;
 mod connections;
 mod deploy;
 mod eval;
+mod examples;
 mod experiment;
 mod init;
 mod merge;
@@ -127,9 +128,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The command line parser.
+/// The command line parser: the derived one with every command's examples in its help.
 fn command() -> clap::Command {
-    Cli::command()
+    examples::add(Cli::command(), EXIT_STATUSES)
 }
 
 /// Run `work` on `rt`'s worker threads and wait for it. A future given to `block_on` runs on

@@ -1,9 +1,9 @@
-//! Tests of the command line as a whole: deprecated spellings warn, and bad values are usage
-//! errors naming their flag.
+//! Tests of the command line as a whole: every command's help ends with examples that parse,
+//! deprecated spellings warn, and bad values are usage errors naming their flag.
 
 use clap::error::ErrorKind;
 
-use super::{Cli, Command, command, settings};
+use super::{Cli, Command, command, examples, settings};
 use clap::FromArgMatches;
 
 /// Split a shell command line: words separated by spaces, '...' and "..." quoting.
@@ -62,6 +62,58 @@ fn shell_words_follow_quotes() {
             "${x.y}"
         ]
     );
+}
+
+#[test]
+fn every_command_ends_its_help_with_examples() {
+    fn walk(cmd: &clap::Command, path: String, missing: &mut Vec<String>) {
+        let after = cmd
+            .get_after_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        if !after.contains("Examples:\n") {
+            missing.push(path.clone());
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&command(), "flow".into(), &mut missing);
+    assert!(
+        missing.is_empty(),
+        "no examples in the help of: {missing:?}"
+    );
+    // flow's own help keeps the exit statuses last.
+    let top = command()
+        .get_after_help()
+        .map(|h| h.to_string())
+        .unwrap_or_default();
+    assert!(
+        top.trim_end().ends_with(super::EXIT_STATUSES.trim_end()),
+        "{top}"
+    );
+}
+
+#[test]
+fn every_example_parses_as_its_command() {
+    for (path, line) in examples::all() {
+        let words = shell_words(line);
+        assert_eq!(words.first().map(String::as_str), Some("flow"), "{line}");
+        assert!(
+            words[1..].starts_with(&path.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+            "the example `{line}` is not a `flow {}` command",
+            path.join(" ")
+        );
+        if let Err(e) = parse(line) {
+            panic!("the example `{line}` does not parse:\n{e}");
+        }
+        // Two columns of indent: a line wider than the help's 100 columns would wrap.
+        assert!(
+            line.len() <= 98,
+            "the example `{line}` is too long for the help"
+        );
+    }
 }
 
 #[test]
