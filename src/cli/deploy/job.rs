@@ -641,3 +641,138 @@ fn job_failed(ns: &[String], name: &str, shards: Option<u32>) -> Failure {
         ns.iter().map(|s| format!(" {s}")).collect::<String>()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use flow::deploy::job::{Delivery, JobSpec, PodCommand, Storage, Workload};
+
+    use super::super::super::runs::RunsAction;
+    use super::super::super::settings::Count;
+    use super::super::super::{Cli, Command};
+
+    /// Parse a pod's command line with the real parser and read back what it asks for.
+    fn parsed(argv: &[String]) -> PodCommand {
+        let cli = match Cli::try_parse_from(argv) {
+            Ok(cli) => cli,
+            Err(e) => panic!("the pod command line {argv:?} does not parse:\n{e}"),
+        };
+        let text = |p: Option<std::path::PathBuf>| p.map(|p| p.display().to_string());
+        match cli.command {
+            Command::Run(r) => PodCommand::RunShard {
+                flow: text(r.flow.clone()).unwrap_or_default(),
+                data: text(r.batch.data.clone()).unwrap_or_default(),
+                shards: r
+                    .batch
+                    .shards
+                    .map(Count::get)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or_default(),
+                name: r.batch.options.name.clone().unwrap_or_default(),
+                upload: r.batch.upload.clone(),
+                concurrency: r.batch.options.concurrency.get(),
+                variants: r.variant.clone(),
+                allow_failures: r.batch.allow_failures,
+            },
+            Command::Runs(runs) => match runs.action {
+                RunsAction::Merge(m) => PodCommand::MergeRuns {
+                    shards: m.shards,
+                    name: m.name,
+                    to: m.to,
+                    allow_failures: m.allow_failures,
+                },
+                other => panic!("{argv:?} is not `flow runs merge`: {other:?}"),
+            },
+            Command::Experiment(e) => match e.merge_shards {
+                Some(from) => {
+                    assert!(from.len() <= 1, "{argv:?}: more than one shard folder");
+                    PodCommand::MergeExperiment {
+                        file: text(e.file).unwrap_or_default(),
+                        env: e.env,
+                        variants: e.variants,
+                        from: from.into_iter().next(),
+                        name: e.batch.name.unwrap_or_default(),
+                        to: e.to,
+                        concurrency: e.batch.concurrency.get(),
+                    }
+                }
+                None => PodCommand::ExperimentShard {
+                    file: text(e.file).unwrap_or_default(),
+                    env: e.env,
+                    variants: e.variants,
+                    shards: e
+                        .shards
+                        .map(Count::get)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or_default(),
+                    upload: e.upload,
+                    concurrency: e.batch.concurrency.get(),
+                },
+            },
+            other => panic!("{argv:?} is not a pod's command: {other:?}"),
+        }
+    }
+
+    fn spec(workload: Workload, storage: Storage, allow_failures: bool) -> JobSpec {
+        JobSpec {
+            name: "cls".into(),
+            image: "cls:1".into(),
+            namespace: None,
+            shards: 4,
+            parallelism: 2,
+            workload,
+            storage,
+            concurrency: 16,
+            secret: "cls-env".into(),
+            connections: Vec::new(),
+            storage_secret: None,
+            delivery: Delivery::Image,
+            retries_per_index: 3,
+            max_failed_indexes: 0,
+            allow_failures,
+        }
+    }
+
+    #[test]
+    fn every_pod_command_line_parses_back_to_what_the_job_asked_for() {
+        let workloads = [
+            Workload::Run {
+                data: "/app/flow/data.jsonl".into(),
+                variants: Vec::new(),
+            },
+            Workload::Run {
+                data: "/mnt/flow/data.jsonl".into(),
+                variants: vec!["${classify.variant_1}".into()],
+            },
+            Workload::Experiment {
+                file: "/app/experiment.yaml".into(),
+                env: None,
+                variants: Vec::new(),
+                merge_concurrency: 32,
+            },
+            Workload::Experiment {
+                file: "/app/experiment.yaml".into(),
+                env: Some("pr".into()),
+                variants: vec!["classify.variant_1".into(), "default".into()],
+                merge_concurrency: 8,
+            },
+        ];
+        let storages = [
+            Storage::Upload("s3://bucket/runs".into()),
+            Storage::SharedVolume("runs-claim".into()),
+        ];
+        let mut checked = 0;
+        for workload in &workloads {
+            for storage in &storages {
+                for allow_failures in [false, true] {
+                    let spec = spec(workload.clone(), storage.clone(), allow_failures);
+                    for command in [spec.shard_command(), spec.merge_command()] {
+                        assert_eq!(parsed(&command.argv()), command);
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 32);
+    }
+}
