@@ -368,7 +368,7 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
         resumed: None,
         require_base_line: false,
         sample: None,
-        concurrency: b.options.concurrency.get(),
+        concurrency: b.options.concurrency(),
         line_timeout: b.options.line_timeout,
         shard,
         upload: remote,
@@ -413,10 +413,10 @@ fn resume_plan(
         data: PathBuf::from(data),
         mapping_args: meta.column_mapping.clone(),
         base_run: meta.base_run.as_ref().map(PathBuf::from),
-        concurrency: if b.options.concurrency.get() == DEFAULT_CONCURRENCY {
+        concurrency: if b.options.concurrency() == DEFAULT_CONCURRENCY {
             meta.concurrency
         } else {
-            b.options.concurrency.get()
+            b.options.concurrency()
         },
         line_timeout: b
             .options

@@ -151,7 +151,7 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
                 base_run: Some(base.path.clone()),
                 dir: dir.clone(),
                 resumed: None,
-                concurrency: args.batch.concurrency.get(),
+                concurrency: args.batch.concurrency(),
                 line_timeout: args.batch.line_timeout,
                 require_base_line: true,
                 sample: None,
@@ -508,7 +508,7 @@ fn run_sample(
         base_run: base_meta.base_run.as_ref().map(PathBuf::from),
         dir: dir.clone(),
         resumed: None,
-        concurrency: args.batch.concurrency.get(),
+        concurrency: args.batch.concurrency(),
         line_timeout: args.batch.line_timeout,
         require_base_line: false,
         sample: Some(sample),
@@ -576,7 +576,7 @@ fn score_models(
         ..flow::provider::ClientConfig::default()
     };
     config.retry.max_retries = args.model.max_retries;
-    config.max_in_flight = args.batch.concurrency.get();
+    config.max_in_flight = args.batch.concurrency();
     let client = flow::provider::LlmClient::with_config(config)
         .map_err(|e| Failure::usage(format!("error: {e}")))?;
     let cache = match args.model.cache.mode() {
@@ -594,7 +594,7 @@ fn score_models(
         evaluators,
         &client,
         cache.as_ref(),
-        args.batch.concurrency.get(),
+        args.batch.concurrency(),
     ))
     .map_err(|e| match e {
         flow::eval::JudgeErrorOrText::Judge(j) if j.endpoint_unusable() => {

@@ -367,7 +367,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     let upload_every = args.upload_every.duration();
     let config = RunnerConfig {
         project: project.clone(),
-        concurrency: args.batch.concurrency.get(),
+        concurrency: args.batch.concurrency(),
         line_timeout,
         settings: RunSettings {
             env_file: args.model.env_file.as_ref().map(|p| {

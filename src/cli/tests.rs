@@ -205,6 +205,7 @@ fn bad_values_are_usage_errors_naming_the_flag() {
         ("flow serve f --timeout 0", "--timeout"),
         ("flow serve f --max-body-bytes 0", "--max-body-bytes"),
         ("flow probe --timeout=-1", "--timeout"),
+        ("flow cache clear --older-than 7y", "--older-than"),
         (
             "flow deploy --target kubernetes --image a --replicas 0",
             "--replicas",
@@ -263,7 +264,7 @@ fn typed_values_keep_their_spellings_and_defaults() {
         Some(std::time::Duration::from_secs(30))
     );
     assert_eq!(
-        run.batch.options.concurrency.get(),
+        run.batch.options.concurrency(),
         settings::DEFAULT_CONCURRENCY
     );
     let Ok((cli, _)) = parse("flow run f") else {

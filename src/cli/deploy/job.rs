@@ -670,7 +670,7 @@ mod tests {
                     .unwrap_or_default(),
                 name: r.batch.options.name.clone().unwrap_or_default(),
                 upload: r.batch.upload.clone(),
-                concurrency: r.batch.options.concurrency.get(),
+                concurrency: r.batch.options.concurrency(),
                 variants: r.variant.clone(),
                 allow_failures: r.batch.allow_failures,
             },
@@ -691,9 +691,9 @@ mod tests {
                         env: e.env,
                         variants: e.variants,
                         from: from.into_iter().next(),
-                        name: e.batch.name.unwrap_or_default(),
+                        name: e.batch.name.clone().unwrap_or_default(),
                         to: e.to,
-                        concurrency: e.batch.concurrency.get(),
+                        concurrency: e.batch.concurrency(),
                     }
                 }
                 None => PodCommand::ExperimentShard {
@@ -706,7 +706,7 @@ mod tests {
                         .and_then(|n| u32::try_from(n).ok())
                         .unwrap_or_default(),
                     upload: e.upload,
-                    concurrency: e.batch.concurrency.get(),
+                    concurrency: e.batch.concurrency(),
                 },
             },
             other => panic!("{argv:?} is not a pod's command: {other:?}"),

@@ -23,3 +23,11 @@ pub struct BatchOptions {
     #[arg(long, value_name = "SECONDS")]
     pub line_timeout: Option<Seconds>,
 }
+
+impl BatchOptions {
+    /// Lines in flight at once (read through here, so the flag can become optional, e.g. to
+    /// tell a resumed run's own value from one given again, without touching the commands).
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.get()
+    }
+}

@@ -14,4 +14,4 @@ pub use batch::{BatchOptions, DEFAULT_CONCURRENCY};
 pub use deprecated::warnings as deprecation_warnings;
 pub use model::ModelArgs;
 pub use output::{OutputArgs, OutputFormat};
-pub use values::{Count, NonNegative, Seconds, SecondsOrOff};
+pub use values::{Age, Count, NonNegative, Seconds, SecondsOrOff};

@@ -24,6 +24,9 @@ pub enum ValueError {
     NotNumber,
     #[error("must be a finite number of at least 0 (e.g. 0.02)")]
     NotNonNegative,
+    /// An age `flow::cache::parse_age` refused, with its reason.
+    #[error("{0}")]
+    Age(String),
 }
 
 /// A finite, non-negative number of seconds as written (`0` allowed; the callers decide).
@@ -178,6 +181,39 @@ impl fmt::Display for NonNegative {
     }
 }
 
+/// An age like `7d`, `12h`, `30m`, `45s` or `2w` (`flow cache clear --older-than`): as written,
+/// for messages, and as a duration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Age {
+    text: String,
+    duration: Duration,
+}
+
+impl Age {
+    /// The age as a duration.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+}
+
+impl FromStr for Age {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        let duration = flow::cache::parse_age(text).map_err(ValueError::Age)?;
+        Ok(Age {
+            text: text.trim().to_string(),
+            duration,
+        })
+    }
+}
+
+impl fmt::Display for Age {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +284,19 @@ mod tests {
             Err(ValueError::NotNonNegative)
         );
         assert_eq!("x".parse::<NonNegative>(), Err(ValueError::NotNumber));
+    }
+
+    #[test]
+    fn ages_keep_their_spelling() {
+        let week = "7d".parse::<Age>();
+        assert_eq!(
+            week.as_ref().map(Age::duration),
+            Ok(Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(week.map(|a| a.to_string()), Ok("7d".to_string()));
+        assert!(
+            matches!("7y".parse::<Age>(), Err(ValueError::Age(m)) if m.contains("unknown unit"))
+        );
     }
 
     #[test]
