@@ -4,7 +4,8 @@
 
 use clap::Command;
 
-/// One example: what it does, and the command line.
+/// One example: what it does, and the command line (a `\n` continues it on the next line,
+/// shown with a shell `\`).
 type Example = (&'static str, &'static str);
 
 /// The examples of each command, by subcommand path (`[]` is `flow` itself).
@@ -22,9 +23,12 @@ const EXAMPLES: &[(&[&str], &[Example])] = &[
             ),
             (
                 "Evaluate it and fail below 80% accuracy",
-                "flow eval --run main flows/eval-accuracy --threshold 'accuracy>=0.8'",
+                "flow eval --run main flows/eval-accuracy\n--column-mapping groundtruth='${data.category}' prediction='${run.outputs.category}'\n--threshold 'accuracy>=0.8' --name main-eval",
             ),
-            ("Report it as one HTML page", "flow report main"),
+            (
+                "Report the run with its evaluation as one HTML page",
+                "flow report main",
+            ),
         ],
     ),
     (
@@ -88,16 +92,16 @@ const EXAMPLES: &[(&[&str], &[Example])] = &[
         &["eval"],
         &[
             (
-                "Score a run with an evaluation flow and gate on a metric",
-                "flow eval --run main flows/eval-accuracy --threshold 'accuracy>=0.8'",
+                "Score a run with an evaluation flow, gate on a metric and write JUnit XML",
+                "flow eval --run main flows/eval-accuracy\n--column-mapping groundtruth='${data.category}' prediction='${run.outputs.category}'\n--threshold 'accuracy>=0.8' --junit junit.xml",
             ),
             (
-                "Score it with built-in evaluators and write CI files",
-                "flow eval --run main --evaluator exact_match --junit junit.xml --summary summary.md",
+                "Score it with a built-in evaluator instead, and write a Markdown summary",
+                "flow eval --run main --evaluator exact_match:ignore_case\n--column-mapping ground_truth='${data.category}' --summary summary.md",
             ),
             (
-                "Compare with the main branch's evaluation, as JSON",
-                "flow eval --run pr flows/eval-accuracy --baseline main-eval --tolerance 0.02 --output json",
+                "Fail a metric more than 0.02 worse than the main branch's evaluation, as JSON",
+                "flow eval --run pr flows/eval-accuracy\n--column-mapping groundtruth='${data.category}' prediction='${run.outputs.category}'\n--baseline main-eval --tolerance 0.02 --output json",
             ),
         ],
     ),
@@ -113,8 +117,8 @@ const EXAMPLES: &[(&[&str], &[Example])] = &[
                 "flow experiment experiment.yaml --env pr --dry-run",
             ),
             (
-                "Every combination of two nodes' variants, at most 20 runs",
-                "flow experiment --combinations summarize,classify --max-runs 20",
+                "Every combination of the nodes' variants, refusing more than 20 runs",
+                "flow experiment --combinations --max-runs 20",
             ),
             (
                 "Shard 1 of 4 of every run, kept in object storage",
@@ -300,7 +304,10 @@ fn block(path: &[String]) -> Option<String> {
     let (_, examples) = EXAMPLES.iter().find(|(p, _)| *p == path)?;
     let mut text = String::from("Examples:");
     for (what, line) in examples.iter() {
-        text.push_str(&format!("\n  # {what}\n  {line}"));
+        text.push_str(&format!(
+            "\n  # {what}\n  {}",
+            line.replace('\n', " \\\n      ")
+        ));
     }
     Some(text)
 }
@@ -330,7 +337,7 @@ fn add_at(mut cmd: Command, path: &mut Vec<String>, tail: &str) -> Command {
     cmd
 }
 
-/// Every example line with its command path (for tests).
+/// Every example with its command path, continuation lines joined by spaces (for tests).
 #[cfg(test)]
 pub(super) fn all() -> impl Iterator<Item = (&'static [&'static str], &'static str)> {
     EXAMPLES
