@@ -102,7 +102,7 @@ fn a_docker_context_has_the_flow_and_no_secret() {
         "classification",
         "--format",
         "docker",
-        "--output",
+        "--out-dir",
         "image",
         "--variant",
         "${classify.variant_1}",
@@ -256,7 +256,7 @@ fn a_flow_without_python_gets_a_distroless_image_and_a_given_binary() {
     let ctx = TestContext::with_mock();
     ctx.copy_from_repo("flows/chat");
     let binary = env!("CARGO_BIN_EXE_flow");
-    ctx.run(&["build", "chat", "--output", "image", "--binary", binary])
+    ctx.run(&["build", "chat", "--out-dir", "image", "--binary", binary])
         .expect_code(0)
         .stdout_has("distroless runtime (no Python nodes)");
     let out = ctx.root().join("image");
@@ -294,7 +294,7 @@ fn a_build_refuses_a_non_empty_output_and_bad_arguments() {
     let ctx = TestContext::new();
     ctx.copy_from_repo("flows/hello");
     ctx.write("image/keep.txt", "mine");
-    ctx.run(&["build", "hello", "--output", "image"])
+    ctx.run(&["build", "hello", "-o", "image"])
         .expect_code(2)
         .stderr_has("is not empty");
     assert_eq!(
@@ -304,15 +304,17 @@ fn a_build_refuses_a_non_empty_output_and_bad_arguments() {
     ctx.run(&[
         "build",
         "hello",
-        "--output",
+        "--out-dir",
         "other",
         "--binary",
         "nope/flow",
     ])
     .expect_code(2)
     .stderr_has("does not exist");
+    // The deprecated spelling of --out-dir still works, with a warning.
     ctx.run(&["build", "hello", "--output", "other", "--source", "."])
         .expect_code(2)
+        .stderr_has("`flow build --output DIR` is deprecated: use `--out-dir DIR`")
         .stderr_has("not a checkout of flow's source");
     // A secret in flow.dag.yaml itself stops the build.
     ctx.write(
@@ -326,7 +328,7 @@ fn a_build_refuses_a_non_empty_output_and_bad_arguments() {
     );
     let out = ctx
         .cmd()
-        .args(["build", "hello", "--output", "third"])
+        .args(["build", "hello", "--out-dir", "third"])
         .env("MY_SERVICE_TOKEN", "sk-in-the-yaml-123456789")
         .output()
         .unwrap();

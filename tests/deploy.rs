@@ -160,6 +160,7 @@ fn kubernetes_manifests_with_a_canary_split_the_traffic_by_replicas() {
         "small",
     ])
     .expect_code(0)
+    .stderr_has("`flow deploy --output DIR` is deprecated: use `--out-dir DIR`")
     .stdout_has("2 stable + 1 canary pods")
     .stdout_has("33.3%")
     .stdout_has("for exactly 10%: --replicas 9");
@@ -344,7 +345,7 @@ fn the_smoke_test_passes_against_the_built_flow_and_fails_on_a_wrong_answer() {
     ctx.run(&[
         "build",
         "classification",
-        "--output",
+        "--out-dir",
         "image",
         "--binary",
         env!("CARGO_BIN_EXE_flow"),
@@ -483,7 +484,7 @@ fn apply_runs_kubectl_waits_for_the_rollout_and_smoke_tests_the_new_version() {
     ctx.run(&[
         "build",
         "classification",
-        "--output",
+        "--out-dir",
         "image",
         "--binary",
         env!("CARGO_BIN_EXE_flow"),

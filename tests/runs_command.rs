@@ -49,7 +49,7 @@ fn list_show_and_delete_runs() {
         list.stdout
     );
 
-    let json = ctx.run(&["runs", "list", "--json"]);
+    let json = ctx.run(&["runs", "list", "--output", "json"]);
     let names: Vec<String> = json
         .expect_code(0)
         .json()
@@ -59,13 +59,18 @@ fn list_show_and_delete_runs() {
         .map(|m| m["name"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names, ["beta-run", "alpha-run"]);
+    // The deprecated spelling still works, and says what replaces it.
+    let old = ctx.run(&["runs", "list", "--json"]);
+    old.expect_code(0)
+        .stderr_has("`flow runs list --json` is deprecated: use `--output json`");
+    assert_eq!(old.json(), json.json());
 
     ctx.run(&["runs", "show", "alpha-run"])
         .expect_code(0)
         .stdout_has("alpha-run Failed")
         .stdout_has("2 succeeded, 1 failed, 3 total")
         .stdout_has("line 1: node `double`: ValueError: negative x: -2");
-    let shown = ctx.run(&["runs", "show", "alpha-run", "--json"]);
+    let shown = ctx.run(&["runs", "show", "alpha-run", "--output", "json"]);
     let doc = shown.expect_code(0).json();
     assert_eq!(doc["meta"]["completed_lines"], 2);
     assert_eq!(doc["meta"]["failed_lines"], 1);

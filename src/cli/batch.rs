@@ -11,22 +11,15 @@ use tokio::sync::watch;
 
 use super::output::{Failure, bold, color_stderr, dim};
 use super::progress::{CliProgress, human_count, human_duration};
-use super::run::{
-    OutputFormat, RunArgs, executor_options, line_failure, load_flow, parse_variants, prepare,
-};
+use super::run::{RunArgs, executor_options, line_failure, load_flow, parse_variants, prepare};
 use super::runtime;
+use super::settings::{BatchOptions, Count, DEFAULT_CONCURRENCY, OutputFormat, Seconds};
 use flow::batch::{BatchConfig, BatchOutcome, earlier_attempt, run_batch, spawn_line_source};
 use flow::data::{BaseRun, ColumnMapping};
 use flow::model::{Flow, VariantSelection};
 use flow::record::ErrorKind;
 use flow::run_store::remote::RemoteDir;
 use flow::run_store::{self, RunDir, RunMeta, RunSettings, RunStatus, RunWriter, Shard, ShardInfo};
-
-/// Lines in flight at once by default. Hosted endpoints (OpenAI, Azure OpenAI) serve each
-/// request in about a second and allow hundreds to thousands of requests per minute on common
-/// tiers: 32 concurrent requests reach 20-30 requests/s, enough to use such a quota without
-/// tripping it at once; the adaptive limiter backs off when an endpoint says it is too much.
-pub const DEFAULT_CONCURRENCY: usize = 32;
 
 #[derive(Debug, Args, Clone)]
 pub struct BatchArgs {
@@ -39,15 +32,8 @@ pub struct BatchArgs {
     /// A base run whose outputs and inputs `${run.outputs.x}` / `${run.inputs.x}` read, joined by line number.
     #[arg(long = "run", value_name = "RUN")]
     pub base_run: Option<String>,
-    /// The run's name (default: <flow>_<variant>_<timestamp>).
-    #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
-    /// Lines in flight at once.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
-    pub concurrency: usize,
-    /// Fail a line that runs longer than this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    pub line_timeout: Option<f64>,
+    #[command(flatten)]
+    pub options: BatchOptions,
     /// Exit 0 even when some lines failed (a run where every line failed still exits 1).
     #[arg(long)]
     pub allow_failures: bool,
@@ -60,7 +46,7 @@ pub struct BatchArgs {
     pub shard: Option<String>,
     /// Run shard JOB_COMPLETION_INDEX+1 of N (a Kubernetes Indexed Job sets JOB_COMPLETION_INDEX).
     #[arg(long, value_name = "N", conflicts_with = "shard")]
-    pub shards: Option<usize>,
+    pub shards: Option<Count>,
     /// Upload the run directory to <URL>/<run name>/ (s3://, az://, gs://) when the run ends,
     /// however it ends; when that directory already exists, download it and resume it first.
     #[arg(long, value_name = "URL", env = "FLOW_UPLOAD")]
@@ -78,7 +64,7 @@ pub(super) struct Plan {
     pub dir: RunDir,
     pub resumed: Option<RunMeta>,
     pub concurrency: usize,
-    pub line_timeout: Option<f64>,
+    pub line_timeout: Option<Seconds>,
     /// Fail lines whose base-run line failed or never ran (evaluations count them).
     pub require_base_line: bool,
     /// The repeated sample this run is (`flow eval --repeat`), for distinct cache entries.
@@ -106,7 +92,7 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
     let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
     let plan = plan(args, &project)?;
     let reporting = Reporting {
-        output: args.output,
+        output: args.output.format,
         allow_failures: args.batch.allow_failures,
     };
     let result = run_plan(&plan, &args.model, reporting);
@@ -150,11 +136,10 @@ fn shard_arg(b: &BatchArgs) -> Result<Option<Shard>, Failure> {
 /// The shard of `--shard K/N` or of `--shards N` with `JOB_COMPLETION_INDEX`, if any.
 pub(super) fn shard_from(
     shard: Option<&str>,
-    shards: Option<usize>,
+    shards: Option<Count>,
 ) -> Result<Option<Shard>, Failure> {
     let usage = |e: run_store::ShardError| Failure::usage(format!("error: {e}"));
-    match (shard, shards) {
-        (_, Some(0)) => Err(Failure::usage("error: --shards must be at least 1")),
+    match (shard, shards.map(Count::get)) {
         (_, Some(n)) => {
             let Ok(index) = std::env::var("JOB_COMPLETION_INDEX") else {
                 return Err(Failure::usage(
@@ -208,15 +193,7 @@ pub(super) fn run_plan(
     options.python_workers = python_workers(plan.concurrency);
     options.max_in_flight = plan.concurrency;
     options.sample = plan.sample;
-    let line_timeout = match plan.line_timeout {
-        Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
-        Some(_) => {
-            return Err(Failure::usage(
-                "error: --line-timeout must be a positive number of seconds",
-            ));
-        }
-        None => None,
-    };
+    let line_timeout = plan.line_timeout.map(Seconds::duration);
 
     let rt = runtime()?;
     let plan = plan.clone();
@@ -316,7 +293,7 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
         Some(_) => Some(data_hash(&data)?),
         None => None,
     };
-    let name = match &b.name {
+    let name = match &b.options.name {
         Some(n) => {
             if n.is_empty() || n.contains(['/', '\\']) || n == "." || n == ".." {
                 return Err(Failure::usage(format!(
@@ -391,8 +368,8 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
         resumed: None,
         require_base_line: false,
         sample: None,
-        concurrency: b.concurrency.max(1),
-        line_timeout: b.line_timeout,
+        concurrency: b.options.concurrency(),
+        line_timeout: b.options.line_timeout,
         shard,
         upload: remote,
     })
@@ -436,12 +413,15 @@ fn resume_plan(
         data: PathBuf::from(data),
         mapping_args: meta.column_mapping.clone(),
         base_run: meta.base_run.as_ref().map(PathBuf::from),
-        concurrency: if b.concurrency == DEFAULT_CONCURRENCY {
+        concurrency: if b.options.concurrency() == DEFAULT_CONCURRENCY {
             meta.concurrency
         } else {
-            b.concurrency
+            b.options.concurrency()
         },
-        line_timeout: b.line_timeout.or(meta.settings.line_timeout_s),
+        line_timeout: b
+            .options
+            .line_timeout
+            .or(meta.settings.line_timeout_s.and_then(Seconds::new)),
         dir,
         require_base_line: meta.settings.require_base_line,
         sample: None,
@@ -514,8 +494,8 @@ fn new_meta(flow: &Flow, plan: &Plan, total: usize, model: &super::ModelArgs) ->
                 .env_file
                 .as_ref()
                 .map(|p| absolute(p).display().to_string()),
-            line_timeout_s: plan.line_timeout,
-            request_timeout_s: Some(model.request_timeout),
+            line_timeout_s: plan.line_timeout.map(Seconds::as_secs_f64),
+            request_timeout_s: Some(model.request_timeout.as_secs_f64()),
             max_retries: Some(model.max_retries),
             cache: Some(model.cache.mode().as_str().to_string()),
             require_base_line: plan.require_base_line,

@@ -1,4 +1,4 @@
-//! `flow build FLOW --format docker --output DIR`: a Docker build context (see `flow::build`).
+//! `flow build FLOW --format docker --out-dir DIR`: a Docker build context (see `flow::build`).
 
 use std::path::PathBuf;
 
@@ -17,8 +17,22 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value_t = BuildFormat::Docker)]
     pub format: BuildFormat,
     /// The build context directory to write (new or empty).
-    #[arg(long, short = 'o', value_name = "DIR")]
-    pub output: PathBuf,
+    #[arg(
+        long,
+        short = 'o',
+        value_name = "DIR",
+        required_unless_present = "output_dir"
+    )]
+    pub out_dir: Option<PathBuf>,
+    /// Deprecated spelling of --out-dir (--output is the printed-results format elsewhere).
+    #[arg(
+        id = "output_dir",
+        long = "output",
+        value_name = "DIR",
+        hide = true,
+        conflicts_with = "out_dir"
+    )]
+    pub output_dir: Option<PathBuf>,
     /// Use a variant: '${node.variant_id}' (repeatable, one per node).
     #[arg(long, value_name = "${NODE.VARIANT}")]
     pub variant: Vec<String>,
@@ -42,6 +56,11 @@ pub enum BuildFormat {
 }
 
 pub fn run(args: BuildArgs) -> Result<(), Failure> {
+    let Some(out_dir) = args.out_dir.clone().or(args.output_dir.clone()) else {
+        return Err(Failure::usage(
+            "error: give the directory to write: --out-dir DIR",
+        ));
+    };
     let selections = parse_variants(&args.variant)?;
     let flow = load_flow(&args.flow, &selections)?;
     let cwd = std::env::current_dir()
@@ -53,7 +72,7 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
         (None, None) => BinarySource::Source(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
     };
     let build = DockerBuild {
-        output: args.output.clone(),
+        output: out_dir.clone(),
         binary,
         env,
     };
@@ -65,7 +84,7 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
     }
     outln!(
         "wrote {} ({} files, {:.1} KiB){}",
-        args.output.display(),
+        out_dir.display(),
         report.files.len(),
         report.bytes as f64 / 1024.0,
         if report.python {
@@ -89,7 +108,7 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
             &format!(
                 "next: docker build -t {}:latest {}",
                 flow::serve::openapi::flow_name(&flow),
-                args.output.display()
+                out_dir.display()
             ),
             color
         )

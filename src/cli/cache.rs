@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 
 use super::output::Failure;
+use super::settings::Age;
 use flow::cache::{self, CacheStats};
 
 #[derive(Debug, Args)]
@@ -36,13 +37,13 @@ pub struct ClearArgs {
     pub dir: DirArg,
     /// Only remove responses stored longer ago than this: 45s, 30m, 12h, 7d or 2w.
     #[arg(long, value_name = "AGE")]
-    pub older_than: Option<String>,
+    pub older_than: Option<Age>,
 }
 
 pub fn run(args: CacheArgs) -> Result<(), Failure> {
     match args.action {
         Action::Stats(dir) => stats(&resolve(&dir)?),
-        Action::Clear(clear) => clear_cmd(&resolve(&clear.dir)?, clear.older_than.as_deref()),
+        Action::Clear(clear) => clear_cmd(&resolve(&clear.dir)?, clear.older_than.as_ref()),
     }
 }
 
@@ -72,12 +73,8 @@ fn stats(dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-fn clear_cmd(dir: &Path, older_than: Option<&str>) -> Result<(), Failure> {
-    let age = older_than
-        .map(|a| {
-            cache::parse_age(a).map_err(|e| Failure::usage(format!("error: --older-than: {e}")))
-        })
-        .transpose()?;
+fn clear_cmd(dir: &Path, older_than: Option<&Age>) -> Result<(), Failure> {
+    let age = older_than.map(Age::duration);
     let removed = cache::clear(dir, age).map_err(|e| io_failure(dir, e))?;
     let what = if removed == 1 {
         "response"

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::output::{Failure, color_stderr, dim};
 use super::run::load_flow;
 use super::runtime;
+use super::settings::{Count, Seconds};
 use flow::deploy::{self, Canary, DeploySpec, kubernetes, smoke};
 
 mod job;
@@ -57,8 +58,8 @@ pub struct RolloutArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Replicas of the (stable) version [default: 2 for kubernetes, 1 for compose].
-    #[arg(long)]
-    pub replicas: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<Count<u32>>,
     /// Only write the manifests (the default).
     #[arg(long, conflicts_with = "apply")]
     pub dry_run: bool,
@@ -73,13 +74,22 @@ pub struct RolloutArgs {
     pub weight: u32,
     /// Directory for the manifests [default: deploy/<name>].
     #[arg(long, short = 'o', value_name = "DIR")]
-    pub output: Option<PathBuf>,
+    pub out_dir: Option<PathBuf>,
+    /// Deprecated spelling of --out-dir (--output is the printed-results format elsewhere).
+    #[arg(
+        id = "output_dir",
+        long = "output",
+        value_name = "DIR",
+        hide = true,
+        conflicts_with = "out_dir"
+    )]
+    pub output_dir: Option<PathBuf>,
     /// Kubernetes namespace [default: kubectl's current one].
     #[arg(long)]
     pub namespace: Option<String>,
     /// Add a HorizontalPodAutoscaler (CPU 70%) scaling the stable version up to N replicas.
     #[arg(long, value_name = "N")]
-    pub hpa_max: Option<u32>,
+    pub hpa_max: Option<Count<u32>>,
     /// The Kubernetes Secret holding the connection variables [default: <name>-env], or the env
     /// file compose reads [default: .env].
     #[arg(long, value_name = "NAME|FILE")]
@@ -104,12 +114,8 @@ pub struct SmokeInputs {
     #[arg(long, value_name = "FILE")]
     pub sample: Option<PathBuf>,
     /// Seconds to wait for /ready and the answer.
-    #[arg(
-        long = "smoke-timeout",
-        value_name = "SECONDS",
-        default_value_t = 300.0
-    )]
-    pub timeout: f64,
+    #[arg(long = "smoke-timeout", value_name = "SECONDS", default_value = "300")]
+    pub timeout: Seconds,
 }
 
 #[derive(Debug, Args)]
@@ -136,11 +142,6 @@ struct SmokePlan {
 }
 
 fn smoke_plan(inputs: &SmokeInputs) -> Result<SmokePlan, Failure> {
-    if !(inputs.timeout > 0.0 && inputs.timeout.is_finite()) {
-        return Err(Failure::usage(
-            "error: --smoke-timeout must be a positive number of seconds",
-        ));
-    }
     let Some(path) = &inputs.flow else {
         return Err(Failure::usage(
             "error: the smoke test needs the flow: pass --flow FLOW (the flow, or its `flow build` context)",
@@ -164,7 +165,7 @@ fn smoke_plan(inputs: &SmokeInputs) -> Result<SmokePlan, Failure> {
     Ok(SmokePlan {
         sample,
         outputs: flow.outputs.keys().cloned().collect(),
-        timeout: Duration::from_secs_f64(inputs.timeout),
+        timeout: inputs.timeout.duration(),
     })
 }
 
@@ -259,8 +260,8 @@ fn rollout(args: RolloutArgs) -> Result<(), Failure> {
             deploy::name_from(&from_flow.unwrap_or(from_image))
         }
     };
-    let dir = args
-        .output
+    let out_dir = args.out_dir.clone().or(args.output_dir.clone());
+    let dir = out_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("deploy").join(&name));
     if target == Target::KubernetesJob {
@@ -271,20 +272,20 @@ fn rollout(args: RolloutArgs) -> Result<(), Failure> {
                 namespace: args.namespace.clone(),
                 secret: args.secret.clone(),
                 flow: args.smoke.flow.as_deref(),
-                output: args.output.clone(),
+                out_dir,
                 apply: args.apply,
                 named: args.name.is_some(),
             },
             &args.job,
         );
     }
-    let replicas = args.replicas.unwrap_or(match target {
-        Target::Kubernetes | Target::KubernetesJob => 2,
-        Target::Compose => 1,
-    });
-    if replicas == 0 {
-        return Err(Failure::usage("error: --replicas must be at least 1"));
-    }
+    let replicas = args.replicas.map_or(
+        match target {
+            Target::Kubernetes | Target::KubernetesJob => 2,
+            Target::Compose => 1,
+        },
+        Count::get,
+    );
     let spec = DeploySpec {
         name: name.clone(),
         image,
@@ -294,7 +295,7 @@ fn rollout(args: RolloutArgs) -> Result<(), Failure> {
             weight: args.weight,
         }),
         namespace: args.namespace.clone(),
-        hpa_max: args.hpa_max,
+        hpa_max: args.hpa_max.map(Count::get),
         secret: args.secret.clone().unwrap_or_else(|| match target {
             Target::Kubernetes | Target::KubernetesJob => format!("{name}-env"),
             Target::Compose => ".env".to_string(),

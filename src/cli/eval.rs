@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::{Map, Value};
 
-use super::ModelArgs;
-use super::batch::{DEFAULT_CONCURRENCY, Plan, Reporting, run_plan};
+use super::batch::{Plan, Reporting, run_plan};
 use super::output::{Failure, bold, color_stderr};
-use super::run::OutputFormat;
+use super::settings::{BatchOptions, Count, ModelArgs, NonNegative, OutputArgs, OutputFormat};
 use flow::ci_report::{CaseResult, SummaryInput, github_annotations, junit_xml, markdown_summary};
 use flow::data::ColumnMapping;
 use flow::eval::ModelEvaluator;
@@ -19,6 +18,11 @@ use flow::gate::{GateResult, Threshold, check_baseline, check_thresholds};
 use flow::run_store::{self, RunDir, RunMeta, RunStatus};
 
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("name", |a| a.help("The evaluation run's name (default: <run>_eval_<timestamp>)")),
+    mut_arg("concurrency", |a| a.help("Evaluation-flow lines in flight at once")),
+    mut_arg("line_timeout", |a| a.help("Fail an evaluation-flow line that runs longer than this many seconds"))
+)]
 pub struct EvalArgs {
     /// The run to evaluate (its name under .flow/runs, or its directory).
     #[arg(long = "run", value_name = "RUN")]
@@ -45,8 +49,8 @@ pub struct EvalArgs {
     #[arg(long, value_name = "EVAL_RUN")]
     pub baseline: Option<String>,
     /// How much worse than the baseline a metric may be (absolute).
-    #[arg(long, value_name = "X", default_value_t = 0.0)]
-    pub tolerance: f64,
+    #[arg(long, value_name = "X", default_value = "0")]
+    pub tolerance: NonNegative,
     /// Write JUnit XML: a test case per line and evaluator, and one per gate.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
@@ -56,26 +60,18 @@ pub struct EvalArgs {
     /// Sample each line N times: the run counts as the first sample, and its flow runs N-1 more
     /// times (each sample a real request, cached by sample index). Built-in evaluators score
     /// every sample.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub repeat: u32,
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub repeat: Count<u32>,
     /// With --repeat: a line passes an evaluator when at least K of its N samples pass [default: N].
     #[arg(long, value_name = "K", requires = "repeat")]
-    pub require: Option<u32>,
+    pub require: Option<Count<u32>>,
     /// Accept a verdict on answers from the offline echo provider (otherwise gates fail on them).
     #[arg(long)]
     pub allow_offline: bool,
-    /// The evaluation run's name (default: <run>_eval_<timestamp>).
-    #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
-    /// Evaluation-flow lines in flight at once.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
-    pub concurrency: usize,
-    /// Fail an evaluation-flow line that runs longer than this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    pub line_timeout: Option<f64>,
-    /// How to print the result.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Pretty)]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub batch: BatchOptions,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Do not write report.html, report.csv and report.wide.csv into the evaluation's directory.
     #[arg(long)]
     pub no_report: bool,
@@ -108,9 +104,6 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
                 .map_err(|e| Failure::usage(format!("error: --threshold {s}: {e}")))
         })
         .collect::<Result<_, _>>()?;
-    if !(args.tolerance >= 0.0 && args.tolerance.is_finite()) {
-        return Err(Failure::usage("error: --tolerance must be a number >= 0"));
-    }
     let base = super::runs::locate(&project, &args.run)?;
     let base_meta = base.read_meta().map_err(|e| {
         Failure::usage(format!(
@@ -134,7 +127,7 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
     };
     let mapping = ColumnMapping::parse(&args.column_mapping)
         .map_err(|e| Failure::usage(format!("error: {e}")))?;
-    let name = match &args.name {
+    let name = match &args.batch.name {
         Some(n) => n.clone(),
         None => format!("{}_eval_{}", base_meta.name, stamp()),
     };
@@ -158,15 +151,15 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
                 base_run: Some(base.path.clone()),
                 dir: dir.clone(),
                 resumed: None,
-                concurrency: args.concurrency.max(1),
-                line_timeout: args.line_timeout,
+                concurrency: args.batch.concurrency(),
+                line_timeout: args.batch.line_timeout,
                 require_base_line: true,
                 sample: None,
                 shard: None,
                 upload: None,
             };
             let reporting = Reporting {
-                output: OutputFormat::Pretty,
+                output: OutputFormat::Text,
                 allow_failures: false,
             };
             let finished = run_plan(&plan, &args.model, reporting)?;
@@ -231,20 +224,20 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
         }
     }
     let mut repeat_gates: Vec<GateResult> = Vec::new();
-    if args.repeat > 1 {
+    let repeat = args.repeat.get();
+    if repeat > 1 {
         if evaluators.is_empty() {
             return Err(Failure::usage(
                 "error: --repeat samples lines for built-in evaluators: add --evaluator NAME",
             ));
         }
-        let k = args.require.unwrap_or(args.repeat);
-        if k == 0 || k > args.repeat {
+        let k = args.require.map_or(repeat, Count::get);
+        if k > repeat {
             return Err(Failure::usage(format!(
-                "error: --require must be between 1 and --repeat ({})",
-                args.repeat
+                "error: --require must be between 1 and --repeat ({repeat})"
             )));
         }
-        for sample in 1..args.repeat {
+        for sample in 1..repeat {
             let sample_dir = RunDir::new(dir.path.join("samples").join(sample.to_string()));
             run_sample(&base_meta, &sample_dir, sample, &args)?;
             let file = std::fs::File::create(sample_dir.path.join("scores.jsonl"))
@@ -345,7 +338,7 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
             let m: Map<String, Value> = serde_json::from_str(&text).map_err(|e| {
                 Failure::usage(format!("error: {}: {e}", b.metrics_file().display()))
             })?;
-            gates.extend(check_baseline(&metrics, &m, args.tolerance, None));
+            gates.extend(check_baseline(&metrics, &m, args.tolerance.get(), None));
             Some(m)
         }
         None => None,
@@ -434,7 +427,7 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
         RunStatus::Failed
     };
     let _ = run_store::write_meta(&dir, &meta);
-    if args.output == OutputFormat::Json {
+    if args.output.format == OutputFormat::Json {
         let doc = serde_json::json!({
             "passed": passed,
             "run": name,
@@ -515,16 +508,16 @@ fn run_sample(
         base_run: base_meta.base_run.as_ref().map(PathBuf::from),
         dir: dir.clone(),
         resumed: None,
-        concurrency: args.concurrency.max(1),
-        line_timeout: args.line_timeout,
+        concurrency: args.batch.concurrency(),
+        line_timeout: args.batch.line_timeout,
         require_base_line: false,
         sample: Some(sample),
         shard: None,
         upload: None,
     };
-    eprintln!("sample {} of {}:", sample + 1, args.repeat);
+    eprintln!("sample {} of {}:", sample + 1, args.repeat.get());
     let reporting = Reporting {
-        output: OutputFormat::Pretty,
+        output: OutputFormat::Text,
         allow_failures: true,
     };
     match run_plan(&plan, &args.model, reporting)?.failure {
@@ -579,11 +572,11 @@ fn score_models(
     project: &Path,
 ) -> Result<Vec<flow::eval::ModelLine>, Failure> {
     let mut config = flow::provider::ClientConfig {
-        timeout: std::time::Duration::from_secs_f64(args.model.request_timeout.max(0.001)),
+        timeout: args.model.request_timeout.duration(),
         ..flow::provider::ClientConfig::default()
     };
     config.retry.max_retries = args.model.max_retries;
-    config.max_in_flight = args.concurrency.max(1);
+    config.max_in_flight = args.batch.concurrency();
     let client = flow::provider::LlmClient::with_config(config)
         .map_err(|e| Failure::usage(format!("error: {e}")))?;
     let cache = match args.model.cache.mode() {
@@ -601,7 +594,7 @@ fn score_models(
         evaluators,
         &client,
         cache.as_ref(),
-        args.concurrency,
+        args.batch.concurrency(),
     ))
     .map_err(|e| match e {
         flow::eval::JudgeErrorOrText::Judge(j) if j.endpoint_unusable() => {

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tokio::sync::watch;
 
-use super::ModelArgs;
-use super::batch::DEFAULT_CONCURRENCY;
 use super::output::{Failure, bold, color_stderr, dim};
 use super::progress::CliProgress;
-use super::run::{OutputFormat, executor_options};
+use super::run::executor_options;
+use super::settings::{
+    BatchOptions, Count, ModelArgs, OutputArgs, OutputFormat, Seconds, SecondsOrOff,
+};
 use flow::experiment::{
     self, ExperimentError, FanOut, RunResult, RunnerConfig, Selection, ShardUpload, placeholder,
     runner, summary,
@@ -19,6 +20,11 @@ use flow::experiment::{
 use flow::run_store::RunSettings;
 
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("name", |a| a.help("The comparison directory's name under .flow/experiments (default: <experiment>_<timestamp>)")),
+    mut_arg("concurrency", |a| a.help("Lines in flight at once, across all runs of the experiment together")),
+    mut_arg("output", |a| a.help("How to print the result: text for people, or json (summary.json on stdout) for scripts"))
+)]
 pub struct ExperimentArgs {
     /// The experiment file (GenAIOps experiment.yaml shape) [default: ./experiment.yaml].
     pub file: Option<PathBuf>,
@@ -42,18 +48,10 @@ pub struct ExperimentArgs {
     /// Print the planned runs and stop.
     #[arg(long)]
     pub dry_run: bool,
-    /// The comparison directory's name under .flow/experiments (default: <experiment>_<timestamp>).
-    #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
-    /// Lines in flight at once, across all runs of the experiment together.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY)]
-    pub concurrency: usize,
-    /// Fail a line that runs longer than this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    pub line_timeout: Option<f64>,
-    /// How to print the result (json: summary.json on stdout).
-    #[arg(long, value_enum, default_value_t = OutputFormat::Pretty)]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub batch: BatchOptions,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Run only shard K of N of every (variant, dataset) run, without evaluations; merge with
     /// --merge-shards once every shard has run. Started again, a shard keeps its finished shard
     /// runs and resumes the others (only their missing and failed lines run).
@@ -66,7 +64,7 @@ pub struct ExperimentArgs {
     pub shard: Option<String>,
     /// Run shard JOB_COMPLETION_INDEX+1 of N (a Kubernetes Indexed Job sets JOB_COMPLETION_INDEX).
     #[arg(long, value_name = "N", conflicts_with_all = ["shard", "merge_shards"])]
-    pub shards: Option<usize>,
+    pub shards: Option<Count>,
     /// Upload each shard run to URL/<run name>/ (s3://, az://, gs://) as soon as it ends, so
     /// shards on machines that share no disk can be merged with --merge-shards URL; a shard
     /// started again without its local runs takes them from URL (finished ones are kept,
@@ -78,10 +76,10 @@ pub struct ExperimentArgs {
     #[arg(
         long,
         value_name = "SECONDS",
-        default_value_t = 60.0,
+        default_value = "60",
         requires = "upload"
     )]
-    pub upload_every: f64,
+    pub upload_every: SecondsOrOff,
     /// Merge every run from its shard runs in these folders (local, or s3:// az:// gs:// URLs
     /// that --upload wrote to) [default: .flow/runs], then evaluate and compare as usual.
     #[arg(long, value_name = "FOLDER", num_args = 0..)]
@@ -281,7 +279,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     let hashes = experiment::compute_hashes(&exp, &variants).map_err(experiment_failure)?;
     let root = summary::experiments_root(&project);
     let stamp = stamp();
-    let dir_name = match &args.name {
+    let dir_name = match &args.batch.name {
         Some(n) if n.is_empty() || n.contains(['/', '\\']) || n == "." || n == ".." => {
             return Err(Failure::usage(format!(
                 "error: `{n}` is not a valid experiment name (no slashes)"
@@ -365,27 +363,11 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     };
     let mut options = executor_options(&args.model, &first.flow)?;
     options.env = placeholder::apply_to_env(&options.env, &resolved);
-    let line_timeout = match args.line_timeout {
-        Some(s) if s > 0.0 && s.is_finite() => Some(std::time::Duration::from_secs_f64(s)),
-        Some(_) => {
-            return Err(Failure::usage(
-                "error: --line-timeout must be a positive number of seconds",
-            ));
-        }
-        None => None,
-    };
-    let upload_every = match args.upload_every {
-        0.0 => None,
-        s if s > 0.0 && s.is_finite() => Some(std::time::Duration::from_secs_f64(s)),
-        _ => {
-            return Err(Failure::usage(
-                "error: --upload-every must be a number of seconds (0: only when each run ends)",
-            ));
-        }
-    };
+    let line_timeout = args.batch.line_timeout.map(Seconds::duration);
+    let upload_every = args.upload_every.duration();
     let config = RunnerConfig {
         project: project.clone(),
-        concurrency: args.concurrency.max(1),
+        concurrency: args.batch.concurrency(),
         line_timeout,
         settings: RunSettings {
             env_file: args.model.env_file.as_ref().map(|p| {
@@ -394,8 +376,8 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
                     .display()
                     .to_string()
             }),
-            line_timeout_s: args.line_timeout,
-            request_timeout_s: Some(args.model.request_timeout),
+            line_timeout_s: args.batch.line_timeout.map(Seconds::as_secs_f64),
+            request_timeout_s: Some(args.model.request_timeout.as_secs_f64()),
             max_retries: Some(args.model.max_retries),
             cache: Some(args.model.cache.mode().as_str().to_string()),
             require_base_line: false,
@@ -500,7 +482,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         upload_comparison(remote, &dir, &results)?;
     }
 
-    if args.output == OutputFormat::Json {
+    if args.output.format == OutputFormat::Json {
         outln!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
     } else {
         for line in summary::table(&s).lines() {
@@ -508,7 +490,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         }
     }
     // The table already says so; JSON output gets the note on stderr.
-    if args.model.offline && args.output == OutputFormat::Json {
+    if args.model.offline && args.output.format == OutputFormat::Json {
         eprintln!(
             "{}",
             dim(

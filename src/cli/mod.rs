@@ -15,6 +15,7 @@ mod cache;
 mod connections;
 mod deploy;
 mod eval;
+mod examples;
 mod experiment;
 mod init;
 mod merge;
@@ -25,14 +26,15 @@ mod report;
 mod run;
 mod runs;
 mod serve;
+mod settings;
 mod validate;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use output::Failure;
+pub use settings::ModelArgs;
 
 const EXIT_STATUSES: &str = "\
 Exit status:
@@ -83,33 +85,18 @@ enum Command {
     Report(report::ReportArgs),
 }
 
-/// Options shared by commands that call models.
-#[derive(Debug, clap::Args, Clone)]
-pub struct ModelArgs {
-    /// Read connections from this file instead of ./.env.
-    #[arg(long, value_name = "FILE")]
-    pub env_file: Option<PathBuf>,
-    /// Answer every model call with the offline echo provider: no network, no key, no cost.
-    #[arg(long)]
-    pub offline: bool,
-    /// Seconds before a model request times out.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
-    pub request_timeout: f64,
-    /// Retries of a model request on 429, 5xx, timeouts and dropped connections.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub max_retries: u32,
-    /// Model prices (JSON or YAML: {"model": {"input": 0.15, "output": 0.6}}, USD per 1M tokens)
-    /// over the built-in table [default: $FLOW_PRICES, else .flow/prices.yaml when present].
-    #[arg(long, value_name = "FILE")]
-    pub prices: Option<PathBuf>,
-    #[command(flatten)]
-    pub cache: flow::cache::CacheFlags,
-}
-
 /// Parse arguments, run the command, and turn its result into an exit status.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let cli = match parsed {
+        Ok((cli, matches)) => {
+            for warning in settings::deprecation_warnings(&matches) {
+                eprintln!("{warning}");
+            }
+            cli
+        }
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
@@ -142,6 +129,11 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The command line parser: the derived one with every command's examples in its help.
+fn command() -> clap::Command {
+    examples::add(Cli::command(), EXIT_STATUSES)
+}
+
 /// Run `work` on `rt`'s worker threads and wait for it. A future given to `block_on` runs on
 /// the calling thread, so every HTTP response (read on a worker) would have to wake that thread
 /// to reach its line; spawned, a batch's lines run beside their connections and a response
@@ -164,3 +156,6 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .build()
         .map_err(|e| Failure::usage(format!("error: cannot start the async runtime: {e}")))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,12 +1,11 @@
 //! `flow probe URL`: GET a URL, exit 0 on a 2xx answer — the image's HEALTHCHECK (distroless
 //! images have no curl).
 
-use std::time::Duration;
-
 use clap::Args;
 
 use super::output::Failure;
 use super::runtime;
+use super::settings::Seconds;
 
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
@@ -14,20 +13,15 @@ pub struct ProbeArgs {
     #[arg(default_value = "http://127.0.0.1:8080/health")]
     pub url: String,
     /// Seconds to wait for the answer.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
-    pub timeout: f64,
+    #[arg(long, value_name = "SECONDS", default_value = "3")]
+    pub timeout: Seconds,
 }
 
 pub fn run(args: ProbeArgs) -> Result<(), Failure> {
-    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-        return Err(Failure::usage(
-            "error: --timeout must be a positive number of seconds",
-        ));
-    }
     let rt = runtime()?;
     rt.block_on(async {
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs_f64(args.timeout))
+            .timeout(args.timeout.duration())
             .build()
             .map_err(|e| Failure::usage(format!("error: {e}")))?;
         match client.get(&args.url).send().await {

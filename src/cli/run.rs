@@ -6,7 +6,8 @@ use clap::Args;
 use serde_json::{Map, Value};
 
 use super::output::{Failure, bold, color_stderr, dim, print_warnings, stdout_is_terminal};
-use super::{ModelArgs, runtime};
+use super::runtime;
+use super::settings::{ModelArgs, OutputArgs, OutputFormat};
 use flow::cache::{CacheMode, ResponseCache};
 use flow::connection::EnvVars;
 use flow::executor::{Executor, ExecutorOptions};
@@ -27,21 +28,12 @@ pub struct RunArgs {
     /// Use a variant: '${node.variant_id}' (repeatable, one per node).
     #[arg(long, value_name = "${NODE.VARIANT}")]
     pub variant: Vec<String>,
-    /// How to print the outputs.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Pretty)]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: OutputArgs,
     #[command(flatten)]
     pub batch: super::batch::BatchArgs,
     #[command(flatten)]
     pub model: ModelArgs,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    /// Readable text.
-    Pretty,
-    /// One JSON object on stdout, for scripts.
-    Json,
 }
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
@@ -99,12 +91,7 @@ pub fn executor_options(model: &ModelArgs, flow: &Flow) -> Result<ExecutorOption
         .map_err(|e| Failure::usage(format!("error: {e}")))?;
     let mut options = ExecutorOptions::new(env);
     options.offline = model.offline;
-    if !(model.request_timeout > 0.0 && model.request_timeout.is_finite()) {
-        return Err(Failure::usage(
-            "error: --request-timeout must be a positive number of seconds",
-        ));
-    }
-    options.request_timeout = std::time::Duration::from_secs_f64(model.request_timeout);
+    options.request_timeout = model.request_timeout.duration();
     options.max_retries = model.max_retries;
     options.prices = std::sync::Arc::new(
         flow::cost::PriceTable::from_env_and_file(model.prices.as_deref(), &cwd)
@@ -211,7 +198,7 @@ async fn run_line(
         &flow.variant_label(),
     );
     let color = color_stderr();
-    match args.output {
+    match args.output.format {
         OutputFormat::Json => {
             let mut doc = serde_json::json!({
                 "status": line.status,
@@ -227,7 +214,7 @@ async fn run_line(
             }
             outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
-        OutputFormat::Pretty => {
+        OutputFormat::Text => {
             if line.succeeded() {
                 print_outputs(&line.outputs);
                 if let Some(agg) = &aggregation {
@@ -292,7 +279,7 @@ async fn run_node(
             names.join(", ")
         )));
     };
-    print_node(&record, args.output);
+    print_node(&record, args.output.format);
     match &record.error {
         Some(err) => Err(line_failure(err)),
         None => Ok(()),
@@ -312,7 +299,7 @@ fn print_node(record: &NodeRun, format: OutputFormat) {
             }))
             .unwrap_or_default()
         ),
-        OutputFormat::Pretty => {
+        OutputFormat::Text => {
             if record.status == Status::Completed {
                 let mut m = Map::new();
                 m.insert(record.node.clone(), record.output.clone());

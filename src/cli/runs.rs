@@ -3,6 +3,7 @@
 use clap::{Args, Subcommand};
 
 use super::output::{Failure, bold, dim, stdout_is_terminal};
+use super::settings::{OutputArgs, OutputFormat};
 use flow::run_store::{RunDir, RunMeta, find_run, list_runs};
 
 #[derive(Debug, Args)]
@@ -18,16 +19,22 @@ pub enum RunsAction {
         /// Show at most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        /// Print JSON (one array of meta.json objects).
-        #[arg(long)]
+        // json: one array of meta.json objects.
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Deprecated spelling of --output json.
+        #[arg(long, hide = true, conflicts_with = "output")]
         json: bool,
     },
     /// Show one run: status, counts, tokens, cost, latency, metrics and the first errors.
     Show {
         /// The run's name (under .flow/runs) or its directory.
         run: String,
-        /// Print meta.json and metrics.json as one JSON object.
-        #[arg(long)]
+        // json: meta.json and metrics.json as one JSON object.
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Deprecated spelling of --output json.
+        #[arg(long, hide = true, conflicts_with = "output")]
         json: bool,
     },
     /// Merge the shard runs of `flow run --shard K/N` into one run.
@@ -43,8 +50,14 @@ pub enum RunsAction {
 pub fn run(args: RunsArgs) -> Result<(), Failure> {
     let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
     match args.action {
-        RunsAction::List { limit, json } => list(&project, limit, json),
-        RunsAction::Show { run, json } => show(&project, &run, json),
+        RunsAction::List {
+            limit,
+            output,
+            json,
+        } => list(&project, limit, json || output.format == OutputFormat::Json),
+        RunsAction::Show { run, output, json } => {
+            show(&project, &run, json || output.format == OutputFormat::Json)
+        }
         RunsAction::Delete { runs } => delete(&project, &runs),
         RunsAction::Merge(merge) => super::merge::run(&project, *merge),
     }

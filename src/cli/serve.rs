@@ -1,13 +1,13 @@
 //! `flow serve FLOW`: the flow behind an HTTP API until SIGTERM or Ctrl-C (see `flow::serve`).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 
 use super::output::Failure;
 use super::run::{executor_options, load_flow, parse_variants, prepare};
-use super::{ModelArgs, runtime};
+use super::runtime;
+use super::settings::{Count, ModelArgs, Seconds};
 use flow::connection::Secret;
 use flow::serve::{ServeConfig, ServeState};
 
@@ -28,14 +28,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "${NODE.VARIANT}")]
     pub variant: Vec<String>,
     /// Seconds one POST /score may take before it is answered with 504.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
-    pub timeout: f64,
+    #[arg(long, value_name = "SECONDS", default_value = "300")]
+    pub timeout: Seconds,
     /// Largest request body accepted, in bytes (413 beyond).
-    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
-    pub max_body_bytes: usize,
+    #[arg(long, value_name = "BYTES", default_value = "4194304")]
+    pub max_body_bytes: Count,
     /// Most model requests in flight per endpoint (more requests wait their turn).
-    #[arg(long, value_name = "N", default_value_t = 256)]
-    pub concurrency: usize,
+    #[arg(long, value_name = "N", default_value = "256")]
+    pub concurrency: Count,
     /// Request log on stderr: one JSON line per request (json) or none (off).
     #[arg(long, value_enum, default_value_t = RequestLog::Json)]
     pub log: RequestLog,
@@ -52,16 +52,6 @@ pub enum RequestLog {
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
-    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-        return Err(Failure::usage(
-            "error: --timeout must be a positive number of seconds",
-        ));
-    }
-    if args.max_body_bytes == 0 || args.concurrency == 0 {
-        return Err(Failure::usage(
-            "error: --max-body-bytes and --concurrency must be at least 1",
-        ));
-    }
     let selections = parse_variants(&args.variant)?;
     let flow = load_flow(&args.flow, &selections)?;
     let mut options = executor_options(&args.model, &flow)?;
@@ -69,7 +59,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     if args.model.cache.cache.is_none() {
         options.cache = None;
     }
-    options.max_in_flight = args.concurrency;
+    options.max_in_flight = args.concurrency.get();
     let token = std::env::var(TOKEN_ENV)
         .ok()
         .filter(|t| !t.trim().is_empty())
@@ -90,8 +80,8 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             flow::telemetry::Tracer::start(c, &name)
         });
         let config = ServeConfig {
-            request_timeout: Duration::from_secs_f64(args.timeout),
-            max_body_bytes: args.max_body_bytes,
+            request_timeout: args.timeout.duration(),
+            max_body_bytes: args.max_body_bytes.get(),
             token,
             request_log: args.log == RequestLog::Json,
             tracer,

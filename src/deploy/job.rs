@@ -372,6 +372,143 @@ pub struct JobSpec {
     pub allow_failures: bool,
 }
 
+/// A pod's `flow` command line, typed: [`JobSpec`] decides the values, [`PodCommand::argv`]
+/// spells them with the flags of `flow run`, `flow runs merge` and `flow experiment` (a test of
+/// the binary parses every spelling back with the real parser, so the two cannot drift apart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodCommand {
+    /// `flow run FLOW --data DATA --shards N --name NAME [--upload URL] --concurrency C
+    /// [--variant V]... [--allow-failures]`: one shard of a batch run.
+    RunShard {
+        flow: String,
+        data: String,
+        shards: u32,
+        name: String,
+        upload: Option<String>,
+        concurrency: usize,
+        variants: Vec<String>,
+        allow_failures: bool,
+    },
+    /// `flow runs merge SHARD... --name NAME [--to URL] [--allow-failures]`: the shards merged.
+    MergeRuns {
+        shards: Vec<String>,
+        name: String,
+        to: Option<String>,
+        allow_failures: bool,
+    },
+    /// `flow experiment FILE [--env ENV] [--variants V]... --shards N [--upload URL]
+    /// --concurrency C`: one shard of every run of an experiment.
+    ExperimentShard {
+        file: String,
+        env: Option<String>,
+        variants: Vec<String>,
+        shards: u32,
+        upload: Option<String>,
+        concurrency: usize,
+    },
+    /// `flow experiment FILE [--env ENV] [--variants V]... --merge-shards [FROM] --name NAME
+    /// [--to URL] --concurrency C`: the shards merged, evaluated and compared.
+    MergeExperiment {
+        file: String,
+        env: Option<String>,
+        variants: Vec<String>,
+        from: Option<String>,
+        name: String,
+        to: Option<String>,
+        concurrency: usize,
+    },
+}
+
+impl PodCommand {
+    /// The command line, the binary first.
+    pub fn argv(&self) -> Vec<String> {
+        /// `name value`, when there is a value.
+        fn flag(c: &mut Vec<String>, name: &str, value: Option<&str>) {
+            if let Some(value) = value {
+                c.extend([name.to_string(), value.to_string()]);
+            }
+        }
+        let mut c: Vec<String> = vec![FLOW_BINARY.into()];
+        match self {
+            PodCommand::RunShard {
+                flow,
+                data,
+                shards,
+                name,
+                upload,
+                concurrency,
+                variants,
+                allow_failures,
+            } => {
+                c.extend(["run".into(), flow.clone()]);
+                flag(&mut c, "--data", Some(data));
+                flag(&mut c, "--shards", Some(&shards.to_string()));
+                flag(&mut c, "--name", Some(name));
+                flag(&mut c, "--upload", upload.as_deref());
+                flag(&mut c, "--concurrency", Some(&concurrency.to_string()));
+                for v in variants {
+                    flag(&mut c, "--variant", Some(v));
+                }
+                if *allow_failures {
+                    c.push("--allow-failures".into());
+                }
+            }
+            PodCommand::MergeRuns {
+                shards,
+                name,
+                to,
+                allow_failures,
+            } => {
+                c.extend(["runs".into(), "merge".into()]);
+                c.extend(shards.iter().cloned());
+                flag(&mut c, "--name", Some(name));
+                flag(&mut c, "--to", to.as_deref());
+                if *allow_failures {
+                    c.push("--allow-failures".into());
+                }
+            }
+            PodCommand::ExperimentShard {
+                file,
+                env,
+                variants,
+                shards,
+                upload,
+                concurrency,
+            } => {
+                c.extend(["experiment".into(), file.clone()]);
+                flag(&mut c, "--env", env.as_deref());
+                for v in variants {
+                    flag(&mut c, "--variants", Some(v));
+                }
+                flag(&mut c, "--shards", Some(&shards.to_string()));
+                flag(&mut c, "--upload", upload.as_deref());
+                flag(&mut c, "--concurrency", Some(&concurrency.to_string()));
+            }
+            PodCommand::MergeExperiment {
+                file,
+                env,
+                variants,
+                from,
+                name,
+                to,
+                concurrency,
+            } => {
+                c.extend(["experiment".into(), file.clone()]);
+                flag(&mut c, "--env", env.as_deref());
+                for v in variants {
+                    flag(&mut c, "--variants", Some(v));
+                }
+                c.push("--merge-shards".into());
+                c.extend(from.iter().cloned());
+                flag(&mut c, "--name", Some(name));
+                flag(&mut c, "--to", to.as_deref());
+                flag(&mut c, "--concurrency", Some(&concurrency.to_string()));
+            }
+        }
+        c
+    }
+}
+
 /// The group that owns a shared volume's files (`fsGroup`).
 pub const SHARED_VOLUME_GROUP: u32 = 65532;
 
@@ -430,105 +567,66 @@ impl JobSpec {
         }
     }
 
-    /// `flow experiment FILE [--env ENV] [--variants V]...`, the start of both experiment steps.
-    fn experiment_command(file: &str, env: &Option<String>, variants: &[String]) -> Vec<String> {
-        let mut c: Vec<String> = vec![FLOW_BINARY.into(), "experiment".into(), file.into()];
-        if let Some(env) = env {
-            c.extend(["--env".into(), env.clone()]);
-        }
-        for v in variants {
-            c.extend(["--variants".into(), v.clone()]);
-        }
-        c
-    }
-
-    /// The command each pod of the Indexed Job runs (`flow` first).
-    pub fn shard_command(&self) -> Vec<String> {
-        let mut c = match &self.workload {
-            Workload::Run { data, .. } => vec![
-                FLOW_BINARY.into(),
-                "run".into(),
-                self.delivery.flow_path().into(),
-                "--data".into(),
-                data.clone(),
-                "--shards".into(),
-                self.shards.to_string(),
-                "--name".into(),
-                self.name.clone(),
-            ],
+    /// What each pod of the Indexed Job runs.
+    pub fn shard_command(&self) -> PodCommand {
+        let upload = self.upload_root().map(|_| self.shards_url());
+        match &self.workload {
+            Workload::Run { data, variants } => PodCommand::RunShard {
+                flow: self.delivery.flow_path().to_string(),
+                data: data.clone(),
+                shards: self.shards,
+                name: self.name.clone(),
+                upload,
+                concurrency: self.concurrency,
+                variants: variants.clone(),
+                allow_failures: self.allow_failures,
+            },
             Workload::Experiment {
                 file,
                 env,
                 variants,
                 ..
-            } => {
-                let mut c = Self::experiment_command(file, env, variants);
-                c.extend(["--shards".into(), self.shards.to_string()]);
-                c
-            }
-        };
-        if self.upload_root().is_some() {
-            c.extend(["--upload".into(), self.shards_url()]);
+            } => PodCommand::ExperimentShard {
+                file: file.clone(),
+                env: env.clone(),
+                variants: variants.clone(),
+                shards: self.shards,
+                upload,
+                concurrency: self.concurrency,
+            },
         }
-        c.extend(["--concurrency".into(), self.concurrency.to_string()]);
-        if let Workload::Run { variants, .. } = &self.workload {
-            for v in variants {
-                c.extend(["--variant".into(), v.clone()]);
-            }
-            if self.allow_failures {
-                c.push("--allow-failures".into());
-            }
-        }
-        c
     }
 
-    /// The command of the merge Job's pod.
-    pub fn merge_command(&self) -> Vec<String> {
-        let mut c = match &self.workload {
-            Workload::Run { .. } => {
-                let mut c: Vec<String> = vec![FLOW_BINARY.into(), "runs".into(), "merge".into()];
-                match self.upload_root() {
-                    Some(root) => c.extend([
-                        self.shards_url(),
-                        "--name".into(),
-                        self.name.clone(),
-                        "--to".into(),
-                        root.to_string(),
-                    ]),
-                    None => {
-                        // The shard runs by name, on the shared volume.
-                        c.extend(
-                            (1..=self.shards)
-                                .map(|k| format!("{}-shard-{k}-of-{}", self.name, self.shards)),
-                        );
-                        c.extend(["--name".into(), self.name.clone()]);
-                    }
-                }
-                c
-            }
+    /// What the merge Job's pod runs.
+    pub fn merge_command(&self) -> PodCommand {
+        match &self.workload {
+            Workload::Run { .. } => PodCommand::MergeRuns {
+                shards: match self.upload_root() {
+                    Some(_) => vec![self.shards_url()],
+                    // The shard runs by name, on the shared volume.
+                    None => (1..=self.shards)
+                        .map(|k| format!("{}-shard-{k}-of-{}", self.name, self.shards))
+                        .collect(),
+                },
+                name: self.name.clone(),
+                to: self.upload_root().map(str::to_string),
+                allow_failures: self.allow_failures,
+            },
             Workload::Experiment {
                 file,
                 env,
                 variants,
                 merge_concurrency,
-            } => {
-                let mut c = Self::experiment_command(file, env, variants);
-                c.push("--merge-shards".into());
-                if self.upload_root().is_some() {
-                    c.push(self.shards_url());
-                }
-                c.extend(["--name".into(), self.name.clone()]);
-                if self.upload_root().is_some() {
-                    c.extend(["--to".into(), self.merged_url()]);
-                }
-                c.extend(["--concurrency".into(), merge_concurrency.to_string()]);
-                return c;
-            }
-        };
-        if self.allow_failures {
-            c.push("--allow-failures".into());
+            } => PodCommand::MergeExperiment {
+                file: file.clone(),
+                env: env.clone(),
+                variants: variants.clone(),
+                from: self.upload_root().map(|_| self.shards_url()),
+                name: self.name.clone(),
+                to: self.upload_root().map(|_| self.merged_url()),
+                concurrency: *merge_concurrency,
+            },
         }
-        c
     }
 
     fn metadata(&self, name: &str, component: &str) -> Value {
@@ -672,7 +770,7 @@ impl JobSpec {
                         "onPodConditions": [{"type": "DisruptionTarget"}],
                     },
                 ]},
-                "template": self.pod(&self.shard_command(), "shard"),
+                "template": self.pod(&self.shard_command().argv(), "shard"),
             },
         })
     }
@@ -694,7 +792,7 @@ impl JobSpec {
                     },
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
                 ]},
-                "template": self.pod(&self.merge_command(), "merge"),
+                "template": self.pod(&self.merge_command().argv(), "merge"),
             },
         })
     }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use super::super::batch::DEFAULT_CONCURRENCY;
 use super::super::output::{Failure, color_stderr, dim};
 use super::super::run::{load_flow, parse_variants};
+use super::super::settings::{Count, DEFAULT_CONCURRENCY, Seconds};
 use super::write_file;
 use flow::connection::EnvVars;
 use flow::deploy::{self, job};
@@ -53,10 +53,10 @@ pub struct JobArgs {
     pub variants: Vec<String>,
     /// N: shards, one Kubernetes index each (the Job's completions).
     #[arg(long, value_name = "N")]
-    pub shards: Option<u32>,
+    pub shards: Option<Count<u32>>,
     /// P: pods running at once [default: N].
     #[arg(long, value_name = "P")]
-    pub parallelism: Option<u32>,
+    pub parallelism: Option<Count<u32>>,
     /// How the flow and data reach the pods.
     #[arg(long, value_enum, default_value_t = Deliver::Image)]
     pub deliver: Deliver,
@@ -80,11 +80,11 @@ pub struct JobArgs {
     pub runs_pvc: Option<String>,
     /// Lines in flight across all pods; each pod gets ceil(C / P) (an experiment's pod shares
     /// them among its runs; its merge pod, running the evaluators alone, gets C).
-    #[arg(long, value_name = "C", default_value_t = DEFAULT_CONCURRENCY)]
-    pub concurrency: usize,
+    #[arg(long, value_name = "C", default_value_t = Count::at_least_one(DEFAULT_CONCURRENCY))]
+    pub concurrency: Count,
     /// Lines in flight in each pod, instead of dividing --concurrency.
     #[arg(long, value_name = "N")]
-    pub per_shard_concurrency: Option<usize>,
+    pub per_shard_concurrency: Option<Count>,
     /// Retries of one shard before it counts as failed (backoffLimitPerIndex).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries_per_index: u32,
@@ -95,8 +95,8 @@ pub struct JobArgs {
     #[arg(long, value_name = "NAME")]
     pub storage_secret: Option<String>,
     /// Seconds `--apply` waits for each Job.
-    #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
-    pub wait_timeout: u64,
+    #[arg(long, value_name = "SECONDS", default_value = "86400")]
+    pub wait_timeout: Seconds,
     /// Shards and merge exit 0 even when some lines failed.
     #[arg(long)]
     pub allow_failures: bool,
@@ -112,8 +112,8 @@ pub struct JobTarget<'a> {
     pub namespace: Option<String>,
     pub secret: Option<String>,
     pub flow: Option<&'a Path>,
-    /// `--output`: where the files go [default: deploy/<name>].
-    pub output: Option<PathBuf>,
+    /// `--out-dir`: where the files go [default: deploy/<name>].
+    pub out_dir: Option<PathBuf>,
     pub apply: bool,
     /// `--name` was given (else an experiment's Job is named after the experiment).
     pub named: bool,
@@ -139,7 +139,7 @@ pub fn rollout(mut t: JobTarget<'_>, args: &JobArgs) -> Result<(), Failure> {
         t.name = deploy::name_from(&e.experiment.name);
     }
     let dir = t
-        .output
+        .out_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("deploy").join(&t.name));
     let spec = spec(&t, args, experiment.as_ref())?;
@@ -231,7 +231,7 @@ pub fn rollout(mut t: JobTarget<'_>, args: &JobArgs) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    let timeout = Duration::from_secs(args.wait_timeout.max(1));
+    let timeout = args.wait_timeout.duration().max(Duration::from_secs(1));
     kubectl(&ns, &["apply", "-f", &job_file.to_string_lossy()])?;
     wait_for_job(&ns, &spec.name, timeout, Some(spec.shards))?;
     outln!("job/{}: all {} shards succeeded", spec.name, spec.shards);
@@ -312,18 +312,12 @@ fn spec(
     args: &JobArgs,
     experiment: Option<&LoadedExperiment>,
 ) -> Result<job::JobSpec, Failure> {
-    let Some(shards) = args.shards else {
+    let Some(shards) = args.shards.map(Count::get) else {
         return Err(usage(
             "error: --target kubernetes-job needs --shards N (the number of pods' shards)",
         ));
     };
-    if shards == 0 {
-        return Err(usage("error: --shards must be at least 1"));
-    }
-    let parallelism = args.parallelism.unwrap_or(shards);
-    if parallelism == 0 {
-        return Err(usage("error: --parallelism must be at least 1"));
-    }
+    let parallelism = args.parallelism.map_or(shards, Count::get);
     let given = match (&args.data, experiment) {
         (_, Some(e)) => Given::Experiment(e),
         (Some(data), None) => Given::Data(data),
@@ -342,12 +336,10 @@ fn spec(
             ));
         }
     };
-    if args.concurrency == 0 || args.per_shard_concurrency == Some(0) {
-        return Err(usage("error: concurrency must be at least 1"));
-    }
-    let concurrency = args
-        .per_shard_concurrency
-        .unwrap_or_else(|| job::per_shard_concurrency(args.concurrency, parallelism.min(shards)));
+    let concurrency = args.per_shard_concurrency.map_or_else(
+        || job::per_shard_concurrency(args.concurrency.get(), parallelism.min(shards)),
+        Count::get,
+    );
     let mut connections = experiment
         .map(|e| e.connections.clone())
         .unwrap_or_default();
@@ -432,7 +424,7 @@ fn spec(
             env: args.env.clone(),
             variants: args.variants.clone(),
             // The merge pod runs alone: the whole budget is its.
-            merge_concurrency: args.concurrency,
+            merge_concurrency: args.concurrency.get(),
         },
     };
     let storage_secret = match &storage {
@@ -647,4 +639,139 @@ fn job_failed(ns: &[String], name: &str, shards: Option<u32>) -> Failure {
         ns.iter().map(|s| format!(" {s}")).collect::<String>(),
         ns.iter().map(|s| format!(" {s}")).collect::<String>()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use flow::deploy::job::{Delivery, JobSpec, PodCommand, Storage, Workload};
+
+    use super::super::super::runs::RunsAction;
+    use super::super::super::settings::Count;
+    use super::super::super::{Cli, Command};
+
+    /// Parse a pod's command line with the real parser and read back what it asks for.
+    fn parsed(argv: &[String]) -> PodCommand {
+        let cli = match Cli::try_parse_from(argv) {
+            Ok(cli) => cli,
+            Err(e) => panic!("the pod command line {argv:?} does not parse:\n{e}"),
+        };
+        let text = |p: Option<std::path::PathBuf>| p.map(|p| p.display().to_string());
+        match cli.command {
+            Command::Run(r) => PodCommand::RunShard {
+                flow: text(r.flow.clone()).unwrap_or_default(),
+                data: text(r.batch.data.clone()).unwrap_or_default(),
+                shards: r
+                    .batch
+                    .shards
+                    .map(Count::get)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or_default(),
+                name: r.batch.options.name.clone().unwrap_or_default(),
+                upload: r.batch.upload.clone(),
+                concurrency: r.batch.options.concurrency(),
+                variants: r.variant.clone(),
+                allow_failures: r.batch.allow_failures,
+            },
+            Command::Runs(runs) => match runs.action {
+                RunsAction::Merge(m) => PodCommand::MergeRuns {
+                    shards: m.shards,
+                    name: m.name,
+                    to: m.to,
+                    allow_failures: m.allow_failures,
+                },
+                other => panic!("{argv:?} is not `flow runs merge`: {other:?}"),
+            },
+            Command::Experiment(e) => match e.merge_shards {
+                Some(from) => {
+                    assert!(from.len() <= 1, "{argv:?}: more than one shard folder");
+                    PodCommand::MergeExperiment {
+                        file: text(e.file).unwrap_or_default(),
+                        env: e.env,
+                        variants: e.variants,
+                        from: from.into_iter().next(),
+                        name: e.batch.name.clone().unwrap_or_default(),
+                        to: e.to,
+                        concurrency: e.batch.concurrency(),
+                    }
+                }
+                None => PodCommand::ExperimentShard {
+                    file: text(e.file).unwrap_or_default(),
+                    env: e.env,
+                    variants: e.variants,
+                    shards: e
+                        .shards
+                        .map(Count::get)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or_default(),
+                    upload: e.upload,
+                    concurrency: e.batch.concurrency(),
+                },
+            },
+            other => panic!("{argv:?} is not a pod's command: {other:?}"),
+        }
+    }
+
+    fn spec(workload: Workload, storage: Storage, allow_failures: bool) -> JobSpec {
+        JobSpec {
+            name: "cls".into(),
+            image: "cls:1".into(),
+            namespace: None,
+            shards: 4,
+            parallelism: 2,
+            workload,
+            storage,
+            concurrency: 16,
+            secret: "cls-env".into(),
+            connections: Vec::new(),
+            storage_secret: None,
+            delivery: Delivery::Image,
+            retries_per_index: 3,
+            max_failed_indexes: 0,
+            allow_failures,
+        }
+    }
+
+    #[test]
+    fn every_pod_command_line_parses_back_to_what_the_job_asked_for() {
+        let workloads = [
+            Workload::Run {
+                data: "/app/flow/data.jsonl".into(),
+                variants: Vec::new(),
+            },
+            Workload::Run {
+                data: "/mnt/flow/data.jsonl".into(),
+                variants: vec!["${classify.variant_1}".into()],
+            },
+            Workload::Experiment {
+                file: "/app/experiment.yaml".into(),
+                env: None,
+                variants: Vec::new(),
+                merge_concurrency: 32,
+            },
+            Workload::Experiment {
+                file: "/app/experiment.yaml".into(),
+                env: Some("pr".into()),
+                variants: vec!["classify.variant_1".into(), "default".into()],
+                merge_concurrency: 8,
+            },
+        ];
+        let storages = [
+            Storage::Upload("s3://bucket/runs".into()),
+            Storage::SharedVolume("runs-claim".into()),
+        ];
+        let mut checked = 0;
+        for workload in &workloads {
+            for storage in &storages {
+                for allow_failures in [false, true] {
+                    let spec = spec(workload.clone(), storage.clone(), allow_failures);
+                    for command in [spec.shard_command(), spec.merge_command()] {
+                        assert_eq!(parsed(&command.argv()), command);
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 32);
+    }
 }
