@@ -242,7 +242,7 @@ pub(super) fn run_plan(
 /// What `meta.json` records about shard `shard` of a `rows`-line dataset; a resumed shard must
 /// still run the same flow on the same data.
 fn shard_info(flow: &Flow, plan: &Plan, shard: Shard, rows: usize) -> Result<ShardInfo, Failure> {
-    use flow::experiment::hash::{applied_yaml, flow_hash};
+    use flow::hash::{applied_yaml, flow_hash};
     let applied =
         applied_yaml(flow, &IndexMap::new()).map_err(|e| Failure::usage(format!("error: {e}")))?;
     let flow_hash = flow_hash(flow, &applied)
@@ -400,7 +400,7 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
 
 /// `sha256:` of a dataset, or a usage error.
 fn data_hash(data: &Path) -> Result<String, Failure> {
-    flow::experiment::hash::sha256_file(data)
+    flow::hash::sha256_file(data)
         .map_err(|e| Failure::usage(format!("error: cannot read {}: {e}", data.display())))
 }
 
@@ -612,15 +612,8 @@ async fn execute(
     .map_err(|e| Failure::usage(format!("error: {e}")))?;
     let writer = RunWriter::start(&plan.dir).map_err(|e| io_err("cannot write", e))?;
     let progress = CliProgress::new(Some(total), already, color);
-    let tracer = flow::telemetry::OtlpConfig::from_env().map(|c| {
-        let flow_name = executor
-            .flow()
-            .dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        flow::telemetry::Tracer::start(c, &flow_name)
-    });
+    let tracer = flow::telemetry::OtlpConfig::from_env()
+        .map(|c| flow::telemetry::Tracer::start(c, &executor.flow().name()));
     let traced = flow::telemetry::TracedProgress {
         inner: &progress,
         tracer: tracer.clone(),

@@ -90,7 +90,7 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
         dim(
             &format!(
                 "next: docker build -t {}:latest {}",
-                flow::serve::openapi::flow_name(&flow),
+                flow.name(),
                 args.output.display()
             ),
             color

@@ -578,12 +578,11 @@ fn score_models(
     args: &EvalArgs,
     project: &Path,
 ) -> Result<Vec<flow::eval::ModelLine>, Failure> {
-    let mut config = flow::provider::ClientConfig {
-        timeout: std::time::Duration::from_secs_f64(args.model.request_timeout.max(0.001)),
-        ..flow::provider::ClientConfig::default()
-    };
-    config.retry.max_retries = args.model.max_retries;
-    config.max_in_flight = args.concurrency.max(1);
+    let config = flow::provider::ClientConfig::for_requests(
+        std::time::Duration::from_secs_f64(args.model.request_timeout.max(0.001)),
+        args.model.max_retries,
+        args.concurrency,
+    );
     let client = flow::provider::LlmClient::with_config(config)
         .map_err(|e| Failure::usage(format!("error: {e}")))?;
     let cache = match args.model.cache.mode() {

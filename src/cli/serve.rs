@@ -80,7 +80,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         token.is_some(),
         stream.as_ref().map(|s| s.output.as_str()),
     );
-    let name = flow::serve::openapi::flow_name(&flow);
+    let name = flow.name();
     let otlp = flow::telemetry::OtlpConfig::from_env();
     let offline = options.offline;
     let rt = runtime()?;

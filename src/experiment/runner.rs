@@ -25,7 +25,7 @@ use crate::batch::{BatchOutcome, DirRun};
 use crate::data::ColumnMapping;
 use crate::eval::ModelEvaluator;
 use crate::executor::{Executor, ExecutorOptions};
-use crate::provider::{ClientConfig, LlmClient};
+use crate::provider::LlmClient;
 use crate::record::{ErrorInfo, LineResult};
 use crate::run_store::remote::RemoteDir;
 use crate::run_store::{RunDir, RunMeta, RunSettings, RunStatus, RunUpload, Shard, ShardInfo};
@@ -178,17 +178,11 @@ pub async fn run_experiment(
     cancel: watch::Receiver<bool>,
 ) -> Result<Vec<RunResult>, ExperimentError> {
     let concurrency = config.concurrency.max(1);
-    let mut client_config = ClientConfig {
-        timeout: config.executor.request_timeout,
-        ..ClientConfig::default()
-    };
-    client_config.retry.max_retries = config.executor.max_retries;
-    client_config.max_in_flight = concurrency;
-    let client =
-        LlmClient::with_config(client_config).map_err(|e| ExperimentError::Run(e.to_string()))?;
     let mut options = config.executor.clone();
-    options.client = Some(client.clone());
     options.max_in_flight = concurrency;
+    let client = LlmClient::with_config(options.client_config())
+        .map_err(|e| ExperimentError::Run(e.to_string()))?;
+    options.client = Some(client.clone());
     // Each prepared flow with Python nodes has its own workers: spread the line budget over
     // them (at least one each, at most two) instead of a full pool per variant.
     let flows = (variants.len() + experiment.evaluators.len()).max(1);
