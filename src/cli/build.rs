@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::common::{load_flow, parse_variants};
 use super::output::{Failure, color_stderr, dim};
-use super::run::{load_flow, parse_variants};
 use flow::build::{BinarySource, DockerBuild};
 use flow::connection::EnvVars;
 

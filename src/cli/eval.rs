@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 
 use super::ModelArgs;
 use super::batch::{DEFAULT_CONCURRENCY, Plan, Reporting, run_plan};
+use super::common::OutputFormat;
 use super::output::{Failure, bold, color_stderr};
-use super::run::OutputFormat;
 use flow::ci_report::{CaseResult, SummaryInput, github_annotations, junit_xml, markdown_summary};
 use flow::data::ColumnMapping;
 use flow::eval::ModelEvaluator;
@@ -579,8 +579,8 @@ fn score_models(
     project: &Path,
 ) -> Result<Vec<flow::eval::ModelLine>, Failure> {
     let config = flow::provider::ClientConfig::for_requests(
-        std::time::Duration::from_secs_f64(args.model.request_timeout.max(0.001)),
-        args.model.max_retries,
+        std::time::Duration::from_secs_f64(args.model.request_timeout_s().max(0.001)),
+        args.model.retries(),
         args.concurrency,
     );
     let client = flow::provider::LlmClient::with_config(config)

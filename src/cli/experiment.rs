@@ -9,14 +9,13 @@ use tokio::sync::watch;
 
 use super::ModelArgs;
 use super::batch::DEFAULT_CONCURRENCY;
+use super::common::{OutputFormat, executor_options, run_settings};
 use super::output::{Failure, bold, color_stderr, dim};
 use super::progress::CliProgress;
-use super::run::{OutputFormat, executor_options};
 use flow::experiment::{
     self, ExperimentError, FanOut, RunResult, RunnerConfig, Selection, ShardUpload, placeholder,
     runner, summary,
 };
-use flow::run_store::RunSettings;
 
 #[derive(Debug, Args)]
 pub struct ExperimentArgs {
@@ -387,19 +386,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         project: project.clone(),
         concurrency: args.concurrency.max(1),
         line_timeout,
-        settings: RunSettings {
-            env_file: args.model.env_file.as_ref().map(|p| {
-                std::path::absolute(p)
-                    .unwrap_or(p.clone())
-                    .display()
-                    .to_string()
-            }),
-            line_timeout_s: args.line_timeout,
-            request_timeout_s: Some(args.model.request_timeout),
-            max_retries: Some(args.model.max_retries),
-            cache: Some(args.model.cache.mode().as_str().to_string()),
-            require_base_line: false,
-        },
+        settings: run_settings(&args.model, args.line_timeout),
         executor: options,
         stamp,
         experiment_dir: dir.clone(),

@@ -12,6 +12,7 @@ macro_rules! outln {
 mod batch;
 mod build;
 mod cache;
+mod common;
 mod connections;
 mod deploy;
 mod eval;
@@ -91,18 +92,48 @@ pub struct ModelArgs {
     /// Answer every model call with the offline echo provider: no network, no key, no cost.
     #[arg(long)]
     pub offline: bool,
+    // Options, so that `flow run --resume` knows whether they were given: their defaults
+    // (DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_MAX_RETRIES) are written into the help as clap would.
     /// Seconds before a model request times out.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
-    pub request_timeout: f64,
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        help = "Seconds before a model request times out [default: 120]",
+        long_help = "Seconds before a model request times out\n\n[default: 120]"
+    )]
+    pub request_timeout: Option<f64>,
     /// Retries of a model request on 429, 5xx, timeouts and dropped connections.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub max_retries: u32,
+    #[arg(
+        long,
+        value_name = "N",
+        help = "Retries of a model request on 429, 5xx, timeouts and dropped connections [default: 5]",
+        long_help = "Retries of a model request on 429, 5xx, timeouts and dropped connections\n\n[default: 5]"
+    )]
+    pub max_retries: Option<u32>,
     /// Model prices (JSON or YAML: {"model": {"input": 0.15, "output": 0.6}}, USD per 1M tokens)
     /// over the built-in table [default: $FLOW_PRICES, else .flow/prices.yaml when present].
     #[arg(long, value_name = "FILE")]
     pub prices: Option<PathBuf>,
     #[command(flatten)]
     pub cache: flow::cache::CacheFlags,
+}
+
+/// Seconds before a model request times out when `--request-timeout` is not given.
+pub const DEFAULT_REQUEST_TIMEOUT_S: f64 = 120.0;
+
+/// Retries of a model request when `--max-retries` is not given.
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
+
+impl ModelArgs {
+    /// `--request-timeout`, or its default.
+    pub fn request_timeout_s(&self) -> f64 {
+        self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT_S)
+    }
+
+    /// `--max-retries`, or its default.
+    pub fn retries(&self) -> u32 {
+        self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES)
+    }
 }
 
 /// Parse arguments, run the command, and turn its result into an exit status.

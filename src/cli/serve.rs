@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::common::{executor_options, load_flow, parse_variants, prepare};
 use super::output::Failure;
-use super::run::{executor_options, load_flow, parse_variants, prepare};
 use super::{ModelArgs, runtime};
 use flow::connection::Secret;
 use flow::serve::{ServeConfig, ServeState};

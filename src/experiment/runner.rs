@@ -398,6 +398,7 @@ impl RunJob<'_> {
             offline: self.config.executor.offline,
             shard: None,
             resume: None,
+            trace: None,
         };
         let (done, earlier) = match &self.config.fan_out {
             FanOut::Whole => (
@@ -519,36 +520,8 @@ impl RunJob<'_> {
                 i.shard() == shard && i.flow_hash == info.flow_hash && i.data_hash == info.data_hash
             }) && meta.column_mapping == batch.mapping_args
         });
-        let mut found = None;
+        let resumed = earlier.is_some();
         if let Some(meta) = earlier {
-            let finished = meta.status == RunStatus::Completed
-                && meta.failed_lines == 0
-                && meta.completed_lines >= meta.total_lines;
-            if finished {
-                progress.lines_kept(meta.completed_lines);
-                let kept = Earlier {
-                    downloaded: self.downloaded,
-                    finished: true,
-                    kept_lines: meta.completed_lines,
-                };
-                let run = DirRun {
-                    outcome: BatchOutcome {
-                        completed: meta.completed_lines,
-                        failed: meta.failed_lines,
-                        tokens: meta.tokens,
-                        ..BatchOutcome::default()
-                    },
-                    meta,
-                    data_error: None,
-                    kept_lines: kept.kept_lines,
-                };
-                return Ok((run, Some(kept)));
-            }
-            found = Some(Earlier {
-                downloaded: self.downloaded,
-                finished: false,
-                kept_lines: 0,
-            });
             batch.resume = Some(meta);
         } else if self.dir.path.exists() {
             std::fs::remove_dir_all(&self.dir.path).map_err(|e| io(&self.dir.path, e))?;
@@ -576,9 +549,10 @@ impl RunJob<'_> {
             _ => running.await,
         }
         .map_err(|e| ExperimentError::Run(e.to_string()))?;
-        let earlier = found.map(|e| Earlier {
+        let earlier = resumed.then_some(Earlier {
+            downloaded: self.downloaded,
+            finished: run.finished_before,
             kept_lines: run.kept_lines,
-            ..e
         });
         Ok((run, earlier))
     }
@@ -715,6 +689,9 @@ impl RunJob<'_> {
             meta,
             data_error: None,
             kept_lines: 0,
+            finished_before: false,
+            cache_warning: None,
+            elapsed: std::time::Duration::ZERO,
         })
     }
 
@@ -773,6 +750,7 @@ impl RunJob<'_> {
             offline: self.config.executor.offline,
             shard: None,
             resume: None,
+            trace: None,
         };
         let done = run_to_dir(exec, &batch, &Quiet, cancel)
             .await

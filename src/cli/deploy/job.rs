@@ -10,8 +10,8 @@ use clap::{Args, ValueEnum};
 use serde_json::Value;
 
 use super::super::batch::DEFAULT_CONCURRENCY;
+use super::super::common::{load_flow, parse_variants};
 use super::super::output::{Failure, color_stderr, dim};
-use super::super::run::{load_flow, parse_variants};
 use super::write_file;
 use flow::connection::EnvVars;
 use flow::deploy::{self, job};
