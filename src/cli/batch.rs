@@ -375,36 +375,18 @@ impl Progress for RunProgress {
 /// What `meta.json` records about shard `shard` of the dataset; a resumed shard must still run
 /// the same flow on the same data.
 fn shard_info(flow: &Flow, plan: &Plan, shard: Shard) -> Result<ShardInfo, Failure> {
-    use flow::hash::{applied_yaml, flow_hash};
-    let applied =
-        applied_yaml(flow, &IndexMap::new()).map_err(|e| Failure::usage(format!("error: {e}")))?;
-    let flow_hash = flow_hash(flow, &applied)
-        .map_err(|e| Failure::usage(format!("error: cannot hash the flow: {e}")))?;
-    let data_hash = data_hash(&plan.data)?;
-    if let Some(before) = plan.resumed.as_ref().and_then(|m| m.shard.as_ref()) {
-        let what = if before.flow_hash != flow_hash {
-            Some("the flow")
-        } else if before.data_hash != data_hash {
-            Some("the data")
-        } else {
-            None
-        };
-        if let Some(what) = what {
-            return Err(Failure::usage(format!(
-                "error: {what} changed since shard {} (run `{}`) started, so its lines would not merge with the other shards\n  help: run it again under a new --name, or restore {what}",
-                before.shard(),
-                plan.dir.name()
-            )));
-        }
+    let info = ShardInfo::of(flow, &plan.data, shard)
+        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    if let Some(before) = plan.resumed.as_ref().and_then(|m| m.shard.as_ref())
+        && let Some(what) = info.changed_since(before)
+    {
+        return Err(Failure::usage(format!(
+            "error: {what} changed since shard {} (run `{}`) started, so its lines would not merge with the other shards\n  help: run it again under a new --name, or restore {what}",
+            before.shard(),
+            plan.dir.name()
+        )));
     }
-    Ok(ShardInfo {
-        index: shard.index,
-        count: shard.count,
-        // Counted when the run starts.
-        dataset_lines: 0,
-        flow_hash,
-        data_hash,
-    })
+    Ok(info)
 }
 
 /// Python workers for a batch: enough to keep up with the lines in flight without starting
