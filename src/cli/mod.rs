@@ -194,3 +194,40 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .build()
         .map_err(|e| Failure::usage(format!("error: cannot start the async runtime: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// The help of `flag` of `flow run`, short and long.
+    fn help_of(flag: &str) -> (String, String) {
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").expect("flow run");
+        let arg = run
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag))
+            .unwrap_or_else(|| panic!("--{flag}"));
+        (
+            arg.get_help().map(ToString::to_string).unwrap_or_default(),
+            arg.get_long_help()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn defaults_written_into_the_help_are_the_defaults_used() {
+        for (flag, default) in [
+            ("request-timeout", DEFAULT_REQUEST_TIMEOUT_S.to_string()),
+            ("max-retries", DEFAULT_MAX_RETRIES.to_string()),
+            ("concurrency", batch::DEFAULT_CONCURRENCY.to_string()),
+        ] {
+            let (short, long) = help_of(flag);
+            let shown = format!("[default: {default}]");
+            assert!(short.ends_with(&format!(" {shown}")), "--{flag}: {short}");
+            assert!(long.ends_with(&format!("\n\n{shown}")), "--{flag}: {long}");
+        }
+    }
+}
