@@ -23,6 +23,7 @@ pub mod evaluators;
 pub mod executor;
 pub mod experiment;
 pub mod gate;
+pub mod hash;
 pub mod init;
 pub mod judge;
 pub mod model;

@@ -310,6 +310,10 @@ impl crate::batch::Progress for TracedProgress<'_> {
         }
     }
 
+    fn started(&self, start: &crate::batch::BatchStart) {
+        self.inner.started(start);
+    }
+
     fn lines_kept(&self, lines: usize) {
         self.inner.lines_kept(lines);
     }

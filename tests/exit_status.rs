@@ -164,3 +164,15 @@ fn help_lists_every_status() {
         );
     }
 }
+
+#[test]
+fn io_a_run_folder_that_cannot_be_created_exits_4() {
+    let ctx = TestContext::with_mock();
+    llm_flow(&ctx);
+    ctx.write("data.jsonl", "{\"q\": \"a\"}\n");
+    // A file where flow keeps its runs: its own folder cannot be made.
+    ctx.write(".flow/runs", "not a folder");
+    ctx.run(&["run", "f", "--data", "data.jsonl", "--name", "r"])
+        .expect_code(4)
+        .stderr_has(".flow/runs");
+}

@@ -278,3 +278,157 @@ fn resume_recomputes_aggregation_over_all_succeeded_lines() {
     assert_eq!(metrics["accuracy"], 0.75);
     assert_eq!(metrics["flow.lines_completed"], 4);
 }
+
+/// The `settings` of a run's `meta.json`.
+fn settings(dir: &Path) -> Value {
+    meta(dir)["settings"].clone()
+}
+
+#[test]
+fn a_resumed_run_keeps_the_settings_it_started_with_unless_given_again() {
+    let ctx = TestContext::with_mock();
+    // Every answer takes longer than the run's request timeout allows.
+    ctx.mock().set_latency(Duration::from_millis(1500));
+    ask_flow(&ctx);
+    ctx.write("q.jsonl", &questions(2));
+    ctx.write("my.env", "UNUSED_BY_THE_FLOW=1\n");
+    ctx.write("prices.yaml", "gpt-4o-mini: {input: 1.0, output: 2.0}\n");
+    let first = ctx.run(&[
+        "run",
+        "ask",
+        "--data",
+        "q.jsonl",
+        "--name",
+        "slow",
+        "--request-timeout",
+        "0.3",
+        "--max-retries",
+        "0",
+        "--concurrency",
+        "3",
+        "--line-timeout",
+        "60",
+        "--no-cache",
+        "--env-file",
+        "my.env",
+        "--prices",
+        "prices.yaml",
+    ]);
+    assert_ne!(first.code, 0, "{first:?}");
+    let dir = run_dir(&ctx, "slow");
+    assert_eq!(meta(&dir)["failed_lines"], 2);
+    assert_eq!(meta(&dir)["concurrency"], 3);
+    let recorded = settings(&dir);
+    assert_eq!(recorded["request_timeout_s"], 0.3);
+    assert_eq!(recorded["max_retries"], 0);
+    assert_eq!(recorded["line_timeout_s"], 60.0);
+    assert_eq!(recorded["cache"], "off");
+    let abs = |name: &str| ctx.root().join(name).display().to_string();
+    assert_eq!(recorded["env_file"], abs("my.env"));
+    assert_eq!(recorded["prices"], abs("prices.yaml"));
+    // One request per line: no retries.
+    assert_eq!(ctx.mock().request_count(), 2);
+
+    // Resumed without flags: the same timeout, no retries, no cache, so the lines fail again
+    // the same way (with the defaults, 120 s and 5 retries, they would succeed).
+    ctx.mock().clear_requests();
+    let again = ctx.run(&["run", "--resume", "slow"]);
+    assert_ne!(again.code, 0, "{again:?}");
+    assert!(!again.stderr.contains("note:"), "{}", again.stderr);
+    assert_eq!(ctx.mock().request_count(), 2);
+    assert_eq!(meta(&dir)["failed_lines"], 2);
+    assert_eq!(
+        settings(&dir),
+        recorded,
+        "the settings are kept as they were"
+    );
+    assert_eq!(meta(&dir)["concurrency"], 3);
+
+    // A flag given on resume wins, says so, and is recorded.
+    ctx.mock().clear_requests();
+    ctx.run(&["run", "--resume", "slow", "--request-timeout", "10"])
+        .expect_code(0)
+        .stderr_has("note: --request-timeout 10 overrides the run's setting, 0.3")
+        .stderr_has("2/2 lines succeeded");
+    assert_eq!(ctx.mock().request_count(), 2);
+    let now = settings(&dir);
+    assert_eq!(now["request_timeout_s"], 10.0);
+    assert_eq!(now["max_retries"], 0);
+    assert_eq!(now["cache"], "off");
+    assert_eq!(meta(&dir)["status"], "Completed");
+}
+
+#[test]
+fn a_resumed_replay_run_still_answers_only_from_the_cache() {
+    let ctx = TestContext::with_mock();
+    ask_flow(&ctx);
+    ctx.write("q.jsonl", &questions(2));
+    // Nothing was ever recorded in `empty-cache`: replay fails every line without a request.
+    let first = ctx.run(&[
+        "run",
+        "ask",
+        "--data",
+        "q.jsonl",
+        "--name",
+        "replayed",
+        "--cache",
+        "replay",
+        "--cache-dir",
+        "empty-cache",
+    ]);
+    assert_ne!(first.code, 0, "{first:?}");
+    let dir = run_dir(&ctx, "replayed");
+    assert_eq!(settings(&dir)["cache"], "replay");
+    assert_eq!(
+        settings(&dir)["cache_dir"],
+        ctx.root().join("empty-cache").display().to_string()
+    );
+    assert_eq!(ctx.mock().request_count(), 0);
+
+    let again = ctx.run(&["run", "--resume", "replayed"]);
+    assert_ne!(again.code, 0, "{again:?}");
+    assert_eq!(ctx.mock().request_count(), 0, "still replaying: no request");
+    assert_eq!(meta(&dir)["failed_lines"], 2);
+
+    ctx.run(&["run", "--resume", "replayed", "--cache", "on"])
+        .expect_code(0)
+        .stderr_has("note: --cache on overrides the run's setting, replay");
+    assert_eq!(ctx.mock().request_count(), 2);
+}
+
+#[test]
+fn a_run_recorded_before_settings_were_kept_whole_still_resumes() {
+    let ctx = TestContext::with_mock();
+    ask_flow(&ctx);
+    ctx.write("q.jsonl", &questions(3));
+    ctx.mock().push(MockReply::text("mock: q0"));
+    ctx.mock()
+        .push(MockReply::Status(400, "bad request for line 1".into()));
+    ctx.run(&[
+        "run",
+        "ask",
+        "--data",
+        "q.jsonl",
+        "--name",
+        "old",
+        "--concurrency",
+        "1",
+    ])
+    .expect_code(1);
+    let dir = run_dir(&ctx, "old");
+    // The settings as an older flow wrote them: no cache directory, prices, sample or upload.
+    let mut meta_json = meta(&dir);
+    meta_json["settings"] = serde_json::json!({
+        "env_file": null, "line_timeout_s": null, "request_timeout_s": 120.0,
+        "max_retries": 5, "cache": "on", "require_base_line": false,
+    });
+    std::fs::write(
+        dir.join("meta.json"),
+        serde_json::to_string_pretty(&meta_json).unwrap(),
+    )
+    .unwrap();
+    ctx.run(&["run", "--resume", "old"])
+        .expect_code(0)
+        .stderr_has("2 of 3 lines already succeeded")
+        .stderr_has("3/3 lines succeeded");
+}

@@ -55,6 +55,9 @@ impl Default for BatchConfig {
 
 /// Told about every line as it finishes (for progress bars).
 pub trait Progress: Send + Sync {
+    /// A batch written to a run directory is about to run its lines (after its `meta.json` is
+    /// written, before [`Progress::lines_kept`]).
+    fn started(&self, _start: &super::BatchStart) {}
     fn line_finished(&self, line: &LineResult);
     /// `lines` finished in an earlier attempt of a resumed run: they count as done, but do not
     /// run (and are not reported to `line_finished`) again.

@@ -13,4 +13,4 @@ mod to_dir;
 
 pub use engine::{BatchConfig, BatchOutcome, PendingLine, Progress, run_batch};
 pub use source::{LineSource, spawn_line_source};
-pub use to_dir::{DirBatch, DirBatchError, DirRun, earlier_attempt, new_run_meta, run_to_dir};
+pub use to_dir::{BatchStart, DirBatch, DirBatchError, DirRun, new_run_meta, run_to_dir};

@@ -1,12 +1,13 @@
 //! A batch run written to its run directory: snapshot, `meta.json`, every line through the run
-//! writer, then the finished record (outputs in line order, metrics, errors). The library form
-//! of what `flow run --data` (and `flow run --resume`) does, for commands that start many
-//! batches in one process (`flow experiment`).
+//! writer, then the finished record (outputs in line order, metrics, errors). The one path of
+//! every batch that writes a run directory: `flow run --data`, `flow run --resume`, shards
+//! (`--shard K/N`, `--shards N`, and so the Kubernetes pods that run them) and the runs of
+//! `flow experiment`.
 
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
@@ -14,7 +15,11 @@ use super::{BatchConfig, BatchOutcome, Progress, run_batch, spawn_line_source};
 use crate::data::{BaseRun, ColumnMapping};
 use crate::executor::Executor;
 use crate::record::{LineResult, timestamp};
-use crate::run_store::{self, RunDir, RunMeta, RunSettings, RunStatus, RunWriter};
+use crate::run_store::{self, RunDir, RunMeta, RunSettings, RunStatus, RunWriter, Shard};
+use crate::telemetry::{OtlpConfig, TracedProgress, Tracer};
+
+/// How long the end of a batch waits for its last trace spans to be sent.
+const TRACE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One batch to run into a new run directory.
 #[derive(Debug, Clone)]
@@ -38,26 +43,43 @@ pub struct DirBatch {
     /// Run only this shard of the dataset, without aggregation (recorded in `meta.json`).
     pub shard: Option<crate::run_store::ShardInfo>,
     /// Finish the earlier run in `dir` (its `meta.json`) as `flow run --resume` does: the lines
-    /// its journal holds as succeeded are kept, only the missing and failed ones run.
+    /// its journal holds as succeeded are kept, only the missing and failed ones run. A run that
+    /// had finished with every line succeeded is left as it is ([`DirRun::finished_before`]).
     pub resume: Option<RunMeta>,
+    /// Send a trace span of every line to this OpenTelemetry collector.
+    pub trace: Option<OtlpConfig>,
 }
 
-/// What an earlier attempt of the run in `dir` left, for resuming it: the lines its journal
-/// holds as succeeded (they do not run again) and, when the flow aggregates (never in a shard),
-/// those lines slimmed to what its aggregation nodes read, since aggregation sees every line.
-pub fn earlier_attempt(
+/// What a batch is about to run, told to [`Progress::started`] once its `meta.json` is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchStart {
+    /// The run's name.
+    pub run: String,
+    /// Lines of the run (of its shard, for a shard).
+    pub total: usize,
+    /// Lines an earlier attempt finished that are kept, not run again (a resumed run).
+    pub kept: usize,
+    /// The run is a resumed one.
+    pub resumed: bool,
+    /// The shard of the dataset the run covers.
+    pub shard: Option<Shard>,
+    /// Lines in flight at once.
+    pub concurrency: usize,
+}
+
+/// The lines of an earlier attempt that aggregation reads again: when the flow aggregates
+/// (never in a shard), the lines `journal` holds as succeeded, slimmed to what its aggregation
+/// nodes read, since aggregation sees every line.
+fn kept_for_aggregation(
     executor: &Executor,
     dir: &RunDir,
+    journal: &run_store::Journal,
     shard: bool,
-) -> io::Result<(HashSet<usize>, Vec<LineResult>)> {
-    let journal = run_store::read_journal(dir)?;
-    let done: HashSet<usize> = journal.completed().collect();
-    let previous = if executor.dag().aggregation_nodes.is_empty() || shard {
-        Vec::new()
-    } else {
-        run_store::succeeded_lines_with(dir, &journal, &executor.aggregation_dependencies())?
-    };
-    Ok((done, previous))
+) -> io::Result<Vec<LineResult>> {
+    if executor.dag().aggregation_nodes.is_empty() || shard {
+        return Ok(Vec::new());
+    }
+    run_store::succeeded_lines_with(dir, journal, &executor.aggregation_dependencies())
 }
 
 /// A finished batch: its record and what happened.
@@ -69,17 +91,28 @@ pub struct DirRun {
     pub data_error: Option<String>,
     /// Lines an earlier attempt had finished that were kept, not run again (a resumed run).
     pub kept_lines: usize,
+    /// The resumed run had already finished with every line succeeded: nothing ran and its
+    /// directory is as it was.
+    pub finished_before: bool,
+    /// Why the response cache could not record some answers, if it could not.
+    pub cache_warning: Option<String>,
+    /// Wall time of this attempt (the run's `duration_s` sums every attempt).
+    pub elapsed: Duration,
 }
 
 /// Why a batch could not be run or recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum DirBatchError {
-    #[error("{path}: {source}")]
+    /// The run directory could not be created, read or written.
+    #[error("{action} {}: {source}", path.display())]
     Io {
+        /// What failed, e.g. `cannot write the snapshot of`.
+        action: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+    /// The dataset or the base run could not be read.
     #[error("{0}")]
     Data(String),
 }
@@ -94,8 +127,9 @@ impl crate::error::Classify for DirBatchError {
     }
 }
 
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> DirBatchError + '_ {
+fn io_at<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DirBatchError + 'a {
     move |source| DirBatchError::Io {
+        action,
         path: path.to_path_buf(),
         source,
     }
@@ -145,7 +179,10 @@ pub fn new_run_meta(
     }
 }
 
-/// Run every line of `batch.data` with `executor` into `batch.dir`.
+/// Run every line of `batch.data` with `executor` into `batch.dir` (or, with `batch.resume`,
+/// the lines an earlier attempt did not finish). `progress` hears of the start, the kept lines
+/// and every finished line; a `true` on `cancel` stops the batch (Ctrl-C), keeping every
+/// finished line for a later resume.
 pub async fn run_to_dir(
     executor: &Executor,
     batch: &DirBatch,
@@ -162,10 +199,15 @@ pub async fn run_to_dir(
         Some(p) => Some(BaseRun::load(p).map_err(|e| DirBatchError::Data(e.to_string()))?),
         None => None,
     };
+    let settings = RunSettings {
+        require_base_line: batch.require_base_line,
+        ..batch.settings.clone()
+    };
     let (mut meta, skip, previous) = match &batch.resume {
         None => {
-            std::fs::create_dir_all(&dir.path).map_err(io_at(&dir.path))?;
-            run_store::write_snapshot(flow, &dir.snapshot_dir()).map_err(io_at(&dir.path))?;
+            std::fs::create_dir_all(&dir.path).map_err(io_at("cannot create", &dir.path))?;
+            run_store::write_snapshot(flow, &dir.snapshot_dir())
+                .map_err(io_at("cannot write the snapshot of", &dir.path))?;
             let mut meta = new_run_meta(
                 flow,
                 dir,
@@ -175,10 +217,7 @@ pub async fn run_to_dir(
                 total,
                 batch.config.concurrency,
                 batch.offline,
-                RunSettings {
-                    require_base_line: batch.require_base_line,
-                    ..batch.settings.clone()
-                },
+                settings,
             );
             meta.shard = batch.shard.clone().map(|mut i| {
                 i.dataset_lines = rows;
@@ -187,19 +226,50 @@ pub async fn run_to_dir(
             (meta, HashSet::new(), Vec::new())
         }
         Some(before) => {
-            let (done, previous) =
-                earlier_attempt(executor, dir, shard.is_some()).map_err(io_at(&dir.path))?;
+            let journal = run_store::read_journal(dir).map_err(io_at("cannot read", &dir.path))?;
+            let done: HashSet<usize> = journal.completed().collect();
+            if done.len() >= total && before.status == RunStatus::Completed {
+                progress.lines_kept(done.len());
+                return Ok(DirRun {
+                    outcome: BatchOutcome {
+                        completed: before.completed_lines,
+                        failed: before.failed_lines,
+                        tokens: before.tokens,
+                        ..BatchOutcome::default()
+                    },
+                    meta: before.clone(),
+                    data_error: None,
+                    kept_lines: done.len(),
+                    finished_before: true,
+                    cache_warning: None,
+                    elapsed: Duration::ZERO,
+                });
+            }
+            let previous = kept_for_aggregation(executor, dir, &journal, shard.is_some())
+                .map_err(io_at("cannot read", &dir.path))?;
             let mut meta = before.clone();
             meta.total_lines = total;
-            // Where the flow and data are now (a run downloaded from another machine).
+            // Where the flow and data are now (a run downloaded from another machine), and the
+            // settings this attempt runs with.
             meta.flow = flow.dir.display().to_string();
             meta.data = Some(batch.data.display().to_string());
+            meta.concurrency = batch.config.concurrency;
+            meta.offline = batch.offline;
+            meta.settings = settings;
             (meta, done, previous)
         }
     };
     meta.status = RunStatus::Running;
     let kept_lines = skip.len();
-    run_store::write_meta(dir, &meta).map_err(io_at(&dir.path))?;
+    run_store::write_meta(dir, &meta).map_err(io_at("cannot write", &dir.path))?;
+    progress.started(&BatchStart {
+        run: meta.name.clone(),
+        total,
+        kept: kept_lines,
+        resumed: batch.resume.is_some(),
+        shard,
+        concurrency: batch.config.concurrency,
+    });
     if kept_lines > 0 {
         progress.lines_kept(kept_lines);
     }
@@ -215,7 +285,16 @@ pub async fn run_to_dir(
         batch.require_base_line,
     )
     .map_err(|e| DirBatchError::Data(e.to_string()))?;
-    let writer = RunWriter::start(dir).map_err(io_at(&dir.path))?;
+    let writer = RunWriter::start(dir).map_err(io_at("cannot write", &dir.path))?;
+    let tracer = batch
+        .trace
+        .clone()
+        .map(|config| Tracer::start(config, &flow.name()));
+    let traced = TracedProgress {
+        inner: progress,
+        tracer: tracer.clone(),
+        run: meta.name.clone(),
+    };
     let started = Instant::now();
     let config = BatchConfig {
         skip_aggregation: batch.config.skip_aggregation || shard.is_some(),
@@ -226,27 +305,35 @@ pub async fn run_to_dir(
         source.lines,
         &writer,
         &config,
-        progress,
+        &traced,
         cancel,
         previous,
     )
     .await;
+    if let Some(t) = &tracer {
+        t.flush(TRACE_FLUSH_TIMEOUT).await;
+    }
     let write_result = writer.finish();
     let data_error = source.reader.join().ok().flatten();
-    write_result.map_err(io_at(&dir.path))?;
+    write_result.map_err(io_at("cannot write the run to", &dir.path))?;
 
-    meta.duration_s += started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
+    meta.duration_s += elapsed.as_secs_f64();
     let metrics = outcome
         .aggregation
         .as_ref()
         .map(|a| a.metrics.clone())
         .unwrap_or_default();
     let stopped_early = outcome.canceled || outcome.endpoint_unusable.is_some();
-    run_store::finalize(dir, &mut meta, &metrics, stopped_early).map_err(io_at(&dir.path))?;
+    run_store::finalize(dir, &mut meta, &metrics, stopped_early)
+        .map_err(io_at("cannot finish", &dir.path))?;
     Ok(DirRun {
         meta,
         outcome,
         data_error,
         kept_lines,
+        finished_before: false,
+        cache_warning: executor.cache().and_then(|c| c.write_warning()),
+        elapsed,
     })
 }

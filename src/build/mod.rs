@@ -335,7 +335,7 @@ pub fn docker_context(flow: &Flow, build: &DockerBuild) -> Result<BuildReport, B
     let requirements = report.python.then(|| requirements_file(flow)).flatten();
     let mut ctx = tera::Context::new();
     ctx.insert("version", env!("CARGO_PKG_VERSION"));
-    ctx.insert("flow_name", &crate::serve::openapi::flow_name(flow));
+    ctx.insert("flow_name", &flow.name());
     ctx.insert(
         "variants",
         &flow

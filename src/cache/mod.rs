@@ -68,6 +68,13 @@ impl CacheMode {
             CacheMode::Replay => "replay",
         }
     }
+
+    /// The mode [`CacheMode::as_str`] names (as recorded in a run's `meta.json`), if any.
+    pub fn from_name(name: &str) -> Option<CacheMode> {
+        [CacheMode::ReadWrite, CacheMode::Off, CacheMode::Replay]
+            .into_iter()
+            .find(|m| m.as_str() == name)
+    }
 }
 
 /// The cache options of commands that call models; `#[command(flatten)]` them.

@@ -1,25 +1,32 @@
 //! `flow run FLOW --data FILE` (a batch run into `.flow/runs/<name>/`) and
-//! `flow run --resume RUN` (run only the missing and failed lines of an earlier run).
+//! `flow run --resume RUN` (run only the missing and failed lines of an earlier run, with the
+//! settings it started with). This module parses the flags into a [`Plan`], runs it through
+//! the library's one batch path ([`flow::batch::run_to_dir`]), prints the summary and turns
+//! the outcome into an exit status.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use clap::Args;
 use indexmap::IndexMap;
 use tokio::sync::watch;
 
+use super::common::{
+    OutputFormat, absolute, executor_options, line_failure, load_flow, parse_variants, prepare,
+    run_settings,
+};
 use super::output::{Failure, bold, color_stderr, dim};
 use super::progress::{CliProgress, human_count, human_duration};
-use super::run::{RunArgs, executor_options, line_failure, load_flow, parse_variants, prepare};
 use super::runtime;
-use super::settings::{BatchOptions, Count, DEFAULT_CONCURRENCY, OutputFormat, Seconds};
-use flow::batch::{BatchConfig, BatchOutcome, earlier_attempt, run_batch, spawn_line_source};
-use flow::data::{BaseRun, ColumnMapping};
+use super::settings::{BatchOptions, Count, DEFAULT_CONCURRENCY, ModelArgs, Seconds};
+use flow::batch::{BatchConfig, BatchOutcome, BatchStart, DirBatch, Progress, run_to_dir};
+use flow::cache::CacheMode;
+use flow::data::ColumnMapping;
 use flow::model::{Flow, VariantSelection};
-use flow::record::ErrorKind;
+use flow::record::{ErrorKind, LineResult};
 use flow::run_store::remote::RemoteDir;
-use flow::run_store::{self, RunDir, RunMeta, RunSettings, RunStatus, RunWriter, Shard, ShardInfo};
+use flow::run_store::{self, RunDir, RunMeta, RunStatus, Shard, ShardInfo};
 
 #[derive(Debug, Args, Clone)]
 pub struct BatchArgs {
@@ -64,7 +71,7 @@ pub(super) struct Plan {
     pub dir: RunDir,
     pub resumed: Option<RunMeta>,
     pub concurrency: usize,
-    pub line_timeout: Option<Seconds>,
+    pub line_timeout: Option<f64>,
     /// Fail lines whose base-run line failed or never ran (evaluations count them).
     pub require_base_line: bool,
     /// The repeated sample this run is (`flow eval --repeat`), for distinct cache entries.
@@ -88,14 +95,22 @@ pub(super) struct Finished {
     pub failure: Option<Failure>,
 }
 
-pub fn run(args: &RunArgs) -> Result<(), Failure> {
+/// `flow run --data` / `flow run --resume`: plan the batch from the flags (or from the run
+/// being resumed), run it, upload it when asked, and report.
+pub fn run(
+    flow: Option<&Path>,
+    variants: &[String],
+    output: OutputFormat,
+    b: &BatchArgs,
+    model: &ModelArgs,
+) -> Result<(), Failure> {
     let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
-    let plan = plan(args, &project)?;
+    let (plan, model) = plan(flow, variants, b, model, &project)?;
     let reporting = Reporting {
-        output: args.output.format,
-        allow_failures: args.batch.allow_failures,
+        output,
+        allow_failures: b.allow_failures,
     };
-    let result = run_plan(&plan, &args.model, reporting);
+    let result = run_plan(&plan, &model, reporting);
     let uploaded = match &plan.upload {
         Some(remote) if plan.dir.meta_file().is_file() => upload(&plan.dir, remote),
         _ => Ok(()),
@@ -123,14 +138,9 @@ fn upload(dir: &RunDir, remote: &RemoteDir) -> Result<(), Failure> {
     let rt = runtime()?;
     let files = rt
         .block_on(remote.upload(&dir.path))
-        .map_err(|e| Failure::endpoint(format!("error: cannot upload the run: {e}")))?;
+        .map_err(|e| Failure::context("cannot upload the run", &e))?;
     eprintln!("uploaded {} ({files} files) to {remote}", dir.name());
     Ok(())
-}
-
-/// The shard `--shard K/N` (or `FLOW_SHARD`) or `--shards N` with `JOB_COMPLETION_INDEX` names.
-fn shard_arg(b: &BatchArgs) -> Result<Option<Shard>, Failure> {
-    shard_from(b.shard.as_deref(), b.shards)
 }
 
 /// The shard of `--shard K/N` or of `--shards N` with `JOB_COMPLETION_INDEX`, if any.
@@ -155,99 +165,208 @@ pub(super) fn shard_from(
     }
 }
 
-/// Run a planned batch: load and prepare the flow, run every line, finish the run directory.
-/// Configuration problems are `Err`; failed lines, a stop or an unusable endpoint come back in
-/// `Finished::failure` with the run's record, so callers (like `flow eval`) can go on.
+/// Run a planned batch: load and prepare the flow, run every line into the run directory
+/// (through [`run_to_dir`]), print the summary. Configuration problems are `Err`; failed lines,
+/// a stop or an unusable endpoint come back in `Finished::failure` with the run's record, so
+/// callers (like `flow eval`) can go on.
 pub(super) fn run_plan(
     plan: &Plan,
-    model: &super::ModelArgs,
+    model: &ModelArgs,
     reporting: Reporting,
 ) -> Result<Finished, Failure> {
     let flow = load_flow(&plan.flow_path, &plan.selections)?;
     let mapping = ColumnMapping::parse(&plan.mapping_args)
         .map_err(|e| Failure::usage(format!("error: {e}")))?;
-    let base = match &plan.base_run {
-        Some(dir) => Some(BaseRun::load(dir).map_err(|e| Failure::usage(format!("error: {e}")))?),
-        None if mapping.needs_base_run() => {
+    if plan.base_run.is_none() && mapping.needs_base_run() {
+        return Err(Failure::usage(
+            "error: --column-mapping uses ${run.outputs...} or ${run.inputs...} but no --run BASE was given\n  help: add --run <base run name>",
+        ));
+    }
+    let shard_info = match plan.shard {
+        Some(shard) => Some(shard_info(&flow, plan, shard)?),
+        None => None,
+    };
+    let mut options = executor_options(model, &flow)?;
+    options.python_workers = python_workers(plan.concurrency);
+    options.max_in_flight = plan.concurrency;
+    options.sample = plan.sample;
+    let line_timeout = match plan.line_timeout {
+        Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+        Some(_) => {
             return Err(Failure::usage(
-                "error: --column-mapping uses ${run.outputs...} or ${run.inputs...} but no --run BASE was given\n  help: add --run <base run name>",
+                "error: --line-timeout must be a positive number of seconds",
             ));
         }
         None => None,
     };
-    let rows =
-        flow::data::count_rows(&plan.data).map_err(|e| Failure::usage(format!("error: {e}")))?;
-    let shard_info = match plan.shard {
-        Some(shard) => Some(shard_info(&flow, plan, shard, rows)?),
-        None => None,
+    let mut settings = run_settings(model, plan.line_timeout);
+    settings.require_base_line = plan.require_base_line;
+    settings.sample = plan.sample;
+    settings.upload = plan.upload.as_ref().map(RemoteDir::to_string);
+    let batch = DirBatch {
+        dir: plan.dir.clone(),
+        data: plan.data.clone(),
+        mapping,
+        mapping_args: plan.mapping_args.clone(),
+        base_run: plan.base_run.clone(),
+        require_base_line: plan.require_base_line,
+        config: BatchConfig {
+            concurrency: plan.concurrency,
+            line_timeout,
+            ..BatchConfig::default()
+        },
+        settings,
+        offline: model.offline,
+        shard: shard_info,
+        resume: plan.resumed.clone(),
+        trace: flow::telemetry::OtlpConfig::from_env(),
     };
-    let total = plan.shard.map_or(rows, |s| s.lines_of(rows));
-    let mut model = model.clone();
-    if let Some(meta) = &plan.resumed {
-        if model.env_file.is_none() {
-            model.env_file = meta.settings.env_file.as_ref().map(PathBuf::from);
-        }
-        model.offline = model.offline || meta.offline;
-    }
-    let mut options = executor_options(&model, &flow)?;
-    options.python_workers = python_workers(plan.concurrency);
-    options.max_in_flight = plan.concurrency;
-    options.sample = plan.sample;
-    let line_timeout = plan.line_timeout.map(Seconds::duration);
 
     let rt = runtime()?;
-    let plan = plan.clone();
     super::on_workers(&rt, async move {
         let executor = prepare(flow, &options).await?;
-        let result = execute(
-            &executor,
-            &plan,
-            mapping,
-            base,
-            total,
-            line_timeout,
-            reporting,
-            &model,
-            shard_info,
-        )
-        .await;
+        let result = execute(&executor, &batch, reporting).await;
         executor.shutdown().await;
         result
     })
 }
 
-/// What `meta.json` records about shard `shard` of a `rows`-line dataset; a resumed shard must
-/// still run the same flow on the same data.
-fn shard_info(flow: &Flow, plan: &Plan, shard: Shard, rows: usize) -> Result<ShardInfo, Failure> {
-    use flow::experiment::hash::{applied_yaml, flow_hash};
-    let applied =
-        applied_yaml(flow, &IndexMap::new()).map_err(|e| Failure::usage(format!("error: {e}")))?;
-    let flow_hash = flow_hash(flow, &applied)
-        .map_err(|e| Failure::usage(format!("error: cannot hash the flow: {e}")))?;
-    let data_hash = data_hash(&plan.data)?;
-    if let Some(before) = plan.resumed.as_ref().and_then(|m| m.shard.as_ref()) {
-        let what = if before.flow_hash != flow_hash {
-            Some("the flow")
-        } else if before.data_hash != data_hash {
-            Some("the data")
-        } else {
-            None
-        };
-        if let Some(what) = what {
-            return Err(Failure::usage(format!(
-                "error: {what} changed since shard {} (run `{}`) started, so its lines would not merge with the other shards\n  help: run it again under a new --name, or restore {what}",
-                before.shard(),
-                plan.dir.name()
-            )));
+/// Run `batch` with Ctrl-C as its stop signal and a progress bar, then print its summary.
+async fn execute(
+    executor: &flow::executor::Executor,
+    batch: &DirBatch,
+    reporting: Reporting,
+) -> Result<Finished, Failure> {
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = cancel_tx.send(true);
+            // A second Ctrl-C while finishing up leaves at once.
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let progress = RunProgress::new(color_stderr());
+    let run = run_to_dir(executor, batch, &progress, cancel_rx).await;
+    ctrl_c.abort();
+    progress.finish();
+    // The run directory is flow's own (I/O, exit 4); the dataset and base run the user's (2).
+    let run = run.map_err(|e| Failure::of(&e))?;
+    if run.finished_before {
+        eprintln!(
+            "run `{}` already finished: every line succeeded; nothing to resume",
+            run.meta.name
+        );
+        return Ok(Finished {
+            meta: run.meta,
+            failure: None,
+        });
+    }
+    report(
+        &run.meta,
+        &run.outcome,
+        &batch.dir,
+        reporting.output,
+        run.elapsed,
+        progress.done(),
+    );
+    if let Some(warning) = &run.cache_warning {
+        eprintln!("warning: {warning}");
+    }
+    if let Some(e) = run.data_error {
+        return Err(Failure::usage(format!(
+            "error: reading the data stopped early: {e}"
+        )));
+    }
+    let failure = judge(&run.meta, &run.outcome, reporting);
+    Ok(Finished {
+        meta: run.meta,
+        failure,
+    })
+}
+
+/// What a batch shows while it runs: a line saying what runs (or what a resume keeps), then
+/// the progress bar (plain progress lines off a terminal).
+struct RunProgress {
+    color: bool,
+    bar: OnceLock<CliProgress>,
+}
+
+impl RunProgress {
+    fn new(color: bool) -> Self {
+        RunProgress {
+            color,
+            bar: OnceLock::new(),
         }
     }
-    Ok(ShardInfo {
-        index: shard.index,
-        count: shard.count,
-        dataset_lines: rows,
-        flow_hash,
-        data_hash,
-    })
+
+    /// Lines run in this attempt.
+    fn done(&self) -> usize {
+        self.bar.get().map_or(0, CliProgress::done)
+    }
+
+    /// Clear the bar before the summary is printed.
+    fn finish(&self) {
+        if let Some(bar) = self.bar.get() {
+            bar.finish();
+        }
+    }
+}
+
+impl Progress for RunProgress {
+    fn started(&self, start: &BatchStart) {
+        let line = if start.resumed {
+            format!(
+                "resuming {}: {} of {} lines already succeeded; running the rest",
+                start.run, start.kept, start.total
+            )
+        } else {
+            format!(
+                "run {} · {} lines{} · concurrency {}",
+                start.run,
+                start.total,
+                start
+                    .shard
+                    .map(|s| format!(" (shard {s})"))
+                    .unwrap_or_default(),
+                start.concurrency
+            )
+        };
+        eprintln!("{}", dim(&line, self.color));
+        let _ = self
+            .bar
+            .set(CliProgress::new(Some(start.total), 0, self.color));
+    }
+
+    fn lines_kept(&self, lines: usize) {
+        if let Some(bar) = self.bar.get() {
+            bar.lines_kept(lines);
+        }
+    }
+
+    fn line_finished(&self, line: &LineResult) {
+        if let Some(bar) = self.bar.get() {
+            bar.line_finished(line);
+        }
+    }
+}
+
+/// What `meta.json` records about shard `shard` of the dataset; a resumed shard must still run
+/// the same flow on the same data.
+fn shard_info(flow: &Flow, plan: &Plan, shard: Shard) -> Result<ShardInfo, Failure> {
+    let info = ShardInfo::of(flow, &plan.data, shard)
+        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    if let Some(before) = plan.resumed.as_ref().and_then(|m| m.shard.as_ref())
+        && let Some(what) = info.changed_since(before)
+    {
+        return Err(Failure::usage(format!(
+            "error: {what} changed since shard {} (run `{}`) started, so its lines would not merge with the other shards\n  help: run it again under a new --name, or restore {what}",
+            before.shard(),
+            plan.dir.name()
+        )));
+    }
+    Ok(info)
 }
 
 /// Python workers for a batch: enough to keep up with the lines in flight without starting
@@ -257,8 +376,15 @@ fn python_workers(concurrency: usize) -> usize {
     concurrency.clamp(1, (2 * cores).max(4))
 }
 
-fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
-    let b = &args.batch;
+/// The batch the flags ask for, and the model flags it runs with (for a resumed run: those it
+/// started with, and the ones given now over them).
+fn plan(
+    flow: Option<&Path>,
+    variants: &[String],
+    b: &BatchArgs,
+    model: &ModelArgs,
+    project: &Path,
+) -> Result<(Plan, ModelArgs), Failure> {
     let upload_root = match &b.upload {
         Some(url) => Some(
             RemoteDir::parse(url).map_err(|e| Failure::usage(format!("error: --upload: {e}")))?,
@@ -267,10 +393,10 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
     };
     if let Some(run) = &b.resume {
         let dir = super::runs::locate(project, run)?;
-        return resume_plan(dir, b, upload_root);
+        return resume_plan(dir, b, model, upload_root);
     }
-    let shard = shard_arg(b)?;
-    let Some(flow_path) = args.flow.clone() else {
+    let shard = shard_from(b.shard.as_deref(), b.shards)?;
+    let Some(flow_path) = flow.map(Path::to_path_buf) else {
         return Err(Failure::usage("error: give the flow to run"));
     };
     let Some(data) = b.data.clone() else {
@@ -288,7 +414,7 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
         Some(r) => Some(super::runs::locate(project, r)?.path),
         None => None,
     };
-    let selections = parse_variants(&args.variant)?;
+    let selections = parse_variants(variants)?;
     let data_hash = match shard {
         Some(_) => Some(data_hash(&data)?),
         None => None,
@@ -327,16 +453,16 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
         let rt = runtime()?;
         let found = rt
             .block_on(remote.has("meta.json"))
-            .map_err(|e| Failure::endpoint(format!("error: --upload: {e}")))?;
+            .map_err(|e| Failure::context("--upload", &e))?;
         if found {
             eprintln!("{remote} exists: downloading it to resume it");
             rt.block_on(remote.download(&dir.path))
-                .map_err(|e| Failure::endpoint(format!("error: cannot download {remote}: {e}")))?;
+                .map_err(|e| Failure::context(format!("cannot download {remote}"), &e))?;
             downloaded = true;
         }
     }
     if downloaded && shard.is_none() {
-        return resume_plan(dir, b, upload_root);
+        return resume_plan(dir, b, model, upload_root);
     }
     if dir.path.exists() {
         // A shard started again (a retried Kubernetes index, a re-run CI job) finishes its run.
@@ -351,14 +477,14 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
                     info.shard()
                 )));
             }
-            return resume_plan(dir, b, upload_root);
+            return resume_plan(dir, b, model, upload_root);
         }
         return Err(Failure::usage(format!(
             "error: a run named `{name}` already exists at {}\n  help: pick another --name, `flow run --resume {name}` to finish it, or `flow runs delete {name}`",
             dir.path.display()
         )));
     }
-    Ok(Plan {
+    let plan = Plan {
         flow_path,
         selections,
         data: absolute(&data),
@@ -369,24 +495,27 @@ fn plan(args: &RunArgs, project: &Path) -> Result<Plan, Failure> {
         require_base_line: false,
         sample: None,
         concurrency: b.options.concurrency(),
-        line_timeout: b.options.line_timeout,
+        line_timeout: b.options.line_timeout.map(Seconds::as_secs_f64),
         shard,
         upload: remote,
-    })
+    };
+    Ok((plan, model.clone()))
 }
 
 /// `sha256:` of a dataset, or a usage error.
 fn data_hash(data: &Path) -> Result<String, Failure> {
-    flow::experiment::hash::sha256_file(data)
+    flow::hash::sha256_file(data)
         .map_err(|e| Failure::usage(format!("error: cannot read {}: {e}", data.display())))
 }
 
-/// The plan that finishes the run in `dir` the way it started.
+/// The plan that finishes the run in `dir` the way it started: with the settings it recorded,
+/// except those given again now (each such change is printed as a note).
 fn resume_plan(
     dir: RunDir,
     b: &BatchArgs,
+    model: &ModelArgs,
     upload_root: Option<RemoteDir>,
-) -> Result<Plan, Failure> {
+) -> Result<(Plan, ModelArgs), Failure> {
     let meta = dir.read_meta().map_err(|e| {
         Failure::usage(format!(
             "error: cannot read {}: {e}",
@@ -407,32 +536,175 @@ fn resume_plan(
             variant_id: vid.clone(),
         })
         .collect();
-    Ok(Plan {
+    let mut resumed = Resumed::default();
+    let stored = &meta.settings;
+    let model = resumed.model(model, &meta)?;
+    let concurrency = resumed.pick(
+        "--concurrency",
+        b.options.concurrency.map(Count::get),
+        Some(meta.concurrency),
+        usize::to_string,
+    );
+    let line_timeout = resumed.pick(
+        "--line-timeout",
+        b.options.line_timeout.map(Seconds::as_secs_f64),
+        stored.line_timeout_s,
+        f64::to_string,
+    );
+    let upload = match (upload_root, &stored.upload) {
+        (Some(root), _) => Some(root.child(&meta.name)),
+        (None, Some(url)) => Some(RemoteDir::parse(url).map_err(|e| {
+            Failure::usage(format!(
+                "error: the run's upload location `{url}` in {}: {e}\n  help: give --upload URL",
+                dir.meta_file().display()
+            ))
+        })?),
+        (None, None) => None,
+    };
+    if let (Some(now), Some(before)) = (&upload, &stored.upload)
+        && now.to_string() != *before
+    {
+        resumed.note("--upload", &now.to_string(), before);
+    }
+    resumed.print();
+    let plan = Plan {
         flow_path: PathBuf::from(&meta.flow),
         selections,
         data: PathBuf::from(data),
         mapping_args: meta.column_mapping.clone(),
         base_run: meta.base_run.as_ref().map(PathBuf::from),
-        concurrency: if b.options.concurrency() == DEFAULT_CONCURRENCY {
-            meta.concurrency
-        } else {
-            b.options.concurrency()
-        },
-        line_timeout: b
-            .options
-            .line_timeout
-            .or(meta.settings.line_timeout_s.and_then(Seconds::new)),
+        concurrency: concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1),
+        line_timeout,
         dir,
-        require_base_line: meta.settings.require_base_line,
-        sample: None,
+        require_base_line: stored.require_base_line,
+        sample: stored.sample,
         shard: meta.shard.as_ref().map(ShardInfo::shard),
-        upload: upload_root.map(|r| r.child(&meta.name)),
+        upload,
         resumed: Some(meta),
-    })
+    };
+    Ok((plan, model))
 }
 
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+/// The settings of a run being resumed: each one as the run recorded it, unless given again
+/// now, and a note for each given one that differs.
+#[derive(Default)]
+struct Resumed {
+    notes: Vec<String>,
+}
+
+impl Resumed {
+    fn note(&mut self, flag: &str, given: &str, recorded: &str) {
+        self.notes.push(format!(
+            "note: {flag} {given} overrides the run's setting, {recorded}"
+        ));
+    }
+
+    /// `given` when given (noted when it differs from `recorded`), else `recorded`.
+    fn pick<T: PartialEq>(
+        &mut self,
+        flag: &str,
+        given: Option<T>,
+        recorded: Option<T>,
+        show: impl Fn(&T) -> String,
+    ) -> Option<T> {
+        match given {
+            Some(given) => {
+                if recorded.as_ref() != Some(&given) {
+                    let was = recorded.as_ref().map_or_else(|| "none".to_string(), &show);
+                    self.note(flag, &show(&given), &was);
+                }
+                Some(given)
+            }
+            None => recorded,
+        }
+    }
+
+    /// A path flag: `given` when given, else the recorded (absolute) path.
+    fn path(
+        &mut self,
+        flag: &str,
+        given: Option<&Path>,
+        recorded: Option<&str>,
+    ) -> Option<PathBuf> {
+        match given {
+            Some(given) => {
+                let now = absolute(given).display().to_string();
+                if recorded != Some(now.as_str()) {
+                    self.note(
+                        flag,
+                        &given.display().to_string(),
+                        recorded.unwrap_or("none"),
+                    );
+                }
+                Some(given.to_path_buf())
+            }
+            None => recorded.map(PathBuf::from),
+        }
+    }
+
+    /// The model flags the run recorded, with those given now over them.
+    fn model(&mut self, given: &ModelArgs, meta: &RunMeta) -> Result<ModelArgs, Failure> {
+        let stored = &meta.settings;
+        let mut model = given.clone();
+        model.env_file = self.path(
+            "--env-file",
+            given.env_file.as_deref(),
+            stored.env_file.as_deref(),
+        );
+        model.prices = self.path(
+            "--prices",
+            given.prices.as_deref(),
+            stored.prices.as_deref(),
+        );
+        model.cache.cache_dir = self.path(
+            "--cache-dir",
+            given.cache.cache_dir.as_deref(),
+            stored.cache_dir.as_deref(),
+        );
+        if given.offline && !meta.offline {
+            self.note("--offline", "(the echo provider)", "model calls");
+        }
+        model.offline = given.offline || meta.offline;
+        model.request_timeout = self
+            .pick(
+                "--request-timeout",
+                given.request_timeout.map(Seconds::as_secs_f64),
+                stored.request_timeout_s,
+                f64::to_string,
+            )
+            .and_then(Seconds::new);
+        model.max_retries = self.pick(
+            "--max-retries",
+            given.max_retries,
+            stored.max_retries,
+            u32::to_string,
+        );
+        let recorded_cache = match stored.cache.as_deref() {
+            None => None,
+            Some(name) => Some(CacheMode::from_name(name).ok_or_else(|| {
+                Failure::usage(format!(
+                    "error: {} records an unknown cache mode `{name}`\n  help: give --cache on, off or replay",
+                    meta.name
+                ))
+            })?),
+        };
+        let given_cache = if given.cache.no_cache {
+            Some(CacheMode::Off)
+        } else {
+            given.cache.cache
+        };
+        model.cache.no_cache = false;
+        model.cache.cache = self.pick("--cache", given_cache, recorded_cache, |m| {
+            m.as_str().to_string()
+        });
+        Ok(model)
+    }
+
+    fn print(&self) {
+        for note in &self.notes {
+            eprintln!("{note}");
+        }
+    }
 }
 
 /// `<flow>_<variant>_<UTC timestamp>`, e.g. `classification_variant_1_20261128_101502_123456`.
@@ -477,199 +749,6 @@ fn name_stem(flow_path: &Path, selections: &[VariantSelection]) -> String {
             .collect::<String>()
     };
     format!("{}_{}", safe(flow), safe(&variant))
-}
-
-fn new_meta(flow: &Flow, plan: &Plan, total: usize, model: &super::ModelArgs) -> RunMeta {
-    flow::batch::new_run_meta(
-        flow,
-        &plan.dir,
-        &plan.data,
-        &plan.mapping_args,
-        plan.base_run.as_deref(),
-        total,
-        plan.concurrency,
-        model.offline,
-        RunSettings {
-            env_file: model
-                .env_file
-                .as_ref()
-                .map(|p| absolute(p).display().to_string()),
-            line_timeout_s: plan.line_timeout.map(Seconds::as_secs_f64),
-            request_timeout_s: Some(model.request_timeout.as_secs_f64()),
-            max_retries: Some(model.max_retries),
-            cache: Some(model.cache.mode().as_str().to_string()),
-            require_base_line: plan.require_base_line,
-        },
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn execute(
-    executor: &flow::executor::Executor,
-    plan: &Plan,
-    mapping: ColumnMapping,
-    base: Option<BaseRun>,
-    total: usize,
-    line_timeout: Option<Duration>,
-    reporting: Reporting,
-    model: &super::ModelArgs,
-    shard_info: Option<ShardInfo>,
-) -> Result<Finished, Failure> {
-    let io_err = |what: &str, e: std::io::Error| {
-        Failure::usage(format!("error: {what} {}: {e}", plan.dir.path.display()))
-    };
-    let flow = executor.flow();
-    let (mut meta, skip, previous) = match &plan.resumed {
-        None => {
-            std::fs::create_dir_all(&plan.dir.path).map_err(|e| io_err("cannot create", e))?;
-            run_store::write_snapshot(flow, &plan.dir.snapshot_dir())
-                .map_err(|e| io_err("cannot write the snapshot of", e))?;
-            let mut meta = new_meta(flow, plan, total, model);
-            meta.shard = shard_info;
-            run_store::write_meta(&plan.dir, &meta).map_err(|e| io_err("cannot write", e))?;
-            (meta, HashSet::new(), Vec::new())
-        }
-        Some(meta) => {
-            let (done, previous) = earlier_attempt(executor, &plan.dir, plan.shard.is_some())
-                .map_err(|e| io_err("cannot read", e))?;
-            if done.len() >= total && meta.status == RunStatus::Completed {
-                eprintln!(
-                    "run `{}` already finished: every line succeeded; nothing to resume",
-                    meta.name
-                );
-                return Ok(Finished {
-                    meta: meta.clone(),
-                    failure: None,
-                });
-            }
-            let mut meta = meta.clone();
-            meta.status = RunStatus::Running;
-            meta.total_lines = total;
-            run_store::write_meta(&plan.dir, &meta).map_err(|e| io_err("cannot write", e))?;
-            (meta, done, previous)
-        }
-    };
-    let already = skip.len();
-    let color = color_stderr();
-    if plan.resumed.is_some() {
-        eprintln!(
-            "{}",
-            dim(
-                &format!(
-                    "resuming {}: {already} of {total} lines already succeeded; running the rest",
-                    meta.name
-                ),
-                color
-            )
-        );
-    } else {
-        eprintln!(
-            "{}",
-            dim(
-                &format!(
-                    "run {} · {total} lines{} · concurrency {}",
-                    meta.name,
-                    plan.shard
-                        .map(|s| format!(" (shard {s})"))
-                        .unwrap_or_default(),
-                    plan.concurrency
-                ),
-                color
-            )
-        );
-    }
-
-    let source = spawn_line_source(
-        &plan.data,
-        mapping,
-        base,
-        flow.inputs.clone(),
-        skip,
-        plan.shard,
-        plan.concurrency * 2,
-        plan.require_base_line,
-    )
-    .map_err(|e| Failure::usage(format!("error: {e}")))?;
-    let writer = RunWriter::start(&plan.dir).map_err(|e| io_err("cannot write", e))?;
-    let progress = CliProgress::new(Some(total), already, color);
-    let tracer = flow::telemetry::OtlpConfig::from_env().map(|c| {
-        let flow_name = executor
-            .flow()
-            .dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        flow::telemetry::Tracer::start(c, &flow_name)
-    });
-    let traced = flow::telemetry::TracedProgress {
-        inner: &progress,
-        tracer: tracer.clone(),
-        run: meta.name.clone(),
-    };
-    let (cancel_tx, cancel_rx) = watch::channel(false);
-    let ctrl_c = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            let _ = cancel_tx.send(true);
-            // A second Ctrl-C while finishing up leaves at once.
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
-    });
-    let config = BatchConfig {
-        concurrency: plan.concurrency,
-        line_timeout,
-        skip_aggregation: plan.shard.is_some(),
-        ..BatchConfig::default()
-    };
-    let started = Instant::now();
-    let outcome = run_batch(
-        executor,
-        source.lines,
-        &writer,
-        &config,
-        &traced,
-        cancel_rx,
-        previous,
-    )
-    .await;
-    ctrl_c.abort();
-    if let Some(t) = &tracer {
-        t.flush(std::time::Duration::from_secs(5)).await;
-    }
-    progress.finish();
-    let write_result = writer.finish();
-    let data_error = source.reader.join().ok().flatten();
-    write_result.map_err(|e| io_err("cannot write the run to", e))?;
-
-    meta.duration_s += started.elapsed().as_secs_f64();
-    let metrics = outcome
-        .aggregation
-        .as_ref()
-        .map(|a| a.metrics.clone())
-        .unwrap_or_default();
-    let stopped_early = outcome.canceled || outcome.endpoint_unusable.is_some();
-    run_store::finalize(&plan.dir, &mut meta, &metrics, stopped_early)
-        .map_err(|e| io_err("cannot finish", e))?;
-
-    report(
-        &meta,
-        &outcome,
-        &plan.dir,
-        reporting.output,
-        started.elapsed(),
-        progress.done(),
-    );
-    if let Some(warning) = executor.cache().and_then(|c| c.write_warning()) {
-        eprintln!("warning: {warning}");
-    }
-    if let Some(e) = data_error {
-        return Err(Failure::usage(format!(
-            "error: reading the data stopped early: {e}"
-        )));
-    }
-    let failure = judge(&meta, &outcome, reporting);
-    Ok(Finished { meta, failure })
 }
 
 /// The failure a finished batch reports, if any: an unusable endpoint (3), a stop (130), an

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::common::{load_flow, parse_variants};
 use super::output::{Failure, color_stderr, dim};
-use super::run::{load_flow, parse_variants};
 use flow::build::{BinarySource, DockerBuild};
 use flow::connection::EnvVars;
 
@@ -107,7 +107,7 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
         dim(
             &format!(
                 "next: docker build -t {}:latest {}",
-                flow::serve::openapi::flow_name(&flow),
+                flow.name(),
                 out_dir.display()
             ),
             color

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use super::common::load_flow;
 use super::output::{Failure, bold, stdout_is_terminal};
-use super::run::load_flow;
 use super::runtime;
 use flow::connection::{self, Connection, EnvVars};
 use flow::provider::{ClientConfig, LlmClient};

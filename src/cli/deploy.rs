@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
+use super::common::load_flow;
 use super::output::{Failure, color_stderr, dim};
-use super::run::load_flow;
 use super::runtime;
 use super::settings::{Count, Seconds};
 use flow::deploy::{self, Canary, DeploySpec, kubernetes, smoke};

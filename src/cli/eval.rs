@@ -152,7 +152,10 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
                 dir: dir.clone(),
                 resumed: None,
                 concurrency: args.batch.concurrency(),
-                line_timeout: args.batch.line_timeout,
+                line_timeout: args
+                    .batch
+                    .line_timeout
+                    .map(super::settings::Seconds::as_secs_f64),
                 require_base_line: true,
                 sample: None,
                 shard: None,
@@ -509,7 +512,10 @@ fn run_sample(
         dir: dir.clone(),
         resumed: None,
         concurrency: args.batch.concurrency(),
-        line_timeout: args.batch.line_timeout,
+        line_timeout: args
+            .batch
+            .line_timeout
+            .map(super::settings::Seconds::as_secs_f64),
         require_base_line: false,
         sample: Some(sample),
         shard: None,
@@ -571,12 +577,11 @@ fn score_models(
     args: &EvalArgs,
     project: &Path,
 ) -> Result<Vec<flow::eval::ModelLine>, Failure> {
-    let mut config = flow::provider::ClientConfig {
-        timeout: args.model.request_timeout.duration(),
-        ..flow::provider::ClientConfig::default()
-    };
-    config.retry.max_retries = args.model.max_retries;
-    config.max_in_flight = args.batch.concurrency();
+    let config = flow::provider::ClientConfig::for_requests(
+        args.model.request_timeout(),
+        args.model.retries(),
+        args.batch.concurrency(),
+    );
     let client = flow::provider::LlmClient::with_config(config)
         .map_err(|e| Failure::usage(format!("error: {e}")))?;
     let cache = match args.model.cache.mode() {

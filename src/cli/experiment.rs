@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tokio::sync::watch;
 
+use super::common::{executor_options, run_settings};
 use super::output::{Failure, bold, color_stderr, dim};
 use super::progress::CliProgress;
-use super::run::executor_options;
 use super::settings::{
     BatchOptions, Count, ModelArgs, OutputArgs, OutputFormat, Seconds, SecondsOrOff,
 };
@@ -17,7 +17,6 @@ use flow::experiment::{
     self, ExperimentError, FanOut, RunResult, RunnerConfig, Selection, ShardUpload, placeholder,
     runner, summary,
 };
-use flow::run_store::RunSettings;
 
 #[derive(Debug, Args)]
 #[command(
@@ -369,19 +368,10 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         project: project.clone(),
         concurrency: args.batch.concurrency(),
         line_timeout,
-        settings: RunSettings {
-            env_file: args.model.env_file.as_ref().map(|p| {
-                std::path::absolute(p)
-                    .unwrap_or(p.clone())
-                    .display()
-                    .to_string()
-            }),
-            line_timeout_s: args.batch.line_timeout.map(Seconds::as_secs_f64),
-            request_timeout_s: Some(args.model.request_timeout.as_secs_f64()),
-            max_retries: Some(args.model.max_retries),
-            cache: Some(args.model.cache.mode().as_str().to_string()),
-            require_base_line: false,
-        },
+        settings: run_settings(
+            &args.model,
+            args.batch.line_timeout.map(Seconds::as_secs_f64),
+        ),
         executor: options,
         stamp,
         experiment_dir: dir.clone(),

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::ModelArgs;
+use super::common::{executor_options, load_flow, prepare};
 use super::output::Failure;
-use super::run::{executor_options, load_flow, prepare};
 use super::runtime;
 use flow::batch::merge::{ShardRun, check_shards, finish_merge, write_merged_lines};
 use flow::run_store::remote::{RemoteDir, is_remote};

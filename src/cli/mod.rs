@@ -12,6 +12,7 @@ macro_rules! outln {
 mod batch;
 mod build;
 mod cache;
+mod common;
 mod connections;
 mod deploy;
 mod eval;

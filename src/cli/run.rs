@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::{Map, Value};
 
-use super::output::{Failure, bold, color_stderr, dim, print_warnings, stdout_is_terminal};
+use super::common::{
+    OutputFormat, executor_options, line_failure, load_flow, parse_variants, prepare,
+};
+use super::output::{Failure, bold, color_stderr, dim, stdout_is_terminal};
 use super::runtime;
-use super::settings::{ModelArgs, OutputArgs, OutputFormat};
-use flow::cache::{CacheMode, ResponseCache};
-use flow::connection::EnvVars;
-use flow::executor::{Executor, ExecutorOptions};
-use flow::model::{Flow, VariantSelection};
-use flow::record::{ErrorInfo, ErrorKind, LineResult, NodeRun, Status};
+use super::settings::{ModelArgs, OutputArgs};
+use flow::executor::Executor;
+use flow::model::Flow;
+use flow::record::{LineResult, NodeRun, Status};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -38,7 +39,13 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     if args.batch.data.is_some() || args.batch.resume.is_some() {
-        return super::batch::run(&args);
+        return super::batch::run(
+            args.flow.as_deref(),
+            &args.variant,
+            args.output.format,
+            &args.batch,
+            &args.model,
+        );
     }
     let Some(flow_path) = &args.flow else {
         return Err(Failure::usage(
@@ -62,61 +69,6 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         executor.shutdown().await;
         result
     })
-}
-
-/// Parse `--variant` values.
-pub fn parse_variants(values: &[String]) -> Result<Vec<VariantSelection>, Failure> {
-    values
-        .iter()
-        .map(|v| {
-            v.parse::<VariantSelection>()
-                .map_err(|e| Failure::usage(format!("error: {e}")))
-        })
-        .collect()
-}
-
-/// Load a flow and check its DAG, printing warnings; errors become exit status 2.
-pub fn load_flow(path: &Path, selections: &[VariantSelection]) -> Result<Flow, Failure> {
-    let flow =
-        flow::model::load(path, selections).map_err(|e| Failure::diagnostics(&e.diagnostics))?;
-    print_warnings(&flow.warnings);
-    Ok(flow)
-}
-
-/// Everything the executor needs from the command line and the environment.
-pub fn executor_options(model: &ModelArgs, flow: &Flow) -> Result<ExecutorOptions, Failure> {
-    let cwd = std::env::current_dir()
-        .map_err(|e| Failure::usage(format!("error: no working directory: {e}")))?;
-    let env = EnvVars::load(model.env_file.as_deref(), &cwd)
-        .map_err(|e| Failure::usage(format!("error: {e}")))?;
-    let mut options = ExecutorOptions::new(env);
-    options.offline = model.offline;
-    options.request_timeout = model.request_timeout.duration();
-    options.max_retries = model.max_retries;
-    options.prices = std::sync::Arc::new(
-        flow::cost::PriceTable::from_env_and_file(model.prices.as_deref(), &cwd)
-            .map_err(|e| Failure::usage(format!("error: {e}")))?,
-    );
-    options.cache = match model.cache.mode() {
-        CacheMode::Off => None,
-        mode => Some(ResponseCache::new(model.cache.dir(&cwd), mode)),
-    };
-    let python_nodes = flow
-        .nodes
-        .iter()
-        .filter(|n| n.kind == flow::model::NodeKind::Python)
-        .count();
-    options.python_workers = python_nodes.clamp(1, 4);
-    Ok(options)
-}
-
-/// Build the DAG and prepare the executor; problems become exit status 2.
-pub async fn prepare(flow: Flow, options: &ExecutorOptions) -> Result<Executor, Failure> {
-    let (dag, warnings) = flow::dag::build(&flow).map_err(|d| Failure::diagnostics(&d))?;
-    print_warnings(&warnings);
-    Executor::new(flow, dag, options)
-        .await
-        .map_err(|e| Failure::diagnostics(&e.diagnostics))
 }
 
 /// `--inputs a=1 b=two` or `--inputs inputs.json`.
@@ -355,18 +307,4 @@ fn summarize(line: &LineResult) -> String {
         ));
     }
     parts.join(" · ")
-}
-
-/// A failed line: exit 3 when the endpoint was unusable, else 1.
-pub fn line_failure(err: &ErrorInfo) -> Failure {
-    let mut message = format!("error: {}", err.message);
-    if let Some(tb) = &err.traceback {
-        message.push_str("\n\n");
-        message.push_str(tb.trim_end());
-    }
-    match err.kind {
-        ErrorKind::Endpoint => Failure::endpoint(message),
-        ErrorKind::Connection => Failure::usage(message),
-        _ => Failure::quality(message),
-    }
 }

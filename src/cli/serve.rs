@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::common::{executor_options, load_flow, parse_variants, prepare};
 use super::output::Failure;
-use super::run::{executor_options, load_flow, parse_variants, prepare};
 use super::runtime;
 use super::settings::{Count, ModelArgs, Seconds};
 use flow::connection::Secret;
@@ -70,7 +70,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         token.is_some(),
         stream.as_ref().map(|s| s.output.as_str()),
     );
-    let name = flow::serve::openapi::flow_name(&flow);
+    let name = flow.name();
     let otlp = flow::telemetry::OtlpConfig::from_env();
     let offline = options.offline;
     let rt = runtime()?;

@@ -260,7 +260,7 @@ fn typed_values_keep_their_spellings_and_defaults() {
         panic!("not flow run");
     };
     assert_eq!(
-        run.model.request_timeout.duration(),
+        run.model.request_timeout(),
         std::time::Duration::from_millis(500)
     );
     assert_eq!(
@@ -280,6 +280,40 @@ fn typed_values_keep_their_spellings_and_defaults() {
     let Command::Run(run) = cli.command else {
         panic!("not flow run");
     };
-    assert_eq!(run.model.request_timeout.as_secs_f64(), 120.0);
+    assert_eq!(run.model.request_timeout_s(), 120.0);
     assert_eq!(run.output.format, settings::OutputFormat::Text);
+}
+
+/// The help of `flag` of `flow run`, short and long.
+fn run_help_of(flag: &str) -> (String, String) {
+    use clap::CommandFactory;
+    let cmd = super::Cli::command();
+    let run = cmd.find_subcommand("run").expect("flow run");
+    let arg = run
+        .get_arguments()
+        .find(|a| a.get_long() == Some(flag))
+        .unwrap_or_else(|| panic!("--{flag}"));
+    (
+        arg.get_help().map(ToString::to_string).unwrap_or_default(),
+        arg.get_long_help()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    )
+}
+
+/// Flags that are `Option`s (so `--resume` can tell a value given again from the run's own)
+/// write their default into the help by hand: it must be the default used.
+#[test]
+fn defaults_written_into_the_help_are_the_defaults_used() {
+    use super::settings::{DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT_S};
+    for (flag, default) in [
+        ("request-timeout", DEFAULT_REQUEST_TIMEOUT_S.to_string()),
+        ("max-retries", DEFAULT_MAX_RETRIES.to_string()),
+        ("concurrency", DEFAULT_CONCURRENCY.to_string()),
+    ] {
+        let (short, long) = run_help_of(flag);
+        let shown = format!("[default: {default}]");
+        assert!(short.ends_with(&format!(" {shown}")), "--{flag}: {short}");
+        assert!(long.ends_with(&format!("\n\n{shown}")), "--{flag}: {long}");
+    }
 }

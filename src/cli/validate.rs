@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::common::{load_flow, parse_variants};
 use super::output::{Failure, bold, dim, print_warnings, stdout_is_terminal};
-use super::run::{load_flow, parse_variants};
 use flow::model::{Flow, ValueSource};
 
 #[derive(Debug, Args)]

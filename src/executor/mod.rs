@@ -75,6 +75,16 @@ impl ExecutorOptions {
             client: None,
         }
     }
+
+    /// The settings of the model client these options call for (timeout, retries, requests in
+    /// flight per endpoint).
+    pub fn client_config(&self) -> crate::provider::ClientConfig {
+        crate::provider::ClientConfig::for_requests(
+            self.request_timeout,
+            self.max_retries,
+            self.max_in_flight,
+        )
+    }
 }
 
 /// Where the text of one LLM node goes while the model writes it: `node` is the index of the

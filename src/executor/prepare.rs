@@ -12,7 +12,7 @@ use crate::connection::{self, ApiType, Connection, ConnectionError};
 use crate::dag::Dag;
 use crate::diagnostic::{Diagnostic, Location};
 use crate::model::{Flow, LlmApi, Node, NodeKind, ValueSource};
-use crate::provider::{ClientConfig, LlmClient};
+use crate::provider::LlmClient;
 use crate::python::{PythonConfig, PythonPool};
 use crate::template::{ListStyle, PromptTemplate, TemplateOptions};
 
@@ -110,17 +110,9 @@ impl Executor {
         }
         let llm = match &options.client {
             Some(shared) => shared.clone(),
-            None => {
-                let mut config = ClientConfig {
-                    timeout: options.request_timeout,
-                    ..ClientConfig::default()
-                };
-                config.retry.max_retries = options.max_retries;
-                config.max_in_flight = options.max_in_flight.max(1);
-                LlmClient::with_config(config).map_err(|e| PrepareError {
-                    diagnostics: vec![Diagnostic::error(e.to_string())],
-                })?
-            }
+            None => LlmClient::with_config(options.client_config()).map_err(|e| PrepareError {
+                diagnostics: vec![Diagnostic::error(e.to_string())],
+            })?,
         };
         Ok(Executor {
             flow: Arc::new(flow),

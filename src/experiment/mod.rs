@@ -9,11 +9,10 @@
 //! - [`runner`]: all runs of one experiment through one model client (one adaptive limiter per
 //!   endpoint), one line budget and one response cache;
 //! - [`summary`]: metrics per variant and dataset, best per metric, the winner, the table;
-//! - [`hash`]: content hashes of flows, datasets and experiment files.
+//! - content hashes of flows, datasets and experiment files are in [`crate::hash`].
 
 mod doc;
 pub mod file;
-pub mod hash;
 mod overlay;
 pub mod placeholder;
 pub mod runner;
@@ -37,6 +36,7 @@ pub use summary::{Hashes, Summary, SummaryRun};
 pub use variants::{Catalog, NodeChoice, PlanError, Selection, VariantPlan};
 
 use crate::diagnostic::Diagnostic;
+use crate::hash;
 use crate::model::Flow;
 
 /// Why an experiment cannot run.

@@ -25,7 +25,7 @@ use crate::batch::{BatchOutcome, DirRun};
 use crate::data::ColumnMapping;
 use crate::eval::ModelEvaluator;
 use crate::executor::{Executor, ExecutorOptions};
-use crate::provider::{ClientConfig, LlmClient};
+use crate::provider::LlmClient;
 use crate::record::{ErrorInfo, LineResult};
 use crate::run_store::remote::RemoteDir;
 use crate::run_store::{RunDir, RunMeta, RunSettings, RunStatus, RunUpload, Shard, ShardInfo};
@@ -178,17 +178,11 @@ pub async fn run_experiment(
     cancel: watch::Receiver<bool>,
 ) -> Result<Vec<RunResult>, ExperimentError> {
     let concurrency = config.concurrency.max(1);
-    let mut client_config = ClientConfig {
-        timeout: config.executor.request_timeout,
-        ..ClientConfig::default()
-    };
-    client_config.retry.max_retries = config.executor.max_retries;
-    client_config.max_in_flight = concurrency;
-    let client =
-        LlmClient::with_config(client_config).map_err(|e| ExperimentError::Run(e.to_string()))?;
     let mut options = config.executor.clone();
-    options.client = Some(client.clone());
     options.max_in_flight = concurrency;
+    let client = LlmClient::with_config(options.client_config())
+        .map_err(|e| ExperimentError::Run(e.to_string()))?;
+    options.client = Some(client.clone());
     // Each prepared flow with Python nodes has its own workers: spread the line budget over
     // them (at least one each, at most two) instead of a full pool per variant.
     let flows = (variants.len() + experiment.evaluators.len()).max(1);
@@ -404,6 +398,7 @@ impl RunJob<'_> {
             offline: self.config.executor.offline,
             shard: None,
             resume: None,
+            trace: None,
         };
         let (done, earlier) = match &self.config.fan_out {
             FanOut::Whole => (
@@ -523,36 +518,8 @@ impl RunJob<'_> {
                 i.shard() == shard && i.flow_hash == info.flow_hash && i.data_hash == info.data_hash
             }) && meta.column_mapping == batch.mapping_args
         });
-        let mut found = None;
+        let resumed = earlier.is_some();
         if let Some(meta) = earlier {
-            let finished = meta.status == RunStatus::Completed
-                && meta.failed_lines == 0
-                && meta.completed_lines >= meta.total_lines;
-            if finished {
-                progress.lines_kept(meta.completed_lines);
-                let kept = Earlier {
-                    downloaded: self.downloaded,
-                    finished: true,
-                    kept_lines: meta.completed_lines,
-                };
-                let run = DirRun {
-                    outcome: BatchOutcome {
-                        completed: meta.completed_lines,
-                        failed: meta.failed_lines,
-                        tokens: meta.tokens,
-                        ..BatchOutcome::default()
-                    },
-                    meta,
-                    data_error: None,
-                    kept_lines: kept.kept_lines,
-                };
-                return Ok((run, Some(kept)));
-            }
-            found = Some(Earlier {
-                downloaded: self.downloaded,
-                finished: false,
-                kept_lines: 0,
-            });
             batch.resume = Some(meta);
         } else if self.dir.path.exists() {
             std::fs::remove_dir_all(&self.dir.path).map_err(|e| io(&self.dir.path, e))?;
@@ -579,9 +546,10 @@ impl RunJob<'_> {
             }
             _ => running.await,
         }?;
-        let earlier = found.map(|e| Earlier {
+        let earlier = resumed.then_some(Earlier {
+            downloaded: self.downloaded,
+            finished: run.finished_before,
             kept_lines: run.kept_lines,
-            ..e
         });
         Ok((run, earlier))
     }
@@ -718,6 +686,9 @@ impl RunJob<'_> {
             meta,
             data_error: None,
             kept_lines: 0,
+            finished_before: false,
+            cache_warning: None,
+            elapsed: std::time::Duration::ZERO,
         })
     }
 
@@ -776,6 +747,7 @@ impl RunJob<'_> {
             offline: self.config.executor.offline,
             shard: None,
             resume: None,
+            trace: None,
         };
         let done = run_to_dir(exec, &batch, &Quiet, cancel)
             .await

@@ -45,7 +45,7 @@ impl Hashes {
         if self.experiment.len() == 1 {
             self.experiment.values().next().cloned().unwrap_or_default()
         } else {
-            super::hash::sha256_bytes(joined.join("\n").as_bytes())
+            crate::hash::sha256_bytes(joined.join("\n").as_bytes())
         }
     }
 }

@@ -258,6 +258,21 @@ impl Default for ClientConfig {
     }
 }
 
+impl ClientConfig {
+    /// The settings of a client whose requests time out after `timeout`, are retried up to
+    /// `max_retries` times, with at most `max_in_flight` (at least 1) in flight per endpoint;
+    /// the rest as [`ClientConfig::default`].
+    pub fn for_requests(timeout: Duration, max_retries: u32, max_in_flight: usize) -> Self {
+        let mut config = ClientConfig {
+            timeout,
+            max_in_flight: max_in_flight.max(1),
+            ..ClientConfig::default()
+        };
+        config.retry.max_retries = max_retries;
+        config
+    }
+}
+
 /// The callback receiving streamed text deltas.
 pub type DeltaFn<'a> = &'a (dyn Fn(&str) + Send + Sync);
 

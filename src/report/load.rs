@@ -17,7 +17,9 @@ use super::model::{
     ScoreCell,
 };
 use crate::record::{LineResult, NodeRun, Status, Tokens};
-use crate::run_store::{Latency, RunDir, RunMeta, read_journal};
+use crate::run_store::{
+    Latency, RunDir, RunMeta, parse_line_record, parse_node_record, read_journal,
+};
 
 /// One run to put in a report, with the evaluations that scored it.
 #[derive(Debug, Clone, PartialEq)]
@@ -298,11 +300,6 @@ fn load_run(source: &ReportSource) -> Result<LoadedRun, ReportError> {
     })
 }
 
-#[derive(Deserialize)]
-struct JournalRecord {
-    run_info: LineResult,
-}
-
 /// Stream a run's journal (`flow_artifacts/*.jsonl`, in file order) once, calling `visit` with
 /// every line record; a line's later record replaces its earlier one in the caller's map, as
 /// `run_store::read_journal` keeps the latest. A torn record (a crash mid-write) is skipped.
@@ -323,8 +320,8 @@ fn read_lines(dir: &RunDir, mut visit: impl FnMut(LineResult)) -> Result<(), Rep
             if record.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            if let Ok(r) = serde_json::from_slice::<JournalRecord>(record) {
-                visit(r.run_info);
+            if let Ok(line) = parse_line_record(record) {
+                visit(line);
             }
         }
     }
@@ -424,11 +421,6 @@ fn read_scores(
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct NodeRecord {
-    run_info: NodeRun,
-}
-
 /// Read the node records of `numbers` from `node_artifacts/<node>/<NNNNNNNNN>.jsonl`, each
 /// line's in the order its nodes started (aggregation nodes, which only have line 0's file,
 /// are not part of any line).
@@ -464,10 +456,10 @@ fn read_traces(
                 Err(e) => return Err(ReportError::read(path, e)),
             }
             // A torn record (the run was killed while writing it) is left out, not an error.
-            let Ok(record) = serde_json::from_slice::<NodeRecord>(&bytes) else {
+            let Ok(node) = parse_node_record(&bytes) else {
                 continue;
             };
-            trace.push(trace_of(record.run_info));
+            trace.push(trace_of(node));
         }
         trace.sort_by(|a, b| a.start_time.cmp(&b.start_time));
         out.push((line_number, trace));

@@ -7,9 +7,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
-use serde::Deserialize;
-
 use super::RunDir;
+use super::records::{LineHead, parse_line_record, parse_node_record};
 use crate::record::{LineResult, Status};
 
 /// Where a line's latest record is.
@@ -29,17 +28,6 @@ pub struct Journal {
     pub entries: BTreeMap<usize, Entry>,
     /// Records that could not be read (a torn last write after a crash).
     pub torn: usize,
-}
-
-#[derive(Deserialize)]
-struct Head {
-    line_number: usize,
-    status: Status,
-}
-
-#[derive(Deserialize)]
-struct Record {
-    run_info: LineResult,
 }
 
 /// Index every journal file of `dir`. A missing `flow_artifacts` folder is an empty journal.
@@ -65,7 +53,7 @@ pub fn read_journal(dir: &RunDir) -> std::io::Result<Journal> {
                 break;
             }
             let complete = buf.last() == Some(&b'\n');
-            match serde_json::from_slice::<Head>(&buf) {
+            match serde_json::from_slice::<LineHead>(&buf) {
                 Ok(head) if complete => {
                     journal.entries.insert(
                         head.line_number,
@@ -105,8 +93,8 @@ impl Journal {
         file.seek(SeekFrom::Start(entry.offset))?;
         let mut buf = vec![0u8; entry.len];
         file.read_exact(&mut buf)?;
-        serde_json::from_slice::<Record>(&buf)
-            .map(|r| Some(r.run_info))
+        parse_line_record(&buf)
+            .map(Some)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 
@@ -128,17 +116,12 @@ impl Journal {
             file.seek(SeekFrom::Start(entry.offset))?;
             buf.resize(entry.len, 0);
             file.read_exact(&mut buf)?;
-            let record = serde_json::from_slice::<Record>(&buf)
+            let line = parse_line_record(&buf)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            visit(record.run_info)?;
+            visit(line)?;
         }
         Ok(())
     }
-}
-
-#[derive(Deserialize)]
-struct NodeRecord {
-    run_info: crate::record::NodeRun,
 }
 
 /// The succeeded lines of a run, each with only the node runs named in `nodes` (read from
@@ -158,13 +141,13 @@ pub fn succeeded_lines_with(
             let path = dir.node_artifact(node, line.line_number);
             match std::fs::read(&path) {
                 Ok(bytes) => {
-                    let record: NodeRecord = serde_json::from_slice(&bytes).map_err(|e| {
+                    let node = parse_node_record(&bytes).map_err(|e| {
                         std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
                             format!("{}: {e}", path.display()),
                         )
                     })?;
-                    line.nodes.push(record.run_info);
+                    line.nodes.push(node);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),

@@ -104,7 +104,7 @@ pub struct RunMeta {
     /// Every model answer came from the offline echo provider.
     #[serde(default)]
     pub offline: bool,
-    /// Settings needed to resume the run exactly.
+    /// The other settings the run started with, to resume it exactly.
     #[serde(default)]
     pub settings: RunSettings,
     /// The `flow` version that wrote the run.
@@ -117,22 +117,45 @@ pub struct RunMeta {
     pub merged_from: Vec<String>,
 }
 
-/// What `flow run --resume` needs to run the rest of a run the same way.
+/// The settings a run started with, so that `flow run --resume`, a restarted shard and a pod
+/// run the rest of it the same way. With `RunMeta::concurrency`, `RunMeta::offline` and
+/// `RunMeta::shard`, this is every setting of the run. Fields missing from an older
+/// `meta.json` read as unset (the defaults).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunSettings {
+    /// The connections file (`--env-file`, absolute), when one was given.
     #[serde(default)]
     pub env_file: Option<String>,
+    /// Seconds after which a line fails (`--line-timeout`).
     #[serde(default)]
     pub line_timeout_s: Option<f64>,
+    /// Seconds before a model request times out (`--request-timeout`).
     #[serde(default)]
     pub request_timeout_s: Option<f64>,
+    /// Retries of a model request (`--max-retries`).
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// The response cache mode: `on`, `off` or `replay`.
     #[serde(default)]
     pub cache: Option<String>,
     /// Lines whose base-run line failed fail too (evaluation runs).
     #[serde(default)]
     pub require_base_line: bool,
+    /// The response cache directory (`--cache-dir` or `FLOW_CACHE_DIR`, absolute), when one
+    /// was given (unset: the project's `.flow/cache`).
+    #[serde(default)]
+    pub cache_dir: Option<String>,
+    /// The model prices file (`--prices`, absolute), when one was given.
+    #[serde(default)]
+    pub prices: Option<String>,
+    /// The repeated sample this run is (`flow eval --repeat`): its model requests are cache
+    /// entries of their own.
+    #[serde(default)]
+    pub sample: Option<u32>,
+    /// Where the run directory is uploaded when the run ends (`--upload`: the run's own folder
+    /// in object storage).
+    #[serde(default)]
+    pub upload: Option<String>,
 }
 
 impl RunMeta {
@@ -149,6 +172,21 @@ impl RunMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_missing_from_an_older_meta_read_as_unset() {
+        let old = r#"{"env_file": "/p/.env", "line_timeout_s": 30.0, "request_timeout_s": 120.0,
+            "max_retries": 5, "cache": "on", "require_base_line": false}"#;
+        let s: RunSettings = serde_json::from_str(old).unwrap();
+        assert_eq!(s.env_file.as_deref(), Some("/p/.env"));
+        assert_eq!(s.line_timeout_s, Some(30.0));
+        assert_eq!(
+            (s.cache_dir, s.prices, s.sample, s.upload),
+            (None, None, None, None)
+        );
+        let none: RunSettings = serde_json::from_str("{}").unwrap();
+        assert_eq!(none, RunSettings::default());
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {

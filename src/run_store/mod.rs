@@ -19,6 +19,7 @@
 
 mod journal;
 mod meta;
+mod records;
 pub mod remote;
 mod run_upload;
 mod shard;
@@ -29,8 +30,9 @@ use std::path::{Path, PathBuf};
 
 pub use journal::{Journal, read_journal, succeeded_lines_with};
 pub use meta::{Latency, RunMeta, RunSettings, RunStatus, percentile};
+pub use records::{parse_line_record, parse_node_record};
 pub use run_upload::RunUpload;
-pub use shard::{Shard, ShardError, ShardInfo};
+pub use shard::{Shard, ShardError, ShardHashError, ShardInfo};
 pub use snapshot::{copy_flow, write_snapshot};
 pub use writer::{RunWriter, finalize, write_meta};
 

@@ -6,9 +6,13 @@
 //! hashes of the flow (as it ran) and the data, which `flow runs merge` checks.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
+
+use crate::model::Flow;
 
 /// Which part of a dataset a run covers: shard `index` (1-based) of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +92,7 @@ impl FromStr for Shard {
 }
 
 /// What `meta.json` records about a shard run.
+/// What `meta.json` records about a shard run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardInfo {
     /// K, 1-based.
@@ -110,11 +115,77 @@ impl ShardInfo {
             count: self.count,
         }
     }
+
+    /// The record of shard `shard` of `data` run with `flow` (variants applied), with the
+    /// content hashes that tell whether a restarted shard still runs the same inputs.
+    /// `dataset_lines` is counted when the run starts.
+    pub fn of(flow: &Flow, data: &Path, shard: Shard) -> Result<ShardInfo, ShardHashError> {
+        let applied =
+            crate::hash::applied_yaml(flow, &IndexMap::new()).map_err(ShardHashError::FlowYaml)?;
+        let flow_hash = crate::hash::flow_hash(flow, &applied).map_err(ShardHashError::Flow)?;
+        let data_hash = crate::hash::sha256_file(data).map_err(|source| ShardHashError::Data {
+            path: data.to_path_buf(),
+            source,
+        })?;
+        Ok(ShardInfo {
+            index: shard.index,
+            count: shard.count,
+            dataset_lines: 0,
+            flow_hash,
+            data_hash,
+        })
+    }
+
+    /// What changed since shard `before` of the same run started — `the flow` or `the data` —
+    /// if anything did: its lines would then not merge with the other shards'.
+    pub fn changed_since(&self, before: &ShardInfo) -> Option<&'static str> {
+        if before.flow_hash != self.flow_hash {
+            Some("the flow")
+        } else if before.data_hash != self.data_hash {
+            Some("the data")
+        } else {
+            None
+        }
+    }
+}
+
+/// Why the content hashes of a shard could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardHashError {
+    /// The flow's YAML could not be read or its variants applied.
+    #[error("{0}")]
+    FlowYaml(String),
+    /// A file of the flow could not be read.
+    #[error("cannot hash the flow: {0}")]
+    Flow(#[source] std::io::Error),
+    /// The dataset could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Data {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shard_changed_since_another_names_what_changed() {
+        let info = |flow: &str, data: &str| ShardInfo {
+            index: 1,
+            count: 2,
+            dataset_lines: 4,
+            flow_hash: flow.into(),
+            data_hash: data.into(),
+        };
+        let before = info("f1", "d1");
+        assert_eq!(info("f1", "d1").changed_since(&before), None);
+        assert_eq!(info("f2", "d1").changed_since(&before), Some("the flow"));
+        assert_eq!(info("f1", "d2").changed_since(&before), Some("the data"));
+        assert_eq!(info("f2", "d2").changed_since(&before), Some("the flow"));
+    }
 
     #[test]
     fn shards_parse_one_based_and_split_lines_evenly() {

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
 use super::meta::{Latency, RunMeta, RunStatus};
+use super::records::{LineRecord, NodeRecord};
 use super::{RunDir, read_journal};
 use crate::record::{AggregationResult, LineResult, NodeRun, Status, Tokens, timestamp};
 
@@ -200,15 +201,11 @@ impl WriterState {
             self.node_dirs.insert(node.node.clone());
         }
         let mut file = File::create(self.dir.node_artifact(&node.node, line_number))?;
-        let record = NodeRecord {
-            node_name: &node.node,
-            line_number,
-            run_info: node,
-            start_time: &node.start_time,
-            end_time: &node.end_time,
-            status: node.status,
-        };
-        Self::write_line(&mut self.buf, &mut file, &record)
+        Self::write_line(
+            &mut self.buf,
+            &mut file,
+            &NodeRecord::new(node, line_number),
+        )
     }
 
     /// Append a finished line: its node records, its journal record, its inputs and (when it
@@ -226,16 +223,7 @@ impl WriterState {
             self.journals.insert(path.clone(), append(&path)?);
         }
         // The journal's run_info is the line without its node runs (they are in node_artifacts).
-        let record = LineRecord {
-            line_number: line.line_number,
-            run_info: &line,
-            start_time: &line.start_time,
-            end_time: &line.end_time,
-            name: &self.run_name,
-            description: "",
-            status: line.status,
-            tags: None,
-        };
+        let record = LineRecord::new(&line, &self.run_name);
         if let Some(file) = self.journals.get_mut(&path) {
             Self::write_line(&mut self.buf, file, &record)?;
         }
@@ -265,31 +253,6 @@ impl WriterState {
         self.outputs.flush()?;
         self.inputs.flush()
     }
-}
-
-/// A node's record in `node_artifacts/<node>/<line>.jsonl` (promptflow's `NodeRunRecord`).
-#[derive(Serialize)]
-struct NodeRecord<'a> {
-    #[serde(rename = "NodeName")]
-    node_name: &'a str,
-    line_number: usize,
-    run_info: &'a NodeRun,
-    start_time: &'a str,
-    end_time: &'a str,
-    status: Status,
-}
-
-/// A line's record in the journal, `flow_artifacts/*.jsonl` (promptflow's `LineRunRecord`).
-#[derive(Serialize)]
-struct LineRecord<'a> {
-    line_number: usize,
-    run_info: &'a LineResult,
-    start_time: &'a str,
-    end_time: &'a str,
-    name: &'a str,
-    description: &'a str,
-    status: Status,
-    tags: Option<()>,
 }
 
 /// `{"line_number": N, ...values}`, serialized from borrowed values. A value named

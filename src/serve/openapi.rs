@@ -43,17 +43,9 @@ fn schema(ty: Option<&ValueType>) -> Map<String, Value> {
     s
 }
 
-/// The flow's name: its directory's name.
-pub fn flow_name(flow: &Flow) -> String {
-    flow.dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "flow".into())
-}
-
 /// The OpenAPI document. `bearer` adds the bearer-token security scheme.
 pub fn document(flow: &Flow, bearer: bool, stream_output: Option<&str>) -> Value {
-    let name = flow_name(flow);
+    let name = flow.name();
     let mut info = json!({
         "title": format!("flow[{name}] API"),
         "version": env!("CARGO_PKG_VERSION"),

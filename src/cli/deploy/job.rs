@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
+use super::super::common::{load_flow, parse_variants};
 use super::super::output::{Failure, color_stderr, dim};
-use super::super::run::{load_flow, parse_variants};
 use super::super::settings::{Count, DEFAULT_CONCURRENCY, Seconds};
 use super::write_file;
 use flow::connection::EnvVars;

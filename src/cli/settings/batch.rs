@@ -16,9 +16,18 @@ pub struct BatchOptions {
     /// The run's name (default: <flow>_<variant>_<timestamp>).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    // An Option, so that `flow run --resume` knows whether it was given: its default
+    // (DEFAULT_CONCURRENCY) is written into the help as clap would.
     /// Lines in flight at once.
-    #[arg(long, value_name = "N", default_value_t = Count::at_least_one(DEFAULT_CONCURRENCY))]
-    pub concurrency: Count,
+    #[arg(
+        long,
+        value_name = "N",
+        help = "Lines in flight at once [default: 32]",
+        long_help = "Lines in flight at once
+
+[default: 32]"
+    )]
+    pub concurrency: Option<Count>,
     /// Fail a line that runs longer than this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub line_timeout: Option<Seconds>,
@@ -28,6 +37,6 @@ impl BatchOptions {
     /// Lines in flight at once (read through here, so the flag can become optional, e.g. to
     /// tell a resumed run's own value from one given again, without touching the commands).
     pub fn concurrency(&self) -> usize {
-        self.concurrency.get()
+        self.concurrency.map_or(DEFAULT_CONCURRENCY, Count::get)
     }
 }

@@ -13,5 +13,7 @@ mod values;
 pub use batch::{BatchOptions, DEFAULT_CONCURRENCY};
 pub use deprecated::warnings as deprecation_warnings;
 pub use model::ModelArgs;
+#[cfg(test)]
+pub use model::{DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT_S};
 pub use output::{OutputArgs, OutputFormat};
 pub use values::{Age, Count, NonNegative, Seconds, SecondsOrOff};

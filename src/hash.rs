@@ -1,4 +1,5 @@
-//! Content hashes that tell two experiments apart: SHA-256 of the flow as it ran (the YAML with
+//! Content hashes that tell two runs or experiments apart (a shard's flow and data, an
+//! experiment's inputs): SHA-256 of the flow as it ran (the YAML with
 //! the variant and swept parameters applied, plus the files of the flow's folder — prompts,
 //! Python tools and their helpers — and its `additional_includes`, leaving out the prompts of
 //! variants that are not applied), of each dataset file, and of the experiment file(s). Equal

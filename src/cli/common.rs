@@ -1,0 +1,115 @@
+//! Argument-to-library glue shared by several commands: the output format, `--variant`
+//! values, loading and preparing a flow (diagnostics become exit status 2), the settings a
+//! run starts with and the executor options they make, and how a failed line exits.
+
+use std::path::{Path, PathBuf};
+
+use super::output::{Failure, print_warnings};
+use super::settings::ModelArgs;
+use flow::cache::{CacheMode, ResponseCache};
+use flow::connection::EnvVars;
+use flow::executor::{Executor, ExecutorOptions};
+use flow::model::{Flow, VariantSelection};
+use flow::record::{ErrorInfo, ErrorKind};
+use flow::run_store::RunSettings;
+
+pub use super::settings::OutputFormat;
+
+/// Parse `--variant` values.
+pub fn parse_variants(values: &[String]) -> Result<Vec<VariantSelection>, Failure> {
+    values
+        .iter()
+        .map(|v| {
+            v.parse::<VariantSelection>()
+                .map_err(|e| Failure::usage(format!("error: {e}")))
+        })
+        .collect()
+}
+
+/// Load a flow and check its DAG, printing warnings; errors become exit status 2.
+pub fn load_flow(path: &Path, selections: &[VariantSelection]) -> Result<Flow, Failure> {
+    let flow =
+        flow::model::load(path, selections).map_err(|e| Failure::diagnostics(&e.diagnostics))?;
+    print_warnings(&flow.warnings);
+    Ok(flow)
+}
+
+/// `p` made absolute against the working directory (as given when that fails).
+pub fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The settings a run started with these model flags records (paths made absolute), with
+/// `line_timeout_s` (`--line-timeout`). Evaluation, sample and upload settings are the
+/// caller's to add.
+pub fn run_settings(model: &ModelArgs, line_timeout_s: Option<f64>) -> RunSettings {
+    let path = |p: &Path| absolute(p).display().to_string();
+    RunSettings {
+        env_file: model.env_file.as_deref().map(&path),
+        line_timeout_s,
+        request_timeout_s: Some(model.request_timeout_s()),
+        max_retries: Some(model.retries()),
+        cache: Some(model.cache.mode().as_str().to_string()),
+        require_base_line: false,
+        cache_dir: model.cache.cache_dir.as_deref().map(&path),
+        prices: model.prices.as_deref().map(&path),
+        sample: None,
+        upload: None,
+    }
+}
+
+/// Everything the executor needs from the command line and the environment.
+pub fn executor_options(model: &ModelArgs, flow: &Flow) -> Result<ExecutorOptions, Failure> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| Failure::usage(format!("error: no working directory: {e}")))?;
+    let env = EnvVars::load(model.env_file.as_deref(), &cwd)
+        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let mut options = ExecutorOptions::new(env);
+    options.offline = model.offline;
+    let request_timeout = model.request_timeout_s();
+    if !(request_timeout > 0.0 && request_timeout.is_finite()) {
+        return Err(Failure::usage(
+            "error: --request-timeout must be a positive number of seconds",
+        ));
+    }
+    options.request_timeout = std::time::Duration::from_secs_f64(request_timeout);
+    options.max_retries = model.retries();
+    options.prices = std::sync::Arc::new(
+        flow::cost::PriceTable::from_env_and_file(model.prices.as_deref(), &cwd)
+            .map_err(|e| Failure::usage(format!("error: {e}")))?,
+    );
+    options.cache = match model.cache.mode() {
+        CacheMode::Off => None,
+        mode => Some(ResponseCache::new(model.cache.dir(&cwd), mode)),
+    };
+    let python_nodes = flow
+        .nodes
+        .iter()
+        .filter(|n| n.kind == flow::model::NodeKind::Python)
+        .count();
+    options.python_workers = python_nodes.clamp(1, 4);
+    Ok(options)
+}
+
+/// Build the DAG and prepare the executor; problems become exit status 2.
+pub async fn prepare(flow: Flow, options: &ExecutorOptions) -> Result<Executor, Failure> {
+    let (dag, warnings) = flow::dag::build(&flow).map_err(|d| Failure::diagnostics(&d))?;
+    print_warnings(&warnings);
+    Executor::new(flow, dag, options)
+        .await
+        .map_err(|e| Failure::diagnostics(&e.diagnostics))
+}
+
+/// A failed line: exit 3 when the endpoint was unusable, else 1.
+pub fn line_failure(err: &ErrorInfo) -> Failure {
+    let mut message = format!("error: {}", err.message);
+    if let Some(tb) = &err.traceback {
+        message.push_str("\n\n");
+        message.push_str(tb.trim_end());
+    }
+    match err.kind {
+        ErrorKind::Endpoint => Failure::endpoint(message),
+        ErrorKind::Connection => Failure::usage(message),
+        _ => Failure::quality(message),
+    }
+}
