@@ -98,6 +98,8 @@ pub(super) struct Reporting {
 
 /// A batch that ran to its end (or was stopped): its record, and the failure to report, if any.
 pub(super) struct Finished {
+    // No caller reads it since `flow eval` evaluates through `flow::eval::evaluate`.
+    #[allow(dead_code)]
     pub meta: RunMeta,
     pub failure: Option<Failure>,
 }

@@ -8,12 +8,75 @@ use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
 use crate::cache::ResponseCache;
+use crate::connection::EnvVars;
 use crate::data::{BaseRun, ColumnMapping};
-use crate::judge::{EmbeddingJudge, Judge, JudgeError, JudgeInput};
+use crate::judge::{EmbeddingJudge, EmbeddingSpec, Judge, JudgeError, JudgeInput, JudgeSpec};
 use crate::model::{FlowInput, ValueType};
 use crate::provider::LlmClient;
 use crate::record::Status;
 use crate::run_store::{RunDir, read_journal};
+
+/// Whether an evaluator spec (`relevance:connection=judge`, `embedding_similarity:...`) names an
+/// evaluator that calls a model: an LLM judge rubric or embedding similarity. Everything else is
+/// a built-in evaluator ([`crate::evaluators::EvaluatorSpec`]).
+pub fn is_model_evaluator(spec: &str) -> bool {
+    let name = spec.split(':').next().unwrap_or("").trim();
+    name.parse::<crate::judge::Rubric>().is_ok() || name.starts_with("embedding")
+}
+
+/// A model-based evaluator as written (`relevance:connection=NAME,model=M,threshold=4` or
+/// `embedding_similarity:connection=NAME`), checked but not yet bound to a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSpec {
+    Judge(JudgeSpec),
+    Embedding(EmbeddingSpec),
+}
+
+impl std::str::FromStr for ModelSpec {
+    type Err = JudgeError;
+
+    /// Parses a judge or embedding spec; `embedding*` names are embedding similarity, every
+    /// other name must be a judge rubric.
+    fn from_str(text: &str) -> Result<Self, JudgeError> {
+        if text.trim_start().starts_with("embedding") {
+            text.parse().map(ModelSpec::Embedding)
+        } else {
+            text.parse().map(ModelSpec::Judge)
+        }
+    }
+}
+
+impl std::fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelSpec::Judge(j) => j.fmt(f),
+            ModelSpec::Embedding(e) => e.fmt(f),
+        }
+    }
+}
+
+impl ModelSpec {
+    /// The connection the evaluator calls.
+    pub fn connection(&self) -> &str {
+        match self {
+            ModelSpec::Judge(j) => &j.connection,
+            ModelSpec::Embedding(e) => &e.connection,
+        }
+    }
+
+    /// Bind the evaluator to its connection from `env` (the model answers with echo text when
+    /// `offline`). A connection that is not configured is an error: a judge never falls back
+    /// to a default key.
+    pub fn prepare(self, env: &EnvVars, offline: bool) -> Result<ModelEvaluator, JudgeError> {
+        match self {
+            ModelSpec::Judge(spec) => {
+                Judge::new(spec, env, offline).map(|j| ModelEvaluator::Judge(Box::new(j)))
+            }
+            ModelSpec::Embedding(spec) => EmbeddingJudge::new(spec, env, offline)
+                .map(|j| ModelEvaluator::Embedding(Box::new(j))),
+        }
+    }
+}
 
 /// A model-based evaluator, prepared.
 pub enum ModelEvaluator {
@@ -48,6 +111,8 @@ impl ModelEvaluator {
 /// One line's model-based scores: evaluator → (score, passed, reason).
 pub struct ModelLine {
     pub line_number: usize,
+    /// The evaluated run failed on this line (or never ran it): nothing was scored.
+    pub base_failed: bool,
     pub scores: Vec<(String, Option<f64>, bool, String)>,
 }
 
@@ -204,6 +269,7 @@ async fn score_line(
     }
     Ok(ModelLine {
         line_number: line.line_number,
+        base_failed: line.base_error.is_some(),
         scores,
     })
 }

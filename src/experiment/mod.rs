@@ -95,16 +95,7 @@ pub fn connections_used(experiment: &Experiment) -> Result<Vec<String>, Experime
                     .map_err(|err| ExperimentError::Flow(err.diagnostics))?;
                 flow.connection_names().into_iter().for_each(&mut add);
             }
-            EvaluatorKind::Model(spec) => {
-                let connection = match spec.parse::<crate::judge::JudgeSpec>() {
-                    Ok(judge) => Some(judge.connection),
-                    Err(_) => spec
-                        .parse::<crate::judge::EmbeddingSpec>()
-                        .ok()
-                        .map(|e| e.connection),
-                };
-                connection.into_iter().for_each(&mut add);
-            }
+            EvaluatorKind::Model { spec, .. } => add(spec.connection().to_string()),
             EvaluatorKind::Builtin(_) => {}
         }
     }
@@ -218,7 +209,7 @@ pub fn compute_hashes(
                 hash::flow_hash(&flow, &yaml).map_err(|err| io(dir, err))?
             }
             EvaluatorKind::Builtin(spec) => hash::sha256_bytes(spec.source.as_bytes()),
-            EvaluatorKind::Model(text) => hash::sha256_bytes(text.as_bytes()),
+            EvaluatorKind::Model { text, .. } => hash::sha256_bytes(text.as_bytes()),
         };
         evaluators.insert(e.name.clone(), h);
     }

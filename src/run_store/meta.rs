@@ -115,6 +115,33 @@ pub struct RunMeta {
     /// The shard runs this run was merged from (`flow runs merge`), in shard order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+    /// The experiment this run is part of (`flow experiment`), and what identifies what ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentRef>,
+}
+
+/// A run's place in an experiment: recorded in its `meta.json` by `flow experiment`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExperimentRef {
+    /// The experiment's name.
+    pub name: String,
+    /// Its comparison directory.
+    pub dir: String,
+    /// The variant plan (`default`, `ask.long`, ...) and the dataset this run covers.
+    pub variant: String,
+    pub dataset: String,
+    pub hashes: ExperimentHashes,
+}
+
+/// The hashes that identify what an experiment run ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExperimentHashes {
+    /// The flow as it ran (variants and parameters applied).
+    pub flow: String,
+    /// The dataset's contents.
+    pub dataset: String,
+    /// The experiment file's.
+    pub experiment: String,
 }
 
 /// What `flow run --resume` needs to run the rest of a run the same way.

@@ -28,7 +28,9 @@ mod writer;
 use std::path::{Path, PathBuf};
 
 pub use journal::{Journal, read_journal, succeeded_lines_with};
-pub use meta::{Latency, RunMeta, RunSettings, RunStatus, percentile};
+pub use meta::{
+    ExperimentHashes, ExperimentRef, Latency, RunMeta, RunSettings, RunStatus, percentile,
+};
 pub use run_upload::RunUpload;
 pub use shard::{Shard, ShardError, ShardInfo};
 pub use snapshot::{copy_flow, write_snapshot};
