@@ -554,3 +554,303 @@ fn flow_cases(dir: &RunDir) -> Vec<CaseResult> {
     });
     cases
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::verdict::{Baseline, FailReason, Inconclusive};
+    use crate::record::LineResult;
+    use crate::run_store::RunWriter;
+    use serde_json::json;
+
+    /// A finished run `main` of three lines answering `answers` (None: the line failed), over a
+    /// dataset whose `ground_truth` is `a` on every line.
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        root: PathBuf,
+        base: RunDir,
+        meta: RunMeta,
+        data: PathBuf,
+    }
+
+    fn fixture(answers: &[Option<&str>], offline: bool) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let data = root.join("data.jsonl");
+        let rows: String = answers
+            .iter()
+            .map(|_| "{\"ground_truth\": \"a\"}\n")
+            .collect();
+        std::fs::write(&data, rows).unwrap();
+        let base = RunDir::new(root.join("runs").join("main"));
+        std::fs::create_dir_all(&base.path).unwrap();
+        let writer = RunWriter::start(&base).unwrap();
+        for (n, answer) in answers.iter().enumerate() {
+            let line: LineResult = serde_json::from_value(json!({
+                "line_number": n,
+                "status": if answer.is_some() { "Completed" } else { "Failed" },
+                "inputs": {},
+                "outputs": answer.map_or(json!({}), |a| json!({"answer": a})),
+                "error": answer.is_none().then(|| json!({"kind": "provider", "message": "boom"})),
+                "nodes": [],
+                "start_time": "2026-12-06T00:00:00Z",
+                "end_time": "2026-12-06T00:00:00Z",
+                "duration_ms": 5.0,
+                "tokens": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            }))
+            .unwrap();
+            writer.line(line).unwrap();
+        }
+        writer.finish().unwrap();
+        let mut meta: RunMeta = serde_json::from_value(json!({
+            "name": "main", "flow": root.display().to_string(), "flow_name": "f",
+            "variant": "default", "data": data.display().to_string(), "status": "Running",
+            "created": "2026-12-06T00:00:00Z", "total_lines": answers.len(),
+            "completed_lines": 0, "failed_lines": 0,
+            "tokens": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "latency_ms": {"p50": 0.0, "p90": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0},
+            "concurrency": 1, "offline": offline, "flow_version": "test",
+        }))
+        .unwrap();
+        run_store::finalize(&base, &mut meta, &Map::new(), false).unwrap();
+        Fixture {
+            _tmp: tmp,
+            root,
+            base,
+            meta,
+            data,
+        }
+    }
+
+    fn plan<'a>(f: &Fixture, name: &str, evaluators: &[&str], gates: GatePlan) -> EvalPlan<'a> {
+        let (_tx, cancel) = watch::channel(false);
+        EvalPlan {
+            base: f.base.clone(),
+            base_meta: f.meta.clone(),
+            dir: RunDir::new(f.root.join("runs").join(name)),
+            data: f.data.clone(),
+            mapping: ColumnMapping::default(),
+            mapping_args: Vec::new(),
+            flow: None,
+            builtin: evaluators.iter().map(|e| e.parse().unwrap()).collect(),
+            models: &[],
+            client: None,
+            cache: None,
+            model_concurrency: 1,
+            repeat: None,
+            gates,
+            batch: BatchConfig::default(),
+            settings: RunSettings::default(),
+            offline: false,
+            cancel,
+        }
+    }
+
+    fn gated(threshold: &str) -> GatePlan {
+        GatePlan {
+            thresholds: vec![threshold.parse().unwrap()],
+            ..GatePlan::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn builtin_scores_metrics_gates_and_the_record_are_written() {
+        let f = fixture(&[Some("a"), Some("b"), Some("a")], false);
+        let p = plan(
+            &f,
+            "ev",
+            &["exact_match"],
+            gated("exact_match.pass_rate>=0.6"),
+        );
+        let dir = p.dir.clone();
+        let outcome = evaluate(p, &Quiet).await.unwrap();
+        assert_eq!(outcome.verdict, Verdict::Passed);
+        let rate = outcome.metrics["exact_match.pass_rate"].as_f64().unwrap();
+        assert!((rate - 2.0 / 3.0).abs() < 1e-6, "{rate}");
+        assert_eq!(outcome.gates.len(), 1);
+        assert!(outcome.gates[0].passed);
+        assert_eq!(outcome.cases.len(), 3);
+        assert_eq!(outcome.worst.len(), 1);
+        assert_eq!(outcome.worst[0].line_number, 1);
+        for file in [
+            eval_dir::SCORES_FILE,
+            eval_dir::EVALUATORS_FILE,
+            "metrics.json",
+        ] {
+            assert!(dir.path.join(file).is_file(), "{file}");
+        }
+        let meta = dir.read_meta().unwrap();
+        assert_eq!(meta.status, RunStatus::Completed);
+        assert_eq!((meta.total_lines, meta.completed_lines), (3, 3));
+        assert_eq!(meta, outcome.meta);
+
+        let p = plan(
+            &f,
+            "ev2",
+            &["exact_match"],
+            gated("exact_match.pass_rate>=0.7"),
+        );
+        let outcome = evaluate(p, &Quiet).await.unwrap();
+        assert_eq!(
+            outcome.verdict,
+            Verdict::Failed(FailReason::Gates { failed: 1 })
+        );
+        let meta = RunDir::new(f.root.join("runs/ev2")).read_meta().unwrap();
+        assert_eq!(meta.status, RunStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn failed_lines_of_the_run_fail_the_evaluation_whatever_the_gates() {
+        let f = fixture(&[Some("a"), None, Some("a")], false);
+        let p = plan(
+            &f,
+            "ev",
+            &["exact_match"],
+            gated("exact_match.pass_rate>=0"),
+        );
+        let outcome = evaluate(p, &Quiet).await.unwrap();
+        assert_eq!(
+            outcome.verdict,
+            Verdict::Failed(FailReason::BaseLines {
+                lines: 1,
+                run: "main".into()
+            })
+        );
+        assert_eq!(outcome.failed_base_lines, 1);
+        assert_eq!(outcome.metrics["eval.base_failed_lines"], json!(1));
+        assert_eq!(
+            (outcome.meta.completed_lines, outcome.meta.failed_lines),
+            (2, 1)
+        );
+        assert!(outcome.gates.iter().all(|g| g.passed));
+    }
+
+    #[tokio::test]
+    async fn an_offline_run_is_inconclusive_unless_allowed() {
+        let f = fixture(&[Some("a"), Some("a")], true);
+        let p = plan(
+            &f,
+            "ev",
+            &["exact_match"],
+            gated("exact_match.pass_rate>=1"),
+        );
+        let outcome = evaluate(p, &Quiet).await.unwrap();
+        assert!(outcome.offline);
+        assert_eq!(
+            outcome.verdict,
+            Verdict::Inconclusive(Inconclusive::OfflineAnswers { failed_gates: 1 })
+        );
+        let allowed = GatePlan {
+            allow_offline: true,
+            ..gated("exact_match.pass_rate>=1")
+        };
+        let outcome = evaluate(plan(&f, "ev2", &["exact_match"], allowed), &Quiet)
+            .await
+            .unwrap();
+        assert_eq!(outcome.verdict, Verdict::Passed);
+    }
+
+    #[tokio::test]
+    async fn a_baseline_regression_beyond_the_tolerance_fails() {
+        let f = fixture(&[Some("a"), Some("b")], false);
+        let baseline = |tolerance: f64| GatePlan {
+            baseline: Some(Baseline {
+                name: "before".into(),
+                metrics: json!({"exact_match.pass_rate": 0.75})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            }),
+            tolerance,
+            ..GatePlan::default()
+        };
+        let strict = evaluate(plan(&f, "ev", &["exact_match"], baseline(0.1)), &Quiet)
+            .await
+            .unwrap();
+        assert!(!strict.verdict.passed());
+        let shown = strict.summary_metrics();
+        let rate = shown.iter().find(|m| m.0 == "exact_match.pass_rate");
+        assert_eq!(
+            rate,
+            Some(&("exact_match.pass_rate".to_string(), 0.5, Some(0.75)))
+        );
+        let lenient = evaluate(plan(&f, "ev2", &["exact_match"], baseline(0.25)), &Quiet)
+            .await
+            .unwrap();
+        assert!(lenient.verdict.passed(), "{:?}", lenient.gates);
+    }
+
+    #[tokio::test]
+    async fn configuration_problems_stop_before_anything_is_written() {
+        let f = fixture(&[Some("a")], false);
+        let hello = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows/hello");
+        let flow = crate::model::load(&hello, &[]).unwrap();
+        let repeat = |samples, require| Repeat {
+            samples,
+            require,
+            flow: flow.clone(),
+            options: ExecutorOptions::new(crate::connection::EnvVars::default()),
+        };
+        let with_repeat = |evaluators: &[&str], r: Repeat| EvalPlan {
+            repeat: Some(r),
+            ..plan(&f, "ev", evaluators, GatePlan::default())
+        };
+        // (plan, the error expected)
+        let cases: Vec<(EvalPlan<'_>, fn(&EvalError) -> bool)> = vec![
+            (plan(&f, "ev", &[], GatePlan::default()), |e| {
+                matches!(e, EvalError::NothingToEvaluate)
+            }),
+            (
+                plan(
+                    &f,
+                    "ev",
+                    &["exact_match"],
+                    GatePlan {
+                        tolerance: -1.0,
+                        ..GatePlan::default()
+                    },
+                ),
+                |e| matches!(e, EvalError::BadTolerance),
+            ),
+            (with_repeat(&["exact_match"], repeat(2, 3)), |e| {
+                matches!(
+                    e,
+                    EvalError::BadRequire {
+                        require: 3,
+                        repeat: 2
+                    }
+                )
+            }),
+            (with_repeat(&["exact_match"], repeat(3, 0)), |e| {
+                matches!(e, EvalError::BadRequire { require: 0, .. })
+            }),
+        ];
+        for (p, expected) in cases {
+            let err = evaluate(p, &Quiet).await.err();
+            assert!(err.as_ref().is_some_and(expected), "{err:?}");
+            assert!(!f.root.join("runs/ev").exists(), "nothing is written");
+        }
+    }
+
+    #[test]
+    fn a_run_of_no_flow_or_no_data_cannot_be_sampled_again() {
+        let f = fixture(&[Some("a")], false);
+        assert!(Repeat::flow_of(&f.meta).is_ok());
+        let no_data = RunMeta {
+            data: None,
+            ..f.meta.clone()
+        };
+        assert!(matches!(
+            Repeat::flow_of(&no_data),
+            Err(EvalError::RepeatNeedsData)
+        ));
+        let no_flow = RunMeta {
+            flow: String::new(),
+            ..f.meta.clone()
+        };
+        assert!(matches!(
+            Repeat::flow_of(&no_flow),
+            Err(EvalError::RepeatNeedsFlow)
+        ));
+    }
+}

@@ -551,7 +551,6 @@ mod tests {
             thresholds: vec![threshold("accuracy>=0.5")],
             ..GatePlan::default()
         };
-        // (plan, offline, gates, last gate is the offline gate, verdict)
         let allowed = GatePlan {
             allow_offline: true,
             ..gated.clone()
@@ -719,6 +718,120 @@ mod tests {
         ];
         for (verdict, text) in cases {
             assert_eq!(verdict.to_string(), text);
+        }
+    }
+
+    fn finished(total: usize, failed: usize) -> RunMeta {
+        serde_json::from_value(json!({
+            "name": "ev", "flow": "f", "flow_name": "f", "variant": "default",
+            "status": "Completed", "created": "2026-12-06T00:00:00Z", "total_lines": total,
+            "completed_lines": total - failed, "failed_lines": failed,
+            "tokens": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "latency_ms": {"p50": 0.0, "p90": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0},
+            "concurrency": 1, "flow_version": "test",
+        }))
+        .unwrap()
+    }
+
+    fn error(kind: ErrorKind) -> ErrorInfo {
+        serde_json::from_value(json!({"kind": kind, "message": "boom"})).unwrap()
+    }
+
+    #[test]
+    fn a_finished_batch_is_judged_stops_first_then_aggregation_then_lines() {
+        use crate::batch::BatchOutcome;
+        use crate::record::AggregationResult;
+        let outcome =
+            |unusable: bool, canceled: bool, aggregation_error: bool, errors: &[ErrorKind]| {
+                BatchOutcome {
+                    endpoint_unusable: unusable.then(|| error(ErrorKind::Endpoint)),
+                    canceled,
+                    aggregation: Some(AggregationResult {
+                        nodes: Vec::new(),
+                        metrics: Map::new(),
+                        error: aggregation_error.then(|| error(ErrorKind::Provider)),
+                    }),
+                    first_errors: errors
+                        .iter()
+                        .enumerate()
+                        .map(|(n, k)| (n, error(*k)))
+                        .collect(),
+                    ..BatchOutcome::default()
+                }
+            };
+        let lines = |failed, total| FlowProblem::LinesFailed {
+            failed,
+            total,
+            run: "ev".into(),
+        };
+        let endpoint = [ErrorKind::Endpoint, ErrorKind::Endpoint];
+        let mixed = [ErrorKind::Endpoint, ErrorKind::Provider];
+        // (meta, outcome, allow_failures, judged)
+        let cases = [
+            (
+                finished(3, 0),
+                outcome(false, false, false, &[]),
+                false,
+                Ok(None),
+            ),
+            (
+                finished(3, 1),
+                outcome(true, true, true, &endpoint),
+                false,
+                Err("unusable"),
+            ),
+            (
+                finished(3, 1),
+                outcome(false, true, true, &endpoint),
+                false,
+                Err("canceled"),
+            ),
+            (
+                finished(3, 1),
+                outcome(false, false, true, &mixed),
+                false,
+                Ok(Some(FlowProblem::Aggregation("boom".into()))),
+            ),
+            (
+                finished(3, 1),
+                outcome(false, false, false, &mixed),
+                false,
+                Ok(Some(lines(1, 3))),
+            ),
+            (
+                finished(3, 1),
+                outcome(false, false, false, &mixed),
+                true,
+                Ok(None),
+            ),
+            (
+                finished(2, 2),
+                outcome(false, false, false, &mixed),
+                true,
+                Ok(Some(lines(2, 2))),
+            ),
+            (
+                finished(2, 2),
+                outcome(false, false, false, &endpoint),
+                false,
+                Err("every line"),
+            ),
+            (
+                finished(3, 1),
+                outcome(false, false, false, &endpoint),
+                false,
+                Ok(Some(lines(1, 3))),
+            ),
+        ];
+        for (i, (meta, outcome, allow, want)) in cases.into_iter().enumerate() {
+            let got = judge_batch(&meta, &outcome, allow);
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "case {i}"),
+                (Err(BatchStop::EndpointUnusable { .. }), Err("unusable"))
+                | (Err(BatchStop::Canceled { .. }), Err("canceled"))
+                | (Err(BatchStop::EveryLineEndpoint { .. }), Err("every line")) => {}
+                (got, want) => panic!("case {i}: got {got:?}, want {want:?}"),
+            }
         }
     }
 }
