@@ -3,10 +3,37 @@
 use std::io;
 use std::path::PathBuf;
 
-use super::models::JudgeErrorOrText;
+use super::models::ModelScoreError;
 use super::verdict::BatchStop;
 use crate::batch::DirBatchError;
+use crate::data::DataError;
 use crate::diagnostic::Diagnostic;
+
+/// Why evaluators could not read what they score (the run, its lines, the dataset) or write
+/// their scores.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    #[error("cannot read the run {}: {source}", .path.display())]
+    ReadRun {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read line {line} of the run: {source}")]
+    ReadLine {
+        line: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("cannot write the scores {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
 
 /// Which batch of an evaluation an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,16 +96,20 @@ pub enum EvalError {
     #[error("{batch} stopped: {}", stop_text(.stop))]
     Stopped { batch: EvalBatch, stop: BatchStop },
     /// Built-in evaluators could not score the run (it or the dataset cannot be read).
-    #[error("{}{message}", .sample.map(|s| format!("sample {s}: ")).unwrap_or_default())]
+    #[error("{}{source}", .sample.map(|s| format!("sample {s}: ")).unwrap_or_default())]
     Scoring {
         /// The repeated sample scored, if not the run itself.
         sample: Option<u32>,
-        message: String,
+        #[source]
+        source: ScoreError,
     },
+    /// Model evaluators were given without a client to call them through (a bug in the caller).
+    #[error("model evaluators need a model client, and the evaluation was given none")]
+    NoModelClient,
     /// Model-based evaluators could not score the run (an unusable endpoint, a configuration
     /// problem, or the run cannot be read).
     #[error(transparent)]
-    Models(JudgeErrorOrText),
+    Models(ModelScoreError),
     /// The evaluation's own files could not be read or written.
     #[error("cannot {action} {}: {source}", .path.display())]
     Io {
@@ -111,7 +142,7 @@ impl EvalError {
     /// The model endpoint cannot be used at all (a judge's or a batch's).
     pub fn endpoint_unusable(&self) -> bool {
         match self {
-            EvalError::Models(JudgeErrorOrText::Judge(j)) => j.endpoint_unusable(),
+            EvalError::Models(ModelScoreError::Judge(j)) => j.endpoint_unusable(),
             EvalError::Stopped { stop, .. } => !matches!(stop, BatchStop::Canceled { .. }),
             _ => false,
         }

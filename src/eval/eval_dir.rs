@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use serde_json::{Map, Value};
 
 use super::builtin::{BuiltinOutcome, LineScore, score_run};
+use super::error::ScoreError;
 use super::models::{ModelEvaluator, ModelLine};
 use crate::data::ColumnMapping;
 use crate::evaluators::EvaluatorSpec;
@@ -114,13 +115,16 @@ pub fn score_into_dir(
     mapping: &ColumnMapping,
     evaluators: &[EvaluatorSpec],
     each: impl FnMut(&LineScore),
-) -> Result<BuiltinOutcome, String> {
+) -> Result<BuiltinOutcome, ScoreError> {
     let path = eval_dir.path.join(SCORES_FILE);
-    let file = std::fs::File::create(&path)
-        .map_err(|e| format!("cannot write scores {}: {e}", path.display()))?;
+    let write = |source| ScoreError::Write {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::File::create(&path).map_err(write)?;
     let mut out = BufWriter::new(file);
-    let outcome = score_run(base, data, mapping, evaluators, &mut out, each)?;
-    io::Write::flush(&mut out).map_err(|e| format!("cannot write scores: {e}"))?;
+    let outcome = score_run(base, data, mapping, evaluators, &mut out, &path, each)?;
+    io::Write::flush(&mut out).map_err(write)?;
     Ok(outcome)
 }
 

@@ -12,7 +12,6 @@ use tokio::sync::watch;
 
 use super::error::{EvalBatch, EvalError};
 use super::eval_dir;
-use super::models::JudgeErrorOrText;
 use super::models::{ModelEvaluator, score_with_models};
 use super::verdict::{
     self, FlowProblem, GatePlan, Tallies, Verdict, WorstLine, judge_batch, rank_worst,
@@ -176,11 +175,76 @@ impl EvalOutcome {
     }
 }
 
-/// The lines an evaluation without a flow scored, for its `meta.json`.
+/// What the evaluators found, line by line.
 #[derive(Default)]
-struct Scored {
+struct Findings {
+    cases: Vec<CaseResult>,
+    worst: Vec<WorstLine>,
+    tallies: Tallies,
+    /// The lines scored, and those that could not be (for the `meta.json` of an evaluation
+    /// without a flow).
     lines: BTreeSet<usize>,
-    failed: BTreeSet<usize>,
+    unscored: BTreeSet<usize>,
+}
+
+impl Findings {
+    /// One line's built-in scores over the run itself.
+    fn builtin_line(&mut self, line: &super::LineScore) {
+        self.lines.insert(line.line_number);
+        if line.base_error.is_some() {
+            self.unscored.insert(line.line_number);
+        }
+        for (evaluator, score) in &line.scores {
+            self.tallies
+                .record(evaluator, line.line_number, score.passed);
+            self.case(
+                line.line_number,
+                evaluator,
+                score.score,
+                score.passed,
+                &score.reason,
+                &line.prediction,
+            );
+        }
+    }
+
+    /// One line's model-based scores.
+    fn model_line(&mut self, line: &super::ModelLine) {
+        self.lines.insert(line.line_number);
+        for (name, score, passed, reason) in &line.scores {
+            if score.is_none() {
+                self.unscored.insert(line.line_number);
+            }
+            self.case(line.line_number, name, *score, *passed, reason, "");
+        }
+    }
+
+    fn case(
+        &mut self,
+        line_number: usize,
+        evaluator: &str,
+        score: Option<f64>,
+        passed: bool,
+        reason: &str,
+        prediction: &str,
+    ) {
+        self.cases.push(CaseResult {
+            line_number,
+            evaluator: evaluator.to_string(),
+            passed,
+            score,
+            message: reason.to_string(),
+            duration_s: 0.0,
+        });
+        if !passed {
+            self.worst.push(WorstLine {
+                line_number,
+                prediction: prediction.to_string(),
+                why: format!("{evaluator}: {reason}"),
+                score,
+            });
+        }
+    }
 }
 
 /// Run the evaluation `plan` describes into `plan.dir` and judge it.
@@ -238,10 +302,7 @@ pub async fn evaluate(
 
     // 2. Built-in evaluators, over the run and then over each repeated sample.
     let mut metrics = super::read_metrics(dir);
-    let mut cases: Vec<CaseResult> = Vec::new();
-    let mut worst: Vec<WorstLine> = Vec::new();
-    let mut tallies = Tallies::default();
-    let mut scored = Scored::default();
+    let mut found = Findings::default();
     let mut failed_base_lines = 0;
     if !plan.builtin.is_empty() {
         let outcome = super::score_into_dir(
@@ -250,35 +311,11 @@ pub async fn evaluate(
             &data,
             &plan.mapping,
             &plan.builtin,
-            |line| {
-                scored.lines.insert(line.line_number);
-                if line.base_error.is_some() {
-                    scored.failed.insert(line.line_number);
-                }
-                for (evaluator, score) in &line.scores {
-                    tallies.record(evaluator, line.line_number, score.passed);
-                    cases.push(CaseResult {
-                        line_number: line.line_number,
-                        evaluator: evaluator.clone(),
-                        passed: score.passed,
-                        score: score.score,
-                        message: score.reason.clone(),
-                        duration_s: 0.0,
-                    });
-                    if !score.passed {
-                        worst.push(WorstLine {
-                            line_number: line.line_number,
-                            prediction: line.prediction.clone(),
-                            why: format!("{evaluator}: {}", score.reason),
-                            score: score.score,
-                        });
-                    }
-                }
-            },
+            |line| found.builtin_line(line),
         )
-        .map_err(|message| EvalError::Scoring {
+        .map_err(|source| EvalError::Scoring {
             sample: None,
-            message,
+            source,
         })?;
         failed_base_lines = outcome.failed_base_lines;
         super::merge_metrics(&mut metrics, &outcome.metrics);
@@ -286,10 +323,12 @@ pub async fn evaluate(
     let mut repeat_gates = Vec::new();
     if let Some(repeat) = &plan.repeat {
         for sample in 1..repeat.samples {
-            score_sample(&plan, repeat, sample, &mut tallies, observer).await?;
+            score_sample(&plan, repeat, sample, &mut found.tallies, observer).await?;
         }
         let names: Vec<String> = plan.builtin.iter().map(|e| e.name.clone()).collect();
-        let (k_metrics, gates) = tallies.repeat_results(&names, repeat.require as usize);
+        let (k_metrics, gates) = found
+            .tallies
+            .repeat_results(&names, repeat.require as usize);
         super::merge_metrics(&mut metrics, &k_metrics);
         repeat_gates = gates;
     }
@@ -299,30 +338,7 @@ pub async fn evaluate(
     if !plan.models.is_empty() {
         match score_models(&plan, &data).await {
             Ok(lines) => {
-                for line in &lines {
-                    scored.lines.insert(line.line_number);
-                    for (name, score, passed, reason) in &line.scores {
-                        if score.is_none() {
-                            scored.failed.insert(line.line_number);
-                        }
-                        cases.push(CaseResult {
-                            line_number: line.line_number,
-                            evaluator: name.clone(),
-                            passed: *passed,
-                            score: *score,
-                            message: reason.clone(),
-                            duration_s: 0.0,
-                        });
-                        if !passed {
-                            worst.push(WorstLine {
-                                line_number: line.line_number,
-                                prediction: String::new(),
-                                why: format!("{name}: {reason}"),
-                                score: *score,
-                            });
-                        }
-                    }
-                }
+                lines.iter().for_each(|line| found.model_line(line));
                 let model_metrics = super::record_model_scores(dir, &lines).map_err(
                     EvalError::io("write", dir.path.join(eval_dir::JUDGE_SCORES_FILE)),
                 )?;
@@ -359,13 +375,20 @@ pub async fn evaluate(
         &plan.base_meta.name,
         &gates,
     );
+    let Findings {
+        mut cases,
+        mut worst,
+        lines,
+        unscored,
+        ..
+    } = found;
     rank_worst(&mut worst);
     cases.extend(flow_cases(dir));
 
     // 5. The evaluation's record.
     if plan.flow.is_none() {
-        meta.total_lines = scored.lines.len();
-        meta.failed_lines = scored.failed.len();
+        meta.total_lines = lines.len();
+        meta.failed_lines = unscored.len();
         meta.completed_lines = meta.total_lines.saturating_sub(meta.failed_lines);
         meta.end_time = Some(timestamp(SystemTime::now()));
     }
@@ -498,15 +521,16 @@ async fn score_sample(
         &plan.mapping,
         &plan.builtin,
         &mut out,
+        &scores,
         |line| {
             for (evaluator, score) in &line.scores {
                 tallies.record(evaluator, line.line_number, score.passed);
             }
         },
     )
-    .map_err(|message| EvalError::Scoring {
+    .map_err(|source| EvalError::Scoring {
         sample: Some(sample),
-        message,
+        source,
     })?;
     std::io::Write::flush(&mut out).map_err(EvalError::io("write", &scores))?;
     Ok(())
@@ -518,9 +542,7 @@ async fn score_models(
     data: &std::path::Path,
 ) -> Result<Vec<super::ModelLine>, EvalError> {
     let Some(client) = plan.client else {
-        return Err(EvalError::Models(JudgeErrorOrText::Text(
-            "model evaluators need a model client, and the evaluation was given none".into(),
-        )));
+        return Err(EvalError::NoModelClient);
     };
     score_with_models(
         &plan.base,

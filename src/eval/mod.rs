@@ -13,13 +13,13 @@ mod models;
 pub mod verdict;
 
 pub use builtin::{BuiltinOutcome, LineScore, score_run};
-pub use error::{EvalBatch, EvalError};
+pub use error::{EvalBatch, EvalError, ScoreError};
 pub use eval_dir::{
     JUDGE_SCORES_FILE, SCORES_FILE, builtin_only_meta, merge_metrics, read_metrics,
     record_model_scores, score_into_dir, write_metrics,
 };
 pub use evaluate::{EvalObserver, EvalOutcome, EvalPlan, Quiet, Repeat, evaluate};
 pub use models::{
-    JudgeErrorOrText, ModelEvaluator, ModelLine, ModelSpec, is_model_evaluator, score_with_models,
+    ModelEvaluator, ModelLine, ModelScoreError, ModelSpec, is_model_evaluator, score_with_models,
 };
 pub use verdict::{Baseline, GatePlan, Verdict};

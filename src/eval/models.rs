@@ -7,6 +7,7 @@ use futures::stream::{self, StreamExt};
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
+use super::error::ScoreError;
 use crate::cache::ResponseCache;
 use crate::connection::EnvVars;
 use crate::data::{BaseRun, ColumnMapping};
@@ -137,10 +138,16 @@ fn text(v: Option<&Value>) -> Option<String> {
 /// Gather, per line, `question`, `answer` (the prediction), `context` and `ground_truth`: mapped
 /// with `--column-mapping`, else from same-named data columns or the base line's inputs; the
 /// answer defaults to the run's only output.
-fn fields(base: &RunDir, data: &Path, mapping: &ColumnMapping) -> Result<Vec<LineFields>, String> {
-    let journal = read_journal(base)
-        .map_err(|e| format!("cannot read the run {}: {e}", base.path.display()))?;
-    let base_run = BaseRun::load(&base.path).map_err(|e| e.to_string())?;
+fn fields(
+    base: &RunDir,
+    data: &Path,
+    mapping: &ColumnMapping,
+) -> Result<Vec<LineFields>, ScoreError> {
+    let journal = read_journal(base).map_err(|source| ScoreError::ReadRun {
+        path: base.path.clone(),
+        source,
+    })?;
+    let base_run = BaseRun::load(&base.path)?;
     let names = ["question", "prediction", "context", "ground_truth"];
     let inputs: IndexMap<String, FlowInput> = names
         .iter()
@@ -158,10 +165,12 @@ fn fields(base: &RunDir, data: &Path, mapping: &ColumnMapping) -> Result<Vec<Lin
         })
         .collect();
     let mut out = Vec::new();
-    for item in crate::data::open(data).map_err(|e| e.to_string())? {
+    for item in crate::data::open(data)? {
         let Ok(row) = item else { continue };
         let n = row.line_number;
-        let record = journal.line(n).map_err(|e| e.to_string())?;
+        let record = journal
+            .line(n)
+            .map_err(|source| ScoreError::ReadLine { line: n, source })?;
         let mut line = LineFields {
             line_number: n,
             base_error: None,
@@ -207,8 +216,8 @@ pub async fn score_with_models(
     client: &LlmClient,
     cache: Option<&ResponseCache>,
     concurrency: usize,
-) -> Result<Vec<ModelLine>, JudgeErrorOrText> {
-    let lines = fields(base, data, mapping).map_err(JudgeErrorOrText::Text)?;
+) -> Result<Vec<ModelLine>, ModelScoreError> {
+    let lines = fields(base, data, mapping).map_err(ModelScoreError::Read)?;
     let scored: Vec<Result<ModelLine, JudgeError>> = stream::iter(lines)
         // Owned lines: a closure over borrowed ones would keep the future from being Send
         // for every lifetime, which spawning it needs (rustc's higher-ranked lifetimes).
@@ -219,7 +228,7 @@ pub async fn score_with_models(
     scored
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
-        .map_err(JudgeErrorOrText::Judge)
+        .map_err(ModelScoreError::Judge)
 }
 
 /// Score one line with every model evaluator (see [`score_with_models`]).
@@ -276,9 +285,12 @@ async fn score_line(
 
 /// Why model-based scoring could not run.
 #[derive(Debug, thiserror::Error)]
-pub enum JudgeErrorOrText {
+pub enum ModelScoreError {
+    /// A judge or embedding call that cannot succeed for any line (unusable endpoint,
+    /// configuration).
     #[error(transparent)]
-    Judge(JudgeError),
-    #[error("{0}")]
-    Text(String),
+    Judge(#[from] JudgeError),
+    /// The run or the dataset cannot be read.
+    #[error(transparent)]
+    Read(#[from] ScoreError),
 }
