@@ -27,7 +27,7 @@ use flow::executor::{Executor, ExecutorOptions};
 use flow::gate::Threshold;
 use flow::provider::{ClientConfig, LlmClient};
 use flow::record::LineResult;
-use flow::run_store::{self, RunDir, RunSettings};
+use flow::run_store::{self, RunDir, RunMeta, RunSettings};
 use flow::telemetry::{OtlpConfig, TracedProgress, Tracer};
 
 #[derive(Debug, Args)]
@@ -96,143 +96,199 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<(), Failure> {
-    let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
-    if args.eval_flow.is_none() && args.evaluators.is_empty() {
-        return Err(eval_failure(EvalError::NothingToEvaluate));
-    }
-    let (model_specs, plain_specs): (Vec<&String>, Vec<&String>) =
-        args.evaluators.iter().partition(|s| is_model_evaluator(s));
-    let builtin: Vec<EvaluatorSpec> = plain_specs
-        .iter()
-        .map(|s| {
-            s.parse::<EvaluatorSpec>()
-                .map_err(|e| Failure::usage(format!("error: --evaluator {s}: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
-    let model_evaluators = prepare_model_evaluators(&model_specs, &args.model, &project)?;
-    let thresholds: Vec<Threshold> = args
-        .thresholds
-        .iter()
-        .map(|s| {
-            s.parse::<Threshold>()
-                .map_err(|e| Failure::usage(format!("error: --threshold {s}: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
-    if !(args.tolerance >= 0.0 && args.tolerance.is_finite()) {
-        return Err(eval_failure(EvalError::BadTolerance));
-    }
-    let base = super::runs::locate(&project, &args.run)?;
-    let base_meta = base.read_meta().map_err(|e| {
-        Failure::usage(format!(
-            "error: cannot read {}: {e}",
-            base.meta_file().display()
-        ))
-    })?;
-    let baseline = match &args.baseline {
-        Some(b) => {
-            let dir = super::runs::locate(&project, b)?;
-            Some(Baseline::read(b, &dir).map_err(eval_failure)?)
+    let inputs = Inputs::from_args(&args)?;
+    let (base, base_name, dir) = (
+        inputs.base.clone(),
+        inputs.base_meta.name.clone(),
+        inputs.dir.clone(),
+    );
+    let rt = super::runtime()?;
+    let outcome = super::on_workers(&rt, inputs.evaluate())?;
+    report(&args, &outcome, &base, &base_name, &dir)
+}
+
+/// Everything an evaluation needs, from the command line, owned (it runs on the runtime's
+/// worker threads).
+struct Inputs {
+    base: RunDir,
+    base_meta: RunMeta,
+    dir: RunDir,
+    data: PathBuf,
+    mapping: ColumnMapping,
+    mapping_args: Vec<String>,
+    /// The evaluation flow, loaded, and how it runs (prepared on the runtime).
+    eval_flow: Option<(flow::model::Flow, ExecutorOptions)>,
+    builtin: Vec<EvaluatorSpec>,
+    models: Vec<ModelEvaluator>,
+    client: Option<LlmClient>,
+    cache: Option<flow::cache::ResponseCache>,
+    repeat: Option<Repeat>,
+    gates: GatePlan,
+    batch: BatchConfig,
+    settings: RunSettings,
+    offline: bool,
+    model_concurrency: usize,
+}
+
+impl Inputs {
+    /// Parse and check the command line, locate the runs, load the flows.
+    fn from_args(args: &EvalArgs) -> Result<Inputs, Failure> {
+        let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
+        if args.eval_flow.is_none() && args.evaluators.is_empty() {
+            return Err(eval_failure(EvalError::NothingToEvaluate));
         }
-        None => None,
-    };
-    let data = match (&args.data, &base_meta.data) {
-        (Some(d), _) => d.clone(),
-        (None, Some(d)) => PathBuf::from(d),
-        (None, None) => {
+        let (model_specs, plain_specs): (Vec<&String>, Vec<&String>) =
+            args.evaluators.iter().partition(|s| is_model_evaluator(s));
+        let builtin: Vec<EvaluatorSpec> = plain_specs
+            .iter()
+            .map(|s| {
+                s.parse::<EvaluatorSpec>()
+                    .map_err(|e| Failure::usage(format!("error: --evaluator {s}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let model_evaluators = prepare_model_evaluators(&model_specs, &args.model, &project)?;
+        let thresholds: Vec<Threshold> = args
+            .thresholds
+            .iter()
+            .map(|s| {
+                s.parse::<Threshold>()
+                    .map_err(|e| Failure::usage(format!("error: --threshold {s}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        if !(args.tolerance >= 0.0 && args.tolerance.is_finite()) {
+            return Err(eval_failure(EvalError::BadTolerance));
+        }
+        let base = super::runs::locate(&project, &args.run)?;
+        let base_meta = base.read_meta().map_err(|e| {
+            Failure::usage(format!(
+                "error: cannot read {}: {e}",
+                base.meta_file().display()
+            ))
+        })?;
+        let baseline = match &args.baseline {
+            Some(b) => {
+                let dir = super::runs::locate(&project, b)?;
+                Some(Baseline::read(b, &dir).map_err(eval_failure)?)
+            }
+            None => None,
+        };
+        let data = match (&args.data, &base_meta.data) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) => PathBuf::from(d),
+            (None, None) => {
+                return Err(Failure::usage(format!(
+                    "error: run `{}` has no dataset recorded\n  help: pass --data FILE",
+                    base_meta.name
+                )));
+            }
+        };
+        let mapping = ColumnMapping::parse(&args.column_mapping)
+            .map_err(|e| Failure::usage(format!("error: {e}")))?;
+        let name = match &args.name {
+            Some(n) => n.clone(),
+            None => format!("{}_eval_{}", base_meta.name, stamp()),
+        };
+        let dir = RunDir::new(run_store::runs_root(&project).join(&name));
+        if dir.path.exists() {
             return Err(Failure::usage(format!(
-                "error: run `{}` has no dataset recorded\n  help: pass --data FILE",
-                base_meta.name
+                "error: a run named `{name}` already exists at {}\n  help: pick another --name or `flow runs delete {name}`",
+                dir.path.display()
             )));
         }
-    };
-    let mapping = ColumnMapping::parse(&args.column_mapping)
-        .map_err(|e| Failure::usage(format!("error: {e}")))?;
-    let name = match &args.name {
-        Some(n) => n.clone(),
-        None => format!("{}_eval_{}", base_meta.name, stamp()),
-    };
-    let dir = RunDir::new(run_store::runs_root(&project).join(&name));
-    if dir.path.exists() {
-        return Err(Failure::usage(format!(
-            "error: a run named `{name}` already exists at {}\n  help: pick another --name or `flow runs delete {name}`",
-            dir.path.display()
-        )));
-    }
-    let concurrency = args.concurrency.max(1);
-    let runs_batches = args.eval_flow.is_some() || args.repeat > 1;
-    let line_timeout = match args.line_timeout {
-        Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
-        Some(_) if runs_batches => {
-            return Err(Failure::usage(
-                "error: --line-timeout must be a positive number of seconds",
-            ));
-        }
-        _ => None,
-    };
-    let eval_flow = match &args.eval_flow {
-        Some(path) => {
-            let flow = load_flow(path, &[])?;
-            let options = batch_options(&args, &flow)?;
-            Some((flow, options))
-        }
-        None => None,
-    };
-    let repeat = if args.repeat > 1 {
-        let (flow_path, selections) = Repeat::flow_of(&base_meta).map_err(eval_failure)?;
-        let flow = load_flow(&flow_path, &selections)?;
-        let options = batch_options(&args, &flow)?;
-        Some(Repeat {
-            samples: args.repeat,
-            require: args.require.unwrap_or(args.repeat),
-            flow,
-            options,
+        let concurrency = args.concurrency.max(1);
+        let runs_batches = args.eval_flow.is_some() || args.repeat > 1;
+        let line_timeout = match args.line_timeout {
+            Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+            Some(_) if runs_batches => {
+                return Err(Failure::usage(
+                    "error: --line-timeout must be a positive number of seconds",
+                ));
+            }
+            _ => None,
+        };
+        let eval_flow = match &args.eval_flow {
+            Some(path) => {
+                let flow = load_flow(path, &[])?;
+                let options = batch_options(args, &flow)?;
+                Some((flow, options))
+            }
+            None => None,
+        };
+        let repeat = if args.repeat > 1 {
+            let (flow_path, selections) = Repeat::flow_of(&base_meta).map_err(eval_failure)?;
+            let flow = load_flow(&flow_path, &selections)?;
+            let options = batch_options(args, &flow)?;
+            Some(Repeat {
+                samples: args.repeat,
+                require: args.require.unwrap_or(args.repeat),
+                flow,
+                options,
+            })
+        } else {
+            None
+        };
+        let client = if model_evaluators.is_empty() {
+            None
+        } else {
+            Some(model_client(args, concurrency)?)
+        };
+        let cache = match args.model.cache.mode() {
+            flow::cache::CacheMode::Off => None,
+            mode => Some(flow::cache::ResponseCache::new(
+                args.model.cache.dir(&project),
+                mode,
+            )),
+        };
+        let settings = RunSettings {
+            env_file: args.model.env_file.as_ref().map(|p| {
+                std::path::absolute(p)
+                    .unwrap_or(p.clone())
+                    .display()
+                    .to_string()
+            }),
+            line_timeout_s: args.line_timeout,
+            request_timeout_s: Some(args.model.request_timeout),
+            max_retries: Some(args.model.max_retries),
+            cache: Some(args.model.cache.mode().as_str().to_string()),
+            require_base_line: false,
+        };
+        let gates = GatePlan {
+            thresholds,
+            baseline,
+            tolerance: args.tolerance,
+            allow_offline: args.allow_offline,
+        };
+        let batch = BatchConfig {
+            concurrency,
+            line_timeout,
+            ..BatchConfig::default()
+        };
+        let offline = args.model.offline;
+        let model_concurrency = args.concurrency;
+        Ok(Inputs {
+            base,
+            base_meta,
+            dir,
+            data,
+            mapping,
+            mapping_args: args.column_mapping.clone(),
+            eval_flow,
+            builtin,
+            models: model_evaluators,
+            client,
+            cache,
+            repeat,
+            gates,
+            batch,
+            settings,
+            offline,
+            model_concurrency,
         })
-    } else {
-        None
-    };
-    let client = if model_evaluators.is_empty() {
-        None
-    } else {
-        Some(model_client(&args, concurrency)?)
-    };
-    let cache = match args.model.cache.mode() {
-        flow::cache::CacheMode::Off => None,
-        mode => Some(flow::cache::ResponseCache::new(
-            args.model.cache.dir(&project),
-            mode,
-        )),
-    };
-    let settings = RunSettings {
-        env_file: args.model.env_file.as_ref().map(|p| {
-            std::path::absolute(p)
-                .unwrap_or(p.clone())
-                .display()
-                .to_string()
-        }),
-        line_timeout_s: args.line_timeout,
-        request_timeout_s: Some(args.model.request_timeout),
-        max_retries: Some(args.model.max_retries),
-        cache: Some(args.model.cache.mode().as_str().to_string()),
-        require_base_line: false,
-    };
-    let gates = GatePlan {
-        thresholds,
-        baseline,
-        tolerance: args.tolerance,
-        allow_offline: args.allow_offline,
-    };
-    let batch = BatchConfig {
-        concurrency,
-        line_timeout,
-        ..BatchConfig::default()
-    };
-    let offline = args.model.offline;
-    let model_concurrency = args.concurrency;
+    }
 
-    let (base_dir, base_name, eval_dir) = (base.clone(), base_meta.name.clone(), dir.clone());
-    let rt = super::runtime()?;
-    let outcome = super::on_workers(&rt, async move {
-        let executor = match eval_flow {
+    /// Prepare the evaluation flow and evaluate, showing the batches; Ctrl-C stops them.
+    async fn evaluate(self) -> Result<EvalOutcome, Failure> {
+        let executor = match self.eval_flow {
             Some((flow, options)) => Some(prepare(flow, &options).await?),
             None => None,
         };
@@ -246,37 +302,35 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
                 }
             }
         });
+        let printer = Printer::new(self.batch.concurrency);
         let plan = EvalPlan {
-            base,
-            base_meta,
-            dir,
-            data,
-            mapping,
-            mapping_args: args.column_mapping.clone(),
+            base: self.base,
+            base_meta: self.base_meta,
+            dir: self.dir,
+            data: self.data,
+            mapping: self.mapping,
+            mapping_args: self.mapping_args,
             flow: executor.as_ref(),
-            builtin,
-            models: &model_evaluators,
-            client: client.as_ref(),
-            cache: cache.as_ref(),
-            model_concurrency,
-            repeat,
-            gates,
-            batch,
-            settings,
-            offline,
+            builtin: self.builtin,
+            models: &self.models,
+            client: self.client.as_ref(),
+            cache: self.cache.as_ref(),
+            model_concurrency: self.model_concurrency,
+            repeat: self.repeat,
+            gates: self.gates,
+            batch: self.batch,
+            settings: self.settings,
+            offline: self.offline,
             cancel,
         };
-        let printer = Printer::new(concurrency);
         let outcome = evaluate(plan, &printer).await;
         ctrl_c.abort();
         printer.flush().await;
         if let Some(e) = &executor {
             e.shutdown().await;
         }
-        outcome.map(|o| (o, args)).map_err(eval_failure)
-    })?;
-    let (outcome, args) = outcome;
-    report(&args, &outcome, &base_dir, &base_name, &eval_dir)
+        outcome.map_err(eval_failure)
+    }
 }
 
 /// Write the requested outputs of a finished evaluation, print it, and map its verdict to an
