@@ -818,7 +818,8 @@ mod tests {
             ..plan(&f, "ev", evaluators, GatePlan::default())
         };
         // (plan, the error expected)
-        let cases: Vec<(EvalPlan<'_>, fn(&EvalError) -> bool)> = vec![
+        type Expected = fn(&EvalError) -> bool;
+        let cases: Vec<(EvalPlan<'_>, Expected)> = vec![
             (plan(&f, "ev", &[], GatePlan::default()), |e| {
                 matches!(e, EvalError::NothingToEvaluate)
             }),
