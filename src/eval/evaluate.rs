@@ -855,6 +855,67 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn judges_alone_also_count_failed_lines_of_the_run() {
+        let f = fixture(&[Some("a"), None], false);
+        let judge = "relevance:connection=judge"
+            .parse::<crate::eval::ModelSpec>()
+            .unwrap()
+            .prepare(&crate::connection::EnvVars::default(), true)
+            .unwrap();
+        let models = [judge];
+        let client = LlmClient::with_config(crate::provider::ClientConfig::default()).unwrap();
+        let p = EvalPlan {
+            models: &models,
+            client: Some(&client),
+            ..plan(&f, "ev", &[], GatePlan::default())
+        };
+        let dir = p.dir.clone();
+        let outcome = evaluate(p, &Quiet).await.unwrap();
+        assert_eq!(
+            outcome.verdict,
+            Verdict::Failed(FailReason::BaseLines {
+                lines: 1,
+                run: "main".into()
+            })
+        );
+        assert_eq!(outcome.cases.len(), 2);
+        assert!(
+            outcome.cases.iter().all(|c| !c.passed),
+            "offline judges never pass"
+        );
+        assert_eq!(outcome.meta.flow_name, "model evaluators");
+        assert!(dir.path.join(eval_dir::JUDGE_SCORES_FILE).is_file());
+        let described: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path.join(eval_dir::EVALUATORS_FILE)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(described[0]["evaluator"], "relevance");
+    }
+
+    #[tokio::test]
+    async fn model_evaluators_without_a_client_are_refused() {
+        let f = fixture(&[Some("a")], false);
+        let judge = "relevance:connection=judge"
+            .parse::<crate::eval::ModelSpec>()
+            .unwrap()
+            .prepare(&crate::connection::EnvVars::default(), true)
+            .unwrap();
+        let models = [judge];
+        let p = EvalPlan {
+            models: &models,
+            ..plan(&f, "ev", &[], GatePlan::default())
+        };
+        let dir = p.dir.clone();
+        let err = evaluate(p, &Quiet).await.err();
+        assert!(matches!(err, Some(EvalError::NoModelClient)), "{err:?}");
+        assert_eq!(
+            dir.read_meta().unwrap().status,
+            RunStatus::Failed,
+            "what the evaluation has is recorded as failed"
+        );
+    }
+
     #[test]
     fn a_run_of_no_flow_or_no_data_cannot_be_sampled_again() {
         let f = fixture(&[Some("a")], false);
