@@ -850,6 +850,24 @@ fn an_llm_judge_scores_every_run_through_the_shared_client() {
     let described = read_json(&eval_dir.join("evaluators.json"));
     assert_eq!(described[0]["model"], "gpt-judge");
 
+    // A judge whose key is refused: the comparison means nothing, and the experiment exits as
+    // an unusable endpoint (3), not as a quality failure (1).
+    let run = ctx
+        .cmd()
+        .args(["experiment", "--name", "j-refused", "--no-cache"])
+        .env("JUDGE_API_KEY", "sk-refused-0000000000")
+        .env("JUDGE_API_BASE", ctx.mock().openai_base())
+        .env("JUDGE_MODEL", "gpt-judge")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("an evaluator's endpoint could not be used"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("JUDGE_API_KEY"), "{stderr}");
+
     // A judge without a connection is refused where it is written.
     ctx.write(
         "experiment.yaml",

@@ -176,6 +176,7 @@ pub fn new_run_meta(
         flow_version: env!("CARGO_PKG_VERSION").to_string(),
         shard: None,
         merged_from: Vec::new(),
+        experiment: None,
     }
 }
 

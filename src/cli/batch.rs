@@ -91,6 +91,8 @@ pub(super) struct Reporting {
 
 /// A batch that ran to its end (or was stopped): its record, and the failure to report, if any.
 pub(super) struct Finished {
+    // No caller reads it since `flow eval` evaluates through `flow::eval::evaluate`.
+    #[allow(dead_code)]
     pub meta: RunMeta,
     pub failure: Option<Failure>,
 }
@@ -371,7 +373,7 @@ fn shard_info(flow: &Flow, plan: &Plan, shard: Shard) -> Result<ShardInfo, Failu
 
 /// Python workers for a batch: enough to keep up with the lines in flight without starting
 /// more interpreters than the machine can run (each is a process).
-fn python_workers(concurrency: usize) -> usize {
+pub(super) fn python_workers(concurrency: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     concurrency.clamp(1, (2 * cores).max(4))
 }

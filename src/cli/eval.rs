@@ -3,19 +3,33 @@
 //! CI outputs (JUnit, Markdown summary, GitHub annotations).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::Args;
-use serde_json::{Map, Value};
+use tokio::sync::watch;
 
-use super::batch::{Plan, Reporting, run_plan};
-use super::output::{Failure, bold, color_stderr};
-use super::settings::{BatchOptions, Count, ModelArgs, NonNegative, OutputArgs, OutputFormat};
-use flow::ci_report::{CaseResult, SummaryInput, github_annotations, junit_xml, markdown_summary};
+use super::common::{
+    OutputFormat, executor_options, line_failure, load_flow, prepare, run_settings,
+};
+use super::output::{Failure, bold, color_stderr, dim};
+use super::progress::CliProgress;
+use super::settings::{BatchOptions, Count, ModelArgs, NonNegative, OutputArgs, Seconds};
+use flow::batch::{BatchConfig, DirRun, Progress};
+use flow::ci_report::{SummaryInput, github_annotations, junit_xml, markdown_summary};
 use flow::data::ColumnMapping;
-use flow::eval::ModelEvaluator;
+use flow::eval::verdict::{BatchStop, FailReason, FlowProblem};
+use flow::eval::{
+    Baseline, EvalBatch, EvalError, EvalObserver, EvalOutcome, EvalPlan, GatePlan, ModelEvaluator,
+    ModelSpec, Repeat, Verdict, evaluate, is_model_evaluator,
+};
 use flow::evaluators::EvaluatorSpec;
-use flow::gate::{GateResult, Threshold, check_baseline, check_thresholds};
-use flow::run_store::{self, RunDir, RunMeta, RunStatus};
+use flow::executor::{Executor, ExecutorOptions};
+use flow::gate::Threshold;
+use flow::provider::{ClientConfig, LlmClient};
+use flow::record::LineResult;
+use flow::run_store::{self, RunDir, RunMeta, RunSettings};
+use flow::telemetry::{OtlpConfig, TracedProgress, Tracer};
 
 #[derive(Debug, Args)]
 #[command(
@@ -80,286 +94,234 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<(), Failure> {
-    let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
-    if args.eval_flow.is_none() && args.evaluators.is_empty() {
-        return Err(Failure::usage(
-            "error: nothing to evaluate with\n  help: give an evaluation flow (flow eval --run RUN flows/eval-accuracy) or --evaluator NAME",
-        ));
-    }
-    let (model_specs, plain_specs): (Vec<&String>, Vec<&String>) =
-        args.evaluators.iter().partition(|s| is_model_evaluator(s));
-    let evaluators: Vec<EvaluatorSpec> = plain_specs
-        .iter()
-        .map(|s| {
-            s.parse::<EvaluatorSpec>()
-                .map_err(|e| Failure::usage(format!("error: --evaluator {s}: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
-    let model_evaluators = prepare_model_evaluators(&model_specs, &args.model, &project)?;
-    let thresholds: Vec<Threshold> = args
-        .thresholds
-        .iter()
-        .map(|s| {
-            s.parse::<Threshold>()
-                .map_err(|e| Failure::usage(format!("error: --threshold {s}: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
-    let base = super::runs::locate(&project, &args.run)?;
-    let base_meta = base.read_meta().map_err(|e| {
-        Failure::usage(format!(
-            "error: cannot read {}: {e}",
-            base.meta_file().display()
-        ))
-    })?;
-    let baseline = match &args.baseline {
-        Some(b) => Some(super::runs::locate(&project, b)?),
-        None => None,
-    };
-    let data = match (&args.data, &base_meta.data) {
-        (Some(d), _) => d.clone(),
-        (None, Some(d)) => PathBuf::from(d),
-        (None, None) => {
-            return Err(Failure::usage(format!(
-                "error: run `{}` has no dataset recorded\n  help: pass --data FILE",
-                base_meta.name
-            )));
-        }
-    };
-    let mapping = ColumnMapping::parse(&args.column_mapping)
-        .map_err(|e| Failure::usage(format!("error: {e}")))?;
-    let name = match &args.batch.name {
-        Some(n) => n.clone(),
-        None => format!("{}_eval_{}", base_meta.name, stamp()),
-    };
-    let dir = RunDir::new(run_store::runs_root(&project).join(&name));
-    if dir.path.exists() {
-        return Err(Failure::usage(format!(
-            "error: a run named `{name}` already exists at {}\n  help: pick another --name or `flow runs delete {name}`",
-            dir.path.display()
-        )));
-    }
-
-    // 1. The evaluation flow, as a batch over the base run.
-    let mut failure: Option<Failure> = None;
-    let mut meta = match &args.eval_flow {
-        Some(flow_path) => {
-            let plan = Plan {
-                flow_path: flow_path.clone(),
-                selections: Vec::new(),
-                data: std::path::absolute(&data).unwrap_or(data.clone()),
-                mapping_args: args.column_mapping.clone(),
-                base_run: Some(base.path.clone()),
-                dir: dir.clone(),
-                resumed: None,
-                concurrency: args.batch.concurrency(),
-                line_timeout: args
-                    .batch
-                    .line_timeout
-                    .map(super::settings::Seconds::as_secs_f64),
-                require_base_line: true,
-                sample: None,
-                shard: None,
-                upload: None,
-            };
-            let reporting = Reporting {
-                output: OutputFormat::Text,
-                allow_failures: false,
-            };
-            let finished = run_plan(&plan, &args.model, reporting)?;
-            if let Some(f) = finished.failure {
-                if f.class != flow::error::ErrorClass::Quality {
-                    return Err(f);
-                }
-                failure = Some(f);
-            }
-            finished.meta
-        }
-        None => {
-            std::fs::create_dir_all(&dir.path).map_err(|e| {
-                Failure::usage(format!("error: cannot create {}: {e}", dir.path.display()))
-            })?;
-            flow::eval::builtin_only_meta(&name, &base, &base_meta, &data)
-        }
-    };
-
-    // 2. Built-in evaluators.
-    let mut builtin_cases: Vec<CaseResult> = Vec::new();
-    let mut worst: Vec<(usize, String, String, f64)> = Vec::new();
-    let mut failed_base_lines = 0;
-    let mut tallies: std::collections::BTreeMap<(String, usize), (usize, usize)> =
-        Default::default();
-    let mut metrics: Map<String, Value> = flow::eval::read_metrics(&dir);
-    if !evaluators.is_empty() {
-        let outcome =
-            flow::eval::score_into_dir(&dir, &base, &data, &mapping, &evaluators, |line| {
-                for (evaluator, score) in &line.scores {
-                    let t = tallies
-                        .entry((evaluator.clone(), line.line_number))
-                        .or_insert((0, 0));
-                    t.0 += usize::from(score.passed);
-                    t.1 += 1;
-                    builtin_cases.push(CaseResult {
-                        line_number: line.line_number,
-                        evaluator: evaluator.clone(),
-                        passed: score.passed,
-                        score: score.score,
-                        message: score.reason.clone(),
-                        duration_s: 0.0,
-                    });
-                    if !score.passed {
-                        worst.push((
-                            line.line_number,
-                            line.prediction.clone(),
-                            format!("{evaluator}: {}", score.reason),
-                            score.score.unwrap_or(f64::NEG_INFINITY),
-                        ));
-                    }
-                }
-            })
-            .map_err(|e| Failure::usage(format!("error: {e}")))?;
-        failed_base_lines = outcome.failed_base_lines;
-        flow::eval::merge_metrics(&mut metrics, &outcome.metrics);
-        if outcome.failed_base_lines > 0 && failure.is_none() {
-            failure = Some(Failure::quality(format!(
-                "{} line(s) of run `{}` failed; they count as failed evaluations",
-                outcome.failed_base_lines, base_meta.name
-            )));
-        }
-    }
-    let mut repeat_gates: Vec<GateResult> = Vec::new();
-    let repeat = args.repeat.get();
-    if repeat > 1 {
-        if evaluators.is_empty() {
-            return Err(Failure::usage(
-                "error: --repeat samples lines for built-in evaluators: add --evaluator NAME",
-            ));
-        }
-        let k = args.require.map_or(repeat, Count::get);
-        if k > repeat {
-            return Err(Failure::usage(format!(
-                "error: --require must be between 1 and --repeat ({repeat})"
-            )));
-        }
-        for sample in 1..repeat {
-            let sample_dir = RunDir::new(dir.path.join("samples").join(sample.to_string()));
-            run_sample(&base_meta, &sample_dir, sample, &args)?;
-            let file = std::fs::File::create(sample_dir.path.join("scores.jsonl"))
-                .map_err(|e| Failure::usage(format!("error: cannot write scores: {e}")))?;
-            let mut out = std::io::BufWriter::new(file);
-            flow::eval::score_run(
-                &sample_dir,
-                &data,
-                &mapping,
-                &evaluators,
-                &mut out,
-                |line| {
-                    for (evaluator, score) in &line.scores {
-                        let t = tallies
-                            .entry((evaluator.clone(), line.line_number))
-                            .or_insert((0, 0));
-                        t.0 += usize::from(score.passed);
-                        t.1 += 1;
-                    }
-                },
-            )
-            .map_err(|e| Failure::usage(format!("error: sample {sample}: {e}")))?;
-        }
-        for e in &evaluators {
-            let lines: Vec<flow::gate::LineTally> = tallies
-                .iter()
-                .filter(|((name, _), _)| name == &e.name)
-                .map(|((_, n), (passes, samples))| flow::gate::LineTally {
-                    line_number: *n,
-                    passes: *passes,
-                    samples: *samples,
-                })
-                .collect();
-            let passing = lines
-                .iter()
-                .filter(|l| flow::gate::k_of_n(l.passes, l.samples, k as usize))
-                .count();
-            metrics.insert(
-                format!("{}.k_of_n_pass_rate", e.name),
-                Value::from(if lines.is_empty() {
-                    0.0
-                } else {
-                    passing as f64 / lines.len() as f64
-                }),
-            );
-            repeat_gates.push(flow::gate::check_repeats(&e.name, &lines, k as usize));
-        }
-    }
-    if !model_evaluators.is_empty() {
-        let lines = score_models(&base, &data, &mapping, &model_evaluators, &args, &project)?;
-        for line in &lines {
-            for (name, score, passed, reason) in &line.scores {
-                builtin_cases.push(CaseResult {
-                    line_number: line.line_number,
-                    evaluator: name.clone(),
-                    passed: *passed,
-                    score: *score,
-                    message: reason.clone(),
-                    duration_s: 0.0,
-                });
-                if !passed {
-                    worst.push((
-                        line.line_number,
-                        String::new(),
-                        format!("{name}: {reason}"),
-                        score.unwrap_or(f64::NEG_INFINITY),
-                    ));
-                }
-            }
-        }
-        let model_metrics = flow::eval::record_model_scores(&dir, &lines, &model_evaluators)
-            .map_err(|e| Failure::usage(format!("error: cannot write judge scores: {e}")))?;
-        flow::eval::merge_metrics(&mut metrics, &model_metrics);
-    }
-    metrics.insert(
-        "eval.base_failed_lines".into(),
-        Value::from(failed_base_lines.max(base_meta.failed_lines)),
+    let inputs = Inputs::from_args(&args)?;
+    let (base, base_name, dir) = (
+        inputs.base.clone(),
+        inputs.base_meta.name.clone(),
+        inputs.dir.clone(),
     );
-    flow::eval::write_metrics(&dir, &metrics).map_err(|e| {
-        Failure::usage(format!(
-            "error: cannot write {}: {e}",
-            dir.metrics_file().display()
-        ))
-    })?;
+    let rt = super::runtime()?;
+    let outcome = super::on_workers(&rt, inputs.evaluate())?;
+    report(&args, &outcome, &base, &base_name, &dir)
+}
 
-    // 3. Gates.
-    let offline = base_meta.offline || meta.offline || args.model.offline;
-    let mut gates: Vec<GateResult> = check_thresholds(&thresholds, &metrics);
-    gates.extend(repeat_gates);
-    let baseline_metrics = match &baseline {
-        Some(b) => {
-            let text = std::fs::read_to_string(b.metrics_file()).map_err(|e| {
-                Failure::usage(format!(
-                    "error: cannot read the baseline's metrics {}: {e}",
-                    b.metrics_file().display()
-                ))
-            })?;
-            let m: Map<String, Value> = serde_json::from_str(&text).map_err(|e| {
-                Failure::usage(format!("error: {}: {e}", b.metrics_file().display()))
-            })?;
-            gates.extend(check_baseline(&metrics, &m, args.tolerance.get(), None));
-            Some(m)
+/// Everything an evaluation needs, from the command line, owned (it runs on the runtime's
+/// worker threads).
+struct Inputs {
+    base: RunDir,
+    base_meta: RunMeta,
+    dir: RunDir,
+    data: PathBuf,
+    mapping: ColumnMapping,
+    mapping_args: Vec<String>,
+    /// The evaluation flow, loaded, and how it runs (prepared on the runtime).
+    eval_flow: Option<(flow::model::Flow, ExecutorOptions)>,
+    builtin: Vec<EvaluatorSpec>,
+    models: Vec<ModelEvaluator>,
+    client: Option<LlmClient>,
+    cache: Option<flow::cache::ResponseCache>,
+    repeat: Option<Repeat>,
+    gates: GatePlan,
+    batch: BatchConfig,
+    settings: RunSettings,
+    offline: bool,
+    model_concurrency: usize,
+}
+
+impl Inputs {
+    /// Parse and check the command line, locate the runs, load the flows.
+    fn from_args(args: &EvalArgs) -> Result<Inputs, Failure> {
+        let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
+        if args.eval_flow.is_none() && args.evaluators.is_empty() {
+            return Err(eval_failure(EvalError::NothingToEvaluate));
         }
-        None => None,
-    };
-    if offline && !args.allow_offline && !gates.is_empty() {
-        gates.push(GateResult {
-            name: "real model answers".into(),
-            passed: false,
-            actual: None,
-            expected: "answers from a model".into(),
-            verdict: "FAIL the evaluated answers came from the offline echo provider, not a model (pass --allow-offline for a dry run)".into(),
-        });
+        let (model_specs, plain_specs): (Vec<&String>, Vec<&String>) =
+            args.evaluators.iter().partition(|s| is_model_evaluator(s));
+        let builtin: Vec<EvaluatorSpec> = plain_specs
+            .iter()
+            .map(|s| {
+                s.parse::<EvaluatorSpec>()
+                    .map_err(|e| Failure::usage(format!("error: --evaluator {s}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let model_evaluators = prepare_model_evaluators(&model_specs, &args.model, &project)?;
+        let thresholds: Vec<Threshold> = args
+            .thresholds
+            .iter()
+            .map(|s| {
+                s.parse::<Threshold>()
+                    .map_err(|e| Failure::usage(format!("error: --threshold {s}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let base = super::runs::locate(&project, &args.run)?;
+        let base_meta = base.read_meta().map_err(|e| {
+            Failure::usage(format!(
+                "error: cannot read {}: {e}",
+                base.meta_file().display()
+            ))
+        })?;
+        let baseline = match &args.baseline {
+            Some(b) => {
+                let dir = super::runs::locate(&project, b)?;
+                Some(Baseline::read(b, &dir).map_err(eval_failure)?)
+            }
+            None => None,
+        };
+        let data = match (&args.data, &base_meta.data) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) => PathBuf::from(d),
+            (None, None) => {
+                return Err(Failure::usage(format!(
+                    "error: run `{}` has no dataset recorded\n  help: pass --data FILE",
+                    base_meta.name
+                )));
+            }
+        };
+        let mapping = ColumnMapping::parse(&args.column_mapping)
+            .map_err(|e| Failure::usage(format!("error: {e}")))?;
+        let name = match &args.batch.name {
+            Some(n) => n.clone(),
+            None => format!("{}_eval_{}", base_meta.name, stamp()),
+        };
+        let dir = RunDir::new(run_store::runs_root(&project).join(&name));
+        if dir.path.exists() {
+            return Err(Failure::usage(format!(
+                "error: a run named `{name}` already exists at {}\n  help: pick another --name or `flow runs delete {name}`",
+                dir.path.display()
+            )));
+        }
+        let concurrency = args.batch.concurrency();
+        let line_timeout = args.batch.line_timeout.map(Seconds::duration);
+        let eval_flow = match &args.eval_flow {
+            Some(path) => {
+                let flow = load_flow(path, &[])?;
+                let options = batch_options(args, &flow)?;
+                Some((flow, options))
+            }
+            None => None,
+        };
+        let samples = args.repeat.get();
+        let repeat = if samples > 1 {
+            let (flow_path, selections) = Repeat::flow_of(&base_meta).map_err(eval_failure)?;
+            let flow = load_flow(&flow_path, &selections)?;
+            let options = batch_options(args, &flow)?;
+            Some(Repeat {
+                samples,
+                require: args.require.map_or(samples, Count::get),
+                flow,
+                options,
+            })
+        } else {
+            None
+        };
+        let client = if model_evaluators.is_empty() {
+            None
+        } else {
+            Some(model_client(args, concurrency)?)
+        };
+        let cache = match args.model.cache.mode() {
+            flow::cache::CacheMode::Off => None,
+            mode => Some(flow::cache::ResponseCache::new(
+                args.model.cache.dir(&project),
+                mode,
+            )),
+        };
+        let settings = run_settings(
+            &args.model,
+            args.batch.line_timeout.map(Seconds::as_secs_f64),
+        );
+        let gates = GatePlan {
+            thresholds,
+            baseline,
+            tolerance: args.tolerance.get(),
+            allow_offline: args.allow_offline,
+        };
+        let batch = BatchConfig {
+            concurrency,
+            line_timeout,
+            ..BatchConfig::default()
+        };
+        let offline = args.model.offline;
+        let model_concurrency = concurrency;
+        Ok(Inputs {
+            base,
+            base_meta,
+            dir,
+            data,
+            mapping,
+            mapping_args: args.column_mapping.clone(),
+            eval_flow,
+            builtin,
+            models: model_evaluators,
+            client,
+            cache,
+            repeat,
+            gates,
+            batch,
+            settings,
+            offline,
+            model_concurrency,
+        })
     }
-    let gates_passed = gates.iter().all(|g| g.passed);
 
-    // 4. Outputs.
+    /// Prepare the evaluation flow and evaluate, showing the batches; Ctrl-C stops them.
+    async fn evaluate(self) -> Result<EvalOutcome, Failure> {
+        let executor = match self.eval_flow {
+            Some((flow, options)) => Some(prepare(flow, &options).await?),
+            None => None,
+        };
+        let (cancel_tx, cancel) = watch::channel(false);
+        let ctrl_c = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = cancel_tx.send(true);
+                // A second Ctrl-C while finishing up leaves at once.
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        let printer = Printer::new(self.batch.concurrency);
+        let plan = EvalPlan {
+            base: self.base,
+            base_meta: self.base_meta,
+            dir: self.dir,
+            data: self.data,
+            mapping: self.mapping,
+            mapping_args: self.mapping_args,
+            flow: executor.as_ref(),
+            builtin: self.builtin,
+            models: &self.models,
+            client: self.client.as_ref(),
+            cache: self.cache.as_ref(),
+            model_concurrency: self.model_concurrency,
+            repeat: self.repeat,
+            gates: self.gates,
+            batch: self.batch,
+            settings: self.settings,
+            offline: self.offline,
+            cancel,
+        };
+        let outcome = evaluate(plan, &printer).await;
+        ctrl_c.abort();
+        printer.flush().await;
+        if let Some(e) = &executor {
+            e.shutdown().await;
+        }
+        outcome.map_err(eval_failure)
+    }
+}
+
+/// Write the requested outputs of a finished evaluation, print it, and map its verdict to an
+/// exit status.
+fn report(
+    args: &EvalArgs,
+    outcome: &EvalOutcome,
+    base: &RunDir,
+    base_name: &str,
+    dir: &RunDir,
+) -> Result<(), Failure> {
     let color = color_stderr();
-    for g in &gates {
+    for g in &outcome.gates {
         eprintln!(
             "{}",
             if g.passed {
@@ -369,80 +331,59 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
             }
         );
     }
-    let passed = gates_passed && failure.is_none();
-    worst.sort_by(|a, b| a.3.total_cmp(&b.3));
-    let summary_metrics: Vec<(String, f64, Option<f64>)> = metrics
-        .iter()
-        .filter(|(k, _)| {
-            (!k.starts_with("flow.") || *k == "flow.success_rate") && !k.starts_with("eval.")
-        })
-        .filter_map(|(k, v)| {
-            v.as_f64().map(|x| {
-                (
-                    k.clone(),
-                    x,
-                    baseline_metrics
-                        .as_ref()
-                        .and_then(|b| b.get(k))
-                        .and_then(Value::as_f64),
-                )
-            })
-        })
-        .collect();
+    let passed = outcome.verdict.passed();
+    let name = &outcome.meta.name;
     if let Some(path) = &args.summary {
         let input = SummaryInput {
-            title: format!("Evaluation of {}", base_meta.name),
+            title: format!("Evaluation of {base_name}"),
             verdict_passed: passed,
-            offline,
-            gates: gates.clone(),
-            metrics: summary_metrics,
-            worst: worst
+            offline: outcome.offline,
+            gates: outcome.gates.clone(),
+            metrics: outcome.summary_metrics(),
+            worst: outcome
+                .worst
                 .iter()
                 .take(10)
-                .map(|(n, p, why, _)| (*n, p.clone(), why.clone()))
+                .map(|w| (w.line_number, w.prediction.clone(), w.why.clone()))
                 .collect(),
-            failed_base_lines: failed_base_lines.max(base_meta.failed_lines),
+            failed_base_lines: outcome.failed_base_lines,
             run_name: name.clone(),
             baseline_name: args.baseline.clone(),
         };
         append_or_write(path, &markdown_summary(&input))?;
     }
-    let mut cases = builtin_cases;
-    cases.extend(eval_flow_cases(&dir));
     if let Some(path) = &args.junit {
         create_parent(path)
             .and_then(|()| {
                 std::fs::write(
                     path,
-                    junit_xml(&format!("flow eval {}", base_meta.name), &cases, &gates),
+                    junit_xml(
+                        &format!("flow eval {base_name}"),
+                        &outcome.cases,
+                        &outcome.gates,
+                    ),
                 )
             })
             .map_err(|e| Failure::usage(format!("error: cannot write {}: {e}", path.display())))?;
     }
     if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
-        for line in github_annotations(&gates, &cases) {
+        for line in github_annotations(&outcome.gates, &outcome.cases) {
             outln!("{line}");
         }
     }
-    meta.status = if passed {
-        RunStatus::Completed
-    } else {
-        RunStatus::Failed
-    };
-    let _ = run_store::write_meta(&dir, &meta);
     if args.output.format == OutputFormat::Json {
         let doc = serde_json::json!({
             "passed": passed,
             "run": name,
-            "base_run": base_meta.name,
-            "metrics": metrics,
-            "gates": gates.iter().map(|g| serde_json::json!({"name": g.name, "passed": g.passed, "verdict": g.verdict})).collect::<Vec<_>>(),
-            "offline": offline,
+            "base_run": base_name,
+            "metrics": outcome.metrics,
+            "gates": outcome.gates.iter().map(|g| serde_json::json!({"name": g.name, "passed": g.passed, "verdict": g.verdict})).collect::<Vec<_>>(),
+            "offline": outcome.offline,
         });
         outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     }
     if !args.no_report {
-        write_eval_reports(&dir, &base, &base_meta.name);
+        write_eval_reports(dir, base, base_name);
     }
     eprintln!(
         "{} evaluation {} · run {}",
@@ -450,16 +391,8 @@ pub fn run(args: EvalArgs) -> Result<(), Failure> {
         if passed { "passed" } else { "failed" },
         dir.path.display()
     );
-    match failure {
-        Some(f) => Err(f),
-        None if !gates_passed => Err(Failure::quality(format!(
-            "{} gate(s) failed",
-            gates.iter().filter(|g| !g.passed).count()
-        ))),
-        None => Ok(()),
-    }
+    verdict_failure(&outcome.verdict)
 }
-
 /// Write the evaluation's reports (HTML, long and wide CSV) into its directory and print their
 /// paths. A report that cannot be written is a warning: the verdict stands.
 fn write_eval_reports(dir: &RunDir, base: &RunDir, base_name: &str) {
@@ -479,65 +412,7 @@ fn write_eval_reports(dir: &RunDir, base: &RunDir, base_name: &str) {
     }
 }
 
-/// Run the base run's flow again as repeated sample `sample`, into `dir`.
-fn run_sample(
-    base_meta: &RunMeta,
-    dir: &RunDir,
-    sample: u32,
-    args: &EvalArgs,
-) -> Result<(), Failure> {
-    let Some(data) = &base_meta.data else {
-        return Err(Failure::usage(
-            "error: --repeat needs the run's dataset, and the run has none recorded",
-        ));
-    };
-    if base_meta.flow.is_empty() {
-        return Err(Failure::usage(
-            "error: --repeat needs a run of a flow to sample again",
-        ));
-    }
-    let plan = Plan {
-        flow_path: PathBuf::from(&base_meta.flow),
-        selections: base_meta
-            .variants
-            .iter()
-            .map(|(node, vid)| flow::model::VariantSelection {
-                node: node.clone(),
-                variant_id: vid.clone(),
-            })
-            .collect(),
-        data: PathBuf::from(data),
-        mapping_args: base_meta.column_mapping.clone(),
-        base_run: base_meta.base_run.as_ref().map(PathBuf::from),
-        dir: dir.clone(),
-        resumed: None,
-        concurrency: args.batch.concurrency(),
-        line_timeout: args
-            .batch
-            .line_timeout
-            .map(super::settings::Seconds::as_secs_f64),
-        require_base_line: false,
-        sample: Some(sample),
-        shard: None,
-        upload: None,
-    };
-    eprintln!("sample {} of {}:", sample + 1, args.repeat.get());
-    let reporting = Reporting {
-        output: OutputFormat::Text,
-        allow_failures: true,
-    };
-    match run_plan(&plan, &args.model, reporting)?.failure {
-        Some(f) if f.class != flow::error::ErrorClass::Quality => Err(f),
-        _ => Ok(()),
-    }
-}
-
-/// Judges (`relevance:connection=...`, ...) and `embedding_similarity` call a model.
-fn is_model_evaluator(spec: &str) -> bool {
-    let name = spec.split(':').next().unwrap_or("").trim();
-    name.parse::<flow::judge::Rubric>().is_ok() || name.starts_with("embedding")
-}
-
+/// Model evaluators from their specs, bound to connections from `.env` and the environment.
 fn prepare_model_evaluators(
     specs: &[&String],
     model: &ModelArgs,
@@ -551,82 +426,182 @@ fn prepare_model_evaluators(
     specs
         .iter()
         .map(|s| {
-            let usage =
-                |e: flow::judge::JudgeError| Failure::usage(format!("error: --evaluator {s}: {e}"));
-            if s.starts_with("embedding") {
-                let spec = s.parse::<flow::judge::EmbeddingSpec>().map_err(usage)?;
-                flow::judge::EmbeddingJudge::new(spec, &env, model.offline)
-                    .map(|j| ModelEvaluator::Embedding(Box::new(j)))
-                    .map_err(usage)
-            } else {
-                let spec = s.parse::<flow::judge::JudgeSpec>().map_err(usage)?;
-                flow::judge::Judge::new(spec, &env, model.offline)
-                    .map(|j| ModelEvaluator::Judge(Box::new(j)))
-                    .map_err(usage)
-            }
+            s.parse::<ModelSpec>()
+                .and_then(|spec| spec.prepare(&env, model.offline))
+                .map_err(|e| Failure::usage(format!("error: --evaluator {s}: {e}")))
         })
         .collect()
 }
 
-/// Run the model-based evaluators over the run; an unusable endpoint is exit 3.
-fn score_models(
-    base: &RunDir,
-    data: &Path,
-    mapping: &ColumnMapping,
-    evaluators: &[ModelEvaluator],
-    args: &EvalArgs,
-    project: &Path,
-) -> Result<Vec<flow::eval::ModelLine>, Failure> {
-    let config = flow::provider::ClientConfig::for_requests(
+/// The client model evaluators call through: the request timeout and retries of the command
+/// line, `concurrency` requests in flight.
+fn model_client(args: &EvalArgs, concurrency: usize) -> Result<LlmClient, Failure> {
+    let config = ClientConfig::for_requests(
         args.model.request_timeout(),
         args.model.retries(),
-        args.batch.concurrency(),
+        concurrency,
     );
-    let client = flow::provider::LlmClient::with_config(config)
-        .map_err(|e| Failure::usage(format!("error: {e}")))?;
-    let cache = match args.model.cache.mode() {
-        flow::cache::CacheMode::Off => None,
-        mode => Some(flow::cache::ResponseCache::new(
-            args.model.cache.dir(project),
-            mode,
-        )),
-    };
-    let rt = super::runtime()?;
-    rt.block_on(flow::eval::score_with_models(
-        base,
-        data,
-        mapping,
-        evaluators,
-        &client,
-        cache.as_ref(),
-        args.batch.concurrency(),
-    ))
-    .map_err(|e| match e {
-        flow::eval::JudgeErrorOrText::Judge(j) if j.endpoint_unusable() => {
-            Failure::endpoint(format!("error: {j}"))
-        }
-        other => Failure::usage(format!("error: {other}")),
-    })
+    LlmClient::with_config(config).map_err(|e| Failure::of(&e))
 }
 
-/// One JUnit case per evaluation-flow line: it passed when the line succeeded.
-fn eval_flow_cases(dir: &RunDir) -> Vec<CaseResult> {
-    let Ok(journal) = run_store::read_journal(dir) else {
-        return Vec::new();
-    };
-    let mut cases = Vec::new();
-    let _ = journal.for_each(|line| {
-        cases.push(CaseResult {
-            line_number: line.line_number,
-            evaluator: "evaluation flow".into(),
-            passed: line.succeeded(),
-            score: None,
-            message: line.error.map(|e| e.message).unwrap_or_default(),
-            duration_s: line.duration_ms / 1000.0,
+/// How a batch of the evaluation (the evaluation flow, or the evaluated run's flow sampled
+/// again) runs `flow`.
+fn batch_options(args: &EvalArgs, flow: &flow::model::Flow) -> Result<ExecutorOptions, Failure> {
+    let concurrency = args.batch.concurrency();
+    let mut options = executor_options(&args.model, flow)?;
+    options.python_workers = super::batch::python_workers(concurrency);
+    options.max_in_flight = concurrency;
+    Ok(options)
+}
+
+/// Shows the evaluation's batches as `flow run --data` shows a batch: a header, live progress,
+/// the summary, and OpenTelemetry spans of their lines when OTLP export is configured.
+struct Printer {
+    concurrency: usize,
+    color: bool,
+    current: Mutex<Option<Arc<CliProgress>>>,
+    tracers: Mutex<Vec<Tracer>>,
+}
+
+impl Printer {
+    fn new(concurrency: usize) -> Self {
+        Printer {
+            concurrency,
+            color: color_stderr(),
+            current: Mutex::new(None),
+            tracers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Send the spans still buffered.
+    async fn flush(&self) {
+        let tracers: Vec<Tracer> = match self.tracers.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => Vec::new(),
+        };
+        for t in tracers {
+            t.flush(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+/// One batch's lines: counted for the progress display, and traced.
+struct BatchLines {
+    progress: Arc<CliProgress>,
+    tracer: Option<Tracer>,
+    run: String,
+}
+
+impl Progress for BatchLines {
+    fn line_finished(&self, line: &LineResult) {
+        let traced = TracedProgress {
+            inner: self.progress.as_ref(),
+            tracer: self.tracer.clone(),
+            run: self.run.clone(),
+        };
+        traced.line_finished(line);
+    }
+
+    fn lines_kept(&self, lines: usize) {
+        self.progress.lines_kept(lines);
+    }
+}
+
+impl EvalObserver for Printer {
+    fn batch_started<'s>(
+        &'s self,
+        batch: EvalBatch,
+        executor: &Executor,
+        dir: &RunDir,
+        lines: usize,
+    ) -> Box<dyn Progress + 's> {
+        if let EvalBatch::Sample { index, of } = batch {
+            eprintln!("sample {} of {of}:", index + 1);
+        }
+        eprintln!(
+            "{}",
+            dim(
+                &format!(
+                    "run {} · {lines} lines · concurrency {}",
+                    dir.name(),
+                    self.concurrency
+                ),
+                self.color
+            )
+        );
+        let progress = Arc::new(CliProgress::new(Some(lines), 0, self.color));
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(progress.clone());
+        }
+        let tracer = OtlpConfig::from_env().map(|c| {
+            let flow_name = executor
+                .flow()
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Tracer::start(c, &flow_name)
         });
-        Ok(())
-    });
-    cases
+        if let (Some(t), Ok(mut tracers)) = (&tracer, self.tracers.lock()) {
+            tracers.push(t.clone());
+        }
+        Box::new(BatchLines {
+            progress,
+            tracer,
+            run: dir.name(),
+        })
+    }
+
+    fn batch_finished(
+        &self,
+        _batch: EvalBatch,
+        executor: &Executor,
+        dir: &RunDir,
+        run: &DirRun,
+        elapsed: Duration,
+    ) {
+        let progress = self.current.lock().ok().and_then(|mut c| c.take());
+        let ran = progress.as_ref().map_or(0, |p| {
+            p.finish();
+            p.done()
+        });
+        super::batch_summary::print(&run.meta, &run.outcome, dir, elapsed, ran);
+        if let Some(warning) = executor.cache().and_then(|c| c.write_warning()) {
+            eprintln!("warning: {warning}");
+        }
+    }
+}
+
+/// The exit status and message of an evaluation that could not run or be recorded.
+fn eval_failure(e: EvalError) -> Failure {
+    match &e {
+        EvalError::Stopped { stop, .. } => match stop {
+            BatchStop::EndpointUnusable { failed, error } => Failure::endpoint(format!(
+                "error: stopped after {failed} lines: the endpoint could not be used\n{}",
+                line_failure(error).message
+            )),
+            BatchStop::Canceled { kept, run } => Failure::interrupted(format!(
+                "stopped: {kept} lines are kept. Resume with: flow run --resume {run}"
+            )),
+            BatchStop::EveryLineEndpoint { failed, total, run } => Failure::endpoint(format!(
+                "{failed} of {total} lines failed. Rerun just those with: flow run --resume {run}"
+            )),
+        },
+        EvalError::Prepare(diagnostics) => Failure::diagnostics(diagnostics),
+        // Every other error says its class (configuration, endpoint, the tool's own files).
+        e => Failure::of(e),
+    }
+}
+
+/// The exit status of a verdict: none when it passed, else 1 with what failed.
+fn verdict_failure(verdict: &Verdict) -> Result<(), Failure> {
+    match verdict {
+        Verdict::Passed => Ok(()),
+        Verdict::Failed(FailReason::EvaluationFlow(FlowProblem::Aggregation(message))) => Err(
+            Failure::quality(format!("error: aggregation failed: {message}")),
+        ),
+        other => Err(Failure::quality(other.to_string())),
+    }
 }
 
 /// `$GITHUB_STEP_SUMMARY` is appended to; any other file is written.
@@ -644,7 +619,7 @@ fn append_or_write(path: &Path, text: &str) -> Result<(), Failure> {
     } else {
         create_parent(path).and_then(|()| std::fs::write(path, text))
     };
-    result.map_err(|e| Failure::usage(format!("error: cannot write {}: {e}", path.display())))
+    result.map_err(|e| Failure::own_file("cannot write", path, &e))
 }
 
 /// Creates the folder a file given on the command line goes in (`--junit out/junit.xml`).

@@ -549,6 +549,18 @@ fn verdict(results: &[RunResult]) -> Result<(), Failure> {
             "error: the endpoint could not be used: {why}"
         )));
     }
+    // A judge (or embedding) endpoint that cannot be used makes every comparison meaningless.
+    if let Some((r, e)) = results
+        .iter()
+        .flat_map(|r| r.evals.iter().map(move |e| (r, e)))
+        .find(|(_, e)| e.endpoint_unusable)
+    {
+        return Err(Failure::endpoint(format!(
+            "error: an evaluator's endpoint could not be used (run {}): {}",
+            r.dir.name(),
+            e.problem.as_deref().unwrap_or_default()
+        )));
+    }
     let failed_runs = results
         .iter()
         .filter(|r| r.meta.failed_lines > 0 || r.endpoint_unusable.is_some())

@@ -10,6 +10,7 @@ macro_rules! outln {
 }
 
 mod batch;
+mod batch_summary;
 mod build;
 mod cache;
 mod common;

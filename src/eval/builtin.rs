@@ -9,6 +9,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::error::ScoreError;
 use crate::data::{ColumnMapping, Row};
 use crate::evaluators::{Aggregate, EvalInput, EvaluatorSpec, Score, aggregate};
 use crate::model::{FlowInput, ValueType};
@@ -41,7 +42,7 @@ pub struct BuiltinOutcome {
 }
 
 /// Score every line of `data` against the run in `base` with `evaluators`, writing one JSON line
-/// per line to `out` (`scores.jsonl`) and calling `each` with it. The prediction is the mapped
+/// per line to `out` (`scores.jsonl`, at `scores_path`) and calling `each` with it. The prediction is the mapped
 /// `prediction` (`--column-mapping prediction='${run.outputs.x}'`), else the run's only output;
 /// the reference is the mapped `ground_truth`, else a `ground_truth` column.
 pub fn score_run(
@@ -50,12 +51,15 @@ pub fn score_run(
     mapping: &ColumnMapping,
     evaluators: &[EvaluatorSpec],
     out: &mut dyn Write,
+    scores_path: &Path,
     mut each: impl FnMut(&LineScore),
-) -> Result<BuiltinOutcome, String> {
-    let journal = read_journal(base)
-        .map_err(|e| format!("cannot read the run {}: {e}", base.path.display()))?;
-    let base_run = crate::data::BaseRun::load(&base.path).map_err(|e| e.to_string())?;
-    let reader = crate::data::open(data).map_err(|e| e.to_string())?;
+) -> Result<BuiltinOutcome, ScoreError> {
+    let journal = read_journal(base).map_err(|source| ScoreError::ReadRun {
+        path: base.path.clone(),
+        source,
+    })?;
+    let base_run = crate::data::BaseRun::load(&base.path)?;
+    let reader = crate::data::open(data)?;
     let fields: IndexMap<String, FlowInput> = ["prediction", "ground_truth"]
         .iter()
         .map(|n| {
@@ -91,7 +95,7 @@ pub fn score_run(
         outcome.lines += 1;
         let record = journal
             .line(n)
-            .map_err(|e| format!("cannot read line {n} of the run: {e}"))?;
+            .map_err(|source| ScoreError::ReadLine { line: n, source })?;
         let base_error = match &record {
             None => Some(format!("line {n} is not in the run (it never ran)")),
             Some(l) if l.status != Status::Completed => Some(format!(
@@ -166,8 +170,12 @@ pub fn score_run(
                 v.push(score.clone());
             }
         }
-        let text = serde_json::to_string(&line).map_err(|e| e.to_string())?;
-        writeln!(out, "{text}").map_err(|e| format!("cannot write the scores: {e}"))?;
+        let text = serde_json::to_string(&line).map_err(std::io::Error::from);
+        text.and_then(|t| writeln!(out, "{t}"))
+            .map_err(|source| ScoreError::Write {
+                path: scores_path.to_path_buf(),
+                source,
+            })?;
         each(&line);
     }
     for (name, scores) in all {

@@ -1,6 +1,9 @@
-//! The evaluation run directory (`flow eval`'s layout): built-in evaluators' `scores.jsonl`,
-//! the merged `metrics.json`, and the `meta.json` of an evaluation that ran no flow. Shared by
-//! `flow eval` and `flow experiment`.
+//! The evaluation directory's layout, in one place: built-in evaluators' `scores.jsonl`, model
+//! evaluators' `judge_scores.jsonl`, what the evaluators were (`evaluators.json`), repeated
+//! samples under `samples/<n>/`, the merged `metrics.json` (the run directory's, see
+//! [`RunDir::metrics_file`]), and the `meta.json` of an evaluation that ran no flow. Every
+//! reader and writer (`flow eval`, `flow experiment`, `flow report`) names the files through
+//! these constants.
 
 use std::io::{self, BufWriter};
 use std::path::Path;
@@ -9,6 +12,7 @@ use std::time::SystemTime;
 use serde_json::{Map, Value};
 
 use super::builtin::{BuiltinOutcome, LineScore, score_run};
+use super::error::ScoreError;
 use super::models::{ModelEvaluator, ModelLine};
 use crate::data::ColumnMapping;
 use crate::evaluators::EvaluatorSpec;
@@ -21,14 +25,43 @@ pub const SCORES_FILE: &str = "scores.jsonl";
 /// The file model-based evaluators' (judges', embeddings') per-line scores are written to.
 pub const JUDGE_SCORES_FILE: &str = "judge_scores.jsonl";
 
-/// Write model-based evaluators' per-line scores to `dir/judge_scores.jsonl` and what they are
-/// (model, prompt hash) to `dir/evaluators.json`; return their metrics (`<name>.mean`,
-/// `<name>.pass_rate`).
-pub fn record_model_scores(
+/// The files of per-line scores, in the order a report reads them.
+pub const SCORE_FILES: [&str; 2] = [SCORES_FILE, JUDGE_SCORES_FILE];
+
+/// What the evaluators were: built-ins by spec, model evaluators by model and prompt hash.
+pub const EVALUATORS_FILE: &str = "evaluators.json";
+
+/// The folder repeated samples (`--repeat N`) are run into, one `<n>/` run directory each.
+pub const SAMPLES_DIR: &str = "samples";
+
+/// The run directory of repeated sample `sample` of the evaluation in `dir`.
+pub fn sample_dir(dir: &RunDir, sample: u32) -> RunDir {
+    RunDir::new(dir.path.join(SAMPLES_DIR).join(sample.to_string()))
+}
+
+/// Whether `dir` holds per-line scores of evaluators (an evaluation directory).
+pub fn has_scores(dir: &Path) -> bool {
+    SCORE_FILES.iter().any(|f| dir.join(f).is_file())
+}
+
+/// Write what the evaluators were to `dir/evaluators.json`: each built-in as its name and spec,
+/// each model evaluator as [`ModelEvaluator::describe`] says.
+pub fn write_evaluators(
     dir: &RunDir,
-    lines: &[ModelLine],
-    evaluators: &[ModelEvaluator],
-) -> io::Result<Map<String, Value>> {
+    builtin: &[EvaluatorSpec],
+    models: &[ModelEvaluator],
+) -> io::Result<()> {
+    let described: Vec<Value> = builtin
+        .iter()
+        .map(|spec| serde_json::json!({"name": spec.name, "spec": spec.source, "kind": "builtin"}))
+        .chain(models.iter().map(ModelEvaluator::describe))
+        .collect();
+    crate::record::write_json_atomic(&dir.path.join(EVALUATORS_FILE), &Value::Array(described))
+}
+
+/// Write model-based evaluators' per-line scores to `dir/judge_scores.jsonl`; return their
+/// metrics (`<name>.mean`, `<name>.pass_rate`).
+pub fn record_model_scores(dir: &RunDir, lines: &[ModelLine]) -> io::Result<Map<String, Value>> {
     use std::io::Write;
     let file = std::fs::File::create(dir.path.join(JUDGE_SCORES_FILE))?;
     let mut out = BufWriter::new(file);
@@ -69,8 +102,6 @@ pub fn record_model_scores(
             Value::from(agg.pass_rate.unwrap_or(0.0)),
         );
     }
-    let described: Vec<Value> = evaluators.iter().map(ModelEvaluator::describe).collect();
-    crate::record::write_json_atomic(&dir.path.join("evaluators.json"), &Value::Array(described))?;
     Ok(metrics)
 }
 
@@ -84,13 +115,16 @@ pub fn score_into_dir(
     mapping: &ColumnMapping,
     evaluators: &[EvaluatorSpec],
     each: impl FnMut(&LineScore),
-) -> Result<BuiltinOutcome, String> {
+) -> Result<BuiltinOutcome, ScoreError> {
     let path = eval_dir.path.join(SCORES_FILE);
-    let file = std::fs::File::create(&path)
-        .map_err(|e| format!("cannot write scores {}: {e}", path.display()))?;
+    let write = |source| ScoreError::Write {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::File::create(&path).map_err(write)?;
     let mut out = BufWriter::new(file);
-    let outcome = score_run(base, data, mapping, evaluators, &mut out, each)?;
-    io::Write::flush(&mut out).map_err(|e| format!("cannot write scores: {e}"))?;
+    let outcome = score_run(base, data, mapping, evaluators, &mut out, &path, each)?;
+    io::Write::flush(&mut out).map_err(write)?;
     Ok(outcome)
 }
 
@@ -149,5 +183,6 @@ pub fn builtin_only_meta(name: &str, base: &RunDir, base_meta: &RunMeta, data: &
         flow_version: env!("CARGO_PKG_VERSION").to_string(),
         shard: None,
         merged_from: Vec::new(),
+        experiment: None,
     }
 }

@@ -7,13 +7,77 @@ use futures::stream::{self, StreamExt};
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
+use super::error::ScoreError;
 use crate::cache::ResponseCache;
+use crate::connection::EnvVars;
 use crate::data::{BaseRun, ColumnMapping};
-use crate::judge::{EmbeddingJudge, Judge, JudgeError, JudgeInput};
+use crate::judge::{EmbeddingJudge, EmbeddingSpec, Judge, JudgeError, JudgeInput, JudgeSpec};
 use crate::model::{FlowInput, ValueType};
 use crate::provider::LlmClient;
 use crate::record::Status;
 use crate::run_store::{RunDir, read_journal};
+
+/// Whether an evaluator spec (`relevance:connection=judge`, `embedding_similarity:...`) names an
+/// evaluator that calls a model: an LLM judge rubric or embedding similarity. Everything else is
+/// a built-in evaluator ([`crate::evaluators::EvaluatorSpec`]).
+pub fn is_model_evaluator(spec: &str) -> bool {
+    let name = spec.split(':').next().unwrap_or("").trim();
+    name.parse::<crate::judge::Rubric>().is_ok() || name.starts_with("embedding")
+}
+
+/// A model-based evaluator as written (`relevance:connection=NAME,model=M,threshold=4` or
+/// `embedding_similarity:connection=NAME`), checked but not yet bound to a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSpec {
+    Judge(JudgeSpec),
+    Embedding(EmbeddingSpec),
+}
+
+impl std::str::FromStr for ModelSpec {
+    type Err = JudgeError;
+
+    /// Parses a judge or embedding spec; `embedding*` names are embedding similarity, every
+    /// other name must be a judge rubric.
+    fn from_str(text: &str) -> Result<Self, JudgeError> {
+        if text.trim_start().starts_with("embedding") {
+            text.parse().map(ModelSpec::Embedding)
+        } else {
+            text.parse().map(ModelSpec::Judge)
+        }
+    }
+}
+
+impl std::fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelSpec::Judge(j) => j.fmt(f),
+            ModelSpec::Embedding(e) => e.fmt(f),
+        }
+    }
+}
+
+impl ModelSpec {
+    /// The connection the evaluator calls.
+    pub fn connection(&self) -> &str {
+        match self {
+            ModelSpec::Judge(j) => &j.connection,
+            ModelSpec::Embedding(e) => &e.connection,
+        }
+    }
+
+    /// Bind the evaluator to its connection from `env` (the model answers with echo text when
+    /// `offline`). A connection that is not configured is an error: a judge never falls back
+    /// to a default key.
+    pub fn prepare(self, env: &EnvVars, offline: bool) -> Result<ModelEvaluator, JudgeError> {
+        match self {
+            ModelSpec::Judge(spec) => {
+                Judge::new(spec, env, offline).map(|j| ModelEvaluator::Judge(Box::new(j)))
+            }
+            ModelSpec::Embedding(spec) => EmbeddingJudge::new(spec, env, offline)
+                .map(|j| ModelEvaluator::Embedding(Box::new(j))),
+        }
+    }
+}
 
 /// A model-based evaluator, prepared.
 pub enum ModelEvaluator {
@@ -48,6 +112,8 @@ impl ModelEvaluator {
 /// One line's model-based scores: evaluator → (score, passed, reason).
 pub struct ModelLine {
     pub line_number: usize,
+    /// The evaluated run failed on this line (or never ran it): nothing was scored.
+    pub base_failed: bool,
     pub scores: Vec<(String, Option<f64>, bool, String)>,
 }
 
@@ -72,10 +138,16 @@ fn text(v: Option<&Value>) -> Option<String> {
 /// Gather, per line, `question`, `answer` (the prediction), `context` and `ground_truth`: mapped
 /// with `--column-mapping`, else from same-named data columns or the base line's inputs; the
 /// answer defaults to the run's only output.
-fn fields(base: &RunDir, data: &Path, mapping: &ColumnMapping) -> Result<Vec<LineFields>, String> {
-    let journal = read_journal(base)
-        .map_err(|e| format!("cannot read the run {}: {e}", base.path.display()))?;
-    let base_run = BaseRun::load(&base.path).map_err(|e| e.to_string())?;
+fn fields(
+    base: &RunDir,
+    data: &Path,
+    mapping: &ColumnMapping,
+) -> Result<Vec<LineFields>, ScoreError> {
+    let journal = read_journal(base).map_err(|source| ScoreError::ReadRun {
+        path: base.path.clone(),
+        source,
+    })?;
+    let base_run = BaseRun::load(&base.path)?;
     let names = ["question", "prediction", "context", "ground_truth"];
     let inputs: IndexMap<String, FlowInput> = names
         .iter()
@@ -93,10 +165,12 @@ fn fields(base: &RunDir, data: &Path, mapping: &ColumnMapping) -> Result<Vec<Lin
         })
         .collect();
     let mut out = Vec::new();
-    for item in crate::data::open(data).map_err(|e| e.to_string())? {
+    for item in crate::data::open(data)? {
         let Ok(row) = item else { continue };
         let n = row.line_number;
-        let record = journal.line(n).map_err(|e| e.to_string())?;
+        let record = journal
+            .line(n)
+            .map_err(|source| ScoreError::ReadLine { line: n, source })?;
         let mut line = LineFields {
             line_number: n,
             base_error: None,
@@ -142,8 +216,8 @@ pub async fn score_with_models(
     client: &LlmClient,
     cache: Option<&ResponseCache>,
     concurrency: usize,
-) -> Result<Vec<ModelLine>, JudgeErrorOrText> {
-    let lines = fields(base, data, mapping).map_err(JudgeErrorOrText::Text)?;
+) -> Result<Vec<ModelLine>, ModelScoreError> {
+    let lines = fields(base, data, mapping).map_err(ModelScoreError::Read)?;
     let scored: Vec<Result<ModelLine, JudgeError>> = stream::iter(lines)
         // Owned lines: a closure over borrowed ones would keep the future from being Send
         // for every lifetime, which spawning it needs (rustc's higher-ranked lifetimes).
@@ -154,7 +228,7 @@ pub async fn score_with_models(
     scored
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
-        .map_err(JudgeErrorOrText::Judge)
+        .map_err(ModelScoreError::Judge)
 }
 
 /// Score one line with every model evaluator (see [`score_with_models`]).
@@ -204,15 +278,19 @@ async fn score_line(
     }
     Ok(ModelLine {
         line_number: line.line_number,
+        base_failed: line.base_error.is_some(),
         scores,
     })
 }
 
 /// Why model-based scoring could not run.
 #[derive(Debug, thiserror::Error)]
-pub enum JudgeErrorOrText {
+pub enum ModelScoreError {
+    /// A judge or embedding call that cannot succeed for any line (unusable endpoint,
+    /// configuration).
     #[error(transparent)]
-    Judge(JudgeError),
-    #[error("{0}")]
-    Text(String),
+    Judge(#[from] JudgeError),
+    /// The run or the dataset cannot be read.
+    #[error(transparent)]
+    Read(#[from] ScoreError),
 }

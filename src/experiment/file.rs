@@ -16,6 +16,7 @@ use serde_yaml::{Mapping, Value};
 use super::doc::{Doc, Origin, mappings, optional_str, required_str, scalar_text};
 use super::overlay;
 use crate::diagnostic::Diagnostic;
+use crate::eval::{ModelSpec, is_model_evaluator};
 use crate::evaluators::EvaluatorSpec;
 use crate::model::locate::join_key;
 
@@ -91,18 +92,16 @@ pub enum EvaluatorKind {
     /// A built-in evaluator.
     Builtin(EvaluatorSpec),
     /// A built-in evaluator that calls a model (an LLM judge, embedding similarity): its spec
-    /// text (`relevance:connection=judge`), prepared when the experiment runs.
-    Model(String),
+    /// (`relevance:connection=judge`), prepared when the experiment runs, and the text it was
+    /// written as (what the experiment's hash covers).
+    Model { text: String, spec: ModelSpec },
 }
 
-/// Judges (`relevance`, `coherence`, ...) and `embedding_similarity` call a model.
-pub fn is_model_evaluator(name: &str) -> bool {
-    let name = name.trim();
-    name.parse::<crate::judge::Rubric>().is_ok() || name.starts_with("embedding")
-}
-
-/// The spec text of a model evaluator from its name and options, checked.
-fn model_spec(name: &str, options: &[(String, Option<String>)]) -> Result<String, String> {
+/// The spec of a model evaluator from its name and options, checked.
+fn model_spec(
+    name: &str,
+    options: &[(String, Option<String>)],
+) -> Result<(String, ModelSpec), String> {
     let mut text = name.trim().to_string();
     for (i, (k, v)) in options.iter().enumerate() {
         text.push(if i == 0 { ':' } else { ',' });
@@ -112,15 +111,8 @@ fn model_spec(name: &str, options: &[(String, Option<String>)]) -> Result<String
             text.push_str(v);
         }
     }
-    if text.starts_with("embedding") {
-        text.parse::<crate::judge::EmbeddingSpec>()
-            .map(|_| text.clone())
-            .map_err(|e| e.to_string())
-    } else {
-        text.parse::<crate::judge::JudgeSpec>()
-            .map(|_| text.clone())
-            .map_err(|e| e.to_string())
-    }
+    let spec = text.parse::<ModelSpec>().map_err(|e| e.to_string())?;
+    Ok((text, spec))
 }
 
 /// A dataset an evaluator scores: a flow dataset itself, or a related file (`reference`).
@@ -424,7 +416,7 @@ pub(crate) fn read_evaluators(
                 let options = read_options(doc, m, &path, d);
                 if is_model_evaluator(&b) {
                     match model_spec(&b, &options) {
-                        Ok(spec) => EvaluatorKind::Model(spec),
+                        Ok((text, spec)) => EvaluatorKind::Model { text, spec },
                         Err(e) => {
                             d.push(doc.error(&bp, format!("evaluator `{name}`: {e}")).with_help(
                                 "a judge needs `options: {connection: <name>}` (and may take model, threshold)",

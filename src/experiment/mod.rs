@@ -58,6 +58,9 @@ pub enum ExperimentError {
     /// A run's batch could not be run or recorded.
     #[error(transparent)]
     Batch(#[from] crate::batch::DirBatchError),
+    /// An evaluator could not run over a run or could not be recorded.
+    #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
     /// Object storage (`--upload`) could not be read or written.
     #[error(transparent)]
     Storage(#[from] crate::run_store::remote::RemoteError),
@@ -73,6 +76,7 @@ impl crate::error::Classify for ExperimentError {
             | ExperimentError::Run(_) => ErrorClass::Config,
             ExperimentError::Io { .. } => ErrorClass::Io,
             ExperimentError::Batch(e) => e.class(),
+            ExperimentError::Eval(e) => e.class(),
             ExperimentError::Storage(e) => e.class(),
         }
     }
@@ -113,16 +117,7 @@ pub fn connections_used(experiment: &Experiment) -> Result<Vec<String>, Experime
                     .map_err(|err| ExperimentError::Flow(err.diagnostics))?;
                 flow.connection_names().into_iter().for_each(&mut add);
             }
-            EvaluatorKind::Model(spec) => {
-                let connection = match spec.parse::<crate::judge::JudgeSpec>() {
-                    Ok(judge) => Some(judge.connection),
-                    Err(_) => spec
-                        .parse::<crate::judge::EmbeddingSpec>()
-                        .ok()
-                        .map(|e| e.connection),
-                };
-                connection.into_iter().for_each(&mut add);
-            }
+            EvaluatorKind::Model { spec, .. } => add(spec.connection().to_string()),
             EvaluatorKind::Builtin(_) => {}
         }
     }
@@ -236,7 +231,7 @@ pub fn compute_hashes(
                 hash::flow_hash(&flow, &yaml).map_err(|err| io(dir, err))?
             }
             EvaluatorKind::Builtin(spec) => hash::sha256_bytes(spec.source.as_bytes()),
-            EvaluatorKind::Model(text) => hash::sha256_bytes(text.as_bytes()),
+            EvaluatorKind::Model { text, .. } => hash::sha256_bytes(text.as_bytes()),
         };
         evaluators.insert(e.name.clone(), h);
     }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 use tokio::sync::{Semaphore, watch};
 
 use super::file::{Dataset, EvalDataset, EvaluatorKind, Experiment};
@@ -23,12 +23,15 @@ use crate::batch::merge::{ShardRun, check_shards, finish_merge, write_merged_lin
 use crate::batch::{BatchConfig, DirBatch, Progress, run_to_dir};
 use crate::batch::{BatchOutcome, DirRun};
 use crate::data::ColumnMapping;
-use crate::eval::ModelEvaluator;
+use crate::eval::verdict::{FailReason, FlowProblem};
+use crate::eval::{EvalError, EvalPlan, GatePlan, ModelEvaluator, Verdict, evaluate};
 use crate::executor::{Executor, ExecutorOptions};
 use crate::provider::LlmClient;
-use crate::record::{ErrorInfo, LineResult};
+use crate::record::ErrorInfo;
 use crate::run_store::remote::RemoteDir;
-use crate::run_store::{RunDir, RunMeta, RunSettings, RunStatus, RunUpload, Shard, ShardInfo};
+use crate::run_store::{
+    ExperimentHashes, ExperimentRef, RunDir, RunMeta, RunSettings, RunUpload, Shard, ShardInfo,
+};
 
 /// How an experiment runs.
 #[derive(Debug, Clone)]
@@ -82,6 +85,9 @@ pub struct EvalResult {
     pub metrics: Map<String, Json>,
     /// Why it failed, if it did (failed lines, a failed aggregation, an error).
     pub problem: Option<String>,
+    /// The evaluator's model endpoint could not be used at all (a judge's key refused, its
+    /// host unreachable): the experiment exits as an unusable endpoint, not a quality failure.
+    pub endpoint_unusable: bool,
 }
 
 /// One run of one variant over one dataset, and its evaluations.
@@ -129,11 +135,6 @@ pub enum ShardUpload {
 /// Told when a run and its evaluations are done (for live output).
 pub trait RunObserver: Sync {
     fn run_finished(&self, run: &RunResult);
-}
-
-struct Quiet;
-impl Progress for Quiet {
-    fn line_finished(&self, _line: &LineResult) {}
 }
 
 /// A file-system-safe piece of a run name.
@@ -195,9 +196,15 @@ pub async fn run_experiment(
     let mut model_evaluators: Vec<Option<ModelEvaluator>> = Vec::new();
     for e in &experiment.evaluators {
         model_evaluators.push(match &e.kind {
-            EvaluatorKind::Model(text) => Some(prepare_model(text, &options).map_err(|m| {
-                ExperimentError::Flow(vec![e.origin.error(format!("evaluator `{}`: {m}", e.name))])
-            })?),
+            EvaluatorKind::Model { spec, .. } => Some(
+                spec.clone()
+                    .prepare(&options.env, options.offline)
+                    .map_err(|m| {
+                        ExperimentError::Flow(vec![
+                            e.origin.error(format!("evaluator `{}`: {m}", e.name)),
+                        ])
+                    })?,
+            ),
             _ => None,
         });
     }
@@ -212,7 +219,7 @@ pub async fn run_experiment(
                         .map_err(|err| ExperimentError::Flow(err.diagnostics))?;
                     Some(prepare(flow, &options).await?)
                 }
-                EvaluatorKind::Builtin(_) | EvaluatorKind::Model(_) => None,
+                EvaluatorKind::Builtin(_) | EvaluatorKind::Model { .. } => None,
             });
         }
         Ok::<(), ExperimentError>(())
@@ -475,20 +482,18 @@ impl RunJob<'_> {
                     name.push_str(&safe_name(&ds.name));
                 }
                 let eval_dir = RunDir::new(self.dir.path.with_file_name(name));
-                let r = match (&evaluator.kind, &self.eval_executors[ei]) {
-                    (EvaluatorKind::Flow(_), Some(exec)) => {
-                        self.eval_flow(exec, ds, eval_dir, cancel.clone()).await?
-                    }
-                    (EvaluatorKind::Builtin(spec), _) => {
-                        self.eval_builtin(spec, ds, eval_dir, &result.meta)?
-                    }
-                    (EvaluatorKind::Model(_), _) => match &self.model_evaluators[ei] {
-                        Some(m) => self.eval_model(m, ds, eval_dir, &result.meta).await?,
+                let what = match (&evaluator.kind, &self.eval_executors[ei]) {
+                    (EvaluatorKind::Flow(_), Some(exec)) => Evaluator::Flow(exec),
+                    (EvaluatorKind::Builtin(spec), _) => Evaluator::Builtin(spec),
+                    (EvaluatorKind::Model { .. }, _) => match &self.model_evaluators[ei] {
+                        Some(m) => Evaluator::Model(m),
                         None => continue,
                     },
                     (EvaluatorKind::Flow(_), None) => continue,
                 };
-                let mut r = r;
+                let mut r = self
+                    .evaluate(what, ds, eval_dir, &result.meta, cancel.clone())
+                    .await?;
                 r.evaluator = evaluator.name.clone();
                 result.evals.push(r);
             }
@@ -694,38 +699,29 @@ impl RunJob<'_> {
 
     /// Record the experiment and the hashes in the run's `meta.json`.
     fn annotate(&self, dir: &RunDir) -> Result<(), ExperimentError> {
-        let io = |e: std::io::Error| ExperimentError::Io {
-            path: dir.meta_file(),
-            message: e.to_string(),
-        };
-        let text = std::fs::read_to_string(dir.meta_file()).map_err(io)?;
-        let mut meta: Map<String, Json> =
-            serde_json::from_str(&text).map_err(|e| ExperimentError::Io {
-                path: dir.meta_file(),
-                message: e.to_string(),
-            })?;
-        meta.insert(
-            "experiment".into(),
-            json!({
-                "name": self.experiment.name,
-                "dir": self.config.experiment_dir.display().to_string(),
-                "variant": self.variant.plan.id,
-                "dataset": self.dataset.name,
-                "hashes": {
-                    "flow": self.variant.flow_hash,
-                    "dataset": self.dataset_hash,
-                    "experiment": self.experiment_hash,
-                },
-            }),
-        );
-        crate::record::write_json_atomic(&dir.meta_file(), &Json::Object(meta)).map_err(io)
+        let mut meta = dir.read_meta().map_err(|e| io(&dir.meta_file(), e))?;
+        meta.experiment = Some(ExperimentRef {
+            name: self.experiment.name.clone(),
+            dir: self.config.experiment_dir.display().to_string(),
+            variant: self.variant.plan.id.clone(),
+            dataset: self.dataset.name.clone(),
+            hashes: ExperimentHashes {
+                flow: self.variant.flow_hash.clone(),
+                dataset: self.dataset_hash.clone(),
+                experiment: self.experiment_hash.to_string(),
+            },
+        });
+        crate::run_store::write_meta(dir, &meta).map_err(|e| io(&dir.meta_file(), e))
     }
 
-    async fn eval_flow(
+    /// One evaluator over this run, through [`crate::eval::evaluate`] (no gates: the
+    /// experiment compares metrics), into `dir`. What went wrong with it is its `problem`.
+    async fn evaluate(
         &self,
-        exec: &Executor,
+        what: Evaluator<'_>,
         ds: &EvalDataset,
         dir: RunDir,
+        base_meta: &RunMeta,
         cancel: watch::Receiver<bool>,
     ) -> Result<EvalResult, ExperimentError> {
         let mapping = ColumnMapping::from_map(&ds.mappings).map_err(|e| {
@@ -735,200 +731,75 @@ impl RunJob<'_> {
                     .into(),
             )
         })?;
-        let batch = DirBatch {
+        let (flow, builtin, models) = match what {
+            Evaluator::Flow(exec) => (Some(exec), Vec::new(), &[][..]),
+            Evaluator::Builtin(spec) => (None, vec![spec.clone()], &[][..]),
+            Evaluator::Model(m) => (None, Vec::new(), std::slice::from_ref(m)),
+        };
+        let plan = EvalPlan {
+            base: self.dir.clone(),
+            base_meta: base_meta.clone(),
             dir: dir.clone(),
             data: ds.source.clone(),
             mapping,
             mapping_args: mapping_args(&ds.mappings),
-            base_run: Some(self.dir.path.clone()),
-            require_base_line: true,
-            config: self.batch_config.clone(),
+            flow,
+            builtin,
+            models,
+            client: Some(self.client),
+            cache: self.cache,
+            model_concurrency: self.batch_config.concurrency,
+            repeat: None,
+            gates: GatePlan::default(),
+            batch: self.batch_config.clone(),
             settings: self.config.settings.clone(),
             offline: self.config.executor.offline,
-            shard: None,
-            resume: None,
-            trace: None,
+            cancel,
         };
-        let done = run_to_dir(exec, &batch, &Quiet, cancel)
-            .await
-            .map_err(|e| ExperimentError::Run(e.to_string()))?;
-        let mut problem = None;
-        if let Some(e) = done
-            .outcome
-            .aggregation
-            .as_ref()
-            .and_then(|a| a.error.as_ref())
-        {
-            problem = Some(format!("aggregation failed: {}", e.message));
-        } else if done.meta.failed_lines > 0 {
-            problem = Some(format!(
-                "{} of {} evaluation lines failed",
-                done.meta.failed_lines, done.meta.total_lines
-            ));
-        }
-        Ok(EvalResult {
-            evaluator: String::new(),
-            dataset: ds.name.clone(),
-            metrics: metrics_of(&dir),
-            dir,
-            problem,
-        })
-    }
-
-    fn eval_builtin(
-        &self,
-        spec: &crate::evaluators::EvaluatorSpec,
-        ds: &EvalDataset,
-        dir: RunDir,
-        base_meta: &RunMeta,
-    ) -> Result<EvalResult, ExperimentError> {
-        let (mapping, mut meta) = self.eval_dir_start(ds, &dir, base_meta)?;
-        let outcome = crate::eval::score_into_dir(
-            &dir,
-            &self.dir,
-            &ds.source,
-            &mapping,
-            std::slice::from_ref(spec),
-            |_| {},
-        )
-        .map_err(ExperimentError::Run)?;
-        let mut metrics = Map::new();
-        crate::eval::merge_metrics(&mut metrics, &outcome.metrics);
-        metrics.insert(
-            "eval.base_failed_lines".into(),
-            Json::from(outcome.failed_base_lines.max(base_meta.failed_lines)),
-        );
-        crate::eval::write_metrics(&dir, &metrics).map_err(|e| io(&dir.metrics_file(), e))?;
-        crate::record::write_json_atomic(
-            &dir.path.join("evaluators.json"),
-            &json!([{"name": spec.name, "spec": spec.source, "kind": "builtin"}]),
-        )
-        .map_err(|e| io(&dir.path, e))?;
-        meta.total_lines = outcome.lines;
-        meta.completed_lines = outcome.lines.saturating_sub(outcome.failed_base_lines);
-        meta.failed_lines = outcome.failed_base_lines;
-        meta.status = if outcome.failed_base_lines == 0 {
-            RunStatus::Completed
-        } else {
-            RunStatus::Failed
-        };
-        meta.end_time = Some(crate::record::timestamp(std::time::SystemTime::now()));
-        crate::run_store::write_meta(&dir, &meta).map_err(|e| io(&dir.meta_file(), e))?;
-        let problem = (outcome.failed_base_lines > 0).then(|| {
-            format!(
-                "{} line(s) of the run failed; they count as failed evaluations",
-                outcome.failed_base_lines
-            )
-        });
-        Ok(EvalResult {
-            evaluator: String::new(),
-            dataset: ds.name.clone(),
-            metrics: metrics_of(&dir),
-            dir,
-            problem,
-        })
-    }
-}
-
-/// A judge or embedding evaluator from its spec text, with the experiment's connections.
-fn prepare_model(text: &str, options: &ExecutorOptions) -> Result<ModelEvaluator, String> {
-    if text.starts_with("embedding") {
-        let spec = text
-            .parse::<crate::judge::EmbeddingSpec>()
-            .map_err(|e| e.to_string())?;
-        crate::judge::EmbeddingJudge::new(spec, &options.env, options.offline)
-            .map(|j| ModelEvaluator::Embedding(Box::new(j)))
-            .map_err(|e| e.to_string())
-    } else {
-        let spec = text
-            .parse::<crate::judge::JudgeSpec>()
-            .map_err(|e| e.to_string())?;
-        crate::judge::Judge::new(spec, &options.env, options.offline)
-            .map(|j| ModelEvaluator::Judge(Box::new(j)))
-            .map_err(|e| e.to_string())
-    }
-}
-
-impl RunJob<'_> {
-    /// What an evaluation without a flow starts with: the dataset's column mapping, its
-    /// directory created, and the `meta.json` of a run of no flow over the evaluated run.
-    fn eval_dir_start(
-        &self,
-        ds: &EvalDataset,
-        dir: &RunDir,
-        base_meta: &RunMeta,
-    ) -> Result<(ColumnMapping, RunMeta), ExperimentError> {
-        let mapping = ColumnMapping::from_map(&ds.mappings).map_err(|e| {
-            ExperimentError::File(
-                ds.origin
-                    .error(format!("dataset `{}`: {e}", ds.name))
-                    .into(),
-            )
-        })?;
-        std::fs::create_dir_all(&dir.path).map_err(|e| io(&dir.path, e))?;
-        let mut meta =
-            crate::eval::builtin_only_meta(&dir.name(), &self.dir, base_meta, &ds.source);
-        meta.column_mapping = mapping_args(&ds.mappings);
-        Ok((mapping, meta))
-    }
-
-    /// A judge (or embedding similarity) over the run, through the experiment's client (its
-    /// limiter) and cache; `judge_scores.jsonl`, `evaluators.json` and `metrics.json` as
-    /// `flow eval` writes them.
-    async fn eval_model(
-        &self,
-        evaluator: &ModelEvaluator,
-        ds: &EvalDataset,
-        dir: RunDir,
-        base_meta: &RunMeta,
-    ) -> Result<EvalResult, ExperimentError> {
-        let (mapping, mut meta) = self.eval_dir_start(ds, &dir, base_meta)?;
-        meta.flow_name = "model evaluators".into();
-        let scored = crate::eval::score_with_models(
-            &self.dir,
-            &ds.source,
-            &mapping,
-            std::slice::from_ref(evaluator),
-            self.client,
-            self.cache,
-            self.batch_config.concurrency,
-        )
-        .await;
-        let (metrics, problem) = match scored {
-            Ok(lines) => {
-                let mut metrics =
-                    crate::eval::record_model_scores(&dir, &lines, std::slice::from_ref(evaluator))
-                        .map_err(|e| io(&dir.path, e))?;
-                let failed = lines
-                    .iter()
-                    .filter(|l| l.scores.iter().any(|(_, s, _, _)| s.is_none()))
-                    .count();
-                metrics.insert(
-                    "eval.base_failed_lines".into(),
-                    Json::from(base_meta.failed_lines),
-                );
-                meta.total_lines = lines.len();
-                meta.completed_lines = lines.len().saturating_sub(failed);
-                meta.failed_lines = failed;
-                (metrics, None)
+        let mut endpoint_unusable = false;
+        let problem = match evaluate(plan, &crate::eval::Quiet).await {
+            Ok(outcome) => problem_of(&outcome.verdict),
+            Err(e @ (EvalError::Models(_) | EvalError::Stopped { .. })) => {
+                use crate::error::Classify as _;
+                endpoint_unusable = e.class() == crate::error::ErrorClass::Endpoint;
+                Some(e.to_string())
             }
-            Err(e) => (Map::new(), Some(e.to_string())),
+            Err(e) => return Err(ExperimentError::Eval(e)),
         };
-        crate::eval::write_metrics(&dir, &metrics).map_err(|e| io(&dir.metrics_file(), e))?;
-        meta.status = if problem.is_none() {
-            RunStatus::Completed
-        } else {
-            RunStatus::Failed
-        };
-        meta.end_time = Some(crate::record::timestamp(std::time::SystemTime::now()));
-        crate::run_store::write_meta(&dir, &meta).map_err(|e| io(&dir.meta_file(), e))?;
         Ok(EvalResult {
             evaluator: String::new(),
             dataset: ds.name.clone(),
             metrics: metrics_of(&dir),
             dir,
             problem,
+            endpoint_unusable,
         })
+    }
+}
+
+/// What scores a run: a prepared evaluation flow, a built-in, or a model evaluator.
+enum Evaluator<'a> {
+    Flow(&'a Executor),
+    Builtin(&'a crate::evaluators::EvaluatorSpec),
+    Model(&'a ModelEvaluator),
+}
+
+/// What the experiment reports about an evaluation that did not pass.
+fn problem_of(verdict: &Verdict) -> Option<String> {
+    match verdict {
+        Verdict::Passed => None,
+        Verdict::Failed(FailReason::EvaluationFlow(FlowProblem::LinesFailed {
+            failed,
+            total,
+            ..
+        })) => Some(format!("{failed} of {total} evaluation lines failed")),
+        Verdict::Failed(FailReason::EvaluationFlow(p @ FlowProblem::Aggregation(_))) => {
+            Some(p.to_string())
+        }
+        Verdict::Failed(FailReason::BaseLines { lines, .. }) => Some(format!(
+            "{lines} line(s) of the run failed; they count as failed evaluations"
+        )),
+        other => Some(other.to_string()),
     }
 }
 

@@ -268,7 +268,7 @@ fn load_run(source: &ReportSource) -> Result<LoadedRun, ReportError> {
         read_metrics(&eval.metrics_file(), &mut metrics, |k| {
             !k.starts_with("flow.") && !k.starts_with("eval.")
         })?;
-        for file in ["scores.jsonl", "judge_scores.jsonl"] {
+        for file in crate::eval::eval_dir::SCORE_FILES {
             read_scores(&eval.path.join(file), &mut cells, &mut score_names)?;
         }
         if eval.flow_artifacts_dir().is_dir() {

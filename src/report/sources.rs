@@ -91,9 +91,7 @@ pub fn experiment_sources(dir: &Path) -> Result<(Vec<ReportSource>, ExperimentIn
 /// Whether a run directory is an evaluation (`flow eval`'s): it scored a base run.
 pub fn is_evaluation(dir: &Path, meta: &RunMeta) -> bool {
     meta.base_run.is_some()
-        && (meta.settings.require_base_line
-            || dir.join("scores.jsonl").is_file()
-            || dir.join("judge_scores.jsonl").is_file())
+        && (meta.settings.require_base_line || crate::eval::eval_dir::has_scores(dir))
 }
 
 /// The run an evaluation scored (its `meta.json`'s `base_run`).

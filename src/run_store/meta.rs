@@ -115,6 +115,33 @@ pub struct RunMeta {
     /// The shard runs this run was merged from (`flow runs merge`), in shard order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+    /// The experiment this run is part of (`flow experiment`), and what identifies what ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentRef>,
+}
+
+/// A run's place in an experiment: recorded in its `meta.json` by `flow experiment`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExperimentRef {
+    /// The experiment's name.
+    pub name: String,
+    /// Its comparison directory.
+    pub dir: String,
+    /// The variant plan (`default`, `ask.long`, ...) and the dataset this run covers.
+    pub variant: String,
+    pub dataset: String,
+    pub hashes: ExperimentHashes,
+}
+
+/// The hashes that identify what an experiment run ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExperimentHashes {
+    /// The flow as it ran (variants and parameters applied).
+    pub flow: String,
+    /// The dataset's contents.
+    pub dataset: String,
+    /// The experiment file's.
+    pub experiment: String,
 }
 
 /// The settings a run started with, so that `flow run --resume`, a restarted shard and a pod
@@ -200,5 +227,33 @@ mod tests {
         let mut one = vec![7.0];
         assert_eq!(Latency::of(&mut one).p99, 7.0);
         assert_eq!(Latency::of(&mut []).p50, 0.0);
+    }
+
+    #[test]
+    fn a_runs_experiment_survives_reading_and_writing_its_meta() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = super::super::RunDir::new(tmp.path().join("run"));
+        std::fs::create_dir_all(&dir.path).unwrap();
+        let written = serde_json::json!({
+            "name": "run", "flow": "f", "flow_name": "f", "variant": "default",
+            "status": "Completed", "created": "2026-12-06T00:00:00Z", "total_lines": 1,
+            "completed_lines": 1, "failed_lines": 0,
+            "tokens": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "latency_ms": {"p50": 0.0, "p90": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0},
+            "concurrency": 1, "flow_version": "test",
+            "experiment": {"name": "e", "dir": "d", "variant": "v", "dataset": "ds",
+                "hashes": {"flow": "sha256:f", "dataset": "sha256:d", "experiment": "sha256:e"}},
+        });
+        std::fs::write(dir.meta_file(), written.to_string()).unwrap();
+        let mut meta = dir.read_meta().unwrap();
+        meta.status = RunStatus::Failed;
+        super::super::write_meta(&dir, &meta).unwrap();
+        let again = dir.read_meta().unwrap();
+        let experiment = again.experiment.expect("the experiment is kept");
+        assert_eq!(experiment.variant, "v");
+        assert_eq!(experiment.hashes.experiment, "sha256:e");
+        let raw: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.meta_file()).unwrap()).unwrap();
+        assert_eq!(raw["experiment"], written["experiment"]);
     }
 }

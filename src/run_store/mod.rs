@@ -29,7 +29,9 @@ mod writer;
 use std::path::{Path, PathBuf};
 
 pub use journal::{Journal, read_journal, succeeded_lines_with};
-pub use meta::{Latency, RunMeta, RunSettings, RunStatus, percentile};
+pub use meta::{
+    ExperimentHashes, ExperimentRef, Latency, RunMeta, RunSettings, RunStatus, percentile,
+};
 pub use records::{parse_line_record, parse_node_record};
 pub use run_upload::RunUpload;
 pub use shard::{Shard, ShardError, ShardHashError, ShardInfo};

@@ -1,0 +1,84 @@
+//! The lines printed when a batch ends: lines succeeded and failed, time and rate, tokens, cost
+//! and cache hits; latency; the run's metrics; the first errors. Printed for the batches
+//! `flow eval` runs (the evaluation flow, repeated samples) as `flow run --data` prints them.
+
+use std::time::Duration;
+
+use super::output::{bold, color_stderr, dim};
+use super::progress::{human_count, human_duration};
+use flow::batch::BatchOutcome;
+use flow::run_store::{RunDir, RunMeta, RunStatus};
+
+/// Print the summary of a finished batch: `ran` lines ran in `elapsed`.
+pub(super) fn print(
+    meta: &RunMeta,
+    outcome: &BatchOutcome,
+    dir: &RunDir,
+    elapsed: Duration,
+    ran: usize,
+) {
+    let color = color_stderr();
+    let rate = if elapsed.as_secs_f64() > 0.0 {
+        ran as f64 / elapsed.as_secs_f64()
+    } else {
+        0.0
+    };
+    let mark = if meta.failed_lines == 0 && meta.status == RunStatus::Completed {
+        "✓"
+    } else {
+        "✗"
+    };
+    let mut parts = vec![format!(
+        "{}/{} lines succeeded",
+        meta.completed_lines, meta.total_lines
+    )];
+    if meta.failed_lines > 0 {
+        parts.push(format!("{} failed", meta.failed_lines));
+    }
+    parts.push(format!(
+        "{} at {rate:.1} lines/s",
+        human_duration(elapsed.as_secs_f64())
+    ));
+    parts.push(format!("{} tokens", human_count(meta.tokens.total_tokens)));
+    match meta.cost_usd {
+        Some(c) => parts.push(format!("${c:.4}")),
+        None if !meta.unpriced_models.is_empty() => parts.push("cost unknown".into()),
+        None => {}
+    }
+    if meta.cache_hits > 0 {
+        parts.push(format!("{} cached", meta.cache_hits));
+    }
+    eprintln!("{} {}", bold(mark, color), parts.join(" · "));
+    eprintln!(
+        "{}",
+        dim(
+            &format!(
+                "latency p50 {:.0} ms · p95 {:.0} ms · run {}",
+                meta.latency_ms.p50,
+                meta.latency_ms.p95,
+                dir.path.display()
+            ),
+            color
+        )
+    );
+    if let Some(aggregation) = &outcome.aggregation {
+        for (k, v) in &aggregation.metrics {
+            eprintln!("metric {k}: {v}");
+        }
+    }
+    if meta.offline {
+        eprintln!(
+            "{}",
+            dim(
+                "offline: every model answer came from the echo provider, not a model",
+                color
+            )
+        );
+    }
+    for (line, e) in &outcome.first_errors {
+        eprintln!("  line {line}: {}", e.message.lines().next().unwrap_or(""));
+    }
+    if meta.failed_lines > outcome.first_errors.len() && !outcome.first_errors.is_empty() {
+        eprintln!("  ... see {}", dir.error_file().display());
+    }
+}
