@@ -45,6 +45,9 @@ pub fn render_html(report: &Report) -> Result<String, ReportError> {
     let html = tera
         .render("report.html", &context)
         .map_err(|e| ReportError::Template(tera_message(&e)))?;
+    // Names and labels the template printed (run names, metrics, datasets) show invisible
+    // characters too; the data block was shown when it was made.
+    let html = super::invisible::show(&html);
     let at = html
         .rfind(DATA_MARKER)
         .ok_or_else(|| ReportError::Template("the template has no data block".into()))?;
@@ -214,7 +217,7 @@ fn page(report: &Report) -> Result<Page<'_>, ReportError> {
         .collect();
     let mut chart_metrics = eval_metrics.clone();
     chart_metrics.push("lines.pass_rate".into());
-    let data_json = script_json(&data(report))?;
+    let data_json = super::invisible::show_in_json(&script_json(&data(report))?).into_owned();
     let script_hash = base64(&Sha256::digest(SCRIPT.as_bytes()));
     let groups = groups(report, &metric_names, &eval_metrics, &chart_metrics);
     Ok(Page {
