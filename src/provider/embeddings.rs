@@ -125,7 +125,9 @@ impl LlmClient {
             let resp = rb.send().await.map_err(transport)?;
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
-            let bytes = resp.bytes().await.map_err(transport)?;
+            let bytes = super::http::read_body(resp, self.config.max_reply_bytes, conn, url)
+                .await
+                .map_err(|e| e.or_transport(&transport))?;
             Ok::<_, ProviderError>((status, headers, bytes))
         };
         let (status, headers, bytes) =
