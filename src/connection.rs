@@ -122,6 +122,16 @@ pub enum ConnectionError {
         /// What is wrong, and the fix.
         reason: String,
     },
+    /// The base URL holds credentials (`https://user:pw@host`) that cannot be sent as asked.
+    #[error("connection '{name}': {var} holds credentials ({reason})")]
+    BadBaseCredentials {
+        /// Connection name.
+        name: String,
+        /// The variable read.
+        var: String,
+        /// What is wrong, and the fix.
+        reason: String,
+    },
     /// A member of a pool could not be resolved.
     #[error("connection '{pool}' (a pool): member {source}")]
     PoolMember {
@@ -701,8 +711,62 @@ fn parse_headers(
     Ok(out)
 }
 
+/// Credentials written into the base URL (`https://user:pw@host/v1`) leave it: they are sent as
+/// HTTP Basic auth in an `Authorization` header (secret, like every header), so the URL that
+/// errors, `flow connections`, run records and reports show never holds them.
+fn move_url_credentials(conn: &mut Connection) -> Result<(), ConnectionError> {
+    let Some(base) = conn.api_base.as_deref() else {
+        return Ok(());
+    };
+    let Ok(mut url) = reqwest::Url::parse(base) else {
+        return Ok(());
+    };
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(());
+    }
+    let bad = |conn: &Connection, reason: &str| ConnectionError::BadBaseCredentials {
+        name: conn.name.clone(),
+        var: conn.base_var(),
+        reason: reason.to_string(),
+    };
+    let bearer =
+        conn.api_key.is_some() && matches!(conn.api_type, ApiType::OpenAi | ApiType::Ollama);
+    if bearer
+        || conn
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("authorization"))
+    {
+        return Err(bad(
+            conn,
+            "they would be sent as an Authorization header, which the API key or the connection's headers already set: keep one of the two",
+        ));
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = decode(url.username());
+    let password = url.password().map(decode).unwrap_or_default();
+    let token = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    };
+    if url.set_username("").is_err() || url.set_password(None).is_err() {
+        return Err(bad(conn, "the URL cannot hold credentials; remove them"));
+    }
+    conn.headers.insert(
+        "Authorization".into(),
+        Secret::new(format!("Basic {token}")),
+    );
+    conn.api_base = Some(url.to_string().trim_end_matches('/').to_string());
+    Ok(())
+}
+
 /// Fills defaults and checks required fields for the connection's api type.
 fn finish(mut conn: Connection, prefix: &str) -> Result<Connection, ConnectionError> {
+    move_url_credentials(&mut conn)?;
     let from_standard = !conn.source.iter().any(|v| v.starts_with(prefix));
     let key_var = conn.key_var();
     let missing_key = |conn: &Connection| ConnectionError::MissingKey {

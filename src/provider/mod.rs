@@ -266,6 +266,24 @@ impl Default for ClientConfig {
     }
 }
 
+/// A base URL's path (without a trailing `/`) and its query string, if any: endpoint paths go
+/// between the two, so `https://host/v1?team=a` becomes `https://host/v1/chat/completions?team=a`.
+pub(crate) fn split_query(base: &str) -> (&str, Option<&str>) {
+    let (path, query) = base
+        .split_once('?')
+        .map_or((base, None), |(p, q)| (p, Some(q)));
+    (path.trim_end_matches('/'), query.filter(|q| !q.is_empty()))
+}
+
+/// `url` with `query` (from [`split_query`]) put back at its end.
+pub(crate) fn with_query(mut url: String, query: Option<&str>) -> String {
+    if let Some(q) = query {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(q);
+    }
+    url
+}
+
 /// The callback receiving streamed text deltas.
 pub type DeltaFn<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
