@@ -185,3 +185,28 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The standard `OPENAI_API_BASE` (the older spelling of `OPENAI_BASE_URL`) takes the key to
+/// that host: the request reaches the mock, not api.openai.com.
+#[test]
+fn the_standard_openai_api_base_takes_the_key_to_its_host() {
+    let ctx = TestContext::with_mock();
+    project(&ctx);
+    let out = ctx
+        .cmd()
+        .args(["run", "f", "--node", "a"])
+        .env_remove("OPEN_AI_CONNECTION_API_KEY")
+        .env_remove("OPEN_AI_CONNECTION_API_BASE")
+        .env("OPENAI_API_KEY", TEST_KEY)
+        .env("OPENAI_API_BASE", format!("{}/v1", ctx.mock().url()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let requests = ctx.mock().requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].header("authorization"),
+        Some(format!("Bearer {TEST_KEY}").as_str())
+    );
+}
