@@ -122,6 +122,46 @@ pub enum ConnectionError {
         /// What is wrong, and the fix.
         reason: String,
     },
+    /// The base URL holds credentials (`https://user:pw@host`) that cannot be sent as asked.
+    #[error("connection '{name}': {var} holds credentials ({reason})")]
+    BadBaseCredentials {
+        /// Connection name.
+        name: String,
+        /// The variable read.
+        var: String,
+        /// What is wrong, and the fix.
+        reason: String,
+    },
+    /// Two standard variables for the same thing disagree (`OPENAI_BASE_URL` and
+    /// `OPENAI_API_BASE`).
+    #[error(
+        "connection '{name}': {first} and {second} are both set, to different values: remove one, or configure the connection with its own variables"
+    )]
+    ConflictingStandard {
+        /// Connection name.
+        name: String,
+        /// The variable that would win.
+        first: String,
+        /// The other one.
+        second: String,
+    },
+    /// The connection's key would go to the vendor's default host while a standard base-URL
+    /// variable names another host.
+    #[error(
+        "connection '{name}': {key_var} would be sent to {default}, but {base_var} is set to another host: set {prefix}_API_BASE to the endpoint this key belongs to (or to {default} to mean it)"
+    )]
+    UnusedBase {
+        /// Connection name.
+        name: String,
+        /// The key's variable.
+        key_var: String,
+        /// The vendor's default host.
+        default: String,
+        /// The standard base-URL variable that is set.
+        base_var: String,
+        /// The connection's variable prefix.
+        prefix: String,
+    },
     /// A member of a pool could not be resolved.
     #[error("connection '{pool}' (a pool): member {source}")]
     PoolMember {
@@ -557,6 +597,15 @@ pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, C
             ApiType::OpenAi
         };
     }
+    refuse_unused_base(&conn, env, &prefix)?;
+    if conn.api_type == ApiType::Ollama
+        && conn.api_base.is_none()
+        && let Some(host) = env.get("OLLAMA_HOST")
+    {
+        // Ollama's own convention for where its server listens.
+        conn.api_base = Some(ollama_base(host));
+        conn.source.push("OLLAMA_HOST".to_string());
+    }
     finish(conn, &prefix)
 }
 
@@ -630,45 +679,145 @@ fn resolve_pool(
     Ok(pool)
 }
 
+/// The standard variables of each vendor's SDK, in order of precedence within a family.
+const OPENAI_BASE_VARS: [&str; 2] = ["OPENAI_BASE_URL", "OPENAI_API_BASE"];
+const AZURE_VERSION_VARS: [&str; 2] = ["AZURE_OPENAI_API_VERSION", "OPENAI_API_VERSION"];
+const ANTHROPIC_BASE_VAR: &str = "ANTHROPIC_BASE_URL";
+
+/// The first of `vars` that is set, with its value; two of them set to different values is an
+/// error (which one was meant is unclear).
+fn one_of<'e>(
+    name: &str,
+    env: &'e EnvVars,
+    vars: &[&'static str],
+) -> Result<Option<(&'static str, &'e str)>, ConnectionError> {
+    let set: Vec<(&'static str, &str)> = vars
+        .iter()
+        .filter_map(|v| env.get(v).map(|value| (*v, value.trim())))
+        .collect();
+    if let [(a, va), rest @ ..] = set.as_slice() {
+        if let Some((b, _)) = rest.iter().find(|(_, vb)| vb != va) {
+            return Err(ConnectionError::ConflictingStandard {
+                name: name.to_string(),
+                first: (*a).to_string(),
+                second: (*b).to_string(),
+            });
+        }
+        return Ok(Some((a, va)));
+    }
+    Ok(None)
+}
+
+/// The base URL for `host` as Ollama's `OLLAMA_HOST` writes it (`host:port`, `http://host:port`,
+/// or a URL with a path).
+fn ollama_base(host: &str) -> String {
+    let host = host.trim().trim_end_matches('/');
+    let with_scheme = if host.contains("://") {
+        host.to_string()
+    } else {
+        format!("http://{host}")
+    };
+    if with_scheme.ends_with("/v1") {
+        with_scheme
+    } else {
+        format!("{with_scheme}/v1")
+    }
+}
+
+/// For a connection configured with its own `X_*` variables but no `X_API_BASE`: a vendor's
+/// standard base-URL variable in the environment means the key could be meant for that host, so
+/// sending it to the vendor's default host is refused rather than guessed.
+fn refuse_unused_base(
+    conn: &Connection,
+    env: &EnvVars,
+    prefix: &str,
+) -> Result<(), ConnectionError> {
+    if conn.api_base.is_some() || conn.api_key.is_none() {
+        return Ok(());
+    }
+    let (vars, default): (&[&str], &str) = match conn.api_type {
+        ApiType::OpenAi => (&OPENAI_BASE_VARS, OPENAI_DEFAULT_BASE),
+        ApiType::Anthropic => (&[ANTHROPIC_BASE_VAR], ANTHROPIC_DEFAULT_BASE),
+        _ => return Ok(()),
+    };
+    if let Some(var) = vars.iter().find(|v| env.get(v).is_some()) {
+        return Err(ConnectionError::UnusedBase {
+            name: conn.name.clone(),
+            key_var: conn.key_var(),
+            default: default.to_string(),
+            base_var: (*var).to_string(),
+            prefix: prefix.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A connection with no `X_*` variable, from the vendors' standard variables: OpenAI
+/// (`OPENAI_API_KEY`, `OPENAI_BASE_URL` or `OPENAI_API_BASE`, `OPENAI_ORG_ID`), Azure OpenAI
+/// (`AZURE_OPENAI_API_KEY`, `AZURE_OPENAI_ENDPOINT`, `AZURE_OPENAI_API_VERSION` or
+/// `OPENAI_API_VERSION`, `AZURE_OPENAI_DEPLOYMENT`), and, for a connection whose name says so,
+/// Anthropic (`ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`) and Ollama (`OLLAMA_HOST`). Each key
+/// goes only with its own family's base URL.
 fn resolve_standard(
     mut conn: Connection,
     prefix: &str,
     env: &EnvVars,
 ) -> Result<Connection, ConnectionError> {
-    let openai = env.get("OPENAI_API_KEY").is_some();
-    let azure =
-        env.get("AZURE_OPENAI_API_KEY").is_some() || env.get("AZURE_OPENAI_ENDPOINT").is_some();
-    let prefer_azure = conn.name.to_ascii_lowercase().contains("azure");
-    let use_azure = match (openai, azure) {
-        (true, true) => prefer_azure,
-        (false, true) => true,
-        (true, false) => false,
-        (false, false) => {
-            return Err(ConnectionError::NotConfigured {
-                name: conn.name,
-                prefix: prefix.to_string(),
-            });
-        }
+    let name = conn.name.clone();
+    let lower = name.to_ascii_lowercase();
+    let has = |vars: &[&str]| vars.iter().any(|v| env.get(v).is_some());
+    let openai = has(&["OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE"]);
+    let azure = has(&["AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT"]);
+    let anthropic = has(&["ANTHROPIC_API_KEY", ANTHROPIC_BASE_VAR]);
+    let ollama = has(&["OLLAMA_HOST"]);
+    let family = if azure && lower.contains("azure") {
+        ApiType::Azure
+    } else if anthropic && (lower.contains("anthropic") || lower.contains("claude")) {
+        ApiType::Anthropic
+    } else if ollama && lower.contains("ollama") {
+        ApiType::Ollama
+    } else if openai {
+        ApiType::OpenAi
+    } else if azure {
+        ApiType::Azure
+    } else {
+        return Err(ConnectionError::NotConfigured {
+            name,
+            prefix: prefix.to_string(),
+        });
     };
-    let mut take = |var: &str| -> Option<String> {
+    let take = |conn: &mut Connection, var: &str| -> Option<String> {
         let v = env.get(var)?.trim().to_string();
         conn.source.push(var.to_string());
         Some(v)
     };
-    if use_azure {
-        let key = take("AZURE_OPENAI_API_KEY");
-        let base = take("AZURE_OPENAI_ENDPOINT");
-        let version = take("OPENAI_API_VERSION");
-        conn.api_type = ApiType::Azure;
-        conn.api_key = key.map(Secret::new);
-        conn.api_base = base;
-        conn.api_version = version;
-    } else {
-        let key = take("OPENAI_API_KEY");
-        let base = take("OPENAI_BASE_URL");
-        conn.api_type = ApiType::OpenAi;
-        conn.api_key = key.map(Secret::new);
-        conn.api_base = base;
+    conn.api_type = family;
+    match family {
+        ApiType::Azure => {
+            conn.api_key = take(&mut conn, "AZURE_OPENAI_API_KEY").map(Secret::new);
+            conn.api_base = take(&mut conn, "AZURE_OPENAI_ENDPOINT");
+            if let Some((var, _)) = one_of(&name, env, &AZURE_VERSION_VARS)? {
+                conn.api_version = take(&mut conn, var);
+            }
+            conn.deployment = take(&mut conn, "AZURE_OPENAI_DEPLOYMENT");
+        }
+        ApiType::Anthropic => {
+            conn.api_key = take(&mut conn, "ANTHROPIC_API_KEY").map(Secret::new);
+            conn.api_base = take(&mut conn, ANTHROPIC_BASE_VAR);
+        }
+        ApiType::Ollama => {
+            conn.api_base = take(&mut conn, "OLLAMA_HOST").map(|h| ollama_base(&h));
+        }
+        ApiType::OpenAi | ApiType::Echo => {
+            conn.api_key = take(&mut conn, "OPENAI_API_KEY").map(Secret::new);
+            if let Some((var, _)) = one_of(&name, env, &OPENAI_BASE_VARS)? {
+                conn.api_base = take(&mut conn, var);
+            }
+            if let Some(org) = take(&mut conn, "OPENAI_ORG_ID") {
+                conn.headers
+                    .insert("OpenAI-Organization".into(), Secret::new(org));
+            }
+        }
     }
     finish(conn, prefix)
 }
@@ -701,8 +850,62 @@ fn parse_headers(
     Ok(out)
 }
 
+/// Credentials written into the base URL (`https://user:pw@host/v1`) leave it: they are sent as
+/// HTTP Basic auth in an `Authorization` header (secret, like every header), so the URL that
+/// errors, `flow connections`, run records and reports show never holds them.
+fn move_url_credentials(conn: &mut Connection) -> Result<(), ConnectionError> {
+    let Some(base) = conn.api_base.as_deref() else {
+        return Ok(());
+    };
+    let Ok(mut url) = reqwest::Url::parse(base) else {
+        return Ok(());
+    };
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(());
+    }
+    let bad = |conn: &Connection, reason: &str| ConnectionError::BadBaseCredentials {
+        name: conn.name.clone(),
+        var: conn.base_var(),
+        reason: reason.to_string(),
+    };
+    let bearer =
+        conn.api_key.is_some() && matches!(conn.api_type, ApiType::OpenAi | ApiType::Ollama);
+    if bearer
+        || conn
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("authorization"))
+    {
+        return Err(bad(
+            conn,
+            "they would be sent as an Authorization header, which the API key or the connection's headers already set: keep one of the two",
+        ));
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = decode(url.username());
+    let password = url.password().map(decode).unwrap_or_default();
+    let token = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    };
+    if url.set_username("").is_err() || url.set_password(None).is_err() {
+        return Err(bad(conn, "the URL cannot hold credentials; remove them"));
+    }
+    conn.headers.insert(
+        "Authorization".into(),
+        Secret::new(format!("Basic {token}")),
+    );
+    conn.api_base = Some(url.to_string().trim_end_matches('/').to_string());
+    Ok(())
+}
+
 /// Fills defaults and checks required fields for the connection's api type.
 fn finish(mut conn: Connection, prefix: &str) -> Result<Connection, ConnectionError> {
+    move_url_credentials(&mut conn)?;
     let from_standard = !conn.source.iter().any(|v| v.starts_with(prefix));
     let key_var = conn.key_var();
     let missing_key = |conn: &Connection| ConnectionError::MissingKey {

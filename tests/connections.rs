@@ -269,3 +269,110 @@ fn secrets_never_print_and_are_redacted() {
             .contains(&"client_secret".to_string())
     );
 }
+
+/// Every documented combination of standard variables, and the host each key goes to: a key is
+/// only ever sent to the host configured with it.
+#[test]
+fn standard_variables_every_family_and_the_host_each_key_reaches() {
+    // OpenAI's older base variable is honoured; the organisation becomes its header.
+    let e = env(&[
+        ("OPENAI_API_KEY", "sk-standard-1234567890"),
+        ("OPENAI_API_BASE", "http://gateway/v1"),
+        ("OPENAI_ORG_ID", "org-123456"),
+    ]);
+    let c = resolve("open_ai_connection", &e, false).unwrap();
+    assert_eq!(c.api_base.as_deref(), Some("http://gateway/v1"));
+    assert_eq!(
+        c.headers.get("OpenAI-Organization").map(Secret::expose),
+        Some("org-123456")
+    );
+    // Both base variables, disagreeing: which host the key is for is unclear.
+    let e = env(&[
+        ("OPENAI_API_KEY", "sk-standard-1234567890"),
+        ("OPENAI_BASE_URL", "http://a/v1"),
+        ("OPENAI_API_BASE", "http://b/v1"),
+    ]);
+    let err = resolve("open_ai_connection", &e, false).unwrap_err();
+    assert!(
+        matches!(err, ConnectionError::ConflictingStandard { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("OPENAI_BASE_URL and OPENAI_API_BASE")
+    );
+
+    // Azure: its own version variable first, the deployment too.
+    let e = env(&[
+        ("AZURE_OPENAI_API_KEY", "az-key-123456"),
+        ("AZURE_OPENAI_ENDPOINT", "https://r.openai.azure.com"),
+        ("AZURE_OPENAI_API_VERSION", "2024-10-21"),
+        ("AZURE_OPENAI_DEPLOYMENT", "gpt-4o-prod"),
+    ]);
+    let c = resolve("anything", &e, false).unwrap();
+    assert_eq!(c.api_type, ApiType::Azure);
+    assert_eq!(c.api_version.as_deref(), Some("2024-10-21"));
+    assert_eq!(c.deployment.as_deref(), Some("gpt-4o-prod"));
+    assert_eq!(c.api_base.as_deref(), Some("https://r.openai.azure.com"));
+
+    // Anthropic and Ollama standard variables serve connections named for them only.
+    let e = env(&[
+        ("ANTHROPIC_API_KEY", "sk-ant-123456789"),
+        ("ANTHROPIC_BASE_URL", "http://claude-proxy"),
+        ("OLLAMA_HOST", "127.0.0.1:11500"),
+    ]);
+    let c = resolve("anthropic_connection", &e, false).unwrap();
+    assert_eq!(c.api_type, ApiType::Anthropic);
+    assert_eq!(c.api_base.as_deref(), Some("http://claude-proxy"));
+    assert_eq!(c.api_key.unwrap().expose(), "sk-ant-123456789");
+    let c = resolve("local_ollama", &e, false).unwrap();
+    assert_eq!(c.api_type, ApiType::Ollama);
+    assert_eq!(c.api_base.as_deref(), Some("http://127.0.0.1:11500/v1"));
+    assert!(c.api_key.is_none());
+    assert!(matches!(
+        resolve("open_ai_connection", &e, false).unwrap_err(),
+        ConnectionError::NotConfigured { .. }
+    ));
+
+    // An Ollama connection of its own with no base listens where OLLAMA_HOST says.
+    let e = env(&[
+        ("LOCAL_API_TYPE", "ollama"),
+        ("OLLAMA_HOST", "http://gpu-box:11434"),
+    ]);
+    let c = resolve("local", &e, false).unwrap();
+    assert_eq!(c.api_base.as_deref(), Some("http://gpu-box:11434/v1"));
+
+    // A prefixed key with no base of its own while a standard base variable names another
+    // host: refused, never sent to the vendor's default host.
+    let e = env(&[
+        ("C_API_KEY", "sk-prefixed-123456"),
+        ("OPENAI_BASE_URL", "http://corp-gateway/v1"),
+    ]);
+    let err = resolve("c", &e, false).unwrap_err();
+    assert!(matches!(err, ConnectionError::UnusedBase { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("C_API_KEY would be sent to https://api.openai.com/v1"),
+        "{text}"
+    );
+    assert!(text.contains("set C_API_BASE"), "{text}");
+    let e = env(&[
+        ("C_API_TYPE", "anthropic"),
+        ("C_API_KEY", "sk-ant-prefixed-1"),
+        ("ANTHROPIC_BASE_URL", "http://elsewhere"),
+    ]);
+    assert!(matches!(
+        resolve("c", &e, false).unwrap_err(),
+        ConnectionError::UnusedBase { .. }
+    ));
+    // With a base of its own, the standard one is not involved.
+    let e = env(&[
+        ("C_API_KEY", "sk-prefixed-123456"),
+        ("C_API_BASE", "http://mine/v1"),
+        ("OPENAI_BASE_URL", "http://corp-gateway/v1"),
+    ]);
+    assert_eq!(
+        resolve("c", &e, false).unwrap().api_base.as_deref(),
+        Some("http://mine/v1")
+    );
+}

@@ -361,10 +361,13 @@ fn the_smoke_test_passes_against_the_built_flow_and_fails_on_a_wrong_answer() {
     // A flow whose outputs the server does not return fails the smoke test (exit 1).
     ctx.flow(
         "other",
-        &[(
-            "flow.dag.yaml",
-            "inputs:\n  text:\n    type: string\n    default: hi\noutputs:\n  summary:\n    type: string\n    reference: ${inputs.text}\nnodes: []\n",
-        )],
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs:\n  text:\n    type: string\n    default: hi\noutputs:\n  summary:\n    type: string\n    reference: ${say.output}\nnodes:\n- {name: say, type: prompt, source: {type: code, path: say.jinja2}, inputs: {text: '${inputs.text}'}}\n",
+            ),
+            ("say.jinja2", "{{text}}"),
+        ],
     );
     ctx.run(&[
         "deploy",

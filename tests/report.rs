@@ -427,3 +427,61 @@ fn runs_over_different_datasets_are_kept_apart() {
     assert_eq!(rows.len(), LINES.len() + 2);
     assert_eq!(rows.last().unwrap()[col(&header, "dataset")], "small.jsonl");
 }
+
+/// Text that reads differently from what it is — a bidi override, a zero-width space, a control
+/// character — in a model's answer, a dataset value and a run name is shown as its code point in
+/// the HTML report, never as the raw character.
+#[test]
+fn html_shows_bidi_overrides_and_invisible_characters_as_code_points() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${ask.output}'}\nnodes:\n- {name: ask, type: llm, source: {type: code, path: ask.jinja2}, connection: open_ai_connection, api: chat, inputs: {model: m, q: '${inputs.q}'}}\n",
+            ),
+            ("ask.jinja2", "user:\n{{q}}"),
+        ],
+    );
+    ctx.mock().reply_when(
+        "refund",
+        "status: \u{202E}devorppa\u{202C} hidden\u{200B}word\u{7}",
+    );
+    ctx.write("data.jsonl", "{\"q\": \"refund \\u2067please\\u2069\"}\n");
+    ctx.run(&[
+        "run",
+        "f",
+        "--data",
+        "data.jsonl",
+        "--name",
+        "bidi\u{202E}run",
+    ])
+    .expect_code(0);
+    ctx.run(&[
+        "report",
+        "bidi\u{202E}run",
+        "--format",
+        "html",
+        "-o",
+        "r.html",
+    ])
+    .expect_code(0);
+    let html = std::fs::read_to_string(ctx.root().join("r.html")).unwrap();
+    for raw in [
+        '\u{202E}', '\u{202C}', '\u{200B}', '\u{2067}', '\u{2069}', '\u{7}',
+    ] {
+        assert!(
+            !html.contains(raw),
+            "the report holds a raw U+{:04X}",
+            u32::from(raw)
+        );
+    }
+    for shown in [
+        "⟨U+202E⟩devorppa⟨U+202C⟩ hidden⟨U+200B⟩word⟨U+0007⟩",
+        "refund ⟨U+2067⟩please⟨U+2069⟩",
+        "bidi⟨U+202E⟩run",
+    ] {
+        assert!(html.contains(shown), "the report lacks `{shown}`");
+    }
+}

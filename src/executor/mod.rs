@@ -135,11 +135,11 @@ pub fn stream_output(flow: &Flow) -> Option<StreamOutput> {
 /// A node ready to run.
 pub(crate) enum Prepared {
     Llm {
-        template: PromptTemplate,
+        template: Arc<PromptTemplate>,
         connection: Arc<Connection>,
     },
     Prompt {
-        template: PromptTemplate,
+        template: Arc<PromptTemplate>,
     },
     Python {
         file: PathBuf,

@@ -2,6 +2,7 @@
 //! a Python tool.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -12,6 +13,7 @@ use crate::model::{LlmApi, Node};
 use crate::provider::{Api, DeltaFn, LlmRequest, ProviderError};
 use crate::python::{PythonCall, PythonError};
 use crate::record::{ErrorInfo, ErrorKind, Tokens};
+use crate::template::{PromptTemplate, Rendered};
 
 /// Node inputs that are model parameters, not template variables (docs/flows.md, Nodes).
 pub const MODEL_PARAMETERS: &[&str] = &[
@@ -86,9 +88,9 @@ impl Executor {
         let node = &self.flow.nodes[index];
         match &self.prepared[index] {
             Prepared::Prompt { template } => {
-                let rendered = template
-                    .render_guarded(&inputs.values, &inputs.tainted)
-                    .map_err(|e| template_error(node, &e.to_string()))?;
+                let rendered = render(template, &inputs.values, &inputs.tainted)
+                    .await
+                    .map_err(|e| template_error(node, &e))?;
                 let mut out = NodeOutcome::value(Value::String(rendered.text));
                 out.escaped = rendered.escaped.clone();
                 Ok(out)
@@ -98,9 +100,9 @@ impl Executor {
                 connection,
             } => {
                 let (params, vars) = split_parameters(&inputs.values);
-                let rendered = template
-                    .render_guarded(&vars, &inputs.tainted)
-                    .map_err(|e| template_error(node, &e.to_string()))?;
+                let rendered = render(template, &vars, &inputs.tainted)
+                    .await
+                    .map_err(|e| template_error(node, &e))?;
                 let model = string_param(&params, "model");
                 let deployment = string_param(&params, "deployment_name");
                 let mut request = LlmRequest {
@@ -313,6 +315,27 @@ fn model_params(params: &Map<String, Value>) -> Result<Map<String, Value>, Strin
         out.insert(k.clone(), typed);
     }
     Ok(out)
+}
+
+/// Render a node's template. One with logic (loops, conditions) renders on the blocking pool,
+/// so its work — bounded by [`crate::template::RENDER_FUEL`] — never holds an async worker:
+/// other lines, other requests and `/health` go on, and a line timeout stops waiting for it.
+/// Plain substitution, linear in its inputs, renders in place (no thread hop on the hot path).
+async fn render(
+    template: &Arc<PromptTemplate>,
+    vars: &Map<String, Value>,
+    tainted: &HashSet<String>,
+) -> Result<Rendered, String> {
+    if !template.has_logic() {
+        return template
+            .render_guarded(vars, tainted)
+            .map_err(|e| e.to_string());
+    }
+    let (template, vars, tainted) = (Arc::clone(template), vars.clone(), tainted.clone());
+    tokio::task::spawn_blocking(move || template.render_guarded(&vars, &tainted))
+        .await
+        .map_err(|e| format!("rendering stopped unexpectedly: {e}"))?
+        .map_err(|e| e.to_string())
 }
 
 fn template_error(node: &Node, message: &str) -> ErrorInfo {

@@ -66,13 +66,16 @@ impl Executor {
                             };
                         let template = load_template(&flow, node, style)?;
                         Ok(Prepared::Llm {
-                            template,
+                            template: Arc::new(template),
                             connection,
                         })
                     })
                 }
-                NodeKind::Prompt => load_template(&flow, node, ListStyle::Python)
-                    .map(|template| Prepared::Prompt { template }),
+                NodeKind::Prompt => {
+                    load_template(&flow, node, ListStyle::Python).map(|template| Prepared::Prompt {
+                        template: Arc::new(template),
+                    })
+                }
                 NodeKind::Python => match &python {
                     Some(pool) => prepare_python(&flow, node, pool, options).await,
                     None => Err(vec![Diagnostic::error("internal: no Python pool")]),

@@ -89,6 +89,37 @@ pub fn find_flow_file(path: &Path) -> Result<PathBuf, LoadError> {
         if prompty.len() == 1 {
             return Ok(prompty[0].clone());
         }
+        for name in ["flow.flex.yaml", "flow.flex.yml"] {
+            let flex = path.join(name);
+            if flex.is_file() {
+                return Err(LoadError::one(
+                    Diagnostic::error(format!(
+                        "{} is a flex flow: flow runs DAG flows (flow.dag.yaml) and .prompty files, not flex flows yet",
+                        flex.display()
+                    ))
+                    .with_help(
+                        "run it with promptflow's `pf` for now, or rewrite it as a DAG flow with `nodes:` (docs/refusals.md)",
+                    ),
+                ));
+            }
+        }
+        if prompty.len() > 1 {
+            let names: Vec<String> = prompty
+                .iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            let mut names = names;
+            names.sort();
+            return Err(LoadError::one(
+                Diagnostic::error(format!(
+                    "{} has no flow.dag.yaml and {} .prompty files, so which one to run is unclear: {}",
+                    path.display(),
+                    prompty.len(),
+                    names.join(", ")
+                ))
+                .with_help("pass the .prompty file itself"),
+            ));
+        }
         return Err(LoadError::one(
             Diagnostic::error(format!("{} has no flow.dag.yaml", path.display())).with_help(
                 "pass a directory holding flow.dag.yaml, the YAML file itself, or a .prompty file \
@@ -288,6 +319,38 @@ impl Loader {
         }
     }
 
+    /// Keys that make a flow something `flow` cannot run faithfully: a flex flow (`entry`) and
+    /// a `language` other than Python. Refused here, before anything runs, never run as an
+    /// empty DAG that "completes" with no outputs.
+    fn refuse_what_cannot_run(&mut self, map: &Map<String, Value>) {
+        if let Some(entry) = map.get("entry") {
+            let shown = match entry {
+                Value::String(s) => format!(" (`entry: {s}`)"),
+                _ => String::new(),
+            };
+            self.error(
+                "entry",
+                format!("this is a flex flow{shown}: flow runs DAG flows (`nodes:`) and `.prompty` files, not flex flows yet"),
+                Some("run it with promptflow's `pf` for now, or rewrite it as a DAG flow with `nodes:` (docs/refusals.md)"),
+            );
+        }
+        match map.get("language") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(l)) if l.eq_ignore_ascii_case("python") => {}
+            Some(other) => {
+                let shown = match other {
+                    Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                };
+                self.error(
+                    "language",
+                    format!("`language: {shown}` is not supported: flow runs Python tools only"),
+                    Some("remove `language`, or set `language: python`; C# flows need promptflow's C# executor"),
+                );
+            }
+        }
+    }
+
     fn flow(&mut self, root: &Value, dir: PathBuf) -> Flow {
         let empty = Map::new();
         let map = match root {
@@ -313,6 +376,7 @@ impl Loader {
             }
         };
         self.unknown_keys(map, "", TOP_LEVEL_KEYS, "the flow");
+        self.refuse_what_cannot_run(map);
 
         let inputs = self.inputs(map.get("inputs"));
         let outputs = self.outputs(map.get("outputs"));
@@ -334,6 +398,23 @@ impl Loader {
                 ),
                 Some("write each node as a `- name: ...` item"),
             ),
+        }
+        let no_nodes = match map.get("nodes") {
+            None | Some(Value::Null) => true,
+            Some(Value::Array(items)) => items.is_empty(),
+            Some(_) => false,
+        };
+        // A flex flow is refused on its own terms (`entry`), not as an empty DAG.
+        if no_nodes && !map.contains_key("entry") {
+            self.error(
+                if map.contains_key("nodes") {
+                    "nodes"
+                } else {
+                    ""
+                },
+                "the flow has no nodes, so running it would do nothing",
+                Some("add a node under `nodes:` (`flow init` creates a working flow)"),
+            );
         }
         let node_variants = self.node_variants(map.get("node_variants"));
         let environment_variables = self.environment_variables(map.get("environment_variables"));

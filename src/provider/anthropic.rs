@@ -13,8 +13,8 @@ pub const DEFAULT_MAX_TOKENS: u64 = 1024;
 
 /// URL and model for a request.
 pub(crate) fn target(conn: &Connection, req: &LlmRequest) -> Result<Target, ProviderError> {
-    let base = conn.api_base.as_deref().unwrap_or(ANTHROPIC_DEFAULT_BASE);
-    let base = base.trim_end_matches('/');
+    let (base, query) =
+        super::split_query(conn.api_base.as_deref().unwrap_or(ANTHROPIC_DEFAULT_BASE));
     let url = if base.ends_with("/messages") {
         base.to_string()
     } else if base.ends_with("/v1") {
@@ -22,6 +22,7 @@ pub(crate) fn target(conn: &Connection, req: &LlmRequest) -> Result<Target, Prov
     } else {
         format!("{base}/v1/messages")
     };
+    let url = super::with_query(url, query);
     let model = req
         .model
         .clone()

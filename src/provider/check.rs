@@ -118,12 +118,15 @@ impl LlmClient {
 }
 
 fn models_url(conn: &Connection) -> String {
-    let base = conn.api_base.clone().unwrap_or_default();
-    let base = base.trim_end_matches('/');
-    match conn.api_type {
-        ApiType::Echo => "echo:".into(),
+    let (base, query) = super::split_query(conn.api_base.as_deref().unwrap_or_default());
+    let url = match conn.api_type {
+        ApiType::Echo => return "echo:".into(),
         ApiType::Azure => {
             let root = base.split("/openai").next().unwrap_or(base);
+            // An api-version in the base URL wins, as it does for requests.
+            if let Some(q) = query.filter(|q| q.contains("api-version=")) {
+                return format!("{root}/openai/models?{q}");
+            }
             let version = conn
                 .api_version
                 .as_deref()
@@ -144,7 +147,8 @@ fn models_url(conn: &Connection) -> String {
                 .unwrap_or(base);
             format!("{root}/models")
         }
-    }
+    };
+    super::with_query(url, query)
 }
 
 fn model_ids(body: &str) -> Vec<String> {

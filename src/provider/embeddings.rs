@@ -125,7 +125,9 @@ impl LlmClient {
             let resp = rb.send().await.map_err(transport)?;
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
-            let bytes = resp.bytes().await.map_err(transport)?;
+            let bytes = super::http::read_body(resp, self.config.max_reply_bytes, conn, url)
+                .await
+                .map_err(|e| e.or_transport(&transport))?;
             Ok::<_, ProviderError>((status, headers, bytes))
         };
         let (status, headers, bytes) =
@@ -199,8 +201,7 @@ fn embeddings_target(
             dep,
         ));
     }
-    let base = conn.api_base.as_deref().unwrap_or(OPENAI_DEFAULT_BASE);
-    let base = base.trim_end_matches('/');
+    let (base, query) = super::split_query(conn.api_base.as_deref().unwrap_or(OPENAI_DEFAULT_BASE));
     let root = base
         .strip_suffix("/chat/completions")
         .or_else(|| base.strip_suffix("/completions"))
@@ -214,7 +215,10 @@ fn embeddings_target(
                 "no embedding model: add model=<name> (e.g. text-embedding-3-small) to the evaluator or set {prefix}_EMBEDDING_MODEL"
             ),
         })?;
-    Ok((format!("{root}/embeddings"), model))
+    Ok((
+        super::with_query(format!("{root}/embeddings"), query),
+        model,
+    ))
 }
 
 /// `data[i].embedding` ordered by `data[i].index`; exactly `expected` vectors.

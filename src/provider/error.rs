@@ -137,6 +137,20 @@ pub enum ProviderError {
         /// A short, redacted excerpt of the reply.
         excerpt: String,
     },
+    /// The reply was larger than the client accepts: a runaway or hostile endpoint is a clear
+    /// line error, not gigabytes of memory.
+    #[error(
+        "connection '{connection}': {url} sent a reply larger than {} MiB, the most flow reads; the line fails (a model reply is normally a few KiB: check the endpoint and the node's max_tokens)",
+        limit / (1024 * 1024)
+    )]
+    TooLarge {
+        /// Connection name.
+        connection: String,
+        /// Request URL.
+        url: String,
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The request cannot be built (missing model/deployment, bad header, ...).
     #[error("connection '{connection}': {message}")]
     Config {

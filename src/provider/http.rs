@@ -46,10 +46,9 @@ pub(crate) async fn attempt(
                 .map_err(|e| transport_error(conn, p, &e, timeout))?;
             let status = resp.status();
             let headers = resp.headers().clone();
-            let bytes = resp
-                .bytes()
+            let bytes = read_body(resp, client.config.max_reply_bytes, conn, &p.url)
                 .await
-                .map_err(|e| transport_error(conn, p, &e, timeout))?;
+                .map_err(|e| e.into_provider(conn, p, timeout))?;
             Ok::<_, ProviderError>((status, headers, bytes))
         };
         let (status, headers, bytes) = tokio::time::timeout(timeout, fut)
@@ -83,10 +82,13 @@ pub(crate) async fn attempt(
     *rate = RateInfo::from_headers(resp.headers());
     if !status.is_success() {
         let headers = resp.headers().clone();
-        let bytes = tokio::time::timeout(timeout, resp.bytes())
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|e| transport_error(conn, p, &e, timeout))?;
+        let bytes = tokio::time::timeout(
+            timeout,
+            read_body(resp, client.config.max_reply_bytes, conn, &p.url),
+        )
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| e.into_provider(conn, p, timeout))?;
         return Err(status_error(
             conn,
             p,
@@ -100,12 +102,23 @@ pub(crate) async fn attempt(
     let mut parser = SseParser::new();
     let mut events: Vec<SseEvent> = Vec::new();
     let mut state = StreamState::new(p.protocol);
+    let mut received = 0usize;
     loop {
         let next = tokio::time::timeout(timeout, stream.next())
             .await
             .map_err(|_| timed_out())?;
         match next {
-            Some(Ok(chunk)) => parser.feed(&chunk, &mut events),
+            Some(Ok(chunk)) => {
+                received += chunk.len();
+                if received > client.config.max_reply_bytes {
+                    return Err(ProviderError::TooLarge {
+                        connection: conn.name.clone(),
+                        url: p.url.clone(),
+                        limit: client.config.max_reply_bytes,
+                    });
+                }
+                parser.feed(&chunk, &mut events)
+            }
             Some(Err(e)) => return Err(transport_error(conn, p, &e, timeout)),
             None => {
                 parser.finish(&mut events);
@@ -124,6 +137,62 @@ pub(crate) async fn attempt(
         }
     }
     Ok(state.finish(req))
+}
+
+/// Why a reply body could not be read.
+pub(crate) enum BodyError {
+    Transport(reqwest::Error),
+    TooLarge(ProviderError),
+}
+
+impl BodyError {
+    fn into_provider(self, conn: &Connection, p: &Prepared, timeout: Duration) -> ProviderError {
+        match self {
+            BodyError::Transport(e) => transport_error(conn, p, &e, timeout),
+            BodyError::TooLarge(e) => e,
+        }
+    }
+
+    /// The provider error, with `transport` mapping a transport failure.
+    pub(crate) fn or_transport(
+        self,
+        transport: impl FnOnce(reqwest::Error) -> ProviderError,
+    ) -> ProviderError {
+        match self {
+            BodyError::Transport(e) => transport(e),
+            BodyError::TooLarge(e) => e,
+        }
+    }
+}
+
+/// The reply's body, read chunk by chunk and refused as soon as it grows past `limit` bytes (or
+/// at once when its `Content-Length` says it will), so a runaway endpoint cannot fill memory.
+pub(crate) async fn read_body(
+    resp: reqwest::Response,
+    limit: usize,
+    conn: &Connection,
+    url: &str,
+) -> Result<Vec<u8>, BodyError> {
+    let too_large = || {
+        BodyError::TooLarge(ProviderError::TooLarge {
+            connection: conn.name.clone(),
+            url: url.to_string(),
+            limit,
+        })
+    };
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(BodyError::Transport)?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn last_data(events: &[SseEvent]) -> &[u8] {

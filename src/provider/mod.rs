@@ -245,7 +245,14 @@ pub struct ClientConfig {
     /// Retries allowed after 429s, counted apart from `retry.max_retries`: a request waits for
     /// the endpoint's pause rather than failing while the endpoint is rate limited.
     pub rate_limit_retries: u32,
+    /// The largest reply body read, in bytes (a streamed reply counts every byte of its
+    /// stream); a larger one fails the request with [`ProviderError::TooLarge`].
+    pub max_reply_bytes: usize,
 }
+
+/// The default largest reply: far above any chat or embedding reply, far below what would
+/// strain memory with a batch's replies in flight.
+pub const DEFAULT_MAX_REPLY_BYTES: usize = 8 * 1024 * 1024;
 
 impl Default for ClientConfig {
     fn default() -> Self {
@@ -254,6 +261,7 @@ impl Default for ClientConfig {
             retry: RetryPolicy::default(),
             max_in_flight: 64,
             rate_limit_retries: 30,
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
         }
     }
 }
@@ -271,6 +279,24 @@ impl ClientConfig {
         config.retry.max_retries = max_retries;
         config
     }
+}
+
+/// A base URL's path (without a trailing `/`) and its query string, if any: endpoint paths go
+/// between the two, so `https://host/v1?team=a` becomes `https://host/v1/chat/completions?team=a`.
+pub(crate) fn split_query(base: &str) -> (&str, Option<&str>) {
+    let (path, query) = base
+        .split_once('?')
+        .map_or((base, None), |(p, q)| (p, Some(q)));
+    (path.trim_end_matches('/'), query.filter(|q| !q.is_empty()))
+}
+
+/// `url` with `query` (from [`split_query`]) put back at its end.
+pub(crate) fn with_query(mut url: String, query: Option<&str>) -> String {
+    if let Some(q) = query {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(q);
+    }
+    url
 }
 
 /// The callback receiving streamed text deltas.

@@ -17,13 +17,13 @@ pub(crate) fn target(conn: &Connection, req: &LlmRequest) -> Result<Target, Prov
     if conn.api_type == ApiType::Azure {
         return azure_target(conn, req, path);
     }
-    let base = conn.api_base.as_deref().unwrap_or(OPENAI_DEFAULT_BASE);
-    let base = base.trim_end_matches('/');
+    let (base, query) = super::split_query(conn.api_base.as_deref().unwrap_or(OPENAI_DEFAULT_BASE));
     let url = if base.ends_with("/chat/completions") || base.ends_with("/completions") {
         base.to_string()
     } else {
         format!("{base}/{path}")
     };
+    let url = super::with_query(url, query);
     let model = req
         .model
         .clone()
@@ -42,9 +42,7 @@ fn azure_target(conn: &Connection, req: &LlmRequest, path: &str) -> Result<Targe
         .api_version
         .as_deref()
         .unwrap_or(crate::connection::AZURE_DEFAULT_API_VERSION);
-    let (base, query) = base
-        .split_once('?')
-        .map_or((base, None), |(b, q)| (b, Some(q)));
+    let (base, query) = super::split_query(base);
     let (url, deployment) = if let Some(idx) = base.find("/openai/deployments/") {
         // The base already names a deployment: use it, completing the path if needed.
         let after = &base[idx + "/openai/deployments/".len()..];

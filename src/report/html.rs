@@ -45,6 +45,9 @@ pub fn render_html(report: &Report) -> Result<String, ReportError> {
     let html = tera
         .render("report.html", &context)
         .map_err(|e| ReportError::Template(tera_message(&e)))?;
+    // Names and labels the template printed (run names, metrics, datasets) show invisible
+    // characters too; the data block was shown when it was made.
+    let html = super::invisible::show(&html);
     let at = html
         .rfind(DATA_MARKER)
         .ok_or_else(|| ReportError::Template("the template has no data block".into()))?;
@@ -214,7 +217,7 @@ fn page(report: &Report) -> Result<Page<'_>, ReportError> {
         .collect();
     let mut chart_metrics = eval_metrics.clone();
     chart_metrics.push("lines.pass_rate".into());
-    let data_json = script_json(&data(report))?;
+    let data_json = super::invisible::show_in_json(&script_json(&data(report))?).into_owned();
     let script_hash = base64(&Sha256::digest(SCRIPT.as_bytes()));
     let groups = groups(report, &metric_names, &eval_metrics, &chart_metrics);
     Ok(Page {
@@ -829,24 +832,8 @@ pub fn escape_script_json(text: &str) -> String {
 
 /// Standard base64 (for the CSP script hash).
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod charts;
 pub mod csv;
 mod error;
 pub mod html;
+pub mod invisible;
 mod json;
 mod load;
 mod model;

@@ -72,6 +72,11 @@ impl fmt::Debug for PromptTemplate {
     }
 }
 
+/// The most steps (minijinja instructions) one render may take: far beyond any real prompt (a
+/// loop over ten thousand chat turns takes well under a million), and about a second of CPU,
+/// so a runaway template fails its line instead of holding a core.
+pub const RENDER_FUEL: u64 = 20_000_000;
+
 impl PromptTemplate {
     /// Compiles `source`; `name` (usually the file path) appears in error messages.
     pub fn new(name: &str, source: impl Into<String>) -> Result<Self, TemplateError> {
@@ -90,6 +95,7 @@ impl PromptTemplate {
             source = source.replace("\r\n", "\n");
         }
         let mut env = Environment::new();
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_trim_blocks(true);
         env.set_keep_trailing_newline(true);
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
@@ -203,7 +209,23 @@ impl PromptTemplate {
         tmpl.render(ctx).map_err(|e| self.render_error(&e))
     }
 
+    /// Whether the template has logic (`{% ... %}`: loops, conditions, macros), whose work does
+    /// not follow from the size of its inputs. Such a template renders off the async workers.
+    pub fn has_logic(&self) -> bool {
+        self.source.contains("{%")
+    }
+
     fn render_error(&self, e: &minijinja::Error) -> TemplateError {
+        if e.kind() == minijinja::ErrorKind::OutOfFuel {
+            return TemplateError::Render {
+                name: self.name.clone(),
+                line: e.line().map(|l| l + self.line_offset),
+                col: None,
+                message: format!(
+                    "the template did more work than one render may ({RENDER_FUEL} steps): a loop over too much data, or one that never ends"
+                ),
+            };
+        }
         error::from_minijinja(e, &self.name, self.source(), self.line_offset, false)
     }
 }
