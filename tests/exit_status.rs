@@ -46,7 +46,7 @@ fn configuration_an_invalid_flow_exits_2() {
         "f",
         &[(
             "flow.dag.yaml",
-            "outputs:\n  y: {reference: '${missing.output}'}\nnodes: []\n",
+            "outputs:\n  y: {reference: '${missing.output}'}\nnodes:\n- {name: n, type: prompt, source: {type: code, path: n.jinja2}}\n",
         )],
     );
     ctx.run(&["run", "f"]).expect_code(2).stderr_has("missing");

@@ -65,6 +65,9 @@ pub struct BatchStart {
     pub shard: Option<Shard>,
     /// Lines in flight at once.
     pub concurrency: usize,
+    /// What the person running it should know before it starts (an input that takes its
+    /// default on every line).
+    pub notices: Vec<String>,
 }
 
 /// The lines of an earlier attempt that aggregation reads again: when the flow aggregates
@@ -115,6 +118,9 @@ pub enum DirBatchError {
     /// The dataset or the base run could not be read.
     #[error("{0}")]
     Data(String),
+    /// The dataset, as mapped, cannot feed the flow (checked before any line runs).
+    #[error(transparent)]
+    Inputs(#[from] crate::data::InputsError),
 }
 
 impl crate::error::Classify for DirBatchError {
@@ -123,6 +129,7 @@ impl crate::error::Classify for DirBatchError {
         match self {
             DirBatchError::Io { .. } => crate::error::ErrorClass::Io,
             DirBatchError::Data(_) => crate::error::ErrorClass::Config,
+            DirBatchError::Inputs(e) => e.class(),
         }
     }
 }
@@ -194,6 +201,8 @@ pub async fn run_to_dir(
     let flow = executor.flow();
     let rows =
         crate::data::count_rows(&batch.data).map_err(|e| DirBatchError::Data(e.to_string()))?;
+    // Before anything is written or run: the dataset, as mapped, must feed the flow.
+    let notices = crate::data::check_inputs(&batch.data, &batch.mapping, &flow.inputs)?;
     let shard = batch.shard.as_ref().map(|i| i.shard());
     let total = shard.map_or(rows, |s| s.lines_of(rows));
     let base = match &batch.base_run {
@@ -270,6 +279,7 @@ pub async fn run_to_dir(
         resumed: batch.resume.is_some(),
         shard,
         concurrency: batch.config.concurrency,
+        notices,
     });
     if kept_lines > 0 {
         progress.lines_kept(kept_lines);

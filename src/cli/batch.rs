@@ -336,6 +336,9 @@ impl Progress for RunProgress {
             )
         };
         eprintln!("{}", dim(&line, self.color));
+        for notice in &start.notices {
+            eprintln!("{notice}");
+        }
         let _ = self
             .bar
             .set(CliProgress::new(Some(start.total), 0, self.color));

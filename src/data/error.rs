@@ -51,6 +51,13 @@ impl DataError {
     }
 }
 
+impl crate::error::Classify for DataError {
+    /// A dataset or base run the user named that cannot be used.
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Config
+    }
+}
+
 impl fmt::Display for DataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file.display())?;
