@@ -43,6 +43,7 @@ mod runs_command;
 mod serve;
 mod shards;
 mod shipped_flows;
+mod snapshots;
 mod telemetry;
 mod template_conformance;
 mod validate;
