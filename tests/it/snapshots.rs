@@ -72,7 +72,9 @@ const TOOL: &str = "from promptflow.core import tool\n\n@tool\ndef f(x: str = ''
 
 #[test]
 fn diagnostics_point_at_the_problem_with_a_caret() {
-    let cases: [(&str, &str, &[(&str, &str)]); 5] = [
+    // (snapshot name, flow.dag.yaml, other files of the flow)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let cases: [Case; 5] = [
         (
             "diagnostic_unknown_references",
             "inputs:\n  question: {type: string}\noutputs:\n  o: {reference: '${summarise.output}'}\nnodes:\n- name: summarize\n  type: python\n  source: {type: code, path: t.py}\n  inputs:\n    x: ${inputs.qestion}\n",
