@@ -43,9 +43,12 @@ fn settings(ctx: &TestContext) -> insta::Settings {
         "[TIMESTAMP]",
     );
     s.add_filter(r"\d{8}_\d{6}(_\d+)?", "[TIMESTAMP]");
-    // JUnit's time attributes, then durations printed for people (`1.2s`, `350ms`).
+    // JUnit's time attributes, then durations printed for people (`4s`, `3m05s`, `350 ms`).
     s.add_filter(r#"time="[0-9.]+""#, r#"time="[SECONDS]""#);
-    s.add_filter(r"\b\d+(\.\d+)?\s?(ms|s|µs)\b", "[DURATION]");
+    s.add_filter(
+        r"\b(\d+h\d{2}m|\d+m\d{2}s|\d+(\.\d+)?\s?(ms|s|µs))\b",
+        "[DURATION]",
+    );
     s.add_filter(r"\b\d+(\.\d+)?\s?lines/s\b", "[RATE] lines/s");
     // Content hashes (cache keys, snapshot digests).
     s.add_filter(r"\b[0-9a-f]{12,64}\b", "[HASH]");
