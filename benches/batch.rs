@@ -12,7 +12,7 @@
 //! the CPU time of the `flow` process tree (from this process's `cutime`/`cstime`), and peak
 //! RSS of the whole tree (polled from /proc). Results go in docs/performance.md by hand.
 
-#[path = "../tests/support/mock_llm.rs"]
+#[path = "../tests/it/support/mock_llm.rs"]
 mod mock_llm;
 
 use std::io::Write;

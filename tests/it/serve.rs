@@ -1,0 +1,554 @@
+//! `flow serve` end to end: the real binary on a free loopback port against the mock LLM and the
+//! real python3 — every route, streaming, auth, bad bodies, a failing line, the body limit, the
+//! timeout, and a graceful SIGTERM with a request in flight.
+
+use std::time::Duration;
+
+use crate::support::context::TestContext;
+use crate::support::mock_llm::MockReply;
+use crate::support::server::{Server, request, sse_events};
+use serde_json::json;
+
+const CHAT_FLOW: &str = r#"
+inputs:
+  question:
+    type: string
+    is_chat_input: true
+  chat_history:
+    type: list
+    is_chat_history: true
+  tone:
+    type: string
+    default: brief
+outputs:
+  answer:
+    type: string
+    reference: ${chat.output}
+    is_chat_output: true
+  words:
+    type: int
+    reference: ${count.output}
+nodes:
+- name: chat
+  type: llm
+  source:
+    type: code
+    path: chat.jinja2
+  inputs:
+    model: gpt-4o-mini
+    question: ${inputs.question}
+    chat_history: ${inputs.chat_history}
+    tone: ${inputs.tone}
+  connection: open_ai_connection
+  api: chat
+- name: count
+  type: python
+  source:
+    type: code
+    path: count.py
+  inputs:
+    text: ${chat.output}
+"#;
+
+const CHAT_TEMPLATE: &str = "system:\nAnswer in a {{tone}} way.\n{% for item in chat_history %}\nuser:\n{{item.inputs.question}}\nassistant:\n{{item.outputs.answer}}\n{% endfor %}\nuser:\n{{question}}\n";
+
+const COUNT_PY: &str = "from promptflow import tool\n\n@tool\ndef count(text: str) -> int:\n    return len(text.split())\n";
+
+/// A chat flow (an LLM node streaming to `answer`, a Python node counting its words).
+fn chat_flow(ctx: &TestContext) {
+    ctx.flow(
+        "chat",
+        &[
+            ("flow.dag.yaml", CHAT_FLOW),
+            ("chat.jinja2", CHAT_TEMPLATE),
+            ("count.py", COUNT_PY),
+        ],
+    );
+}
+
+/// A flow whose Python node raises on the input `boom`, and takes an int.
+fn python_flow(ctx: &TestContext) {
+    ctx.flow(
+        "shout",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs:\n  text:\n    type: string\n  times:\n    type: int\n    default: 1\noutputs:\n  loud:\n    type: string\n    reference: ${shout.output}\nnodes:\n- name: shout\n  type: python\n  source:\n    type: code\n    path: shout.py\n  inputs:\n    text: ${inputs.text}\n    times: ${inputs.times}\n",
+            ),
+            (
+                "shout.py",
+                "from promptflow import tool\n\n@tool\ndef shout(text: str, times: int) -> str:\n    if text == 'boom':\n        raise ValueError('the input exploded')\n    return ' '.join([text.upper()] * times)\n",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn score_runs_the_flow_and_every_route_answers() {
+    let ctx = TestContext::with_mock();
+    chat_flow(&ctx);
+    ctx.mock()
+        .reply_when("capital of France", "Paris is the capital.");
+    let server = Server::ready(&ctx, "chat", &[], &[]);
+
+    let health = server.get("/health");
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "Healthy");
+    let ready = server.get("/ready");
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["status"], "Ready");
+
+    let a = server.score(r#"{"question": "What is the capital of France?"}"#);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.content_type.starts_with("application/json"));
+    assert_eq!(
+        a.json(),
+        json!({"answer": "Paris is the capital.", "words": 4})
+    );
+    // The request reached the model with the flow's prompt; chat_history defaulted to [].
+    let req = ctx.mock().requests().pop().expect("a model request");
+    let body = req.body.to_string();
+    assert!(body.contains("Answer in a brief way."), "{body}");
+
+    // chat_history is taken as promptflow's chat UI sends it.
+    let a = server.score(
+        &json!({
+            "question": "And of Italy?",
+            "chat_history": [{"inputs": {"question": "capital of Spain?"}, "outputs": {"answer": "Madrid."}}],
+            "tone": "formal"
+        })
+        .to_string(),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let req = ctx.mock().requests().pop().expect("a model request");
+    let messages = req.body["messages"].as_array().expect("messages").clone();
+    assert_eq!(messages.len(), 4, "{messages:?}");
+    assert_eq!(messages[1]["content"], "capital of Spain?");
+    assert_eq!(messages[2]["role"], "assistant");
+    assert_eq!(messages[2]["content"], "Madrid.");
+    assert_eq!(messages[3]["content"], "And of Italy?");
+
+    let doc = server.get("/openapi.json").json();
+    assert_eq!(doc["openapi"], "3.0.0");
+    let schema =
+        &doc["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(schema["properties"]["question"]["type"], "string");
+    assert_eq!(schema["properties"]["chat_history"]["type"], "array");
+    assert_eq!(schema["properties"]["tone"]["default"], "brief");
+    assert_eq!(schema["required"], json!(["question"]));
+    let out = &doc["paths"]["/score"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
+    assert_eq!(out["properties"]["answer"]["type"], "string");
+    assert_eq!(out["properties"]["words"]["type"], "integer");
+    assert_eq!(doc["info"]["x-chat-history"], "chat_history");
+    assert!(doc.get("security").is_none());
+    assert_eq!(server.get("/swagger.json").json(), doc);
+
+    let missing = server.get("/nope");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["error"]["code"], "NotFound");
+
+    let metrics = server.get("/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .content_type
+            .starts_with("text/plain; version=0.0.4")
+    );
+    assert_eq!(
+        server.metric("flow_requests_total{route=\"/score\",status=\"200\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        server.metric("flow_requests_total{route=\"other\",status=\"404\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        server.metric("flow_request_duration_seconds_count"),
+        Some(2.0)
+    );
+    assert_eq!(
+        server.metric("flow_request_duration_seconds_bucket{le=\"+Inf\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        server.metric("flow_lines_total{status=\"completed\"}"),
+        Some(2.0)
+    );
+    assert!(server.metric("flow_tokens_total{type=\"prompt\"}").unwrap() > 0.0);
+    assert!(
+        server
+            .metric("flow_tokens_total{type=\"completion\"}")
+            .unwrap()
+            > 0.0
+    );
+    assert!(server.metric("flow_cost_usd_total").unwrap() > 0.0);
+    assert_eq!(server.metric("flow_requests_in_flight"), Some(0.0));
+    assert_eq!(server.metric("flow_ready"), Some(1.0));
+    // One structured log line per request.
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"route\":\"/score\""))
+        .expect("a request log line");
+    let record: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(record["status"], 200);
+    assert_eq!(record["method"], "POST");
+    assert!(record["duration_ms"].as_f64().is_some());
+}
+
+#[test]
+fn streaming_sends_the_model_text_as_server_sent_events() {
+    let ctx = TestContext::with_mock();
+    chat_flow(&ctx);
+    let answer = "Streams arrive piece by piece, as the model writes them.";
+    ctx.mock().reply_when("stream please", answer);
+    let server = Server::ready(&ctx, "chat", &[], &[]);
+    let a = server.post(
+        "/score",
+        &[("accept", "text/event-stream")],
+        r#"{"question": "stream please"}"#,
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(
+        a.content_type.starts_with("text/event-stream"),
+        "{}",
+        a.content_type
+    );
+    let events = sse_events(&a.body);
+    let pieces: Vec<&str> = events
+        .iter()
+        .filter_map(|(_, v)| v.get("answer").and_then(|a| a.as_str()))
+        .collect();
+    assert!(pieces.len() > 3, "the answer came in one piece: {events:?}");
+    assert_eq!(pieces.concat(), answer);
+    // The request to the model was a streaming one.
+    let req = ctx.mock().requests().pop().unwrap();
+    assert_eq!(req.body["stream"], true);
+    // The other outputs come last, in one event.
+    let (name, last) = events.last().unwrap();
+    assert_eq!(name, "");
+    assert_eq!(last, &json!({"words": 10}));
+
+    // Without the Accept header, the same flow answers JSON.
+    let a = server.score(r#"{"question": "stream please"}"#);
+    assert_eq!(a.json()["answer"], answer);
+    assert_eq!(
+        ctx.mock().requests().pop().unwrap().body.get("stream"),
+        None
+    );
+}
+
+#[test]
+fn streaming_a_flow_without_an_llm_output_sends_one_event() {
+    let ctx = TestContext::with_mock();
+    python_flow(&ctx);
+    let server = Server::ready(&ctx, "shout", &[], &[]);
+    let a = server.post(
+        "/score",
+        &[("accept", "text/event-stream")],
+        r#"{"text": "hey", "times": 2}"#,
+    );
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        sse_events(&a.body),
+        vec![(String::new(), json!({"loud": "HEY HEY"}))]
+    );
+    // A failing line in a stream ends with an error event.
+    let a = server.post(
+        "/score",
+        &[("accept", "text/event-stream")],
+        r#"{"text": "boom"}"#,
+    );
+    let events = sse_events(&a.body);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "error");
+    assert_eq!(events[0].1["error"]["type"], "ValueError");
+}
+
+#[test]
+fn bad_bodies_get_a_400_with_a_json_error() {
+    let ctx = TestContext::with_mock();
+    python_flow(&ctx);
+    let server = Server::ready(&ctx, "shout", &[], &[]);
+    let cases = [
+        ("{\"text\": ", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ("", "body is empty"),
+        ("{}", "missing input `text`"),
+        (
+            "{\"txt\": \"hi\"}",
+            "unknown input `txt` (did you mean `text`?)",
+        ),
+        ("{\"text\": \"hi\", \"times\": \"many\"}", "input `times`"),
+        ("{\"text\": \"hi\", \"times\": [1]}", "input `times`"),
+    ];
+    for (body, expected) in cases {
+        let a = server.score(body);
+        assert_eq!(a.status, 400, "{body:?} → {}", a.body);
+        let err = a.json();
+        assert_eq!(err["error"]["code"], "BadRequest");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{body:?} → {message}");
+    }
+    // Types are coerced as in flow run: "3" is an int.
+    let a = server.score(r#"{"text": "hi", "times": "3"}"#);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json(), json!({"loud": "HI HI HI"}));
+    assert_eq!(
+        server.metric("flow_requests_total{route=\"/score\",status=\"400\"}"),
+        Some(cases.len() as f64)
+    );
+}
+
+#[test]
+fn a_failing_line_is_a_500_and_the_server_keeps_serving() {
+    let ctx = TestContext::with_mock();
+    python_flow(&ctx);
+    let server = Server::ready(&ctx, "shout", &[], &[]);
+    let a = server.score(r#"{"text": "boom"}"#);
+    assert_eq!(a.status, 500, "{}", a.body);
+    let err = a.json();
+    assert_eq!(err["error"]["code"], "FlowRunFailed");
+    assert_eq!(err["error"]["type"], "ValueError");
+    assert_eq!(err["error"]["node"], "shout");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the input exploded")
+    );
+    // The traceback goes to the log, not to the client.
+    assert!(err["error"].get("traceback").is_none());
+    for _ in 0..3 {
+        let ok = server.score(r#"{"text": "fine"}"#);
+        assert_eq!(ok.status, 200, "{}", ok.body);
+        assert_eq!(ok.json()["loud"], "FINE");
+    }
+    assert_eq!(
+        server.metric("flow_lines_total{status=\"failed\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        server.metric("flow_line_errors_total{kind=\"python\"}"),
+        Some(1.0)
+    );
+    assert!(server.log().contains("Traceback"));
+}
+
+#[test]
+fn a_model_error_is_a_500_naming_the_node() {
+    let ctx = TestContext::with_mock();
+    chat_flow(&ctx);
+    ctx.mock()
+        .push(MockReply::Status(400, "context length exceeded".into()));
+    let server = Server::ready(&ctx, "chat", &["--max-retries", "0"], &[]);
+    let a = server.score(r#"{"question": "hi"}"#);
+    assert_eq!(a.status, 500, "{}", a.body);
+    assert_eq!(a.json()["error"]["node"], "chat");
+    assert!(a.body.contains("context length exceeded"), "{}", a.body);
+    assert!(!a.body.contains(crate::support::context::TEST_KEY));
+    assert_eq!(server.score(r#"{"question": "hi"}"#).status, 200);
+}
+
+#[test]
+fn bearer_auth_guards_everything_but_the_probes() {
+    let ctx = TestContext::with_mock();
+    python_flow(&ctx);
+    let token = "serve-token-7f3a9c";
+    let server = Server::ready(&ctx, "shout", &[], &[("FLOW_SERVE_TOKEN", token)]);
+    let body = r#"{"text": "hi"}"#;
+    let none = server.score(body);
+    assert_eq!(none.status, 401);
+    assert_eq!(none.json()["error"]["code"], "Unauthorized");
+    assert_eq!(none.headers.get("www-authenticate").unwrap(), "Bearer");
+    let wrong = server.post("/score", &[("authorization", "Bearer nope")], body);
+    assert_eq!(wrong.status, 401);
+    let prefix = server.post("/score", &[("authorization", "Bearer serve-token")], body);
+    assert_eq!(prefix.status, 401);
+    let basic = server.post(
+        "/score",
+        &[("authorization", &format!("Basic {token}"))],
+        body,
+    );
+    assert_eq!(basic.status, 401);
+    let auth = format!("Bearer {token}");
+    let ok = server.post("/score", &[("authorization", &auth)], body);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(server.get("/health").status, 200);
+    assert_eq!(server.get("/ready").status, 200);
+    assert_eq!(server.get("/metrics").status, 401);
+    assert_eq!(server.get("/openapi.json").status, 401);
+    let url = format!("{}/openapi.json", server.url);
+    let doc = request("GET", &url, &[("authorization", &auth)], None).json();
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+        "bearer"
+    );
+    // The token never reaches the log.
+    assert!(!server.log().contains(token));
+}
+
+#[test]
+fn a_body_over_the_limit_is_a_413() {
+    let ctx = TestContext::with_mock();
+    python_flow(&ctx);
+    let server = Server::ready(&ctx, "shout", &["--max-body-bytes", "64"], &[]);
+    let big = json!({"text": "x".repeat(100)}).to_string();
+    let a = server.score(&big);
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert_eq!(a.json()["error"]["code"], "PayloadTooLarge");
+    assert_eq!(server.score(r#"{"text": "small"}"#).status, 200);
+}
+
+#[test]
+fn a_request_over_the_timeout_is_a_504_and_the_server_goes_on() {
+    let ctx = TestContext::with_mock();
+    chat_flow(&ctx);
+    ctx.mock().push(MockReply::Delay(
+        Duration::from_secs(10),
+        Box::new(MockReply::text("too late")),
+    ));
+    let server = Server::ready(&ctx, "chat", &["--timeout", "0.5"], &[]);
+    let started = std::time::Instant::now();
+    let a = server.score(r#"{"question": "slow"}"#);
+    assert_eq!(a.status, 504, "{}", a.body);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(a.json()["error"]["code"], "Timeout");
+    assert_eq!(server.score(r#"{"question": "quick"}"#).status, 200);
+    assert_eq!(
+        server.metric("flow_line_errors_total{kind=\"timeout\"}"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_then_exits() {
+    let ctx = TestContext::with_mock();
+    chat_flow(&ctx);
+    ctx.mock().push(MockReply::Delay(
+        Duration::from_millis(1500),
+        Box::new(MockReply::text("finished after the signal")),
+    ));
+    let mut server = Server::ready(&ctx, "chat", &[], &[]);
+    let url = format!("{}/score", server.url);
+    let in_flight =
+        std::thread::spawn(move || request("POST", &url, &[], Some(r#"{"question": "slow one"}"#)));
+    // Wait until the request is in flight (no fixed sleep).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.metric("flow_requests_in_flight") != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.terminate();
+    let answer = in_flight.join().unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["answer"], "finished after the signal");
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), 0);
+    let log = server.log();
+    assert!(
+        log.contains("SIGTERM: finishing 1 request(s) in flight"),
+        "{log}"
+    );
+    // New connections are refused once it has stopped.
+    assert!(
+        crate::support::server::try_request("GET", &format!("{}/health", server.url), &[], None)
+            .is_err()
+    );
+}
+
+#[test]
+fn a_flow_that_does_not_load_or_a_busy_port_exits_2() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "broken",
+        &[(
+            "flow.dag.yaml",
+            "inputs: {}\noutputs:\n  x:\n    reference: ${nowhere.output}\nnodes: []\n",
+        )],
+    );
+    ctx.run(&["serve", "broken", "--port", "0"]).expect_code(2);
+    python_flow(&ctx);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    ctx.run(&["serve", "shout", "--port", &port])
+        .expect_code(2)
+        .stderr_has("cannot listen on 127.0.0.1");
+}
+
+#[test]
+fn offline_serving_needs_no_key() {
+    let ctx = TestContext::new();
+    let flow = ctx.copy_from_repo("flows/hello");
+    let server = Server::ready(&ctx, flow.to_str().unwrap(), &["--offline"], &[]);
+    let a = server.score(r#"{"question": "hi"}"#);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.json()["answer"].as_str().unwrap().contains("echo"));
+}
+
+#[test]
+fn while_the_flow_loads_health_answers_and_ready_and_score_say_503() {
+    let ctx = TestContext::with_mock();
+    // The tool file takes a while to import: the Python workers warm up before the server is
+    // ready.
+    ctx.flow(
+        "slow",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs:\n  text:\n    type: string\noutputs:\n  out:\n    type: string\n    reference: ${echo.output}\nnodes:\n- name: echo\n  type: python\n  source:\n    type: code\n    path: echo.py\n  inputs:\n    text: ${inputs.text}\n",
+            ),
+            (
+                "echo.py",
+                "import time\ntime.sleep(3)\nfrom promptflow import tool\n\n@tool\ndef echo(text: str) -> str:\n    return text\n",
+            ),
+        ],
+    );
+    let server = Server::start(&ctx, "slow", &[], &[]);
+    // Poll until the server answers at all (the listener is up before the flow is prepared).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while crate::support::server::try_request("GET", &format!("{}/health", server.url), &[], None)
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.get("/health").status, 200);
+    let ready = server.get("/ready");
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert_eq!(ready.json()["error"]["code"], "NotReady");
+    let early = server.score(r#"{"text": "too early"}"#);
+    assert_eq!(early.status, 503);
+    assert!(early.body.contains("still loading"));
+    server.wait_ready();
+    let a = server.score(r#"{"text": "now"}"#);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["out"], "now");
+}
+
+#[test]
+fn a_stream_that_runs_out_of_time_ends_with_an_error_event() {
+    let ctx = TestContext::with_mock();
+    chat_flow(&ctx);
+    ctx.mock().push(MockReply::Delay(
+        Duration::from_secs(10),
+        Box::new(MockReply::text("too late")),
+    ));
+    let server = Server::ready(&ctx, "chat", &["--timeout", "0.5"], &[]);
+    let a = server.post(
+        "/score",
+        &[("accept", "text/event-stream")],
+        r#"{"question": "slow"}"#,
+    );
+    assert_eq!(a.status, 200);
+    let events = sse_events(&a.body);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "error");
+    assert_eq!(events[0].1["error"]["code"], "Timeout");
+    assert_eq!(
+        server.metric("flow_line_errors_total{kind=\"timeout\"}"),
+        Some(1.0)
+    );
+}
