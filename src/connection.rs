@@ -148,19 +148,19 @@ pub enum ConnectionError {
     /// The connection's key would go to the vendor's default host while a standard base-URL
     /// variable names another host.
     #[error(
-        "connection '{name}': {key_var} would be sent to {default}, but {base_var} is set to another host: set {prefix}_API_BASE to the endpoint this key belongs to (or to {default} to mean it)"
+        "connection '{name}': {key_var} would be sent to {default}, but {base_var} is set to another host: set {prefix}_API_BASE to the endpoint this key belongs to (or to {default} to mean it)",
+        default = default_base(*.api_type),
+        prefix = env_prefix(.name)
     )]
     UnusedBase {
         /// Connection name.
         name: String,
+        /// Its api type (whose default host the key would go to).
+        api_type: ApiType,
         /// The key's variable.
         key_var: String,
-        /// The vendor's default host.
-        default: String,
         /// The standard base-URL variable that is set.
         base_var: String,
-        /// The connection's variable prefix.
-        prefix: String,
     },
     /// A member of a pool could not be resolved.
     #[error("connection '{pool}' (a pool): member {source}")]
@@ -597,7 +597,7 @@ pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, C
             ApiType::OpenAi
         };
     }
-    refuse_unused_base(&conn, env, &prefix)?;
+    refuse_unused_base(&conn, env)?;
     if conn.api_type == ApiType::Ollama
         && conn.api_base.is_none()
         && let Some(host) = env.get("OLLAMA_HOST")
@@ -679,6 +679,15 @@ fn resolve_pool(
     Ok(pool)
 }
 
+/// The host a connection of `api_type` goes to when it names none.
+fn default_base(api_type: ApiType) -> &'static str {
+    match api_type {
+        ApiType::Anthropic => ANTHROPIC_DEFAULT_BASE,
+        ApiType::Ollama => OLLAMA_DEFAULT_BASE,
+        ApiType::OpenAi | ApiType::Azure | ApiType::Echo => OPENAI_DEFAULT_BASE,
+    }
+}
+
 /// The standard variables of each vendor's SDK, in order of precedence within a family.
 const OPENAI_BASE_VARS: [&str; 2] = ["OPENAI_BASE_URL", "OPENAI_API_BASE"];
 const AZURE_VERSION_VARS: [&str; 2] = ["AZURE_OPENAI_API_VERSION", "OPENAI_API_VERSION"];
@@ -727,26 +736,21 @@ fn ollama_base(host: &str) -> String {
 /// For a connection configured with its own `X_*` variables but no `X_API_BASE`: a vendor's
 /// standard base-URL variable in the environment means the key could be meant for that host, so
 /// sending it to the vendor's default host is refused rather than guessed.
-fn refuse_unused_base(
-    conn: &Connection,
-    env: &EnvVars,
-    prefix: &str,
-) -> Result<(), ConnectionError> {
+fn refuse_unused_base(conn: &Connection, env: &EnvVars) -> Result<(), ConnectionError> {
     if conn.api_base.is_some() || conn.api_key.is_none() {
         return Ok(());
     }
-    let (vars, default): (&[&str], &str) = match conn.api_type {
-        ApiType::OpenAi => (&OPENAI_BASE_VARS, OPENAI_DEFAULT_BASE),
-        ApiType::Anthropic => (&[ANTHROPIC_BASE_VAR], ANTHROPIC_DEFAULT_BASE),
+    let vars: &[&str] = match conn.api_type {
+        ApiType::OpenAi => &OPENAI_BASE_VARS,
+        ApiType::Anthropic => &[ANTHROPIC_BASE_VAR],
         _ => return Ok(()),
     };
     if let Some(var) = vars.iter().find(|v| env.get(v).is_some()) {
         return Err(ConnectionError::UnusedBase {
             name: conn.name.clone(),
+            api_type: conn.api_type,
             key_var: conn.key_var(),
-            default: default.to_string(),
             base_var: (*var).to_string(),
-            prefix: prefix.to_string(),
         });
     }
     Ok(())

@@ -120,7 +120,7 @@ pub enum DirBatchError {
     Data(String),
     /// The dataset, as mapped, cannot feed the flow (checked before any line runs).
     #[error(transparent)]
-    Inputs(#[from] crate::data::InputsError),
+    Inputs(#[from] Box<crate::data::InputsError>),
 }
 
 impl crate::error::Classify for DirBatchError {

@@ -108,8 +108,8 @@ pub fn check_inputs(
     data: &Path,
     mapping: &ColumnMapping,
     inputs: &IndexMap<String, FlowInput>,
-) -> Result<Vec<String>, InputsError> {
-    let mut reader = super::open(data)?;
+) -> Result<Vec<String>, Box<InputsError>> {
+    let mut reader = super::open(data).map_err(|e| Box::new(InputsError::Data(e)))?;
     let mut first_bad: Option<super::RowError> = None;
     let first = loop {
         match reader.next() {
@@ -121,9 +121,9 @@ pub fn check_inputs(
                         e.message.clone(),
                         e.hint.clone(),
                     );
-                    return Err(InputsError::Data(e));
+                    return Err(Box::new(InputsError::Data(e)));
                 }
-                return Err(match first_bad {
+                return Err(Box::new(match first_bad {
                     Some(bad) => InputsError::NoReadableRow {
                         data: data.to_path_buf(),
                         first: bad.to_string(),
@@ -131,7 +131,7 @@ pub fn check_inputs(
                     None => InputsError::EmptyDataset {
                         data: data.to_path_buf(),
                     },
-                });
+                }));
             }
             // A malformed row fails its own line, with its row number; the first good row says
             // what the columns are.
@@ -145,12 +145,12 @@ pub fn check_inputs(
     let input_names: Vec<String> = inputs.keys().cloned().collect();
     for (target, _) in mapping.iter() {
         if !inputs.contains_key(target) {
-            return Err(InputsError::UnknownTarget {
+            return Err(Box::new(InputsError::UnknownTarget {
                 target: target.to_string(),
                 closest: closest(target, input_names.iter().map(String::as_str))
                     .map(str::to_string),
                 inputs: input_names,
-            });
+            }));
         }
     }
     let mut notices = Vec::new();
@@ -161,7 +161,7 @@ pub fn check_inputs(
                 let column = path.split('.').next().unwrap_or(path);
                 if !first.values.contains_key(path.as_str()) && !first.values.contains_key(column)
                 {
-                    return Err(InputsError::MissingColumn {
+                    return Err(Box::new(InputsError::MissingColumn {
                         data: data.to_path_buf(),
                         input: name.clone(),
                         expr: format!("${{data.{path}}}"),
@@ -169,7 +169,7 @@ pub fn check_inputs(
                         closest: closest(column, columns.iter().map(String::as_str))
                             .map(str::to_string),
                         columns,
-                    });
+                    }));
                 }
                 reached = true;
             }
@@ -182,13 +182,13 @@ pub fn check_inputs(
                     data.display()
                 )),
                 None => {
-                    return Err(InputsError::Unfed {
+                    return Err(Box::new(InputsError::Unfed {
                         data: data.to_path_buf(),
                         input: name.clone(),
                         closest: closest(name, columns.iter().map(String::as_str))
                             .map(str::to_string),
                         columns,
-                    });
+                    }));
                 }
             },
         }
@@ -197,11 +197,11 @@ pub fn check_inputs(
         .iter()
         .any(|(_, s)| !matches!(s, MappingSource::Data(_)));
     if !reached && !inputs.is_empty() && !mapped_otherwise {
-        return Err(InputsError::NothingReaches {
+        return Err(Box::new(InputsError::NothingReaches {
             data: data.to_path_buf(),
             columns,
             inputs: input_names,
-        });
+        }));
     }
     Ok(notices)
 }

@@ -60,7 +60,7 @@ pub enum ExperimentError {
     Batch(#[from] crate::batch::DirBatchError),
     /// An evaluator could not run over a run or could not be recorded.
     #[error(transparent)]
-    Eval(#[from] crate::eval::EvalError),
+    Eval(#[from] Box<crate::eval::EvalError>),
     /// Object storage (`--upload`) could not be read or written.
     #[error(transparent)]
     Storage(#[from] crate::run_store::remote::RemoteError),

@@ -764,7 +764,7 @@ impl RunJob<'_> {
                 endpoint_unusable = e.class() == crate::error::ErrorClass::Endpoint;
                 Some(e.to_string())
             }
-            Err(e) => return Err(ExperimentError::Eval(e)),
+            Err(e) => return Err(ExperimentError::Eval(Box::new(e))),
         };
         Ok(EvalResult {
             evaluator: String::new(),

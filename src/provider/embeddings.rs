@@ -127,7 +127,7 @@ impl LlmClient {
             let headers = resp.headers().clone();
             let bytes = super::http::read_body(resp, self.config.max_reply_bytes, conn, url)
                 .await
-                .map_err(|e| e.or_transport(&transport))?;
+                .map_err(|e| e.or_transport(transport))?;
             Ok::<_, ProviderError>((status, headers, bytes))
         };
         let (status, headers, bytes) =
