@@ -107,6 +107,22 @@ pub fn parse_inputs(values: &[String]) -> Result<Map<String, Value>, Failure> {
 }
 
 fn check_required_inputs(flow: &Flow, given: &Map<String, Value>) -> Result<(), Failure> {
+    // A value for a name the flow has no input for would be dropped: refuse it, as
+    // `flow serve` does.
+    let names: Vec<&str> = flow.inputs.keys().map(String::as_str).collect();
+    if let Some(unknown) = given.keys().find(|k| !flow.inputs.contains_key(k.as_str())) {
+        let hint = flow::model::closest(unknown, names.iter().copied())
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        return Err(Failure::usage(format!(
+            "error: --inputs {unknown}=...: the flow has no input `{unknown}`{hint}\n  inputs: {}",
+            if names.is_empty() {
+                "(none)".to_string()
+            } else {
+                names.join(", ")
+            }
+        )));
+    }
     let missing: Vec<&str> = flow
         .inputs
         .values()

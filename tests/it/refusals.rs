@@ -119,3 +119,167 @@ fn a_folder_with_several_prompty_files_and_no_dag_names_them() {
     ctx.flow("two", &[("a.prompty", prompty), ("b.prompty", prompty)]);
     refused_everywhere(&ctx, "two", "a.prompty, b.prompty");
 }
+
+const QA_FLOW: &str = "inputs:\n  question: {type: string}\n  style: {type: string, default: brief}\noutputs:\n  p: {reference: '${n.output}'}\nnodes:\n- {name: n, type: prompt, source: {type: code, path: n.jinja2}, inputs: {question: '${inputs.question}', style: '${inputs.style}'}}\n";
+
+fn qa(ctx: &TestContext) {
+    ctx.flow(
+        "qa",
+        &[
+            ("flow.dag.yaml", QA_FLOW),
+            ("n.jinja2", "{{style}}: {{question}}"),
+        ],
+    );
+}
+
+/// A batch refused before any line: exit 2, `expected` on stderr, and no run directory.
+fn batch_refused(ctx: &TestContext, args: &[&str], expected: &[&str]) {
+    let mut all = vec!["run", "qa", "--data", "data.jsonl"];
+    all.extend_from_slice(args);
+    let run = ctx.run(&all);
+    run.expect_code(2);
+    for e in expected {
+        run.stderr_has(e);
+    }
+    assert!(
+        !ctx.root().join(".flow/runs").exists(),
+        "a refused batch must not start a run:\n{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn inputs_for_names_the_flow_does_not_have_are_refused_with_a_suggestion() {
+    let ctx = TestContext::new();
+    qa(&ctx);
+    ctx.run(&["run", "qa", "--inputs", "questoin=hi", "--offline"])
+        .expect_code(2)
+        .stderr_has("the flow has no input `questoin` (did you mean `question`?)")
+        .stderr_has("inputs: question, style");
+}
+
+#[test]
+fn a_mapped_column_the_dataset_lacks_is_refused_before_any_line() {
+    let ctx = TestContext::new();
+    qa(&ctx);
+    ctx.write(
+        "data.jsonl",
+        "{\"query\": \"a\", \"id\": 1}\n{\"query\": \"b\", \"id\": 2}\n",
+    );
+    batch_refused(
+        &ctx,
+        &["--column-mapping", "question=${data.qeury}"],
+        &[
+            "has no column `qeury` (did you mean `query`?)",
+            "columns: query, id",
+        ],
+    );
+}
+
+#[test]
+fn a_mapping_to_something_that_is_not_an_input_is_refused() {
+    let ctx = TestContext::new();
+    qa(&ctx);
+    ctx.write("data.jsonl", "{\"question\": \"a\"}\n");
+    batch_refused(
+        &ctx,
+        &["--column-mapping", "stlye=${data.question}"],
+        &["the flow has no input `stlye` (did you mean `style`?)"],
+    );
+}
+
+#[test]
+fn an_input_without_default_that_nothing_feeds_is_refused() {
+    let ctx = TestContext::new();
+    qa(&ctx);
+    ctx.write("data.jsonl", "{\"questions\": \"a\"}\n");
+    batch_refused(
+        &ctx,
+        &[],
+        &[
+            "input `question` has no default",
+            "(did you mean `questions`?)",
+            "--column-mapping question='${data.questions}'",
+        ],
+    );
+}
+
+#[test]
+fn an_input_on_its_default_every_line_is_a_notice_and_the_run_goes_on() {
+    let ctx = TestContext::new();
+    qa(&ctx);
+    ctx.write(
+        "data.jsonl",
+        "{\"question\": \"a\"}\n{\"question\": \"b\"}\n",
+    );
+    ctx.run(&["run", "qa", "--data", "data.jsonl", "--name", "r"])
+        .expect_code(0)
+        .stderr_has("note: input `style` takes its default (\"brief\") on every line");
+}
+
+#[test]
+fn a_dataset_that_reaches_no_input_or_has_no_rows_is_refused() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "d",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs:\n  x: {type: string, default: a}\noutputs:\n  p: {reference: '${n.output}'}\nnodes:\n- {name: n, type: prompt, source: {type: code, path: n.jinja2}, inputs: {x: '${inputs.x}'}}\n",
+            ),
+            ("n.jinja2", "{{x}}"),
+        ],
+    );
+    ctx.write("data.jsonl", "{\"unrelated\": 1}\n");
+    ctx.run(&["run", "d", "--data", "data.jsonl"])
+        .expect_code(2)
+        .stderr_has("none of the columns")
+        .stderr_has("(unrelated) reaches an input of the flow (x)");
+    ctx.write("empty.jsonl", "");
+    ctx.run(&["run", "d", "--data", "empty.jsonl"])
+        .expect_code(2)
+        .stderr_has("has no rows");
+    ctx.write("bad.jsonl", "{not json\n[1, 2\n");
+    ctx.run(&["run", "d", "--data", "bad.jsonl"])
+        .expect_code(2)
+        .stderr_has("no row of");
+    assert!(!ctx.root().join(".flow/runs").exists());
+}
+
+#[test]
+fn flow_eval_refuses_an_evaluation_flow_its_mapping_cannot_feed() {
+    let ctx = TestContext::new();
+    qa(&ctx);
+    ctx.write("data.jsonl", "{\"question\": \"a\", \"answer\": \"x\"}\n");
+    ctx.run(&[
+        "run",
+        "qa",
+        "--data",
+        "data.jsonl",
+        "--name",
+        "base",
+        "--offline",
+    ])
+    .expect_code(0);
+    ctx.flow(
+        "ev",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs:\n  groundtruth: {type: string}\n  prediction: {type: string}\noutputs:\n  s: {reference: '${n.output}'}\nnodes:\n- {name: n, type: prompt, source: {type: code, path: n.jinja2}, inputs: {g: '${inputs.groundtruth}', p: '${inputs.prediction}'}}\n",
+            ),
+            ("n.jinja2", "{{g}} {{p}}"),
+        ],
+    );
+    ctx.run(&[
+        "eval",
+        "--run",
+        "base",
+        "ev",
+        "--column-mapping",
+        "groundtruth=${data.answr}",
+        "prediction=${run.outputs.p}",
+    ])
+    .expect_code(2)
+    .stderr_has("has no column `answr` (did you mean `answer`?)");
+}
