@@ -3,7 +3,7 @@
 //! evaluators, the metrics, the gates and the verdict — written into the evaluation directory.
 //! `flow eval` and `flow experiment` both evaluate through it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -185,6 +185,9 @@ struct Findings {
     /// without a flow).
     lines: BTreeSet<usize>,
     unscored: BTreeSet<usize>,
+    /// Per model evaluator: the lines it was asked to score, and those it could not score
+    /// although the run's line succeeded (its reply held no score).
+    model_lines: BTreeMap<String, (usize, usize)>,
 }
 
 impl Findings {
@@ -212,8 +215,13 @@ impl Findings {
     fn model_line(&mut self, line: &super::ModelLine) {
         self.lines.insert(line.line_number);
         for (name, score, passed, reason) in &line.scores {
+            let counts = self.model_lines.entry(name.clone()).or_default();
+            counts.0 += 1;
             if score.is_none() {
                 self.unscored.insert(line.line_number);
+                if !line.base_failed {
+                    counts.1 += 1;
+                }
             }
             self.case(line.line_number, name, *score, *passed, reason, "");
         }
@@ -371,10 +379,26 @@ pub async fn evaluate(
     // 4. Gates and the verdict.
     let offline = plan.base_meta.offline || meta.offline || plan.offline;
     let gates = verdict::check_gates(&plan.gates, &metrics, repeat_gates, offline);
+    // Offline answers are unscored by design: the offline gate speaks for them.
+    let unscored: Vec<verdict::UnscoredLines> = if offline {
+        Vec::new()
+    } else {
+        found
+            .model_lines
+            .iter()
+            .filter(|(_, (_, unscored))| *unscored > 0)
+            .map(|(name, (of, lines))| verdict::UnscoredLines {
+                evaluator: name.clone(),
+                lines: *lines,
+                of: *of,
+            })
+            .collect()
+    };
     let verdict = verdict::decide(
         flow_problem.as_ref(),
         scored_base_failures,
         &plan.base_meta.name,
+        &unscored,
         &gates,
     );
     let Findings {

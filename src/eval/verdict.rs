@@ -291,6 +291,20 @@ pub enum Inconclusive {
     /// The answers came from the offline echo provider; `failed_gates` gates failed, the
     /// offline gate among them.
     OfflineAnswers { failed_gates: usize },
+    /// A model evaluator could not score some lines (its reply held no score): its metrics
+    /// rest on the others alone, so no verdict is given on them.
+    Unscored(Vec<UnscoredLines>),
+}
+
+/// Lines a model evaluator (a judge) could not score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnscoredLines {
+    /// The evaluator's name.
+    pub evaluator: String,
+    /// Lines it could not score.
+    pub lines: usize,
+    /// Lines it was asked to score.
+    pub of: usize,
 }
 
 impl Verdict {
@@ -325,17 +339,35 @@ impl fmt::Display for Verdict {
             | Verdict::Inconclusive(Inconclusive::OfflineAnswers {
                 failed_gates: failed,
             }) => write!(f, "{failed} gate(s) failed"),
+            Verdict::Inconclusive(Inconclusive::Unscored(list)) => {
+                let each: Vec<String> = list
+                    .iter()
+                    .map(|u| {
+                        format!(
+                            "{} could not score {} of {} lines",
+                            u.evaluator, u.lines, u.of
+                        )
+                    })
+                    .collect();
+                write!(
+                    f,
+                    "inconclusive: {} (their replies held no score; see judge_scores.jsonl): its metrics rest on the other lines alone",
+                    each.join(", ")
+                )
+            }
         }
     }
 }
 
 /// The verdict, by precedence: a failed evaluation flow first, then failed lines of the
 /// evaluated run (either makes every gate moot), then offline answers (a gated verdict on echo
-/// text says nothing about a model), then failed gates; otherwise passed.
+/// text says nothing about a model), then lines a judge could not score (its metrics are not the
+/// run's), then failed gates; otherwise passed.
 pub fn decide(
     flow_problem: Option<&FlowProblem>,
     failed_base_lines: usize,
     base_run: &str,
+    unscored: &[UnscoredLines],
     gates: &[GateResult],
 ) -> Verdict {
     if let Some(p) = flow_problem {
@@ -352,6 +384,11 @@ pub fn decide(
         return Verdict::Inconclusive(Inconclusive::OfflineAnswers {
             failed_gates: failed,
         });
+    }
+    // A judge that could not score every line: the metrics a gate would read are not the
+    // run's, so neither a pass nor a gate failure is claimed.
+    if !unscored.is_empty() {
+        return Verdict::Inconclusive(Inconclusive::Unscored(unscored.to_vec()));
     }
     if failed > 0 {
         return Verdict::Failed(FailReason::Gates { failed });
@@ -557,13 +594,13 @@ mod tests {
         };
         let online = check_gates(&gated, &metrics, Vec::new(), false);
         assert_eq!(online.len(), 1);
-        assert_eq!(decide(None, 0, "r", &online), Verdict::Passed);
+        assert_eq!(decide(None, 0, "r", &[], &online), Verdict::Passed);
 
         let offline = check_gates(&gated, &metrics, Vec::new(), true);
         assert_eq!(offline.len(), 2);
         assert_eq!(offline[1].name, OFFLINE_GATE);
         assert!(!offline[1].passed);
-        let verdict = decide(None, 0, "r", &offline);
+        let verdict = decide(None, 0, "r", &[], &offline);
         assert_eq!(
             verdict,
             Verdict::Inconclusive(Inconclusive::OfflineAnswers { failed_gates: 1 })
@@ -572,7 +609,7 @@ mod tests {
 
         let dry_run = check_gates(&allowed, &metrics, Vec::new(), true);
         assert_eq!(dry_run.len(), 1);
-        assert_eq!(decide(None, 0, "r", &dry_run), Verdict::Passed);
+        assert_eq!(decide(None, 0, "r", &[], &dry_run), Verdict::Passed);
 
         // No gate, no verdict to protect: nothing is added.
         let ungated = check_gates(&GatePlan::default(), &metrics, Vec::new(), true);
@@ -683,7 +720,7 @@ mod tests {
             ),
         ];
         for (problem, base_lines, gates, want) in cases {
-            assert_eq!(decide(problem, base_lines, "r", &gates), want);
+            assert_eq!(decide(problem, base_lines, "r", &[], &gates), want);
         }
     }
 

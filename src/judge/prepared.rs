@@ -65,10 +65,15 @@ pub struct Judge {
     prompt_hash: String,
 }
 
-/// Model parameters of every judge call: deterministic answers.
+/// The most tokens a judge may answer with: a score and a sentence of reasons fit in far less,
+/// and a judge that rambles is cut short rather than billed without end.
+pub const JUDGE_MAX_TOKENS: u32 = 256;
+
+/// Model parameters of every judge call: deterministic, bounded answers.
 fn judge_params() -> Map<String, Value> {
     let mut p = Map::new();
     p.insert("temperature".into(), Value::from(0));
+    p.insert("max_tokens".into(), Value::from(JUDGE_MAX_TOKENS));
     p
 }
 

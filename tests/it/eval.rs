@@ -559,3 +559,45 @@ fn in_github_actions_the_summary_is_appended_and_failures_are_annotated() {
         "{stdout}"
     );
 }
+
+/// A judge whose replies hold no score for most lines: the gate on its mean must not pass on the
+/// few lines it did score. The evaluation is inconclusive (exit 1), naming the evaluator and the
+/// count, and every judge request carries a max_tokens.
+#[test]
+fn a_judge_that_cannot_score_most_lines_makes_the_gate_inconclusive_not_passed() {
+    let ctx = TestContext::with_mock();
+    let rows = classification(&ctx, &[]);
+    batch(&ctx, "main");
+    ctx.mock().reply_when(
+        "Metric: RELEVANCE",
+        "I would rather not put a number on it.",
+    );
+    // Only the first line's judge reply holds a score (the last matching rule wins).
+    ctx.mock().reply_when(&rows[0].0, "5");
+    let run = ctx.run(&[
+        "eval",
+        "--run",
+        "main",
+        "--evaluator",
+        "relevance:connection=open_ai_connection,model=judge-model",
+        "--column-mapping",
+        "question=${data.text}",
+        "prediction=${run.outputs.category}",
+        "--threshold",
+        "relevance.mean>=4",
+        "--name",
+        "judged",
+    ]);
+    run.expect_code(1)
+        .stderr_has("inconclusive: relevance could not score 7 of 8 lines");
+    let judge_requests: Vec<_> = ctx
+        .mock()
+        .requests()
+        .into_iter()
+        .filter(|r| r.body.to_string().contains("Metric: RELEVANCE"))
+        .collect();
+    assert_eq!(judge_requests.len(), 8);
+    for r in &judge_requests {
+        assert_eq!(r.body["max_tokens"], 256, "{}", r.body);
+    }
+}
