@@ -118,6 +118,9 @@ pub enum DirBatchError {
     /// The dataset or the base run could not be read.
     #[error("{0}")]
     Data(String),
+    /// Another process writes the run directory.
+    #[error(transparent)]
+    Lock(#[from] crate::run_store::LockError),
     /// The dataset, as mapped, cannot feed the flow (checked before any line runs).
     #[error(transparent)]
     Inputs(#[from] Box<crate::data::InputsError>),
@@ -130,6 +133,7 @@ impl crate::error::Classify for DirBatchError {
             DirBatchError::Io { .. } => crate::error::ErrorClass::Io,
             DirBatchError::Data(_) => crate::error::ErrorClass::Config,
             DirBatchError::Inputs(e) => e.class(),
+            DirBatchError::Lock(e) => e.class(),
         }
     }
 }
@@ -213,9 +217,11 @@ pub async fn run_to_dir(
         require_base_line: batch.require_base_line,
         ..batch.settings.clone()
     };
+    // One writer at a time: held until this function returns, however it returns.
+    std::fs::create_dir_all(&dir.path).map_err(io_at("cannot create", &dir.path))?;
+    let _lock = run_store::RunLock::acquire(&dir.path)?;
     let (mut meta, skip, previous) = match &batch.resume {
         None => {
-            std::fs::create_dir_all(&dir.path).map_err(io_at("cannot create", &dir.path))?;
             run_store::write_snapshot(flow, &dir.snapshot_dir())
                 .map_err(io_at("cannot write the snapshot of", &dir.path))?;
             let mut meta = new_run_meta(

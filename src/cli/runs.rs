@@ -123,7 +123,7 @@ fn list(project: &std::path::Path, limit: usize, json: bool) -> Result<(), Failu
             Some(m) => outln!(
                 "{:<52} {:<10} {:>10} {:>10} {:>10}  {}",
                 dir.name(),
-                format!("{:?}", m.status),
+                status_text(&dir, &m),
                 format!("{}/{}", m.completed_lines, m.total_lines),
                 m.tokens.total_tokens,
                 m.cost_usd.map_or("?".to_string(), |c| format!("${c:.4}")),
@@ -154,7 +154,7 @@ fn show(project: &std::path::Path, run: &str, json: bool) -> Result<(), Failure>
         return Ok(());
     }
     let color = stdout_is_terminal();
-    outln!("{} {:?}", bold(&meta.name, color), meta.status);
+    outln!("{} {}", bold(&meta.name, color), status_text(&dir, &meta));
     outln!("  path:      {}", dir.path.display());
     outln!("  flow:      {} (variant {})", meta.flow, meta.variant);
     if let Some(d) = &meta.data {
@@ -251,4 +251,15 @@ fn delete(project: &std::path::Path, runs: &[String]) -> Result<(), Failure> {
         outln!("deleted {}", dir.name());
     }
     Ok(())
+}
+
+/// A run's status as people read it: a `Running` run whose writer is gone (killed, crashed) is
+/// `Interrupted` (`flow run --resume` finishes it), not running.
+fn status_text(dir: &RunDir, meta: &RunMeta) -> String {
+    if meta.status == flow::run_store::RunStatus::Running
+        && !flow::run_store::has_live_writer(&dir.path)
+    {
+        return "Interrupted".to_string();
+    }
+    format!("{:?}", meta.status)
 }

@@ -18,6 +18,7 @@
 //! the journal, so a resumed run's directory equals an uninterrupted one's.
 
 mod journal;
+mod lock;
 mod meta;
 mod records;
 pub mod remote;
@@ -29,6 +30,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 
 pub use journal::{Journal, read_journal, succeeded_lines_with};
+pub use lock::{LOCK_FILE, LockError, RunLock, has_live_writer};
 pub use meta::{
     ExperimentHashes, ExperimentRef, Latency, RunMeta, RunSettings, RunStatus, percentile,
 };

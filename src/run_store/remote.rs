@@ -337,7 +337,8 @@ impl RemoteDir {
     }
 }
 
-/// Every file under `root/rel`, as paths relative to `root`.
+/// Every file under `root/rel`, as paths relative to `root`, but a run's lock file: it says
+/// which process on which machine writes the run, which is true only where it was written.
 pub(super) fn collect_files(
     root: &Path,
     rel: &Path,
@@ -348,7 +349,7 @@ pub(super) fn collect_files(
         let name = rel.join(entry.file_name());
         if entry.file_type()?.is_dir() {
             collect_files(root, &name, out)?;
-        } else {
+        } else if name != Path::new(super::LOCK_FILE) {
             out.push(name);
         }
     }

@@ -283,3 +283,74 @@ fn flow_eval_refuses_an_evaluation_flow_its_mapping_cannot_feed() {
     .expect_code(2)
     .stderr_has("has no column `answr` (did you mean `answer`?)");
 }
+
+/// One writer per run: a second `--resume` of a run being written is refused at once naming the
+/// holder; once the writer is killed, `runs list` and `runs show` call the run interrupted and a
+/// resume takes the dead writer's lock over and finishes it.
+#[test]
+fn a_run_being_written_is_locked_and_a_dead_writers_run_shows_interrupted() {
+    use std::time::{Duration, Instant};
+    let ctx = TestContext::with_mock();
+    ctx.mock().set_latency(Duration::from_millis(200));
+    ctx.flow(
+        "f",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${ask.output}'}\nnodes:\n- {name: ask, type: llm, source: {type: code, path: ask.jinja2}, connection: open_ai_connection, api: chat, inputs: {model: m, q: '${inputs.q}'}}\n",
+            ),
+            ("ask.jinja2", "user:\n{{q}}"),
+        ],
+    );
+    let data: String = (0..30).map(|i| format!("{{\"q\": \"q{i}\"}}\n")).collect();
+    ctx.write("data.jsonl", &data);
+    let mut writer = ctx
+        .std_cmd()
+        .args([
+            "run",
+            "f",
+            "--data",
+            "data.jsonl",
+            "--name",
+            "locked",
+            "--concurrency",
+            "1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let meta = ctx.root().join(".flow/runs/locked/meta.json");
+    let started = Instant::now();
+    while !meta.is_file() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the run never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ctx.run(&["run", "--resume", "locked"])
+        .expect_code(2)
+        .stderr_has(&format!(
+            "being written by another flow process (pid {}",
+            writer.id()
+        ));
+    ctx.run(&["runs", "list"])
+        .expect_code(0)
+        .stdout_has("Running");
+
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    ctx.run(&["runs", "list"])
+        .expect_code(0)
+        .stdout_has("Interrupted");
+    ctx.run(&["runs", "show", "locked"])
+        .expect_code(0)
+        .stdout_has("locked Interrupted");
+    ctx.mock().set_latency(Duration::ZERO);
+    ctx.run(&["run", "--resume", "locked"]).expect_code(0);
+    ctx.run(&["runs", "show", "locked"])
+        .expect_code(0)
+        .stdout_has("locked Completed");
+    assert!(!ctx.root().join(".flow/runs/locked/.lock").exists());
+}
