@@ -54,9 +54,9 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     };
     let selections = parse_variants(&args.variant)?;
     let flow = load_flow(flow_path, &selections)?;
-    let given = parse_inputs(&args.inputs)?;
+    let (mut given, from_files) = parse_inputs(&args.inputs)?;
     if args.node.is_none() {
-        check_required_inputs(&flow, &given)?;
+        check_required_inputs(&flow, &mut given, &from_files)?;
     }
     let options = executor_options(&args.model, &flow)?;
     let rt = runtime()?;
@@ -72,8 +72,13 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
 }
 
 /// `--inputs a=1 b=two` or `--inputs inputs.json`.
-pub fn parse_inputs(values: &[String]) -> Result<Map<String, Value>, Failure> {
+/// `--inputs` values: the inputs, and the names that came from JSON files (as opposed to
+/// `NAME=VALUE`, which names an input on purpose).
+pub fn parse_inputs(
+    values: &[String],
+) -> Result<(Map<String, Value>, std::collections::BTreeSet<String>), Failure> {
     let mut out = Map::new();
+    let mut from_files = std::collections::BTreeSet::new();
     for raw in values {
         match raw.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() && !Path::new(raw).is_file() => {
@@ -86,7 +91,10 @@ pub fn parse_inputs(values: &[String]) -> Result<Map<String, Value>, Failure> {
                     ))
                 })?;
                 match serde_json::from_str::<Value>(&text) {
-                    Ok(Value::Object(map)) => out.extend(map),
+                    Ok(Value::Object(map)) => {
+                        from_files.extend(map.keys().cloned());
+                        out.extend(map);
+                    }
                     Ok(_) => {
                         return Err(Failure::usage(format!(
                             "error: {raw} must hold a JSON object of inputs"
@@ -103,13 +111,38 @@ pub fn parse_inputs(values: &[String]) -> Result<Map<String, Value>, Failure> {
             }
         }
     }
-    Ok(out)
+    Ok((out, from_files))
 }
 
-fn check_required_inputs(flow: &Flow, given: &Map<String, Value>) -> Result<(), Failure> {
-    // A value for a name the flow has no input for would be dropped: refuse it, as
-    // `flow serve` does.
+fn check_required_inputs(
+    flow: &Flow,
+    given: &mut Map<String, Value>,
+    from_files: &std::collections::BTreeSet<String>,
+) -> Result<(), Failure> {
+    // A `NAME=VALUE` for a name the flow has no input for would be dropped: refuse it, as
+    // `flow serve` does. A JSON file often holds a whole dataset row (ground truth and all):
+    // its other keys are left out, and said so.
     let names: Vec<&str> = flow.inputs.keys().map(String::as_str).collect();
+    let extra: Vec<String> = given
+        .keys()
+        .filter(|k| !flow.inputs.contains_key(k.as_str()) && from_files.contains(k.as_str()))
+        .cloned()
+        .collect();
+    if !extra.is_empty() {
+        eprintln!(
+            "note: the --inputs file's {} {} not an input of the flow and {} left out",
+            extra
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if extra.len() == 1 { "is" } else { "are" },
+            if extra.len() == 1 { "is" } else { "are" },
+        );
+        for k in &extra {
+            given.remove(k);
+        }
+    }
     if let Some(unknown) = given.keys().find(|k| !flow.inputs.contains_key(k.as_str())) {
         let hint = flow::model::closest(unknown, names.iter().copied())
             .map(|c| format!(" (did you mean `{c}`?)"))
