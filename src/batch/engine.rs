@@ -24,16 +24,24 @@ pub struct PendingLine {
     pub inputs: Result<Map<String, Value>, ErrorInfo>,
 }
 
+/// How long a line may run when no `--line-timeout` is given: promptflow's default, 600 s.
+pub const DEFAULT_LINE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// How a batch runs.
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
     /// Lines in flight at once.
     pub concurrency: usize,
-    /// A line still running after this long fails with a timeout.
+    /// A line still running after this long fails with a timeout; `None` means
+    /// [`DEFAULT_LINE_TIMEOUT`] (no line runs without a bound).
     pub line_timeout: Option<Duration>,
     /// Stop early when this many lines in a row failed because the endpoint could not be used
     /// at all (key refused, unreachable) and none succeeded: the rest would fail the same way.
     pub endpoint_failure_limit: usize,
+    /// Stop early when this many lines in a row failed the same way (the same kind of
+    /// configuration error at the same node: a template, an input, a connection) and none
+    /// succeeded: it is the flow or its settings, not the data, and every line would fail so.
+    pub config_failure_limit: usize,
     /// Line slots shared with other batches (an experiment's runs): a line runs only while it
     /// holds one, so all of them together have at most this many lines in flight.
     pub shared_slots: Option<Arc<Semaphore>>,
@@ -47,6 +55,7 @@ impl Default for BatchConfig {
             concurrency: 32,
             line_timeout: None,
             endpoint_failure_limit: 8,
+            config_failure_limit: 8,
             shared_slots: None,
             skip_aggregation: false,
         }
@@ -73,6 +82,9 @@ pub struct BatchOutcome {
     pub canceled: bool,
     /// Stopped because the endpoint refused every request.
     pub endpoint_unusable: Option<ErrorInfo>,
+    /// Stopped because every line failed the same way, a configuration problem (see
+    /// [`BatchConfig::config_failure_limit`]).
+    pub misconfigured: Option<ErrorInfo>,
     /// The first failures, in the order they happened.
     pub first_errors: Vec<(usize, ErrorInfo)>,
     pub aggregation: Option<AggregationResult>,
@@ -96,6 +108,8 @@ pub async fn run_batch(
     let mut tally = Tally {
         outcome: BatchOutcome::default(),
         endpoint_streak: 0,
+        config_streak: 0,
+        first_config_error: None,
         keep: executor.aggregation_dependencies(),
         kept: if aggregating { previous } else { Vec::new() },
         aggregating,
@@ -121,7 +135,7 @@ pub async fn run_batch(
             in_flight.push(run_one(
                 executor,
                 p,
-                config.line_timeout,
+                Some(config.line_timeout.unwrap_or(DEFAULT_LINE_TIMEOUT)),
                 config.shared_slots.clone(),
             ));
         }
@@ -147,6 +161,7 @@ pub async fn run_batch(
                 tally.add(line);
                 // Every other line finished by now goes to the writer in the same message.
                 while tally.outcome.endpoint_unusable.is_none()
+                    && tally.outcome.misconfigured.is_none()
                     && let Some(Some(line)) = in_flight.next().now_or_never()
                 {
                     tally.add(line);
@@ -155,7 +170,7 @@ pub async fn run_batch(
                     // The writer reports its own error when finished; stop feeding it.
                     break;
                 }
-                if tally.outcome.endpoint_unusable.is_some() {
+                if tally.outcome.endpoint_unusable.is_some() || tally.outcome.misconfigured.is_some() {
                     break;
                 }
             }
@@ -163,7 +178,11 @@ pub async fn run_batch(
     }
     drop(in_flight);
     let mut outcome = tally.outcome;
-    if aggregating && !outcome.canceled && outcome.endpoint_unusable.is_none() {
+    if aggregating
+        && !outcome.canceled
+        && outcome.endpoint_unusable.is_none()
+        && outcome.misconfigured.is_none()
+    {
         let agg = executor.run_aggregation(&tally.kept).await;
         let _ = writer.aggregation(agg.clone());
         outcome.aggregation = Some(agg);
@@ -176,6 +195,9 @@ struct Tally<'a> {
     outcome: BatchOutcome,
     /// Lines failed in a row because the endpoint could not be used at all.
     endpoint_streak: usize,
+    /// Lines failed in a row with the same configuration error (kind and node), and the first.
+    config_streak: usize,
+    first_config_error: Option<ErrorInfo>,
     /// The nodes aggregation reads, and the succeeded lines slimmed to them (when aggregating).
     keep: HashSet<String>,
     kept: Vec<LineResult>,
@@ -195,6 +217,7 @@ impl Tally<'_> {
         if line.succeeded() {
             outcome.completed += 1;
             self.endpoint_streak = 0;
+            self.config_streak = 0;
             if self.aggregating {
                 self.kept.push(slim(&line, &self.keep));
             }
@@ -211,6 +234,26 @@ impl Tally<'_> {
                     }
                 } else {
                     self.endpoint_streak = 0;
+                }
+                let config_kind = matches!(
+                    e.kind,
+                    ErrorKind::Template | ErrorKind::Input | ErrorKind::Connection
+                );
+                let same = self
+                    .first_config_error
+                    .as_ref()
+                    .is_some_and(|f| f.kind == e.kind && f.node == e.node);
+                if config_kind && outcome.completed == 0 && (same || self.config_streak == 0) {
+                    if self.config_streak == 0 {
+                        self.first_config_error = Some(e.clone());
+                    }
+                    self.config_streak += 1;
+                    if self.config_streak >= self.config.config_failure_limit.max(1) {
+                        outcome.misconfigured = self.first_config_error.clone();
+                    }
+                } else {
+                    self.config_streak = 0;
+                    self.first_config_error = None;
                 }
             }
         }

@@ -341,7 +341,8 @@ pub async fn run_to_dir(
         .as_ref()
         .map(|a| a.metrics.clone())
         .unwrap_or_default();
-    let stopped_early = outcome.canceled || outcome.endpoint_unusable.is_some();
+    let stopped_early =
+        outcome.canceled || outcome.endpoint_unusable.is_some() || outcome.misconfigured.is_some();
     run_store::finalize(dir, &mut meta, &metrics, stopped_early)
         .map_err(io_at("cannot finish", &dir.path))?;
     Ok(DirRun {

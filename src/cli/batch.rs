@@ -756,14 +756,22 @@ fn name_stem(flow_path: &Path, selections: &[VariantSelection]) -> String {
     format!("{}_{}", safe(flow), safe(&variant))
 }
 
-/// The failure a finished batch reports, if any: an unusable endpoint (3), a stop (130), an
-/// aggregation error or failed lines (1).
+/// The failure a finished batch reports, if any: an unusable endpoint (3), every line failing
+/// the same way (2), a stop (130), an aggregation error or failed lines (1).
 fn judge(meta: &RunMeta, outcome: &BatchOutcome, reporting: Reporting) -> Option<Failure> {
     if let Some(e) = &outcome.endpoint_unusable {
         return Some(Failure::endpoint(format!(
             "error: stopped after {} lines: the endpoint could not be used\n{}",
             outcome.failed,
             line_failure(e).message
+        )));
+    }
+    if let Some(e) = &outcome.misconfigured {
+        return Some(Failure::usage(format!(
+            "error: stopped after {} lines: every line failed the same way, so the flow or its settings are wrong, not the data\n{}\n  help: fix it, then finish the run with: flow run --resume {}",
+            outcome.failed,
+            line_failure(e).message,
+            meta.name
         )));
     }
     if outcome.canceled {

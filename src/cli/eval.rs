@@ -34,8 +34,8 @@ use flow::telemetry::{OtlpConfig, TracedProgress, Tracer};
 #[derive(Debug, Args)]
 #[command(
     mut_arg("name", |a| a.help("The evaluation run's name (default: <run>_eval_<timestamp>)")),
-    mut_arg("concurrency", |a| a.help("Evaluation-flow lines in flight at once")),
-    mut_arg("line_timeout", |a| a.help("Fail an evaluation-flow line that runs longer than this many seconds"))
+    mut_arg("concurrency", |a| a.help("Evaluation-flow lines in flight at once [default: 32]").long_help("Evaluation-flow lines in flight at once\n\n[default: 32]")),
+    mut_arg("line_timeout", |a| a.help("Fail an evaluation-flow line that runs longer than this many seconds [default: 600]"))
 )]
 pub struct EvalArgs {
     /// The run to evaluate (its name under .flow/runs, or its directory).
@@ -575,13 +575,17 @@ impl EvalObserver for Printer {
 /// The exit status and message of an evaluation that could not run or be recorded.
 fn eval_failure(e: EvalError) -> Failure {
     match &e {
-        EvalError::Stopped { stop, .. } => match stop {
+        EvalError::Stopped { stop, .. } => match &**stop {
             BatchStop::EndpointUnusable { failed, error } => Failure::endpoint(format!(
                 "error: stopped after {failed} lines: the endpoint could not be used\n{}",
                 line_failure(error).message
             )),
             BatchStop::Canceled { kept, run } => Failure::interrupted(format!(
                 "stopped: {kept} lines are kept. Resume with: flow run --resume {run}"
+            )),
+            BatchStop::Misconfigured { failed, error } => Failure::usage(format!(
+                "error: stopped after {failed} lines: every line failed the same way, so the flow or its settings are wrong, not the data\n{}",
+                line_failure(error).message
             )),
             BatchStop::EveryLineEndpoint { failed, total, run } => Failure::endpoint(format!(
                 "{failed} of {total} lines failed. Rerun just those with: flow run --resume {run}"

@@ -21,7 +21,7 @@ use flow::experiment::{
 #[derive(Debug, Args)]
 #[command(
     mut_arg("name", |a| a.help("The comparison directory's name under .flow/experiments (default: <experiment>_<timestamp>)")),
-    mut_arg("concurrency", |a| a.help("Lines in flight at once, across all runs of the experiment together")),
+    mut_arg("concurrency", |a| a.help("Lines in flight at once, across all runs of the experiment together [default: 32]").long_help("Lines in flight at once, across all runs of the experiment together\n\n[default: 32]")),
     mut_arg("output", |a| a.help("How to print the result: text for people, or json (summary.json on stdout) for scripts"))
 )]
 pub struct ExperimentArgs {

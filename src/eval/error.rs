@@ -94,7 +94,10 @@ pub enum EvalError {
     DataStopped { batch: EvalBatch, message: String },
     /// A batch stopped before every line ran (unusable endpoint, Ctrl-C).
     #[error("{batch} stopped: {}", stop_text(.stop))]
-    Stopped { batch: EvalBatch, stop: BatchStop },
+    Stopped {
+        batch: EvalBatch,
+        stop: Box<BatchStop>,
+    },
     /// Built-in evaluators could not score the run (it or the dataset cannot be read).
     #[error("{}{source}", .sample.map(|s| format!("sample {s}: ")).unwrap_or_default())]
     Scoring {
@@ -135,6 +138,10 @@ fn stop_text(stop: &BatchStop) -> String {
         BatchStop::EveryLineEndpoint { failed, total, .. } => {
             format!("{failed} of {total} lines failed, each on the endpoint")
         }
+        BatchStop::Misconfigured { failed, error } => format!(
+            "stopped after {failed} lines: every line failed the same way, so the flow or its settings are wrong: {}",
+            error.message
+        ),
     }
 }
 
@@ -143,7 +150,10 @@ impl EvalError {
     pub fn endpoint_unusable(&self) -> bool {
         match self {
             EvalError::Models(ModelScoreError::Judge(j)) => j.endpoint_unusable(),
-            EvalError::Stopped { stop, .. } => !matches!(stop, BatchStop::Canceled { .. }),
+            EvalError::Stopped { stop, .. } => !matches!(
+                **stop,
+                BatchStop::Canceled { .. } | BatchStop::Misconfigured { .. }
+            ),
             _ => false,
         }
     }
@@ -178,11 +188,13 @@ impl crate::error::Classify for EvalError {
     fn class(&self) -> crate::error::ErrorClass {
         use crate::error::ErrorClass;
         match self {
-            EvalError::Stopped {
-                stop: BatchStop::Canceled { .. },
-                ..
-            } => ErrorClass::Interrupted,
-            EvalError::Stopped { .. } => ErrorClass::Endpoint,
+            EvalError::Stopped { stop, .. } => match **stop {
+                BatchStop::Canceled { .. } => ErrorClass::Interrupted,
+                BatchStop::Misconfigured { .. } => ErrorClass::Config,
+                BatchStop::EndpointUnusable { .. } | BatchStop::EveryLineEndpoint { .. } => {
+                    ErrorClass::Endpoint
+                }
+            },
             EvalError::Models(ModelScoreError::Judge(j)) => j.class(),
             EvalError::Models(ModelScoreError::Read(e)) | EvalError::Scoring { source: e, .. } => {
                 e.class()

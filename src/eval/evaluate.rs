@@ -293,7 +293,7 @@ pub async fn evaluate(
             flow_problem = judge_batch(&done.meta, &done.outcome, false).map_err(|stop| {
                 EvalError::Stopped {
                     batch: EvalBatch::Flow,
-                    stop,
+                    stop: Box::new(stop),
                 }
             })?;
             done.meta
@@ -537,8 +537,10 @@ async fn score_sample(
     let done = run_batch(&executor, &batch, which, plan, observer).await;
     executor.shutdown().await;
     let done = done?;
-    judge_batch(&done.meta, &done.outcome, true)
-        .map_err(|stop| EvalError::Stopped { batch: which, stop })?;
+    judge_batch(&done.meta, &done.outcome, true).map_err(|stop| EvalError::Stopped {
+        batch: which,
+        stop: Box::new(stop),
+    })?;
     let scores = sample_dir.path.join(eval_dir::SCORES_FILE);
     let file = std::fs::File::create(&scores).map_err(EvalError::io("write", &scores))?;
     let mut out = std::io::BufWriter::new(file);

@@ -196,6 +196,9 @@ pub enum BatchStop {
     EndpointUnusable { failed: usize, error: ErrorInfo },
     /// Stopped by Ctrl-C; `kept` lines of run `run` are kept.
     Canceled { kept: usize, run: String },
+    /// Every line failed the same way (a template, an input, a connection) after `failed`
+    /// lines: the flow or its settings are wrong.
+    Misconfigured { failed: usize, error: ErrorInfo },
     /// Every line failed, and every error shown was the endpoint's.
     EveryLineEndpoint {
         failed: usize,
@@ -227,6 +230,12 @@ pub fn judge_batch(
 ) -> Result<Option<FlowProblem>, BatchStop> {
     if let Some(error) = &outcome.endpoint_unusable {
         return Err(BatchStop::EndpointUnusable {
+            failed: outcome.failed,
+            error: error.clone(),
+        });
+    }
+    if let Some(error) = &outcome.misconfigured {
+        return Err(BatchStop::Misconfigured {
             failed: outcome.failed,
             error: error.clone(),
         });

@@ -354,3 +354,42 @@ fn a_run_being_written_is_locked_and_a_dead_writers_run_shows_interrupted() {
         .stdout_has("locked Completed");
     assert!(!ctx.root().join(".flow/runs/locked/.lock").exists());
 }
+
+/// A configuration problem that shows only when lines run — here a template that fails on every
+/// line — stops the batch early with exit 2, not exit 1 once per line with a hint to resume.
+#[test]
+fn every_line_failing_the_same_way_stops_the_batch_as_a_configuration_error() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "t",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs: {q: {type: string}}\noutputs:\n  p: {reference: '${n.output}'}\nnodes:\n- {name: n, type: prompt, source: {type: code, path: n.jinja2}, inputs: {q: '${inputs.q}'}}\n",
+            ),
+            ("n.jinja2", "{{ q }} {{ settings.style.upper() }}"),
+        ],
+    );
+    let data: String = (0..200).map(|i| format!("{{\"q\": \"q{i}\"}}\n")).collect();
+    ctx.write("data.jsonl", &data);
+    let run = ctx.run(&[
+        "run",
+        "t",
+        "--data",
+        "data.jsonl",
+        "--name",
+        "broken",
+        "--concurrency",
+        "2",
+    ]);
+    run.expect_code(2)
+        .stderr_has("every line failed the same way")
+        .stderr_has("node `n`")
+        .stderr_has("flow run --resume broken");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ctx.root().join(".flow/runs/broken/meta.json")).unwrap(),
+    )
+    .unwrap();
+    let ran = meta["completed_lines"].as_u64().unwrap() + meta["failed_lines"].as_u64().unwrap();
+    assert!(ran < 50, "stopped early, not after every line ({ran} ran)");
+}

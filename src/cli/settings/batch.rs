@@ -28,7 +28,7 @@ pub struct BatchOptions {
 [default: 32]"
     )]
     pub concurrency: Option<Count>,
-    /// Fail a line that runs longer than this many seconds.
+    /// Fail a line that runs longer than this many seconds [default: 600, as promptflow].
     #[arg(long, value_name = "SECONDS")]
     pub line_timeout: Option<Seconds>,
 }
