@@ -241,6 +241,65 @@ impl EnvVars {
             .filter(|v| !v.trim().is_empty())
     }
 
+    /// Variables that look like a misspelling of one a connection in `names` reads, or of a
+    /// standard one (`OPEN_AI_CONECTION_API_KEY`, `OPENAI_KEY`): each a warning naming the
+    /// variable that is read. Such a variable is never used, so without the warning the
+    /// connection would quietly resolve without it (or not at all).
+    pub fn near_misses(&self, names: &[String]) -> Vec<String> {
+        const FIELDS: [&str; 8] = [
+            "API_KEY",
+            "API_BASE",
+            "API_TYPE",
+            "API_VERSION",
+            "MODEL",
+            "DEPLOYMENT",
+            "HEADERS",
+            "POOL",
+        ];
+        const STANDARD: [&str; 15] = [
+            "OPENAI_API_KEY",
+            "OPENAI_BASE_URL",
+            "OPENAI_API_BASE",
+            "OPENAI_ORG_ID",
+            "OPENAI_API_VERSION",
+            "AZURE_OPENAI_API_KEY",
+            "AZURE_OPENAI_ENDPOINT",
+            "AZURE_OPENAI_API_VERSION",
+            "AZURE_OPENAI_DEPLOYMENT",
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_BASE_URL",
+            "OLLAMA_HOST",
+            "FLOW_PRICES",
+            "FLOW_CACHE_DIR",
+            "FLOW_SERVE_TOKEN",
+        ];
+        let mut wanted: Vec<String> = names
+            .iter()
+            .flat_map(|n| {
+                let prefix = env_prefix(n);
+                FIELDS.iter().map(move |f| format!("{prefix}_{f}"))
+            })
+            .collect();
+        wanted.extend(STANDARD.iter().map(|s| s.to_string()));
+        let mut out: Vec<String> = self
+            .vars
+            .keys()
+            .filter(|k| !wanted.iter().any(|w| w == *k))
+            .filter_map(|k| {
+                let close = wanted.iter().find(|w| {
+                    let d = strsim::damerau_levenshtein(k, w);
+                    // A letter or two off, or the same words joined differently.
+                    (d > 0 && d <= 2 && w.len() >= 8) || k.replace('_', "") == w.replace('_', "")
+                })?;
+                Some(format!(
+                    "warning: {k} is set but not read: did you mean {close}?"
+                ))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Every variable whose name starts with `prefix`, as (full name, value).
     pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
         self.vars

@@ -64,6 +64,11 @@ pub fn executor_options(model: &ModelArgs, flow: &Flow) -> Result<ExecutorOption
         .map_err(|e| Failure::usage(format!("error: no working directory: {e}")))?;
     let env = EnvVars::load(model.env_file.as_deref(), &cwd)
         .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    if !model.offline {
+        for warning in env.near_misses(&flow.connection_names()) {
+            eprintln!("{warning}");
+        }
+    }
     let mut options = ExecutorOptions::new(env);
     options.offline = model.offline;
     let request_timeout = model.request_timeout_s();

@@ -48,8 +48,10 @@ type Resolved = Vec<(String, Result<Connection, String>)>;
 fn resolve_all(target: &Target) -> Result<Resolved, Failure> {
     let flow = load_flow(&target.flow, &[])?;
     let cwd = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
-    let env = EnvVars::load(target.env_file.as_deref(), &cwd)
-        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let env = EnvVars::load(target.env_file.as_deref(), &cwd).map_err(|e| Failure::of(&e))?;
+    for warning in env.near_misses(&flow.connection_names()) {
+        eprintln!("{warning}");
+    }
     Ok(flow
         .connection_names()
         .into_iter()

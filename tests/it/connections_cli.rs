@@ -208,3 +208,41 @@ fn the_standard_openai_api_base_takes_the_key_to_its_host() {
         Some(format!("Bearer {TEST_KEY}").as_str())
     );
 }
+
+/// A variable spelled a letter off from one a connection reads is never read: a warning names
+/// the variable that is, in `flow connections` and when the flow runs.
+#[test]
+fn a_near_miss_variable_name_gets_a_warning_naming_the_right_one() {
+    let ctx = TestContext::with_mock();
+    project(&ctx);
+    let out = ctx
+        .cmd()
+        .args(["connections", "f"])
+        .env("OTHER_CONN_API_KEY", TEST_KEY)
+        .env("OPEN_AI_CONECTION_MODEL", "gpt-4o")
+        .env("OPENAI_APIKEY", "sk-typo")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "warning: OPEN_AI_CONECTION_MODEL is set but not read: did you mean OPEN_AI_CONNECTION_MODEL?"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: OPENAI_APIKEY is set but not read: did you mean OPENAI_API_KEY?"),
+        "{stderr}"
+    );
+    let run = ctx
+        .cmd()
+        .args(["run", "f", "--node", "a"])
+        .env("OPEN_AI_CONECTION_MODEL", "gpt-4o")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("did you mean OPEN_AI_CONNECTION_MODEL?"),
+        "{stderr}"
+    );
+}
