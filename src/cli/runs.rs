@@ -65,6 +65,17 @@ pub fn run(args: RunsArgs) -> Result<(), Failure> {
 
 /// Find a run or fail with the names that exist.
 pub fn locate(project: &std::path::Path, run: &str) -> Result<RunDir, Failure> {
+    match flow::run_store::lookup_run(project, run) {
+        flow::run_store::RunLookup::Found(dir) => return Ok(dir),
+        flow::run_store::RunLookup::Ambiguous(names) => {
+            return Err(Failure::usage(format!(
+                "error: `{run}` starts the names of {} runs: {}\n  help: give more of the name",
+                names.len(),
+                names.join(", ")
+            )));
+        }
+        flow::run_store::RunLookup::NotFound => {}
+    }
     find_run(project, run).ok_or_else(|| {
         let names: Vec<String> = list_runs(project)
             .into_iter()

@@ -144,6 +144,45 @@ pub fn find_run(project: &Path, name_or_path: &str) -> Option<RunDir> {
     None
 }
 
+/// How a run name given on the command line matched.
+#[derive(Debug)]
+pub enum RunLookup {
+    /// One run: by its name, its path, `latest` (the newest run), or a prefix only it has.
+    Found(RunDir),
+    /// A prefix several runs share (their names, newest first).
+    Ambiguous(Vec<String>),
+    /// No run.
+    NotFound,
+}
+
+/// The run `name` names: a run's name or directory, `latest` (the newest run, when no run is
+/// named so), or the start of exactly one run's name.
+pub fn lookup_run(project: &Path, name: &str) -> RunLookup {
+    if let Some(dir) = find_run(project, name) {
+        return RunLookup::Found(dir);
+    }
+    let runs = list_runs(project);
+    if name == "latest" {
+        return runs
+            .into_iter()
+            .next()
+            .map_or(RunLookup::NotFound, |(dir, _)| RunLookup::Found(dir));
+    }
+    if name.is_empty() || name.contains(['/', '\\']) {
+        return RunLookup::NotFound;
+    }
+    let mut matching: Vec<RunDir> = runs
+        .into_iter()
+        .map(|(dir, _)| dir)
+        .filter(|dir| dir.name().starts_with(name) && dir.meta_file().is_file())
+        .collect();
+    match matching.len() {
+        0 => RunLookup::NotFound,
+        1 => RunLookup::Found(matching.remove(0)),
+        _ => RunLookup::Ambiguous(matching.iter().map(RunDir::name).collect()),
+    }
+}
+
 /// Every run under `runs_root(project)`, newest first.
 pub fn list_runs(project: &Path) -> Vec<(RunDir, Option<RunMeta>)> {
     let mut runs: Vec<(RunDir, Option<RunMeta>)> = std::fs::read_dir(runs_root(project))

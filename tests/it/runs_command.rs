@@ -146,3 +146,32 @@ fn a_taken_run_name_is_a_usage_error_with_a_hint() {
         .expect_code(2)
         .stderr_has("not a valid run name");
 }
+
+/// Runs can be named by `latest` (the newest) and by the start of one run's name; a start
+/// several runs share is refused, listing them.
+#[test]
+fn latest_and_a_unique_prefix_name_a_run() {
+    let ctx = two_runs();
+    ctx.run(&["runs", "show", "latest"])
+        .expect_code(0)
+        .stdout_has("beta-run");
+    ctx.run(&["runs", "show", "alp"])
+        .expect_code(0)
+        .stdout_has("alpha-run");
+    ctx.run(&[
+        "run",
+        "calc",
+        "--data",
+        "good.jsonl",
+        "--name",
+        "beta-run-2",
+    ])
+    .expect_code(0);
+    ctx.run(&["runs", "show", "beta"])
+        .expect_code(2)
+        .stderr_has("`beta` starts the names of 2 runs: beta-run-2, beta-run");
+    ctx.run(&["report", "latest", "--format", "csv", "-o", "latest.csv"])
+        .expect_code(0);
+    let csv = std::fs::read_to_string(ctx.root().join("latest.csv")).unwrap();
+    assert!(csv.contains("beta-run-2"), "{csv}");
+}
