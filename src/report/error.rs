@@ -21,6 +21,11 @@ pub enum ReportError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{} exists and is not a report flow wrote: it is left as it is\n  help: remove it, or write the report elsewhere with -o PATH",
+        .path.display()
+    )]
+    WouldOverwrite { path: PathBuf },
     #[error("cannot write the CSV: {0}")]
     Csv(#[from] csv::Error),
     #[error("cannot render the HTML report: {0}")]
@@ -33,9 +38,10 @@ impl crate::error::Classify for ReportError {
     fn class(&self) -> crate::error::ErrorClass {
         use crate::error::{ErrorClass, class_of_user_file};
         match self {
-            ReportError::NoRuns | ReportError::NotARun(_) | ReportError::Invalid { .. } => {
-                ErrorClass::Config
-            }
+            ReportError::NoRuns
+            | ReportError::NotARun(_)
+            | ReportError::Invalid { .. }
+            | ReportError::WouldOverwrite { .. } => ErrorClass::Config,
             ReportError::Read { source, .. } => class_of_user_file(source),
             ReportError::Write { .. } | ReportError::Csv(_) | ReportError::Template(_) => {
                 ErrorClass::Io

@@ -84,8 +84,28 @@ pub fn write_report_files(
     Ok(files)
 }
 
+/// Whether the file at `path` is a report `flow` wrote (HTML, CSV or JSON), judged from its
+/// beginning: only such a file is replaced without asking.
+pub fn written_by_flow(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(4096);
+    if std::fs::File::open(path)
+        .and_then(|f| f.take(4096).read_to_end(&mut head))
+        .is_err()
+    {
+        return false;
+    }
+    let text = String::from_utf8_lossy(&head);
+    let text = text.trim_start_matches('\u{feff}');
+    text.contains("<meta name=\"generator\" content=\"flow ")
+        || text.starts_with("run,variant,dataset,line_number")
+        || text.starts_with("dataset,line_number,")
+        || (text.starts_with("{\n  \"title\":") && text.contains("\"generated\":"))
+}
+
 /// Write `path` through a buffered temporary file renamed into place, so a reader never sees a
-/// half-written report.
+/// half-written report. A file already there that `flow` did not write is never replaced
+/// ([`ReportError::WouldOverwrite`]).
 pub fn write_file(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<(), ReportError>,
@@ -95,6 +115,11 @@ pub fn write_file(
         path: path.to_path_buf(),
         source: e,
     };
+    if path.is_dir() || (path.exists() && !written_by_flow(path)) {
+        return Err(ReportError::WouldOverwrite {
+            path: path.to_path_buf(),
+        });
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }

@@ -485,3 +485,40 @@ fn html_shows_bidi_overrides_and_invisible_characters_as_code_points() {
         assert!(html.contains(shown), "the report lacks `{shown}`");
     }
 }
+
+/// `flow report` replaces a report it wrote before, but never a file it did not write.
+#[test]
+fn a_report_never_overwrites_a_file_flow_did_not_write() {
+    let ctx = project();
+    ctx.write("notes.html", "<html>my own notes</html>");
+    ctx.write("budget.csv", "item,cost\nrent,100\n");
+    ctx.run(&["report", "v0-eval", "-o", "notes.html"])
+        .expect_code(2)
+        .stderr_has("notes.html exists and is not a report flow wrote");
+    ctx.run(&["report", "v0-eval", "--format", "csv", "-o", "budget.csv"])
+        .expect_code(2)
+        .stderr_has("budget.csv exists and is not a report flow wrote");
+    assert_eq!(
+        std::fs::read_to_string(ctx.root().join("notes.html")).unwrap(),
+        "<html>my own notes</html>"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ctx.root().join("budget.csv")).unwrap(),
+        "item,cost\nrent,100\n"
+    );
+    // Its own reports are replaced, in every format.
+    for (format, file) in [("html", "r.html"), ("csv", "r.csv"), ("json", "r.json")] {
+        for _ in 0..2 {
+            ctx.run(&["report", "v0-eval", "--format", format, "-o", file])
+                .expect_code(0);
+        }
+    }
+    ctx.run(&[
+        "report", "v0-eval", "--format", "csv", "--wide", "-o", "w.csv",
+    ])
+    .expect_code(0);
+    ctx.run(&[
+        "report", "v0-eval", "--format", "csv", "--wide", "-o", "w.csv",
+    ])
+    .expect_code(0);
+}
