@@ -67,28 +67,63 @@ async fn guard(State(state): State<Arc<ServeState>>, request: Request, next: Nex
     };
     let status = response.status().as_u16();
     state.metrics.record_request(route, status);
-    if state.config.request_log {
-        let mut fields = Map::new();
-        fields.insert("msg".into(), Value::String("request".into()));
-        fields.insert("method".into(), Value::String(method));
-        fields.insert("route".into(), Value::String(route.into()));
-        fields.insert("status".into(), Value::from(status));
-        fields.insert(
-            "duration_ms".into(),
-            Value::from(crate::record::millis(started.elapsed())),
+    // A streamed answer is logged when its stream ends, with its real duration and outcome.
+    let streamed = response.extensions().get::<Streamed>().is_some();
+    if !streamed {
+        let trace = response.extensions().get::<TraceId>().map(|t| t.0.clone());
+        log_request(
+            &state,
+            &method,
+            route,
+            status,
+            started.elapsed(),
+            trace,
+            false,
         );
-        if let Some(TraceId(id)) = response.extensions().get::<TraceId>() {
-            fields.insert("trace_id".into(), Value::String(id.clone()));
-        }
-        // A 503 from /ready while loading or draining is expected, not an error.
-        let level = if status >= 500 && route != "/ready" {
-            "error"
-        } else {
-            "info"
-        };
-        super::log::write(level, fields);
     }
     response
+}
+
+/// Marks a response whose body streams: the request is logged when the stream ends.
+#[derive(Clone, Copy)]
+pub(super) struct Streamed;
+
+/// One request line of the request log: `status` is what the request came to (for a stream,
+/// the status its outcome would have had unstreamed: 504 for a timeout, the line error's).
+pub(super) fn log_request(
+    state: &ServeState,
+    method: &str,
+    route: &str,
+    status: u16,
+    duration: std::time::Duration,
+    trace_id: Option<String>,
+    streamed: bool,
+) {
+    if !state.config.request_log {
+        return;
+    }
+    let mut fields = Map::new();
+    fields.insert("msg".into(), Value::String("request".into()));
+    fields.insert("method".into(), Value::String(method.into()));
+    fields.insert("route".into(), Value::String(route.into()));
+    fields.insert("status".into(), Value::from(status));
+    fields.insert(
+        "duration_ms".into(),
+        Value::from(crate::record::millis(duration)),
+    );
+    if streamed {
+        fields.insert("streamed".into(), Value::Bool(true));
+    }
+    if let Some(id) = trace_id {
+        fields.insert("trace_id".into(), Value::String(id));
+    }
+    // A 503 from /ready while loading or draining is expected, not an error.
+    let level = if status >= 500 && route != "/ready" {
+        "error"
+    } else {
+        "info"
+    };
+    super::log::write(level, fields);
 }
 
 fn authorized(headers: &HeaderMap, token: &str) -> bool {

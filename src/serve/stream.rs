@@ -50,6 +50,14 @@ pub(super) fn respond(
         };
         let _in_flight = state.metrics.start();
         let started = Instant::now();
+        // Logged when the task ends however it ends: a client that hangs up mid-stream aborts
+        // the task, and the request is logged as 499 (client closed request).
+        let mut log = StreamLog {
+            state: state.clone(),
+            started,
+            status: 499,
+            trace: None,
+        };
         let delta_tx = tx.clone();
         let on_delta = move |text: &str| {
             let _ = delta_tx.send(Piece::Delta(text.to_string()));
@@ -59,20 +67,29 @@ pub(super) fn respond(
             on_delta: &on_delta,
         });
         let run = executor.run_line_streaming(0, &inputs, line_stream.as_ref());
-        let result = match tokio::time::timeout(state.config.request_timeout, run).await {
-            Err(_) => {
-                state.metrics.record_timeout(started.elapsed());
-                Err(super::routes::timeout_error(&state))
-            }
-            Ok(line) => {
-                state.metrics.record_line(&line, started.elapsed());
-                let _ = super::routes::trace_line(&state, &headers, &line, true);
-                if let Some(e) = &line.error {
-                    super::routes::log_failure(&state, e);
+        let (result, status, trace) =
+            match tokio::time::timeout(state.config.request_timeout, run).await {
+                Err(_) => {
+                    state.metrics.record_timeout(started.elapsed());
+                    let e = super::routes::timeout_error(&state);
+                    let status = e.status.as_u16();
+                    (Err(e), status, None)
                 }
-                Ok(line)
-            }
-        };
+                Ok(line) => {
+                    state.metrics.record_line(&line, started.elapsed());
+                    let trace = super::routes::trace_line(&state, &headers, &line, true);
+                    let status = match &line.error {
+                        Some(e) => {
+                            super::routes::log_failure(&state, e);
+                            super::error::ApiError::from_line_error(e).status.as_u16()
+                        }
+                        None => 200,
+                    };
+                    (Ok(line), status, trace)
+                }
+            };
+        log.status = status;
+        log.trace = trace;
         let _ = tx.send(Piece::Done(Box::new(result)));
     });
     let stream_output = state.stream.as_ref().map(|s| s.output.clone());
@@ -88,9 +105,33 @@ pub(super) fn respond(
         let event = s.next_event().await?;
         Some((Ok::<Event, Infallible>(event), s))
     });
-    Sse::new(body)
+    let mut response = Sse::new(body)
         .keep_alive(KeepAlive::default())
-        .into_response()
+        .into_response();
+    response.extensions_mut().insert(super::routes::Streamed);
+    response
+}
+
+/// The request log line of a streamed request, written when its stream ends.
+struct StreamLog {
+    state: Arc<ServeState>,
+    started: Instant,
+    status: u16,
+    trace: Option<String>,
+}
+
+impl Drop for StreamLog {
+    fn drop(&mut self) {
+        super::routes::log_request(
+            &self.state,
+            "POST",
+            "/score",
+            self.status,
+            self.started.elapsed(),
+            self.trace.take(),
+            true,
+        );
+    }
 }
 
 struct EventStream {

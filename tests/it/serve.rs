@@ -552,3 +552,64 @@ fn a_stream_that_runs_out_of_time_ends_with_an_error_event() {
         Some(1.0)
     );
 }
+
+/// A streamed request is logged when its stream ends: its real duration and the status its
+/// outcome came to (504 for one that ran out of time), not the 200 its headers had at once.
+#[test]
+fn a_streamed_request_is_logged_with_its_real_duration_and_outcome() {
+    let ctx = TestContext::with_mock();
+    chat_flow(&ctx);
+    ctx.mock().set_latency(Duration::from_millis(400));
+    let server = Server::ready(&ctx, "chat", &["--timeout", "5"], &[]);
+    let a = server.post(
+        "/score",
+        &[("accept", "text/event-stream")],
+        r#"{"question": "slow stream"}"#,
+    );
+    assert_eq!(a.status, 200);
+    ctx.mock().set_latency(Duration::ZERO);
+    ctx.mock().push(MockReply::Delay(
+        Duration::from_secs(10),
+        Box::new(MockReply::text("too late")),
+    ));
+    let server_t = Server::ready(&ctx, "chat", &["--timeout", "0.5"], &[]);
+    let b = server_t.post(
+        "/score",
+        &[("accept", "text/event-stream")],
+        r#"{"question": "never"}"#,
+    );
+    assert_eq!(b.status, 200);
+    // The log line comes when the stream ends: give the server a moment to write it.
+    let record = |server: &Server| -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = server.log();
+            if let Some(line) = log
+                .lines()
+                .find(|l| l.contains("\"route\":\"/score\"") && l.contains("\"streamed\":true"))
+            {
+                return serde_json::from_str(line).unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no streamed request logged:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let ok = record(&server);
+    assert_eq!(ok["status"], 200);
+    assert!(ok["duration_ms"].as_f64().unwrap() >= 350.0, "{ok}");
+    let late = record(&server_t);
+    assert_eq!(late["status"], 504, "{late}");
+    assert!(late["duration_ms"].as_f64().unwrap() >= 450.0, "{late}");
+    // One line per request: the headers' 200 is not logged as well.
+    assert_eq!(
+        server
+            .log()
+            .lines()
+            .filter(|l| l.contains("\"route\":\"/score\""))
+            .count(),
+        1
+    );
+}
