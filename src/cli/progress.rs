@@ -23,6 +23,8 @@ pub struct CliProgress {
     cost_micro_usd: AtomicU64,
     started: Instant,
     last_report: Mutex<Instant>,
+    /// When the bar's message (tokens, cost, failures) was last set.
+    last_message: Mutex<Option<Instant>>,
     /// Lines an earlier attempt finished (resumed runs).
     already_done: AtomicUsize,
 }
@@ -55,6 +57,7 @@ impl CliProgress {
             cost_micro_usd: AtomicU64::new(0),
             started: Instant::now(),
             last_report: Mutex::new(Instant::now()),
+            last_message: Mutex::new(None),
             already_done: AtomicUsize::new(already_done),
         }
     }
@@ -128,7 +131,17 @@ impl Progress for CliProgress {
         match &self.bar {
             Some(bar) => {
                 bar.inc(1);
-                if self.done() % 16 == 1 || !line.succeeded() {
+                // The tokens and cost shown are at most MESSAGE_EVERY old at each redraw (the
+                // bar redraws every 200 ms), without formatting them for every line.
+                let due = self.last_message.lock().map_or(true, |mut last| {
+                    let due = !line.succeeded()
+                        || last.is_none_or(|t: Instant| t.elapsed() >= MESSAGE_EVERY);
+                    if due {
+                        *last = Some(Instant::now());
+                    }
+                    due
+                });
+                if due {
                     bar.set_message(self.message());
                 }
             }
@@ -144,6 +157,9 @@ impl Progress for CliProgress {
         }
     }
 }
+
+/// How stale the bar's token and cost figures may be.
+const MESSAGE_EVERY: Duration = Duration::from_millis(50);
 
 /// `12.3k`, `4.5M`.
 pub fn human_count(n: u64) -> String {
