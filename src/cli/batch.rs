@@ -9,15 +9,14 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::Args;
-use indexmap::IndexMap;
 use tokio::sync::watch;
 
 use super::common::{
     OutputFormat, absolute, executor_options, line_failure, load_flow, parse_variants, prepare,
     run_settings,
 };
-use super::output::{Failure, bold, color_stderr, dim};
-use super::progress::{CliProgress, human_count, human_duration};
+use super::output::{Failure, color_stderr, dim};
+use super::progress::CliProgress;
 use super::runtime;
 use super::settings::{BatchOptions, Count, DEFAULT_CONCURRENCY, ModelArgs, Seconds};
 use flow::batch::{BatchConfig, BatchOutcome, BatchStart, DirBatch, Progress, run_to_dir};
@@ -26,7 +25,7 @@ use flow::data::ColumnMapping;
 use flow::model::{Flow, VariantSelection};
 use flow::record::{ErrorKind, LineResult};
 use flow::run_store::remote::RemoteDir;
-use flow::run_store::{self, RunDir, RunMeta, RunStatus, Shard, ShardInfo};
+use flow::run_store::{self, RunDir, RunMeta, Shard, ShardInfo};
 
 #[derive(Debug, Args, Clone)]
 pub struct BatchArgs {
@@ -823,80 +822,5 @@ fn report(
         let doc = serde_json::json!({"run": meta, "metrics": metrics, "path": dir.path});
         outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     }
-    let color = color_stderr();
-    let rate = if elapsed.as_secs_f64() > 0.0 {
-        ran as f64 / elapsed.as_secs_f64()
-    } else {
-        0.0
-    };
-    let mark = if meta.failed_lines == 0 && meta.status == RunStatus::Completed {
-        "✓"
-    } else {
-        "✗"
-    };
-    let mut parts = vec![format!(
-        "{}/{} lines succeeded",
-        meta.completed_lines, meta.total_lines
-    )];
-    if meta.failed_lines > 0 {
-        parts.push(format!("{} failed", meta.failed_lines));
-    }
-    parts.push(format!(
-        "{} at {rate:.1} lines/s",
-        human_duration(elapsed.as_secs_f64())
-    ));
-    parts.push(format!("{} tokens", human_count(meta.tokens.total_tokens)));
-    match meta.cost_usd {
-        Some(c) => parts.push(format!("${c:.4}")),
-        None if !meta.unpriced_models.is_empty() => parts.push("cost unknown".into()),
-        None => {}
-    }
-    if meta.cache_hits > 0 {
-        parts.push(format!("{} cached", meta.cache_hits));
-    }
-    eprintln!("{} {}", bold(mark, color), parts.join(" · "));
-    eprintln!(
-        "{}",
-        dim(
-            &format!(
-                "latency p50 {:.0} ms · p95 {:.0} ms · run {}",
-                meta.latency_ms.p50,
-                meta.latency_ms.p95,
-                dir.path.display()
-            ),
-            color
-        )
-    );
-    let user_metrics: IndexMap<String, serde_json::Value> = outcome
-        .aggregation
-        .as_ref()
-        .map(|a| {
-            a.metrics
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    for (k, v) in &user_metrics {
-        eprintln!("metric {k}: {v}");
-    }
-    if meta.offline {
-        eprintln!(
-            "{}",
-            dim(
-                "offline: every model answer came from the echo provider, not a model",
-                color
-            )
-        );
-    }
-    for (line, e) in &outcome.first_errors {
-        eprintln!("  line {line}: {}", first_line(&e.message));
-    }
-    if meta.failed_lines > outcome.first_errors.len() && !outcome.first_errors.is_empty() {
-        eprintln!("  ... see {}", dir.error_file().display());
-    }
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
+    super::batch_summary::print(meta, outcome, dir, elapsed, ran);
 }

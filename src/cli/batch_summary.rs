@@ -1,6 +1,6 @@
 //! The lines printed when a batch ends: lines succeeded and failed, time and rate, tokens, cost
 //! and cache hits; latency; the run's metrics; the first errors. Printed for the batches
-//! `flow eval` runs (the evaluation flow, repeated samples) as `flow run --data` prints them.
+//! `flow eval` runs (the evaluation flow, repeated samples) and `flow run --data`, one way.
 
 use std::time::Duration;
 
@@ -63,7 +63,7 @@ pub(super) fn print(
     );
     if let Some(aggregation) = &outcome.aggregation {
         for (k, v) in &aggregation.metrics {
-            eprintln!("metric {k}: {v}");
+            eprintln!("metric {k}: {}", human_value(v));
         }
     }
     if meta.offline {
@@ -80,5 +80,43 @@ pub(super) fn print(
     }
     if meta.failed_lines > outcome.first_errors.len() && !outcome.first_errors.is_empty() {
         eprintln!("  ... see {}", dir.error_file().display());
+    }
+}
+
+/// A metric as people read it: a number rounded to at most 6 significant digits (no
+/// `0.000019799999999999997`), anything else as JSON. Files keep the exact value.
+pub(super) fn human_value(v: &serde_json::Value) -> String {
+    match v.as_f64() {
+        Some(x) if v.is_f64() && x.is_finite() && x != 0.0 => {
+            let digits = (6 - 1 - x.abs().log10().floor() as i32).clamp(0, 12) as usize;
+            let text = format!("{x:.digits$}");
+            if text.contains('.') {
+                text.trim_end_matches('0').trim_end_matches('.').to_string()
+            } else {
+                text
+            }
+        }
+        _ => v.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_value;
+    use serde_json::json;
+
+    #[test]
+    fn numbers_are_rounded_for_people() {
+        for (value, shown) in [
+            (json!(0.000019799999999999997), "0.0000198"),
+            (json!(0.1 + 0.2), "0.3"),
+            (json!(0.8333333333333334), "0.833333"),
+            (json!(12345.678), "12345.7"),
+            (json!(3), "3"),
+            (json!(2.0), "2"),
+            (json!("text"), "\"text\""),
+        ] {
+            assert_eq!(human_value(&value), shown, "{value}");
+        }
     }
 }

@@ -223,7 +223,7 @@ async fn run_line(
                         outln!(
                             "{} {}",
                             bold(&format!("metric {k}:"), stdout_is_terminal()),
-                            v
+                            super::batch_summary::human_value(v)
                         );
                     }
                 }

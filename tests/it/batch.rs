@@ -459,3 +459,30 @@ fn progress_off_a_terminal_is_plain_text_with_a_summary() {
         run.stderr
     );
 }
+
+/// Metrics are printed rounded for people (the files keep the exact value).
+#[test]
+fn printed_metrics_are_rounded_for_people() {
+    let ctx = crate::support::context::TestContext::new();
+    ctx.flow(
+        "m",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs: {x: {type: string}}\noutputs:\n  y: {reference: '${echo.output}'}\nnodes:\n- {name: echo, type: prompt, source: {type: code, path: e.jinja2}, inputs: {x: '${inputs.x}'}}\n- {name: agg, type: python, source: {type: code, path: agg.py}, inputs: {ys: '${echo.output}'}, aggregation: true}\n",
+            ),
+            ("e.jinja2", "{{x}}"),
+            (
+                "agg.py",
+                "from promptflow.core import tool, log_metric\n\n@tool\ndef agg(ys: list):\n    log_metric('third', 1 / 3)\n    log_metric('tiny', 0.0000198 * (1 + 1e-15))\n    return len(ys)\n",
+            ),
+        ],
+    );
+    ctx.write("d.jsonl", "{\"x\": \"a\"}\n{\"x\": \"b\"}\n");
+    let run = ctx.run(&["run", "m", "--data", "d.jsonl", "--name", "r"]);
+    run.expect_code(0)
+        .stderr_has("metric third: 0.333333\n")
+        .stderr_has("metric tiny: 0.0000198\n");
+    let metrics = std::fs::read_to_string(ctx.root().join(".flow/runs/r/metrics.json")).unwrap();
+    assert!(metrics.contains("0.3333333333333333"), "{metrics}");
+}
