@@ -369,7 +369,7 @@ pub fn check_templates(flow: &Flow) -> Vec<Diagnostic> {
                                 node.name
                             ))
                             .at(&flow.file, flow.locate_key(&format!("{}.inputs", node.yaml_path)))
-                            .with_help(format!("add `{var}: ${{inputs.{var}}}` (or another value) under the node's inputs")),
+                            .with_help(template_variable_fix(flow, var)),
                         );
                     }
                 }
@@ -378,4 +378,24 @@ pub fn check_templates(flow: &Flow) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// The fix for a template variable its node does not give: the flow input or node output of
+/// that name when there is one, else the closest flow input, else a new flow input.
+fn template_variable_fix(flow: &Flow, var: &str) -> String {
+    if flow.inputs.contains_key(var) {
+        return format!("add `{var}: ${{inputs.{var}}}` under the node's inputs");
+    }
+    if flow.nodes.iter().any(|n| n.name == var) {
+        return format!("add `{var}: ${{{var}.output}}` under the node's inputs");
+    }
+    let inputs = flow.inputs.keys().map(String::as_str);
+    if let Some(close) = crate::model::closest(var, inputs) {
+        return format!(
+            "did you mean the flow input `{close}`? add `{var}: ${{inputs.{close}}}` under the node's inputs, or rename the variable"
+        );
+    }
+    format!(
+        "the flow has no input or node named `{var}`: add an input `{var}` to the flow's `inputs` and `{var}: ${{inputs.{var}}}` under the node's inputs, or give it a value there"
+    )
 }

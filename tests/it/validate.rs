@@ -62,3 +62,27 @@ fn a_closed_stdout_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+/// A template variable its node does not give: `flow validate` names it with a fix that works —
+/// the flow input of that name, a node's output, the closest input, or a new input.
+#[test]
+fn a_template_variable_nothing_gives_gets_a_fix_that_works() {
+    let ctx = crate::support::context::TestContext::new();
+    ctx.flow(
+        "v",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs:\n  question: {type: string}\n  style: {type: string, default: x}\noutputs:\n  p: {reference: '${n.output}'}\nnodes:\n- {name: prep, type: prompt, source: {type: code, path: prep.jinja2}, inputs: {question: '${inputs.question}'}}\n- {name: n, type: prompt, source: {type: code, path: n.jinja2}, inputs: {q: '${inputs.question}'}}\n",
+            ),
+            ("prep.jinja2", "{{question}}"),
+            ("n.jinja2", "{{q}} {{style}} {{prep}} {{questoin}} {{tone}}"),
+        ],
+    );
+    let run = ctx.run(&["validate", "v"]);
+    run.expect_code(0)
+        .stderr_has("add `style: ${inputs.style}` under the node's inputs")
+        .stderr_has("add `prep: ${prep.output}` under the node's inputs")
+        .stderr_has("did you mean the flow input `question`? add `questoin: ${inputs.question}`")
+        .stderr_has("the flow has no input or node named `tone`");
+}
