@@ -390,7 +390,8 @@ fn template_variable_fix(flow: &Flow, var: &str) -> String {
         return format!("add `{var}: ${{{var}.output}}` under the node's inputs");
     }
     let inputs = flow.inputs.keys().map(String::as_str);
-    if let Some(close) = crate::model::closest(var, inputs) {
+    // A one- or two-letter name is a letter away from every other: no guess for those.
+    if let Some(close) = crate::model::closest(var, inputs).filter(|_| var.chars().count() > 3) {
         return format!(
             "did you mean the flow input `{close}`? add `{var}: ${{inputs.{close}}}` under the node's inputs, or rename the variable"
         );
