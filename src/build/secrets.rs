@@ -17,10 +17,29 @@ const SECRET_NAMES: &[&str] = &[
     "secrets.json",
     "secrets.yaml",
     "secrets.yml",
+    // System password databases.
+    "shadow",
+    "gshadow",
+    "master.passwd",
+    ".htpasswd",
+    // Cloud and cluster credentials.
+    "kubeconfig",
+    "application_default_credentials.json",
+    "credentials.db",
+    "access_tokens.db",
+    ".boto",
+    ".s3cfg",
+    ".pgpass",
+    ".my.cnf",
+    // State files that hold resources' secrets.
+    "terraform.tfstate",
+    "terraform.tfstate.backup",
 ];
 
 /// Extensions of key and keystore files.
-const SECRET_EXTENSIONS: &[&str] = &["pem", "key", "p12", "pfx", "jks", "keystore", "asc", "gpg"];
+const SECRET_EXTENSIONS: &[&str] = &[
+    "pem", "key", "p12", "pfx", "jks", "keystore", "asc", "gpg", "ppk", "kdbx", "tfstate",
+];
 
 /// Variable-name words that mark a secret value.
 const SECRET_WORDS: &[&str] = &[
@@ -82,6 +101,11 @@ impl SecretGuard {
                     | ".ssh"
                     | ".aws"
                     | ".azure"
+                    | ".kube"
+                    | ".gnupg"
+                    | ".docker"
+                    | "gcloud"
+                    | ".terraform"
             )
             .then(|| "not part of the flow".to_string());
         }
@@ -175,6 +199,24 @@ mod tests {
         assert!(guard.reason_to_skip(&write(".env.example", "X=")).is_none());
         assert!(guard.reason_to_skip(&write("server.pem", "x")).is_some());
         assert!(guard.reason_to_skip(&write("id_rsa", "x")).is_some());
+        for name in [
+            "shadow",
+            ".netrc",
+            ".npmrc",
+            ".pypirc",
+            "kubeconfig",
+            "application_default_credentials.json",
+            ".pgpass",
+            "terraform.tfstate",
+            "putty.ppk",
+        ] {
+            assert!(guard.reason_to_skip(&write(name, "x")).is_some(), "{name}");
+        }
+        for folder in [".kube", ".gnupg", ".docker", "gcloud", ".ssh", ".aws"] {
+            let p = dir.path().join(folder);
+            std::fs::create_dir_all(&p).unwrap();
+            assert!(guard.reason_to_skip(&p).is_some(), "{folder}");
+        }
         let pk = write(
             "notes.txt",
             "-----BEGIN RSA PRIVATE KEY-----\nabc\n-----END RSA PRIVATE KEY-----\n",
