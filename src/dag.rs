@@ -100,6 +100,7 @@ pub fn build(flow: &Flow) -> Result<(Dag, Vec<Diagnostic>), Vec<Diagnostic>> {
             diags.push(file);
         }
     }
+    diags.extend(outside_project(flow));
 
     for (name, output) in &flow.outputs {
         let path = format!("outputs.{name}.reference");
@@ -218,6 +219,48 @@ fn unknown_node(
     )
     .with_label("unknown node")
     .with_help(help)
+}
+
+/// Files the flow reads that resolve (through `..` or symlinks) outside its project: refused,
+/// so a flow can neither read nor ship files from elsewhere on the machine.
+fn outside_project(flow: &Flow) -> Vec<Diagnostic> {
+    let root = crate::project::root_of(&flow.dir);
+    let refuse = |yaml_path: String, what: String, real: std::path::PathBuf| {
+        flow.error_at(
+            &yaml_path,
+            format!(
+                "{what} resolves to {}, outside the project {}",
+                real.display(),
+                root.display()
+            ),
+        )
+        .with_label("outside the project")
+        .with_help(
+            "copy the file into the project (the project is the nearest folder holding .git, .flow or flow.toml)",
+        )
+    };
+    let mut out = Vec::new();
+    for node in &flow.nodes {
+        if let Some(path) = flow.resolve_file(&node.source)
+            && let Some(real) = crate::project::outside(&path, &root)
+        {
+            out.push(refuse(
+                format!("{}.source.path", node.yaml_path),
+                format!("node `{}`: source `{}`", node.name, node.source.display()),
+                real,
+            ));
+        }
+    }
+    for (i, include) in flow.additional_includes.iter().enumerate() {
+        if let Some(real) = crate::project::outside(&flow.dir.join(include), &root) {
+            out.push(refuse(
+                format!("additional_includes[{i}]"),
+                format!("additional include `{include}`"),
+                real,
+            ));
+        }
+    }
+    out
 }
 
 fn missing_source(flow: &Flow, i: usize) -> Option<Diagnostic> {

@@ -27,6 +27,7 @@ pub mod hash;
 pub mod init;
 pub mod judge;
 pub mod model;
+pub mod project;
 pub mod prompty;
 pub mod provider;
 pub mod python;

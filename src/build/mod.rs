@@ -298,7 +298,17 @@ pub fn docker_context(flow: &Flow, build: &DockerBuild) -> Result<BuildReport, B
     }
     let skipped = std::cell::RefCell::new(Vec::new());
     let flow_out = out.join("flow");
-    crate::run_store::copy_flow(flow, &flow_out, &|path| match guard.reason_to_skip(path) {
+    let root = crate::project::root_of(&flow.dir);
+    let reason = |path: &Path| {
+        // A link out of the project would ship whatever it points at.
+        if path.is_symlink()
+            && let Some(real) = crate::project::outside(path, &root)
+        {
+            return Some(format!("a link to {}, outside the project", real.display()));
+        }
+        guard.reason_to_skip(path)
+    };
+    crate::run_store::copy_flow(flow, &flow_out, &|path| match reason(path) {
         Some(why) => {
             skipped.borrow_mut().push((path.to_path_buf(), why));
             true

@@ -26,6 +26,11 @@ pub fn write_snapshot(flow: &Flow, dest: &Path) -> io::Result<()> {
 /// (given each source path) is true (`flow build` leaves out secrets).
 pub fn copy_flow(flow: &Flow, dest: &Path, skip: &dyn Fn(&Path) -> bool) -> io::Result<()> {
     std::fs::create_dir_all(dest)?;
+    // A link that leads out of the project is never followed (docs/refusals.md).
+    let root = crate::project::root_of(&flow.dir);
+    let skip = &|path: &Path| {
+        skip(path) || (path.is_symlink() && crate::project::outside(path, &root).is_some())
+    };
     copy_tree(&flow.dir, dest, skip)?;
     for include in &flow.additional_includes {
         let src = flow.dir.join(include);

@@ -393,3 +393,75 @@ fn every_line_failing_the_same_way_stops_the_batch_as_a_configuration_error() {
     let ran = meta["completed_lines"].as_u64().unwrap() + meta["failed_lines"].as_u64().unwrap();
     assert!(ran < 50, "stopped early, not after every line ({ran} ran)");
 }
+
+/// A node source or an additional include that resolves outside the project — through `..` or a
+/// symlink — is refused at validate and before any run, located.
+#[test]
+fn files_outside_the_project_are_refused() {
+    let outer = tempfile::tempdir().unwrap();
+    std::fs::write(outer.path().join("elsewhere.jinja2"), "{{x}}").unwrap();
+    let ctx = TestContext::new();
+    std::fs::create_dir_all(ctx.root().join(".git")).unwrap();
+    ctx.flow(
+        "f",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs: {x: {type: string}}\noutputs:\n  p: {reference: '${n.output}'}\nnodes:\n- {name: n, type: prompt, source: {type: code, path: n.jinja2}, inputs: {x: '${inputs.x}'}}\nadditional_includes:\n- ../shared\n",
+            ),
+        ],
+    );
+    std::os::unix::fs::symlink(
+        outer.path().join("elsewhere.jinja2"),
+        ctx.root().join("f/n.jinja2"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(ctx.root().join("shared")).unwrap();
+    let run = ctx.run(&["validate", "f"]);
+    run.expect_code(2)
+        .stderr_has("node `n`: source `n.jinja2` resolves to")
+        .stderr_has("outside the project");
+    // An include inside the project is fine; one outside is not.
+    ctx.write(
+        "f/flow.dag.yaml",
+        &format!(
+            "inputs: {{x: {{type: string}}}}\noutputs:\n  p: {{reference: '${{n.output}}'}}\nnodes:\n- {{name: n, type: prompt, source: {{type: code, path: m.jinja2}}, inputs: {{x: '${{inputs.x}}'}}}}\nadditional_includes:\n- ../shared\n- {}\n",
+            outer.path().display()
+        ),
+    );
+    ctx.write("f/m.jinja2", "{{x}}");
+    ctx.run(&["run", "f", "--inputs", "x=1"])
+        .expect_code(2)
+        .stderr_has("additional include")
+        .stderr_has("outside the project");
+}
+
+/// `flow build` never follows a link out of the project: such a file is left out and listed.
+#[test]
+fn build_leaves_out_a_link_that_leads_out_of_the_project() {
+    let outer = tempfile::tempdir().unwrap();
+    std::fs::write(outer.path().join("private.txt"), "not for the image").unwrap();
+    let ctx = TestContext::new();
+    std::fs::create_dir_all(ctx.root().join(".git")).unwrap();
+    ctx.flow(
+        "f",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs: {x: {type: string}}\noutputs:\n  p: {reference: '${n.output}'}\nnodes:\n- {name: n, type: prompt, source: {type: code, path: n.jinja2}, inputs: {x: '${inputs.x}'}}\n",
+            ),
+            ("n.jinja2", "{{x}}"),
+        ],
+    );
+    std::os::unix::fs::symlink(
+        outer.path().join("private.txt"),
+        ctx.root().join("f/notes.txt"),
+    )
+    .unwrap();
+    let binary = env!("CARGO_BIN_EXE_flow");
+    ctx.run(&["build", "f", "--out-dir", "image", "--binary", binary])
+        .expect_code(0)
+        .stderr_has("left out notes.txt: a link to");
+    assert!(!ctx.root().join("image/flow/notes.txt").exists());
+    assert!(ctx.root().join("image/flow/n.jinja2").exists());
+}
