@@ -258,7 +258,7 @@ pub fn direction_of(metric: &str) -> Direction {
 }
 
 /// The outcome of one gate.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct GateResult {
     /// What was checked: `accuracy>=0.8` or `accuracy vs baseline`.
     pub name: String,

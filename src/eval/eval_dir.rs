@@ -39,6 +39,31 @@ pub fn sample_dir(dir: &RunDir, sample: u32) -> RunDir {
     RunDir::new(dir.path.join(SAMPLES_DIR).join(sample.to_string()))
 }
 
+/// The evaluation's verdict and each gate with its value (`verdict.json`), for the reports.
+pub const VERDICT_FILE: &str = "verdict.json";
+
+/// What `verdict.json` holds: the verdict as the terminal says it, and every gate.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VerdictRecord {
+    /// The evaluation passed (every gate, every line evaluated).
+    pub passed: bool,
+    /// `passed`, or what failed / why it is inconclusive.
+    pub verdict: String,
+    pub gates: Vec<crate::gate::GateResult>,
+}
+
+/// Write `dir/verdict.json`.
+pub fn write_verdict(dir: &RunDir, record: &VerdictRecord) -> io::Result<()> {
+    let value = serde_json::to_value(record).map_err(io::Error::other)?;
+    crate::record::write_json_atomic(&dir.path.join(VERDICT_FILE), &value)
+}
+
+/// Read `dir/verdict.json`, when the evaluation wrote one.
+pub fn read_verdict(dir: &Path) -> Option<VerdictRecord> {
+    let text = std::fs::read_to_string(dir.join(VERDICT_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// Whether `dir` holds per-line scores of evaluators (an evaluation directory).
 pub fn has_scores(dir: &Path) -> bool {
     SCORE_FILES.iter().any(|f| dir.join(f).is_file())

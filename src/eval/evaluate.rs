@@ -424,6 +424,15 @@ pub async fn evaluate(
         RunStatus::Failed
     };
     run_store::write_meta(dir, &meta).map_err(EvalError::io("write", dir.meta_file()))?;
+    let record = eval_dir::VerdictRecord {
+        passed: verdict.passed() && model_error.is_none(),
+        verdict: verdict.to_string(),
+        gates: gates.clone(),
+    };
+    eval_dir::write_verdict(dir, &record).map_err(EvalError::io(
+        "write",
+        dir.path.join(eval_dir::VERDICT_FILE),
+    ))?;
     if let Some(e) = model_error {
         return Err(e);
     }

@@ -97,6 +97,7 @@ fn run(label: &str, pass_rate: f64, accuracy: f64) -> RunReport {
             latency_mean_ms: 12.5,
         },
         metrics,
+        verdict: None,
     }
 }
 

@@ -89,10 +89,28 @@ struct Page<'a> {
     many_runs: bool,
     /// Some run was scored by an evaluation run.
     has_evaluations: bool,
+    /// Each evaluated run's verdict and gates, shown first.
+    verdicts: Vec<VerdictView>,
     csp: String,
     style: &'static str,
     script: &'static str,
     data_json: String,
+}
+
+/// A run's gate verdict as the page shows it.
+#[derive(Serialize)]
+struct VerdictView {
+    class: String,
+    label: String,
+    passed: bool,
+    verdict: String,
+    gates: Vec<GateView>,
+}
+
+#[derive(Serialize)]
+struct GateView {
+    passed: bool,
+    text: String,
 }
 
 #[derive(Serialize)]
@@ -233,6 +251,28 @@ fn page(report: &Report) -> Result<Page<'_>, ReportError> {
         scores: &report.columns.scores,
         many_runs: report.runs.len() > 1,
         has_evaluations: report.runs.iter().any(|r| !r.evaluations.is_empty()),
+        verdicts: report
+            .runs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let v = r.verdict.as_ref()?;
+                Some(VerdictView {
+                    class: run_class(i),
+                    label: r.label.clone(),
+                    passed: v.passed,
+                    verdict: v.verdict.clone(),
+                    gates: v
+                        .gates
+                        .iter()
+                        .map(|g| GateView {
+                            passed: g.passed,
+                            text: g.verdict.clone(),
+                        })
+                        .collect(),
+                })
+            })
+            .collect(),
         runs,
         csp: format!(
             "default-src 'none'; script-src 'sha256-{script_hash}'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"

@@ -110,6 +110,7 @@ pub fn load_report(sources: &[ReportSource], options: &LoadOptions) -> Result<Re
             evaluations: run.evaluations,
             summary,
             metrics,
+            verdict: run.verdict,
         });
         for (line_number, (line_inputs, cell)) in run.cells {
             inputs.extend(line_inputs.keys().cloned());
@@ -231,6 +232,7 @@ struct LoadedRun {
     score_names: Vec<String>,
     eval_output_names: Vec<String>,
     evaluations: Vec<String>,
+    verdict: Option<crate::eval::eval_dir::VerdictRecord>,
 }
 
 fn read_meta(dir: &RunDir) -> Result<RunMeta, ReportError> {
@@ -262,9 +264,11 @@ fn load_run(source: &ReportSource) -> Result<LoadedRun, ReportError> {
     let mut score_names: IndexSet<String> = IndexSet::new();
     let mut eval_output_names: IndexSet<String> = IndexSet::new();
     let mut evaluations = Vec::new();
+    let mut verdict = None;
     for eval_dir in &source.eval_dirs {
         let eval = RunDir::new(eval_dir);
         evaluations.push(eval.name());
+        verdict = crate::eval::eval_dir::read_verdict(&eval.path).or(verdict);
         read_metrics(&eval.metrics_file(), &mut metrics, |k| {
             !k.starts_with("flow.") && !k.starts_with("eval.")
         })?;
@@ -297,6 +301,7 @@ fn load_run(source: &ReportSource) -> Result<LoadedRun, ReportError> {
         score_names: score_names.into_iter().collect(),
         eval_output_names: eval_output_names.into_iter().collect(),
         evaluations,
+        verdict,
     })
 }
 

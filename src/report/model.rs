@@ -77,6 +77,10 @@ pub struct RunReport {
     /// Numeric metrics: the evaluations' (accuracy, `exact_match.mean`, ...) and the run's own
     /// `log_metric` values, then the standard ones (`lines.pass_rate`, `latency.p50_ms`, ...).
     pub metrics: IndexMap<String, f64>,
+    /// The newest evaluation's verdict and gates (`verdict.json`), when it recorded them: the
+    /// first thing the report shows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<crate::eval::eval_dir::VerdictRecord>,
 }
 
 /// The numbers on a run's summary cards, computed from its lines.

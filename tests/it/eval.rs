@@ -601,3 +601,40 @@ fn a_judge_that_cannot_score_most_lines_makes_the_gate_inconclusive_not_passed()
         assert_eq!(r.body["max_tokens"], 256, "{}", r.body);
     }
 }
+
+/// The gate's verdict is the first thing on the evaluation's HTML report — FAILED with each gate
+/// and its value when a gate failed, never a pass — and it is in the JSON report too.
+#[test]
+fn the_report_opens_with_the_gate_verdict() {
+    let ctx = TestContext::with_mock();
+    classification(&ctx, &[1, 4]);
+    batch(&ctx, "main");
+    let mut args = vec!["eval", "--run", "main", "eval-accuracy"];
+    args.extend(MAPPING);
+    args.extend(["--threshold", "accuracy>=0.9", "--name", "gated"]);
+    ctx.run(&args).expect_code(1);
+    let html = std::fs::read_to_string(ctx.root().join(".flow/runs/gated/report.html")).unwrap();
+    let verdict = html.find("id=\"verdict\"").expect("a verdict section");
+    let summary = html.find("id=\"summary\"").expect("a summary section");
+    assert!(verdict < summary, "the verdict comes first");
+    let section = &html[verdict..summary];
+    assert!(section.contains("FAILED"), "{section}");
+    assert!(!section.contains("PASSED"), "{section}");
+    assert!(section.contains("FAIL accuracy 0.75"), "{section}");
+    ctx.run(&["report", "gated", "--format", "json", "-o", "r.json"])
+        .expect_code(0);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ctx.root().join("r.json")).unwrap()).unwrap();
+    assert_eq!(json["runs"][0]["verdict"]["passed"], false, "{json}");
+    assert_eq!(json["runs"][0]["verdict"]["gates"][0]["passed"], false);
+
+    // A passing gate says PASSED with its value.
+    let mut args = vec!["eval", "--run", "main", "eval-accuracy"];
+    args.extend(MAPPING);
+    args.extend(["--threshold", "accuracy>=0.5", "--name", "gated-ok"]);
+    ctx.run(&args).expect_code(0);
+    let html = std::fs::read_to_string(ctx.root().join(".flow/runs/gated-ok/report.html")).unwrap();
+    let at = html.find("id=\"verdict\"").expect("a verdict section");
+    assert!(html[at..].contains("PASSED"));
+    assert!(html[at..].contains("PASS accuracy 0.75"));
+}
