@@ -3,7 +3,7 @@
 //! in one place from the error's class (docs/cli.md lists them); these tests pin the contract
 //! CI pipelines rely on to tell "the prompt got worse" from "the pipeline is broken".
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::context::TestContext;
 
@@ -107,31 +107,7 @@ fn interrupted_ctrl_c_exits_130() {
     llm_flow(&ctx);
     let data: String = (0..20).map(|i| format!("{{\"q\": \"q{i}\"}}\n")).collect();
     ctx.write("data.jsonl", &data);
-    let mut child = ctx
-        .std_cmd()
-        .args([
-            "run",
-            "f",
-            "--data",
-            "data.jsonl",
-            "--name",
-            "stop",
-            "--concurrency",
-            "1",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn flow");
-    let meta = ctx.root().join(".flow/runs/stop/meta.json");
-    let started = Instant::now();
-    while !meta.is_file() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the run never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = ctx.start_batch("f", "data.jsonl", "stop");
     std::thread::sleep(Duration::from_millis(200));
     let sent = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])

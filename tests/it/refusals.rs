@@ -289,7 +289,7 @@ fn flow_eval_refuses_an_evaluation_flow_its_mapping_cannot_feed() {
 /// resume takes the dead writer's lock over and finishes it.
 #[test]
 fn a_run_being_written_is_locked_and_a_dead_writers_run_shows_interrupted() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let ctx = TestContext::with_mock();
     ctx.mock().set_latency(Duration::from_millis(200));
     ctx.flow(
@@ -304,31 +304,7 @@ fn a_run_being_written_is_locked_and_a_dead_writers_run_shows_interrupted() {
     );
     let data: String = (0..30).map(|i| format!("{{\"q\": \"q{i}\"}}\n")).collect();
     ctx.write("data.jsonl", &data);
-    let mut writer = ctx
-        .std_cmd()
-        .args([
-            "run",
-            "f",
-            "--data",
-            "data.jsonl",
-            "--name",
-            "locked",
-            "--concurrency",
-            "1",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let meta = ctx.root().join(".flow/runs/locked/meta.json");
-    let started = Instant::now();
-    while !meta.is_file() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the run never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut writer = ctx.start_batch("f", "data.jsonl", "locked");
     ctx.run(&["run", "--resume", "locked"])
         .expect_code(2)
         .stderr_has(&format!(

@@ -100,6 +100,38 @@ impl TestContext {
         cmd
     }
 
+    /// Start `flow run FLOW --data DATA --name RUN --concurrency 1` in the background (output
+    /// discarded) and return once its run directory has its `meta.json`: the batch is running.
+    pub fn start_batch(&self, flow: &str, data: &str, run: &str) -> std::process::Child {
+        use std::time::{Duration, Instant};
+        let child = self
+            .std_cmd()
+            .args([
+                "run",
+                flow,
+                "--data",
+                data,
+                "--name",
+                run,
+                "--concurrency",
+                "1",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn flow");
+        let meta = self.root().join(".flow/runs").join(run).join("meta.json");
+        let started = Instant::now();
+        while !meta.is_file() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the run never started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
     /// Run `flow ARGS...` and capture everything.
     pub fn run(&self, args: &[&str]) -> Run {
         let output = self.cmd().args(args).output().expect("run flow");
