@@ -131,7 +131,13 @@ fn cell_values(report: &Report, cell: Option<&LineCell>, out: &mut Vec<String>) 
         out.push(cell.eval_outputs.get(e).map(value_cell).unwrap_or_default());
     }
     out.push(status_name(cell.status).to_string());
-    out.push(cell.passed().to_string());
+    // `passed` is an evaluator's verdict: without per-line scores there is none, and a line that
+    // merely completed is not called passed.
+    out.push(if c.scores.is_empty() {
+        String::new()
+    } else {
+        cell.passed().to_string()
+    });
     out.push(cell.error.as_deref().map(text_cell).unwrap_or_default());
     out.push(number(cell.latency_ms));
     out.push(cell.tokens.total_tokens.to_string());

@@ -518,20 +518,26 @@ fn cards(report: &Report, eval_metrics: &[String], members: &[usize]) -> Vec<Car
     });
     let pass: Vec<Option<f64>> = runs.iter().map(|r| Some(r.summary.pass_rate)).collect();
     let best = best_by(pass, Direction::HigherIsBetter);
+    // "Passed" is an evaluator's verdict on a line. Without per-line scores (no evaluator, or
+    // an evaluation flow that only reports aggregate metrics) a line can only have completed.
+    let judged = !report.columns.scores.is_empty();
     cards.push(Card {
         key: "pass-rate".into(),
         metric: false,
-        title: "Pass rate".into(),
+        title: if judged { "Pass rate" } else { "Completed" }.into(),
         rows: runs
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                row(
-                    i,
-                    percent(r.summary.pass_rate),
-                    format!("{} of {} lines passed", r.summary.passed, r.summary.lines),
-                    best[i],
-                )
+                let detail = if judged {
+                    format!("{} of {} lines passed", r.summary.passed, r.summary.lines)
+                } else {
+                    format!(
+                        "{} of {} lines completed; no evaluator judged each line",
+                        r.summary.passed, r.summary.lines
+                    )
+                };
+                row(i, percent(r.summary.pass_rate), detail, best[i])
             })
             .collect(),
     });

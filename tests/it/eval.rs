@@ -621,6 +621,15 @@ fn the_report_opens_with_the_gate_verdict() {
     assert!(section.contains("FAILED"), "{section}");
     assert!(!section.contains("PASSED"), "{section}");
     assert!(section.contains("FAIL accuracy 0.75"), "{section}");
+    // The evaluation flow judged no line one by one: its lines completed, none "passed".
+    assert!(
+        html.contains("no evaluator judged each line"),
+        "a card calls completed lines passed"
+    );
+    assert!(
+        !html.contains("lines passed"),
+        "a card calls completed lines passed"
+    );
     ctx.run(&["report", "gated", "--format", "json", "-o", "r.json"])
         .expect_code(0);
     let json: serde_json::Value =
