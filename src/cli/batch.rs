@@ -12,8 +12,7 @@ use clap::Args;
 use tokio::sync::watch;
 
 use super::common::{
-    OutputFormat, absolute, executor_options, line_failure, load_flow, parse_variants, prepare,
-    run_settings,
+    OutputFormat, absolute, executor_options, load_flow, parse_variants, prepare, run_settings,
 };
 use super::output::{Failure, color_stderr, dim};
 use super::progress::CliProgress;
@@ -23,7 +22,7 @@ use flow::batch::{BatchConfig, BatchOutcome, BatchStart, DirBatch, Progress, run
 use flow::cache::CacheMode;
 use flow::data::ColumnMapping;
 use flow::model::{Flow, VariantSelection};
-use flow::record::{ErrorKind, LineResult};
+use flow::record::LineResult;
 use flow::run_store::remote::RemoteDir;
 use flow::run_store::{self, RunDir, RunMeta, Shard, ShardInfo};
 
@@ -755,55 +754,18 @@ fn name_stem(flow_path: &Path, selections: &[VariantSelection]) -> String {
     format!("{}_{}", safe(flow), safe(&variant))
 }
 
-/// The failure a finished batch reports, if any: an unusable endpoint (3), every line failing
-/// the same way (2), a stop (130), an aggregation error or failed lines (1).
+/// The failure a finished batch reports, if any: the library's rule for a finished batch
+/// (`eval::verdict::judge_batch`, shared with `flow eval`), as an exit status.
 fn judge(meta: &RunMeta, outcome: &BatchOutcome, reporting: Reporting) -> Option<Failure> {
-    if let Some(e) = &outcome.endpoint_unusable {
-        return Some(Failure::endpoint(format!(
-            "error: stopped after {} lines: the endpoint could not be used\n{}",
-            outcome.failed,
-            line_failure(e).message
-        )));
+    use flow::eval::verdict::{FlowProblem, judge_batch};
+    match judge_batch(meta, outcome, reporting.allow_failures) {
+        Err(stop) => Some(super::common::stop_failure(&stop)),
+        Ok(Some(FlowProblem::Aggregation(message))) => Some(Failure::quality(format!(
+            "error: aggregation failed: {message}"
+        ))),
+        Ok(Some(problem)) => Some(Failure::quality(problem.to_string())),
+        Ok(None) => None,
     }
-    if let Some(e) = &outcome.misconfigured {
-        return Some(Failure::usage(format!(
-            "error: stopped after {} lines: every line failed the same way, so the flow or its settings are wrong, not the data\n{}\n  help: fix it, then finish the run with: flow run --resume {}",
-            outcome.failed,
-            line_failure(e).message,
-            meta.name
-        )));
-    }
-    if outcome.canceled {
-        return Some(Failure::interrupted(format!(
-            "stopped: {} lines are kept. Resume with: flow run --resume {}",
-            meta.completed_lines + meta.failed_lines,
-            meta.name
-        )));
-    }
-    if let Some(e) = outcome.aggregation.as_ref().and_then(|a| a.error.as_ref()) {
-        return Some(Failure::quality(format!(
-            "error: aggregation failed: {}",
-            e.message
-        )));
-    }
-    if meta.failed_lines > 0 && !(reporting.allow_failures && meta.completed_lines > 0) {
-        let all_endpoint = outcome
-            .first_errors
-            .iter()
-            .all(|(_, e)| e.kind == ErrorKind::Endpoint);
-        let message = format!(
-            "{} of {} lines failed. Rerun just those with: flow run --resume {}",
-            meta.failed_lines, meta.total_lines, meta.name
-        );
-        return Some(
-            if meta.completed_lines == 0 && all_endpoint && !outcome.first_errors.is_empty() {
-                Failure::endpoint(message)
-            } else {
-                Failure::quality(message)
-            },
-        );
-    }
-    None
 }
 
 fn report(

@@ -118,3 +118,25 @@ pub fn line_failure(err: &ErrorInfo) -> Failure {
         _ => Failure::quality(message),
     }
 }
+
+/// How a batch that stopped early exits, for `flow run` and `flow eval` alike: an unusable
+/// endpoint (3), every line failing the same way (2), Ctrl-C (130).
+pub fn stop_failure(stop: &flow::eval::verdict::BatchStop) -> Failure {
+    use flow::eval::verdict::BatchStop;
+    match stop {
+        BatchStop::EndpointUnusable { failed, error } => Failure::endpoint(format!(
+            "error: stopped after {failed} lines: the endpoint could not be used\n{}",
+            line_failure(error).message
+        )),
+        BatchStop::Canceled { kept, run } => Failure::interrupted(format!(
+            "stopped: {kept} lines are kept. Resume with: flow run --resume {run}"
+        )),
+        BatchStop::Misconfigured { failed, error, run } => Failure::usage(format!(
+            "error: stopped after {failed} lines: every line failed the same way, so the flow or its settings are wrong, not the data\n{}\n  help: fix it, then finish the run with: flow run --resume {run}",
+            line_failure(error).message
+        )),
+        BatchStop::EveryLineEndpoint { failed, total, run } => Failure::endpoint(format!(
+            "{failed} of {total} lines failed. Rerun just those with: flow run --resume {run}"
+        )),
+    }
+}

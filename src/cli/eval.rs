@@ -9,16 +9,14 @@ use std::time::Duration;
 use clap::Args;
 use tokio::sync::watch;
 
-use super::common::{
-    OutputFormat, executor_options, line_failure, load_flow, prepare, run_settings,
-};
+use super::common::{OutputFormat, executor_options, load_flow, prepare, run_settings};
 use super::output::{Failure, bold, color_stderr, dim};
 use super::progress::CliProgress;
 use super::settings::{BatchOptions, Count, ModelArgs, NonNegative, OutputArgs, Seconds};
 use flow::batch::{BatchConfig, DirRun, Progress};
 use flow::ci_report::{SummaryInput, github_annotations, junit_xml, markdown_summary};
 use flow::data::ColumnMapping;
-use flow::eval::verdict::{BatchStop, FailReason, FlowProblem};
+use flow::eval::verdict::{FailReason, FlowProblem};
 use flow::eval::{
     Baseline, EvalBatch, EvalError, EvalObserver, EvalOutcome, EvalPlan, GatePlan, ModelEvaluator,
     ModelSpec, Repeat, Verdict, evaluate, is_model_evaluator,
@@ -575,22 +573,7 @@ impl EvalObserver for Printer {
 /// The exit status and message of an evaluation that could not run or be recorded.
 fn eval_failure(e: EvalError) -> Failure {
     match &e {
-        EvalError::Stopped { stop, .. } => match &**stop {
-            BatchStop::EndpointUnusable { failed, error } => Failure::endpoint(format!(
-                "error: stopped after {failed} lines: the endpoint could not be used\n{}",
-                line_failure(error).message
-            )),
-            BatchStop::Canceled { kept, run } => Failure::interrupted(format!(
-                "stopped: {kept} lines are kept. Resume with: flow run --resume {run}"
-            )),
-            BatchStop::Misconfigured { failed, error } => Failure::usage(format!(
-                "error: stopped after {failed} lines: every line failed the same way, so the flow or its settings are wrong, not the data\n{}",
-                line_failure(error).message
-            )),
-            BatchStop::EveryLineEndpoint { failed, total, run } => Failure::endpoint(format!(
-                "{failed} of {total} lines failed. Rerun just those with: flow run --resume {run}"
-            )),
-        },
+        EvalError::Stopped { stop, .. } => super::common::stop_failure(stop),
         EvalError::Prepare(diagnostics) => Failure::diagnostics(diagnostics),
         // Every other error says its class (configuration, endpoint, the tool's own files).
         e => Failure::of(e),

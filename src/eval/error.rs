@@ -138,7 +138,7 @@ fn stop_text(stop: &BatchStop) -> String {
         BatchStop::EveryLineEndpoint { failed, total, .. } => {
             format!("{failed} of {total} lines failed, each on the endpoint")
         }
-        BatchStop::Misconfigured { failed, error } => format!(
+        BatchStop::Misconfigured { failed, error, .. } => format!(
             "stopped after {failed} lines: every line failed the same way, so the flow or its settings are wrong: {}",
             error.message
         ),

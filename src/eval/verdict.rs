@@ -193,12 +193,19 @@ pub fn summary_metrics(
 #[derive(Debug, Clone, PartialEq)]
 pub enum BatchStop {
     /// The endpoint refused every request (key refused, unreachable) after `failed` lines.
-    EndpointUnusable { failed: usize, error: ErrorInfo },
+    EndpointUnusable {
+        failed: usize,
+        error: Box<ErrorInfo>,
+    },
     /// Stopped by Ctrl-C; `kept` lines of run `run` are kept.
     Canceled { kept: usize, run: String },
     /// Every line failed the same way (a template, an input, a connection) after `failed`
     /// lines: the flow or its settings are wrong.
-    Misconfigured { failed: usize, error: ErrorInfo },
+    Misconfigured {
+        failed: usize,
+        error: Box<ErrorInfo>,
+        run: String,
+    },
     /// Every line failed, and every error shown was the endpoint's.
     EveryLineEndpoint {
         failed: usize,
@@ -231,13 +238,14 @@ pub fn judge_batch(
     if let Some(error) = &outcome.endpoint_unusable {
         return Err(BatchStop::EndpointUnusable {
             failed: outcome.failed,
-            error: error.clone(),
+            error: Box::new(error.clone()),
         });
     }
     if let Some(error) = &outcome.misconfigured {
         return Err(BatchStop::Misconfigured {
             failed: outcome.failed,
-            error: error.clone(),
+            error: Box::new(error.clone()),
+            run: meta.name.clone(),
         });
     }
     if outcome.canceled {
