@@ -96,6 +96,7 @@ pub(super) fn human_value(v: &serde_json::Value) -> String {
                 text
             }
         }
+        Some(x) if v.is_f64() && x == 0.0 => "0".to_string(),
         _ => v.to_string(),
     }
 }
@@ -114,6 +115,7 @@ mod tests {
             (json!(12345.678), "12345.7"),
             (json!(3), "3"),
             (json!(2.0), "2"),
+            (json!(0.0), "0"),
             (json!("text"), "\"text\""),
         ] {
             assert_eq!(human_value(&value), shown, "{value}");

@@ -319,6 +319,38 @@ fn report(
     dir: &RunDir,
 ) -> Result<(), Failure> {
     let color = color_stderr();
+    // The metrics come first, always: with no gate they are all the evaluation says.
+    let metrics = outcome.summary_metrics();
+    if !metrics.is_empty() {
+        eprintln!("metrics:");
+        let width = metrics.iter().map(|(k, ..)| k.len()).max().unwrap_or(0);
+        for (name, value, baseline) in &metrics {
+            let shown = super::batch_summary::human_value(&serde_json::json!(value));
+            match baseline {
+                Some(b) => eprintln!(
+                    "  {name:<width$}  {shown}  {}",
+                    dim(
+                        &format!(
+                            "(baseline {}, {})",
+                            super::batch_summary::human_value(&serde_json::json!(b)),
+                            signed_delta(value - b)
+                        ),
+                        color
+                    )
+                ),
+                None => eprintln!("  {name:<width$}  {shown}"),
+            }
+        }
+    }
+    if outcome.offline {
+        eprintln!(
+            "{}",
+            dim(
+                "offline: the evaluated answers came from the echo provider, not a model",
+                color
+            )
+        );
+    }
     for g in &outcome.gates {
         eprintln!(
             "{}",
@@ -383,8 +415,13 @@ fn report(
     if !args.no_report {
         write_eval_reports(dir, base, base_name);
     }
+    let ungated = if passed && outcome.gates.is_empty() {
+        " · no gate was set: every line ran and was scored, nothing else was checked (gate with --threshold or --baseline)"
+    } else {
+        ""
+    };
     eprintln!(
-        "{} evaluation {} · run {}",
+        "{} evaluation {}{ungated} · run {}",
         bold(if passed { "✓" } else { "✗" }, color),
         if passed { "passed" } else { "failed" },
         dir.path.display()
@@ -577,6 +614,16 @@ fn eval_failure(e: EvalError) -> Failure {
         EvalError::Prepare(diagnostics) => Failure::diagnostics(diagnostics),
         // Every other error says its class (configuration, endpoint, the tool's own files).
         e => Failure::of(e),
+    }
+}
+
+/// A change from the baseline, signed and rounded for people.
+fn signed_delta(delta: f64) -> String {
+    let shown = super::batch_summary::human_value(&serde_json::json!(delta.abs()));
+    if delta < 0.0 {
+        format!("-{shown}")
+    } else {
+        format!("+{shown}")
     }
 }
 

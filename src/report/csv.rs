@@ -84,6 +84,17 @@ fn writer<W: Write>(mut out: W, options: CsvOptions) -> Result<csv::Writer<W>, R
     Ok(csv::WriterBuilder::new().flexible(false).from_writer(out))
 }
 
+/// A run's gate verdict as a cell: `passed`, `failed: <why>`, `inconclusive: <why>`, or empty
+/// when no evaluation of the run recorded one (`verdict.json`).
+fn verdict_cell(run: &super::model::RunReport) -> String {
+    match &run.verdict {
+        None => String::new(),
+        Some(v) if v.passed => "passed".to_string(),
+        Some(v) if v.verdict.starts_with("inconclusive") => text_cell(&v.verdict),
+        Some(v) => text_cell(&format!("failed: {}", v.verdict)),
+    }
+}
+
 /// The per-run columns after `outputs.*`, in order.
 fn cell_headers(report: &Report) -> Vec<String> {
     let c = &report.columns;
@@ -144,7 +155,7 @@ fn cell_values(report: &Report, cell: Option<&LineCell>, out: &mut Vec<String>) 
     out.push(number(cell.cost_usd));
 }
 
-/// Write the long CSV: `run, variant, dataset, line_number, inputs.*, outputs.*,
+/// Write the long CSV: `run, verdict, variant, dataset, line_number, inputs.*, outputs.*,
 /// scores.<e>, scores.<e>.passed, eval.*, status, passed, error, latency_ms, tokens, cost_usd`;
 /// one row per line × run, lines in order, runs in report order within a line.
 pub fn write_long<W: Write>(
@@ -154,7 +165,7 @@ pub fn write_long<W: Write>(
 ) -> Result<(), ReportError> {
     let mut w = writer(out, options)?;
     let c = &report.columns;
-    let mut header: Vec<String> = ["run", "variant", "dataset", "line_number"]
+    let mut header: Vec<String> = ["run", "verdict", "variant", "dataset", "line_number"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -168,6 +179,7 @@ pub fn write_long<W: Write>(
             let Some(cell) = cell else { continue };
             row.clear();
             row.push(text_cell(&run.label));
+            row.push(verdict_cell(run));
             row.push(text_cell(&run.variant));
             row.push(text_cell(&report.datasets[line.dataset]));
             row.push(line.line_number.to_string());
@@ -183,7 +195,8 @@ pub fn write_long<W: Write>(
 }
 
 /// Write the wide CSV: `dataset, line_number, inputs.*`, then for each run a group of columns
-/// named `<run label>: outputs.x`, `<run label>: status`, ...; one row per line.
+/// named `<run label>: verdict`, `<run label>: outputs.x`, `<run label>: status`, ...; one row
+/// per line.
 pub fn write_wide<W: Write>(
     report: &Report,
     out: W,
@@ -193,10 +206,8 @@ pub fn write_wide<W: Write>(
     let c = &report.columns;
     let mut header: Vec<String> = vec!["dataset".into(), "line_number".into()];
     header.extend(c.inputs.iter().map(|i| text_cell(&format!("inputs.{i}"))));
-    let per_run: Vec<String> = c
-        .outputs
-        .iter()
-        .map(|o| format!("outputs.{o}"))
+    let per_run: Vec<String> = std::iter::once("verdict".to_string())
+        .chain(c.outputs.iter().map(|o| format!("outputs.{o}")))
         .chain(cell_headers(report))
         .collect();
     for run in &report.runs {
@@ -215,7 +226,11 @@ pub fn write_wide<W: Write>(
         for i in &c.inputs {
             row.push(line.inputs.get(i).map(value_cell).unwrap_or_default());
         }
-        for cell in &line.cells {
+        for (run, cell) in report.runs.iter().zip(&line.cells) {
+            row.push(match cell {
+                Some(_) => verdict_cell(run),
+                None => String::new(),
+            });
             cell_values(report, cell.as_ref(), &mut row);
         }
         w.write_record(&row)?;
@@ -259,7 +274,12 @@ mod tests {
 
     #[test]
     fn long_csv_columns_rows_quoting_and_neutralisation() {
-        let report = fixture::report();
+        let mut report = fixture::report();
+        report.runs[1].verdict = Some(crate::eval::eval_dir::VerdictRecord {
+            passed: false,
+            verdict: "1 gate(s) failed".into(),
+            gates: vec![],
+        });
         let mut out = Vec::new();
         write_long(&report, &mut out, CsvOptions::default()).unwrap();
         assert!(out.starts_with(BOM));
@@ -268,6 +288,7 @@ mod tests {
             rows[0],
             [
                 "run",
+                "verdict",
                 "variant",
                 "dataset",
                 "line_number",
@@ -285,23 +306,24 @@ mod tests {
         );
         assert_eq!(rows.len(), 1 + 6, "a row per line × run");
         let formula_label = "'=cmd|' /C calc'!A0";
-        assert_eq!(rows[1][..4], ["base", "base", "data.jsonl", "0"]);
+        assert_eq!(rows[1][..5], ["base", "", "base", "data.jsonl", "0"]);
+        assert_eq!(rows[2][1], "failed: 1 gate(s) failed", "the run's verdict");
         assert_eq!(rows[2][0], formula_label, "a label is text too");
         // Newlines, quotes, commas and non-ASCII survive the round trip.
-        assert_eq!(rows[1][4], "Capital of France,\n\"the\" city? Zürich ✓");
-        assert_eq!(rows[2][5], "Paris, France");
+        assert_eq!(rows[1][5], "Capital of France,\n\"the\" city? Zürich ✓");
+        assert_eq!(rows[2][6], "Paris, France");
         // A string that looks like a formula is neutralised; a JSON number is not.
-        assert_eq!(rows[3][4], "'-1+2");
-        assert_eq!(rows[4][5], "-3");
-        assert_eq!(rows[4][6], "-0.5", "scores are numbers");
-        assert_eq!(rows[5][4], "'+tab\tand = sign");
+        assert_eq!(rows[3][5], "'-1+2");
+        assert_eq!(rows[4][6], "-3");
+        assert_eq!(rows[4][7], "-0.5", "scores are numbers");
+        assert_eq!(rows[5][5], "'+tab\tand = sign");
         // Markup is just text in a CSV.
-        assert!(rows[3][5].starts_with("</textarea>\"><img"));
+        assert!(rows[3][6].starts_with("</textarea>\"><img"));
         // The failed line: empty output and score, status, neutralised error.
-        assert_eq!(rows[6][5..8], ["", "", "false"]);
-        assert_eq!(rows[6][8], "Failed");
-        assert_eq!(rows[6][10], "'@SUM(A1) failed, \"quoted\"");
-        assert_eq!(rows[1][11..], ["12.5", "15", "0.0001"]);
+        assert_eq!(rows[6][6..9], ["", "", "false"]);
+        assert_eq!(rows[6][9], "Failed");
+        assert_eq!(rows[6][11], "'@SUM(A1) failed, \"quoted\"");
+        assert_eq!(rows[1][12..], ["12.5", "15", "0.0001"]);
     }
 
     #[test]
@@ -314,14 +336,15 @@ mod tests {
         assert_eq!(rows.len(), 1 + 3, "a row per line");
         let header = &rows[0];
         assert_eq!(header[..3], ["dataset", "line_number", "inputs.question"]);
-        assert_eq!(header[3], "base: outputs.answer");
-        let group = 1 + 2 + 6;
+        assert_eq!(header[3], "base: verdict");
+        assert_eq!(header[4], "base: outputs.answer");
+        let group = 1 + 1 + 2 + 6;
         assert_eq!(header.len(), 3 + 2 * group);
-        assert_eq!(header[3 + group], "'=cmd|' /C calc'!A0: outputs.answer");
-        assert_eq!(header[3 + group + 3], "'=cmd|' /C calc'!A0: status");
-        assert_eq!(rows[1][3], "Paris");
-        assert_eq!(rows[1][3 + group], "Paris, France");
-        assert_eq!(rows[3][3 + group + 3], "Failed");
+        assert_eq!(header[4 + group], "'=cmd|' /C calc'!A0: outputs.answer");
+        assert_eq!(header[4 + group + 3], "'=cmd|' /C calc'!A0: status");
+        assert_eq!(rows[1][4], "Paris");
+        assert_eq!(rows[1][4 + group], "Paris, France");
+        assert_eq!(rows[3][4 + group + 3], "Failed");
         // Every row has every column.
         assert!(rows.iter().all(|r| r.len() == header.len()));
     }

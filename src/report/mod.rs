@@ -98,6 +98,7 @@ pub fn written_by_flow(path: &Path) -> bool {
     let text = String::from_utf8_lossy(&head);
     let text = text.trim_start_matches('\u{feff}');
     text.contains("<meta name=\"generator\" content=\"flow ")
+        || text.starts_with("run,verdict,variant,dataset,line_number")
         || text.starts_with("run,variant,dataset,line_number")
         || text.starts_with("dataset,line_number,")
         || (text.starts_with("{\n  \"title\":") && text.contains("\"generated\":"))

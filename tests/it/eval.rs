@@ -235,6 +235,30 @@ fn built_in_evaluators_score_without_python() {
 }
 
 #[test]
+fn without_a_gate_the_summary_prints_the_metrics_and_says_nothing_was_gated() {
+    let ctx = TestContext::with_mock();
+    classification(&ctx, &[3]);
+    batch(&ctx, "main");
+    let run = ctx.run(&[
+        "eval",
+        "--run",
+        "main",
+        "--evaluator",
+        "exact_match",
+        "--column-mapping",
+        "prediction=${run.outputs.category}",
+        "ground_truth=${data.category}",
+    ]);
+    run.expect_code(0)
+        .stderr_has("metrics:\n  exact_match.mean       0.875\n  exact_match.pass_rate  0.875\n")
+        .stderr_has("evaluation passed · no gate was set");
+    // The metrics come before the verdict line.
+    let metrics = run.stderr.find("metrics:").unwrap();
+    let verdict = run.stderr.find("evaluation passed").unwrap();
+    assert!(metrics < verdict, "{}", run.stderr);
+}
+
+#[test]
 fn offline_answers_never_pass_a_gate_silently() {
     let ctx = TestContext::with_mock();
     classification(&ctx, &[]);

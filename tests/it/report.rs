@@ -49,6 +49,7 @@ fn long_csv_has_a_row_per_line_and_run_with_scores_and_neutralised_formulas() {
         header,
         [
             "run",
+            "verdict",
             "variant",
             "dataset",
             "line_number",
@@ -301,6 +302,62 @@ fn an_experiment_directory_is_reported_from_its_summary() {
     for f in ["report.html", "report.csv", "report.wide.csv"] {
         assert!(ctx.root().join("out").join(f).is_file(), "{f}");
     }
+}
+
+#[test]
+fn the_csv_reports_carry_each_runs_gate_verdict() {
+    let ctx = project();
+    // v0 has a failed line (its evaluation fails); v1 passes; a third, gated evaluation fails.
+    ctx.run(&[
+        "eval",
+        "--run",
+        "v1",
+        "--evaluator",
+        "exact_match",
+        "--threshold",
+        "exact_match.pass_rate>=1.1",
+        "--name",
+        "v1-gated",
+        "--no-report",
+    ])
+    .expect_code(1);
+    for (eval, verdict) in [
+        ("v0-eval", "failed: 1 line(s) of run `v0` failed; they count as failed evaluations"),
+        ("v1-eval", "passed"),
+        ("v1-gated", "failed: 1 gate(s) failed"),
+    ] {
+        let run = ctx.run(&["report", eval, "--format", "csv"]);
+        run.expect_code(0);
+        let (header, rows) = read_csv(&run.stdout);
+        assert_eq!(header[1], "verdict", "{header:?}");
+        assert!(!rows.is_empty());
+        assert!(
+            rows.iter().all(|r| r[1] == verdict),
+            "{eval}: every row says the run's verdict {verdict:?}: {rows:?}"
+        );
+        let wide = ctx.run(&["report", eval, "--format", "csv", "--wide"]);
+        let (header, rows) = read_csv(&wide.expect_code(0).stdout);
+        let at = header
+            .iter()
+            .position(|h| h.ends_with(": verdict"))
+            .expect("a verdict column per run");
+        assert!(rows.iter().all(|r| r[at] == verdict), "{rows:?}");
+    }
+    // A run nobody evaluated has no verdict: the cell is empty, never "passed".
+    ctx.run(&[
+        "run",
+        "qa",
+        "--data",
+        "data.jsonl",
+        "--name",
+        "v2",
+        "--variant",
+        "${ask.variant_1}",
+    ])
+    .expect_code(0);
+    let run = ctx.run(&["report", "v2", "--format", "csv"]);
+    let (_, rows) = read_csv(&run.expect_code(0).stdout);
+    assert!(rows.iter().all(|r| r[1].is_empty()), "{rows:?}");
 }
 
 #[test]
