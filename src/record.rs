@@ -114,6 +114,10 @@ pub struct NodeRun {
     /// The model answer came from the response cache (no request was made).
     #[serde(default, skip_serializing_if = "is_false")]
     pub cached: bool,
+    /// For a cached answer: what the call would have cost at the price table's rates (its
+    /// `cost_usd` is 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_usd: Option<f64>,
     /// Retries the request needed (429/5xx), when it was a model call.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retries: u32,
@@ -133,6 +137,10 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
+}
+
 /// One line of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LineResult {
@@ -150,6 +158,10 @@ pub struct LineResult {
     /// Summed cost of the line's model calls whose price is known, in USD.
     #[serde(default)]
     pub cost_usd: f64,
+    /// What the line's cached answers would have cost at the price table's rates (not in
+    /// `cost_usd`).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub saved_usd: f64,
     /// Model calls of the line answered from the cache.
     #[serde(default)]
     pub cache_hits: u32,

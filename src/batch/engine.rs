@@ -323,6 +323,7 @@ pub(crate) fn failed_line(
         duration_ms: 0.0,
         tokens: Tokens::default(),
         cost_usd: 0.0,
+        saved_usd: 0.0,
         cache_hits: 0,
         unpriced_models: Vec::new(),
     }
@@ -347,6 +348,7 @@ fn slim(line: &LineResult, keep: &HashSet<String>) -> LineResult {
         duration_ms: line.duration_ms,
         tokens: line.tokens,
         cost_usd: line.cost_usd,
+        saved_usd: line.saved_usd,
         cache_hits: line.cache_hits,
         unpriced_models: Vec::new(),
     }

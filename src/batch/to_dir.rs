@@ -181,6 +181,7 @@ pub fn new_run_meta(
         unpriced_models: Vec::new(),
         latency_ms: Default::default(),
         cache_hits: 0,
+        saved_usd: 0.0,
         concurrency,
         offline,
         settings,

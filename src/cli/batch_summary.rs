@@ -46,7 +46,15 @@ pub(super) fn print(
         None => {}
     }
     if meta.cache_hits > 0 {
-        parts.push(format!("{} cached", meta.cache_hits));
+        parts.push(if meta.saved_usd > 0.0 {
+            format!(
+                "{} cached (saved ${:.4})",
+                human_count(meta.cache_hits),
+                meta.saved_usd
+            )
+        } else {
+            format!("{} cached", human_count(meta.cache_hits))
+        });
     }
     eprintln!("{} {}", bold(mark, color), parts.join(" · "));
     eprintln!(

@@ -145,7 +145,14 @@ impl runner::RunObserver for PrintRuns {
             }
         }
         if r.meta.cache_hits > 0 {
-            parts.push(format!("{} cached", r.meta.cache_hits));
+            parts.push(if r.meta.saved_usd > 0.0 {
+                format!(
+                    "{} cached (saved ${:.4})",
+                    r.meta.cache_hits, r.meta.saved_usd
+                )
+            } else {
+                format!("{} cached", r.meta.cache_hits)
+            });
         }
         eprintln!(
             "{} {} · {}: {}",

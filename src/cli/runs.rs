@@ -204,6 +204,10 @@ fn show(project: &std::path::Path, run: &str, json: bool) -> Result<(), Failure>
         }
     );
     match meta.cost_usd {
+        Some(c) if meta.saved_usd > 0.0 => outln!(
+            "  cost:      ${c:.4} (the cached answers saved ${:.4})",
+            meta.saved_usd
+        ),
         Some(c) => outln!("  cost:      ${c:.4}"),
         None => outln!(
             "  cost:      unknown (no price for: {})",

@@ -134,8 +134,11 @@ pub fn score_run(
                 reference: reference.as_ref(),
                 latency_ms: Some(record.duration_ms),
                 total_tokens: Some(record.tokens.total_tokens),
+                // A cached answer is scored at what it costs the flow (its price when first
+                // paid), not at the nothing the cache charged: a budget gate or a ranking on
+                // cost must not pass on a warm cache.
                 cost_usd: if record.unpriced_models.is_empty() {
-                    Some(record.cost_usd)
+                    Some(record.cost_usd + record.saved_usd)
                 } else {
                     None
                 },

@@ -202,6 +202,7 @@ pub fn builtin_only_meta(name: &str, base: &RunDir, base_meta: &RunMeta, data: &
         unpriced_models: Vec::new(),
         latency_ms: Default::default(),
         cache_hits: 0,
+        saved_usd: 0.0,
         concurrency: 1,
         offline: base_meta.offline,
         settings: RunSettings::default(),

@@ -46,6 +46,7 @@ impl Executor {
                       nodes: Vec<NodeRun>| {
             let mut tokens = Tokens::default();
             let mut cost_usd = 0.0;
+            let mut saved_usd = 0.0;
             let mut cache_hits = 0;
             let mut unpriced_models: Vec<String> = Vec::new();
             for n in &nodes {
@@ -59,6 +60,7 @@ impl Executor {
                     tokens.add(t);
                 }
                 cost_usd += n.cost_usd.unwrap_or(0.0);
+                saved_usd += n.saved_usd.unwrap_or(0.0);
                 cache_hits += u32::from(n.cached);
             }
             LineResult {
@@ -77,6 +79,7 @@ impl Executor {
                 duration_ms: millis(clock.elapsed()),
                 tokens,
                 cost_usd,
+                saved_usd,
                 cache_hits,
                 unpriced_models,
             }
@@ -421,6 +424,7 @@ impl Executor {
             variant_id: self.flow.nodes[i].variant_id.clone(),
             cost_usd: None,
             cached: false,
+            saved_usd: None,
             retries: 0,
             metrics: Map::new(),
             stdout: String::new(),
@@ -455,6 +459,7 @@ impl Executor {
             retries: o.retries,
             cached: o.cached,
             cost_usd: o.cost_usd,
+            saved_usd: o.saved_usd,
             metrics: o.metrics.clone(),
             stdout: o.stdout.clone(),
             ..self.record(i, Status::Completed)

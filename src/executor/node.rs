@@ -50,6 +50,8 @@ pub struct NodeOutcome {
     pub cached: bool,
     /// What the model call cost, when its price is known (a cached answer costs nothing).
     pub cost_usd: Option<f64>,
+    /// For a cached answer: what the call would have cost at the price table's rates.
+    pub saved_usd: Option<f64>,
 }
 
 impl NodeOutcome {
@@ -65,6 +67,7 @@ impl NodeOutcome {
             stdout: String::new(),
             cached: false,
             cost_usd: None,
+            saved_usd: None,
         }
     }
 }
@@ -159,20 +162,21 @@ impl Executor {
                 // A cached answer cost nothing; the model the endpoint names (e.g. the model
                 // behind an Azure deployment) prices the call, else the requested one.
                 let priced_model = response.model.clone().or_else(|| request.model.clone());
-                let cost_usd = if cached {
-                    Some(0.0)
-                } else {
-                    priced_model.as_deref().and_then(|m| {
-                        self.prices.cost(
-                            m,
-                            response.usage.prompt_tokens,
-                            response.usage.completion_tokens,
-                        )
-                    })
-                };
+                let list_price = priced_model.as_deref().and_then(|m| {
+                    self.prices.cost(
+                        m,
+                        response.usage.prompt_tokens,
+                        response.usage.completion_tokens,
+                    )
+                });
                 let mut out = NodeOutcome::value(response.output);
                 out.cached = cached;
-                out.cost_usd = cost_usd;
+                if cached {
+                    out.cost_usd = Some(0.0);
+                    out.saved_usd = list_price;
+                } else {
+                    out.cost_usd = list_price;
+                }
                 out.tokens = Some(Tokens {
                     prompt_tokens: response.usage.prompt_tokens,
                     completion_tokens: response.usage.completion_tokens,

@@ -46,6 +46,8 @@ fn cell(answer: Value, score: Option<f64>, passed: bool, status: Status) -> Line
             total_tokens: 15,
         },
         cost_usd: 0.0001,
+        cache_hits: 0,
+        saved_usd: 0.0,
         trace: vec![NodeTrace {
             node: "ask".into(),
             status,
@@ -92,6 +94,8 @@ fn run(label: &str, pass_rate: f64, accuracy: f64) -> RunReport {
                 total_tokens: 45,
             },
             cost_usd: Some(0.0003),
+            cache_hits: 0,
+            saved_usd: 0.0,
             latency_p50_ms: 12.5,
             latency_p95_ms: 12.5,
             latency_mean_ms: 12.5,

@@ -371,6 +371,14 @@ fn metric_names(report: &Report) -> Vec<String> {
     names.into_iter().collect()
 }
 
+/// Whether any of `members` answered from the response cache: their spend then says nothing
+/// about what their flows cost, so no run is ranked cheapest.
+fn any_cached(report: &Report, members: &[usize]) -> bool {
+    members
+        .iter()
+        .any(|&i| report.runs[i].summary.cache_hits > 0)
+}
+
 /// Which runs have the best value (none when there is one run or all are equal).
 fn best_of(values: &[Option<f64>], direction: Direction) -> Vec<bool> {
     let present: Vec<f64> = values.iter().flatten().copied().collect();
@@ -391,7 +399,12 @@ fn metric_row(report: &Report, name: &str, members: &[usize], baseline: usize) -
         .iter()
         .map(|&i| report.runs[i].metrics.get(name).copied())
         .collect();
-    let best = best_of(&values, direction);
+    // A cached answer costs nothing: runs with cached answers are not ranked on cost.
+    let best = if name == super::model::COST_METRIC && any_cached(report, members) {
+        vec![false; values.len()]
+    } else {
+        best_of(&values, direction)
+    };
     let base = report.runs[baseline].metrics.get(name).copied();
     let cells = values
         .iter()
@@ -590,7 +603,12 @@ fn cards(report: &Report, eval_metrics: &[String], members: &[usize]) -> Vec<Car
             .collect(),
     });
     let costs: Vec<Option<f64>> = runs.iter().map(|r| r.summary.cost_usd).collect();
-    let best = best_by(costs, Direction::LowerIsBetter);
+    let cached = any_cached(report, members);
+    let best = if cached {
+        vec![false; costs.len()]
+    } else {
+        best_by(costs, Direction::LowerIsBetter)
+    };
     cards.push(Card {
         key: "cost".into(),
         metric: false,
@@ -599,10 +617,21 @@ fn cards(report: &Report, eval_metrics: &[String], members: &[usize]) -> Vec<Car
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let (value, detail) = match r.summary.cost_usd {
+                let s = &r.summary;
+                let (value, mut detail) = match s.cost_usd {
                     Some(c) => (usd(c), "USD, from the price table".to_string()),
                     None => ("unknown".into(), "a model's price is unknown".into()),
                 };
+                if s.cache_hits > 0 {
+                    detail = format!(
+                        "{} cached answer{} saved {} · not ranked",
+                        thousands(s.cache_hits),
+                        if s.cache_hits == 1 { "" } else { "s" },
+                        usd(s.saved_usd)
+                    );
+                } else if cached {
+                    detail.push_str(" · not ranked: other runs answered from the cache");
+                }
                 row(i, value, detail, best[i])
             })
             .collect(),

@@ -346,6 +346,8 @@ fn cell_of(line: LineResult) -> LineCell {
         latency_ms: line.duration_ms,
         tokens: line.tokens,
         cost_usd: line.cost_usd,
+        cache_hits: line.cache_hits,
+        saved_usd: line.saved_usd,
         trace: Vec::new(),
     }
 }
@@ -561,7 +563,10 @@ fn summarize(run: &LoadedRun) -> RunSummary {
         latencies.push(cell.latency_ms);
         tokens.add(&cell.tokens);
         cost += cell.cost_usd;
+        s.cache_hits += u64::from(cell.cache_hits);
+        s.saved_usd += cell.saved_usd;
     }
+    s.saved_usd = round6(s.saved_usd);
     s.pass_rate = ratio(s.passed, s.lines);
     s.tokens = tokens;
     s.cost_usd = if run.meta.unpriced_models.is_empty() {
@@ -591,7 +596,7 @@ fn standard_metrics(s: &RunSummary, metrics: &mut IndexMap<String, f64>) {
     metrics.insert("latency.p95_ms".into(), s.latency_p95_ms);
     metrics.insert("tokens.total".into(), s.tokens.total_tokens as f64);
     if let Some(c) = s.cost_usd {
-        metrics.insert("cost.usd".into(), c);
+        metrics.insert(super::model::COST_METRIC.into(), c);
     }
 }
 

@@ -83,6 +83,9 @@ pub struct RunReport {
     pub verdict: Option<crate::eval::eval_dir::VerdictRecord>,
 }
 
+/// The standard metric of a run's spend in USD; a run with cached answers is never ranked on it.
+pub const COST_METRIC: &str = "cost.usd";
+
 /// The numbers on a run's summary cards, computed from its lines.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
@@ -99,6 +102,11 @@ pub struct RunSummary {
     pub tokens: Tokens,
     /// Summed cost in USD; `None` when a model's price is unknown.
     pub cost_usd: Option<f64>,
+    /// Model calls answered from the response cache: they cost nothing, so the run's cost
+    /// is not comparable with a run that made them.
+    pub cache_hits: u64,
+    /// What the cached answers would have cost at the price table's rates.
+    pub saved_usd: f64,
     pub latency_p50_ms: f64,
     pub latency_p95_ms: f64,
     pub latency_mean_ms: f64,
@@ -131,6 +139,12 @@ pub struct LineCell {
     pub latency_ms: f64,
     pub tokens: Tokens,
     pub cost_usd: f64,
+    /// Model calls of the line answered from the response cache.
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub cache_hits: u32,
+    /// What those cached answers would have cost (not in `cost_usd`).
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub saved_usd: f64,
     /// Each node's execution, in the order they started (empty when traces were not loaded).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trace: Vec<NodeTrace>,
@@ -189,4 +203,12 @@ pub fn status_name(status: Status) -> &'static str {
         Status::Bypassed => "Bypassed",
         Status::Canceled => "Canceled",
     }
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
 }

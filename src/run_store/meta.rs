@@ -100,6 +100,9 @@ pub struct RunMeta {
     /// LLM requests answered from the response cache.
     #[serde(default)]
     pub cache_hits: u64,
+    /// What the cached answers would have cost at the price table's rates (not in `cost_usd`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub saved_usd: f64,
     pub concurrency: usize,
     /// Every model answer came from the offline echo provider.
     #[serde(default)]
@@ -256,4 +259,8 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(dir.meta_file()).unwrap()).unwrap();
         assert_eq!(raw["experiment"], written["experiment"]);
     }
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }

@@ -312,6 +312,7 @@ pub fn finalize(
     let mut cost = 0.0f64;
     meta.unpriced_models.clear();
     let mut cache_hits = 0u64;
+    let mut saved = 0.0f64;
     let mut completed = 0usize;
     let mut failed = 0usize;
     let mut errors: Vec<Value> = Vec::new();
@@ -320,6 +321,7 @@ pub fn finalize(
         tokens.add(&line.tokens);
         cost += line.cost_usd;
         cache_hits += u64::from(line.cache_hits);
+        saved += line.saved_usd;
         for m in line.unpriced_models {
             if !meta.unpriced_models.contains(&m) {
                 meta.unpriced_models.push(m);
@@ -367,6 +369,7 @@ pub fn finalize(
         None
     };
     meta.cache_hits = cache_hits;
+    meta.saved_usd = (saved * 1e6).round() / 1e6;
     meta.latency_ms = Latency::of(&mut durations);
     meta.end_time = Some(timestamp(std::time::SystemTime::now()));
     meta.status = if canceled {
@@ -437,6 +440,7 @@ mod tests {
             duration_ms: 0.0,
             tokens: Tokens::default(),
             cost_usd: 0.0,
+            saved_usd: 0.0,
             cache_hits: 0,
             unpriced_models: Vec::new(),
         };

@@ -63,6 +63,91 @@ fn an_unchanged_rerun_makes_no_requests() {
 }
 
 #[test]
+fn cached_answers_say_what_they_saved_and_are_never_ranked_cheapest() {
+    let ctx = TestContext::with_mock();
+    // A priced model (the built-in table's gpt-4o-mini).
+    ctx.flow(
+        "f",
+        &[
+            (
+                "flow.dag.yaml",
+                &FLOW.replace("model: m", "model: gpt-4o-mini"),
+            ),
+            ("ask.jinja2", "user:\n{{q}}"),
+        ],
+    );
+    let data: String = (0..4)
+        .map(|i| format!("{{\"q\": \"question {i}\"}}\n"))
+        .collect();
+    ctx.write("data.jsonl", &data);
+    let cold = ctx.run(&[
+        "run",
+        "f",
+        "--data",
+        "data.jsonl",
+        "--name",
+        "cold",
+        "--output",
+        "json",
+    ]);
+    let spent = cold.expect_code(0).json()["run"]["cost_usd"]
+        .as_f64()
+        .unwrap();
+    assert!(spent > 0.0, "the cold run paid: {spent}");
+    let warm = ctx.run(&[
+        "run",
+        "f",
+        "--data",
+        "data.jsonl",
+        "--name",
+        "warm",
+        "--output",
+        "json",
+    ]);
+    warm.expect_code(0)
+        .stderr_has(&format!("4 cached (saved ${spent:.4})"));
+    let meta = &warm.json()["run"];
+    assert_eq!(meta["cost_usd"], 0.0);
+    assert!(
+        (meta["saved_usd"].as_f64().unwrap() - spent).abs() < 1e-9,
+        "{meta}"
+    );
+    ctx.run(&["runs", "show", "warm"])
+        .expect_code(0)
+        .stdout_has("(the cached answers saved $");
+
+    // The report: the warm run's cost card says what the cache saved, and no run is ranked
+    // cheapest (nor best on cost.usd).
+    ctx.run(&["report", "cold", "warm", "-o", "r.html"])
+        .expect_code(0);
+    let html = std::fs::read_to_string(ctx.root().join("r.html")).unwrap();
+    assert!(html.contains("4 cached answers saved $"), "card detail");
+    assert!(html.contains("not ranked: other runs answered from the cache"));
+    let cost_card = &html[html.find("data-card=\"cost\"").expect("a cost card")..];
+    let cost_card = &cost_card[..cost_card[1..].find("data-card=").unwrap_or(cost_card.len())];
+    assert!(
+        !cost_card.contains("best"),
+        "no run is cheapest: {cost_card}"
+    );
+
+    // A budget gate scores a cached line at its real price, not at the cache's nothing.
+    let budget = format!("cost:max_usd={}", spent / 8.0);
+    for run in ["cold", "warm"] {
+        let eval = ctx.run(&[
+            "eval",
+            "--run",
+            run,
+            "--evaluator",
+            &budget,
+            "--output",
+            "json",
+        ]);
+        let out = eval.json();
+        assert_eq!(out["metrics"]["cost.pass_rate"], 0.0, "{run}: {out}");
+    }
+}
+
+#[test]
 fn replay_answers_only_from_recordings_and_names_what_is_missing() {
     let ctx = TestContext::with_mock();
     project(&ctx, 3);

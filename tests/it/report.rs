@@ -322,7 +322,10 @@ fn the_csv_reports_carry_each_runs_gate_verdict() {
     ])
     .expect_code(1);
     for (eval, verdict) in [
-        ("v0-eval", "failed: 1 line(s) of run `v0` failed; they count as failed evaluations"),
+        (
+            "v0-eval",
+            "failed: 1 line(s) of run `v0` failed; they count as failed evaluations",
+        ),
         ("v1-eval", "passed"),
         ("v1-gated", "failed: 1 gate(s) failed"),
     ] {
