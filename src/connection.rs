@@ -55,17 +55,19 @@ pub enum ConnectionError {
     },
     /// No variable configures this connection.
     #[error(
-        "connection '{name}' is not configured: set {prefix}_API_KEY (and {prefix}_API_BASE for a non-OpenAI server) in .env, or OPENAI_API_KEY (or AZURE_OPENAI_API_KEY with AZURE_OPENAI_ENDPOINT); use --offline to run without a model"
+        "connection '{name}' is not configured: set {prefix}_API_KEY (and {prefix}_API_BASE for a non-OpenAI server) in {env_file}, or OPENAI_API_KEY (or AZURE_OPENAI_API_KEY with AZURE_OPENAI_ENDPOINT); use --offline to run without a model"
     )]
     NotConfigured {
         /// Connection name.
         name: String,
         /// Its variable prefix.
         prefix: String,
+        /// The env file the variables were read from, as [`EnvVars::file_text`] says it.
+        env_file: String,
     },
     /// The connection needs an API key and has none.
     #[error(
-        "connection '{name}' ({api_type}) has no API key: set {var} in .env or the environment"
+        "connection '{name}' ({api_type}) has no API key: set {var} in {env_file} or the environment"
     )]
     MissingKey {
         /// Connection name.
@@ -74,10 +76,12 @@ pub enum ConnectionError {
         api_type: ApiType,
         /// The variable to set.
         var: String,
+        /// The env file the variables were read from.
+        env_file: String,
     },
     /// The connection needs a base URL and has none.
     #[error(
-        "connection '{name}' ({api_type}) has no endpoint: set {var} (e.g. https://<resource>.openai.azure.com) in .env or the environment"
+        "connection '{name}' ({api_type}) has no endpoint: set {var} (e.g. https://<resource>.openai.azure.com) in {env_file} or the environment"
     )]
     MissingBase {
         /// Connection name.
@@ -86,6 +90,8 @@ pub enum ConnectionError {
         api_type: ApiType,
         /// The variable to set.
         var: String,
+        /// The env file the variables were read from.
+        env_file: String,
     },
     /// `X_API_TYPE` holds an unknown value.
     #[error(
@@ -182,6 +188,19 @@ impl crate::error::Classify for ConnectionError {
 #[derive(Debug, Clone, Default)]
 pub struct EnvVars {
     vars: HashMap<String, String>,
+    file: EnvFile,
+}
+
+/// The env file a snapshot read, for messages that tell the user where to set a variable.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum EnvFile {
+    /// No file was looked for (a snapshot made from pairs).
+    #[default]
+    None,
+    /// This file was read.
+    Read(PathBuf),
+    /// No `.env` was found; this is where one would be read from (the project root's).
+    Absent(PathBuf),
 }
 
 impl EnvVars {
@@ -189,13 +208,33 @@ impl EnvVars {
     pub fn with(&self, name: &str, value: &str) -> EnvVars {
         let mut vars = self.vars.clone();
         vars.insert(name.to_string(), value.to_string());
-        EnvVars { vars }
+        EnvVars {
+            vars,
+            file: self.file.clone(),
+        }
     }
 
-    /// Loads `env_file` (which must exist) or else `cwd/.env` (if present) without touching the
-    /// process environment, then overlays the process environment (real variables win).
+    /// The env file this snapshot read, or where one would be read from.
+    pub fn file(&self) -> &EnvFile {
+        &self.file
+    }
+
+    /// The env file as messages name it: its path, `PATH (there is none yet)`, or `.env`.
+    pub fn file_text(&self) -> String {
+        match &self.file {
+            EnvFile::None => ".env".to_string(),
+            EnvFile::Read(p) => p.display().to_string(),
+            EnvFile::Absent(p) => format!("{} (there is none yet)", p.display()),
+        }
+    }
+
+    /// Loads `env_file` (which must exist; relative to `cwd`) or else the nearest `.env` from
+    /// `cwd` up to its project root ([`crate::project::Workdir::dotenv`]), if there is one,
+    /// without touching the process environment; then overlays the process environment (real
+    /// variables win).
     pub fn load(env_file: Option<&Path>, cwd: &Path) -> Result<EnvVars, ConnectionError> {
         let mut vars = HashMap::new();
+        let mut file = EnvFile::None;
         let path = match env_file {
             Some(p) => {
                 let p = if p.is_absolute() {
@@ -208,17 +247,24 @@ impl EnvVars {
                 }
                 Some(p)
             }
-            None => Some(cwd.join(".env")).filter(|p| p.is_file()),
+            None => match crate::project::Workdir::at(cwd.to_path_buf()).dotenv() {
+                Ok(found) => Some(found),
+                Err(would_be) => {
+                    file = EnvFile::Absent(would_be);
+                    None
+                }
+            },
         };
         if let Some(path) = path {
             read_env_file(&path, &mut vars)?;
+            file = EnvFile::Read(path);
         }
         for (k, v) in std::env::vars_os() {
             if let (Ok(k), Ok(v)) = (k.into_string(), v.into_string()) {
                 vars.insert(k, v);
             }
         }
-        Ok(EnvVars { vars })
+        Ok(EnvVars { vars, file })
     }
 
     /// A snapshot holding exactly these pairs (for tests and embedding).
@@ -230,6 +276,7 @@ impl EnvVars {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            file: EnvFile::None,
         }
     }
 
@@ -665,7 +712,7 @@ pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, C
         conn.api_base = Some(ollama_base(host));
         conn.source.push("OLLAMA_HOST".to_string());
     }
-    finish(conn, &prefix)
+    finish(conn, &prefix, env)
 }
 
 /// Resolves a pool: `X_POOL` lists member connections (commas or spaces between names), each
@@ -847,6 +894,7 @@ fn resolve_standard(
         return Err(ConnectionError::NotConfigured {
             name,
             prefix: prefix.to_string(),
+            env_file: env.file_text(),
         });
     };
     let take = |conn: &mut Connection, var: &str| -> Option<String> {
@@ -882,7 +930,7 @@ fn resolve_standard(
             }
         }
     }
-    finish(conn, prefix)
+    finish(conn, prefix, env)
 }
 
 fn parse_headers(
@@ -967,7 +1015,11 @@ fn move_url_credentials(conn: &mut Connection) -> Result<(), ConnectionError> {
 }
 
 /// Fills defaults and checks required fields for the connection's api type.
-fn finish(mut conn: Connection, prefix: &str) -> Result<Connection, ConnectionError> {
+fn finish(
+    mut conn: Connection,
+    prefix: &str,
+    env: &EnvVars,
+) -> Result<Connection, ConnectionError> {
     move_url_credentials(&mut conn)?;
     let from_standard = !conn.source.iter().any(|v| v.starts_with(prefix));
     let key_var = conn.key_var();
@@ -975,6 +1027,7 @@ fn finish(mut conn: Connection, prefix: &str) -> Result<Connection, ConnectionEr
         name: conn.name.clone(),
         api_type: conn.api_type,
         var: key_var.clone(),
+        env_file: env.file_text(),
     };
     match conn.api_type {
         ApiType::OpenAi => {
@@ -1000,6 +1053,7 @@ fn finish(mut conn: Connection, prefix: &str) -> Result<Connection, ConnectionEr
                     name: conn.name.clone(),
                     api_type: conn.api_type,
                     var,
+                    env_file: env.file_text(),
                 });
             }
             if conn.api_version.is_none() {

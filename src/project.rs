@@ -23,6 +23,47 @@ pub fn root_of(dir: &Path) -> PathBuf {
     }
 }
 
+/// Where a command works: the current directory, and the root of the project holding it — the
+/// nearest folder from the current one up that holds `.git`, `.flow` or `flow.toml` (else the
+/// current directory). `.flow/` (runs, cache, experiments, prices) lives at the root, so a
+/// command finds the same runs from any folder of the project.
+#[derive(Debug, Clone)]
+pub struct Workdir {
+    /// The current directory.
+    pub cwd: PathBuf,
+    /// The project's root.
+    pub root: PathBuf,
+}
+
+impl Workdir {
+    /// The current directory and its project root.
+    pub fn current() -> std::io::Result<Workdir> {
+        let cwd = std::env::current_dir()?;
+        Ok(Workdir::at(cwd))
+    }
+
+    /// `cwd` and its project root.
+    pub fn at(cwd: PathBuf) -> Workdir {
+        let root = cwd
+            .ancestors()
+            .find(|a| ROOT_MARKERS.iter().any(|m| a.join(m).exists()))
+            .unwrap_or(&cwd)
+            .to_path_buf();
+        Workdir { cwd, root }
+    }
+
+    /// The `.env` read by default: the nearest one from the current directory up to the
+    /// project root; `Err` with the path one would be read from (at the root) when none exists.
+    pub fn dotenv(&self) -> Result<PathBuf, PathBuf> {
+        self.cwd
+            .ancestors()
+            .take_while(|a| a.starts_with(&self.root))
+            .map(|a| a.join(".env"))
+            .find(|p| p.is_file())
+            .ok_or_else(|| self.root.join(".env"))
+    }
+}
+
 /// Where `path` really is (symlinks followed), when that is outside `root`.
 pub fn outside(path: &Path, root: &Path) -> Option<PathBuf> {
     let real = std::fs::canonicalize(path).ok()?;
@@ -32,6 +73,33 @@ pub fn outside(path: &Path, root: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_commands_root_is_the_nearest_marked_folder_up_from_where_it_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        let deep = repo.join("flows/f");
+        std::fs::create_dir_all(&deep).unwrap();
+        // No marker: the current directory is the root.
+        assert_eq!(Workdir::at(deep.clone()).root, deep);
+        assert_eq!(Workdir::at(deep.clone()).dotenv(), Err(deep.join(".env")));
+        std::fs::create_dir_all(repo.join(".git")).unwrap();
+        let w = Workdir::at(deep.clone());
+        assert_eq!(w.root, repo);
+        assert_eq!(w.dotenv(), Err(repo.join(".env")));
+        std::fs::write(repo.join(".env"), "A=1").unwrap();
+        assert_eq!(w.dotenv(), Ok(repo.join(".env")));
+        // The nearest .env wins; one above the root is never read.
+        std::fs::write(repo.join("flows/.env"), "A=2").unwrap();
+        assert_eq!(w.dotenv(), Ok(repo.join("flows/.env")));
+        std::fs::write(tmp.path().join(".env"), "A=3").unwrap();
+        std::fs::remove_file(repo.join(".env")).unwrap();
+        std::fs::remove_file(repo.join("flows/.env")).unwrap();
+        assert_eq!(w.dotenv(), Err(repo.join(".env")));
+        // A nearer .flow marks a nearer root.
+        std::fs::create_dir_all(repo.join("flows/.flow")).unwrap();
+        assert_eq!(Workdir::at(deep).root, repo.join("flows"));
+    }
 
     #[test]
     fn the_root_is_the_nearest_marked_folder_and_links_out_of_it_are_outside() {

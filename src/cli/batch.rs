@@ -104,7 +104,7 @@ pub fn run(
     b: &BatchArgs,
     model: &ModelArgs,
 ) -> Result<(), Failure> {
-    let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let project = super::common::workdir()?.root;
     let (plan, model) = plan(flow, variants, b, model, &project)?;
     let reporting = Reporting {
         output,

@@ -52,12 +52,7 @@ fn resolve(arg: &DirArg) -> Result<PathBuf, Failure> {
     if let Some(dir) = &arg.cache_dir {
         return Ok(dir.clone());
     }
-    let cwd = std::env::current_dir().map_err(|e| {
-        Failure::usage(format!(
-            "error: cannot read the current directory: {e}; pass --cache-dir DIR"
-        ))
-    })?;
-    Ok(cache::default_dir(&cwd))
+    Ok(cache::default_dir(&super::common::workdir()?.root))
 }
 
 fn io_failure(dir: &Path, e: std::io::Error) -> Failure {

@@ -58,11 +58,16 @@ pub fn run_settings(model: &ModelArgs, line_timeout_s: Option<f64>) -> RunSettin
     }
 }
 
+/// Where the command works: the current directory and its project root (where `.flow/` is).
+pub fn workdir() -> Result<flow::project::Workdir, Failure> {
+    flow::project::Workdir::current()
+        .map_err(|e| Failure::usage(format!("error: cannot read the current directory: {e}")))
+}
+
 /// Everything the executor needs from the command line and the environment.
 pub fn executor_options(model: &ModelArgs, flow: &Flow) -> Result<ExecutorOptions, Failure> {
-    let cwd = std::env::current_dir()
-        .map_err(|e| Failure::usage(format!("error: no working directory: {e}")))?;
-    let env = EnvVars::load(model.env_file.as_deref(), &cwd)
+    let work = workdir()?;
+    let env = EnvVars::load(model.env_file.as_deref(), &work.cwd)
         .map_err(|e| Failure::usage(format!("error: {e}")))?;
     if !model.offline {
         for warning in env.near_misses(&flow.connection_names()) {
@@ -80,12 +85,12 @@ pub fn executor_options(model: &ModelArgs, flow: &Flow) -> Result<ExecutorOption
     options.request_timeout = std::time::Duration::from_secs_f64(request_timeout);
     options.max_retries = model.retries();
     options.prices = std::sync::Arc::new(
-        flow::cost::PriceTable::from_env_and_file(model.prices.as_deref(), &cwd)
+        flow::cost::PriceTable::from_env_and_file(model.prices.as_deref(), &work.root)
             .map_err(|e| Failure::usage(format!("error: {e}")))?,
     );
     options.cache = match model.cache.mode() {
         CacheMode::Off => None,
-        mode => Some(ResponseCache::new(model.cache.dir(&cwd), mode)),
+        mode => Some(ResponseCache::new(model.cache.dir(&work.root), mode)),
     };
     let python_nodes = flow
         .nodes

@@ -30,7 +30,8 @@ pub struct Target {
     /// The flow whose connections to show (default: the current directory).
     #[arg(default_value = ".")]
     pub flow: PathBuf,
-    /// Read connections from this file instead of ./.env.
+    /// Read connections from this file instead of the nearest .env (from the current
+    /// directory up to the project root).
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
 }
@@ -52,6 +53,19 @@ fn resolve_all(target: &Target) -> Result<Resolved, Failure> {
     for warning in env.near_misses(&flow.connection_names()) {
         eprintln!("{warning}");
     }
+    // Where the variables came from, so a key set in the wrong .env is visible.
+    eprintln!(
+        "{}",
+        match env.file() {
+            connection::EnvFile::Read(p) =>
+                format!("variables: {} and the environment", p.display()),
+            connection::EnvFile::Absent(p) => format!(
+                "variables: the environment (no .env: one would be read from {})",
+                p.display()
+            ),
+            connection::EnvFile::None => "variables: the environment".to_string(),
+        }
+    );
     Ok(flow
         .connection_names()
         .into_iter()

@@ -129,7 +129,8 @@ struct Inputs {
 impl Inputs {
     /// Parse and check the command line, locate the runs, load the flows.
     fn from_args(args: &EvalArgs) -> Result<Inputs, Failure> {
-        let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
+        let work = super::common::workdir()?;
+        let project = work.root.clone();
         if args.eval_flow.is_none() && args.evaluators.is_empty() {
             return Err(eval_failure(EvalError::NothingToEvaluate));
         }
@@ -142,7 +143,7 @@ impl Inputs {
                     .map_err(|e| Failure::usage(format!("error: --evaluator {s}: {e}")))
             })
             .collect::<Result<_, _>>()?;
-        let model_evaluators = prepare_model_evaluators(&model_specs, &args.model, &project)?;
+        let model_evaluators = prepare_model_evaluators(&model_specs, &args.model, &work.cwd)?;
         let thresholds: Vec<Threshold> = args
             .thresholds
             .iter()
@@ -451,12 +452,12 @@ fn write_eval_reports(dir: &RunDir, base: &RunDir, base_name: &str) {
 fn prepare_model_evaluators(
     specs: &[&String],
     model: &ModelArgs,
-    project: &Path,
+    cwd: &Path,
 ) -> Result<Vec<ModelEvaluator>, Failure> {
     if specs.is_empty() {
         return Ok(Vec::new());
     }
-    let env = flow::connection::EnvVars::load(model.env_file.as_deref(), project)
+    let env = flow::connection::EnvVars::load(model.env_file.as_deref(), cwd)
         .map_err(|e| Failure::usage(format!("error: {e}")))?;
     specs
         .iter()

@@ -209,7 +209,8 @@ impl runner::RunObserver for PrintRuns {
 }
 
 pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
-    let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let work = super::common::workdir()?;
+    let project = work.root.clone();
     let file = args
         .file
         .clone()
@@ -241,7 +242,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     }
 
     // Connections: `${x}` placeholders from the environment (and .env).
-    let env = flow::connection::EnvVars::load(args.model.env_file.as_deref(), &project)
+    let env = flow::connection::EnvVars::load(args.model.env_file.as_deref(), &work.cwd)
         .map_err(|e| Failure::usage(format!("error: {e}")))?;
     let lenient = args.model.offline || args.model.cache.mode() == flow::cache::CacheMode::Replay;
     let resolved = placeholder::resolve_connections(&exp.connections, &env, lenient)

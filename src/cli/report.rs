@@ -68,7 +68,7 @@ pub enum ReportFormat {
 }
 
 pub fn run(args: ReportArgs) -> Result<(), Failure> {
-    let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let project = super::common::workdir()?.root;
     let mut resolved = Resolved::default();
     for arg in &args.runs {
         resolved.add(&project, arg)?;

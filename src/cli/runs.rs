@@ -48,7 +48,7 @@ pub enum RunsAction {
 }
 
 pub fn run(args: RunsArgs) -> Result<(), Failure> {
-    let project = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let project = super::common::workdir()?.root;
     match args.action {
         RunsAction::List {
             limit,
@@ -95,7 +95,8 @@ pub fn locate(project: &std::path::Path, run: &str) -> Result<RunDir, Failure> {
             }
         };
         Failure::usage(format!(
-            "error: no run `{run}` (looked in .flow/runs and at the path)\n  help: {hint}"
+            "error: no run `{run}` (looked in {} and at the path)\n  help: {hint}",
+            flow::run_store::runs_root(project).display()
         ))
     })
 }

@@ -57,7 +57,7 @@ impl Executor {
                         }),
                     };
                     connection.and_then(|connection| {
-                        check_model(&flow, node, &connection)?;
+                        check_model(&flow, node, &connection, &options.env)?;
                         let style =
                             if connection.api_type == ApiType::Azure && node.api == LlmApi::Chat {
                                 ListStyle::Lines
@@ -167,7 +167,12 @@ fn resolve(
 /// Compile a node's template. promptflow's Azure OpenAI chat tool prints lists one item per
 /// line; every other tool prints them as Python does.
 /// An llm node must name a model (or deployment), or its connection must give a default.
-fn check_model(flow: &Flow, node: &Node, connection: &Connection) -> Result<(), Vec<Diagnostic>> {
+fn check_model(
+    flow: &Flow,
+    node: &Node,
+    connection: &Connection,
+    env: &connection::EnvVars,
+) -> Result<(), Vec<Diagnostic>> {
     let named = ["model", "deployment_name"].iter().any(|k| {
         node.inputs.get(*k).is_some_and(|v| {
             !matches!(v, ValueSource::Literal(Value::Null))
@@ -196,7 +201,8 @@ fn check_model(flow: &Flow, node: &Node, connection: &Connection) -> Result<(), 
             ),
         )
         .with_help(format!(
-            "set {var} in .env (e.g. {var}=gpt-4o-mini), or add `{input}: ...` to the node's inputs"
+            "set {var} in {} (e.g. {var}=gpt-4o-mini), or add `{input}: ...` to the node's inputs",
+            env.file_text()
         )),
     ])
 }

@@ -69,8 +69,9 @@ pub fn resolve_connections(
                                     ))
                                     .with_label("placeholder not resolved")
                                     .with_help(format!(
-                                        "set {} in .env or the environment (or run with --offline)",
-                                        vars[0]
+                                        "set {} in {} or the environment (or run with --offline)",
+                                        vars[0],
+                                        env.file_text()
                                     )),
                             );
                             None

@@ -29,7 +29,7 @@ pub enum JudgeError {
     /// The named connection resolved only through the standard `OPENAI_*`/`AZURE_OPENAI_*`
     /// variables: a judge never uses a key the user did not give it.
     #[error(
-        "judge '{judge}': connection '{connection}' is not configured ({prefix}_* variables); a judge only uses a connection you configure for it and never falls back to OPENAI_API_KEY or AZURE_OPENAI_API_KEY: set {prefix}_API_KEY (and {prefix}_API_BASE, {prefix}_MODEL) in .env"
+        "judge '{judge}': connection '{connection}' is not configured ({prefix}_* variables); a judge only uses a connection you configure for it and never falls back to OPENAI_API_KEY or AZURE_OPENAI_API_KEY: set {prefix}_API_KEY (and {prefix}_API_BASE, {prefix}_MODEL) in {env_file}"
     )]
     ImplicitConnection {
         /// The evaluator name.
@@ -38,6 +38,8 @@ pub enum JudgeError {
         connection: String,
         /// Its variable prefix.
         prefix: String,
+        /// The env file the variables were read from.
+        env_file: String,
     },
     /// The spec's options are malformed.
     #[error("evaluator '{spec}': {message}")]

@@ -102,6 +102,7 @@ pub(crate) fn resolve_named(
             judge: judge.to_string(),
             connection: name.to_string(),
             prefix,
+            env_file: env.file_text(),
         })
     }
 }

@@ -33,6 +33,7 @@ mod judge;
 mod limiter;
 mod object_storage;
 mod pool;
+mod project_root;
 mod promptflow_examples;
 mod prompty;
 mod providers;

@@ -100,7 +100,7 @@ pub struct JobArgs {
     /// Shards and merge exit 0 even when some lines failed.
     #[arg(long)]
     pub allow_failures: bool,
-    /// The env file whose secret values are kept out of the ConfigMap [default: ./.env].
+    /// The env file whose secret values are kept out of the ConfigMap [default: the nearest .env up to the project root].
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
 }

@@ -14,7 +14,8 @@ pub const DEFAULT_MAX_RETRIES: u32 = 5;
 /// Options shared by commands that call models.
 #[derive(Debug, clap::Args, Clone)]
 pub struct ModelArgs {
-    /// Read connections from this file instead of ./.env.
+    /// Read connections from this file instead of the nearest .env (from the current
+    /// directory up to the project root).
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
     /// Answer every model call with the offline echo provider: no network, no key, no cost.

@@ -134,7 +134,17 @@ impl TestContext {
 
     /// Run `flow ARGS...` and capture everything.
     pub fn run(&self, args: &[&str]) -> Run {
-        let output = self.cmd().args(args).output().expect("run flow");
+        self.run_in(".", args)
+    }
+
+    /// Run `flow ARGS...` from the folder `dir` of the project (as a user who `cd`s there).
+    pub fn run_in(&self, dir: &str, args: &[&str]) -> Run {
+        let output = self
+            .cmd()
+            .current_dir(self.root().join(dir))
+            .args(args)
+            .output()
+            .expect("run flow");
         Run {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
