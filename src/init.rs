@@ -86,6 +86,10 @@ const ENV_EXAMPLE: TemplateFile = file(
     ".env.example",
     include_str!("../templates/init/common/env.example"),
 );
+const FLOW_TOML: TemplateFile = file(
+    crate::project::ROOT_FILE,
+    include_str!("../templates/init/common/flow.toml"),
+);
 const GITIGNORE: TemplateFile = file(
     ".gitignore",
     include_str!("../templates/init/common/gitignore"),
@@ -114,6 +118,7 @@ const STANDARD: &[TemplateFile] = &[
     ),
     ENV_EXAMPLE,
     GITIGNORE,
+    FLOW_TOML,
 ];
 
 const CHAT: &[TemplateFile] = &[
@@ -139,6 +144,7 @@ const CHAT: &[TemplateFile] = &[
     ),
     ENV_EXAMPLE,
     GITIGNORE,
+    FLOW_TOML,
 ];
 
 const EVALUATION: &[TemplateFile] = &[
@@ -168,6 +174,7 @@ const EVALUATION: &[TemplateFile] = &[
     ),
     ENV_EXAMPLE,
     GITIGNORE,
+    FLOW_TOML,
 ];
 
 /// What [`scaffold`] wrote.
@@ -188,23 +195,43 @@ pub struct Scaffold {
 }
 
 impl Scaffold {
-    /// Shell commands to suggest after scaffolding, with paths as given to [`scaffold`]:
-    /// an offline run, configuring `.env`, and a batch run over the dataset.
+    /// Shell commands to suggest after scaffolding, to type verbatim where `flow init` ran:
+    /// into the project (its root is where `.env` and `.flow/` are found), an offline run,
+    /// configuring `.env`, and a batch run over the dataset.
     pub fn next_steps(&self) -> Vec<String> {
-        let flow = self.flow_dir.display();
-        let mut steps = vec![
-            format!("flow run {flow} --offline"),
-            format!(
-                "cp {} {}   # then fill in one provider",
-                self.root.join(".env.example").display(),
-                self.root.join(".env").display()
-            ),
-        ];
+        let mut steps = Vec::new();
+        if self
+            .root
+            .components()
+            .any(|c| !matches!(c, std::path::Component::CurDir))
+        {
+            steps.push(format!(
+                "cd {}",
+                shell_word(&self.root.display().to_string())
+            ));
+        }
+        let flow = format!("flows/{}", self.flow_name);
+        steps.push(format!("flow run {flow} --offline"));
+        steps.push("cp .env.example .env   # then fill in one provider".to_string());
         if self.template == InitTemplate::Chat {
             steps.push(format!("flow run {flow} --inputs question=\"Hello!\""));
         }
-        steps.push(format!("flow run {flow} --data {}", self.dataset.display()));
+        steps.push(format!(
+            "flow run {flow} --data datasets/{}.jsonl",
+            self.flow_name
+        ));
         steps
+    }
+}
+
+/// `text` as one word for a POSIX shell: as it is when it holds only safe characters, else in
+/// single quotes.
+fn shell_word(text: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./+,:@%".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 
@@ -511,24 +538,20 @@ mod tests {
     }
 
     #[test]
-    fn next_steps_name_the_written_flow_and_dataset() {
+    fn next_steps_go_into_the_project_and_name_the_written_flow_and_dataset() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("qa");
         let s = scaffold(&root, InitTemplate::Chat, false).unwrap();
         let steps = s.next_steps();
-        let flow = root.join("flows/qa");
-        assert_eq!(steps[0], format!("flow run {} --offline", flow.display()));
-        let data = root.join("datasets/qa.jsonl");
-        assert!(
-            steps
-                .last()
-                .unwrap()
-                .ends_with(&format!("--data {}", data.display()))
+        assert_eq!(steps[0], format!("cd {}", root.display()));
+        assert_eq!(steps[1], "flow run flows/qa --offline");
+        assert_eq!(
+            steps[2],
+            "cp .env.example .env   # then fill in one provider"
         );
-        assert!(
-            steps
-                .iter()
-                .any(|c| c.starts_with("cp ") && c.contains(".env.example"))
+        assert_eq!(
+            steps.last().unwrap(),
+            "flow run flows/qa --data datasets/qa.jsonl"
         );
         assert!(
             scaffold(&tmp.path().join("std"), InitTemplate::Standard, false)
@@ -537,6 +560,15 @@ mod tests {
                 .iter()
                 .all(|c| !c.contains("question="))
         );
+        // A project in the current directory needs no `cd`; a name with a space is quoted.
+        let s = Scaffold {
+            root: PathBuf::from("."),
+            ..s.clone()
+        };
+        assert!(s.next_steps()[0].starts_with("flow run"));
+        assert_eq!(shell_word("my proj"), "'my proj'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word("a/b-c_1.d"), "a/b-c_1.d");
     }
 
     #[test]

@@ -5,8 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
+/// The file `flow init` writes to mark a project's root (it holds no settings).
+pub const ROOT_FILE: &str = "flow.toml";
+
 /// The files that mark a project's root.
-pub const ROOT_MARKERS: [&str; 3] = [".git", ".flow", "flow.toml"];
+pub const ROOT_MARKERS: [&str; 3] = [".git", ".flow", ROOT_FILE];
 
 /// The root of the project holding `dir`: the nearest ancestor (or `dir`) with a marker; without
 /// one, the current directory when it holds `dir`, else `dir` itself.
@@ -50,6 +53,17 @@ impl Workdir {
             .unwrap_or(&cwd)
             .to_path_buf();
         Workdir { cwd, root }
+    }
+
+    /// The first line of the root's `flow.toml` that is not blank or a comment (1-based line
+    /// number and text): `flow` reads no settings from it, so one written there is refused
+    /// rather than ignored.
+    pub fn root_file_setting(&self) -> Option<(usize, String)> {
+        let text = std::fs::read_to_string(self.root.join(ROOT_FILE)).ok()?;
+        text.lines()
+            .enumerate()
+            .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .map(|(i, l)| (i + 1, l.to_string()))
     }
 
     /// The `.env` read by default: the nearest one from the current directory up to the

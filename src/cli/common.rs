@@ -60,8 +60,17 @@ pub fn run_settings(model: &ModelArgs, line_timeout_s: Option<f64>) -> RunSettin
 
 /// Where the command works: the current directory and its project root (where `.flow/` is).
 pub fn workdir() -> Result<flow::project::Workdir, Failure> {
-    flow::project::Workdir::current()
-        .map_err(|e| Failure::usage(format!("error: cannot read the current directory: {e}")))
+    let work = flow::project::Workdir::current()
+        .map_err(|e| Failure::usage(format!("error: cannot read the current directory: {e}")))?;
+    if let Some((line, text)) = work.root_file_setting() {
+        return Err(Failure::usage(format!(
+            "error: {}:{line}: `{}`: flow reads no settings from {} (it only marks the project root)\n  help: remove the line, or give the setting as a flag or variable (flow --help)",
+            work.root.join(flow::project::ROOT_FILE).display(),
+            text.trim(),
+            flow::project::ROOT_FILE
+        )));
+    }
+    Ok(work)
 }
 
 /// Everything the executor needs from the command line and the environment.

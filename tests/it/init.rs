@@ -68,6 +68,82 @@ fn every_template_scaffolds_a_flow_that_runs_offline_on_its_dataset() {
     }
 }
 
+/// `flow init`'s printed next steps, typed verbatim into a shell where `flow init` ran, with
+/// `flow` on the PATH; after the `cp` of `.env.example`, "fill in one provider" is done by
+/// appending the mock's connection to `.env` (the variables are not in the environment).
+#[test]
+fn the_printed_next_steps_work_verbatim_from_where_the_user_stands() {
+    let ctx = TestContext::with_mock();
+    for (template, dir) in [("standard", "my proj"), ("chat", "chatbot")] {
+        let init = ctx.run(&["init", dir, "--template", template]);
+        init.expect_code(0);
+        let steps: Vec<&str> = init
+            .stdout
+            .split("\nNext:\n")
+            .nth(1)
+            .expect("a Next: section")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert!(steps.len() >= 4, "{steps:?}");
+        let mut script = String::from("set -e\n");
+        for step in &steps {
+            script.push_str(step);
+            script.push('\n');
+            if step.starts_with("cp ") {
+                script.push_str(&format!(
+                    "printf 'OPEN_AI_CONNECTION_API_KEY={}\\nOPEN_AI_CONNECTION_API_BASE={}/v1\\n' >> .env\n",
+                    crate::support::context::TEST_KEY,
+                    ctx.mock().url()
+                ));
+            }
+        }
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_flow"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let before = ctx.mock().requests().len();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(ctx.root())
+            .env_remove("OPEN_AI_CONNECTION_API_KEY")
+            .env_remove("OPEN_AI_CONNECTION_API_BASE")
+            .env("NO_COLOR", "1")
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{template}: {script}\n{stderr}");
+        // The batch asked the configured endpoint (from the project's .env) for every row, and
+        // its run is under the project's own .flow/.
+        assert!(ctx.mock().requests().len() > before, "{stderr}");
+        assert!(ctx.root().join(dir).join(".flow/runs").is_dir(), "{stderr}");
+        assert!(ctx.root().join(dir).join("flow.toml").is_file());
+    }
+}
+
+#[test]
+fn settings_written_into_flow_toml_are_refused_not_ignored() {
+    let ctx = TestContext::new();
+    ctx.run(&["init", "p"]).expect_code(0);
+    let toml = ctx.root().join("p/flow.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str("concurrency = 4\n");
+    std::fs::write(&toml, &text).unwrap();
+    let run = ctx.run_in("p", &["run", "flows/p", "--offline"]);
+    run.expect_code(2).stderr_has(&format!(
+        "flow.toml:{}: `concurrency = 4`: flow reads no settings from flow.toml",
+        text.lines().count()
+    ));
+}
+
 #[test]
 fn init_again_refuses_to_overwrite_without_force() {
     let ctx = TestContext::new();
