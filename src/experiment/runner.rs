@@ -225,6 +225,10 @@ pub async fn run_experiment(
         Ok::<(), ExperimentError>(())
     }
     .await;
+    let prepared = match prepared {
+        Ok(()) => preflight(experiment, variants, &eval_executors),
+        Err(e) => Err(e),
+    };
     if let Err(e) = prepared {
         shutdown(&executors, &eval_executors).await;
         return Err(e);
@@ -315,6 +319,69 @@ pub async fn run_experiment(
     let results = futures::future::join_all(runs).await;
     shutdown(&executors, &eval_executors).await;
     results.into_iter().collect()
+}
+
+/// Check every dataset against every flow that will read it — each variant's flow over each
+/// dataset, each evaluation flow over its own datasets — before the first run starts, so a
+/// missing column in the last dataset stops the experiment before any line runs, not after
+/// the others ran. Each problem is located at the dataset's entry in the experiment file.
+fn preflight(
+    experiment: &Experiment,
+    variants: &[PlannedVariant],
+    eval_executors: &[Option<Executor>],
+) -> Result<(), ExperimentError> {
+    let mut problems = Vec::new();
+    let mut check = |origin: &super::doc::Origin,
+                     what: String,
+                     data: &std::path::Path,
+                     mappings: &Map<String, Json>,
+                     inputs: &indexmap::IndexMap<String, crate::model::FlowInput>| {
+        let mapping = match ColumnMapping::from_map(mappings) {
+            Ok(m) => m,
+            Err(e) => {
+                problems.push(origin.error(format!("{what}: {e}")));
+                return;
+            }
+        };
+        if let Err(e) = crate::data::check_inputs(data, &mapping, inputs) {
+            let text = e.to_string().replace("--column-mapping ", "mapping ");
+            problems.push(origin.error(format!("{what}: {text}")));
+        }
+    };
+    for dataset in &experiment.datasets {
+        let mut seen = std::collections::HashSet::new();
+        for v in variants {
+            // Variants of one flow share its inputs: one check says it for all of them.
+            let inputs: Vec<&String> = v.flow.inputs.keys().collect();
+            if !seen.insert(format!("{inputs:?}")) {
+                continue;
+            }
+            check(
+                &dataset.origin,
+                format!("dataset `{}` (variant {})", dataset.name, v.plan.id),
+                &dataset.source,
+                &dataset.mappings,
+                &v.flow.inputs,
+            );
+        }
+    }
+    for (e, exec) in experiment.evaluators.iter().zip(eval_executors) {
+        let Some(exec) = exec else { continue };
+        for d in &e.datasets {
+            check(
+                &d.origin,
+                format!("evaluator `{}`, dataset `{}`", e.name, d.name),
+                &d.source,
+                &d.mappings,
+                &exec.flow().inputs,
+            );
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ExperimentError::Flow(problems))
+    }
 }
 
 /// Run one job and tell the observer when it finished.

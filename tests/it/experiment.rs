@@ -566,6 +566,46 @@ fn connection_placeholders_resolve_from_connection_field_variables() {
 }
 
 #[test]
+fn every_dataset_is_checked_before_the_first_run_starts() {
+    let ctx = TestContext::with_mock();
+    shipped(&ctx);
+    let text = std::fs::read_to_string(ctx.root().join("experiment.yaml")).unwrap();
+    // The second dataset's mapping names a column it does not have.
+    let at = text.find("- name: tickets_hard").unwrap();
+    let broken = format!(
+        "{}{}",
+        &text[..at],
+        text[at..].replacen("text: \"${data.text}\"", "text: \"${data.txt}\"", 1)
+    );
+    ctx.write("experiment.yaml", &broken);
+    let run = ctx.run(&["experiment"]);
+    run.expect_code(2)
+        .stderr_has("dataset `tickets_hard`")
+        .stderr_has("has no column `txt`")
+        .stderr_has("did you mean `text`?")
+        .stderr_has("experiment.yaml:");
+    assert!(ctx.mock().requests().is_empty(), "no line ran");
+    assert!(
+        !ctx.root().join(".flow/runs").exists()
+            || std::fs::read_dir(ctx.root().join(".flow/runs")).unwrap().count() == 0,
+        "no run was started"
+    );
+
+    // An evaluation flow's dataset is checked too, before any run.
+    let broken = text.replacen(
+        "groundtruth: \"${data.category}\"",
+        "groundtruth: \"${data.categry}\"",
+        1,
+    );
+    ctx.write("experiment.yaml", &broken);
+    ctx.run(&["experiment"])
+        .expect_code(2)
+        .stderr_has("evaluator `accuracy`, dataset `tickets`")
+        .stderr_has("has no column `categry`");
+    assert!(ctx.mock().requests().is_empty(), "no line ran");
+}
+
+#[test]
 fn bad_experiment_files_give_located_errors() {
     let ctx = TestContext::new();
     ctx.copy_from_repo("flows");
