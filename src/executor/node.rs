@@ -91,7 +91,9 @@ impl Executor {
         let node = &self.flow.nodes[index];
         match &self.prepared[index] {
             Prepared::Prompt { template } => {
-                let rendered = render(template, &inputs.values, &inputs.tainted)
+                let mut vars = inputs.values.clone();
+                let template = given_template(node, template, &mut vars, "template")?;
+                let rendered = render(&template, &vars, &inputs.tainted)
                     .await
                     .map_err(|e| template_error(node, &e))?;
                 let mut out = NodeOutcome::value(Value::String(rendered.text));
@@ -102,8 +104,9 @@ impl Executor {
                 template,
                 connection,
             } => {
-                let (params, vars) = split_parameters(&inputs.values);
-                let rendered = render(template, &vars, &inputs.tainted)
+                let (params, mut vars) = split_parameters(&inputs.values);
+                let template = given_template(node, template, &mut vars, "prompt")?;
+                let rendered = render(&template, &vars, &inputs.tainted)
                     .await
                     .map_err(|e| template_error(node, &e))?;
                 let model = string_param(&params, "model");
@@ -340,6 +343,34 @@ async fn render(
         .await
         .map_err(|e| format!("rendering stopped unexpectedly: {e}"))?
         .map_err(|e| e.to_string())
+}
+
+/// The template a node renders: its file's, or — when the node gives an input named after the
+/// tool's template parameter (`prompt` for llm nodes, `template` for prompt nodes) — that
+/// input's text, compiled with the same options and rendered with the other inputs. This is
+/// what promptflow does: the input is passed as the tool's template argument and wins over the
+/// file (`partial(tool, prompt=file)(prompt=input)`). The input is taken out of `vars`.
+fn given_template(
+    node: &Node,
+    file: &Arc<PromptTemplate>,
+    vars: &mut Map<String, Value>,
+    parameter: &str,
+) -> Result<Arc<PromptTemplate>, ErrorInfo> {
+    let Some(value) = vars.remove(parameter) else {
+        return Ok(Arc::clone(file));
+    };
+    let Value::String(source) = value else {
+        return Err(template_error(
+            node,
+            &format!(
+                "input `{parameter}` replaces the template (as in promptflow) and must be text, not {}",
+                crate::model::reference::type_name(&value)
+            ),
+        ));
+    };
+    file.sibling(&format!("{}.inputs.{parameter}", node.name), source)
+        .map(Arc::new)
+        .map_err(|e| template_error(node, &format!("input `{parameter}` (the template): {e}")))
 }
 
 fn template_error(node: &Node, message: &str) -> ErrorInfo {

@@ -237,16 +237,140 @@ fn load_template(
         list_style,
         ..TemplateOptions::default()
     };
-    PromptTemplate::with_options(&node.source.to_string_lossy(), text, options).map_err(|e| {
-        let location = e
-            .line()
-            .map(|line| Location::new(line, e.col().unwrap_or(1), 1));
-        vec![
-            Diagnostic::error(format!("template of node `{}`: {e}", node.name))
-                .at(&path, location)
-                .with_help("fix the Jinja2 syntax of the template"),
-        ]
-    })
+    let template =
+        PromptTemplate::with_options(&node.source.to_string_lossy(), text.clone(), options)
+            .map_err(|e| {
+                let location = e
+                    .line()
+                    .map(|line| Location::new(line, e.col().unwrap_or(1), 1));
+                vec![
+                    Diagnostic::error(format!("template of node `{}`: {e}", node.name))
+                        .at(&path, location)
+                        .with_help("fix the Jinja2 syntax of the template"),
+                ]
+            })?;
+    let reserved = reserved_parameters(node);
+    let clashes: Vec<Diagnostic> = template
+        .variables()
+        .iter()
+        .filter(|v| reserved.contains(&v.as_str()))
+        .map(|var| {
+            Diagnostic::error(format!(
+                "the template of node `{}` uses `{var}`, which is a parameter of the node's {} tool: promptflow refuses such a template (the variable and the parameter would be one input)",
+                node.name,
+                tool_name(node)
+            ))
+            .at(&path, word_location(&text, var))
+            .with_help(format!(
+                "rename `{var}` in the template and under the node's inputs (e.g. `{var}_text`)"
+            ))
+        })
+        .collect();
+    if clashes.is_empty() {
+        Ok(template)
+    } else {
+        Err(clashes)
+    }
+}
+
+/// The parameters of the tool a template node calls, which its template's variables must not
+/// be named after (promptflow's executor refuses them: "Invalid inputs … duplicated with the
+/// parameters of AzureOpenAI.chat"): the prompt tool's `template`; the LLM tools' (OpenAI and
+/// Azure OpenAI, chat and completion) `connection`, `prompt` and request parameters — with
+/// `deployment_name` for a node that names a deployment (Azure), else `model`.
+fn reserved_parameters(node: &Node) -> Vec<&'static str> {
+    const CHAT: &[&str] = &[
+        "connection",
+        "prompt",
+        "temperature",
+        "top_p",
+        "n",
+        "stream",
+        "stop",
+        "max_tokens",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "user",
+        "function_call",
+        "functions",
+        "tool_choice",
+        "tools",
+        "response_format",
+        "seed",
+    ];
+    const COMPLETION: &[&str] = &[
+        "connection",
+        "prompt",
+        "suffix",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "n",
+        "stream",
+        "logprobs",
+        "echo",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "best_of",
+        "logit_bias",
+        "user",
+    ];
+    match &node.kind {
+        NodeKind::Prompt => vec!["template"],
+        NodeKind::Llm => {
+            let mut names = match node.api {
+                LlmApi::Chat => CHAT.to_vec(),
+                LlmApi::Completion => COMPLETION.to_vec(),
+            };
+            names.push(if node.inputs.contains_key("deployment_name") {
+                "deployment_name"
+            } else {
+                "model"
+            });
+            names
+        }
+        NodeKind::Python => Vec::new(),
+    }
+}
+
+/// The parameter of a template node's tool that holds the template: an input of that name
+/// replaces the file (see `executor::node`).
+pub(crate) fn template_parameter(node: &Node) -> &'static str {
+    match &node.kind {
+        NodeKind::Prompt => "template",
+        _ => "prompt",
+    }
+}
+
+/// The tool a template node calls, as messages name it.
+fn tool_name(node: &Node) -> &'static str {
+    match (&node.kind, node.api) {
+        (NodeKind::Prompt, _) => "prompt",
+        (_, LlmApi::Chat) => "llm (chat)",
+        (_, LlmApi::Completion) => "llm (completion)",
+    }
+}
+
+/// Where `word` first appears in `text` as a whole identifier (1-based line and column).
+fn word_location(text: &str, word: &str) -> Option<Location> {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    for (i, line) in text.lines().enumerate() {
+        let mut from = 0;
+        while let Some(at) = line[from..].find(word) {
+            let start = from + at;
+            let end = start + word.len();
+            let before = line[..start].chars().next_back();
+            let after = line[end..].chars().next();
+            if !before.is_some_and(ident) && !after.is_some_and(ident) {
+                let col = line[..start].chars().count() + 1;
+                return Some(Location::new(i + 1, col, word.chars().count()));
+            }
+            from = end;
+        }
+    }
+    None
 }
 
 async fn prepare_python(
@@ -366,6 +490,8 @@ pub fn check_templates(flow: &Flow) -> Vec<Diagnostic> {
             continue;
         }
         match load_template(flow, node, ListStyle::Python) {
+            // A node that gives its template as an input renders that, not the file.
+            Ok(_) if node.inputs.contains_key(template_parameter(node)) => {}
             Ok(template) => {
                 for var in template.variables() {
                     if !node.inputs.contains_key(var.as_str()) {

@@ -331,23 +331,24 @@ fn preflight(
     eval_executors: &[Option<Executor>],
 ) -> Result<(), ExperimentError> {
     let mut problems = Vec::new();
-    let mut check = |origin: &super::doc::Origin,
-                     what: String,
-                     data: &std::path::Path,
-                     mappings: &Map<String, Json>,
-                     inputs: &indexmap::IndexMap<String, crate::model::FlowInput>| {
-        let mapping = match ColumnMapping::from_map(mappings) {
-            Ok(m) => m,
-            Err(e) => {
-                problems.push(origin.error(format!("{what}: {e}")));
-                return;
+    let mut check =
+        |origin: &super::doc::Origin,
+         what: String,
+         data: &std::path::Path,
+         mappings: &Map<String, Json>,
+         inputs: &indexmap::IndexMap<String, crate::model::FlowInput>| {
+            let mapping = match ColumnMapping::from_map(mappings) {
+                Ok(m) => m,
+                Err(e) => {
+                    problems.push(origin.error(format!("{what}: {e}")));
+                    return;
+                }
+            };
+            if let Err(e) = crate::data::check_inputs(data, &mapping, inputs) {
+                let text = e.to_string().replace("--column-mapping ", "mapping ");
+                problems.push(origin.error(format!("{what}: {text}")));
             }
         };
-        if let Err(e) = crate::data::check_inputs(data, &mapping, inputs) {
-            let text = e.to_string().replace("--column-mapping ", "mapping ");
-            problems.push(origin.error(format!("{what}: {text}")));
-        }
-    };
     for dataset in &experiment.datasets {
         let mut seen = std::collections::HashSet::new();
         for v in variants {

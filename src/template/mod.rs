@@ -61,6 +61,7 @@ pub struct PromptTemplate {
     variables: BTreeSet<String>,
     line_offset: usize,
     source: String,
+    list_style: ListStyle,
 }
 
 impl fmt::Debug for PromptTemplate {
@@ -134,7 +135,21 @@ impl PromptTemplate {
             variables,
             line_offset: offset,
             source,
+            list_style: style,
         })
+    }
+
+    /// Compiles `source` as another template with this one's options (a template a node
+    /// receives as an input value, in place of its file, as promptflow does).
+    pub fn sibling(&self, name: &str, source: impl Into<String>) -> Result<Self, TemplateError> {
+        Self::with_options(
+            name,
+            source,
+            TemplateOptions {
+                list_style: self.list_style,
+                line_offset: 0,
+            },
+        )
     }
 
     /// The name given at construction.

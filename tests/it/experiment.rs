@@ -587,7 +587,10 @@ fn every_dataset_is_checked_before_the_first_run_starts() {
     assert!(ctx.mock().requests().is_empty(), "no line ran");
     assert!(
         !ctx.root().join(".flow/runs").exists()
-            || std::fs::read_dir(ctx.root().join(".flow/runs")).unwrap().count() == 0,
+            || std::fs::read_dir(ctx.root().join(".flow/runs"))
+                .unwrap()
+                .count()
+                == 0,
         "no run was started"
     );
 

@@ -441,3 +441,65 @@ fn build_leaves_out_a_link_that_leads_out_of_the_project() {
     assert!(!ctx.root().join("image/flow/notes.txt").exists());
     assert!(ctx.root().join("image/flow/n.jinja2").exists());
 }
+
+#[test]
+fn a_template_variable_named_after_its_tools_parameter_is_refused_at_its_place() {
+    let ctx = TestContext::new();
+    let flow = "inputs:\n  x: {type: string}\noutputs:\n  a: {reference: '${ask.output}'}\n  p: {reference: '${show.output}'}\nnodes:\n- name: ask\n  type: llm\n  source: {type: code, path: ask.jinja2}\n  connection: open_ai_connection\n  api: chat\n  inputs: {model: m, temperature: 0, question: '${inputs.x}'}\n- name: show\n  type: prompt\n  source: {type: code, path: show.jinja2}\n  inputs: {text: '${inputs.x}'}\n";
+    ctx.flow(
+        "reserved",
+        &[
+            ("flow.dag.yaml", flow),
+            (
+                "ask.jinja2",
+                "system:\nBe brief.\nuser:\n{{ prompt }} at {{temperature}}\n",
+            ),
+            ("show.jinja2", "Shown: {{template}}\n"),
+        ],
+    );
+    refused_everywhere(
+        &ctx,
+        "reserved",
+        "the template of node `ask` uses `prompt`, which is a parameter of the node's llm (chat) tool",
+    );
+    ctx.run(&["validate", "reserved"])
+        .expect_code(2)
+        .stderr_has("ask.jinja2:4:4")
+        .stderr_has("uses `temperature`")
+        .stderr_has("the template of node `show` uses `template`, which is a parameter of the node's prompt tool")
+        .stderr_has("show.jinja2:1:10");
+
+    // A node input named after the tool's template parameter replaces the template file, as
+    // in promptflow: it is rendered (with the node's other inputs) instead of the file.
+    ctx.write("reserved/ask.jinja2", "user:\n{{ question }}\n");
+    ctx.write("reserved/show.jinja2", "Shown: {{ text }}\n");
+    let given = flow
+        .replace(
+            "question: '${inputs.x}'",
+            "question: '${inputs.x}', prompt: \"user:\\nasked {{question}}\"",
+        )
+        .replace(
+            "text: '${inputs.x}'",
+            "text: '${inputs.x}', template: 'T={{text}}'",
+        );
+    ctx.write("reserved/flow.dag.yaml", &given);
+    let run = ctx.run(&[
+        "run",
+        "reserved",
+        "--inputs",
+        "x=hi",
+        "--offline",
+        "--output",
+        "json",
+    ]);
+    let out = run.expect_code(0).json();
+    assert_eq!(out["outputs"]["p"], "T=hi", "{out:#}");
+    assert!(
+        out["outputs"]["a"].as_str().unwrap().ends_with("asked hi"),
+        "{out:#}"
+    );
+
+    // Parameters given as node inputs and read by no template are what they are for: accepted.
+    ctx.write("reserved/flow.dag.yaml", flow);
+    ctx.run(&["validate", "reserved"]).expect_code(0);
+}
