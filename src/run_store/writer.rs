@@ -27,7 +27,7 @@ enum Message {
 /// Finished lines queued for the writer before [`RunWriter::lines`] waits. With a fast
 /// endpoint and a slow disk the batch then waits for the writer, instead of holding every
 /// finished line in memory: memory stays flat whatever the dataset's size.
-const BACKLOG: usize = 1024;
+const BACKLOG: usize = 256;
 
 /// The run directory's writer thread.
 pub struct RunWriter {

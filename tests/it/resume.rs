@@ -71,6 +71,61 @@ fn comparable(dir: &Path) -> (Vec<Value>, Vec<Value>, Value, Value) {
     )
 }
 
+/// With a fast endpoint and many lines in flight the writer can fall behind the answers; a
+/// kill then loses lines that were answered but not yet recorded. Their answers are in the
+/// response cache (written before a line finishes), so resume sends again at most the
+/// requests that were in flight at the kill.
+#[test]
+fn after_a_kill_resume_sends_again_at_most_the_requests_in_flight() {
+    const LINES: usize = 600;
+    const CONCURRENCY: usize = 32;
+    let ctx = TestContext::with_mock();
+    ctx.mock().set_latency(Duration::from_millis(5));
+    qa_flow(&ctx);
+    ctx.write("q.jsonl", &questions(LINES));
+    let dir = run_dir(&ctx, "fast");
+    let concurrency = CONCURRENCY.to_string();
+    let mut child = spawn(
+        &ctx,
+        &[
+            "run",
+            "qa",
+            "--data",
+            "q.jsonl",
+            "--name",
+            "fast",
+            "--concurrency",
+            &concurrency,
+        ],
+    );
+    let started = Instant::now();
+    while complete_journal_records(&dir).len() < 100 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no lines finished"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let asked_before = asked(&ctx);
+    ctx.mock().clear_requests();
+    ctx.run(&["run", "--resume", "fast"])
+        .expect_code(0)
+        .stderr_has(&format!("{LINES}/{LINES} lines succeeded"));
+    let asked_after = asked(&ctx);
+    let resent: Vec<&String> = asked_after.intersection(&asked_before).collect();
+    assert!(
+        resent.len() <= CONCURRENCY,
+        "{} requests sent again (at most {CONCURRENCY} were in flight): {resent:?}",
+        resent.len()
+    );
+}
+
 #[test]
 fn a_killed_run_keeps_finished_lines_and_resume_runs_only_the_rest() {
     const LINES: usize = 40;
@@ -127,6 +182,7 @@ fn a_killed_run_keeps_finished_lines_and_resume_runs_only_the_rest() {
     }
     assert_eq!(meta(&dir)["status"], "Running");
 
+    let asked_before = asked(&ctx);
     ctx.mock().clear_requests();
     let resumed = ctx.run(&["run", "--resume", "crash"]);
     resumed
@@ -154,6 +210,9 @@ fn a_killed_run_keeps_finished_lines_and_resume_runs_only_the_rest() {
         "every missing line is either requested or answered from the cache"
     );
     assert_eq!(ctx.mock().request_count(), asked.len());
+    // Requests sent again are at most the lines that were in flight at the kill (4).
+    let resent: Vec<&String> = asked.intersection(&asked_before).collect();
+    assert!(resent.len() <= 4, "sent again: {resent:?}");
 
     // The same data, uninterrupted, elsewhere.
     let clean = TestContext::with_mock();
