@@ -199,6 +199,10 @@ impl RunMeta {
     }
 }
 
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,8 +263,4 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(dir.meta_file()).unwrap()).unwrap();
         assert_eq!(raw["experiment"], written["experiment"]);
     }
-}
-
-fn is_zero(x: &f64) -> bool {
-    *x == 0.0
 }
