@@ -117,3 +117,33 @@ fn serve_answers_health_while_a_request_renders_and_times_it_out() {
     }
     server.terminate();
 }
+
+#[test]
+fn sigterm_drains_a_request_that_is_rendering() {
+    use crate::support::server::Server;
+    let ctx = TestContext::new();
+    ctx.flow(
+        "spin",
+        &[
+            ("flow.dag.yaml", RUNAWAY_FLOW),
+            ("spin.jinja2", RUNAWAY_TEMPLATE),
+        ],
+    );
+    let mut server = Server::ready(&ctx, "spin", &["--timeout", "30"], &[]);
+    let url = server.url.clone();
+    let rendering = std::thread::spawn(move || {
+        crate::support::server::request("POST", &format!("{url}/score"), &[], Some("{}"))
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    server.terminate();
+    // The request in flight gets its answer (the render runs out of budget: a clear error),
+    // then the server exits cleanly.
+    let answer = rendering.join().unwrap();
+    assert_eq!(answer.status, 500, "{}", answer.body);
+    assert!(
+        answer.body.contains("did more work than one render may"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(server.wait_exit(std::time::Duration::from_secs(20)), 0);
+}
