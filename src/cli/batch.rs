@@ -396,6 +396,15 @@ fn plan(
     };
     if let Some(run) = &b.resume {
         let dir = super::runs::locate(project, run)?;
+        // An evaluation's batch finished alone would leave its scores, gates and reports as
+        // they were: `flow eval --resume` finishes all of it.
+        if dir.path.join(flow::eval::eval_dir::COMMAND_FILE).is_file() {
+            return Err(Failure::usage(format!(
+                "error: `{}` is an evaluation: `flow run --resume` would finish its evaluation flow's lines but not its scores, gates and reports\n  help: flow eval --resume {}",
+                dir.name(),
+                dir.name()
+            )));
+        }
         return resume_plan(dir, b, model, upload_root);
     }
     let shard = shard_from(b.shard.as_deref(), b.shards)?;
@@ -758,7 +767,12 @@ fn name_stem(flow_path: &Path, selections: &[VariantSelection]) -> String {
 /// (`eval::verdict::judge_batch`, shared with `flow eval`), as an exit status.
 fn judge(meta: &RunMeta, outcome: &BatchOutcome, reporting: Reporting) -> Option<Failure> {
     use flow::eval::verdict::{FlowProblem, judge_batch};
-    match judge_batch(meta, outcome, reporting.allow_failures) {
+    match judge_batch(
+        meta,
+        outcome,
+        reporting.allow_failures,
+        &format!("flow run --resume {}", meta.name),
+    ) {
         Err(stop) => Some(super::common::stop_failure(&stop)),
         Ok(Some(FlowProblem::Aggregation(message))) => Some(Failure::quality(format!(
             "error: aggregation failed: {message}"

@@ -142,15 +142,23 @@ pub fn stop_failure(stop: &flow::eval::verdict::BatchStop) -> Failure {
             "error: stopped after {failed} lines: the endpoint could not be used\n{}",
             line_failure(error).message
         )),
-        BatchStop::Canceled { kept, run } => Failure::interrupted(format!(
-            "stopped: {kept} lines are kept. Resume with: flow run --resume {run}"
+        BatchStop::Canceled { kept, resume } => Failure::interrupted(format!(
+            "stopped: {kept} lines are kept. Resume with: {resume}"
         )),
-        BatchStop::Misconfigured { failed, error, run } => Failure::usage(format!(
-            "error: stopped after {failed} lines: every line failed the same way, so the flow or its settings are wrong, not the data\n{}\n  help: fix it, then finish the run with: flow run --resume {run}",
+        BatchStop::Misconfigured {
+            failed,
+            error,
+            resume,
+        } => Failure::usage(format!(
+            "error: stopped after {failed} lines: every line failed the same way, so the flow or its settings are wrong, not the data\n{}\n  help: fix it, then finish with: {resume}",
             line_failure(error).message
         )),
-        BatchStop::EveryLineEndpoint { failed, total, run } => Failure::endpoint(format!(
-            "{failed} of {total} lines failed. Rerun just those with: flow run --resume {run}"
+        BatchStop::EveryLineEndpoint {
+            failed,
+            total,
+            resume,
+        } => Failure::endpoint(format!(
+            "{failed} of {total} lines failed. Rerun just those with: {resume}"
         )),
     }
 }

@@ -37,8 +37,13 @@ use flow::telemetry::{OtlpConfig, TracedProgress, Tracer};
 )]
 pub struct EvalArgs {
     /// The run to evaluate (its name under .flow/runs, or its directory).
-    #[arg(long = "run", value_name = "RUN")]
-    pub run: String,
+    #[arg(long = "run", value_name = "RUN", required_unless_present = "resume")]
+    pub run: Option<String>,
+    /// Finish an evaluation that was stopped or killed: its command runs again, from the
+    /// folder it ran in, with the lines its evaluation flow (and samples) already finished
+    /// kept; then its scores, gates, verdict and reports are made. Given alone.
+    #[arg(long, value_name = "EVAL_RUN", exclusive = true)]
+    pub resume: Option<String>,
     /// An evaluation flow: an ordinary flow (usually with aggregation nodes and log_metric) run
     /// over the run's outputs joined by line number with the dataset.
     pub eval_flow: Option<PathBuf>,
@@ -92,7 +97,11 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<(), Failure> {
-    let inputs = Inputs::from_args(&args)?;
+    let (args, resume) = match &args.resume {
+        Some(name) => (resumed_args(name)?, true),
+        None => (args, false),
+    };
+    let inputs = Inputs::from_args(&args, resume)?;
     let (base, base_name, dir) = (
         inputs.base.clone(),
         inputs.base_meta.name.clone(),
@@ -124,11 +133,15 @@ struct Inputs {
     settings: RunSettings,
     offline: bool,
     model_concurrency: usize,
+    /// Finish the earlier attempt in `dir` (`--resume`).
+    resume: bool,
 }
 
 impl Inputs {
-    /// Parse and check the command line, locate the runs, load the flows.
-    fn from_args(args: &EvalArgs) -> Result<Inputs, Failure> {
+    /// Parse and check the command line, locate the runs, load the flows. Unless `resume`, the
+    /// evaluation's directory is created and its command line recorded there (`flow eval
+    /// --resume` runs it again).
+    fn from_args(args: &EvalArgs, resume: bool) -> Result<Inputs, Failure> {
         let work = super::common::workdir()?;
         let project = work.root.clone();
         if args.eval_flow.is_none() && args.evaluators.is_empty() {
@@ -152,7 +165,10 @@ impl Inputs {
                     .map_err(|e| Failure::usage(format!("error: --threshold {s}: {e}")))
             })
             .collect::<Result<_, _>>()?;
-        let base = super::runs::locate(&project, &args.run)?;
+        let Some(run) = &args.run else {
+            return Err(Failure::usage("error: give the run to evaluate: --run RUN"));
+        };
+        let base = super::runs::locate(&project, run)?;
         let base_meta = base.read_meta().map_err(|e| {
             Failure::usage(format!(
                 "error: cannot read {}: {e}",
@@ -183,11 +199,14 @@ impl Inputs {
             None => format!("{}_eval_{}", base_meta.name, stamp()),
         };
         let dir = RunDir::new(run_store::runs_root(&project).join(&name));
-        if dir.path.exists() {
-            return Err(Failure::usage(format!(
-                "error: a run named `{name}` already exists at {}\n  help: pick another --name or `flow runs delete {name}`",
-                dir.path.display()
-            )));
+        if !resume {
+            if dir.path.exists() {
+                return Err(Failure::usage(format!(
+                    "error: a run named `{name}` already exists at {}\n  help: pick another --name or `flow runs delete {name}`",
+                    dir.path.display()
+                )));
+            }
+            record_command(&dir, &work.cwd, &name)?;
         }
         let concurrency = args.batch.concurrency();
         let line_timeout = args.batch.line_timeout.map(Seconds::duration);
@@ -260,6 +279,7 @@ impl Inputs {
             settings,
             offline,
             model_concurrency,
+            resume,
         })
     }
 
@@ -299,6 +319,7 @@ impl Inputs {
             settings: self.settings,
             offline: self.offline,
             cancel,
+            resume: self.resume,
         };
         let outcome = evaluate(plan, &printer).await;
         ctrl_c.abort();
@@ -308,6 +329,66 @@ impl Inputs {
         }
         outcome.map_err(eval_failure)
     }
+}
+
+/// The command line of `flow eval` as typed: the arguments after `eval`.
+fn typed_arguments() -> Vec<String> {
+    std::env::args()
+        .skip(1)
+        .skip_while(|a| a != "eval" && a != "evaluate")
+        .skip(1)
+        .collect()
+}
+
+/// Create the evaluation's directory and record how it was started (for `--resume`), with its
+/// name made explicit.
+fn record_command(dir: &RunDir, cwd: &Path, name: &str) -> Result<(), Failure> {
+    let mut args = typed_arguments();
+    if !args
+        .iter()
+        .any(|a| a == "--name" || a.starts_with("--name="))
+    {
+        args.extend(["--name".to_string(), name.to_string()]);
+    }
+    let record = flow::eval::eval_dir::CommandRecord {
+        cwd: cwd.display().to_string(),
+        args,
+        flow_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    std::fs::create_dir_all(&dir.path)
+        .and_then(|()| flow::eval::eval_dir::write_command(dir, &record))
+        .map_err(|e| Failure::own_file("cannot record the evaluation in", &dir.path, &e))
+}
+
+/// The arguments of the evaluation `name` to resume, from the command it recorded; the
+/// current directory becomes the one it ran in.
+fn resumed_args(name: &str) -> Result<EvalArgs, Failure> {
+    let project = super::common::workdir()?.root;
+    let dir = super::runs::locate(&project, name)?;
+    let record = flow::eval::eval_dir::read_command(&dir.path).map_err(|e| {
+        Failure::usage(format!(
+            "error: {} is not an evaluation `flow eval --resume` can finish ({e})\n  help: evaluate its run again with `flow eval --run RUN ...`",
+            dir.path.display()
+        ))
+    })?;
+    std::env::set_current_dir(&record.cwd).map_err(|e| {
+        Failure::usage(format!(
+            "error: evaluation `{}` ran in {}, which cannot be entered now: {e}",
+            dir.name(),
+            record.cwd
+        ))
+    })?;
+    eprintln!(
+        "resuming evaluation {} · flow eval {}",
+        dir.name(),
+        record.args.join(" ")
+    );
+    super::parse_eval(&record.args).map_err(|e| {
+        Failure::usage(format!(
+            "error: the recorded command of evaluation `{}` no longer parses: {e}",
+            dir.name()
+        ))
+    })
 }
 
 /// Write the requested outputs of a finished evaluation, print it, and map its verdict to an

@@ -87,6 +87,19 @@ enum Command {
     Report(report::ReportArgs),
 }
 
+/// Parse `flow eval ARGS` (an evaluation's recorded command line, for `flow eval --resume`).
+pub(crate) fn parse_eval(args: &[String]) -> Result<eval::EvalArgs, clap::Error> {
+    let argv = ["flow", "eval"]
+        .into_iter()
+        .map(String::from)
+        .chain(args.iter().cloned());
+    let matches = command().try_get_matches_from(argv)?;
+    match Cli::from_arg_matches(&matches)?.command {
+        Command::Eval(args) => Ok(*args),
+        _ => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
+    }
+}
+
 /// Parse arguments, run the command, and turn its result into an exit status.
 pub fn main() -> ExitCode {
     let parsed = command()

@@ -132,8 +132,8 @@ fn stop_text(stop: &BatchStop) -> String {
             "stopped after {failed} lines: the endpoint could not be used: {}",
             error.message
         ),
-        BatchStop::Canceled { kept, run } => {
-            format!("stopped: {kept} lines are kept (run `{run}`)")
+        BatchStop::Canceled { kept, resume } => {
+            format!("stopped: {kept} lines are kept (finish with: {resume})")
         }
         BatchStop::EveryLineEndpoint { failed, total, .. } => {
             format!("{failed} of {total} lines failed, each on the endpoint")

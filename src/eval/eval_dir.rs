@@ -52,6 +52,31 @@ pub struct VerdictRecord {
     pub gates: Vec<crate::gate::GateResult>,
 }
 
+/// The command that started an evaluation (`evaluation.json`), so `flow eval --resume` can
+/// run it again.
+pub const COMMAND_FILE: &str = "evaluation.json";
+
+/// What `evaluation.json` holds: where `flow eval` ran and its arguments (after `eval`, its
+/// `--name` made explicit).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CommandRecord {
+    pub cwd: String,
+    pub args: Vec<String>,
+    pub flow_version: String,
+}
+
+/// Write `dir/evaluation.json`.
+pub fn write_command(dir: &RunDir, record: &CommandRecord) -> io::Result<()> {
+    let value = serde_json::to_value(record).map_err(io::Error::other)?;
+    crate::record::write_json_atomic(&dir.path.join(COMMAND_FILE), &value)
+}
+
+/// Read `dir/evaluation.json`.
+pub fn read_command(dir: &Path) -> io::Result<CommandRecord> {
+    let text = std::fs::read_to_string(dir.join(COMMAND_FILE))?;
+    serde_json::from_str(&text).map_err(io::Error::other)
+}
+
 /// Write `dir/verdict.json`.
 pub fn write_verdict(dir: &RunDir, record: &VerdictRecord) -> io::Result<()> {
     let value = serde_json::to_value(record).map_err(io::Error::other)?;

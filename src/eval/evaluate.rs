@@ -64,6 +64,9 @@ pub struct EvalPlan<'a> {
     pub offline: bool,
     /// Stops the batches (Ctrl-C).
     pub cancel: watch::Receiver<bool>,
+    /// Finish an earlier attempt in `dir` (`flow eval --resume`): the lines its evaluation flow
+    /// and samples finished are kept; everything after them is made again.
+    pub resume: bool,
 }
 
 /// `--repeat N --require K`: the evaluated run is sample 0; its flow runs `samples - 1` more
@@ -285,17 +288,19 @@ pub async fn evaluate(
                 settings: plan.settings.clone(),
                 offline: plan.offline,
                 shard: None,
-                resume: None,
+                resume: earlier_attempt(&plan, dir),
                 // The caller's observer traces the lines (the CLI sends its spans).
                 trace: None,
             };
             let done = run_batch(executor, &batch, EvalBatch::Flow, &plan, observer).await?;
-            flow_problem = judge_batch(&done.meta, &done.outcome, false).map_err(|stop| {
-                EvalError::Stopped {
-                    batch: EvalBatch::Flow,
-                    stop: Box::new(stop),
-                }
-            })?;
+            let resume = format!("flow eval --resume {}", dir.name());
+            flow_problem =
+                judge_batch(&done.meta, &done.outcome, false, &resume).map_err(|stop| {
+                    EvalError::Stopped {
+                        batch: EvalBatch::Flow,
+                        stop: Box::new(stop),
+                    }
+                })?;
             done.meta
         }
         None => {
@@ -450,6 +455,14 @@ pub async fn evaluate(
 }
 
 /// Configuration problems, found before anything runs.
+/// The record of the batch an earlier attempt started in `dir`, when resuming and there is one.
+fn earlier_attempt(plan: &EvalPlan<'_>, dir: &RunDir) -> Option<RunMeta> {
+    if !plan.resume {
+        return None;
+    }
+    dir.read_meta().ok()
+}
+
 fn check(plan: &EvalPlan<'_>) -> Result<(), EvalError> {
     if plan.flow.is_none() && plan.builtin.is_empty() && plan.models.is_empty() {
         return Err(EvalError::NothingToEvaluate);
@@ -540,13 +553,14 @@ async fn score_sample(
         settings: plan.settings.clone(),
         offline: plan.offline,
         shard: None,
-        resume: None,
+        resume: earlier_attempt(plan, &sample_dir),
         trace: None,
     };
     let done = run_batch(&executor, &batch, which, plan, observer).await;
     executor.shutdown().await;
     let done = done?;
-    judge_batch(&done.meta, &done.outcome, true).map_err(|stop| EvalError::Stopped {
+    let resume = format!("flow eval --resume {}", plan.dir.name());
+    judge_batch(&done.meta, &done.outcome, true, &resume).map_err(|stop| EvalError::Stopped {
         batch: which,
         stop: Box::new(stop),
     })?;

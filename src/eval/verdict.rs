@@ -197,20 +197,20 @@ pub enum BatchStop {
         failed: usize,
         error: Box<ErrorInfo>,
     },
-    /// Stopped by Ctrl-C; `kept` lines of run `run` are kept.
-    Canceled { kept: usize, run: String },
+    /// Stopped by Ctrl-C; `kept` lines are kept, and `resume` (a command) finishes the batch.
+    Canceled { kept: usize, resume: String },
     /// Every line failed the same way (a template, an input, a connection) after `failed`
     /// lines: the flow or its settings are wrong.
     Misconfigured {
         failed: usize,
         error: Box<ErrorInfo>,
-        run: String,
+        resume: String,
     },
     /// Every line failed, and every error shown was the endpoint's.
     EveryLineEndpoint {
         failed: usize,
         total: usize,
-        run: String,
+        resume: String,
     },
 }
 
@@ -223,17 +223,21 @@ pub enum FlowProblem {
     LinesFailed {
         failed: usize,
         total: usize,
-        run: String,
+        /// The command that runs them again (`flow run --resume RUN`, `flow eval --resume
+        /// EVAL`).
+        resume: String,
     },
 }
 
 /// Judges a finished batch: `Err` when it stopped early (the evaluation cannot go on),
 /// `Ok(Some)` when it finished with a failed aggregation or failed lines (a quality failure;
-/// with `allow_failures`, failed lines count only when none succeeded).
+/// with `allow_failures`, failed lines count only when none succeeded). `resume` is the command
+/// that finishes the batch, for the messages.
 pub fn judge_batch(
     meta: &RunMeta,
     outcome: &crate::batch::BatchOutcome,
     allow_failures: bool,
+    resume: &str,
 ) -> Result<Option<FlowProblem>, BatchStop> {
     if let Some(error) = &outcome.endpoint_unusable {
         return Err(BatchStop::EndpointUnusable {
@@ -245,13 +249,13 @@ pub fn judge_batch(
         return Err(BatchStop::Misconfigured {
             failed: outcome.failed,
             error: Box::new(error.clone()),
-            run: meta.name.clone(),
+            resume: resume.to_string(),
         });
     }
     if outcome.canceled {
         return Err(BatchStop::Canceled {
             kept: meta.completed_lines + meta.failed_lines,
-            run: meta.name.clone(),
+            resume: resume.to_string(),
         });
     }
     if let Some(e) = outcome.aggregation.as_ref().and_then(|a| a.error.as_ref()) {
@@ -267,13 +271,13 @@ pub fn judge_batch(
             return Err(BatchStop::EveryLineEndpoint {
                 failed: meta.failed_lines,
                 total: meta.total_lines,
-                run: meta.name.clone(),
+                resume: resume.to_string(),
             });
         }
         return Ok(Some(FlowProblem::LinesFailed {
             failed: meta.failed_lines,
             total: meta.total_lines,
-            run: meta.name.clone(),
+            resume: resume.to_string(),
         }));
     }
     Ok(None)
@@ -335,9 +339,13 @@ impl fmt::Display for FlowProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FlowProblem::Aggregation(message) => write!(f, "aggregation failed: {message}"),
-            FlowProblem::LinesFailed { failed, total, run } => write!(
+            FlowProblem::LinesFailed {
+                failed,
+                total,
+                resume,
+            } => write!(
                 f,
-                "{failed} of {total} lines failed. Rerun just those with: flow run --resume {run}"
+                "{failed} of {total} lines failed. Rerun just those with: {resume}"
             ),
         }
     }
@@ -701,7 +709,7 @@ mod tests {
         let lines = FlowProblem::LinesFailed {
             failed: 2,
             total: 5,
-            run: "e".into(),
+            resume: "flow eval --resume e".into(),
         };
         let base = |n| FailReason::BaseLines {
             lines: n,
@@ -750,7 +758,7 @@ mod tests {
                     total: 5,
                     run: "e".into(),
                 })),
-                "2 of 5 lines failed. Rerun just those with: flow run --resume e",
+                "2 of 5 lines failed. Rerun just those with: flow eval --resume e",
             ),
             (
                 Verdict::Failed(FailReason::EvaluationFlow(FlowProblem::Aggregation(
@@ -878,7 +886,7 @@ mod tests {
             ),
         ];
         for (i, (meta, outcome, allow, want)) in cases.into_iter().enumerate() {
-            let got = judge_batch(&meta, &outcome, allow);
+            let got = judge_batch(&meta, &outcome, allow, "flow run --resume ev");
             match (got, want) {
                 (Ok(got), Ok(want)) => assert_eq!(got, want, "case {i}"),
                 (Err(BatchStop::EndpointUnusable { .. }), Err("unusable"))

@@ -823,6 +823,7 @@ impl RunJob<'_> {
             settings: self.config.settings.clone(),
             offline: self.config.executor.offline,
             cancel,
+            resume: false,
         };
         let mut endpoint_unusable = false;
         let problem = match evaluate(plan, &crate::eval::Quiet).await {

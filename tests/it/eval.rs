@@ -671,3 +671,114 @@ fn the_report_opens_with_the_gate_verdict() {
     assert!(html[at..].contains("PASSED"));
     assert!(html[at..].contains("PASS accuracy 0.75"));
 }
+
+/// An evaluation killed while its evaluation flow runs is finished by `flow eval --resume`:
+/// the lines the flow already ran are kept, then its scores, gates, verdict and reports are
+/// made — from any folder, as the command it recorded. `flow run --resume` refuses it (it
+/// would finish the flow's lines only).
+#[test]
+fn a_killed_evaluation_is_finished_by_eval_resume_scores_gates_and_report() {
+    use crate::support::batch::{run_dir, spawn};
+    use std::time::{Duration, Instant};
+    let ctx = TestContext::with_mock();
+    classification(&ctx, &[]);
+    batch(&ctx, "main");
+    ctx.flow(
+        "grader",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs:\n  prediction: {type: string}\n  ground_truth: {type: string}\noutputs:\n  grade: {reference: '${grade.output}'}\nnodes:\n- {name: grade, type: llm, source: {type: code, path: grade.jinja2}, connection: open_ai_connection, api: chat, inputs: {model: m, prediction: '${inputs.prediction}', ground_truth: '${inputs.ground_truth}'}}\n",
+            ),
+            (
+                "grade.jinja2",
+                "user:\nGrade: is {{prediction}} the same as {{ground_truth}}?\n",
+            ),
+        ],
+    );
+    ctx.mock().set_latency(Duration::from_millis(300));
+    ctx.mock().clear_requests();
+    let args = [
+        "eval",
+        "--run",
+        "main",
+        "grader",
+        "--evaluator",
+        "exact_match",
+        "--column-mapping",
+        "prediction=${run.outputs.category}",
+        "ground_truth=${data.category}",
+        "--threshold",
+        "exact_match.pass_rate>=0.9",
+        "--name",
+        "ev",
+        "--concurrency",
+        "1",
+        "--no-cache",
+    ];
+    let mut child = spawn(&ctx, &args);
+    let dir = run_dir(&ctx, "ev");
+    let started = Instant::now();
+    let journaled = |dir: &std::path::Path| -> usize {
+        std::fs::read_dir(dir.join("flow_artifacts"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| {
+                        std::fs::read_to_string(e.path())
+                            .unwrap_or_default()
+                            .matches('\n')
+                            .count()
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    while journaled(&dir) < 2 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the evaluation ended first"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30), "no line ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept = journaled(&dir);
+    assert!(
+        !dir.join("verdict.json").exists(),
+        "killed before its verdict"
+    );
+
+    // `flow run --resume` would leave the scores, gates and reports undone: refused.
+    ctx.run(&["run", "--resume", "ev"])
+        .expect_code(2)
+        .stderr_has("is an evaluation")
+        .stderr_has("flow eval --resume ev");
+
+    // `flow eval --resume` from another folder of the project.
+    std::fs::create_dir_all(ctx.root().join("sub")).unwrap();
+    ctx.mock().clear_requests();
+    let resumed = ctx.run_in("sub", &["eval", "--resume", "ev"]);
+    resumed
+        .expect_code(0)
+        .stderr_has("resuming evaluation ev")
+        .stderr_has("PASS exact_match.pass_rate")
+        .stderr_has("evaluation passed");
+    assert_eq!(
+        ctx.mock().requests().len(),
+        8 - kept,
+        "only the grader's missing lines asked the model"
+    );
+    let verdict: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("verdict.json")).unwrap()).unwrap();
+    assert_eq!(verdict["passed"], true, "{verdict}");
+    assert!(dir.join("report.html").is_file());
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["status"], "Completed", "{meta}");
+    assert_eq!(meta["completed_lines"], 8, "{meta}");
+    // --resume is given alone: the recorded command says everything else.
+    ctx.run(&["eval", "--resume", "ev", "--concurrency", "4"])
+        .expect_code(2)
+        .stderr_has("cannot be used with");
+}
