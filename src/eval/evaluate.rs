@@ -717,6 +717,7 @@ mod tests {
             settings: RunSettings::default(),
             offline: false,
             cancel,
+            resume: false,
         }
     }
 

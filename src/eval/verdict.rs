@@ -756,7 +756,7 @@ mod tests {
                 Verdict::Failed(FailReason::EvaluationFlow(FlowProblem::LinesFailed {
                     failed: 2,
                     total: 5,
-                    run: "e".into(),
+                    resume: "flow eval --resume e".into(),
                 })),
                 "2 of 5 lines failed. Rerun just those with: flow eval --resume e",
             ),
@@ -824,7 +824,7 @@ mod tests {
         let lines = |failed, total| FlowProblem::LinesFailed {
             failed,
             total,
-            run: "ev".into(),
+            resume: "flow run --resume ev".into(),
         };
         let endpoint = [ErrorKind::Endpoint, ErrorKind::Endpoint];
         let mixed = [ErrorKind::Endpoint, ErrorKind::Provider];
