@@ -300,6 +300,7 @@ impl Inputs {
             }
         });
         let printer = Printer::new(self.batch.concurrency);
+        let finish_with = format!("flow eval --resume {}", self.dir.name());
         let plan = EvalPlan {
             base: self.base,
             base_meta: self.base_meta,
@@ -320,6 +321,7 @@ impl Inputs {
             offline: self.offline,
             cancel,
             resume: self.resume,
+            finish_with,
         };
         let outcome = evaluate(plan, &printer).await;
         ctrl_c.abort();

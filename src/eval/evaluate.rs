@@ -67,6 +67,9 @@ pub struct EvalPlan<'a> {
     /// Finish an earlier attempt in `dir` (`flow eval --resume`): the lines its evaluation flow
     /// and samples finished are kept; everything after them is made again.
     pub resume: bool,
+    /// The command that finishes this evaluation when it stops (`flow eval --resume NAME`),
+    /// for the messages.
+    pub finish_with: String,
 }
 
 /// `--repeat N --require K`: the evaluated run is sample 0; its flow runs `samples - 1` more
@@ -293,13 +296,10 @@ pub async fn evaluate(
                 trace: None,
             };
             let done = run_batch(executor, &batch, EvalBatch::Flow, &plan, observer).await?;
-            let resume = format!("flow eval --resume {}", dir.name());
-            flow_problem =
-                judge_batch(&done.meta, &done.outcome, false, &resume).map_err(|stop| {
-                    EvalError::Stopped {
-                        batch: EvalBatch::Flow,
-                        stop: Box::new(stop),
-                    }
+            flow_problem = judge_batch(&done.meta, &done.outcome, false, &plan.finish_with)
+                .map_err(|stop| EvalError::Stopped {
+                    batch: EvalBatch::Flow,
+                    stop: Box::new(stop),
                 })?;
             done.meta
         }
@@ -559,10 +559,11 @@ async fn score_sample(
     let done = run_batch(&executor, &batch, which, plan, observer).await;
     executor.shutdown().await;
     let done = done?;
-    let resume = format!("flow eval --resume {}", plan.dir.name());
-    judge_batch(&done.meta, &done.outcome, true, &resume).map_err(|stop| EvalError::Stopped {
-        batch: which,
-        stop: Box::new(stop),
+    judge_batch(&done.meta, &done.outcome, true, &plan.finish_with).map_err(|stop| {
+        EvalError::Stopped {
+            batch: which,
+            stop: Box::new(stop),
+        }
     })?;
     let scores = sample_dir.path.join(eval_dir::SCORES_FILE);
     let file = std::fs::File::create(&scores).map_err(EvalError::io("write", &scores))?;
@@ -718,6 +719,7 @@ mod tests {
             offline: false,
             cancel,
             resume: false,
+            finish_with: "flow eval --resume e".into(),
         }
     }
 

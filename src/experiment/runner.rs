@@ -824,6 +824,9 @@ impl RunJob<'_> {
             offline: self.config.executor.offline,
             cancel,
             resume: false,
+            // An experiment run again answers what it already asked from the cache.
+            finish_with:
+                "flow experiment (run it again: answers already given come from the cache)".into(),
         };
         let mut endpoint_unusable = false;
         let problem = match evaluate(plan, &crate::eval::Quiet).await {
