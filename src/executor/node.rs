@@ -32,7 +32,31 @@ pub const MODEL_PARAMETERS: &[&str] = &[
     "tool_choice",
     "functions",
     "function_call",
+    "n",
+    "user",
+    "suffix",
+    "echo",
+    "logprobs",
+    "best_of",
 ];
+
+/// What promptflow's OpenAI and Azure OpenAI tools send when a node sets nothing: the
+/// defaults of their `chat` and `completion` signatures (promptflow-tools), so a server whose
+/// own defaults differ (llama.cpp samples at 0.8/0.95) answers as it would under promptflow.
+fn promptflow_defaults(api: LlmApi, api_type: ApiType) -> &'static [(&'static str, f64)] {
+    match (api, api_type) {
+        (LlmApi::Chat, ApiType::Azure) => &[("temperature", 1.0), ("top_p", 1.0), ("n", 1.0)],
+        (LlmApi::Chat, ApiType::OpenAi) => &[("temperature", 1.0), ("top_p", 1.0)],
+        (LlmApi::Completion, ApiType::Azure | ApiType::OpenAi) => &[
+            ("max_tokens", 16.0),
+            ("temperature", 1.0),
+            ("top_p", 1.0),
+            ("n", 1.0),
+            ("best_of", 1.0),
+        ],
+        _ => &[],
+    }
+}
 
 /// What a node produced.
 pub struct NodeOutcome {
@@ -124,10 +148,30 @@ impl Executor {
                     } else {
                         model.or(deployment)
                     },
-                    params: model_params(&params).map_err(|m| ErrorInfo {
-                        node: Some(node.name.clone()),
-                        ..ErrorInfo::new(ErrorKind::Input, m)
-                    })?,
+                    params: model_params(&params)
+                        .map(|mut typed| {
+                            for (k, v) in promptflow_defaults(node.api, connection.api_type) {
+                                if !typed.contains_key(*k) {
+                                    let v = if matches!(*k, "n" | "max_tokens" | "best_of") {
+                                        Value::from(*v as i64)
+                                    } else {
+                                        Value::from(*v)
+                                    };
+                                    typed.insert(k.to_string(), v);
+                                }
+                            }
+                            if node.api == LlmApi::Completion
+                                && matches!(connection.api_type, ApiType::Azure | ApiType::OpenAi)
+                                && !typed.contains_key("echo")
+                            {
+                                typed.insert("echo".into(), Value::Bool(false));
+                            }
+                            typed
+                        })
+                        .map_err(|m| ErrorInfo {
+                            node: Some(node.name.clone()),
+                            ..ErrorInfo::new(ErrorKind::Input, m)
+                        })?,
                     stream: on_delta.is_some(),
                 };
                 match node.api {
@@ -266,7 +310,7 @@ fn model_params(params: &Map<String, Value>) -> Result<Map<String, Value>, Strin
             continue;
         }
         let typed = match k.as_str() {
-            "max_tokens" | "seed" => match v {
+            "max_tokens" | "seed" | "n" | "best_of" | "logprobs" => match v {
                 Value::Number(n) if n.is_i64() || n.is_u64() => v.clone(),
                 Value::Number(n) => match n.as_f64() {
                     Some(f) if f.fract() == 0.0 => Value::from(f as i64),
@@ -299,6 +343,16 @@ fn model_params(params: &Map<String, Value>) -> Result<Map<String, Value>, Strin
                 _ => {
                     return Err(format!(
                         "model parameter `stop` must be a string or a list, got {v}"
+                    ));
+                }
+            },
+            "echo" => match v {
+                Value::Bool(_) => v.clone(),
+                Value::String(s) if s.trim().eq_ignore_ascii_case("true") => Value::Bool(true),
+                Value::String(s) if s.trim().eq_ignore_ascii_case("false") => Value::Bool(false),
+                _ => {
+                    return Err(format!(
+                        "model parameter `echo` must be true or false, got {v}"
                     ));
                 }
             },

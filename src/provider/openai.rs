@@ -123,6 +123,9 @@ pub(crate) fn prepare(conn: &Connection, req: &LlmRequest) -> Result<Prepared, P
         if !body.contains_key("stream_options") && supports_stream_usage(conn) {
             body.insert("stream_options".into(), json!({"include_usage": true}));
         }
+    } else {
+        // As promptflow's tools send it.
+        body.insert("stream".into(), Value::Bool(false));
     }
     let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
     if let Some(key) = &conn.api_key {

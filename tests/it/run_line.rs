@@ -312,3 +312,77 @@ fn slow_reply_times_out() {
         "the timeout did not cut the request short"
     );
 }
+
+/// An llm node that sets no sampling parameters sends what promptflow's OpenAI / Azure OpenAI
+/// tools send (their signatures' defaults), so a server with other defaults samples the same
+/// way under `flow` as under promptflow; a node's own values win.
+#[test]
+fn an_llm_node_sends_promptflows_default_parameters() {
+    let flow = |api: &str, extra: &str| {
+        format!(
+            "inputs: {{q: {{type: string}}}}\noutputs:\n  a: {{reference: '${{ask.output}}'}}\nnodes:\n- {{name: ask, type: llm, source: {{type: code, path: ask.jinja2}}, connection: open_ai_connection, api: {api}, inputs: {{model: m, deployment_name: d, q: '${{inputs.q}}'{extra}}}}}\n"
+        )
+    };
+    let body = |api: &str, extra: &str, azure: bool| {
+        let ctx = TestContext::with_mock();
+        let template = if api == "chat" {
+            "user:\n{{q}}\n"
+        } else {
+            "{{q}}"
+        };
+        ctx.flow(
+            "f",
+            &[
+                ("flow.dag.yaml", &flow(api, extra)),
+                ("ask.jinja2", template),
+            ],
+        );
+        let mut cmd = ctx.cmd();
+        if azure {
+            cmd.env("OPEN_AI_CONNECTION_API_TYPE", "azure")
+                .env("OPEN_AI_CONNECTION_API_BASE", ctx.mock().url());
+        }
+        let out = cmd
+            .args(["run", "f", "--inputs", "q=hi", "--no-cache"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ctx.mock().requests()[0].body.clone()
+    };
+    let b = body("chat", "", false);
+    assert_eq!(
+        (&b["temperature"], &b["top_p"], &b["stream"]),
+        (&json!(1.0), &json!(1.0), &json!(false)),
+        "{b:#}"
+    );
+    assert!(b.get("n").is_none(), "OpenAI chat sends no n: {b:#}");
+    let b = body("chat", "", true);
+    assert_eq!(b["n"], json!(1), "Azure chat sends n=1: {b:#}");
+    let b = body("completion", "", false);
+    for (k, v) in [
+        ("max_tokens", json!(16)),
+        ("temperature", json!(1.0)),
+        ("top_p", json!(1.0)),
+        ("n", json!(1)),
+        ("best_of", json!(1)),
+        ("echo", json!(false)),
+        ("stream", json!(false)),
+    ] {
+        assert_eq!(b[k], v, "completion `{k}`: {b:#}");
+    }
+    // What the node sets is sent as it set it.
+    let b = body(
+        "chat",
+        ", temperature: 0, top_p: '0.5', n: '2', user: me",
+        false,
+    );
+    assert_eq!(
+        (&b["temperature"], &b["top_p"], &b["n"], &b["user"]),
+        (&json!(0), &json!(0.5), &json!(2), &json!("me")),
+        "{b:#}"
+    );
+}
