@@ -142,12 +142,12 @@ impl Docker {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// `docker build` the context into `tag` (host network: the engine has no bridge) and how
-    /// long it took. The image is removed when the returned guard drops.
-    pub fn build(&self, context: &Path, tag: &str) -> (Image<'_>, Duration) {
+    /// `docker build` the context into `tag` and how long it took; `network` is `host` (the
+    /// engine has no bridge) or `none`. The image is removed when the returned guard drops.
+    pub fn build(&self, context: &Path, tag: &str, network: &str) -> (Image<'_>, Duration) {
         let started = Instant::now();
         let context = context.to_string_lossy();
-        self.ok(&["build", "--network", "host", "-q", "-t", tag, &context]);
+        self.ok(&["build", "--network", network, "-q", "-t", tag, &context]);
         (
             Image {
                 docker: self,
