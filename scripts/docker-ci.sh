@@ -97,6 +97,11 @@ stop() {
     fi
     rm -f "$pidfile"
   fi
+  # dockerd leaves its default network namespace mounted under the exec root.
+  local m
+  for m in $(awk -v root="$cache/exec/" 'index($2, root) == 1 { print $2 }' /proc/mounts 2>/dev/null); do
+    umount "$m" 2>/dev/null || true
+  done
 }
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }

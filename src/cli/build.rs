@@ -141,9 +141,10 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
         "{}",
         dim(
             &format!(
-                "next: docker build -t {}:latest {}",
-                flow.name(),
-                out_dir.display()
+                "next: docker build -t {name}:latest {}\nthen: docker run --rm -p {port}:{port} --env-file .env --read-only --tmpfs /tmp {name}:latest",
+                out_dir.display(),
+                name = flow.name(),
+                port = args.port
             ),
             color
         )

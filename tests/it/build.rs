@@ -289,7 +289,10 @@ fn a_flow_without_python_gets_the_binary_and_its_libraries_on_scratch() {
     ])
     .expect_code(0)
     .stdout_has("no Python nodes: the runtime is the binary and its libraries")
-    .stdout_has("binary: copied (linux/");
+    .stdout_has("binary: copied (linux/")
+    .stderr_has(
+        "then: docker run --rm -p 9000:9000 --env-file .env --read-only --tmpfs /tmp chat:latest",
+    );
     let out = ctx.root().join("image");
     let all = files(&out);
     assert!(all.contains(&"bin/flow".to_string()));
