@@ -7,6 +7,7 @@
 //! name, and any file holding the value of a secret the build can see (the connection keys in
 //! `.env` and the environment) is left out too.
 
+pub mod binary;
 pub mod secrets;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use serde_json::{Map, Value};
 use crate::connection::{self, ApiType, EnvVars};
 use crate::model::{Flow, NodeKind, ValueType};
 
-/// The port the image serves on.
+/// The port the image serves on unless `flow build --port` says otherwise.
 pub const PORT: u16 = 8080;
 
 const DOCKERFILE: &str = include_str!("../../templates/docker/Dockerfile.tera");
@@ -29,8 +30,20 @@ const DOCKERIGNORE: &str = include_str!("../../templates/docker/dockerignore");
 pub enum BinarySource {
     /// Build it in the image's first stage from this checkout of flow's source.
     Source(PathBuf),
-    /// Copy this (Linux, glibc ≤ 2.36) binary.
+    /// Copy this Linux binary (glibc ≤ 2.36, checked by [`binary::check`]).
     Binary(PathBuf),
+}
+
+/// Where the Python stage's pip finds packages (only with a requirements file).
+#[derive(Debug, Clone, Default)]
+pub struct PipOptions {
+    /// `--index-url`: another package index than PyPI.
+    pub index_url: Option<String>,
+    /// `--extra-index-url`, each.
+    pub extra_index_urls: Vec<String>,
+    /// A CA bundle (PEM) to trust for the index: copied into the context as `pip-ca.crt`,
+    /// used in the build stage only, not in the runtime image.
+    pub cert: Option<PathBuf>,
 }
 
 /// What to build.
@@ -39,6 +52,9 @@ pub struct DockerBuild {
     /// The context directory (must not exist or be empty).
     pub output: PathBuf,
     pub binary: BinarySource,
+    /// The port the image serves on (its `FLOW_SERVE_PORT`, `EXPOSE` and health check).
+    pub port: u16,
+    pub pip: PipOptions,
     /// Variables of `.env` and the environment: to describe connections and to recognise
     /// secret values.
     pub env: EnvVars,
@@ -55,6 +71,8 @@ pub struct BuildReport {
     pub bytes: u64,
     /// Whether the image installs Python.
     pub python: bool,
+    /// The copied binary's platform and glibc need (none when built from source).
+    pub binary: Option<binary::BinaryInfo>,
     /// The environment variables the image needs, by connection.
     pub connections: Vec<ConnectionVars>,
 }
@@ -91,6 +109,18 @@ pub enum BuildError {
     },
     #[error("the binary {0} does not exist")]
     MissingBinary(PathBuf),
+    #[error(transparent)]
+    Binary(#[from] binary::BinaryError),
+    #[error("--{flag} {url}: {why}")]
+    PipIndex {
+        flag: &'static str,
+        url: String,
+        why: &'static str,
+    },
+    #[error("--pip-cert {0}: no such file")]
+    MissingPipCert(PathBuf),
+    #[error("--port 0: give the port the image serves on (1-65535)")]
+    Port,
     #[error(
         "{0} is not a checkout of flow's source (no Cargo.toml and src/main.rs): pass --source DIR, or --binary PATH to copy a built Linux binary"
     )]
@@ -263,31 +293,76 @@ pub fn is_source_dir(dir: &Path) -> bool {
     dir.join("Cargo.toml").is_file() && dir.join("src/main.rs").is_file()
 }
 
-/// Write the build context.
+/// A pip index URL the Dockerfile may hold: http(s), and no credentials (they would be in the
+/// Dockerfile and the image's history).
+fn check_index_url(flag: &'static str, url: &str) -> Result<(), BuildError> {
+    let err = |why| BuildError::PipIndex {
+        flag,
+        url: url.to_string(),
+        why,
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| err("give an http:// or https:// URL"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        // Show the URL without what precedes the @.
+        return Err(BuildError::PipIndex {
+            flag,
+            url: url.replace(
+                authority.rsplit_once('@').map_or("", |(creds, _)| creds),
+                "***",
+            ),
+            why: "a URL with credentials would be written into the Dockerfile and the image's history; use an index that needs none from the build (a mirror or proxy)",
+        });
+    }
+    // It is written single-quoted into a RUN line.
+    if authority.is_empty()
+        || url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '\\' | '\'' | '"'))
+    {
+        return Err(err("not a URL"));
+    }
+    Ok(())
+}
+
+/// Write the build context. Nothing is left behind when it fails: a directory it created is
+/// removed, an empty one it was given is emptied again.
 pub fn docker_context(flow: &Flow, build: &DockerBuild) -> Result<BuildReport, BuildError> {
     let out = &build.output;
-    if out.exists() {
+    let existed = out.exists();
+    if existed {
         let mut entries = std::fs::read_dir(out).map_err(io_err(out))?;
         if entries.next().is_some() {
             return Err(BuildError::OutputNotEmpty(out.clone()));
         }
     }
-    match &build.binary {
+    if build.port == 0 {
+        return Err(BuildError::Port);
+    }
+    let binary_info = match &build.binary {
         BinarySource::Binary(p) if !p.is_file() => {
             return Err(BuildError::MissingBinary(p.clone()));
         }
+        BinarySource::Binary(p) => Some(binary::check(p)?),
         BinarySource::Source(dir) if !is_source_dir(dir) => {
             return Err(BuildError::NotSource(dir.clone()));
         }
-        _ => {}
-    }
-    std::fs::create_dir_all(out).map_err(io_err(out))?;
-    let mut report = BuildReport {
-        python: has_python(flow),
-        connections: connection_vars(flow, &build.env),
-        ..BuildReport::default()
+        BinarySource::Source(_) => None,
     };
-
+    if let Some(url) = &build.pip.index_url {
+        check_index_url("pip-index-url", url)?;
+    }
+    for url in &build.pip.extra_index_urls {
+        check_index_url("pip-extra-index-url", url)?;
+    }
+    if let Some(cert) = &build.pip.cert
+        && !cert.is_file()
+    {
+        return Err(BuildError::MissingPipCert(cert.clone()));
+    }
     // The flow, variants applied, without secrets.
     let guard = secrets::SecretGuard::new(&build.env, &flow.dir);
     if let Some(why) = guard.reason_to_skip(&flow.file) {
@@ -296,6 +371,40 @@ pub fn docker_context(flow: &Flow, build: &DockerBuild) -> Result<BuildReport, B
             flow.file.display()
         )));
     }
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let result = write_context(flow, build, guard, binary_info);
+    if result.is_err() {
+        if existed {
+            if let Ok(entries) = std::fs::read_dir(out) {
+                for e in entries.flatten() {
+                    let p = e.path();
+                    let _ = if p.is_dir() && !p.is_symlink() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                }
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(out);
+        }
+    }
+    result
+}
+
+fn write_context(
+    flow: &Flow,
+    build: &DockerBuild,
+    guard: secrets::SecretGuard,
+    binary_info: Option<binary::BinaryInfo>,
+) -> Result<BuildReport, BuildError> {
+    let out = &build.output;
+    let mut report = BuildReport {
+        python: has_python(flow),
+        connections: connection_vars(flow, &build.env),
+        binary: binary_info,
+        ..BuildReport::default()
+    };
     let skipped = std::cell::RefCell::new(Vec::new());
     let flow_out = out.join("flow");
     let root = crate::project::root_of(&flow.dir);
@@ -364,7 +473,43 @@ pub fn docker_context(flow: &Flow, build: &DockerBuild) -> Result<BuildReport, B
             .map(|p| p.to_string_lossy().replace('\\', "/"))
             .unwrap_or_default(),
     );
-    ctx.insert("port", &PORT);
+    ctx.insert("port", &build.port);
+    ctx.insert(
+        "platform",
+        &report
+            .binary
+            .as_ref()
+            .map(|b| b.platform.clone())
+            .unwrap_or_default(),
+    );
+    ctx.insert(
+        "glibc",
+        &report
+            .binary
+            .as_ref()
+            .and_then(|b| b.glibc)
+            .map(|(a, b)| format!("{a}.{b}"))
+            .unwrap_or_default(),
+    );
+    // pip's options, only where there is something to install.
+    let mut pip_options = String::new();
+    let mut pip_cert = false;
+    if requirements.is_some() {
+        if let Some(url) = &build.pip.index_url {
+            pip_options.push_str(&format!(" --index-url '{url}'"));
+        }
+        for url in &build.pip.extra_index_urls {
+            pip_options.push_str(&format!(" --extra-index-url '{url}'"));
+        }
+        if let Some(cert) = &build.pip.cert {
+            let dest = out.join("pip-ca.crt");
+            std::fs::copy(cert, &dest).map_err(io_err(&dest))?;
+            pip_options.push_str(" --cert /tmp/pip-ca.crt");
+            pip_cert = true;
+        }
+    }
+    ctx.insert("pip_options", &pip_options);
+    ctx.insert("pip_cert", &pip_cert);
     ctx.insert("connections", &report.connections);
     let dockerfile = render(DOCKERFILE, &ctx)?;
     // The requirements file sits at flow/<path> in the context.

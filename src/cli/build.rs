@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::common::{load_flow, parse_variants};
 use super::output::{Failure, color_stderr, dim};
-use flow::build::{BinarySource, DockerBuild};
+use flow::build::{BinarySource, DockerBuild, PipOptions};
 use flow::connection::EnvVars;
 
 #[derive(Debug, Args)]
@@ -36,13 +36,29 @@ pub struct BuildArgs {
     /// Use a variant: '${node.variant_id}' (repeatable, one per node).
     #[arg(long, value_name = "${NODE.VARIANT}")]
     pub variant: Vec<String>,
-    /// Copy this Linux flow binary into the image instead of building flow from source.
+    /// Copy this Linux flow binary into the image [default: the flow binary running this
+    /// command].
     #[arg(long, value_name = "PATH", conflicts_with = "source")]
     pub binary: Option<PathBuf>,
-    /// flow's source checkout to build the binary from in the image [default: the source this
-    /// flow was built from, when it is still there].
-    #[arg(long, value_name = "DIR")]
+    /// Build flow from source inside `docker build` instead (a Rust toolchain image, minutes of
+    /// compiling, crates from the network): from DIR, or without DIR from the checkout this
+    /// flow was built from.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = env!("CARGO_MANIFEST_DIR"))]
     pub source: Option<PathBuf>,
+    /// The port the image serves on: its FLOW_SERVE_PORT (which `docker run -e` overrides),
+    /// EXPOSE and health check.
+    #[arg(long, default_value_t = flow::build::PORT)]
+    pub port: u16,
+    /// The package index pip installs the flow's requirements from (instead of PyPI).
+    #[arg(long, value_name = "URL")]
+    pub pip_index_url: Option<String>,
+    /// Another package index pip may use besides (repeatable).
+    #[arg(long, value_name = "URL")]
+    pub pip_extra_index_url: Vec<String>,
+    /// A CA bundle (PEM) pip trusts for the index: copied into the context, used only while
+    /// installing, not in the image.
+    #[arg(long, value_name = "FILE")]
+    pub pip_cert: Option<PathBuf>,
     /// Read connections from this file instead of ./.env (only to describe them: no value is
     /// copied).
     #[arg(long, value_name = "FILE")]
@@ -69,11 +85,21 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
     let binary = match (args.binary, args.source) {
         (Some(b), _) => BinarySource::Binary(b),
         (None, Some(s)) => BinarySource::Source(s),
-        (None, None) => BinarySource::Source(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+        (None, None) => BinarySource::Binary(std::env::current_exe().map_err(|e| {
+            Failure::usage(format!(
+                "error: cannot find the running flow binary ({e}): pass --binary PATH or --source DIR"
+            ))
+        })?),
     };
     let build = DockerBuild {
         output: out_dir.clone(),
         binary,
+        port: args.port,
+        pip: PipOptions {
+            index_url: args.pip_index_url,
+            extra_index_urls: args.pip_extra_index_url,
+            cert: args.pip_cert,
+        },
         env,
     };
     let report = flow::build::docker_context(&flow, &build).map_err(|e| Failure::of(&e))?;
@@ -90,9 +116,18 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
         if report.python {
             ", with Python for the flow's Python nodes"
         } else {
-            ", distroless runtime (no Python nodes)"
+            ", no Python nodes: the runtime is the binary and its libraries"
         }
     );
+    match &report.binary {
+        Some(b) => outln!(
+            "binary: copied ({}, {}): nothing is compiled in `docker build`",
+            b.platform,
+            b.glibc
+                .map_or("static".to_string(), |(x, y)| format!("glibc {x}.{y}"))
+        ),
+        None => outln!("binary: built from source in `docker build` (a Rust toolchain image)"),
+    }
     let vars: Vec<String> = report
         .connections
         .iter()
@@ -106,9 +141,10 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
         "{}",
         dim(
             &format!(
-                "next: docker build -t {}:latest {}",
-                flow.name(),
-                out_dir.display()
+                "next: docker build -t {name}:latest {}\nthen: docker run --rm -p {port}:{port} --env-file .env --read-only --tmpfs /tmp {name}:latest",
+                out_dir.display(),
+                name = flow.name(),
+                port = args.port
             ),
             color
         )

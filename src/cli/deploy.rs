@@ -97,6 +97,10 @@ pub struct RolloutArgs {
     /// Host port of the compose service.
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    /// The port the container serves on (the image's `flow build --port`; set in the container
+    /// as FLOW_SERVE_PORT).
+    #[arg(long, value_name = "PORT", default_value_t = deploy::CONTAINER_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    pub container_port: u16,
     #[command(flatten)]
     pub smoke: SmokeInputs,
     #[command(flatten)]
@@ -300,6 +304,7 @@ fn rollout(args: RolloutArgs) -> Result<(), Failure> {
             Target::Kubernetes | Target::KubernetesJob => format!("{name}-env"),
             Target::Compose => ".env".to_string(),
         }),
+        port: args.container_port,
     };
     std::fs::create_dir_all(&dir).map_err(|e| Failure::own_file("cannot create", &dir, &e))?;
     match target {
@@ -415,11 +420,7 @@ fn kubernetes_rollout(
     let mut forward = Command::new("kubectl");
     forward
         .args(&ns)
-        .args([
-            "port-forward",
-            &target,
-            &format!(":{}", deploy::CONTAINER_PORT),
-        ])
+        .args(["port-forward", &target, &format!(":{}", spec.port)])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let mut child = forward
@@ -467,7 +468,11 @@ fn compose_rollout(
             "error: --canary needs a traffic split, which compose does not do: use --target kubernetes (or put a weighted proxy in front of two compose services)",
         ));
     }
-    let doc = deploy::compose::compose_file(spec, port);
+    // Compose resolves env_file against the compose file's folder: name it from there.
+    let cwd = std::env::current_dir()
+        .map_err(|e| Failure::usage(format!("error: no working directory: {e}")))?;
+    let env_file = deploy::compose::path_from(dir, Path::new(&spec.secret), &cwd);
+    let doc = deploy::compose::compose_file(spec, port, &env_file);
     let yaml = serde_yaml::to_string(&doc)
         .map_err(|e| Failure::usage(format!("error: cannot write the compose file: {e}")))?;
     let file = dir.join("compose.yaml");
@@ -492,6 +497,13 @@ fn compose_rollout(
             "error: --apply needs --flow for the smoke test",
         ));
     };
+    if !Path::new(&spec.secret).is_file() {
+        return Err(Failure::usage(format!(
+            "error: the env file {} does not exist: compose would refuse to start. Create it with the connection variables, or pass --secret FILE",
+            spec.secret
+        )));
+    }
+    compose_v2()?;
     let file_arg = file.to_string_lossy().into_owned();
     eprintln!("$ docker compose -f {file_arg} up -d");
     let status = Command::new("docker")
@@ -504,4 +516,36 @@ fn compose_rollout(
         )));
     }
     run_smoke(&format!("http://127.0.0.1:{port}"), plan)
+}
+
+/// Require Compose v2 (`docker compose`): the compose file uses what v1 (`docker-compose`)
+/// rejects. Says which one was found.
+fn compose_v2() -> Result<(), Failure> {
+    let v2 = Command::new("docker")
+        .args(["compose", "version", "--short"])
+        .stdin(Stdio::null())
+        .output();
+    match v2 {
+        Ok(out) if out.status.success() => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Failure::usage(
+                "error: cannot run docker: install Docker with the Compose v2 plugin (`docker compose`), or deploy with --dry-run and start the compose file yourself",
+            ));
+        }
+        _ => {}
+    }
+    let v1 = Command::new("docker-compose")
+        .arg("version")
+        .arg("--short")
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    Err(Failure::usage(match v1 {
+        Some(version) => format!(
+            "error: only Compose v1 was found (docker-compose {version}); the compose file needs Compose v2: install the Docker Compose plugin so that `docker compose version` answers (v1 rejects the file's top-level `name`)"
+        ),
+        None => "error: `docker compose version` failed: the compose file needs Compose v2 (the Docker Compose plugin); install it, or deploy with --dry-run".to_string(),
+    }))
 }

@@ -13,6 +13,8 @@ use flow::serve::{ServeConfig, ServeState};
 
 /// The environment variable holding the bearer token the server requires.
 pub const TOKEN_ENV: &str = "FLOW_SERVE_TOKEN";
+/// The environment variable giving the port when `--port` is not (set in images by `flow build`).
+pub const PORT_ENV: &str = "FLOW_SERVE_PORT";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -22,7 +24,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     /// Port to listen on (0: any free port; the address is printed).
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, env = "FLOW_SERVE_PORT", default_value_t = 8080)]
     pub port: u16,
     /// Use a variant: '${node.variant_id}' (repeatable, one per node).
     #[arg(long, value_name = "${NODE.VARIANT}")]

@@ -9,7 +9,7 @@
 
 use serde_json::{Value, json};
 
-use super::{CONTAINER_PORT, DeploySpec, split};
+use super::{DeploySpec, PORT_ENV, split};
 
 /// The label both versions share (the Service selects on it).
 pub const APP_LABEL: &str = "app.kubernetes.io/name";
@@ -97,7 +97,8 @@ fn deployment(spec: &DeploySpec, name: &str, image: &str, track: &str, replicas:
                     "containers": [{
                         "name": "flow",
                         "image": image,
-                        "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
+                        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+                        "env": [{"name": PORT_ENV, "value": spec.port.to_string()}],
                         "envFrom": [{"secretRef": {"name": spec.secret}}],
                         "startupProbe": probe("/ready", 2, 30),
                         "readinessProbe": probe("/ready", 5, 2),

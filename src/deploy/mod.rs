@@ -10,8 +10,10 @@ pub mod smoke;
 
 use serde_json::Value;
 
-/// The port `flow serve` listens on in the image.
+/// The port `flow serve` listens on in the image unless `--container-port` says otherwise.
 pub const CONTAINER_PORT: u16 = crate::build::PORT;
+/// The variable that sets it in the container (`flow build` images read it).
+pub const PORT_ENV: &str = "FLOW_SERVE_PORT";
 
 /// What to deploy.
 #[derive(Debug, Clone)]
@@ -30,6 +32,8 @@ pub struct DeploySpec {
     pub hpa_max: Option<u32>,
     /// The Secret (Kubernetes) or env file (compose) holding the connection variables.
     pub secret: String,
+    /// The port the container serves on (set through `FLOW_SERVE_PORT`).
+    pub port: u16,
 }
 
 /// The canary version and the share of requests it should get.

@@ -127,8 +127,8 @@ fn a_docker_context_has_the_flow_and_no_secret() {
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains(PLANTED_KEY), "{f} holds the planted key");
         assert!(!text.contains(TEST_KEY), "{f} holds the connection key");
-        // flow's own source (flow-src/) has key markers in its code and tests.
-        if !f.starts_with("flow-src/") {
+        // flow's binary has key markers in its code (the secret scanner's).
+        if f != "bin/flow" {
             assert!(
                 !text.contains("PRIVATE KEY-----"),
                 "{f} holds a private key"
@@ -144,17 +144,19 @@ fn a_docker_context_has_the_flow_and_no_secret() {
         "flow/normalize.py",
         "flow/requirements.txt",
         "flow/.env.example",
-        "flow-src/Cargo.toml",
-        "flow-src/Cargo.lock",
-        "flow-src/src/main.rs",
-        "flow-src/src/python/worker.py",
+        "bin/flow",
     ] {
         assert!(
             all.contains(&expected.to_string()),
             "{expected} missing: {all:?}"
         );
     }
-    assert!(!all.iter().any(|f| f.starts_with("flow-src/target")));
+    // By default the running binary is copied: no source, no compile.
+    assert!(!all.iter().any(|f| f.starts_with("flow-src")));
+    assert_eq!(
+        std::fs::metadata(out.join("bin/flow")).unwrap().len(),
+        std::fs::metadata(env!("CARGO_BIN_EXE_flow")).unwrap().len()
+    );
 
     // The variant is applied and node_variants is gone.
     let yaml: serde_yaml::Value =
@@ -170,40 +172,52 @@ fn a_docker_context_has_the_flow_and_no_secret() {
     assert_eq!(classify["source"]["path"], "classify_few_shot.jinja2");
     assert!(classify.get("use_variants").is_none());
 
-    // The Dockerfile: a from-source build stage, a Python stage, a slim runtime, non-root.
+    // The Dockerfile: a Python stage and a Python runtime (no pip), the copied binary,
+    // non-root with a group that exists, the port in one place.
     let dockerfile = std::fs::read_to_string(out.join("Dockerfile")).unwrap();
+    assert!(
+        !dockerfile.contains("syntax="),
+        "BuildKit would fetch a frontend"
+    );
     let ins = instructions(&dockerfile);
     let froms: Vec<&String> = ins.iter().filter(|i| i.starts_with("FROM ")).collect();
-    assert_eq!(froms.len(), 3, "{froms:?}");
-    assert!(froms[0].contains("AS flow-builder"));
-    assert!(froms[1].contains("AS python-deps"));
-    assert_eq!(froms[2], "FROM debian:bookworm-slim");
-    assert!(
-        ins.iter()
-            .any(|i| i.contains("cargo build --release --locked"))
+    assert_eq!(
+        froms,
+        vec![
+            "FROM python:3.11-slim-bookworm AS python-deps",
+            "FROM python:3.11-slim-bookworm"
+        ]
     );
-    assert!(
-        ins.iter()
-            .any(|i| i.contains("pip install") && i.contains("requirements.txt"))
-    );
+    assert!(!dockerfile.contains("cargo build"));
+    assert!(ins.iter().any(|i| i == "COPY bin/flow /usr/local/bin/flow"));
+    let pip = ins
+        .iter()
+        .find(|i| i.contains("pip install") && i.contains("requirements.txt"))
+        .unwrap();
+    assert!(pip.contains("pip uninstall --yes --quiet pip"), "{pip}");
+    assert!(!pip.contains("--index-url"), "{pip}");
     assert!(
         ins.iter()
             .any(|i| i == "COPY flow/requirements.txt /tmp/requirements.txt")
     );
-    let last_user = ins.iter().rev().find(|i| i.starts_with("USER ")).unwrap();
-    assert!(
-        !last_user.contains("root") && !last_user.ends_with(" 0"),
-        "{last_user}"
-    );
-    assert!(ins.iter().any(|i| i == "EXPOSE 8080"));
     assert!(
         ins.iter()
-            .any(|i| i.starts_with("HEALTHCHECK") && i.contains("/health"))
+            .any(|i| i.contains("echo 'flow:x:10001:' >> /etc/group"))
+    );
+    let last_user = ins.iter().rev().find(|i| i.starts_with("USER ")).unwrap();
+    assert_eq!(last_user, "USER 10001:10001");
+    assert!(ins.iter().any(|i| i == "ENV FLOW_SERVE_PORT=8080"));
+    assert!(ins.iter().any(|i| i == "EXPOSE 8080"));
+    // The health check follows FLOW_SERVE_PORT (flow probe's default URL).
+    assert!(
+        ins.iter().any(|i| i.starts_with("HEALTHCHECK")
+            && i.ends_with("CMD [\"/usr/local/bin/flow\", \"probe\"]")),
+        "{ins:?}"
     );
     let entry = ins.iter().find(|i| i.starts_with("ENTRYPOINT")).unwrap();
-    assert!(
-        entry.contains("\"serve\", \"/app/flow\", \"--host\", \"0.0.0.0\""),
-        "{entry}"
+    assert_eq!(
+        entry,
+        "ENTRYPOINT [\"/usr/local/bin/flow\", \"serve\", \"/app/flow\", \"--host\", \"0.0.0.0\"]"
     );
     // The context's secrets guard for the daemon, too.
     let ignore = std::fs::read_to_string(out.join(".dockerignore")).unwrap();
@@ -234,9 +248,18 @@ fn a_docker_context_has_the_flow_and_no_secret() {
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.json()["category"], "billing");
     let req = ctx.mock().requests().pop().unwrap();
-    // The image's HEALTHCHECK command.
+    // The image's HEALTHCHECK command: the URL given, or FLOW_SERVE_PORT's.
     ctx.run(&["probe", &format!("{}/health", server.url)])
         .expect_code(0);
+    let port = server.url.rsplit(':').next().unwrap();
+    let probe = ctx
+        .cmd()
+        .arg("probe")
+        .env("FLOW_SERVE_PORT", port)
+        .output()
+        .unwrap();
+    assert!(probe.status.success(), "{probe:?}");
+    assert!(String::from_utf8_lossy(&probe.stdout).contains(&format!("127.0.0.1:{port}/health")));
     ctx.run(&["probe", &format!("{}/nope", server.url)])
         .expect_code(1);
     // The few-shot variant's prompt was used.
@@ -250,13 +273,26 @@ fn a_docker_context_has_the_flow_and_no_secret() {
 }
 
 #[test]
-fn a_flow_without_python_gets_a_distroless_image_and_a_given_binary() {
+fn a_flow_without_python_gets_the_binary_and_its_libraries_on_scratch() {
     let ctx = TestContext::with_mock();
     ctx.copy_from_repo("flows/chat");
     let binary = env!("CARGO_BIN_EXE_flow");
-    ctx.run(&["build", "chat", "--out-dir", "image", "--binary", binary])
-        .expect_code(0)
-        .stdout_has("distroless runtime (no Python nodes)");
+    ctx.run(&[
+        "build",
+        "chat",
+        "--out-dir",
+        "image",
+        "--binary",
+        binary,
+        "--port",
+        "9000",
+    ])
+    .expect_code(0)
+    .stdout_has("no Python nodes: the runtime is the binary and its libraries")
+    .stdout_has("binary: copied (linux/")
+    .stderr_has(
+        "then: docker run --rm -p 9000:9000 --env-file .env --read-only --tmpfs /tmp chat:latest",
+    );
     let out = ctx.root().join("image");
     let all = files(&out);
     assert!(all.contains(&"bin/flow".to_string()));
@@ -273,13 +309,29 @@ fn a_flow_without_python_gets_a_distroless_image_and_a_given_binary() {
     let dockerfile = std::fs::read_to_string(out.join("Dockerfile")).unwrap();
     let ins = instructions(&dockerfile);
     let froms: Vec<&String> = ins.iter().filter(|i| i.starts_with("FROM ")).collect();
-    assert_eq!(froms, vec!["FROM gcr.io/distroless/cc-debian12:nonroot"]);
+    assert_eq!(
+        froms,
+        vec!["FROM debian:bookworm-slim AS runtime-files", "FROM scratch"]
+    );
     assert!(!dockerfile.contains("python3"));
     assert!(!dockerfile.contains("cargo build"));
+    // The build checks the binary starts on the base, then copies the libraries it links.
+    let files_stage = ins
+        .iter()
+        .find(|i| i.starts_with("RUN /usr/local/bin/flow --version"))
+        .unwrap();
+    assert!(
+        files_stage.contains("ldd /usr/local/bin/flow"),
+        "{files_stage}"
+    );
     assert!(ins.iter().any(|i| i == "COPY bin/flow /usr/local/bin/flow"));
-    assert!(ins.iter().any(|i| i == "USER 65532:65532"));
+    assert!(ins.iter().any(|i| i == "USER 10001:10001"));
+    assert!(ins.iter().any(|i| i == "ENV FLOW_SERVE_PORT=9000"));
+    assert!(ins.iter().any(|i| i == "EXPOSE 9000"));
+    assert!(!dockerfile.contains("8080"), "{dockerfile}");
     let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(readme.contains("no Python"));
+    assert!(readme.contains("-p 9000:9000"), "{readme}");
     // A chat flow's sample request starts a conversation.
     let sample: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("sample-request.json")).unwrap())
@@ -314,6 +366,46 @@ fn a_build_refuses_a_non_empty_output_and_bad_arguments() {
         .expect_code(2)
         .stderr_has("`flow build --output DIR` is deprecated: use `--out-dir DIR`")
         .stderr_has("not a checkout of flow's source");
+    // A binary the image cannot run: not Linux, or a glibc newer than Debian 12's 2.36.
+    std::fs::write(
+        ctx.root().join("macos-flow"),
+        [0xcf, 0xfa, 0xed, 0xfe, 7, 0, 0, 1],
+    )
+    .unwrap();
+    ctx.run(&["build", "hello", "-o", "other", "--binary", "macos-flow"])
+        .expect_code(2)
+        .stderr_has("is not a Linux executable (a macOS Mach-O file)");
+    let mut elf = vec![0u8; 64];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2;
+    elf[5] = 1;
+    elf[16] = 3;
+    elf[18] = 0x3e;
+    elf.extend_from_slice(b"\0GLIBC_2.2.5\0GLIBC_2.39\0");
+    std::fs::write(ctx.root().join("new-flow"), elf).unwrap();
+    ctx.run(&["build", "hello", "-o", "other", "--binary", "new-flow"])
+        .expect_code(2)
+        .stderr_has("needs glibc 2.39 but the image's base (Debian 12) has glibc 2.36");
+    // Credentials in a pip index URL would be in the Dockerfile.
+    ctx.run(&[
+        "build",
+        "hello",
+        "-o",
+        "other",
+        "--pip-index-url",
+        "https://me:s3cret@pypi.example.com/simple",
+    ])
+    .expect_code(2)
+    .stderr_has("--pip-index-url https://***@pypi.example.com/simple: a URL with credentials")
+    .stderr_lacks("s3cret");
+    ctx.run(&["build", "hello", "-o", "other", "--port", "0"])
+        .expect_code(2)
+        .stderr_has("--port 0");
+    ctx.run(&["build", "hello", "-o", "other", "--pip-cert", "nope.crt"])
+        .expect_code(2)
+        .stderr_has("--pip-cert nope.crt: no such file");
+    // A refused build leaves no folder behind.
+    assert!(!ctx.root().join("other").exists());
     // A secret in flow.dag.yaml itself stops the build.
     ctx.write(
         "hello/flow.dag.yaml",
@@ -332,4 +424,85 @@ fn a_build_refuses_a_non_empty_output_and_bad_arguments() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds the value of MY_SERVICE_TOKEN"));
+    assert!(!ctx.root().join("third").exists());
+    // An empty folder given stays, empty.
+    std::fs::create_dir(ctx.root().join("empty")).unwrap();
+    let out = ctx
+        .cmd()
+        .args(["build", "hello", "--out-dir", "empty"])
+        .env("MY_SERVICE_TOKEN", "sk-in-the-yaml-123456789")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        std::fs::read_dir(ctx.root().join("empty")).unwrap().count(),
+        0
+    );
+}
+
+#[test]
+fn from_source_and_pip_options_are_written_into_the_dockerfile() {
+    let ctx = TestContext::new();
+    ctx.copy_from_repo("flows/classification");
+    ctx.write("classification/requirements.txt", "requests\n");
+    ctx.write(
+        "corp-ca.pem",
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    );
+    let source = crate::support::context::repo_root();
+    ctx.run(&[
+        "build",
+        "classification",
+        "-o",
+        "image",
+        "--source",
+        &source.to_string_lossy(),
+        "--pip-index-url",
+        "https://pypi.corp.example/simple",
+        "--pip-extra-index-url",
+        "https://mirror.example/simple",
+        "--pip-cert",
+        "corp-ca.pem",
+    ])
+    .expect_code(0)
+    .stdout_has("binary: built from source in `docker build`");
+    let out = ctx.root().join("image");
+    let all = files(&out);
+    for expected in [
+        "flow-src/Cargo.toml",
+        "flow-src/Cargo.lock",
+        "flow-src/src/main.rs",
+        "flow-src/src/python/worker.py",
+        "pip-ca.crt",
+    ] {
+        assert!(
+            all.contains(&expected.to_string()),
+            "{expected} missing: {all:?}"
+        );
+    }
+    assert!(!all.iter().any(|f| f.starts_with("flow-src/target")));
+    assert!(!all.contains(&"bin/flow".to_string()));
+    let ins = instructions(&std::fs::read_to_string(out.join("Dockerfile")).unwrap());
+    let froms: Vec<&String> = ins.iter().filter(|i| i.starts_with("FROM ")).collect();
+    assert_eq!(froms.len(), 3, "{froms:?}");
+    assert_eq!(froms[0], "FROM rust:1-bookworm AS flow-builder");
+    assert!(
+        ins.iter()
+            .any(|i| i.contains("cargo build --release --locked"))
+    );
+    assert!(
+        ins.iter()
+            .any(|i| i == "COPY --from=flow-builder /usr/local/bin/flow /usr/local/bin/flow")
+    );
+    // The CA bundle is used in the build stage only: the runtime stage copies the venv, not it.
+    assert!(ins.iter().any(|i| i == "COPY pip-ca.crt /tmp/pip-ca.crt"));
+    let pip = ins.iter().find(|i| i.contains("pip install")).unwrap();
+    assert!(
+        pip.contains(
+            "--index-url 'https://pypi.corp.example/simple' --extra-index-url 'https://mirror.example/simple' --cert /tmp/pip-ca.crt -r /tmp/requirements.txt"
+        ),
+        "{pip}"
+    );
+    let runtime = ins.iter().rposition(|i| i.starts_with("FROM ")).unwrap();
+    assert!(!ins[runtime..].iter().any(|i| i.contains("pip-ca.crt")));
 }

@@ -53,7 +53,12 @@ fn check_deployment(d: &Value, image: &str, replicas: u64, secret: &str) {
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["envFrom"][0]["secretRef"]["name"], secret);
-    assert!(c.get("env").is_none(), "no value is inlined: {c}");
+    // The only inlined variable is the port the container serves on.
+    assert_eq!(
+        c["env"],
+        serde_json::json!([{"name": "FLOW_SERVE_PORT", "value": "8080"}]),
+        "no value is inlined: {c}"
+    );
 }
 
 /// `kubectl apply --dry-run=client --validate=false` when kubectl is installed and a cluster
@@ -311,7 +316,9 @@ fn a_compose_file_references_the_env_file_and_checks_health() {
     let s = &doc["services"]["chat"];
     assert_eq!(s["image"], "reg/chat:1");
     assert_eq!(s["ports"][0], "9090:8080");
-    assert_eq!(s["env_file"][0], ".env");
+    // Compose resolves env_file beside the compose file: ./.env seen from deploy/chat/.
+    assert_eq!(s["env_file"][0], "../../.env");
+    assert_eq!(s["environment"]["FLOW_SERVE_PORT"], "8080");
     assert_eq!(s["read_only"], true);
     assert_eq!(s["stop_signal"], "SIGTERM");
     let test: Vec<&str> = s["healthcheck"]["test"]
@@ -334,6 +341,32 @@ fn a_compose_file_references_the_env_file_and_checks_health() {
     ])
     .expect_code(2)
     .stderr_has("use --target kubernetes");
+    // An image built with --port 9000, an env file elsewhere.
+    ctx.run(&[
+        "deploy",
+        "--target",
+        "compose",
+        "--image",
+        "reg/chat:1",
+        "--name",
+        "chat",
+        "--container-port",
+        "9000",
+        "--secret",
+        "config/prod.env",
+        "--out-dir",
+        "out",
+    ])
+    .expect_code(0);
+    let doc: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(ctx.root().join("out/compose.yaml")).unwrap(),
+    )
+    .unwrap();
+    let s = &doc["services"]["chat"];
+    assert_eq!(s["ports"][0], "8080:9000");
+    assert_eq!(s["env_file"][0], "../config/prod.env");
+    assert_eq!(s["environment"]["FLOW_SERVE_PORT"], "9000");
+    assert_eq!(s["healthcheck"]["test"][3], "http://127.0.0.1:9000/ready");
 }
 
 #[test]
@@ -564,16 +597,32 @@ fn compose_apply_starts_the_service_and_smoke_tests_it() {
     ctx.mock().reply_when("charged twice", "billing");
     let server = Server::ready(&ctx, "classification", &[], &[]);
     let port = server.url.rsplit(':').next().unwrap().to_string();
-    // A stand-in `docker`: logs its arguments; the "started" service is the flow serve above.
+    // A stand-in Compose v2 `docker`: logs its arguments and, like compose, resolves the
+    // env_file against the compose file's folder (and fails when it is not there); the
+    // "started" service is the flow serve above.
     let bin = ctx.root().join("fakebin");
     std::fs::create_dir_all(&bin).unwrap();
     let script = bin.join("docker");
-    std::fs::write(&script, "#!/bin/sh\necho \"$*\" >> \"$FAKE_LOG\"\nexit 0\n").unwrap();
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+echo "$*" >> "$FAKE_LOG"
+[ "$FAKE_COMPOSE_V1" = 1 ] && [ "$2" = version ] && exit 1
+[ "$2" = version ] && { echo 2.29.7; exit 0; }
+env_file=$(grep -A1 '^ *env_file:' "$3" | tail -1 | sed 's/^ *- //')
+[ -f "$(dirname "$3")/$env_file" ] || { echo "env file $(dirname "$3")/$env_file not found" >&2; exit 1; }
+exit 0
+"#,
+    )
+    .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let v1 = bin.join("docker-compose");
+    std::fs::write(&v1, "#!/bin/sh\necho 1.29.2\n").unwrap();
+    std::fs::set_permissions(&v1, std::fs::Permissions::from_mode(0o755)).unwrap();
     let log = ctx.root().join("docker.log");
-    let out = ctx
-        .cmd()
-        .args([
+    let deploy = |envs: &[(&str, &str)]| {
+        let mut cmd = ctx.cmd();
+        cmd.args([
             "deploy",
             "--target",
             "compose",
@@ -591,9 +640,33 @@ fn compose_apply_starts_the_service_and_smoke_tests_it() {
             "PATH",
             format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
         )
-        .env("FAKE_LOG", &log)
-        .output()
-        .unwrap();
+        .env("FAKE_LOG", &log);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    // No env file: refused before compose runs.
+    let out = deploy(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the env file .env does not exist"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!log.exists());
+    ctx.write(".env", &format!("OPEN_AI_CONNECTION_API_KEY={TEST_KEY}\n"));
+    // Only Compose v1: a clear error, nothing started.
+    let out = deploy(&[("FAKE_COMPOSE_V1", "1")]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("only Compose v1 was found (docker-compose 1.29.2)")
+            && stderr.contains("needs Compose v2"),
+        "{stderr}"
+    );
+    std::fs::remove_file(&log).unwrap();
+    let out = deploy(&[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -604,6 +677,6 @@ fn compose_apply_starts_the_service_and_smoke_tests_it() {
     assert!(stdout.contains("smoke test passed"), "{stdout}");
     assert_eq!(
         std::fs::read_to_string(&log).unwrap().trim(),
-        "compose -f deploy/classification/compose.yaml up -d"
+        "compose version --short\ncompose -f deploy/classification/compose.yaml up -d"
     );
 }

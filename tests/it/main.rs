@@ -23,6 +23,7 @@ mod connections_cli;
 mod data;
 mod deploy;
 mod deploy_job;
+mod docker_image;
 mod eval;
 mod evaluators;
 mod exit_status;

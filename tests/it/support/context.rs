@@ -194,6 +194,16 @@ impl Run {
         self
     }
 
+    /// Assert stderr does not contain `text`.
+    pub fn stderr_lacks(&self, text: &str) -> &Self {
+        assert!(
+            !self.stderr.contains(text),
+            "stderr has {text:?}\n--- stderr\n{}",
+            self.stderr
+        );
+        self
+    }
+
     /// Parse stdout as JSON (for `--output json`).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
