@@ -59,7 +59,8 @@ pub struct BuildArgs {
     /// installing, not in the image.
     #[arg(long, value_name = "FILE")]
     pub pip_cert: Option<PathBuf>,
-    /// Read connections from this file instead of ./.env (only to describe them: no value is
+    /// Read connections from this file instead of the nearest .env up to the project root
+    /// (only to describe them: no value is
     /// copied).
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
