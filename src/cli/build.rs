@@ -60,8 +60,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE")]
     pub pip_cert: Option<PathBuf>,
     /// Read connections from this file instead of the nearest .env up to the project root
-    /// (only to describe them: no value is
-    /// copied).
+    /// (only to describe them: no value is copied).
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
 }
