@@ -83,7 +83,10 @@ pub fn locate(project: &std::path::Path, run: &str) -> Result<RunDir, Failure> {
             .map(|(d, _)| d.name())
             .collect();
         let hint = if names.is_empty() {
-            "there are no runs in .flow/runs yet".to_string()
+            format!(
+                "there are no runs in {} yet",
+                flow::run_store::runs_root(project).display()
+            )
         } else {
             let all: Vec<String> = list_runs(project)
                 .into_iter()
@@ -116,7 +119,10 @@ fn list(project: &std::path::Path, limit: usize, json: bool) -> Result<(), Failu
         return Ok(());
     }
     if runs.is_empty() {
-        outln!("no runs yet (a batch run `flow run FLOW --data FILE` creates one)");
+        outln!(
+            "no runs yet in {} (a batch run `flow run FLOW --data FILE` creates one)",
+            flow::run_store::runs_root(project).display()
+        );
         return Ok(());
     }
     let color = stdout_is_terminal();
