@@ -113,9 +113,12 @@ pub fn build(flow: &Flow) -> Result<(Dag, Vec<Diagnostic>), Vec<Diagnostic>> {
                 }
                 Reference::NodeOutput { node, .. } => match by_name.get(node.as_str()) {
                     None => diags.push(unknown_node(flow, &path, reference, node, &node_names, &input_names)),
+                    // promptflow leaves such an output out with a warning ("will not take
+                    // effect"): so does flow (`Flow::line_outputs`), loudly.
                     Some(&j) if flow.nodes[j].aggregation => diags.push(
-                        flow.error_at(&path, format!("flow output `{name}` references aggregation node `{node}`"))
-                            .with_help("flow outputs are per line; aggregation results are recorded as metrics with log_metric"),
+                        Diagnostic::warning(format!("flow output `{name}` references aggregation node `{node}`: it is left out of every line's outputs, as promptflow leaves it out"))
+                            .at(&flow.file, flow.locate(&path))
+                            .with_help("flow outputs are per line; record an aggregation's results as metrics with log_metric, and remove this output"),
                     ),
                     Some(_) => {}
                 },

@@ -175,7 +175,7 @@ impl Executor {
         }
 
         let mut outputs = Map::with_capacity(self.flow.outputs.len());
-        for (name, output) in &self.flow.outputs {
+        for (name, output) in self.flow.line_outputs() {
             match resolve_source(&output.reference, &self.flow, &flow_inputs, &slots) {
                 Ok(v) => {
                     outputs.insert(name.clone(), v.unwrap_or(Value::Null));

@@ -107,7 +107,7 @@ pub struct StreamOutput {
 /// output: the first output (chat outputs first) whose reference is the whole output of a
 /// line-level LLM node that requests no tools or functions (its output is then text).
 pub fn stream_output(flow: &Flow) -> Option<StreamOutput> {
-    let mut outputs: Vec<_> = flow.outputs.values().collect();
+    let mut outputs: Vec<_> = flow.line_outputs().map(|(_, o)| o).collect();
     outputs.sort_by_key(|o| !o.is_chat_output);
     outputs.into_iter().find_map(|o| {
         let ValueSource::Reference(Reference::NodeOutput { node, path }) = &o.reference else {

@@ -264,6 +264,17 @@ impl Flow {
             .unwrap_or_else(|| "flow".to_string())
     }
 
+    /// The outputs every line produces: all but those referencing an aggregation node, which
+    /// promptflow leaves out ("will not take effect"; `flow validate` warns about them).
+    pub fn line_outputs(&self) -> impl Iterator<Item = (&String, &FlowOutput)> {
+        self.outputs.iter().filter(|(_, o)| match &o.reference {
+            ValueSource::Reference(super::Reference::NodeOutput { node, .. }) => {
+                !self.nodes.iter().any(|n| n.aggregation && &n.name == node)
+            }
+            _ => true,
+        })
+    }
+
     /// Where the value at a YAML path is, for diagnostics.
     pub fn locate(&self, yaml_path: &str) -> Option<Location> {
         self.index.value(yaml_path)

@@ -76,7 +76,7 @@ pub fn document(flow: &Flow, bearer: bool, stream_output: Option<&str>) -> Value
         properties.insert(n.clone(), Value::Object(s));
     }
     let mut out_props = Map::new();
-    for (n, output) in &flow.outputs {
+    for (n, output) in flow.line_outputs() {
         if output.is_chat_output {
             info["x-chat-output"] = Value::String(n.clone());
         }
@@ -94,7 +94,7 @@ pub fn document(flow: &Flow, bearer: bool, stream_output: Option<&str>) -> Value
         "application/json": {"schema": {
             "type": "object",
             "properties": out_props,
-            "required": flow.outputs.keys().collect::<Vec<_>>(),
+            "required": flow.line_outputs().map(|(k, _)| k).collect::<Vec<_>>(),
         }}
     });
     ok_content["text/event-stream"] = json!({

@@ -81,3 +81,45 @@ async fn aggregation_receives_lists_of_succeeded_lines_only() {
     assert_eq!(agg.metrics["ratio"], json!(0.5));
     executor.shutdown().await;
 }
+
+/// A flow output that references an aggregation node is left out of every line's outputs with
+/// a warning, as promptflow leaves it out ("will not take effect") — the flow still runs.
+#[test]
+fn an_output_referencing_an_aggregation_node_is_left_out_with_a_warning() {
+    let ctx = crate::support::context::TestContext::new();
+    let flow = FLOW.replace(
+        "outputs:\n  shout: {reference: '${shout.output}'}\n",
+        "outputs:\n  shout: {reference: '${shout.output}'}\n  total: {reference: '${summarize.output}'}\n",
+    );
+    ctx.flow(
+        "agg",
+        &[
+            ("flow.dag.yaml", &flow),
+            (
+                "shout.py",
+                "from promptflow import tool\n\n@tool\ndef shout(x: str) -> str:\n    return x.upper()\n",
+            ),
+            (
+                "collect.py",
+                "from promptflow import tool\n\n@tool\ndef collect(outputs: list, inputs: list, label: str) -> dict:\n    return {'n': len(outputs)}\n",
+            ),
+            (
+                "summarize.py",
+                "from promptflow import tool\n\n@tool\ndef summarize(collected: dict) -> int:\n    return collected['n']\n",
+            ),
+        ],
+    );
+    let warning = "flow output `total` references aggregation node `summarize`: it is left out of every line's outputs";
+    ctx.run(&["validate", "agg"])
+        .expect_code(0)
+        .stderr_has(warning);
+    ctx.write("d.jsonl", "{\"x\": \"a\"}\n{\"x\": \"b\"}\n");
+    let run = ctx.run(&["run", "agg", "--data", "d.jsonl", "--name", "r"]);
+    run.expect_code(0).stderr_has(warning);
+    let outputs =
+        std::fs::read_to_string(ctx.root().join(".flow/runs/r/flow_outputs/output.jsonl")).unwrap();
+    for line in outputs.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert!(v.get("total").is_none() && v.get("shout").is_some(), "{v}");
+    }
+}
