@@ -33,16 +33,13 @@ impl Executor {
         let mut diagnostics = Vec::new();
         let mut connections: HashMap<String, Arc<Connection>> = HashMap::new();
         let needs_python = flow.nodes.iter().any(|n| n.kind == NodeKind::Python);
+        let env = environment_variables(&flow, options, &mut diagnostics);
         let python = needs_python.then(|| {
             PythonPool::new(PythonConfig {
                 python: options.python.clone(),
                 working_dir: flow.dir.clone(),
                 size: options.python_workers.max(1),
-                env: flow
-                    .environment_variables
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                env,
             })
         });
         let mut prepared = Vec::with_capacity(flow.nodes.len());
@@ -162,6 +159,77 @@ fn resolve(
                     )),
             ]
         })
+}
+
+/// The flow's `environment_variables` for its Python code, with `${connection.field}` values
+/// resolved to that field of the connection (as promptflow resolves them: `${my_conn.api_key}`
+/// becomes the key). A connection that does not resolve, or has no such field, is a located
+/// error.
+fn environment_variables(
+    flow: &Flow,
+    options: &ExecutorOptions,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(flow.environment_variables.len());
+    for (key, value) in &flow.environment_variables {
+        let reference = value
+            .trim()
+            .strip_prefix("${")
+            .and_then(|r| r.strip_suffix('}'))
+            .and_then(|r| r.split_once('.'))
+            .filter(|(name, field)| {
+                !name.is_empty() && !field.is_empty() && !name.starts_with("env:")
+            });
+        let Some((name, field)) = reference else {
+            out.push((key.clone(), value.clone()));
+            continue;
+        };
+        let at = format!("environment_variables.{key}");
+        match connection::resolve(name, &options.env, options.offline) {
+            Ok(c) => {
+                let fields = c.to_python();
+                match fields.get(field) {
+                    Some(Value::String(s)) => out.push((key.clone(), s.clone())),
+                    Some(Value::Null) | None if options.offline => {
+                        out.push((key.clone(), String::new()))
+                    }
+                    Some(other) if !other.is_null() => {
+                        out.push((key.clone(), crate::template::python_str(other)))
+                    }
+                    _ => {
+                        let known: Vec<&str> = fields
+                            .as_object()
+                            .map(|m| {
+                                m.iter()
+                                    .filter(|(_, v)| !v.is_null())
+                                    .map(|(k, _)| k.as_str())
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        diagnostics.push(
+                            flow.error_at(
+                                &at,
+                                format!(
+                                    "environment variable `{key}`: connection `{name}` has no field `{field}`"
+                                ),
+                            )
+                            .with_help(format!("its fields: {}", known.join(", "))),
+                        );
+                    }
+                }
+            }
+            Err(e) => diagnostics.push(
+                flow.error_at(
+                    &at,
+                    format!("environment variable `{key}` references connection `{name}`: {e}"),
+                )
+                .with_help(
+                    "configure the connection (flow connections), or give the variable a value",
+                ),
+            ),
+        }
+    }
+    out
 }
 
 /// Compile a node's template. promptflow's Azure OpenAI chat tool prints lists one item per

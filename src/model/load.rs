@@ -929,13 +929,9 @@ impl Loader {
         let Some(map) = self.object(v, "environment_variables", "`environment_variables`") else {
             return out;
         };
+        // As promptflow makes them strings: `str(v)`, lists and objects `json.dumps(v)`.
         for (k, v) in map {
-            let s = match v {
-                Value::String(s) => s.clone(),
-                Value::Null => String::new(),
-                other => other.to_string(),
-            };
-            out.insert(k.clone(), s);
+            out.insert(k.clone(), crate::template::python_str(v));
         }
         out
     }

@@ -10,6 +10,7 @@ mod error;
 mod escape;
 mod messages;
 mod pyfmt;
+pub use pyfmt::{python_json_dumps, python_str};
 mod pyliteral;
 
 use std::collections::{BTreeSet, HashSet};

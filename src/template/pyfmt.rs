@@ -261,3 +261,114 @@ mod tests {
         assert_eq!(p, "['a', {'k': [1]}, ['b', 'c']]");
     }
 }
+
+/// Python's `str(value)` of a JSON value read from YAML: strings as they are, `True`/`False`,
+/// `None`, integers, floats as `repr(float)`; lists and objects as [`python_json_dumps`] (how
+/// promptflow turns a flow's `environment_variables` into strings).
+pub fn python_str(value: &serde_json::Value) -> String {
+    use serde_json::Value as J;
+    let mut out = String::new();
+    match value {
+        J::String(s) => out.push_str(s),
+        J::Bool(true) => out.push_str("True"),
+        J::Bool(false) => out.push_str("False"),
+        J::Null => out.push_str("None"),
+        J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => out.push_str(&i.to_string()),
+            (_, Some(u), _) => out.push_str(&u.to_string()),
+            (_, _, Some(f)) => write_float(&mut out, f),
+            _ => out.push_str(&n.to_string()),
+        },
+        J::Array(_) | J::Object(_) => python_json_dumps(&mut out, value),
+    }
+    out
+}
+
+/// Appends Python's `json.dumps(value)` with its defaults: `", "` and `": "` separators,
+/// non-ASCII escaped as `\uXXXX` (`ensure_ascii`), floats as `repr(float)`.
+pub fn python_json_dumps(out: &mut String, value: &serde_json::Value) {
+    use serde_json::Value as J;
+    match value {
+        J::Null => out.push_str("null"),
+        J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => out.push_str(&i.to_string()),
+            (_, Some(u), _) => out.push_str(&u.to_string()),
+            (_, _, Some(f)) if f.is_nan() => out.push_str("NaN"),
+            (_, _, Some(f)) if f.is_infinite() => {
+                out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" })
+            }
+            (_, _, Some(f)) => write_float(out, f),
+            _ => out.push_str(&n.to_string()),
+        },
+        J::String(s) => {
+            out.push('"');
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    '\u{8}' => out.push_str("\\b"),
+                    '\u{c}' => out.push_str("\\f"),
+                    c if (c as u32) < 0x20 || (c as u32) > 0x7f => {
+                        let mut units = [0u16; 2];
+                        for unit in c.encode_utf16(&mut units) {
+                            out.push_str(&format!("\\u{unit:04x}"));
+                        }
+                    }
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+        }
+        J::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_json_dumps(out, item);
+            }
+            out.push(']');
+        }
+        J::Object(map) => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_json_dumps(out, &J::String(k.clone()));
+                out.push_str(": ");
+                python_json_dumps(out, v);
+            }
+            out.push('}');
+        }
+    }
+}
+
+#[cfg(test)]
+mod python_text_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn str_and_json_dumps_print_as_python_does() {
+        for (value, shown) in [
+            (json!("text"), "text"),
+            (json!(true), "True"),
+            (json!(null), "None"),
+            (json!(3), "3"),
+            (json!(1.0), "1.0"),
+            (json!(0.5), "0.5"),
+            (json!([1, "a"]), "[1, \"a\"]"),
+            (
+                json!({"k": [true, null], "é": 1e20}),
+                "{\"k\": [true, null], \"\\u00e9\": 1e+20}",
+            ),
+        ] {
+            assert_eq!(python_str(&value), shown, "{value}");
+        }
+    }
+}

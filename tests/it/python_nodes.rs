@@ -562,3 +562,47 @@ async fn shutdown_kills_the_workers() {
         );
     }
 }
+
+/// `environment_variables` reach Python as promptflow sets them: `str(value)` (`True`,
+/// `1.0`), lists and objects as `json.dumps`, and `${connection.field}` resolved to that field
+/// of the connection; an unknown connection or field is a located error.
+#[test]
+fn environment_variables_are_formatted_and_resolved_as_promptflow_does() {
+    let ctx = crate::support::context::TestContext::with_mock();
+    let flow = "environment_variables:\n  KEY: ${open_ai_connection.api_key}\n  BASE: ${open_ai_connection.api_base}\n  FLAG: true\n  NUM: 1.0\n  CFG: {a: 1, b: [x, 2]}\n  PLAIN: text\ninputs: {}\noutputs:\n  env: {reference: '${show.output}'}\nnodes:\n- {name: show, type: python, source: {type: code, path: show.py}}\n";
+    ctx.flow(
+        "envs",
+        &[
+            ("flow.dag.yaml", flow),
+            (
+                "show.py",
+                "import os\nfrom promptflow import tool\n\n@tool\ndef show() -> dict:\n    return {k: os.environ.get(k) for k in ['KEY', 'BASE', 'FLAG', 'NUM', 'CFG', 'PLAIN']}\n",
+            ),
+        ],
+    );
+    let run = ctx.run(&["run", "envs", "--output", "json"]);
+    let out = run.expect_code(0).json();
+    let env = &out["outputs"]["env"];
+    assert_eq!(env["KEY"], crate::support::context::TEST_KEY, "{env}");
+    assert_eq!(env["BASE"], format!("{}/v1", ctx.mock().url()), "{env}");
+    assert_eq!(env["FLAG"], "True");
+    assert_eq!(env["NUM"], "1.0");
+    assert_eq!(env["CFG"], "{\"a\": 1, \"b\": [\"x\", 2]}");
+    assert_eq!(env["PLAIN"], "text");
+
+    let broken = flow.replace("${open_ai_connection.api_key}", "${no_such_conn.api_key}");
+    ctx.write("envs/flow.dag.yaml", &broken);
+    ctx.run(&["run", "envs"])
+        .expect_code(2)
+        .stderr_has("environment variable `KEY` references connection `no_such_conn`")
+        .stderr_has("flow.dag.yaml:2:");
+    let broken = flow.replace(
+        "${open_ai_connection.api_key}",
+        "${open_ai_connection.nope}",
+    );
+    ctx.write("envs/flow.dag.yaml", &broken);
+    ctx.run(&["run", "envs"])
+        .expect_code(2)
+        .stderr_has("connection `open_ai_connection` has no field `nope`")
+        .stderr_has("its fields: api_key");
+}
