@@ -189,7 +189,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Prompty, PromptyError> {
         text
     };
     let (yaml, yaml_line, body, body_line) = split_front_matter(path, text)?;
-    let front_matter = parse_yaml(path, yaml, yaml_line)?;
+    let mut front_matter = parse_yaml(path, yaml, yaml_line)?;
+    // `${file:...}` anywhere in the front matter (a configuration, `tools`, the sample) is the
+    // file's content, as promptflow resolves it: JSON and YAML parsed, anything else as text.
+    // The `sample` keeps its own reading (it may also be `file:x.json` or a bare path).
+    for (key, value) in front_matter.iter_mut() {
+        if key != "sample" {
+            resolve_file_references(path, key, value)?;
+        }
+    }
 
     let invalid = |field: &str, message: &str| PromptyError::Invalid {
         path: path.to_path_buf(),
@@ -355,6 +363,60 @@ pub fn value_type(v: &Value) -> &'static str {
         Value::String(_) => "string",
         Value::Array(_) => "list",
         Value::Object(_) | Value::Null => "object",
+    }
+}
+
+/// Replace every `${file:PATH}` string in `value` (at `field` of the front matter) by the
+/// file's content, relative to the `.prompty` file's folder.
+fn resolve_file_references(
+    prompty: &Path,
+    field: &str,
+    value: &mut Value,
+) -> Result<(), PromptyError> {
+    match value {
+        Value::String(s) => {
+            let Some(file) = s
+                .trim()
+                .strip_prefix("${file:")
+                .and_then(|r| r.strip_suffix('}'))
+            else {
+                return Ok(());
+            };
+            let base = prompty.parent().unwrap_or(Path::new("."));
+            let target = base.join(file.trim());
+            let fail = |message: String| PromptyError::Invalid {
+                path: prompty.to_path_buf(),
+                field: field.to_string(),
+                message,
+            };
+            let text = std::fs::read_to_string(&target)
+                .map_err(|e| fail(format!("`{s}`: cannot read {}: {e}", target.display())))?;
+            let ext = target
+                .extension()
+                .map(|e| e.to_string_lossy().to_lowercase())
+                .unwrap_or_default();
+            *value = match ext.as_str() {
+                "json" => serde_json::from_str(&text)
+                    .map_err(|e| fail(format!("`{s}`: {} is not JSON: {e}", target.display())))?,
+                "yaml" | "yml" => serde_yaml::from_str(&text)
+                    .map_err(|e| fail(format!("`{s}`: {} is not YAML: {e}", target.display())))?,
+                _ => Value::String(text),
+            };
+            Ok(())
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                resolve_file_references(prompty, &format!("{field}[{i}]"), item)?;
+            }
+            Ok(())
+        }
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                resolve_file_references(prompty, &format!("{field}.{k}"), v)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 

@@ -128,7 +128,12 @@ impl Executor {
                 template,
                 connection,
             } => {
-                let (params, mut vars) = split_parameters(&inputs.values);
+                let prompty = node.source.extension().is_some_and(|e| e == "prompty");
+                let (params, mut vars) = if prompty {
+                    prompty_parameters(node, &inputs.values)
+                } else {
+                    split_parameters(&inputs.values)
+                };
                 let template = given_template(node, template, &mut vars, "prompt")?;
                 let rendered = render(&template, &vars, &inputs.tainted)
                     .await
@@ -150,7 +155,14 @@ impl Executor {
                     },
                     params: model_params(&params)
                         .map(|mut typed| {
-                            for (k, v) in promptflow_defaults(node.api, connection.api_type) {
+                            // A `.prompty` sends its `model.parameters` and nothing else, as
+                            // promptflow's Prompty does.
+                            let defaults = if prompty {
+                                &[][..]
+                            } else {
+                                promptflow_defaults(node.api, connection.api_type)
+                            };
+                            for (k, v) in defaults {
                                 if !typed.contains_key(*k) {
                                     let v = if matches!(*k, "n" | "max_tokens" | "best_of") {
                                         Value::from(*v as i64)
@@ -160,7 +172,8 @@ impl Executor {
                                     typed.insert(k.to_string(), v);
                                 }
                             }
-                            if node.api == LlmApi::Completion
+                            if !prompty
+                                && node.api == LlmApi::Completion
                                 && matches!(connection.api_type, ApiType::Azure | ApiType::OpenAi)
                                 && !typed.contains_key("echo")
                             {
@@ -291,6 +304,25 @@ fn split_parameters(inputs: &Map<String, Value>) -> (Map<String, Value>, Map<Str
     (params, vars)
 }
 
+/// A `.prompty` node's inputs: its literal inputs are the model and `model.parameters` — every
+/// one of them is sent, as promptflow's Prompty passes them to the client verbatim — and the
+/// others (references to the flow's inputs) are the template's variables.
+fn prompty_parameters(
+    node: &Node,
+    inputs: &Map<String, Value>,
+) -> (Map<String, Value>, Map<String, Value>) {
+    let mut params = Map::new();
+    let mut vars = Map::new();
+    for (k, v) in inputs {
+        if matches!(node.inputs.get(k), Some(crate::model::ValueSource::Literal(_))) {
+            params.insert(k.clone(), v.clone());
+        } else {
+            vars.insert(k.clone(), v.clone());
+        }
+    }
+    (params, vars)
+}
+
 fn string_param(params: &Map<String, Value>, key: &str) -> Option<String> {
     match params.get(key)? {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
@@ -310,6 +342,8 @@ fn model_params(params: &Map<String, Value>) -> Result<Map<String, Value>, Strin
             continue;
         }
         let typed = match k.as_str() {
+            // Chat's `logprobs` is a boolean (completion's a count).
+            "logprobs" if v.is_boolean() => v.clone(),
             "max_tokens" | "seed" | "n" | "best_of" | "logprobs" => match v {
                 Value::Number(n) if n.is_i64() || n.is_u64() => v.clone(),
                 Value::Number(n) => match n.as_f64() {

@@ -57,3 +57,42 @@ fn a_template_error_points_at_the_prompty_line() {
         .stderr_has("bad.prompty:13:1")
         .stderr_has("expected end of block");
 }
+
+/// `${file:...}` anywhere in the front matter is the file's content, as promptflow resolves
+/// it: a JSON configuration, a JSON list of tools, a YAML file; a missing file is a clear error.
+#[test]
+fn file_references_in_the_front_matter_are_read() {
+    let ctx = TestContext::with_mock();
+    ctx.write(
+        "p/conf.json",
+        "{\"type\": \"openai\", \"connection\": \"open_ai_connection\", \"model\": \"m\"}",
+    );
+    ctx.write(
+        "p/tools.json",
+        "[{\"type\": \"function\", \"function\": {\"name\": \"now\", \"parameters\": {\"type\": \"object\", \"properties\": {}}}}]",
+    );
+    ctx.write("p/format.yaml", "type: json_object\n");
+    ctx.write(
+        "p/ask.prompty",
+        "---\nname: ask\nmodel:\n  api: chat\n  configuration: ${file:conf.json}\n  parameters:\n    temperature: 0\n    logprobs: true\n    custom_knob: 7\n    tools: ${file:tools.json}\n    response_format: ${file:format.yaml}\ninputs:\n  question: {type: string}\n---\nuser:\n{{question}}\n",
+    );
+    let run = ctx.run(&["run", "p/ask.prompty", "--inputs", "question=hi"]);
+    run.expect_code(0);
+    let body = &ctx.mock().requests()[0].body;
+    assert_eq!(body["model"], "m", "{body:#}");
+    assert_eq!(body["tools"][0]["function"]["name"], "now", "{body:#}");
+    assert_eq!(body["response_format"]["type"], "json_object", "{body:#}");
+    // Every `model.parameters` entry is sent as it is, and nothing else (no defaults).
+    assert_eq!(body["logprobs"], true, "{body:#}");
+    assert_eq!(body["custom_knob"], 7, "{body:#}");
+    assert!(body.get("top_p").is_none(), "{body:#}");
+
+    ctx.write(
+        "p/ask.prompty",
+        "---\nname: ask\nmodel:\n  api: chat\n  configuration: ${file:missing.json}\n---\nuser:\nhi\n",
+    );
+    ctx.run(&["validate", "p/ask.prompty"])
+        .expect_code(2)
+        .stderr_has("model.configuration")
+        .stderr_has("missing.json");
+}
