@@ -137,6 +137,8 @@ pub(crate) enum Prepared {
     Llm {
         template: Arc<PromptTemplate>,
         connection: Arc<Connection>,
+        /// For a `.prompty`: how its reply becomes its output.
+        reply: Option<PromptyReply>,
     },
     Prompt {
         template: Arc<PromptTemplate>,
@@ -149,6 +151,15 @@ pub(crate) enum Prepared {
         /// Connection parameters: name → the connection as Python sees it.
         connections: Map<String, Value>,
     },
+}
+
+/// How a `.prompty`'s reply becomes its output, as promptflow formats it: with
+/// `response_format: {type: json_object}` the reply is parsed as JSON, and with `outputs:` only
+/// those keys are kept (a missing one fails the line).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PromptyReply {
+    pub json: bool,
+    pub keys: Vec<String>,
 }
 
 /// Runs lines of one flow. Cheap to share across tasks (`&Executor` is enough).

@@ -127,6 +127,7 @@ impl Executor {
             Prepared::Llm {
                 template,
                 connection,
+                reply,
             } => {
                 let prompty = node.source.extension().is_some_and(|e| e == "prompty");
                 let (params, mut vars) = if prompty {
@@ -229,7 +230,11 @@ impl Executor {
                         response.usage.completion_tokens,
                     )
                 });
-                let mut out = NodeOutcome::value(response.output);
+                let output = match reply {
+                    Some(shape) => format_prompty_reply(node, shape, response.output)?,
+                    None => response.output,
+                };
+                let mut out = NodeOutcome::value(output);
                 out.cached = cached;
                 if cached {
                     out.cost_usd = Some(0.0);
@@ -304,6 +309,56 @@ fn split_parameters(inputs: &Map<String, Value>) -> (Map<String, Value>, Map<Str
     (params, vars)
 }
 
+/// A `.prompty`'s output from its reply, as promptflow formats it: JSON parsed when its
+/// `response_format` is `json_object`, then only the keys its `outputs` name.
+fn format_prompty_reply(
+    node: &Node,
+    shape: &super::PromptyReply,
+    output: Value,
+) -> Result<Value, ErrorInfo> {
+    if !shape.json {
+        return Ok(output);
+    }
+    let fail = |message: String| ErrorInfo {
+        node: Some(node.name.clone()),
+        ..ErrorInfo::new(ErrorKind::Provider, message)
+    };
+    let parsed = match &output {
+        Value::String(text) => serde_json::from_str::<Value>(text).map_err(|e| {
+            fail(format!(
+                "{}: the reply is not JSON although `response_format` is json_object: {e}",
+                node.source.display()
+            ))
+        })?,
+        other => other.clone(),
+    };
+    if shape.keys.is_empty() {
+        return Ok(parsed);
+    }
+    let Value::Object(map) = &parsed else {
+        return Err(fail(format!(
+            "{}: the reply is JSON but not an object, so its `outputs` cannot be taken from it",
+            node.source.display()
+        )));
+    };
+    let mut kept = Map::new();
+    for key in &shape.keys {
+        match map.get(key) {
+            Some(v) => {
+                kept.insert(key.clone(), v.clone());
+            }
+            None => {
+                return Err(fail(format!(
+                    "{}: cannot find `{key}` in the reply; its keys: {}",
+                    node.source.display(),
+                    map.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+    }
+    Ok(Value::Object(kept))
+}
+
 /// A `.prompty` node's inputs: its literal inputs are the model and `model.parameters` — every
 /// one of them is sent, as promptflow's Prompty passes them to the client verbatim — and the
 /// others (references to the flow's inputs) are the template's variables.
@@ -314,7 +369,10 @@ fn prompty_parameters(
     let mut params = Map::new();
     let mut vars = Map::new();
     for (k, v) in inputs {
-        if matches!(node.inputs.get(k), Some(crate::model::ValueSource::Literal(_))) {
+        if matches!(
+            node.inputs.get(k),
+            Some(crate::model::ValueSource::Literal(_))
+        ) {
             params.insert(k.clone(), v.clone());
         } else {
             vars.insert(k.clone(), v.clone());

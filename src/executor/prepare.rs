@@ -62,9 +62,11 @@ impl Executor {
                                 ListStyle::Python
                             };
                         let template = load_template(&flow, node, style)?;
+                        let reply = prompty_reply(&flow, node)?;
                         Ok(Prepared::Llm {
                             template: Arc::new(template),
                             connection,
+                            reply,
                         })
                     })
                 }
@@ -230,6 +232,44 @@ fn environment_variables(
         }
     }
     out
+}
+
+/// For a `.prompty` node: how its reply is formatted (`response_format` json_object,
+/// `outputs`). `model.response: all` (the whole response object) is refused: `flow` returns
+/// the first choice, and would otherwise give a different output than promptflow.
+fn prompty_reply(flow: &Flow, node: &Node) -> Result<Option<super::PromptyReply>, Vec<Diagnostic>> {
+    if !node.source.extension().is_some_and(|e| e == "prompty") {
+        return Ok(None);
+    }
+    let Some(path) = flow.resolve_file(&node.source) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        vec![Diagnostic::error(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))]
+    })?;
+    let prompty = crate::prompty::parse(&path, &text)
+        .map_err(|e| vec![crate::model::prompty_flow::prompty_diagnostic(&path, &e)])?;
+    if prompty.model.response_all {
+        return Err(vec![
+            Diagnostic::error(format!(
+                "{}: `model.response: all` (the whole response object as the output) is not supported yet: flow returns the first choice's content",
+                path.display()
+            ))
+            .with_help("remove `response: all` (or set `response: first`)"),
+        ]);
+    }
+    let json = prompty
+        .model
+        .parameters
+        .get("response_format")
+        .is_some_and(|f| f.get("type").and_then(Value::as_str) == Some("json_object"));
+    Ok(Some(super::PromptyReply {
+        json,
+        keys: prompty.outputs.keys().cloned().collect(),
+    }))
 }
 
 /// Compile a node's template. promptflow's Azure OpenAI chat tool prints lists one item per

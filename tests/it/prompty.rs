@@ -76,6 +76,7 @@ fn file_references_in_the_front_matter_are_read() {
         "p/ask.prompty",
         "---\nname: ask\nmodel:\n  api: chat\n  configuration: ${file:conf.json}\n  parameters:\n    temperature: 0\n    logprobs: true\n    custom_knob: 7\n    tools: ${file:tools.json}\n    response_format: ${file:format.yaml}\ninputs:\n  question: {type: string}\n---\nuser:\n{{question}}\n",
     );
+    ctx.mock().reply_when("hi", "{\"a\": 1}");
     let run = ctx.run(&["run", "p/ask.prompty", "--inputs", "question=hi"]);
     run.expect_code(0);
     let body = &ctx.mock().requests()[0].body;
@@ -95,4 +96,60 @@ fn file_references_in_the_front_matter_are_read() {
         .expect_code(2)
         .stderr_has("model.configuration")
         .stderr_has("missing.json");
+}
+
+/// A `.prompty` asking for `json_object` gets the parsed JSON as its output, only the keys its
+/// `outputs` name (a missing one fails the line), as promptflow formats it; `response: all`
+/// is refused rather than answered with the first choice.
+#[test]
+fn json_replies_and_outputs_are_formatted_as_promptflow_does() {
+    let ctx = TestContext::with_mock();
+    let prompty = "---\nname: j\nmodel:\n  api: chat\n  configuration: {type: openai, connection: open_ai_connection, model: m}\n  parameters:\n    response_format: {type: json_object}\ninputs:\n  question: {type: string}\noutputs:\n  answer: {type: string}\n---\nuser:\n{{question}}\n";
+    ctx.write("j.prompty", prompty);
+    ctx.mock()
+        .reply_when("good", "{\"answer\": \"42\", \"why\": \"because\"}");
+    ctx.mock().reply_when("nokey", "{\"other\": 1}");
+    ctx.mock().reply_when("prose", "The answer is 42.");
+    let run = ctx.run(&[
+        "run",
+        "j.prompty",
+        "--inputs",
+        "question=good",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        run.expect_code(0).json()["outputs"]["output"],
+        json!({"answer": "42"})
+    );
+    ctx.run(&["run", "j.prompty", "--inputs", "question=nokey"])
+        .expect_code(1)
+        .stderr_has("cannot find `answer` in the reply; its keys: other");
+    ctx.run(&["run", "j.prompty", "--inputs", "question=prose"])
+        .expect_code(1)
+        .stderr_has("the reply is not JSON although `response_format` is json_object");
+    // Without `outputs`, the whole JSON object.
+    ctx.write(
+        "j.prompty",
+        &prompty.replace("outputs:\n  answer: {type: string}\n", ""),
+    );
+    let run = ctx.run(&[
+        "run",
+        "j.prompty",
+        "--inputs",
+        "question=good",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        run.expect_code(0).json()["outputs"]["output"],
+        json!({"answer": "42", "why": "because"})
+    );
+    ctx.write(
+        "all.prompty",
+        "---\nname: a\nmodel:\n  api: chat\n  configuration: {type: openai, connection: open_ai_connection, model: m}\n  response: all\n---\nuser:\nhi\n",
+    );
+    ctx.run(&["run", "all.prompty"])
+        .expect_code(2)
+        .stderr_has("`model.response: all`");
 }
