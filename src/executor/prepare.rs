@@ -238,7 +238,7 @@ fn environment_variables(
 /// `outputs`). `model.response: all` (the whole response object) is refused: `flow` returns
 /// the first choice, and would otherwise give a different output than promptflow.
 fn prompty_reply(flow: &Flow, node: &Node) -> Result<Option<super::PromptyReply>, Vec<Diagnostic>> {
-    if !node.source.extension().is_some_and(|e| e == "prompty") {
+    if node.source.extension().is_none_or(|e| e != "prompty") {
         return Ok(None);
     }
     let Some(path) = flow.resolve_file(&node.source) else {
