@@ -87,7 +87,12 @@ impl LlmClient {
                 let wanted = conn.model.clone().or_else(|| conn.deployment.clone());
                 let detail = match (&wanted, models.len()) {
                     (_, 0) => format!("answered (HTTP {status})"),
-                    (Some(m), n) if models.iter().any(|x| x == m) => {
+                    // Ollama lists `llama3.2:latest` for a model requested as `llama3.2`.
+                    (Some(m), n)
+                        if models
+                            .iter()
+                            .any(|x| x == m || x.strip_suffix(":latest") == Some(m.as_str())) =>
+                    {
                         format!("answered: {n} models, including `{m}`")
                     }
                     (Some(m), n) => format!(

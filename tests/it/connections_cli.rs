@@ -271,4 +271,13 @@ fn check_names_the_listed_models_and_the_variable_when_the_model_is_not_listed()
     );
     assert!(stdout.contains("set OPEN_AI_CONNECTION_MODEL"), "{stdout}");
     assert!(stdout.contains("--alias"), "{stdout}");
+
+    // Ollama lists its models with their tag: `llama3.2` is `llama3.2:latest`.
+    ctx.mock()
+        .set_known_models(&["llama3.2:latest", "qwen2.5:0.5b"]);
+    let mut cmd = ctx.cmd();
+    cmd.env("OPEN_AI_CONNECTION_MODEL", "llama3.2");
+    let out = cmd.args(["connections", "check", "one"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("including `llama3.2`"), "{stdout}");
 }
