@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod child;
 pub mod context;
+pub mod local_model;
 pub mod mock_llm;
 pub mod otlp;
 pub mod qa_project;
