@@ -177,6 +177,50 @@ fn every_shipped_flow_runs_against_the_local_model_and_records_the_servers_usage
         ])
         .expect_code(0);
     assert!(p.chat.model_requests().is_empty());
+
+    // The chat flow with a conversation so far (datasets/chat.jsonl's second row): the request
+    // replays it as user/assistant turns before the new question.
+    let row = crate::support::context::repo_root().join("datasets/chat.jsonl");
+    let row: Value = serde_json::from_str(
+        std::fs::read_to_string(row)
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap(),
+    )
+    .unwrap();
+    p.ctx.write("chat.inputs.json", &row.to_string());
+    p.chat.clear();
+    let run = p.ctx.run(&[
+        "run",
+        "chat",
+        "--no-cache",
+        "--output",
+        "json",
+        "--inputs",
+        "chat.inputs.json",
+    ]);
+    run.expect_code(0);
+    let requests = p.chat.model_requests();
+    assert_eq!(requests.len(), 1);
+    let roles: Vec<&str> = requests[0].request["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["role"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(
+        requests[0].request["messages"][3]["content"]
+            .as_str()
+            .map(str::trim),
+        row["question"].as_str(),
+        "the new question goes last"
+    );
+    assert_eq!(
+        run.json()["outputs"]["answer"].as_str(),
+        Some(requests[0].text().as_str())
+    );
 }
 
 /// Temperature 0 with one slot and one thread: the same request gives the same answer, and the
@@ -436,7 +480,20 @@ fn serve_streams_real_token_chunks_as_they_arrive() {
     let a = server.score(r#"{"question": "What is a prompt flow?"}"#);
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.json()["answer"].as_str(), Some(streamed.as_str()));
-    assert_eq!(p.chat.model_requests().len(), 2);
+    let requests = p.chat.model_requests();
+    assert_eq!(requests.len(), 2);
+    // Both answers' tokens, the streamed one's from its final usage event, are the server's.
+    let (prompt, completion) = sum_usage(&requests);
+    assert_eq!(
+        server.metric("flow_tokens_total{type=\"prompt\"}"),
+        Some(prompt as f64),
+        "{}",
+        server.get("/metrics").body
+    );
+    assert_eq!(
+        server.metric("flow_tokens_total{type=\"completion\"}"),
+        Some(completion as f64)
+    );
 }
 
 /// An LLM judge that is this tiny model: whatever it replies, a line whose reply holds no score
