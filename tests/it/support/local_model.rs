@@ -243,8 +243,15 @@ impl Proxy {
         format!("{}/v1", self.url)
     }
 
-    /// Every finished exchange so far, in the order the replies ended.
+    /// Every exchange so far, in the order the replies ended. Waits (up to 10 s) for those in
+    /// flight to finish: a client may have read a reply's last byte a moment before the proxy
+    /// saw its end.
     pub fn exchanges(&self) -> Vec<Exchange> {
+        wait_for(
+            "the proxy's requests to finish",
+            Duration::from_secs(10),
+            || *self.state.in_flight.lock().unwrap() == 0,
+        );
         self.state.log.lock().unwrap().clone()
     }
 
@@ -256,8 +263,13 @@ impl Proxy {
             .collect()
     }
 
-    /// Forget what was recorded.
+    /// Forget what was recorded (once nothing is in flight).
     pub fn clear(&self) {
+        wait_for(
+            "the proxy's requests to finish",
+            Duration::from_secs(10),
+            || *self.state.in_flight.lock().unwrap() == 0,
+        );
         self.state.log.lock().unwrap().clear();
     }
 }
