@@ -9,7 +9,7 @@
 #   scripts/docker-ci.sh stop    stop that dockerd
 #   scripts/docker-ci.sh env     print `export DOCKER_HOST=...`
 #
-# Everything lives under ${FLOW_CACHE_DIR:-$HOME/.cache/flow-ci}/docker (outside the checkout):
+# Everything lives under ${FLOW_CI_CACHE_DIR:-$HOME/.cache/flow-ci}/docker (outside the checkout):
 # the data root keeps the images, so a later run finds its bases and costs seconds.
 #
 # The engine runs without a bridge network or iptables rules (`--bridge=none --iptables=false`):
@@ -22,7 +22,7 @@
 #                               /usr/local/bin/python3 as the official image has it
 set -euo pipefail
 
-cache="${FLOW_CACHE_DIR:-$HOME/.cache/flow-ci}/docker"
+cache="${FLOW_CI_CACHE_DIR:-$HOME/.cache/flow-ci}/docker"
 sock="$cache/docker.sock"
 pidfile="$cache/dockerd.pid"
 mirror="${FLOW_DEBIAN_MIRROR:-http://deb.debian.org/debian}"

@@ -1099,6 +1099,19 @@ impl Connection {
         format!("{}_API_BASE", env_prefix(&self.name))
     }
 
+    /// The variable the default model (the deployment, for Azure) comes from (or would).
+    pub fn model_var(&self) -> String {
+        let field = if self.api_type == ApiType::Azure {
+            "DEPLOYMENT"
+        } else {
+            "MODEL"
+        };
+        if let Some(v) = self.source.iter().find(|v| v.ends_with(field)) {
+            return v.clone();
+        }
+        format!("{}_{field}", env_prefix(&self.name))
+    }
+
     /// Whether this connection is the offline echo provider.
     pub fn is_offline(&self) -> bool {
         self.api_type == ApiType::Echo

@@ -60,6 +60,11 @@ pub fn resolve_connections(
                             out.skipped.push(vars[0].clone());
                             None
                         }
+                        // A local server (llama.cpp, vLLM, Ollama) set up in the environment
+                        // takes no key: leave it unset rather than force a dummy value.
+                        None if field.eq_ignore_ascii_case("api_key") && key_optional(c, env) => {
+                            None
+                        }
                         None => {
                             diagnostics.push(
                                 origin
@@ -85,7 +90,9 @@ pub fn resolve_connections(
                 out.vars.push((var, v));
             }
         }
-        if !has_type {
+        // The type the connection class implies, unless the environment names one (a local
+        // Ollama behind the template's `OpenAIConnection` stays `ollama`).
+        if !has_type && env.get(&format!("{prefix}_API_TYPE")).is_none() {
             let kind = c.connection_type.to_ascii_lowercase();
             let api_type = if kind.contains("azure") {
                 Some("azure")
@@ -106,6 +113,45 @@ pub fn resolve_connections(
     } else {
         Err(diagnostics)
     }
+}
+
+/// A property's value: the experiment's own (a placeholder read from `env`), else the
+/// connection's variable `<PREFIX>_<PROPERTY>` in `env`; and whether it was the experiment's.
+fn property_value(c: &ConnectionDef, env: &EnvVars, property: &str) -> Option<(String, bool)> {
+    let own = c
+        .properties
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(property))
+        .map(|(_, (value, _))| value);
+    match own {
+        Some(value) => match placeholder_name(value) {
+            None => Some((value.clone(), true)),
+            Some(field) => placeholder_vars(&c.name, field)
+                .iter()
+                .find_map(|v| env.get(v))
+                .map(|v| (v.to_string(), true)),
+        },
+        None => env
+            .get(&format!("{}_{}", env_prefix(&c.name), env_prefix(property)))
+            .map(|v| (v.to_string(), false)),
+    }
+    .filter(|(v, _)| !v.trim().is_empty())
+}
+
+/// Whether an unset `${api_key}` of connection `c` may leave the key unset: the connection is
+/// `ollama`, or OpenAI-compatible with a base URL from the environment (a local server such as
+/// llama.cpp or vLLM that the shipped experiment file knows nothing of), as the connection
+/// itself allows. A base URL written in the experiment file comes with the key it asks for.
+fn key_optional(c: &ConnectionDef, env: &EnvVars) -> bool {
+    let api_type = property_value(c, env, "api_type").map(|(t, _)| t.to_ascii_lowercase());
+    let kind = c.connection_type.to_ascii_lowercase();
+    let openai_like = match api_type.as_deref() {
+        Some("ollama") => return true,
+        Some("openai") => true,
+        Some(_) => false,
+        None => kind.contains("openai") && !kind.contains("azure"),
+    };
+    openai_like && matches!(property_value(c, env, "api_base"), Some((_, false)))
 }
 
 /// `env` with the resolved connection variables laid over it.
@@ -187,6 +233,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(lenient.skipped, vec!["C_API_KEY".to_string()]);
+    }
+
+    #[test]
+    fn a_local_server_needs_no_key_for_the_api_key_placeholder() {
+        let mut openai = conn("local", &[("api_key", "${api_key}")]);
+        openai.connection_type = "OpenAIConnection".into();
+        // With a base URL of its own (the environment's), the key may stay unset.
+        let env = EnvVars::from_pairs([("LOCAL_API_BASE", "http://127.0.0.1:8080/v1")]);
+        let r = resolve_connections(std::slice::from_ref(&openai), &env, false).unwrap();
+        assert!(!r.vars.iter().any(|(k, _)| k == "LOCAL_API_KEY"), "{r:?}");
+        // Without one, the key is the vendor's and still required.
+        assert!(
+            resolve_connections(std::slice::from_ref(&openai), &EnvVars::default(), false).is_err()
+        );
+        // Ollama never needs one; Azure always does, base or not.
+        let env = EnvVars::from_pairs([("LOCAL_API_TYPE", "ollama")]);
+        assert!(resolve_connections(std::slice::from_ref(&openai), &env, false).is_ok());
+        let azure = conn(
+            "local",
+            &[("api_key", "${api_key}"), ("api_base", "https://x/")],
+        );
+        assert!(resolve_connections(&[azure], &EnvVars::default(), false).is_err());
+        // Another placeholder is still required.
+        let other = conn("local", &[("api_base", "${api_base}")]);
+        assert!(resolve_connections(&[other], &EnvVars::default(), false).is_err());
     }
 
     #[test]

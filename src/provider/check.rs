@@ -87,12 +87,25 @@ impl LlmClient {
                 let wanted = conn.model.clone().or_else(|| conn.deployment.clone());
                 let detail = match (&wanted, models.len()) {
                     (_, 0) => format!("answered (HTTP {status})"),
-                    (Some(m), n) if models.iter().any(|x| x == m) => {
+                    // Ollama lists `llama3.2:latest` for a model requested as `llama3.2`.
+                    (Some(m), n)
+                        if models
+                            .iter()
+                            .any(|x| x == m || x.strip_suffix(":latest") == Some(m.as_str())) =>
+                    {
                         format!("answered: {n} models, including `{m}`")
                     }
-                    (Some(m), n) => {
-                        format!("answered: {n} models, but not `{m}`; check the model name")
-                    }
+                    (Some(m), n) => format!(
+                        "answered: {n} model{}, but not `{m}`: it lists {}; set {} to one of them{}",
+                        if n == 1 { "" } else { "s" },
+                        listed(&models),
+                        conn.model_var(),
+                        if matches!(conn.api_type, ApiType::OpenAi) {
+                            " (a llama.cpp server lists the name given with --alias, else its model file's)"
+                        } else {
+                            ""
+                        }
+                    ),
                     (None, n) => format!("answered: {n} models"),
                 };
                 outcome(true, detail)
@@ -170,6 +183,21 @@ fn model_ids(body: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The first few model names, quoted (`a`, `b`, … and N more).
+fn listed(models: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut out = models
+        .iter()
+        .take(SHOWN)
+        .map(|m| format!("`{}`", excerpt(m)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if models.len() > SHOWN {
+        out.push_str(&format!(" and {} more", models.len() - SHOWN));
+    }
+    out
 }
 
 fn excerpt(body: &str) -> String {

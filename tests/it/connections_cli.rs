@@ -246,3 +246,38 @@ fn a_near_miss_variable_name_gets_a_warning_naming_the_right_one() {
         "{stderr}"
     );
 }
+
+#[test]
+fn check_names_the_listed_models_and_the_variable_when_the_model_is_not_listed() {
+    let ctx = TestContext::with_mock();
+    // A llama.cpp server started without --alias lists its model file's name.
+    ctx.mock()
+        .set_known_models(&["SmolLM2-135M-Instruct.Q4_1.gguf"]);
+    ctx.flow(
+        "one",
+        &[
+            ("flow.dag.yaml", "inputs: {}\noutputs:\n  o: {reference: '${a.output}'}\nnodes:\n- {name: a, type: llm, source: {type: code, path: a.jinja2}, connection: open_ai_connection, api: chat}\n"),
+            ("a.jinja2", "user:\nhi"),
+        ],
+    );
+    let mut cmd = ctx.cmd();
+    cmd.env("OPEN_AI_CONNECTION_MODEL", "smollm2");
+    let out = cmd.args(["connections", "check", "one"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("but not `smollm2`: it lists `SmolLM2-135M-Instruct.Q4_1.gguf`"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("set OPEN_AI_CONNECTION_MODEL"), "{stdout}");
+    assert!(stdout.contains("--alias"), "{stdout}");
+
+    // Ollama lists its models with their tag: `llama3.2` is `llama3.2:latest`.
+    ctx.mock()
+        .set_known_models(&["llama3.2:latest", "qwen2.5:0.5b"]);
+    let mut cmd = ctx.cmd();
+    cmd.env("OPEN_AI_CONNECTION_MODEL", "llama3.2");
+    let out = cmd.args(["connections", "check", "one"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("including `llama3.2`"), "{stdout}");
+}

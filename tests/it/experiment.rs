@@ -565,6 +565,45 @@ fn connection_placeholders_resolve_from_connection_field_variables() {
     assert!(!s.contains(TEST_KEY));
 }
 
+/// A local server set up in the environment (`AOAI_API_BASE`, as `.env` would) needs no key:
+/// the file's `${api_key}` left unset sends none, rather than demanding a dummy value.
+#[test]
+fn an_api_key_placeholder_is_optional_for_a_base_url_from_the_environment() {
+    let ctx = TestContext {
+        dir: tempfile::tempdir().unwrap(),
+        mock: Some(crate::support::mock_llm::MockLlm::start()),
+    };
+    ctx.write(
+        "flows/ask/flow.dag.yaml",
+        "inputs:\n  q: {type: string}\noutputs:\n  a: {type: string, reference: \"${ask.output}\"}\nnodes:\n- name: ask\n  type: llm\n  source: {type: code, path: p.jinja2}\n  inputs: {model: m, q: \"${inputs.q}\"}\n  connection: aoai\n  api: chat\n",
+    );
+    ctx.write("flows/ask/p.jinja2", "user:\n{{q}}");
+    ctx.write("data.jsonl", "{\"q\": \"hello\"}\n");
+    ctx.write(
+        "experiment.yaml",
+        "name: conn\nflow: flows/ask\nconnections:\n- name: aoai\n  connection_type: OpenAIConnection\n  api_key: ${api_key}\ndatasets:\n- name: d\n  source: data.jsonl\n  mappings:\n    q: \"${data.q}\"\n",
+    );
+    let out = ctx
+        .cmd()
+        .arg("experiment")
+        .env("AOAI_API_BASE", ctx.mock().openai_base())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let requests = ctx.mock().requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].header("authorization"), None);
+    // Without that base the key is the vendor's, and still required.
+    let out = ctx.cmd().arg("experiment").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AOAI_API_KEY"));
+}
+
 #[test]
 fn every_dataset_is_checked_before_the_first_run_starts() {
     let ctx = TestContext::with_mock();

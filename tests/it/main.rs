@@ -32,6 +32,7 @@ mod gate;
 mod init;
 mod judge;
 mod limiter;
+mod local_model;
 mod object_storage;
 mod pool;
 mod project_root;

@@ -4,6 +4,7 @@ pub mod batch;
 pub mod child;
 pub mod context;
 pub mod docker;
+pub mod local_model;
 pub mod mock_llm;
 pub mod otlp;
 pub mod qa_project;
