@@ -33,6 +33,7 @@ mod init;
 mod judge;
 mod limiter;
 mod object_storage;
+mod pf_connections;
 mod pool;
 mod project_root;
 mod promptflow_examples;
