@@ -299,3 +299,28 @@ fn a_python_tool_receives_custom_connections_from_files_and_variables() {
         "{stdout}"
     );
 }
+
+#[test]
+fn an_llm_node_naming_a_custom_connection_is_refused_before_running() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "f",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs: {}\noutputs:\n  a: {reference: '${ask.output}'}\nnodes:\n- {name: ask, type: llm, source: {type: code, path: a.jinja2}, connection: svc, api: chat, inputs: {model: m}}\n",
+            ),
+            ("a.jinja2", "user:\nhi"),
+        ],
+    );
+    let (code, stdout, stderr) = flow(&ctx, &["run", "f"], &[("SVC_REGION", "eu")]);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("connection `svc` is a custom connection")
+            && stderr.contains("SVC_API_TYPE=openai"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = flow(&ctx, &["connections", "f"], &[("SVC_REGION", "eu")]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("type:    custom"), "{stdout}");
+}
