@@ -269,6 +269,25 @@ fn parse(
         ));
         return Ok(None);
     };
+    let pf_type_text = scalar(type_value).ok().flatten().unwrap_or_default();
+    let known_type = TYPES
+        .iter()
+        .any(|(t, _)| *t == pf_type_text.trim().to_ascii_lowercase());
+    let says_connection = get("$schema")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.contains("Connection"))
+        || ["api_key", "configs", "secrets"]
+            .iter()
+            .any(|k| get(k).is_some());
+    if !known_type && !says_connection {
+        // Some other YAML with a `type:` (a Kubernetes manifest, ...): not ours to refuse.
+        warnings.push(format!(
+            "warning: {}: skipped: `type: {}` is not a promptflow connection type, and nothing else says this is a connection file",
+            path.display(),
+            pf_type_text.trim()
+        ));
+        return Ok(None);
+    }
     let refuse =
         |key: &str, message: String| Err(located(path, text, index.value(key), false, message));
     let pf_type = match scalar(type_value) {
@@ -571,9 +590,13 @@ mod tests {
 
     #[test]
     fn unknown_types_and_partial_references_are_refused() {
-        let (r, _) = parse_text("name: c\ntype: open_ia\n");
+        let (r, _) = parse_text("name: c\ntype: open_ia\napi_key: ${env:K}\n");
         let e = r.unwrap_err().to_string();
         assert!(e.contains("did you mean `open_ai`?"), "{e}");
+        // Another YAML with a `type:` is not a connection file: skipped, not refused.
+        let (r, w) = parse_text("kind: Secret\ntype: Opaque\n");
+        assert!(r.unwrap().is_none());
+        assert!(w[0].contains("skipped: `type: Opaque`"), "{w:?}");
         let (r, _) = parse_text("name: c\ntype: open_ai\napi_key: Bearer ${env:K}\n");
         assert!(r.unwrap_err().to_string().contains("whole `${env:VAR}`"));
         let (r, w) = parse_text("just: data\n");
