@@ -712,8 +712,9 @@ pub struct Connection {
     pub source: Vec<String>,
     /// The promptflow connection file it was read from (with `source`'s variables), if any.
     pub file: Option<PathBuf>,
-    /// Extra fields that are secrets whatever their names (a connection file's `secrets:`).
-    pub secret_extra: Vec<String>,
+    /// Extra fields a connection file declares, and whether each is a secret (`secrets:`) or
+    /// not (`configs:`, `organization`, ...), whatever its name says.
+    pub declared_extra: IndexMap<String, bool>,
     /// For a pool (`X_POOL=member_a,member_b`): its members, each a whole connection with its
     /// own limiter. The pool's other fields are its first member's (what Python tools see).
     /// Empty for an ordinary connection.
@@ -793,7 +794,7 @@ pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, C
         extra: IndexMap::new(),
         source: Vec::new(),
         file: None,
-        secret_extra: Vec::new(),
+        declared_extra: IndexMap::new(),
         pool: Vec::new(),
     };
     if offline {
@@ -840,6 +841,19 @@ pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, C
         let field = &var[scan.len()..];
         conn.source.push(var.to_string());
         let value = value.trim();
+        // A variable overriding a file's own field (`api-key` of a custom connection, by
+        // `X_API_KEY`) keeps that field's name.
+        let file_field = file.and_then(|f| {
+            f.fields.keys().find(|k| {
+                f.override_var(k) == var
+                    && !["api_key", "api_base", "api_version", "model", "deployment"]
+                        .contains(&k.as_str())
+            })
+        });
+        if let Some(k) = file_field {
+            conn.extra.insert(k.clone(), value.to_string());
+            continue;
+        }
         match field {
             "API_TYPE" => {
                 conn.api_type = value
@@ -921,16 +935,16 @@ fn apply_file(
     let mut key_from_file = false;
     for (field, f) in &file.fields {
         let override_var = file.override_var(field);
-        if f.secret && field != "api_key" {
-            // Declared a secret: it stays one whichever of file or variable sets it (a
-            // variable's field is named in lower case).
-            conn.secret_extra.push(field.clone());
-            conn.secret_extra.push(field.to_ascii_lowercase());
+        if !["api_key", "api_base", "api_version", "model", "deployment"].contains(&field.as_str())
+        {
+            // Declared secret or not: it stays so whichever of file or variable sets it.
+            conn.declared_extra.insert(field.clone(), f.secret);
         }
         if env.get(&override_var).is_some() {
             continue;
         }
         let value = match &f.value {
+            FileValue::Unset => continue,
             FileValue::Literal(v) => v.trim().to_string(),
             FileValue::Env(var) => match env.get(var) {
                 Some(v) => {
@@ -1352,10 +1366,14 @@ impl Connection {
         format!("{}_API_BASE", env_prefix(&self.name))
     }
 
-    /// Whether the extra field `field` is a secret: declared one (a file's `secrets:`) or named
-    /// like one (`key`, `secret`, `token`, `password`, `credential`).
+    /// Whether the extra field `field` is a secret: as a connection file declares it
+    /// (`secrets:` or `configs:`), else when named like one (`key`, `secret`, `token`,
+    /// `password`, `credential`).
     pub fn is_secret_extra(&self, field: &str) -> bool {
-        is_secret_field(field) || self.secret_extra.iter().any(|s| s == field)
+        self.declared_extra
+            .get(field)
+            .copied()
+            .unwrap_or_else(|| is_secret_field(field))
     }
 
     /// Whether this connection is the offline echo provider.

@@ -76,6 +76,8 @@ pub enum FileValue {
     Literal(String),
     /// `${env:VAR}`: read `VAR` from `.env` and the environment.
     Env(String),
+    /// A template placeholder (`<user-input>`): unset, for a variable to supply.
+    Unset,
 }
 
 /// One field of a connection file and where it is.
@@ -207,7 +209,7 @@ impl ConnectionFiles {
             .flat_map(|c| c.fields.values())
             .filter_map(|f| match &f.value {
                 FileValue::Env(v) => Some(v.as_str()),
-                FileValue::Literal(_) => None,
+                FileValue::Literal(_) | FileValue::Unset => None,
             })
     }
 }
@@ -411,15 +413,16 @@ fn add_field(
         Err(m) => return Err(located(path, text, loc, false, format!("`{at}` {m}"))),
     };
     let var = conn.override_var(field);
-    if is_placeholder(&value) {
-        warnings.push(format!(
-            "warning: {}:{line}:{col}: `{at}` of connection '{}' is the placeholder {value:?}: treated as unset; write `{at}: ${{env:VAR}}` naming the variable that holds it, or set {var}",
-            path.display(),
-            conn.name
-        ));
-        return Ok(());
-    }
+    let leaf = at.rsplit('.').next().unwrap_or(at);
     let value = match env_reference(&value) {
+        _ if is_placeholder(&value) => {
+            warnings.push(format!(
+                "warning: {}:{line}:{col}: `{at}` of connection '{}' is the placeholder {value:?}: treated as unset; write `{leaf}: ${{env:VAR}}` naming the variable that holds it, or set {var}",
+                path.display(),
+                conn.name
+            ));
+            FileValue::Unset
+        }
         Some(var) => FileValue::Env(var.to_string()),
         None if value.contains("${") => {
             return Err(located(
@@ -567,7 +570,7 @@ mod tests {
         let (r, w) =
             parse_text("name: c\ntype: open_ai\napi_key: \"<user-input>\"\norganisation: x\n");
         let c = r.unwrap().unwrap();
-        assert!(!c.fields.contains_key("api_key"));
+        assert_eq!(c.fields["api_key"].value, FileValue::Unset);
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(
             w[0].contains("placeholder") && w[0].contains("C_API_KEY"),

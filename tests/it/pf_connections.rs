@@ -264,7 +264,10 @@ fn connections_dir_option_reads_another_folder_and_two_definitions_are_refused()
     );
 }
 
-const TOOL_FLOW: &str = "inputs: {}\noutputs:\n  a: {reference: '${t.output}'}\n  b: {reference: '${u.output}'}\nnodes:\n- {name: t, type: python, source: {type: code, path: t.py}, inputs: {conn: svc}}\n- {name: u, type: python, source: {type: code, path: t.py}, inputs: {conn: svc2}}\n";
+const TOOL_FLOW: &str = "inputs: {}\noutputs:\n  a: {reference: '${t.output}'}\n  b: {reference: '${u.output}'}\n  c: {reference: '${v.output}'}\nnodes:\n- {name: t, type: python, source: {type: code, path: t.py}, inputs: {conn: svc}}\n- {name: u, type: python, source: {type: code, path: t.py}, inputs: {conn: svc2}}\n- {name: v, type: python, source: {type: code, path: t.py}, inputs: {conn: custom_connection}}\n";
+
+/// promptflow's own examples/connections/custom.yml, verbatim: its secret is a placeholder.
+const PF_CUSTOM_YML: &str = "$schema: https://azuremlschemas.azureedge.net/promptflow/latest/CustomConnection.schema.json\nname: custom_connection\ntype: custom\nconfigs:\n  key1: \"test1\"\nsecrets:  # required\n  api-key: \"<to-be-replaced>\"";
 
 const TOOL: &str = "from promptflow import tool\nfrom promptflow.connections import CustomConnection\n\n@tool\ndef t(conn: CustomConnection) -> str:\n    secrets = {k: (v == 'expected-secret-value') for k, v in conn.secrets.items()}\n    return f\"{type(conn).__name__}|{conn.name}|{sorted(conn.configs.items())}|{secrets}\"\n";
 
@@ -276,11 +279,14 @@ fn a_python_tool_receives_custom_connections_from_files_and_variables() {
         "connections/custom.yml",
         "$schema: https://azuremlschemas.azureedge.net/promptflow/latest/CustomConnection.schema.json\nname: svc\ntype: custom\nconfigs:\n  endpoint: https://svc.example\n  retries: 3\nsecrets:\n  api-key: ${env:SVC_KEY}\n",
     );
+    ctx.write("connections/pf_custom.yml", PF_CUSTOM_YML);
     let (code, stdout, stderr) = flow(
         &ctx,
         &["run", "f"],
         &[
             ("SVC_KEY", "expected-secret-value"),
+            // The placeholder's value, by promptflow's {NAME}_{FIELD} override.
+            ("CUSTOM_CONNECTION_API_KEY", "expected-secret-value"),
             // promptflow's X_KEY1 style: a connection of custom fields only.
             ("SVC2_KEY1", "v1"),
             ("SVC2_REGION", "eu"),
@@ -292,6 +298,14 @@ fn a_python_tool_receives_custom_connections_from_files_and_variables() {
             "CustomConnection|svc|[('endpoint', 'https://svc.example'), ('retries', '3')]|{'api-key': True}"
         ),
         "{stdout}"
+    );
+    assert!(
+        stdout.contains("CustomConnection|custom_connection|[('key1', 'test1')]|{'api-key': True}"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("is the placeholder \"<to-be-replaced>\""),
+        "{stderr}"
     );
     // `key1` is named like a secret, so it is one (its value is not the one compared).
     assert!(
