@@ -338,3 +338,44 @@ fn an_llm_node_naming_a_custom_connection_is_refused_before_running() {
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("type:    custom"), "{stdout}");
 }
+
+/// `--connections DIR` is a setting of the run: `flow run --resume` reads the same folder.
+#[test]
+fn a_resumed_run_reads_the_connections_folder_it_started_with() {
+    let ctx = with_mock();
+    ctx.flow(
+        "f",
+        &[("flow.dag.yaml", FLOW), ("ask.jinja2", "user:\n{{q}}")],
+    );
+    ctx.write(
+        "conf/pf/openai.yml",
+        &openai_yaml(&ctx.mock().openai_base(), "${env:MY_OPENAI_KEY}"),
+    );
+    ctx.write("d.jsonl", "{\"q\": \"a\"}\n{\"q\": \"b\"}\n");
+    let key = [("MY_OPENAI_KEY", KEY)];
+    ctx.mock().set_down(Some(500));
+    let (code, stdout, stderr) = flow(
+        &ctx,
+        &[
+            "run",
+            "f",
+            "--data",
+            "d.jsonl",
+            "--name",
+            "r1",
+            "--connections",
+            "conf/pf",
+            "--max-retries",
+            "0",
+        ],
+        &key,
+    );
+    assert_ne!(code, Some(0), "{stdout}{stderr}");
+    let meta = std::fs::read_to_string(ctx.root().join(".flow/runs/r1/meta.json")).unwrap();
+    assert!(meta.contains("conf/pf"), "{meta}");
+    ctx.mock().set_down(None);
+    ctx.mock().clear_requests();
+    let (code, stdout, stderr) = flow(&ctx, &["run", "--resume", "r1"], &key);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(ctx.mock().request_count(), 2);
+}
