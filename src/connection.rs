@@ -308,7 +308,8 @@ impl EnvVars {
     /// Loads `env_file` (which must exist; relative to `cwd`) or else the nearest `.env` from
     /// `cwd` up to its project root ([`crate::project::Workdir::dotenv`]), if there is one,
     /// without touching the process environment; then overlays the process environment (real
-    /// variables win).
+    /// variables win). The project root's `connections/` files are read too
+    /// ([`EnvVars::load_with`]).
     pub fn load(env_file: Option<&Path>, cwd: &Path) -> Result<EnvVars, ConnectionError> {
         EnvVars::load_with(env_file, None, cwd)
     }
@@ -472,7 +473,9 @@ impl EnvVars {
             };
             for (field, f) in &file.fields {
                 let var = file.override_var(field);
-                if self.get(&var).is_some() && f.value != FileValue::Env(var.clone()) {
+                let supplies =
+                    matches!(&f.value, FileValue::Unset) || f.value == FileValue::Env(var.clone());
+                if self.get(&var).is_some() && !supplies {
                     out.push(format!(
                         "note: {var} is set and wins over `{field}` in {}:{}",
                         file.path.display(),
