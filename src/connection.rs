@@ -14,6 +14,10 @@ use std::str::FromStr;
 use indexmap::IndexMap;
 use serde_json::{Map, Value, json};
 
+pub mod files;
+
+pub use files::{ConnectionFiles, FileConnection, FileValue};
+
 /// Default base URL of the OpenAI API.
 pub const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com/v1";
 /// Default base URL of a local Ollama server's OpenAI-compatible endpoint.
@@ -95,7 +99,7 @@ pub enum ConnectionError {
     },
     /// `X_API_TYPE` holds an unknown value.
     #[error(
-        "connection '{name}': {var}='{value}' is not a known api type; valid values: openai, azure, ollama, anthropic, echo"
+        "connection '{name}': {var}='{value}' is not a known api type; valid values: openai, azure, ollama, anthropic, echo, custom"
     )]
     UnknownApiType {
         /// Connection name.
@@ -168,6 +172,52 @@ pub enum ConnectionError {
         /// The standard base-URL variable that is set.
         base_var: String,
     },
+    /// `--connections DIR` names a folder that does not exist.
+    #[error("connections folder '{}' does not exist: check the --connections path", path.display())]
+    ConnectionsDirMissing {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The connections folder or one of its files could not be read.
+    #[error("cannot read '{}': {source}", path.display())]
+    ConnectionsDirRead {
+        /// The folder or file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A connection file is refused: a literal secret, an unknown type, a second definition of
+    /// a connection, malformed YAML.
+    #[error("{}:{line}:{col}: {message}\n{snippet}", path.display())]
+    ConnectionFile {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// What is wrong, and the fix.
+        message: String,
+        /// The line, secrets masked, with a caret under the place.
+        snippet: String,
+    },
+    /// A connection file's `${env:VAR}` names a variable that is not set.
+    #[error(transparent)]
+    FileEnvUnset(Box<FileEnvUnset>),
+    /// A connection file's key would be sent to a host other than the file's.
+    #[error(
+        "connection '{name}': {base_var} sends the key of {} (api_key) to another host than the file's api_base: set {prefix}_API_KEY too, or remove {base_var}",
+        path.display(),
+        prefix = env_prefix(.name)
+    )]
+    FileKeyOtherHost {
+        /// Connection name.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// The variable that overrides the file's base URL.
+        base_var: String,
+    },
     /// A member of a pool could not be resolved.
     #[error("connection '{pool}' (a pool): member {source}")]
     PoolMember {
@@ -176,6 +226,31 @@ pub enum ConnectionError {
         /// Why the member did not resolve.
         source: Box<ConnectionError>,
     },
+}
+
+/// A connection file's `${env:VAR}` names a variable that is not set.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{}:{line}:{col}: connection '{name}': `{field}` is ${{env:{var}}}, and {var} is not set: set it in {env_file} or the environment (or set {override_var})",
+    path.display()
+)]
+pub struct FileEnvUnset {
+    /// Connection name.
+    pub name: String,
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// The field.
+    pub field: String,
+    /// The variable referenced.
+    pub var: String,
+    /// The `X_*` variable that would set the field instead.
+    pub override_var: String,
+    /// The env file the variables were read from.
+    pub env_file: String,
 }
 
 impl crate::error::Classify for ConnectionError {
@@ -189,6 +264,7 @@ impl crate::error::Classify for ConnectionError {
 pub struct EnvVars {
     vars: HashMap<String, String>,
     file: EnvFile,
+    files: ConnectionFiles,
 }
 
 /// The env file a snapshot read, for messages that tell the user where to set a variable.
@@ -211,6 +287,7 @@ impl EnvVars {
         EnvVars {
             vars,
             file: self.file.clone(),
+            files: self.files.clone(),
         }
     }
 
@@ -231,8 +308,45 @@ impl EnvVars {
     /// Loads `env_file` (which must exist; relative to `cwd`) or else the nearest `.env` from
     /// `cwd` up to its project root ([`crate::project::Workdir::dotenv`]), if there is one,
     /// without touching the process environment; then overlays the process environment (real
-    /// variables win).
+    /// variables win). The project root's `connections/` files are read too
+    /// ([`EnvVars::load_with`]).
     pub fn load(env_file: Option<&Path>, cwd: &Path) -> Result<EnvVars, ConnectionError> {
+        EnvVars::load_with(env_file, None, cwd)
+    }
+
+    /// [`EnvVars::load`], plus the promptflow connection files of `connections` (relative to
+    /// `cwd`; it must exist) or else of the project root's `connections/` folder, if there is
+    /// one ([`ConnectionFiles`]).
+    pub fn load_with(
+        env_file: Option<&Path>,
+        connections: Option<&Path>,
+        cwd: &Path,
+    ) -> Result<EnvVars, ConnectionError> {
+        let mut env = EnvVars::load_vars(env_file, cwd)?;
+        env.files = match connections {
+            Some(dir) => ConnectionFiles::load(&cwd.join(dir), true)?,
+            None => ConnectionFiles::load(
+                &crate::project::Workdir::at(cwd.to_path_buf())
+                    .root
+                    .join(files::DEFAULT_DIR),
+                false,
+            )?,
+        };
+        Ok(env)
+    }
+
+    /// These connection files in place of the ones read (for tests and embedding).
+    pub fn with_files(mut self, files: ConnectionFiles) -> EnvVars {
+        self.files = files;
+        self
+    }
+
+    /// The promptflow connection files read.
+    pub fn files(&self) -> &ConnectionFiles {
+        &self.files
+    }
+
+    fn load_vars(env_file: Option<&Path>, cwd: &Path) -> Result<EnvVars, ConnectionError> {
         let mut vars = HashMap::new();
         let mut file = EnvFile::None;
         let path = match env_file {
@@ -264,7 +378,11 @@ impl EnvVars {
                 vars.insert(k, v);
             }
         }
-        Ok(EnvVars { vars, file })
+        Ok(EnvVars {
+            vars,
+            file,
+            files: ConnectionFiles::default(),
+        })
     }
 
     /// A snapshot holding exactly these pairs (for tests and embedding).
@@ -277,6 +395,7 @@ impl EnvVars {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
             file: EnvFile::None,
+            files: ConnectionFiles::default(),
         }
     }
 
@@ -328,6 +447,7 @@ impl EnvVars {
             })
             .collect();
         wanted.extend(STANDARD.iter().map(|s| s.to_string()));
+        wanted.extend(self.files.referenced_vars().map(str::to_string));
         let mut out: Vec<String> = self
             .vars
             .keys()
@@ -344,6 +464,26 @@ impl EnvVars {
             })
             .collect();
         out.sort();
+        out.extend(self.files.warnings.iter().cloned());
+        // A variable overriding a connection file's field: the variable wins (as promptflow's
+        // `{NAME}_{FIELD}` override does); say so, so an old variable is not a silent surprise.
+        for name in names {
+            let Some(file) = self.files.get(name) else {
+                continue;
+            };
+            for (field, f) in &file.fields {
+                let var = file.override_var(field);
+                let supplies =
+                    matches!(&f.value, FileValue::Unset) || f.value == FileValue::Env(var.clone());
+                if self.get(&var).is_some() && !supplies {
+                    out.push(format!(
+                        "note: {var} is set and wins over `{field}` in {}:{}",
+                        file.path.display(),
+                        f.line
+                    ));
+                }
+            }
+        }
         out
     }
 
@@ -413,6 +553,8 @@ pub enum ApiType {
     Anthropic,
     /// Built-in offline provider: no network, deterministic reply.
     Echo,
+    /// No model endpoint: fields for Python tools only (promptflow's `CustomConnection`).
+    Custom,
 }
 
 impl ApiType {
@@ -424,6 +566,7 @@ impl ApiType {
             ApiType::Ollama => "ollama",
             ApiType::Anthropic => "anthropic",
             ApiType::Echo => "echo",
+            ApiType::Custom => "custom",
         }
     }
 }
@@ -443,6 +586,7 @@ impl FromStr for ApiType {
             "ollama" => Ok(ApiType::Ollama),
             "anthropic" | "claude" => Ok(ApiType::Anthropic),
             "echo" | "offline" => Ok(ApiType::Echo),
+            "custom" => Ok(ApiType::Custom),
             _ => Err(()),
         }
     }
@@ -569,6 +713,11 @@ pub struct Connection {
     pub extra: IndexMap<String, String>,
     /// The variables this connection was read from (names only), for `flow connections`.
     pub source: Vec<String>,
+    /// The promptflow connection file it was read from (with `source`'s variables), if any.
+    pub file: Option<PathBuf>,
+    /// Extra fields a connection file declares, and whether each is a secret (`secrets:`) or
+    /// not (`configs:`, `organization`, ...), whatever its name says.
+    pub declared_extra: IndexMap<String, bool>,
     /// For a pool (`X_POOL=member_a,member_b`): its members, each a whole connection with its
     /// own limiter. The pool's other fields are its first member's (what Python tools see).
     /// Empty for an ordinary connection.
@@ -581,7 +730,7 @@ impl fmt::Debug for Connection {
             .extra
             .iter()
             .map(|(k, v)| {
-                let v = if is_secret_field(k) {
+                let v = if self.is_secret_extra(k) {
                     "***"
                 } else {
                     v.as_str()
@@ -600,6 +749,7 @@ impl fmt::Debug for Connection {
             .field("headers", &self.headers)
             .field("extra", &extra)
             .field("source", &self.source)
+            .field("file", &self.file)
             .field("pool", &self.pool)
             .finish()
     }
@@ -646,6 +796,8 @@ pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, C
         headers: IndexMap::new(),
         extra: IndexMap::new(),
         source: Vec::new(),
+        file: None,
+        declared_extra: IndexMap::new(),
         pool: Vec::new(),
     };
     if offline {
@@ -654,13 +806,33 @@ pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, C
     }
     let prefix = env_prefix(name);
     let scan = format!("{prefix}_");
+    let file = env.files.get(name);
     let mut found: Vec<(&str, &str)> = env.with_prefix(&scan).collect();
+    if let Some(file) = file {
+        // A variable the file reads (`api-key: ${env:SVC_KEY}` of connection `svc`) is the
+        // file's value, not a field of its own.
+        found.retain(|(var, _)| {
+            !file.fields.iter().any(|(field, f)| {
+                f.value == FileValue::Env(var.to_string()) && file.override_var(field) != *var
+            })
+        });
+    }
     found.sort_unstable();
-    if found.is_empty() {
+    if found.is_empty() && file.is_none() {
         return resolve_standard(conn, &prefix, env);
     }
     let pool_var = format!("{prefix}_POOL");
     if let Some(members) = env.get(&pool_var) {
+        if let Some(file) = file {
+            return Err(ConnectionError::BadPool {
+                name: name.to_string(),
+                var: pool_var,
+                reason: format!(
+                    "makes '{name}' a pool, but {} defines it too: keep one of the two",
+                    file.path.display()
+                ),
+            });
+        }
         let others: Vec<&str> = found
             .iter()
             .map(|(var, _)| *var)
@@ -672,6 +844,19 @@ pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, C
         let field = &var[scan.len()..];
         conn.source.push(var.to_string());
         let value = value.trim();
+        // A variable overriding a file's own field (`api-key` of a custom connection, by
+        // `X_API_KEY`) keeps that field's name.
+        let file_field = file.and_then(|f| {
+            f.fields.keys().find(|k| {
+                f.override_var(k) == var
+                    && !["api_key", "api_base", "api_version", "model", "deployment"]
+                        .contains(&k.as_str())
+            })
+        });
+        if let Some(k) = file_field {
+            conn.extra.insert(k.clone(), value.to_string());
+            continue;
+        }
         match field {
             "API_TYPE" => {
                 conn.api_type = value
@@ -695,13 +880,39 @@ pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, C
             _ => {}
         }
     }
+    let mut key_from_file = false;
+    if let Some(file) = file {
+        key_from_file = apply_file(&mut conn, file, env)?;
+    }
     let type_var = format!("{prefix}_API_TYPE");
     if env.get(&type_var).is_none() {
-        conn.api_type = if conn.api_version.is_some() {
+        conn.api_type = if let Some(file) = file {
+            file.api_type
+        } else if conn.api_version.is_some() {
             ApiType::Azure
+        } else if conn.api_key.is_none()
+            && conn.api_base.is_none()
+            && conn.model.is_none()
+            && conn.deployment.is_none()
+            && conn.headers.is_empty()
+        {
+            // Only custom fields (`X_KEY1`): promptflow's CustomConnection, for Python tools.
+            ApiType::Custom
         } else {
             ApiType::OpenAi
         };
+    }
+    if let Some(file) = file {
+        let base_var = format!("{prefix}_API_BASE");
+        // The file's key goes only to the file's host: a variable moving the host elsewhere
+        // must bring its own key.
+        if key_from_file && file.fields.contains_key("api_base") && env.get(&base_var).is_some() {
+            return Err(ConnectionError::FileKeyOtherHost {
+                name: name.to_string(),
+                path: file.path.clone(),
+                base_var,
+            });
+        }
     }
     refuse_unused_base(&conn, env)?;
     if conn.api_type == ApiType::Ollama
@@ -713,6 +924,65 @@ pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, C
         conn.source.push("OLLAMA_HOST".to_string());
     }
     finish(conn, &prefix, env)
+}
+
+/// Sets the fields of a connection file that no `X_*` variable sets (the variables win, as
+/// promptflow's `{NAME}_{FIELD}` overrides do), reading `${env:VAR}` references. Returns whether
+/// the API key came from the file.
+fn apply_file(
+    conn: &mut Connection,
+    file: &FileConnection,
+    env: &EnvVars,
+) -> Result<bool, ConnectionError> {
+    conn.file = Some(file.path.clone());
+    let mut key_from_file = false;
+    for (field, f) in &file.fields {
+        let override_var = file.override_var(field);
+        if !["api_key", "api_base", "api_version", "model", "deployment"].contains(&field.as_str())
+        {
+            // Declared secret or not: it stays so whichever of file or variable sets it.
+            conn.declared_extra.insert(field.clone(), f.secret);
+        }
+        if env.get(&override_var).is_some() {
+            continue;
+        }
+        let value = match &f.value {
+            FileValue::Unset => continue,
+            FileValue::Literal(v) => v.trim().to_string(),
+            FileValue::Env(var) => match env.get(var) {
+                Some(v) => {
+                    conn.source.push(var.clone());
+                    v.trim().to_string()
+                }
+                None => {
+                    return Err(ConnectionError::FileEnvUnset(Box::new(FileEnvUnset {
+                        name: conn.name.clone(),
+                        path: file.path.clone(),
+                        line: f.line,
+                        col: f.col,
+                        field: field.clone(),
+                        var: var.clone(),
+                        override_var,
+                        env_file: env.file_text(),
+                    })));
+                }
+            },
+        };
+        match field.as_str() {
+            "api_key" => {
+                conn.api_key = Some(Secret::new(value));
+                key_from_file = true;
+            }
+            "api_base" => conn.api_base = Some(value),
+            "api_version" => conn.api_version = Some(value),
+            "model" => conn.model = Some(value),
+            "deployment" => conn.deployment = Some(value),
+            other => {
+                conn.extra.insert(other.to_string(), value);
+            }
+        }
+    }
+    Ok(key_from_file)
 }
 
 /// Resolves a pool: `X_POOL` lists member connections (commas or spaces between names), each
@@ -790,7 +1060,7 @@ fn default_base(api_type: ApiType) -> &'static str {
     match api_type {
         ApiType::Anthropic => ANTHROPIC_DEFAULT_BASE,
         ApiType::Ollama => OLLAMA_DEFAULT_BASE,
-        ApiType::OpenAi | ApiType::Azure | ApiType::Echo => OPENAI_DEFAULT_BASE,
+        ApiType::OpenAi | ApiType::Azure | ApiType::Echo | ApiType::Custom => OPENAI_DEFAULT_BASE,
     }
 }
 
@@ -919,7 +1189,7 @@ fn resolve_standard(
         ApiType::Ollama => {
             conn.api_base = take(&mut conn, "OLLAMA_HOST").map(|h| ollama_base(&h));
         }
-        ApiType::OpenAi | ApiType::Echo => {
+        ApiType::OpenAi | ApiType::Echo | ApiType::Custom => {
             conn.api_key = take(&mut conn, "OPENAI_API_KEY").map(Secret::new);
             if let Some((var, _)) = one_of(&name, env, &OPENAI_BASE_VARS)? {
                 conn.api_base = take(&mut conn, var);
@@ -1021,7 +1291,7 @@ fn finish(
     env: &EnvVars,
 ) -> Result<Connection, ConnectionError> {
     move_url_credentials(&mut conn)?;
-    let from_standard = !conn.source.iter().any(|v| v.starts_with(prefix));
+    let from_standard = conn.file.is_none() && !conn.source.iter().any(|v| v.starts_with(prefix));
     let key_var = conn.key_var();
     let missing_key = |conn: &Connection| ConnectionError::MissingKey {
         name: conn.name.clone(),
@@ -1073,7 +1343,7 @@ fn finish(
                 conn.api_base = Some(ANTHROPIC_DEFAULT_BASE.to_string());
             }
         }
-        ApiType::Echo => {}
+        ApiType::Echo | ApiType::Custom => {}
     }
     Ok(conn)
 }
@@ -1112,6 +1382,16 @@ impl Connection {
         format!("{}_{field}", env_prefix(&self.name))
     }
 
+    /// Whether the extra field `field` is a secret: as a connection file declares it
+    /// (`secrets:` or `configs:`), else when named like one (`key`, `secret`, `token`,
+    /// `password`, `credential`).
+    pub fn is_secret_extra(&self, field: &str) -> bool {
+        self.declared_extra
+            .get(field)
+            .copied()
+            .unwrap_or_else(|| is_secret_field(field))
+    }
+
     /// Whether this connection is the offline echo provider.
     pub fn is_offline(&self) -> bool {
         self.api_type == ApiType::Echo
@@ -1128,7 +1408,7 @@ impl Connection {
             .chain(
                 self.extra
                     .iter()
-                    .filter(|(k, _)| is_secret_field(k))
+                    .filter(|(k, _)| self.is_secret_extra(k))
                     .map(|(_, v)| v.as_str()),
             );
         Box::new(own.chain(self.pool.iter().flat_map(|m| m.secrets())))
@@ -1158,9 +1438,11 @@ impl Connection {
     /// (only ever hand this to the Python worker). Azure: `api_key`, `api_base`, `api_type`,
     /// `api_version`; OpenAI: `api_key`, `organization`, `base_url` (plus `api_base`/`api_type`
     /// for convenience); others: `api_key`, `api_base`, `api_type`; all: `model`, `deployment`
-    /// when set, and every extra field.
+    /// when set, and every extra field; `name`, and the extra fields again split into
+    /// `configs` and `secrets` (what a `CustomConnection` holds).
     pub fn to_python(&self) -> Value {
         let mut m = Map::new();
+        m.insert("name".into(), json!(self.name));
         let opt = |s: &Option<String>| s.as_ref().map_or(Value::Null, |v| json!(v));
         m.insert(
             "api_key".into(),
@@ -1185,6 +1467,11 @@ impl Connection {
                 m.insert("api_base".into(), opt(&self.api_base));
                 m.insert("api_type".into(), json!("openai"));
             }
+            ApiType::Custom => {
+                if self.api_base.is_some() {
+                    m.insert("api_base".into(), opt(&self.api_base));
+                }
+            }
             other => {
                 m.insert("api_base".into(), opt(&self.api_base));
                 m.insert("api_type".into(), json!(other.as_str()));
@@ -1196,9 +1483,18 @@ impl Connection {
         if self.deployment.is_some() {
             m.insert("deployment".into(), opt(&self.deployment));
         }
+        let (mut configs, mut secrets) = (Map::new(), Map::new());
         for (k, v) in &self.extra {
             m.entry(k.clone()).or_insert_with(|| json!(v));
+            let side = if self.is_secret_extra(k) {
+                &mut secrets
+            } else {
+                &mut configs
+            };
+            side.insert(k.clone(), json!(v));
         }
+        m.insert("configs".into(), Value::Object(configs));
+        m.insert("secrets".into(), Value::Object(secrets));
         Value::Object(m)
     }
 
@@ -1212,7 +1508,7 @@ impl Connection {
         keys.extend(
             self.extra
                 .keys()
-                .filter(|k| is_secret_field(k) && k.as_str() != "api_key")
+                .filter(|k| self.is_secret_extra(k) && k.as_str() != "api_key")
                 .cloned(),
         );
         keys

@@ -663,6 +663,11 @@ impl Resumed {
             given.env_file.as_deref(),
             stored.env_file.as_deref(),
         );
+        model.connections = self.path(
+            "--connections",
+            given.connections.as_deref(),
+            stored.connections.as_deref(),
+        );
         model.prices = self.path(
             "--prices",
             given.prices.as_deref(),

@@ -46,6 +46,7 @@ pub fn run_settings(model: &ModelArgs, line_timeout_s: Option<f64>) -> RunSettin
     let path = |p: &Path| absolute(p).display().to_string();
     RunSettings {
         env_file: model.env_file.as_deref().map(&path),
+        connections: model.connections.as_deref().map(&path),
         line_timeout_s,
         request_timeout_s: Some(model.request_timeout_s()),
         max_retries: Some(model.retries()),
@@ -76,8 +77,12 @@ pub fn workdir() -> Result<flow::project::Workdir, Failure> {
 /// Everything the executor needs from the command line and the environment.
 pub fn executor_options(model: &ModelArgs, flow: &Flow) -> Result<ExecutorOptions, Failure> {
     let work = workdir()?;
-    let env = EnvVars::load(model.env_file.as_deref(), &work.cwd)
-        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let env = EnvVars::load_with(
+        model.env_file.as_deref(),
+        model.connections.as_deref(),
+        &work.cwd,
+    )
+    .map_err(|e| Failure::usage(format!("error: {e}")))?;
     if !model.offline {
         for warning in env.near_misses(&flow.connection_names()) {
             eprintln!("{warning}");

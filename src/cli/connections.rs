@@ -34,6 +34,10 @@ pub struct Target {
     /// directory up to the project root).
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
+    /// Read promptflow connection files (*.yml, `${env:VAR}` for secrets) from this folder
+    /// instead of the project root's connections/.
+    #[arg(long, value_name = "DIR")]
+    pub connections: Option<PathBuf>,
 }
 
 pub fn run(args: ConnectionsArgs) -> Result<(), Failure> {
@@ -49,7 +53,12 @@ type Resolved = Vec<(String, Result<Connection, String>)>;
 fn resolve_all(target: &Target) -> Result<Resolved, Failure> {
     let flow = load_flow(&target.flow, &[])?;
     let cwd = std::env::current_dir().map_err(|e| Failure::usage(format!("error: {e}")))?;
-    let env = EnvVars::load(target.env_file.as_deref(), &cwd).map_err(|e| Failure::of(&e))?;
+    let env = EnvVars::load_with(
+        target.env_file.as_deref(),
+        target.connections.as_deref(),
+        &cwd,
+    )
+    .map_err(|e| Failure::of(&e))?;
     for warning in env.near_misses(&flow.connection_names()) {
         eprintln!("{warning}");
     }
@@ -66,6 +75,15 @@ fn resolve_all(target: &Target) -> Result<Resolved, Failure> {
             connection::EnvFile::None => "variables: the environment".to_string(),
         }
     );
+    let files = env.files();
+    if let Some(dir) = &files.dir {
+        let n = files.connections.len();
+        eprintln!(
+            "connection files: {} ({n} connection{})",
+            dir.display(),
+            if n == 1 { "" } else { "s" }
+        );
+    }
     Ok(flow
         .connection_names()
         .into_iter()
@@ -133,6 +151,9 @@ fn describe(c: &Connection, indent: &str) {
     }
     if let Some(m) = c.model.as_ref().or(c.deployment.as_ref()) {
         outln!("{indent}model:   {m}");
+    }
+    if let Some(file) = &c.file {
+        outln!("{indent}file:    {}", file.display());
     }
     if !c.source.is_empty() {
         outln!("{indent}from:    {}", c.source.join(", "));

@@ -540,8 +540,12 @@ fn prepare_model_evaluators(
     if specs.is_empty() {
         return Ok(Vec::new());
     }
-    let env = flow::connection::EnvVars::load(model.env_file.as_deref(), cwd)
-        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let env = flow::connection::EnvVars::load_with(
+        model.env_file.as_deref(),
+        model.connections.as_deref(),
+        cwd,
+    )
+    .map_err(|e| Failure::usage(format!("error: {e}")))?;
     specs
         .iter()
         .map(|s| {

@@ -242,8 +242,12 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     }
 
     // Connections: `${x}` placeholders from the environment (and .env).
-    let env = flow::connection::EnvVars::load(args.model.env_file.as_deref(), &work.cwd)
-        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let env = flow::connection::EnvVars::load_with(
+        args.model.env_file.as_deref(),
+        args.model.connections.as_deref(),
+        &work.cwd,
+    )
+    .map_err(|e| Failure::usage(format!("error: {e}")))?;
     let lenient = args.model.offline || args.model.cache.mode() == flow::cache::CacheMode::Replay;
     let resolved = placeholder::resolve_connections(&exp.connections, &env, lenient)
         .map_err(|d| Failure::diagnostics(&d))?;

@@ -106,6 +106,15 @@ pub fn run(project: &Path, args: MergeArgs) -> Result<(), Failure> {
                         .map(PathBuf::from)
                         .filter(|p| p.is_file());
                 }
+                // And their connection files' folder, likewise.
+                if model.connections.is_none() {
+                    model.connections = meta
+                        .settings
+                        .connections
+                        .as_ref()
+                        .map(PathBuf::from)
+                        .filter(|p| p.is_dir());
+                }
                 model.offline = model.offline || meta.offline;
                 let options = executor_options(&model, &flow)?;
                 Some(prepare(flow, &options).await?)

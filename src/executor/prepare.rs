@@ -281,6 +281,21 @@ fn check_model(
     connection: &Connection,
     env: &connection::EnvVars,
 ) -> Result<(), Vec<Diagnostic>> {
+    if connection.api_type == ApiType::Custom {
+        return Err(vec![
+            flow.error_at(
+                &format!("{}.connection", node.yaml_path),
+                format!(
+                    "llm node `{}`: connection `{}` is a custom connection (fields for Python tools, no model endpoint)",
+                    node.name, connection.name
+                ),
+            )
+            .with_help(format!(
+                "give it a model endpoint type ({}_API_TYPE=openai, azure, ollama or anthropic; `type: open_ai` or `azure_open_ai` in a connection file), or name another connection",
+                connection::env_prefix(&connection.name)
+            )),
+        ]);
+    }
     let named = ["model", "deployment_name"].iter().any(|k| {
         node.inputs.get(*k).is_some_and(|v| {
             !matches!(v, ValueSource::Literal(Value::Null))

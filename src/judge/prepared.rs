@@ -77,7 +77,8 @@ fn judge_params() -> Map<String, Value> {
     p
 }
 
-/// Resolve the connection a judge names. It must be configured for it (`X_*` variables):
+/// Resolve the connection a judge names. It must be configured for it (`X_*` variables or a
+/// connection file):
 /// the standard `OPENAI_*`/`AZURE_OPENAI_*` fallback that flows enjoy is refused, so a judge
 /// never spends a key the user did not give it.
 pub(crate) fn resolve_named(
@@ -91,10 +92,12 @@ pub(crate) fn resolve_named(
         source,
     })?;
     let prefix = crate::connection::env_prefix(name);
-    let configured = connection
-        .source
-        .iter()
-        .any(|v| v.starts_with(&format!("{prefix}_")));
+    // Its own variables, or a connection file defining it.
+    let configured = connection.file.is_some()
+        || connection
+            .source
+            .iter()
+            .any(|v| v.starts_with(&format!("{prefix}_")));
     if offline || connection.api_type == ApiType::Echo || configured {
         Ok(connection)
     } else {

@@ -25,6 +25,15 @@ impl LlmClient {
     pub async fn check(&self, conn: &Connection) -> CheckOutcome {
         let started = Instant::now();
         let url = models_url(conn);
+        if conn.api_type == ApiType::Custom {
+            return CheckOutcome {
+                ok: true,
+                url,
+                detail: "custom connection: fields for Python tools, no model endpoint to check"
+                    .into(),
+                elapsed: started.elapsed(),
+            };
+        }
         if conn.api_type == ApiType::Echo {
             return CheckOutcome {
                 ok: true,
@@ -43,7 +52,7 @@ impl LlmClient {
                 ApiType::Anthropic => request
                     .header("x-api-key", key.expose())
                     .header("anthropic-version", "2023-06-01"),
-                ApiType::OpenAi | ApiType::Ollama | ApiType::Echo => {
+                ApiType::OpenAi | ApiType::Ollama | ApiType::Echo | ApiType::Custom => {
                     request.bearer_auth(key.expose())
                 }
             };
@@ -134,6 +143,7 @@ fn models_url(conn: &Connection) -> String {
     let (base, query) = super::split_query(conn.api_base.as_deref().unwrap_or_default());
     let url = match conn.api_type {
         ApiType::Echo => return "echo:".into(),
+        ApiType::Custom => return "custom:".into(),
         ApiType::Azure => {
             let root = base.split("/openai").next().unwrap_or(base);
             // An api-version in the base URL wins, as it does for requests.

@@ -43,6 +43,7 @@ impl LlmClient {
                     message: "Anthropic has no embeddings API: name an OpenAI, Azure OpenAI or Ollama connection for embedding similarity".into(),
                 });
             }
+            ApiType::Custom => return Err(super::no_model_endpoint(conn)),
             ApiType::OpenAi | ApiType::Azure | ApiType::Ollama => {}
         }
         if inputs.is_empty() {

@@ -228,6 +228,15 @@ pub(crate) fn target(conn: &Connection, req: &LlmRequest) -> Result<Target, Prov
             url: "echo:".to_string(),
             model: Some("echo".to_string()),
         }),
+        ApiType::Custom => Err(no_model_endpoint(conn)),
+    }
+}
+
+/// The error for a model request through a custom connection, which has no model endpoint.
+pub(crate) fn no_model_endpoint(conn: &Connection) -> ProviderError {
+    ProviderError::Config {
+        connection: conn.name.clone(),
+        message: "is a custom connection (fields for Python tools, no model endpoint): give it a model endpoint type (X_API_TYPE=openai, azure, ollama or anthropic; `type: open_ai` or `azure_open_ai` in a connection file), or name another connection".to_string(),
     }
 }
 
@@ -365,6 +374,7 @@ impl LlmClient {
             ApiType::Echo => return Ok(echo::complete(req, on_delta)),
             ApiType::Anthropic => anthropic::prepare(conn, req)?,
             ApiType::OpenAi | ApiType::Azure | ApiType::Ollama => openai::prepare(conn, req)?,
+            ApiType::Custom => return Err(no_model_endpoint(conn)),
         };
         let limiter = self.limiters.get(conn, prepared.model.as_deref());
         let mut tries = Retries::default();

@@ -161,7 +161,11 @@ fn supports_stream_usage(conn: &Connection) -> bool {
             .api_version
             .as_deref()
             .is_some_and(|v| v >= "2024-09-01"),
-        ApiType::OpenAi | ApiType::Ollama | ApiType::Anthropic | ApiType::Echo => true,
+        ApiType::OpenAi
+        | ApiType::Ollama
+        | ApiType::Anthropic
+        | ApiType::Echo
+        | ApiType::Custom => true,
     }
 }
 

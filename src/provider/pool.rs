@@ -257,6 +257,7 @@ impl LlmClient {
                     ApiType::OpenAi | ApiType::Azure | ApiType::Ollama => {
                         openai::prepare(member, req)
                     }
+                    ApiType::Custom => Err(super::no_model_endpoint(member)),
                 };
                 let p = match p {
                     Ok(p) => p,

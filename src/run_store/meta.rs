@@ -156,6 +156,9 @@ pub struct RunSettings {
     /// The connections file (`--env-file`, absolute), when one was given.
     #[serde(default)]
     pub env_file: Option<String>,
+    /// The connection files' folder (`--connections`, absolute), when one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<String>,
     /// Seconds after which a line fails (`--line-timeout`).
     #[serde(default)]
     pub line_timeout_s: Option<f64>,

@@ -376,3 +376,86 @@ fn standard_variables_every_family_and_the_host_each_key_reaches() {
         Some("http://mine/v1")
     );
 }
+
+/// A connection of custom fields only (`X_KEY1`) is promptflow's CustomConnection: no model
+/// endpoint, its fields split into `configs` and `secrets` for Python tools, secrets redacted.
+#[test]
+fn custom_fields_alone_make_a_custom_connection() {
+    let e = env(&[
+        ("SVC_ENDPOINT", "https://svc.example"),
+        ("SVC_ACCESS_TOKEN", "tok-0123456789"),
+    ]);
+    let c = resolve("svc", &e, false).unwrap();
+    assert_eq!(c.api_type, ApiType::Custom);
+    assert_eq!(c.python_class(), "CustomConnection");
+    let py = c.to_python();
+    assert_eq!(py["name"], "svc");
+    assert_eq!(py["configs"]["endpoint"], "https://svc.example");
+    assert_eq!(py["secrets"]["access_token"], "tok-0123456789");
+    assert!(py.get("api_type").is_none(), "{py}");
+    assert_eq!(
+        Redactor::from_connections([&c]).redact("x tok-0123456789 y"),
+        "x *** y"
+    );
+    // With a key it is an endpoint again.
+    let e = e.with("SVC_API_KEY", "sk-aaaaaaaaaaaaaaaaaaaaaaaa");
+    assert_eq!(resolve("svc", &e, false).unwrap().api_type, ApiType::OpenAi);
+}
+
+/// Connection files under the variables: a file's fields fill what no `X_*` variable sets, its
+/// `${env:VAR}` read at resolution, its declared secrets secret whatever their names.
+#[test]
+fn connection_file_fields_under_variables() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("aoai.yml"),
+        "name: aoai\ntype: azure_open_ai\napi_key: ${env:AOAI_KEY}\napi_base: https://a.openai.azure.com\napi_version: 2024-06-01\nmodel: gpt-4o\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("svc.yaml"),
+        "name: svc\ntype: custom\nconfigs: {region: eu}\nsecrets: {tenant: \"${env:SVC_TENANT}\"}\n",
+    )
+    .unwrap();
+    let files = flow::connection::ConnectionFiles::load(tmp.path(), true).unwrap();
+    assert_eq!(files.connections.len(), 2);
+    let e = env(&[
+        ("AOAI_KEY", "k-aaaaaaaaaaaaaaaaaaaaaaaa"),
+        ("AOAI_API_VERSION", "2024-10-21"),
+        ("SVC_TENANT", "tenant-secret-1"),
+    ])
+    .with_files(files);
+    let c = resolve("aoai", &e, false).unwrap();
+    assert_eq!(c.api_type, ApiType::Azure);
+    assert_eq!(
+        c.api_key.as_ref().unwrap().expose(),
+        "k-aaaaaaaaaaaaaaaaaaaaaaaa"
+    );
+    assert_eq!(c.api_base.as_deref(), Some("https://a.openai.azure.com"));
+    // The variable wins over the file.
+    assert_eq!(c.api_version.as_deref(), Some("2024-10-21"));
+    assert_eq!(c.model.as_deref(), Some("gpt-4o"));
+    assert_eq!(
+        c.file.as_deref(),
+        Some(tmp.path().join("aoai.yml").as_path())
+    );
+    assert!(
+        e.near_misses(&["aoai".to_string()])
+            .iter()
+            .any(|w| w.starts_with("note: AOAI_API_VERSION is set and wins over `api_version`")),
+    );
+    let s = resolve("svc", &e, false).unwrap();
+    assert_eq!(s.api_type, ApiType::Custom);
+    assert_eq!(s.to_python()["secrets"]["tenant"], "tenant-secret-1");
+    assert!(s.secrets().any(|v| v == "tenant-secret-1"));
+    // An unset reference names the variable and the place.
+    let e = env(&[]).with_files(flow::connection::ConnectionFiles::load(tmp.path(), true).unwrap());
+    let err = resolve("aoai", &e, false).unwrap_err();
+    let ConnectionError::FileEnvUnset(unset) = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        (unset.var.as_str(), unset.line, unset.col),
+        ("AOAI_KEY", 3, 10)
+    );
+}

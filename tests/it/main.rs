@@ -34,6 +34,7 @@ mod judge;
 mod limiter;
 mod local_model;
 mod object_storage;
+mod pf_connections;
 mod pool;
 mod project_root;
 mod promptflow_examples;

@@ -18,6 +18,10 @@ pub struct ModelArgs {
     /// directory up to the project root).
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
+    /// Read promptflow connection files (*.yml, `${env:VAR}` for secrets) from this folder
+    /// instead of the project root's connections/.
+    #[arg(long, value_name = "DIR")]
+    pub connections: Option<PathBuf>,
     /// Answer every model call with the offline echo provider: no network, no key, no cost.
     #[arg(long)]
     pub offline: bool,
