@@ -411,7 +411,23 @@ def _inspect(request):
     return {"ok": True, "function": t.f.__name__, "params": out, "accepts_kwargs": t.accepts_kwargs}
 
 
-def _call(request):
+def _flex_output(output):
+    """A flex flow's return value as its outputs, as promptflow's script executor does: a dict
+    is the outputs, a dataclass its fields (generators joined), anything else `{"output": value}`."""
+    if isinstance(output, dict):
+        return {k: _join_stream(v) for k, v in output.items()}
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        return {f.name: _join_stream(getattr(output, f.name)) for f in dataclasses.fields(output)}
+    return {"output": output}
+
+
+def _join_stream(value):
+    if inspect.isgenerator(value) or isinstance(value, (map, filter, zip)):
+        return "".join(str(item) for item in value)
+    return value
+
+
+def _call(request, flex=False):
     t = _resolve(request)
     metrics = []
     captured = io.StringIO()
@@ -419,6 +435,8 @@ def _call(request):
     sys.stdout = captured
     try:
         output = _run(t.f, _build_kwargs(t, request))
+        if flex:
+            output = _flex_output(output)
     except BaseException as e:  # noqa: B036 - the tool's failure is the call's result
         if isinstance(e, KeyboardInterrupt):
             raise
@@ -442,6 +460,8 @@ def _handle(line):
         op = request.get("op")
         if op == "call":
             return _call(request)
+        if op == "call_flex":
+            return _call(request, flex=True)
         if op == "inspect":
             return _inspect(request)
         if op == "ping":
@@ -453,7 +473,63 @@ def _handle(line):
         return _error("exception", e)
 
 
+_FLEX_TYPES = {"str": "string", "int": "int", "float": "double", "bool": "bool", "list": "list", "dict": "object"}
+
+
+def _flex_type(annotation, default):
+    """promptflow's flow input type for a parameter: from its annotation, else its default's type."""
+    if annotation is inspect.Parameter.empty and default is not inspect.Parameter.empty:
+        annotation = type(default)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "string"
+    name = _annotation_name(annotation)
+    return _FLEX_TYPES.get(name or "", "object")
+
+
+def _describe_entry(path, name):
+    """The signature of a flex flow's entry `name` in the file `path`, as one JSON object."""
+    try:
+        module = _load_module(os.path.abspath(path))
+    except ToolLoadError as e:
+        return _load_error(e)
+    entry = getattr(module, name, None)
+    if entry is None:
+        found = [
+            n
+            for n, v in vars(module).items()
+            if not n.startswith("_") and (inspect.isfunction(v) or inspect.isclass(v))
+            and getattr(v, "__module__", None) == module.__name__
+        ]
+        return _error("function_not_found", message="no '%s' in %s" % (name, path), found=found)
+    if inspect.isclass(entry):
+        return {"ok": True, "kind": "class", "function": name, "params": [], "accepts_kwargs": False}
+    if not inspect.isfunction(entry):
+        return _error("not_a_function", message="'%s' in %s is a %s, not a function" % (name, path, type(entry).__name__))
+    params, accepts_kwargs = _signature(entry)
+    out = []
+    for p in params:
+        has_default = p.default is not p.empty
+        out.append(
+            {
+                "name": p.name,
+                "type": _flex_type(p.annotation, p.default),
+                "has_default": has_default,
+                "default": _to_json(p.default) if has_default else None,
+            }
+        )
+    kind = "async" if inspect.iscoroutinefunction(entry) or inspect.isasyncgenfunction(entry) else "function"
+    return {"ok": True, "kind": kind, "function": entry.__name__, "params": out, "accepts_kwargs": accepts_kwargs}
+
+
 def main():
+    if len(sys.argv) > 4 and sys.argv[2] == "--describe-entry":
+        try:
+            reply = _describe_entry(sys.argv[3], sys.argv[4])
+        except Exception as e:  # noqa: BLE001 - reported to flow, which refuses the flow
+            reply = _error("exception", e)
+        _proto_out.write((_dumps(reply) + "\n").encode("utf-8", "replace"))
+        _proto_out.flush()
+        return
     _proto_out.write(
         (_dumps({"ready": True, "python": sys.version.split()[0], "shim": promptflow.__file__}) + "\n").encode()
     )

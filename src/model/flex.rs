@@ -1,0 +1,129 @@
+//! Flex flows (`entry: module:function`): the entry's signature, read by importing its module
+//! once, gives the flow inputs when `inputs:` is not written, their types and defaults, and the
+//! inputs of the flow's one node. Class entries are refused here, at `entry`.
+
+use serde_json::Value;
+
+use super::load::LoadError;
+use super::reference::{Reference, ValueSource};
+use super::types::{Flow, FlowInput, ValueType};
+use crate::python::{EntryError, EntryKind, describe_entry};
+
+/// Read the entry's signature and fill the flow inputs and the entry node's inputs.
+pub(crate) fn complete(flow: &mut Flow) -> Result<(), LoadError> {
+    let Some(flex) = flow.flex.clone() else {
+        return Ok(());
+    };
+    let refuse = |flow: &Flow, message: String, help: &str| {
+        LoadError::one(flow.error_at("entry", message).with_help(help.to_string()))
+    };
+    let Some(file) = flow.resolve_file(&flex.file) else {
+        return Err(refuse(
+            flow,
+            format!(
+                "`entry: {}`: the module file {} does not exist",
+                flex.entry,
+                flex.file.display()
+            ),
+            "a module path is relative to the flow folder: `entry: flow:my_flow` is my_flow in flow.py",
+        ));
+    };
+    let env: Vec<(String, String)> = flow
+        .environment_variables
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let description = describe_entry(&flow.dir, &env, &file, &flex.function).map_err(|e| {
+        let help = match &e {
+            EntryError::Import { .. } => "fix the module so it imports (the traceback is above)",
+            EntryError::NotFound { .. } => "name a function the module defines",
+            _ => "check the Python that flow runs (FLOW_PYTHON, else python3)",
+        };
+        let mut message = format!("`entry: {}`: {e}", flex.entry);
+        if let EntryError::Import { traceback, .. } = &e {
+            if !traceback.trim().is_empty() {
+                message = format!("{message}\n{}", traceback.trim_end());
+            }
+        }
+        refuse(flow, message, help)
+    })?;
+    if description.kind == EntryKind::Class {
+        return Err(refuse(
+            flow,
+            format!(
+                "`entry: {}` names a class: class entries (`__init__`/`__call__`, `init:`) are not supported yet, only function entries",
+                flex.entry
+            ),
+            "make the entry a function (`def my_flow(...)`), or run the flow with promptflow's `pf` (docs/refusals.md)",
+        ));
+    }
+
+    let mut problems = Vec::new();
+    if !flex.declared_inputs {
+        flow.inputs.clear();
+        for p in &description.params {
+            flow.inputs.insert(
+                p.name.clone(),
+                FlowInput {
+                    name: p.name.clone(),
+                    ty: ValueType::parse(&p.ty).unwrap_or(ValueType::Object),
+                    default: p.has_default.then(|| p.default.clone()),
+                    description: None,
+                    allowed: None,
+                    is_chat_input: false,
+                    is_chat_history: false,
+                },
+            );
+        }
+    } else {
+        for p in &description.params {
+            match flow.inputs.get_mut(&p.name) {
+                // The function's own default applies, as in promptflow.
+                Some(input) if input.default.is_none() && p.has_default => {
+                    input.default = Some(input.ty.coerce(&p.default).unwrap_or(Value::Null));
+                }
+                Some(_) => {}
+                None if !p.has_default => problems.push(
+                    flow.error_at_key(
+                        "inputs",
+                        format!(
+                            "the entry `{}` needs `{}`, which `inputs:` does not declare",
+                            description.function, p.name
+                        ),
+                    )
+                    .with_help(format!(
+                        "add `{}: {{type: {}}}` under `inputs:`",
+                        p.name, p.ty
+                    )),
+                ),
+                None => {}
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(LoadError {
+            diagnostics: problems,
+        });
+    }
+    let takes = |name: &str| {
+        description.accepts_kwargs || description.params.iter().any(|p| p.name == name)
+    };
+    let node_inputs = flow
+        .inputs
+        .keys()
+        .filter(|name| takes(name))
+        .map(|name| {
+            (
+                name.clone(),
+                ValueSource::Reference(Reference::FlowInput {
+                    name: name.clone(),
+                    path: Vec::new(),
+                }),
+            )
+        })
+        .collect();
+    if let Some(node) = flow.nodes.first_mut() {
+        node.inputs = node_inputs;
+    }
+    Ok(())
+}

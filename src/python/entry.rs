@@ -1,0 +1,175 @@
+//! Describing a flex flow's entry: its signature, read by importing the module once in a
+//! short-lived `python3` (the same `worker.py` and shim the workers run), before any line runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::shim::{WORKER_SCRIPT, install_shim};
+
+/// What a flex flow's `entry` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A plain function.
+    Function,
+    /// An `async def` function (or async generator).
+    Async,
+    /// A class (a callable-class entry, with `__init__`/`__call__`).
+    Class,
+}
+
+/// One parameter of the entry function.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EntryParam {
+    pub name: String,
+    /// The flow input type promptflow gives it: `string`, `int`, `double`, `bool`, `list`,
+    /// `object` (from the annotation, else from the default's type, else `object`).
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub has_default: bool,
+    /// The default as JSON (a non-JSON default is its `repr`).
+    #[serde(default)]
+    pub default: Value,
+}
+
+/// The entry's signature.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EntryDescription {
+    pub kind: EntryKind,
+    pub function: String,
+    pub params: Vec<EntryParam>,
+    pub accepts_kwargs: bool,
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    ok: bool,
+    #[serde(flatten)]
+    description: Option<EntryDescription>,
+    error: Option<ReplyError>,
+}
+
+#[derive(Deserialize)]
+struct ReplyError {
+    kind: String,
+    #[serde(default, rename = "type")]
+    type_name: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    traceback: String,
+    #[serde(default)]
+    found: Vec<String>,
+}
+
+/// Why an entry could not be described.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error("{0}")]
+    Python(#[from] super::PythonError),
+    #[error("cannot run {python} to read the entry: {source}")]
+    Spawn {
+        python: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{message}")]
+    Import { message: String, traceback: String },
+    #[error("{message}{}", found_list(.found))]
+    NotFound { message: String, found: Vec<String> },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn found_list(found: &[String]) -> String {
+    if found.is_empty() {
+        String::new()
+    } else {
+        format!(" (it defines: {})", found.join(", "))
+    }
+}
+
+/// Import `file` (relative to `working_dir`) and describe `name` in it. Blocking: spawns Python.
+pub fn describe_entry(
+    working_dir: &Path,
+    env: &[(String, String)],
+    file: &Path,
+    name: &str,
+) -> Result<EntryDescription, EntryError> {
+    let shim = install_shim()?;
+    let candidates: Vec<PathBuf> = match std::env::var_os("FLOW_PYTHON") {
+        Some(p) if !p.is_empty() => vec![PathBuf::from(p)],
+        _ => vec![PathBuf::from("python3"), PathBuf::from("python")],
+    };
+    let mut last = None;
+    for python in candidates {
+        let output = Command::new(&python)
+            .arg(shim.join(WORKER_SCRIPT))
+            .arg(&shim)
+            .arg("--describe-entry")
+            .arg(file)
+            .arg(name)
+            .current_dir(working_dir)
+            .env("PYTHONIOENCODING", "utf-8")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output();
+        let output = match output {
+            Ok(o) => o,
+            Err(source) if source.kind() == std::io::ErrorKind::NotFound => {
+                last.get_or_insert(EntryError::Spawn {
+                    python: python.display().to_string(),
+                    source,
+                });
+                continue;
+            }
+            Err(source) => {
+                return Err(EntryError::Spawn {
+                    python: python.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let Some(line) = stdout.lines().find(|l| !l.trim().is_empty()) else {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(EntryError::Other(format!(
+                "{} exited ({}) without describing the entry: {}",
+                python.display(),
+                output.status,
+                tail.join("\n")
+            )));
+        };
+        let reply: Reply = serde_json::from_str(line)
+            .map_err(|e| EntryError::Other(format!("unreadable reply from the worker: {e}")))?;
+        return match (reply.ok, reply.description, reply.error) {
+            (true, Some(d), _) => Ok(d),
+            (_, _, Some(e)) if e.kind == "function_not_found" || e.kind == "not_found" => {
+                Err(EntryError::NotFound {
+                    message: e.message,
+                    found: e.found,
+                })
+            }
+            (_, _, Some(e)) if e.kind == "load" || e.kind == "exception" => {
+                Err(EntryError::Import {
+                    message: if e.type_name.is_empty() {
+                        e.message
+                    } else {
+                        format!("{}: {}", e.type_name, e.message)
+                    },
+                    traceback: e.traceback,
+                })
+            }
+            (_, _, Some(e)) => Err(EntryError::Other(e.message)),
+            _ => Err(EntryError::Other("the worker's reply is incomplete".into())),
+        };
+    }
+    Err(last.unwrap_or_else(|| EntryError::Other("no Python interpreter to try".into())))
+}
