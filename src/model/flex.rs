@@ -57,6 +57,22 @@ pub(crate) fn complete(flow: &mut Flow) -> Result<(), LoadError> {
             "make the entry a function (`def my_flow(...)`), or run the flow with promptflow's `pf` (docs/refusals.md)",
         ));
     }
+    if let Some(p) = description
+        .params
+        .iter()
+        .find(|p| p.connection_type.is_some())
+    {
+        return Err(refuse(
+            flow,
+            format!(
+                "`entry: {}`: parameter `{}` is a connection ({}): connections reach a flex flow through a class entry's `init`, which flow does not run yet",
+                flex.entry,
+                p.name,
+                p.connection_type.as_deref().unwrap_or("?")
+            ),
+            "read the endpoint and key from environment variables in the function, or run the flow with promptflow's `pf` (docs/refusals.md)",
+        ));
+    }
 
     let mut problems = Vec::new();
     if !flex.declared_inputs {

@@ -33,6 +33,9 @@ pub struct EntryParam {
     /// The default as JSON (a non-JSON default is its `repr`).
     #[serde(default)]
     pub default: Value,
+    /// The connection class its annotation names, e.g. `AzureOpenAIConnection`.
+    #[serde(default)]
+    pub connection_type: Option<String>,
 }
 
 /// The entry's signature.

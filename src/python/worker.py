@@ -515,6 +515,7 @@ def _describe_entry(path, name):
                 "type": _flex_type(p.annotation, p.default),
                 "has_default": has_default,
                 "default": _to_json(p.default) if has_default else None,
+                "connection_type": _connection_type(p.annotation),
             }
         )
     kind = "async" if inspect.iscoroutinefunction(entry) or inspect.isasyncgenfunction(entry) else "function"

@@ -131,7 +131,7 @@ fn dict_dataclass_primitive_and_generator_returns_become_outputs_as_in_promptflo
             ("flow.flex.yaml", "entry: shapes:run\n"),
             (
                 "shapes.py",
-                "from dataclasses import dataclass\n\n@dataclass\nclass Answer:\n    text: str\n    score: float\n\ndef pieces():\n    yield 'a'\n    yield 'b'\n    yield 'c'\n\ndef run(kind: str):\n    if kind == 'dict':\n        return {'x': 1, 'y': [1, 2]}\n    if kind == 'dataclass':\n        return Answer(text='hi', score=0.5)\n    if kind == 'int':\n        return 42\n    if kind == 'list':\n        return [1, 2]\n    if kind == 'none':\n        return None\n    if kind == 'generator':\n        return pieces()\n    return kind\n",
+                "from dataclasses import dataclass\n\n@dataclass\nclass Answer:\n    text: str\n    score: float\n\ndef pieces():\n    yield 'a'\n    yield 'b'\n    yield 'c'\n\ndef run(kind: str):\n    if kind == 'dict':\n        return {'x': 1, 'y': [1, 2]}\n    if kind == 'dataclass':\n        return Answer(text='hi', score=0.5)\n    if kind == 'int':\n        return 42\n    if kind == 'list':\n        return [1, 2]\n    if kind == 'none':\n        return None\n    if kind == 'generator':\n        return pieces()\n    if kind == 'dict_of_generator':\n        return {'g': pieces(), 'n': 1}\n    if kind == 'dataclass_of_generator':\n        return Answer(text=pieces(), score=1.0)\n    return kind\n",
             ),
         ],
     );
@@ -153,6 +153,11 @@ fn dict_dataclass_primitive_and_generator_returns_become_outputs_as_in_promptflo
     assert_eq!(outputs("list"), json!({"output": [1, 2]}));
     assert_eq!(outputs("none"), json!({"output": null}));
     assert_eq!(outputs("generator"), json!({"output": "abc"}));
+    assert_eq!(outputs("dict_of_generator"), json!({"g": "abc", "n": 1}));
+    assert_eq!(
+        outputs("dataclass_of_generator"),
+        json!({"text": "abc", "score": 1.0})
+    );
     assert_eq!(outputs("plain"), json!({"output": "plain"}));
 }
 
@@ -296,4 +301,55 @@ fn serve_scores_a_function_entry() {
     let failed = server.score(r#"{"name": "boom"}"#);
     assert!(failed.status >= 400, "{}", failed.body);
     assert!(failed.body.contains("no booms here"), "{}", failed.body);
+    // The request schema is the signature's inputs.
+    let doc = server.get("/openapi.json").json();
+    let schema =
+        &doc["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(schema["properties"]["times"]["type"], "integer");
+    assert_eq!(schema["properties"]["times"]["default"], 2);
+    assert_eq!(schema["required"], json!(["name"]));
+}
+
+#[test]
+fn serve_lists_the_declared_outputs_of_a_flex_flow() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "echo",
+        &[
+            (
+                "flow.flex.yaml",
+                "entry: echo:echo\noutputs:\n  said:\n    type: string\n",
+            ),
+            (
+                "echo.py",
+                "def echo(text: str):\n    return {'said': text}\n",
+            ),
+        ],
+    );
+    let server = Server::ready(&ctx, "echo", &[], &[]);
+    let ok = server.score(r#"{"text": "hi"}"#);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json(), json!({"said": "hi"}));
+    let doc = server.get("/openapi.json").json();
+    let out = &doc["paths"]["/score"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
+    assert_eq!(out["properties"]["said"]["type"], "string");
+}
+
+#[test]
+fn a_connection_parameter_is_refused_at_entry() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "conn",
+        &[
+            ("flow.flex.yaml", "entry: flow:ask\n"),
+            (
+                "flow.py",
+                "from promptflow.connections import AzureOpenAIConnection\n\ndef ask(connection: AzureOpenAIConnection, question: str):\n    return question\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "conn", "--inputs", "connection=c", "question=q"])
+        .expect_code(2)
+        .stderr_has("parameter `connection` is a connection (AzureOpenAIConnection)")
+        .stderr_has("flow.flex.yaml:1:8");
 }
