@@ -365,6 +365,25 @@ impl Loader {
             None => None,
         };
         let is_flex = map.contains_key("entry");
+        let named_flex = self
+            .file
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("flow.flex."));
+        if named_flex && !is_flex {
+            self.error(
+                "",
+                "a flex flow file has no `entry:`",
+                Some("add `entry: module:function` (e.g. `entry: flow:my_flow` for my_flow in flow.py)"),
+            );
+        }
+        if !is_flex && map.contains_key("init") {
+            self.warn_key(
+                "init",
+                "`init` is for flex flows with a class entry; it is ignored in a DAG flow"
+                    .to_string(),
+                None,
+            );
+        }
         let inputs = self.inputs(map.get("inputs"));
         let outputs = if is_flex {
             IndexMap::new()
@@ -405,7 +424,7 @@ impl Loader {
             Some(_) => false,
         };
         // A flex flow's node is its entry.
-        if no_nodes && !is_flex {
+        if no_nodes && !is_flex && !named_flex {
             self.error(
                 if map.contains_key("nodes") {
                     "nodes"

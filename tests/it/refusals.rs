@@ -101,6 +101,11 @@ fn a_flex_flow_whose_entry_is_a_prompty_or_not_module_function_is_refused() {
         ],
     );
     refused_everywhere(&ctx, "with_init", "`init:` is for class entries");
+    ctx.flow(
+        "no_entry",
+        &[("flow.flex.yaml", "inputs:\n  x: {type: string}\n")],
+    );
+    refused_everywhere(&ctx, "no_entry", "a flex flow file has no `entry:`");
 }
 
 #[test]
