@@ -94,9 +94,15 @@ pub(crate) fn complete(flow: &mut Flow) -> Result<(), LoadError> {
     } else {
         for p in &description.params {
             match flow.inputs.get_mut(&p.name) {
-                // The function's own default applies, as in promptflow.
-                Some(input) if input.default.is_none() && p.has_default => {
-                    input.default = Some(input.ty.coerce(&p.default).unwrap_or(Value::Null));
+                // The function's own default applies when the YAML gives none, or gives "" —
+                // promptflow takes `default: ""` to mean the Python default (often `None`).
+                Some(input)
+                    if input.default.is_none()
+                        || input.default == Some(Value::String(String::new())) =>
+                {
+                    input.default = p
+                        .has_default
+                        .then(|| input.ty.coerce(&p.default).unwrap_or(Value::Null));
                 }
                 Some(_) => {}
                 None if !p.has_default => problems.push(

@@ -169,12 +169,12 @@ fn declared_inputs_in_a_dag_file_with_an_entry_and_an_async_function() {
         &[
             (
                 "flow.dag.yaml",
-                "entry: pkg.main:answer\ninputs:\n  question:\n    type: string\n  n:\n    type: int\n    default: 2\noutputs:\n  output:\n    type: string\nsample:\n  question: ignored\n",
+                "entry: pkg.main:answer\ninputs:\n  question:\n    type: string\n  n:\n    type: int\n    default: 2\n  suffix:\n    type: string\n    default: ''\n  tail:\n    type: string\noutputs:\n  output:\n    type: string\nsample:\n  question: ignored\n",
             ),
             ("pkg/__init__.py", ""),
             (
                 "pkg/main.py",
-                "import asyncio\n\nasync def answer(question: str, n: int = 5):\n    await asyncio.sleep(0)\n    return question * n\n",
+                "import asyncio\n\nasync def answer(question: str, n: int = 5, suffix: str = None, tail: str = '!'):\n    await asyncio.sleep(0)\n    return question * n + str(suffix) + tail\n",
             ),
         ],
     );
@@ -187,12 +187,13 @@ fn declared_inputs_in_a_dag_file_with_an_entry_and_an_async_function() {
         "json",
     ]);
     run.expect_code(0);
-    // The YAML default (2) wins over the signature's (5).
-    assert_eq!(run.json()["outputs"], json!({"output": "abab"}));
+    // The YAML default (2) wins over the signature's (5); `default: ''` and no default take the
+    // function's own (None, '!'), as promptflow does.
+    assert_eq!(run.json()["outputs"], json!({"output": "ababNone!"}));
     ctx.run(&["validate", "declared"])
         .expect_code(0)
         .stdout_has("flex flow, entry: pkg.main:answer (function answer in pkg/main.py)")
-        .stdout_has("inputs: question (string), n (int, default 2)")
+        .stdout_has("inputs: question (string), n (int, default 2), suffix (string, default null), tail (string, default \"!\")")
         .stdout_has("declared: output (string)");
 }
 
