@@ -74,17 +74,34 @@ const NODE_KEYS: &[&str] = &[
 /// Find the flow file for a user-given path: a directory holding `flow.dag.yaml`, or the file.
 pub fn find_flow_file(path: &Path) -> Result<PathBuf, LoadError> {
     if path.is_dir() {
-        for name in ["flow.dag.yaml", "flow.dag.yml"] {
-            let candidate = path.join(name);
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
-        // A flex flow's folder often holds the .prompty its code loads: the flex file wins.
-        for name in ["flow.flex.yaml", "flow.flex.yml"] {
-            let candidate = path.join(name);
-            if candidate.is_file() {
-                return Ok(candidate);
+        // As promptflow: one flow file per folder, else which one is meant is unclear. A flex
+        // flow's folder often holds the .prompty its code loads: a flow file wins over those.
+        let flow_files: Vec<PathBuf> = [
+            "flow.dag.yaml",
+            "flow.dag.yml",
+            "flow.flex.yaml",
+            "flow.flex.yml",
+        ]
+        .iter()
+        .map(|name| path.join(name))
+        .filter(|p| p.is_file())
+        .collect();
+        match flow_files.as_slice() {
+            [] => {}
+            [one] => return Ok(one.clone()),
+            several => {
+                let names: Vec<String> = several
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect();
+                return Err(LoadError::one(
+                    Diagnostic::error(format!(
+                        "{} holds {}: which flow to run is unclear",
+                        path.display(),
+                        names.join(" and ")
+                    ))
+                    .with_help("pass the flow file itself, or remove the others"),
+                ));
             }
         }
         let prompty: Vec<PathBuf> = std::fs::read_dir(path)

@@ -106,6 +106,27 @@ fn a_flex_flow_whose_entry_is_a_prompty_or_not_module_function_is_refused() {
         &[("flow.flex.yaml", "inputs:\n  x: {type: string}\n")],
     );
     refused_everywhere(&ctx, "no_entry", "a flex flow file has no `entry:`");
+    // Two flow files in one folder: which one is meant is unclear (promptflow refuses it too).
+    ctx.flow(
+        "both",
+        &[
+            ("flow.flex.yaml", "entry: flow:my_flow\n"),
+            ("flow.py", "def my_flow(x: str):\n    return x\n"),
+            (
+                "flow.dag.yaml",
+                "inputs: {x: {type: string}}\noutputs:\n  y: {reference: '${n.output}'}\nnodes:\n- {name: n, type: prompt, source: {type: code, path: n.jinja2}, inputs: {x: '${inputs.x}'}}\n",
+            ),
+            ("n.jinja2", "{{x}}"),
+        ],
+    );
+    refused_everywhere(
+        &ctx,
+        "both",
+        "holds flow.dag.yaml and flow.flex.yaml: which flow to run is unclear",
+    );
+    ctx.run(&["run", "both/flow.flex.yaml", "--inputs", "x=1"])
+        .expect_code(0)
+        .stdout_has("1");
 }
 
 #[test]
