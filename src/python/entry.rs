@@ -1,8 +1,10 @@
 //! Describing a flex flow's entry: its signature, read by importing the module once in a
 //! short-lived `python3` (the same `worker.py` and shim the workers run), before any line runs.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -95,6 +97,46 @@ fn found_list(found: &[String]) -> String {
     }
 }
 
+/// How long importing the entry's module may take.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(120);
+
+enum Waited {
+    Io(std::io::Error),
+    TimedOut,
+}
+
+/// Wait for `child`, reading its output on threads (no pipe can fill up); kill it after `limit`.
+fn wait_with_timeout(mut child: Child, limit: Duration) -> Result<Output, Waited> {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait().map_err(Waited::Io)? {
+            Some(status) => break status,
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Waited::TimedOut);
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
 /// Import `file` (relative to `working_dir`) and describe `name` in it. Blocking: spawns Python.
 pub fn describe_entry(
     working_dir: &Path,
@@ -109,7 +151,7 @@ pub fn describe_entry(
     };
     let mut last = None;
     for python in candidates {
-        let output = Command::new(&python)
+        let child = Command::new(&python)
             .arg(shim.join(WORKER_SCRIPT))
             .arg(&shim)
             .arg("--describe-entry")
@@ -121,9 +163,9 @@ pub fn describe_entry(
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .output();
-        let output = match output {
-            Ok(o) => o,
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
             Err(source) if source.kind() == std::io::ErrorKind::NotFound => {
                 last.get_or_insert(EntryError::Spawn {
                     python: python.display().to_string(),
@@ -138,6 +180,17 @@ pub fn describe_entry(
                 });
             }
         };
+        let output = wait_with_timeout(child, DESCRIBE_TIMEOUT).map_err(|e| match e {
+            Waited::Io(source) => EntryError::Spawn {
+                python: python.display().to_string(),
+                source,
+            },
+            Waited::TimedOut => EntryError::Other(format!(
+                "importing {} took more than {}s (does the module do work at import time?)",
+                file.display(),
+                DESCRIBE_TIMEOUT.as_secs()
+            )),
+        })?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         let Some(line) = stdout.lines().find(|l| !l.trim().is_empty()) else {
             let stderr = String::from_utf8_lossy(&output.stderr);
