@@ -38,12 +38,16 @@ pub fn run(args: ValidateArgs) -> Result<(), Failure> {
 fn print_flex(flow: &Flow, flex: &flow::model::FlexEntry) {
     let color = stdout_is_terminal();
     outln!("{} is valid", bold(&flow.file.display().to_string(), color));
-    outln!(
-        "flex flow, entry: {} (function {} in {})",
-        flex.entry,
-        flex.function,
-        flex.file.display()
-    );
+    let what = if flex.is_class {
+        format!(
+            "class {} in {}, made without arguments, called through __call__",
+            flex.function,
+            flex.file.display()
+        )
+    } else {
+        format!("function {} in {}", flex.function, flex.file.display())
+    };
+    outln!("flex flow, entry: {} ({what})", flex.entry);
     let inputs: Vec<String> = flow
         .inputs
         .values()

@@ -1,6 +1,8 @@
 //! Flex flows (`entry: module:function`): the entry's signature, read by importing its module
 //! once, gives the flow inputs when `inputs:` is not written, their types and defaults, and the
-//! inputs of the flow's one node. Class entries are refused here, at `entry`.
+//! inputs of the flow's one node. A class entry is called through `__call__` on an instance made
+//! without arguments; one whose `__init__` needs arguments, or with `__aggregate__`, is refused
+//! here, at `entry`.
 
 use serde_json::Value;
 
@@ -48,14 +50,40 @@ pub(crate) fn complete(flow: &mut Flow) -> Result<(), LoadError> {
         refuse(flow, message, help)
     })?;
     if description.kind == EntryKind::Class {
-        return Err(refuse(
-            flow,
-            format!(
-                "`entry: {}` names a class: class entries (`__init__`/`__call__`, `init:`) are not supported yet, only function entries",
-                flex.entry
-            ),
-            "make the entry a function (`def my_flow(...)`), or run the flow with promptflow's `pf` (docs/refusals.md)",
-        ));
+        let required: Vec<&str> = description
+            .init_params
+            .iter()
+            .filter(|p| !p.has_default)
+            .map(|p| p.name.as_str())
+            .collect();
+        if !required.is_empty() {
+            return Err(refuse(
+                flow,
+                format!(
+                    "`entry: {}` is a class whose `__init__` needs {}: init arguments (`--init`, `init:`) are not supported yet; a class entry is made without arguments",
+                    flex.entry,
+                    required
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                "give those parameters defaults, make the entry a function, or run the flow with promptflow's `pf` (docs/refusals.md)",
+            ));
+        }
+        if let Some(f) = flow.flex.as_mut() {
+            f.is_class = true;
+        }
+        if description.has_aggregate {
+            return Err(refuse(
+                flow,
+                format!(
+                    "`entry: {}` defines `__aggregate__`: aggregation of a class entry is not supported yet",
+                    flex.entry
+                ),
+                "remove `__aggregate__` (compute the aggregate over the run's outputs with an evaluation flow), or use promptflow's `pf` (docs/refusals.md)",
+            ));
+        }
     }
     if let Some(p) = description
         .params

@@ -538,8 +538,8 @@ impl Loader {
         if map.get("init").is_some_and(|v| !v.is_null()) {
             self.error(
                 "init",
-                "`init:` is for class entries (`__init__` arguments), which flow does not run yet",
-                Some("make the entry a function, or run the flow with promptflow's `pf` (docs/refusals.md)"),
+                "`init:` (arguments for a class entry's `__init__`) is not supported yet: flow makes a class entry without arguments",
+                Some("remove `init:` and give the `__init__` parameters defaults, or run the flow with promptflow's `pf` (docs/refusals.md)"),
             );
         }
         let mut declared_outputs = Vec::new();
@@ -566,6 +566,7 @@ impl Loader {
             declared_inputs: map.get("inputs").is_some_and(|v| !v.is_null()),
             declared_outputs,
             has_sample: map.get("sample").is_some_and(|v| !v.is_null()),
+            is_class: false,
         })
     }
 

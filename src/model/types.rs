@@ -244,6 +244,9 @@ pub struct FlexEntry {
     /// `outputs:` as written (names and types): informative only, the outputs of a line are
     /// what the function returns, as in promptflow.
     pub declared_outputs: Vec<(String, Option<ValueType>)>,
+    /// Whether the entry is a class (called through `__call__` on an instance made without
+    /// arguments); known once the module is read.
+    pub is_class: bool,
     /// `sample:` as written: ignored (promptflow applies it when a line has no inputs at all).
     pub has_sample: bool,
 }

@@ -19,7 +19,8 @@ pub enum EntryKind {
     Function,
     /// An `async def` function (or async generator).
     Async,
-    /// A class (a callable-class entry, with `__init__`/`__call__`).
+    /// A class with `__call__`: made once per worker (without arguments), then called;
+    /// `params` are those of `__call__`.
     Class,
 }
 
@@ -47,6 +48,19 @@ pub struct EntryDescription {
     pub function: String,
     pub params: Vec<EntryParam>,
     pub accepts_kwargs: bool,
+    /// A class entry's `__init__` parameters (`self` excluded).
+    #[serde(default)]
+    pub init_params: Vec<InitParam>,
+    /// Whether a class entry defines `__aggregate__`.
+    #[serde(default)]
+    pub has_aggregate: bool,
+}
+
+/// One parameter of a class entry's `__init__`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct InitParam {
+    pub name: String,
+    pub has_default: bool,
 }
 
 #[derive(Deserialize)]

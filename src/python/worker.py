@@ -134,7 +134,16 @@ def _resolve(request):
     key = (request["file"], request.get("function"))
     t = _tools.get(key)
     if t is None:
-        t = _Tool(_find_tool(os.path.abspath(key[0]), key[1]))
+        path = os.path.abspath(key[0])
+        f = _find_tool(path, key[1])
+        if inspect.isclass(f):
+            # a flex flow's class entry: one instance per worker, made without arguments (flow
+            # refuses a class whose __init__ needs any), then called like a function
+            try:
+                f = f().__call__
+            except Exception as e:  # noqa: BLE001 - reported like an import error
+                raise ToolLoadError("load", "making %s() failed: %s" % (key[1], e), error=e, file=path)
+        t = _Tool(f)
         _tools[key] = t
     return t
 
@@ -408,7 +417,8 @@ def _inspect(request):
                 "annotation": _annotation_name(p.annotation),
             }
         )
-    return {"ok": True, "function": t.f.__name__, "params": out, "accepts_kwargs": t.accepts_kwargs}
+    name = request.get("function") or t.f.__name__  # a class entry: its name, not __call__
+    return {"ok": True, "function": name, "params": out, "accepts_kwargs": t.accepts_kwargs}
 
 
 def _flex_output(output):
@@ -501,11 +511,25 @@ def _describe_entry(path, name):
             and getattr(v, "__module__", None) == module.__name__
         ]
         return _error("function_not_found", message="no '%s' in %s" % (name, path), found=found)
+    init_params = []
+    has_aggregate = False
     if inspect.isclass(entry):
-        return {"ok": True, "kind": "class", "function": name, "params": [], "accepts_kwargs": False}
-    if not inspect.isfunction(entry):
+        call = getattr(entry, "__call__", None)
+        if call is None or call is type.__call__ or not inspect.isfunction(call):
+            return _error("not_a_function", message="class '%s' in %s has no __call__ method" % (name, path))
+        init = entry.__init__ if entry.__init__ is not object.__init__ else None
+        if init is not None:
+            init_params = [
+                {"name": p.name, "has_default": p.default is not p.empty}
+                for p in list(_signature(init)[0])[1:]
+            ]
+        has_aggregate = callable(getattr(entry, "__aggregate__", None))
+        params, accepts_kwargs = _signature(call)
+        params = params[1:]  # self
+    elif not inspect.isfunction(entry):
         return _error("not_a_function", message="'%s' in %s is a %s, not a function" % (name, path, type(entry).__name__))
-    params, accepts_kwargs = _signature(entry)
+    else:
+        params, accepts_kwargs = _signature(entry)
     out = []
     for p in params:
         has_default = p.default is not p.empty
@@ -518,8 +542,21 @@ def _describe_entry(path, name):
                 "connection_type": _connection_type(p.annotation),
             }
         )
-    kind = "async" if inspect.iscoroutinefunction(entry) or inspect.isasyncgenfunction(entry) else "function"
-    return {"ok": True, "kind": kind, "function": entry.__name__, "params": out, "accepts_kwargs": accepts_kwargs}
+    if inspect.isclass(entry):
+        kind = "class"
+    elif inspect.iscoroutinefunction(entry) or inspect.isasyncgenfunction(entry):
+        kind = "async"
+    else:
+        kind = "function"
+    return {
+        "ok": True,
+        "kind": kind,
+        "function": entry.__name__,
+        "params": out,
+        "accepts_kwargs": accepts_kwargs,
+        "init_params": init_params,
+        "has_aggregate": has_aggregate,
+    }
 
 
 def main():

@@ -1,7 +1,8 @@
 //! Flex flows with a function entry (`entry: module:function`), end to end through the binary
 //! and a real python3: inputs from the signature (types, defaults) or from `inputs:`, outputs
 //! from what the function returns (a dict, a dataclass, anything else as `output`), a failing
-//! line, a batch and its resume, `validate`, `serve`. Class entries stay refused (refusals.rs).
+//! line, a batch and its resume, `validate`, `serve`; a class entry made without arguments.
+//! Class entries that need init arguments, `__aggregate__`, ... are refused (refusals.rs).
 
 use serde_json::json;
 
@@ -353,4 +354,66 @@ fn a_connection_parameter_is_refused_at_entry() {
         .expect_code(2)
         .stderr_has("parameter `connection` is a connection (AzureOpenAIConnection)")
         .stderr_has("flow.flex.yaml:1:8");
+}
+
+#[test]
+fn a_class_entry_is_made_once_per_worker_without_arguments_and_called() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "counter",
+        &[
+            ("flow.flex.yaml", "entry: counter:Counter\n"),
+            (
+                "counter.py",
+                "class Counter:\n    def __init__(self, start: int = 10):\n        self.n = start\n\n    async def __call__(self, who: str, step: int = 1) -> dict:\n        self.n += step\n        return {'n': self.n, 'who': who}\n",
+            ),
+        ],
+    );
+    ctx.run(&["validate", "counter"])
+        .expect_code(0)
+        .stdout_has("flex flow, entry: counter:Counter (class Counter in counter.py, made without arguments, called through __call__)")
+        .stdout_has("inputs (from the signature): who (string), step (int, default 1)");
+    let run = ctx.run(&[
+        "run", "counter", "--inputs", "who=a", "step=5", "--output", "json",
+    ]);
+    run.expect_code(0);
+    assert_eq!(run.json()["outputs"], json!({"n": 15, "who": "a"}));
+    // One line at a time is one worker, one instance: its state carries from line to line, as
+    // in promptflow.
+    ctx.write(
+        "lines.jsonl",
+        "{\"who\": \"a\"}\n{\"who\": \"b\"}\n{\"who\": \"c\"}\n",
+    );
+    ctx.run(&[
+        "run",
+        "counter",
+        "--data",
+        "lines.jsonl",
+        "--name",
+        "counted",
+        "--concurrency",
+        "1",
+    ])
+    .expect_code(0);
+    let out = outputs(&run_dir(&ctx, "counted"));
+    let ns: Vec<i64> = out.iter().map(|o| o["n"].as_i64().unwrap_or(-1)).collect();
+    assert_eq!(ns, vec![11, 12, 13]);
+}
+
+#[test]
+fn a_class_entry_whose_init_raises_is_refused_before_any_line() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "init_raises",
+        &[
+            ("flow.flex.yaml", "entry: flow:MyFlow\n"),
+            (
+                "flow.py",
+                "class MyFlow:\n    def __init__(self):\n        raise RuntimeError('no model here')\n\n    def __call__(self, x: str):\n        return x\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "init_raises", "--inputs", "x=1"])
+        .expect_code(2)
+        .stderr_has("making MyFlow() failed: no model here");
 }

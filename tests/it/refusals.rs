@@ -23,10 +23,11 @@ fn refused_everywhere(ctx: &TestContext, flow_dir: &str, expected: &str) {
     );
 }
 
-const CLASS_ENTRY: &str = "class MyFlow:\n    def __init__(self, prefix: str = '>'):\n        self.prefix = prefix\n\n    def __call__(self, x: str) -> str:\n        return self.prefix + x\n";
+/// A class entry whose `__init__` needs an argument (promptflow's `--init` / `init:`).
+const CLASS_ENTRY: &str = "class MyFlow:\n    def __init__(self, prefix: str):\n        self.prefix = prefix\n\n    def __call__(self, x: str) -> str:\n        return self.prefix + x\n";
 
 #[test]
-fn a_flex_flow_with_a_class_entry_is_refused_not_completed_empty() {
+fn a_class_entry_that_needs_init_arguments_is_refused_not_completed_empty() {
     let ctx = TestContext::new();
     ctx.flow(
         "flex",
@@ -38,12 +39,12 @@ fn a_flex_flow_with_a_class_entry_is_refused_not_completed_empty() {
     refused_everywhere(
         &ctx,
         "flex",
-        "`entry: entry:MyFlow` names a class: class entries",
+        "`entry: entry:MyFlow` is a class whose `__init__` needs `prefix`: init arguments (`--init`, `init:`) are not supported yet",
     );
 }
 
 #[test]
-fn a_dag_file_with_an_entry_is_a_flex_flow_and_a_class_entry_is_refused_at_its_line() {
+fn a_dag_file_with_an_entry_is_a_flex_flow_and_a_class_needing_init_is_refused_at_its_line() {
     let ctx = TestContext::new();
     ctx.flow(
         "flex",
@@ -55,7 +56,7 @@ fn a_dag_file_with_an_entry_is_a_flex_flow_and_a_class_entry_is_refused_at_its_l
             ("entry.py", CLASS_ENTRY),
         ],
     );
-    refused_everywhere(&ctx, "flex", "names a class");
+    refused_everywhere(&ctx, "flex", "is a class whose `__init__` needs `prefix`");
     // Located: the file, line 2 (the `entry` key's value) and a caret.
     ctx.run(&["validate", "flex"])
         .expect_code(2)
@@ -100,7 +101,26 @@ fn a_flex_flow_whose_entry_is_a_prompty_or_not_module_function_is_refused() {
             ("flow.py", "def my_flow(x: str):\n    return x\n"),
         ],
     );
-    refused_everywhere(&ctx, "with_init", "`init:` is for class entries");
+    refused_everywhere(
+        &ctx,
+        "with_init",
+        "`init:` (arguments for a class entry's `__init__`) is not supported yet",
+    );
+    ctx.flow(
+        "aggregate",
+        &[
+            ("flow.flex.yaml", "entry: flow:MyFlow\n"),
+            (
+                "flow.py",
+                "class MyFlow:\n    def __call__(self, x: str):\n        return x\n\n    def __aggregate__(self, results: list):\n        return {'n': len(results)}\n",
+            ),
+        ],
+    );
+    refused_everywhere(
+        &ctx,
+        "aggregate",
+        "defines `__aggregate__`: aggregation of a class entry is not supported yet",
+    );
     ctx.flow(
         "no_entry",
         &[("flow.flex.yaml", "inputs:\n  x: {type: string}\n")],
