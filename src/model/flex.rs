@@ -38,7 +38,9 @@ pub(crate) fn complete(flow: &mut Flow) -> Result<(), LoadError> {
     let description = describe_entry(&flow.dir, &env, &file, &flex.function).map_err(|e| {
         let help = match &e {
             EntryError::Import { .. } => "fix the module so it imports (the traceback is above)",
-            EntryError::NotFound { .. } => "name a function the module defines",
+            EntryError::NotFound { .. } => {
+                "name a function (or a class with `__call__`) the module defines"
+            }
             _ => "check the Python that flow runs (FLOW_PYTHON, else python3)",
         };
         let mut message = format!("`entry: {}`: {e}", flex.entry);

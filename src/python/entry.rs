@@ -221,7 +221,12 @@ pub fn describe_entry(
             .map_err(|e| EntryError::Other(format!("unreadable reply from the worker: {e}")))?;
         return match (reply.ok, reply.description, reply.error) {
             (true, Some(d), _) => Ok(d),
-            (_, _, Some(e)) if e.kind == "function_not_found" || e.kind == "not_found" => {
+            (_, _, Some(e))
+                if matches!(
+                    e.kind.as_str(),
+                    "function_not_found" | "not_found" | "not_a_function"
+                ) =>
+            {
                 Err(EntryError::NotFound {
                     message: e.message,
                     found: e.found,
