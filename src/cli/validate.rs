@@ -27,8 +27,65 @@ pub fn run(args: ValidateArgs) -> Result<(), Failure> {
     }
     print_warnings(&warnings);
     print_warnings(&template_problems);
-    print_dag(&flow, &dag);
+    match &flow.flex {
+        Some(flex) => print_flex(&flow, flex),
+        None => print_dag(&flow, &dag),
+    }
     Ok(())
+}
+
+/// A flex flow: its entry, the inputs it takes (with defaults) and what becomes its outputs.
+fn print_flex(flow: &Flow, flex: &flow::model::FlexEntry) {
+    let color = stdout_is_terminal();
+    outln!("{} is valid", bold(&flow.file.display().to_string(), color));
+    let what = if flex.is_class {
+        format!(
+            "class {} in {}, made without arguments, called through __call__",
+            flex.function,
+            flex.file.display()
+        )
+    } else {
+        format!("function {} in {}", flex.function, flex.file.display())
+    };
+    outln!("flex flow, entry: {} ({what})", flex.entry);
+    let inputs: Vec<String> = flow
+        .inputs
+        .values()
+        .map(|i| match &i.default {
+            Some(d) => format!("{} ({}, default {d})", i.name, i.ty.name()),
+            None => format!("{} ({})", i.name, i.ty.name()),
+        })
+        .collect();
+    outln!(
+        "inputs{}: {}",
+        if flex.declared_inputs {
+            ""
+        } else {
+            " (from the signature)"
+        },
+        if inputs.is_empty() {
+            "(none)".to_string()
+        } else {
+            inputs.join(", ")
+        }
+    );
+    let declared: Vec<String> = flex
+        .declared_outputs
+        .iter()
+        .map(|(name, ty)| match ty {
+            Some(t) => format!("{name} ({})", t.name()),
+            None => name.clone(),
+        })
+        .collect();
+    outln!(
+        "outputs: what {} returns (a dict's keys, a dataclass's fields, else `output`){}",
+        flex.function,
+        if declared.is_empty() {
+            String::new()
+        } else {
+            format!("; declared: {}", declared.join(", "))
+        }
+    );
 }
 
 fn print_dag(flow: &Flow, dag: &flow::dag::Dag) {

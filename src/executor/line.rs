@@ -174,6 +174,16 @@ impl Executor {
             return finish(flow_inputs, Map::new(), failure, records);
         }
 
+        if self.flow.flex.is_some() {
+            // A flex flow's outputs are what its entry returned (already a dict, see
+            // `PythonCall::flex`).
+            let outputs = match slots.into_iter().next() {
+                Some(Slot::Done(Value::Object(map))) => map,
+                Some(Slot::Done(other)) => Map::from_iter([("output".to_string(), other)]),
+                _ => Map::new(),
+            };
+            return finish(flow_inputs, outputs, None, records);
+        }
         let mut outputs = Map::with_capacity(self.flow.outputs.len());
         for (name, output) in self.flow.line_outputs() {
             match resolve_source(&output.reference, &self.flow, &flow_inputs, &slots) {

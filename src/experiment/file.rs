@@ -269,7 +269,15 @@ fn resolve_flow_dir(dir: &Path, flow: &str) -> Option<PathBuf> {
     [dir.join(flow), dir.join("flows").join(flow)]
         .into_iter()
         .find(|p| {
-            p.join("flow.dag.yaml").is_file() || p.join("flow.dag.yml").is_file() || p.is_file()
+            [
+                "flow.dag.yaml",
+                "flow.dag.yml",
+                "flow.flex.yaml",
+                "flow.flex.yml",
+            ]
+            .iter()
+            .any(|f| p.join(f).is_file())
+                || p.is_file()
         })
 }
 

@@ -50,6 +50,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "language",
     "entry",
     "sample",
+    "init",
 ];
 
 const NODE_KEYS: &[&str] = &[
@@ -73,10 +74,34 @@ const NODE_KEYS: &[&str] = &[
 /// Find the flow file for a user-given path: a directory holding `flow.dag.yaml`, or the file.
 pub fn find_flow_file(path: &Path) -> Result<PathBuf, LoadError> {
     if path.is_dir() {
-        for name in ["flow.dag.yaml", "flow.dag.yml"] {
-            let candidate = path.join(name);
-            if candidate.is_file() {
-                return Ok(candidate);
+        // As promptflow: one flow file per folder, else which one is meant is unclear. A flex
+        // flow's folder often holds the .prompty its code loads: a flow file wins over those.
+        let flow_files: Vec<PathBuf> = [
+            "flow.dag.yaml",
+            "flow.dag.yml",
+            "flow.flex.yaml",
+            "flow.flex.yml",
+        ]
+        .iter()
+        .map(|name| path.join(name))
+        .filter(|p| p.is_file())
+        .collect();
+        match flow_files.as_slice() {
+            [] => {}
+            [one] => return Ok(one.clone()),
+            several => {
+                let names: Vec<String> = several
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect();
+                return Err(LoadError::one(
+                    Diagnostic::error(format!(
+                        "{} holds {}: which flow to run is unclear",
+                        path.display(),
+                        names.join(" and ")
+                    ))
+                    .with_help("pass the flow file itself, or remove the others"),
+                ));
             }
         }
         let prompty: Vec<PathBuf> = std::fs::read_dir(path)
@@ -88,20 +113,6 @@ pub fn find_flow_file(path: &Path) -> Result<PathBuf, LoadError> {
             .unwrap_or_default();
         if prompty.len() == 1 {
             return Ok(prompty[0].clone());
-        }
-        for name in ["flow.flex.yaml", "flow.flex.yml"] {
-            let flex = path.join(name);
-            if flex.is_file() {
-                return Err(LoadError::one(
-                    Diagnostic::error(format!(
-                        "{} is a flex flow: flow runs DAG flows (flow.dag.yaml) and .prompty files, not flex flows yet",
-                        flex.display()
-                    ))
-                    .with_help(
-                        "run it with promptflow's `pf` for now, or rewrite it as a DAG flow with `nodes:` (docs/refusals.md)",
-                    ),
-                ));
-            }
         }
         if prompty.len() > 1 {
             let names: Vec<String> = prompty
@@ -122,8 +133,8 @@ pub fn find_flow_file(path: &Path) -> Result<PathBuf, LoadError> {
         }
         return Err(LoadError::one(
             Diagnostic::error(format!("{} has no flow.dag.yaml", path.display())).with_help(
-                "pass a directory holding flow.dag.yaml, the YAML file itself, or a .prompty file \
-                 (`flow init` creates a working flow)",
+                "pass a directory holding flow.dag.yaml (or flow.flex.yaml), the YAML file itself, \
+                 or a .prompty file (`flow init` creates a working flow)",
             ),
         ));
     }
@@ -319,21 +330,9 @@ impl Loader {
         }
     }
 
-    /// Keys that make a flow something `flow` cannot run faithfully: a flex flow (`entry`) and
-    /// a `language` other than Python. Refused here, before anything runs, never run as an
-    /// empty DAG that "completes" with no outputs.
+    /// A `language` other than Python makes a flow something `flow` cannot run faithfully:
+    /// refused here, before anything runs.
     fn refuse_what_cannot_run(&mut self, map: &Map<String, Value>) {
-        if let Some(entry) = map.get("entry") {
-            let shown = match entry {
-                Value::String(s) => format!(" (`entry: {s}`)"),
-                _ => String::new(),
-            };
-            self.error(
-                "entry",
-                format!("this is a flex flow{shown}: flow runs DAG flows (`nodes:`) and `.prompty` files, not flex flows yet"),
-                Some("run it with promptflow's `pf` for now, or rewrite it as a DAG flow with `nodes:` (docs/refusals.md)"),
-            );
-        }
         match map.get("language") {
             None | Some(Value::Null) => {}
             Some(Value::String(l)) if l.eq_ignore_ascii_case("python") => {}
@@ -378,10 +377,47 @@ impl Loader {
         self.unknown_keys(map, "", TOP_LEVEL_KEYS, "the flow");
         self.refuse_what_cannot_run(map);
 
+        let flex = match map.get("entry") {
+            Some(entry) => self.flex_entry(entry, map),
+            None => None,
+        };
+        let is_flex = map.contains_key("entry");
+        let named_flex = self
+            .file
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("flow.flex."));
+        if named_flex && !is_flex {
+            self.error(
+                "",
+                "a flex flow file has no `entry:`",
+                Some("add `entry: module:function` (e.g. `entry: flow:my_flow` for my_flow in flow.py)"),
+            );
+        }
+        if !is_flex && map.contains_key("init") {
+            self.warn_key(
+                "init",
+                "`init` is for flex flows with a class entry; it is ignored in a DAG flow"
+                    .to_string(),
+                None,
+            );
+        }
         let inputs = self.inputs(map.get("inputs"));
-        let outputs = self.outputs(map.get("outputs"));
+        let outputs = if is_flex {
+            IndexMap::new()
+        } else {
+            self.outputs(map.get("outputs"))
+        };
         let mut nodes = Vec::new();
+        if let Some(f) = &flex {
+            nodes.push(flex_node(f));
+        }
         match map.get("nodes") {
+            Some(Value::Array(items)) if is_flex && !items.is_empty() => self.error(
+                "nodes",
+                "a flex flow (`entry:`) has no `nodes`: its entry function is the whole flow",
+                Some("remove `nodes:`, or remove `entry:` to make it a DAG flow"),
+            ),
+            _ if is_flex => {}
             Some(Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     if let Some(node) = self.node(item, &join_index("nodes", i), None) {
@@ -404,8 +440,8 @@ impl Loader {
             Some(Value::Array(items)) => items.is_empty(),
             Some(_) => false,
         };
-        // A flex flow is refused on its own terms (`entry`), not as an empty DAG.
-        if no_nodes && !map.contains_key("entry") {
+        // A flex flow's node is its entry.
+        if no_nodes && !is_flex && !named_flex {
             self.error(
                 if map.contains_key("nodes") {
                     "nodes"
@@ -455,8 +491,83 @@ impl Loader {
             flow_type,
             selected_variants: IndexMap::new(),
             warnings: Vec::new(),
+            flex,
             index: self.index.clone(),
         }
+    }
+
+    /// `entry: module:function` of a flex flow, checked for shape. Whether the module defines a
+    /// function by that name is checked when the flow is loaded from disk (`super::flex`).
+    fn flex_entry(&mut self, entry: &Value, map: &Map<String, Value>) -> Option<FlexEntry> {
+        let Value::String(text) = entry else {
+            self.error(
+                "entry",
+                format!(
+                    "`entry` must be a string `module:function`, found {}",
+                    super::reference::type_name(entry)
+                ),
+                Some("write e.g. `entry: flow:my_flow` for the function my_flow in flow.py"),
+            );
+            return None;
+        };
+        let text = text.trim();
+        if text.ends_with(".prompty") {
+            self.error(
+                "entry",
+                format!("`entry: {text}`: a .prompty entry is not supported in a flex flow"),
+                Some("run the .prompty file itself (`flow run file.prompty`), or wrap it in a Python function entry"),
+            );
+            return None;
+        }
+        let is_identifier = |s: &str| {
+            let mut chars = s.chars();
+            chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                && chars.all(|c| c.is_alphanumeric() || c == '_')
+        };
+        let parsed = text.split_once(':').filter(|(module, function)| {
+            !module.is_empty() && module.split('.').all(is_identifier) && is_identifier(function)
+        });
+        let Some((module, function)) = parsed else {
+            self.error(
+                "entry",
+                format!("`entry: {text}` is not `module:function`"),
+                Some("write e.g. `entry: flow:my_flow` for the function my_flow in flow.py (a module path is relative to the flow folder)"),
+            );
+            return None;
+        };
+        if map.get("init").is_some_and(|v| !v.is_null()) {
+            self.error(
+                "init",
+                "`init:` (arguments for a class entry's `__init__`) is not supported yet: flow makes a class entry without arguments",
+                Some("remove `init:` and give the `__init__` parameters defaults, or run the flow with promptflow's `pf` (docs/refusals.md)"),
+            );
+        }
+        let mut declared_outputs = Vec::new();
+        if let Some(v) = map.get("outputs") {
+            if let Some(outputs) = self.object(v, "outputs", "`outputs`") {
+                for (name, spec) in outputs {
+                    let ty = match spec {
+                        Value::Object(m) => match m.get("type") {
+                            None => None,
+                            t => self.value_type(t, &join_key(&join_key("outputs", name), "type")),
+                        },
+                        _ => None,
+                    };
+                    declared_outputs.push((name.clone(), ty));
+                }
+            }
+        }
+        let mut file: PathBuf = module.split('.').collect();
+        file.set_extension("py");
+        Some(FlexEntry {
+            entry: text.to_string(),
+            function: function.to_string(),
+            file,
+            declared_inputs: map.get("inputs").is_some_and(|v| !v.is_null()),
+            declared_outputs,
+            has_sample: map.get("sample").is_some_and(|v| !v.is_null()),
+            is_class: false,
+        })
     }
 
     fn value_type(&mut self, v: Option<&Value>, path: &str) -> Option<ValueType> {
@@ -934,6 +1045,24 @@ impl Loader {
             out.insert(k.clone(), crate::template::python_str(v));
         }
         out
+    }
+}
+
+/// The one Python node of a flex flow: the entry function, named after it, located at `entry`.
+/// Its inputs are filled from the flow inputs once they are known (`super::flex`).
+pub(crate) fn flex_node(f: &FlexEntry) -> Node {
+    Node {
+        name: f.function.clone(),
+        kind: NodeKind::Python,
+        source: f.file.clone(),
+        function: Some(f.function.clone()),
+        inputs: IndexMap::new(),
+        connection: None,
+        api: LlmApi::Chat,
+        activate: None,
+        aggregation: false,
+        variant_id: None,
+        yaml_path: "entry".to_string(),
     }
 }
 

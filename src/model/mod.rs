@@ -1,9 +1,10 @@
-//! The flow model: `flow.dag.yaml` (and `.prompty`) loaded into typed, located values.
+//! The flow model: `flow.dag.yaml` (`flow.flex.yaml`, `.prompty`) loaded into typed, located values.
 //!
 //! Loading never runs anything: it reads the YAML, checks shapes and types, and keeps an index
 //! of where every value is so later stages (the DAG check, the executor) can point at the text.
 
 mod applied;
+mod flex;
 mod load;
 pub mod locate;
 pub mod prompty_flow;
@@ -33,7 +34,9 @@ pub fn load(path: &Path, variants: &[VariantSelection]) -> Result<Flow, LoadErro
     let flow = if file.extension().is_some_and(|e| e == "prompty") {
         prompty_flow::flow_from_prompty(&file, &text)?
     } else {
-        parse_flow(&file, &text)?
+        let mut flow = parse_flow(&file, &text)?;
+        flex::complete(&mut flow)?;
+        flow
     };
     flow.apply_variants(variants)
 }

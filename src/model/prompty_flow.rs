@@ -121,6 +121,7 @@ pub fn flow_from_prompty(file: &Path, text: &str) -> Result<Flow, LoadError> {
         tags: None,
         flow_type: Some("prompty".into()),
         selected_variants: IndexMap::new(),
+        flex: None,
         warnings: Vec::new(),
         index: YamlIndex::build(text),
     })

@@ -230,6 +230,27 @@ pub struct NodeVariants {
     pub variants: IndexMap<String, Variant>,
 }
 
+/// A flex flow's `entry: module:function`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlexEntry {
+    /// `entry` as written.
+    pub entry: String,
+    /// The function's name.
+    pub function: String,
+    /// The module's file, relative to the flow directory (`a.b` → `a/b.py`).
+    pub file: PathBuf,
+    /// Whether `inputs:` was written in the YAML (else the inputs come from the signature).
+    pub declared_inputs: bool,
+    /// `outputs:` as written (names and types): informative only, the outputs of a line are
+    /// what the function returns, as in promptflow.
+    pub declared_outputs: Vec<(String, Option<ValueType>)>,
+    /// Whether the entry is a class (called through `__call__` on an instance made without
+    /// arguments); known once the module is read.
+    pub is_class: bool,
+    /// `sample:` as written: ignored (promptflow applies it when a line has no inputs at all).
+    pub has_sample: bool,
+}
+
 /// A loaded flow: its definition plus where it came from, for diagnostics.
 #[derive(Debug, Clone)]
 pub struct Flow {
@@ -252,6 +273,10 @@ pub struct Flow {
     pub selected_variants: IndexMap<String, String>,
     /// Non-fatal findings while loading (unknown keys, ...).
     pub warnings: Vec<Diagnostic>,
+    /// A flex flow's function entry (`entry: module:function`). The flow then has one Python
+    /// node, named after the function, whose inputs are the flow inputs, and its outputs are
+    /// whatever the function returns (see [`FlexEntry`]); `outputs` stays empty.
+    pub flex: Option<FlexEntry>,
     pub(crate) index: YamlIndex,
 }
 

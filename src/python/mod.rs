@@ -5,12 +5,14 @@
 //! connection classes without the real package installed. Requests and replies are single JSON
 //! lines on private file descriptors; prints made by tools are captured per call.
 
+mod entry;
 mod error;
 mod pool;
 mod shim;
 mod types;
 mod worker;
 
+pub use entry::{EntryDescription, EntryError, EntryKind, EntryParam, describe_entry};
 pub use error::PythonError;
 pub use pool::PythonPool;
 pub use shim::install_shim;

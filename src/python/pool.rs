@@ -138,7 +138,7 @@ impl PythonPool {
     /// Call a tool function with keyword arguments; waits for a free worker when all are busy.
     pub async fn call(&self, call: PythonCall) -> Result<PythonOutput, PythonError> {
         let request = Request {
-            op: "call",
+            op: if call.flex { "call_flex" } else { "call" },
             file: &call.file,
             function: call.function.as_deref(),
             kwargs: Some(&call.kwargs),

@@ -58,6 +58,9 @@ pub struct PythonCall {
     pub connections: Map<String, Value>,
     /// Parameters whose upstream node was bypassed: they take their Python default, else `None`.
     pub bypassed: Vec<String>,
+    /// A flex flow's entry: the return value becomes the outputs (a dict as is, a dataclass's
+    /// fields, anything else `{"output": value}`).
+    pub flex: bool,
 }
 
 /// What a successful call returned.

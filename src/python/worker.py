@@ -134,7 +134,16 @@ def _resolve(request):
     key = (request["file"], request.get("function"))
     t = _tools.get(key)
     if t is None:
-        t = _Tool(_find_tool(os.path.abspath(key[0]), key[1]))
+        path = os.path.abspath(key[0])
+        f = _find_tool(path, key[1])
+        if inspect.isclass(f):
+            # a flex flow's class entry: one instance per worker, made without arguments (flow
+            # refuses a class whose __init__ needs any), then called like a function
+            try:
+                f = f().__call__
+            except Exception as e:  # noqa: BLE001 - reported like an import error
+                raise ToolLoadError("load", "making %s() failed: %s" % (key[1], e), error=e, file=path)
+        t = _Tool(f)
         _tools[key] = t
     return t
 
@@ -408,10 +417,27 @@ def _inspect(request):
                 "annotation": _annotation_name(p.annotation),
             }
         )
-    return {"ok": True, "function": t.f.__name__, "params": out, "accepts_kwargs": t.accepts_kwargs}
+    name = request.get("function") or t.f.__name__  # a class entry: its name, not __call__
+    return {"ok": True, "function": name, "params": out, "accepts_kwargs": t.accepts_kwargs}
 
 
-def _call(request):
+def _flex_output(output):
+    """A flex flow's return value as its outputs, as promptflow's script executor does: a dict
+    is the outputs, a dataclass its fields (generators joined), anything else `{"output": value}`."""
+    if isinstance(output, dict):
+        return {k: _join_stream(v) for k, v in output.items()}
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        return {f.name: _join_stream(getattr(output, f.name)) for f in dataclasses.fields(output)}
+    return {"output": output}
+
+
+def _join_stream(value):
+    if inspect.isgenerator(value) or isinstance(value, (map, filter, zip)):
+        return "".join(str(item) for item in value)
+    return value
+
+
+def _call(request, flex=False):
     t = _resolve(request)
     metrics = []
     captured = io.StringIO()
@@ -419,6 +445,8 @@ def _call(request):
     sys.stdout = captured
     try:
         output = _run(t.f, _build_kwargs(t, request))
+        if flex:
+            output = _flex_output(output)
     except BaseException as e:  # noqa: B036 - the tool's failure is the call's result
         if isinstance(e, KeyboardInterrupt):
             raise
@@ -442,6 +470,8 @@ def _handle(line):
         op = request.get("op")
         if op == "call":
             return _call(request)
+        if op == "call_flex":
+            return _call(request, flex=True)
         if op == "inspect":
             return _inspect(request)
         if op == "ping":
@@ -453,7 +483,91 @@ def _handle(line):
         return _error("exception", e)
 
 
+_FLEX_TYPES = {"str": "string", "int": "int", "float": "double", "bool": "bool", "list": "list", "dict": "object"}
+
+
+def _flex_type(annotation, default):
+    """promptflow's flow input type for a parameter: from its annotation, else its default's type."""
+    if annotation is inspect.Parameter.empty and default is not inspect.Parameter.empty:
+        annotation = type(default)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "string"
+    name = _annotation_name(annotation)
+    return _FLEX_TYPES.get(name or "", "object")
+
+
+def _describe_entry(path, name):
+    """The signature of a flex flow's entry `name` in the file `path`, as one JSON object."""
+    try:
+        module = _load_module(os.path.abspath(path))
+    except ToolLoadError as e:
+        return _load_error(e)
+    entry = getattr(module, name, None)
+    if entry is None:
+        found = [
+            n
+            for n, v in vars(module).items()
+            if not n.startswith("_") and (inspect.isfunction(v) or inspect.isclass(v))
+            and getattr(v, "__module__", None) == module.__name__
+        ]
+        return _error("function_not_found", message="no '%s' in %s" % (name, path), found=found)
+    init_params = []
+    has_aggregate = False
+    if inspect.isclass(entry):
+        call = getattr(entry, "__call__", None)
+        if call is None or call is type.__call__ or not inspect.isfunction(call):
+            return _error("not_a_function", message="class '%s' in %s has no __call__ method" % (name, path))
+        init = entry.__init__ if entry.__init__ is not object.__init__ else None
+        if init is not None:
+            init_params = [
+                {"name": p.name, "has_default": p.default is not p.empty}
+                for p in list(_signature(init)[0])[1:]
+            ]
+        has_aggregate = callable(getattr(entry, "__aggregate__", None))
+        params, accepts_kwargs = _signature(call)
+        params = params[1:]  # self
+    elif not inspect.isfunction(entry):
+        return _error("not_a_function", message="'%s' in %s is a %s, not a function" % (name, path, type(entry).__name__))
+    else:
+        params, accepts_kwargs = _signature(entry)
+    out = []
+    for p in params:
+        has_default = p.default is not p.empty
+        out.append(
+            {
+                "name": p.name,
+                "type": _flex_type(p.annotation, p.default),
+                "has_default": has_default,
+                "default": _to_json(p.default) if has_default else None,
+                "connection_type": _connection_type(p.annotation),
+            }
+        )
+    if inspect.isclass(entry):
+        kind = "class"
+    elif inspect.iscoroutinefunction(entry) or inspect.isasyncgenfunction(entry):
+        kind = "async"
+    else:
+        kind = "function"
+    return {
+        "ok": True,
+        "kind": kind,
+        "function": entry.__name__,
+        "params": out,
+        "accepts_kwargs": accepts_kwargs,
+        "init_params": init_params,
+        "has_aggregate": has_aggregate,
+    }
+
+
 def main():
+    if len(sys.argv) > 4 and sys.argv[2] == "--describe-entry":
+        try:
+            reply = _describe_entry(sys.argv[3], sys.argv[4])
+        except Exception as e:  # noqa: BLE001 - reported to flow, which refuses the flow
+            reply = _error("exception", e)
+        _proto_out.write((_dumps(reply) + "\n").encode("utf-8", "replace"))
+        _proto_out.flush()
+        return
     _proto_out.write(
         (_dumps({"ready": True, "python": sys.version.split()[0], "shim": promptflow.__file__}) + "\n").encode()
     )

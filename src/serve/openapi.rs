@@ -86,6 +86,11 @@ pub fn document(flow: &Flow, bearer: bool, stream_output: Option<&str>) -> Value
         }
         out_props.insert(n.clone(), Value::Object(s));
     }
+    // A flex flow's outputs are what its entry returns; `outputs:` as written, when given, says
+    // what to expect (not required: the function decides).
+    for (n, ty) in flow.flex.iter().flat_map(|f| &f.declared_outputs) {
+        out_props.insert(n.clone(), Value::Object(schema(ty.as_ref())));
+    }
     let error = json!({
         "description": "a JSON error",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}

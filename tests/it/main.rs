@@ -28,6 +28,7 @@ mod eval;
 mod evaluators;
 mod exit_status;
 mod experiment;
+mod flex;
 mod gate;
 mod init;
 mod judge;

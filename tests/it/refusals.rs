@@ -23,38 +23,130 @@ fn refused_everywhere(ctx: &TestContext, flow_dir: &str, expected: &str) {
     );
 }
 
+/// A class entry whose `__init__` needs an argument (promptflow's `--init` / `init:`).
+const CLASS_ENTRY: &str = "class MyFlow:\n    def __init__(self, prefix: str):\n        self.prefix = prefix\n\n    def __call__(self, x: str) -> str:\n        return self.prefix + x\n";
+
 #[test]
-fn a_flex_flow_folder_is_refused_not_completed_empty() {
+fn a_class_entry_that_needs_init_arguments_is_refused_not_completed_empty() {
     let ctx = TestContext::new();
     ctx.flow(
         "flex",
         &[
-            ("flow.flex.yaml", "entry: entry:my_flow\n"),
-            ("entry.py", "def my_flow(x: str) -> str:\n    return x\n"),
+            ("flow.flex.yaml", "entry: entry:MyFlow\n"),
+            ("entry.py", CLASS_ENTRY),
         ],
     );
-    refused_everywhere(&ctx, "flex", "is a flex flow");
+    refused_everywhere(
+        &ctx,
+        "flex",
+        "`entry: entry:MyFlow` is a class whose `__init__` needs `prefix`: init arguments (`--init`, `init:`) are not supported yet",
+    );
 }
 
 #[test]
-fn a_dag_file_with_an_entry_is_a_flex_flow_and_is_refused_at_its_line() {
+fn a_dag_file_with_an_entry_is_a_flex_flow_and_a_class_needing_init_is_refused_at_its_line() {
     let ctx = TestContext::new();
     ctx.flow(
         "flex",
         &[
             (
                 "flow.dag.yaml",
-                "$schema: https://azuremlschemas.azureedge.net/promptflow/latest/Flow.schema.json\nentry: entry:my_flow\nenvironment:\n  python_requirements_txt: requirements.txt\n",
+                "$schema: https://azuremlschemas.azureedge.net/promptflow/latest/Flow.schema.json\nentry: entry:MyFlow\nenvironment:\n  python_requirements_txt: requirements.txt\n",
             ),
-            ("entry.py", "def my_flow(x: str) -> str:\n    return x\n"),
+            ("entry.py", CLASS_ENTRY),
         ],
     );
-    refused_everywhere(&ctx, "flex", "this is a flex flow (`entry: entry:my_flow`)");
+    refused_everywhere(&ctx, "flex", "is a class whose `__init__` needs `prefix`");
     // Located: the file, line 2 (the `entry` key's value) and a caret.
     ctx.run(&["validate", "flex"])
         .expect_code(2)
         .stderr_has("flow.dag.yaml:2:")
         .stderr_has("^");
+}
+
+#[test]
+fn a_flex_flow_whose_entry_is_a_prompty_or_not_module_function_is_refused() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "prompty_entry",
+        &[
+            ("flow.flex.yaml", "entry: chat.prompty\n"),
+            ("chat.prompty", "---\nname: x\n---\nuser: {{x}}\n"),
+        ],
+    );
+    refused_everywhere(
+        &ctx,
+        "prompty_entry",
+        "a .prompty entry is not supported in a flex flow",
+    );
+    ctx.flow(
+        "bad_entry",
+        &[
+            ("flow.flex.yaml", "entry: my_flow\n"),
+            ("flow.py", "def my_flow(x: str):\n    return x\n"),
+        ],
+    );
+    refused_everywhere(
+        &ctx,
+        "bad_entry",
+        "`entry: my_flow` is not `module:function`",
+    );
+    ctx.flow(
+        "with_init",
+        &[
+            (
+                "flow.flex.yaml",
+                "entry: flow:my_flow\ninit:\n  prefix: {type: string}\n",
+            ),
+            ("flow.py", "def my_flow(x: str):\n    return x\n"),
+        ],
+    );
+    refused_everywhere(
+        &ctx,
+        "with_init",
+        "`init:` (arguments for a class entry's `__init__`) is not supported yet",
+    );
+    ctx.flow(
+        "aggregate",
+        &[
+            ("flow.flex.yaml", "entry: flow:MyFlow\n"),
+            (
+                "flow.py",
+                "class MyFlow:\n    def __call__(self, x: str):\n        return x\n\n    def __aggregate__(self, results: list):\n        return {'n': len(results)}\n",
+            ),
+        ],
+    );
+    refused_everywhere(
+        &ctx,
+        "aggregate",
+        "defines `__aggregate__`: aggregation of a class entry is not supported yet",
+    );
+    ctx.flow(
+        "no_entry",
+        &[("flow.flex.yaml", "inputs:\n  x: {type: string}\n")],
+    );
+    refused_everywhere(&ctx, "no_entry", "a flex flow file has no `entry:`");
+    // Two flow files in one folder: which one is meant is unclear (promptflow refuses it too).
+    ctx.flow(
+        "both",
+        &[
+            ("flow.flex.yaml", "entry: flow:my_flow\n"),
+            ("flow.py", "def my_flow(x: str):\n    return x\n"),
+            (
+                "flow.dag.yaml",
+                "inputs: {x: {type: string}}\noutputs:\n  y: {reference: '${n.output}'}\nnodes:\n- {name: n, type: prompt, source: {type: code, path: n.jinja2}, inputs: {x: '${inputs.x}'}}\n",
+            ),
+            ("n.jinja2", "{{x}}"),
+        ],
+    );
+    refused_everywhere(
+        &ctx,
+        "both",
+        "holds flow.dag.yaml and flow.flex.yaml: which flow to run is unclear",
+    );
+    ctx.run(&["run", "both/flow.flex.yaml", "--inputs", "x=1"])
+        .expect_code(0)
+        .stdout_has("1");
 }
 
 #[test]

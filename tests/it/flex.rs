@@ -1,0 +1,419 @@
+//! Flex flows with a function entry (`entry: module:function`), end to end through the binary
+//! and a real python3: inputs from the signature (types, defaults) or from `inputs:`, outputs
+//! from what the function returns (a dict, a dataclass, anything else as `output`), a failing
+//! line, a batch and its resume, `validate`, `serve`; a class entry made without arguments.
+//! Class entries that need init arguments, `__aggregate__`, ... are refused (refusals.rs).
+
+use serde_json::json;
+
+use crate::support::batch::*;
+use crate::support::context::TestContext;
+use crate::support::server::Server;
+
+/// Typed inputs with defaults, an environment variable from the YAML, a raising input, and a
+/// marker file (`healed`) that stops the raising, for resume.
+const GREET_PY: &str = r#"import os
+
+def greet(name: str, times: int = 2, loud: bool = False, ratio: float = 0.5, tags: list = [], extra: dict = {}) -> dict:
+    if name == "boom" and not os.path.exists("healed"):
+        raise ValueError("no booms here")
+    text = " ".join([os.environ["GREETING"] + " " + name] * times)
+    return {
+        "text": text.upper() if loud else text,
+        "types": [type(v).__name__ for v in (name, times, loud, ratio, tags, extra)],
+        "ratio": ratio * 2,
+        "n_tags": len(tags),
+        "extra": extra,
+    }
+"#;
+
+fn greet_flow(ctx: &TestContext) {
+    ctx.flow(
+        "greet",
+        &[
+            (
+                "flow.flex.yaml",
+                "$schema: https://azuremlschemas.azureedge.net/promptflow/latest/Flow.schema.json\nentry: greet:greet\nenvironment_variables:\n  GREETING: hello\n",
+            ),
+            ("greet.py", GREET_PY),
+        ],
+    );
+}
+
+#[test]
+fn a_function_entry_runs_with_typed_inputs_and_signature_defaults() {
+    let ctx = TestContext::new();
+    greet_flow(&ctx);
+    let run = ctx.run(&[
+        "run",
+        "greet",
+        "--inputs",
+        "name=ann",
+        "times=3",
+        "loud=true",
+        "ratio=1.25",
+        "tags=[\"a\",\"b\"]",
+        "extra={\"k\": 1}",
+        "--output",
+        "json",
+    ]);
+    run.expect_code(0);
+    let out = run.json();
+    assert_eq!(out["status"], "Completed");
+    assert_eq!(
+        out["outputs"],
+        json!({
+            "text": "HELLO ANN HELLO ANN HELLO ANN",
+            "types": ["str", "int", "bool", "float", "list", "dict"],
+            "ratio": 2.5,
+            "n_tags": 2,
+            "extra": {"k": 1},
+        })
+    );
+    // Defaults come from the signature; the detail records the line and one node named after
+    // the function.
+    let run = ctx.run(&["run", "greet", "--inputs", "name=bo", "--output", "json"]);
+    run.expect_code(0);
+    let out = run.json();
+    assert_eq!(out["outputs"]["text"], "hello bo hello bo");
+    assert_eq!(out["outputs"]["ratio"], 1.0);
+    assert_eq!(out["outputs"]["types"][1], "int");
+    let detail =
+        crate::support::batch::json_file(&ctx.root().join("greet/.promptflow/flow.detail.json"));
+    assert_eq!(
+        detail["flow_runs"][0]["inputs"],
+        json!({"name": "bo", "times": 2, "loud": false, "ratio": 0.5, "tags": [], "extra": {}})
+    );
+    assert_eq!(detail["node_runs"][0]["node"], "greet");
+    assert_eq!(detail["node_runs"][0]["status"], "Completed");
+}
+
+#[test]
+fn a_bad_input_fails_the_line_and_a_missing_one_is_refused_before_it_runs() {
+    let ctx = TestContext::new();
+    greet_flow(&ctx);
+    ctx.run(&["run", "greet", "--inputs", "name=x", "times=many"])
+        .expect_code(1)
+        .stderr_has("flow input `times`: \"many\" is not a valid int");
+    ctx.run(&["run", "greet", "--inputs", "times=1"])
+        .expect_code(2)
+        .stderr_has("flow input `name` has no default and no value");
+}
+
+#[test]
+fn an_exception_fails_the_line_with_type_message_and_traceback() {
+    let ctx = TestContext::new();
+    greet_flow(&ctx);
+    let run = ctx.run(&["run", "greet", "--inputs", "name=boom", "--output", "json"]);
+    run.expect_code(1);
+    let out = run.json();
+    assert_eq!(out["status"], "Failed");
+    assert_eq!(out["outputs"], json!({}));
+    let message = out["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("ValueError: no booms here"), "{out}");
+    let detail =
+        crate::support::batch::json_file(&ctx.root().join("greet/.promptflow/flow.detail.json"));
+    let error = &detail["node_runs"][0]["error"];
+    assert_eq!(detail["node_runs"][0]["status"], "Failed");
+    let text = error.to_string();
+    assert!(text.contains("ValueError"), "{error}");
+    assert!(
+        text.contains("greet.py"),
+        "the traceback names the file: {error}"
+    );
+}
+
+#[test]
+fn dict_dataclass_primitive_and_generator_returns_become_outputs_as_in_promptflow() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "shapes",
+        &[
+            ("flow.flex.yaml", "entry: shapes:run\n"),
+            (
+                "shapes.py",
+                "from dataclasses import dataclass\n\n@dataclass\nclass Answer:\n    text: str\n    score: float\n\ndef pieces():\n    yield 'a'\n    yield 'b'\n    yield 'c'\n\ndef run(kind: str):\n    if kind == 'dict':\n        return {'x': 1, 'y': [1, 2]}\n    if kind == 'dataclass':\n        return Answer(text='hi', score=0.5)\n    if kind == 'int':\n        return 42\n    if kind == 'list':\n        return [1, 2]\n    if kind == 'none':\n        return None\n    if kind == 'generator':\n        return pieces()\n    if kind == 'dict_of_generator':\n        return {'g': pieces(), 'n': 1}\n    if kind == 'dataclass_of_generator':\n        return Answer(text=pieces(), score=1.0)\n    return kind\n",
+            ),
+        ],
+    );
+    let outputs = |kind: &str| {
+        let run = ctx.run(&[
+            "run",
+            "shapes",
+            "--inputs",
+            &format!("kind={kind}"),
+            "--output",
+            "json",
+        ]);
+        run.expect_code(0);
+        run.json()["outputs"].clone()
+    };
+    assert_eq!(outputs("dict"), json!({"x": 1, "y": [1, 2]}));
+    assert_eq!(outputs("dataclass"), json!({"text": "hi", "score": 0.5}));
+    assert_eq!(outputs("int"), json!({"output": 42}));
+    assert_eq!(outputs("list"), json!({"output": [1, 2]}));
+    assert_eq!(outputs("none"), json!({"output": null}));
+    assert_eq!(outputs("generator"), json!({"output": "abc"}));
+    assert_eq!(outputs("dict_of_generator"), json!({"g": "abc", "n": 1}));
+    assert_eq!(
+        outputs("dataclass_of_generator"),
+        json!({"text": "abc", "score": 1.0})
+    );
+    assert_eq!(outputs("plain"), json!({"output": "plain"}));
+}
+
+#[test]
+fn declared_inputs_in_a_dag_file_with_an_entry_and_an_async_function() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "declared",
+        &[
+            (
+                "flow.dag.yaml",
+                "entry: pkg.main:answer\ninputs:\n  question:\n    type: string\n  n:\n    type: int\n    default: 2\n  suffix:\n    type: string\n    default: ''\n  tail:\n    type: string\noutputs:\n  output:\n    type: string\nsample:\n  question: ignored\n",
+            ),
+            ("pkg/__init__.py", ""),
+            (
+                "pkg/main.py",
+                "import asyncio\n\nasync def answer(question: str, n: int = 5, suffix: str = None, tail: str = '!'):\n    await asyncio.sleep(0)\n    return question * n + str(suffix) + tail\n",
+            ),
+        ],
+    );
+    let run = ctx.run(&[
+        "run",
+        "declared",
+        "--inputs",
+        "question=ab",
+        "--output",
+        "json",
+    ]);
+    run.expect_code(0);
+    // The YAML default (2) wins over the signature's (5); `default: ''` and no default take the
+    // function's own (None, '!'), as promptflow does.
+    assert_eq!(run.json()["outputs"], json!({"output": "ababNone!"}));
+    ctx.run(&["validate", "declared"])
+        .expect_code(0)
+        .stdout_has("flex flow, entry: pkg.main:answer (function answer in pkg/main.py)")
+        .stdout_has("inputs: question (string), n (int, default 2), suffix (string, default null), tail (string, default \"!\")")
+        .stdout_has("declared: output (string)");
+}
+
+#[test]
+fn validate_says_it_is_a_flex_flow_with_its_entry_and_inputs() {
+    let ctx = TestContext::new();
+    greet_flow(&ctx);
+    ctx.run(&["validate", "greet"])
+        .expect_code(0)
+        .stdout_has("is valid")
+        .stdout_has("flex flow, entry: greet:greet (function greet in greet.py)")
+        .stdout_has("inputs (from the signature): name (string), times (int, default 2), loud (bool, default false), ratio (double, default 0.5), tags (list, default []), extra (object, default {})");
+}
+
+#[test]
+fn an_entry_that_does_not_exist_or_does_not_import_is_refused_at_entry() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "missing",
+        &[
+            ("flow.flex.yaml", "entry: flow:nope\n"),
+            ("flow.py", "def my_flow(x: str):\n    return x\n"),
+        ],
+    );
+    ctx.run(&["validate", "missing"])
+        .expect_code(2)
+        .stderr_has("no 'nope' in")
+        .stderr_has("it defines: my_flow")
+        .stderr_has("flow.flex.yaml:1:8");
+    ctx.flow("nofile", &[("flow.flex.yaml", "entry: gone:my_flow\n")]);
+    ctx.run(&["run", "nofile", "--inputs", "x=1"])
+        .expect_code(2)
+        .stderr_has("the module file gone.py does not exist");
+    ctx.flow(
+        "broken",
+        &[
+            ("flow.flex.yaml", "entry: flow:my_flow\n"),
+            ("flow.py", "import not_a_module_anywhere\n"),
+        ],
+    );
+    ctx.run(&["run", "broken", "--inputs", "x=1"])
+        .expect_code(2)
+        .stderr_has("ModuleNotFoundError")
+        .stderr_has("not_a_module_anywhere");
+    ctx.flow(
+        "undeclared",
+        &[
+            (
+                "flow.flex.yaml",
+                "entry: flow:my_flow\ninputs:\n  x: {type: string}\n",
+            ),
+            ("flow.py", "def my_flow(x: str, y: int):\n    return x\n"),
+        ],
+    );
+    ctx.run(&["validate", "undeclared"])
+        .expect_code(2)
+        .stderr_has("the entry `my_flow` needs `y`, which `inputs:` does not declare");
+    assert!(!ctx.root().join(".flow/runs").exists());
+}
+
+#[test]
+fn a_batch_records_each_line_and_resume_reruns_only_the_failed_one() {
+    let ctx = TestContext::new();
+    greet_flow(&ctx);
+    ctx.write(
+        "data.jsonl",
+        "{\"name\": \"a\"}\n{\"name\": \"boom\"}\n{\"name\": \"c\", \"times\": \"1\"}\n",
+    );
+    ctx.run(&["run", "greet", "--data", "data.jsonl", "--name", "flexrun"])
+        .expect_code(1)
+        .stderr_has("2/3 lines succeeded")
+        .stderr_has("ValueError: no booms here");
+    let dir = run_dir(&ctx, "flexrun");
+    let out = outputs(&dir);
+    assert_eq!(line_numbers(&out), vec![0, 2]);
+    assert_eq!(out[0]["text"], "hello a hello a");
+    assert_eq!(out[1]["text"], "hello c");
+    assert!(dir.join("snapshot/flow.flex.yaml").is_file());
+    assert!(dir.join("snapshot/greet.py").is_file());
+    assert!(dir.join("node_artifacts/greet").is_dir());
+    assert_eq!(meta(&dir)["failed_lines"], 1);
+
+    ctx.write("greet/healed", "");
+    ctx.run(&["run", "--resume", "flexrun"])
+        .expect_code(0)
+        .stderr_has("2 of 3 lines already succeeded")
+        .stderr_has("3/3 lines succeeded");
+    let out = outputs(&dir);
+    assert_eq!(line_numbers(&out), vec![0, 1, 2]);
+    assert_eq!(out[1]["text"], "hello boom hello boom");
+    assert_eq!(meta(&dir)["status"], "Completed");
+}
+
+#[test]
+fn serve_scores_a_function_entry() {
+    let ctx = TestContext::new();
+    greet_flow(&ctx);
+    let server = Server::ready(&ctx, "greet", &[], &[]);
+    let ok = server.score(r#"{"name": "zed", "loud": true, "times": "1"}"#);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json()["text"], "HELLO ZED");
+    assert_eq!(ok.json()["ratio"], 1.0);
+    let bad = server.score(r#"{"times": 1}"#);
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("name"), "{}", bad.body);
+    let failed = server.score(r#"{"name": "boom"}"#);
+    assert!(failed.status >= 400, "{}", failed.body);
+    assert!(failed.body.contains("no booms here"), "{}", failed.body);
+    // The request schema is the signature's inputs.
+    let doc = server.get("/openapi.json").json();
+    let schema =
+        &doc["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(schema["properties"]["times"]["type"], "integer");
+    assert_eq!(schema["properties"]["times"]["default"], 2);
+    assert_eq!(schema["required"], json!(["name"]));
+}
+
+#[test]
+fn serve_lists_the_declared_outputs_of_a_flex_flow() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "echo",
+        &[
+            (
+                "flow.flex.yaml",
+                "entry: echo:echo\noutputs:\n  said:\n    type: string\n",
+            ),
+            (
+                "echo.py",
+                "def echo(text: str):\n    return {'said': text}\n",
+            ),
+        ],
+    );
+    let server = Server::ready(&ctx, "echo", &[], &[]);
+    let ok = server.score(r#"{"text": "hi"}"#);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json(), json!({"said": "hi"}));
+    let doc = server.get("/openapi.json").json();
+    let out = &doc["paths"]["/score"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
+    assert_eq!(out["properties"]["said"]["type"], "string");
+}
+
+#[test]
+fn a_connection_parameter_is_refused_at_entry() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "conn",
+        &[
+            ("flow.flex.yaml", "entry: flow:ask\n"),
+            (
+                "flow.py",
+                "from promptflow.connections import AzureOpenAIConnection\n\ndef ask(connection: AzureOpenAIConnection, question: str):\n    return question\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "conn", "--inputs", "connection=c", "question=q"])
+        .expect_code(2)
+        .stderr_has("parameter `connection` is a connection (AzureOpenAIConnection)")
+        .stderr_has("flow.flex.yaml:1:8");
+}
+
+#[test]
+fn a_class_entry_is_made_once_per_worker_without_arguments_and_called() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "counter",
+        &[
+            ("flow.flex.yaml", "entry: counter:Counter\n"),
+            (
+                "counter.py",
+                "class Counter:\n    def __init__(self, start: int = 10):\n        self.n = start\n\n    async def __call__(self, who: str, step: int = 1) -> dict:\n        self.n += step\n        return {'n': self.n, 'who': who}\n",
+            ),
+        ],
+    );
+    ctx.run(&["validate", "counter"])
+        .expect_code(0)
+        .stdout_has("flex flow, entry: counter:Counter (class Counter in counter.py, made without arguments, called through __call__)")
+        .stdout_has("inputs (from the signature): who (string), step (int, default 1)");
+    let run = ctx.run(&[
+        "run", "counter", "--inputs", "who=a", "step=5", "--output", "json",
+    ]);
+    run.expect_code(0);
+    assert_eq!(run.json()["outputs"], json!({"n": 15, "who": "a"}));
+    // One line at a time is one worker, one instance: its state carries from line to line, as
+    // in promptflow.
+    ctx.write(
+        "lines.jsonl",
+        "{\"who\": \"a\"}\n{\"who\": \"b\"}\n{\"who\": \"c\"}\n",
+    );
+    ctx.run(&[
+        "run",
+        "counter",
+        "--data",
+        "lines.jsonl",
+        "--name",
+        "counted",
+        "--concurrency",
+        "1",
+    ])
+    .expect_code(0);
+    let out = outputs(&run_dir(&ctx, "counted"));
+    let ns: Vec<i64> = out.iter().map(|o| o["n"].as_i64().unwrap_or(-1)).collect();
+    assert_eq!(ns, vec![11, 12, 13]);
+}
+
+#[test]
+fn a_class_entry_whose_init_raises_is_refused_before_any_line() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "init_raises",
+        &[
+            ("flow.flex.yaml", "entry: flow:MyFlow\n"),
+            (
+                "flow.py",
+                "class MyFlow:\n    def __init__(self):\n        raise RuntimeError('no model here')\n\n    def __call__(self, x: str):\n        return x\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "init_raises", "--inputs", "x=1"])
+        .expect_code(2)
+        .stderr_has("making MyFlow() failed: no model here");
+}
