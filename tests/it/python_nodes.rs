@@ -604,5 +604,5 @@ fn environment_variables_are_formatted_and_resolved_as_promptflow_does() {
     ctx.run(&["run", "envs"])
         .expect_code(2)
         .stderr_has("connection `open_ai_connection` has no field `nope`")
-        .stderr_has("its fields: api_key");
+        .stderr_has("its fields: name, api_key");
 }
