@@ -50,6 +50,10 @@ const FILES: &[(&str, &str)] = &[
         "promptflow/tracing/__init__.py",
         include_str!("shim/promptflow/tracing/__init__.py"),
     ),
+    (
+        "promptflow/entities/__init__.py",
+        include_str!("shim/promptflow/entities/__init__.py"),
+    ),
 ];
 
 /// The name of the worker script inside the shim directory.

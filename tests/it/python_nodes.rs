@@ -606,3 +606,35 @@ fn environment_variables_are_formatted_and_resolved_as_promptflow_does() {
         .stderr_has("connection `open_ai_connection` has no field `nope`")
         .stderr_has("its fields: name, api_key");
 }
+
+/// Tool code that imports promptflow's input settings and assistant contracts runs unchanged.
+#[test]
+fn tools_importing_input_settings_and_assistant_definitions_run() {
+    let ctx = crate::support::context::TestContext::new();
+    ctx.flow(
+        "imports",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs: {x: {type: string}}\noutputs:\n  y: {reference: '${t.output}'}\nnodes:\n- {name: t, type: python, source: {type: code, path: t.py}, inputs: {x: '${inputs.x}'}}\n",
+            ),
+            (
+                "t.py",
+                "from promptflow import tool\nfrom promptflow.entities import InputSetting, DynamicList\nfrom promptflow.contracts.types import AssistantDefinition, AttrDict\n\nsettings = {'x': InputSetting(dynamic_list=DynamicList(function=len), allow_manual_entry=True)}\n\n@tool(input_settings=settings)\ndef t(x: str) -> dict:\n    a = AssistantDefinition.deserialize({'model': 'm', 'instructions': x, 'tools': []})\n    d = AttrDict(k=1)\n    return {'assistant': a.serialize(), 'k': d.k, 'manual': settings['x'].allow_manual_entry}\n",
+            ),
+        ],
+    );
+    let run = ctx.run(&[
+        "run",
+        "imports",
+        "--inputs",
+        "x=be brief",
+        "--output",
+        "json",
+    ]);
+    let out = run.expect_code(0).json();
+    assert_eq!(
+        out["outputs"]["y"],
+        serde_json::json!({"assistant": {"model": "m", "instructions": "be brief", "tools": []}, "k": 1, "manual": true})
+    );
+}

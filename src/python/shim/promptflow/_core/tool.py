@@ -48,9 +48,47 @@ def tool(
     return tool_decorator
 
 
+class InputSetting:
+    """Settings of a tool input (UI hints in promptflow); kept as given, unused by `flow`."""
+
+    def __init__(self, **kwargs):
+        self.is_multi_select = kwargs.pop("is_multi_select", None)
+        self.allow_manual_entry = kwargs.pop("allow_manual_entry", None)
+        self.enabled_by = kwargs.pop("enabled_by", None)
+        self.enabled_by_value = kwargs.pop("enabled_by_value", None)
+        self.dynamic_list = kwargs.pop("dynamic_list", None)
+        self.generated_by = kwargs.pop("generated_by", None)
+        self._kwargs = kwargs
+
+
+class DynamicList:
+    """A function that lists an input's values in promptflow's UI; kept as given."""
+
+    def __init__(self, function=None, input_mapping=None):
+        self.function = function
+        self.input_mapping = input_mapping
+
+
+class GeneratedBy:
+    """A function that generates an input's value in promptflow's UI; kept as given."""
+
+    def __init__(self, function=None, reverse_function=None, input_settings=None):
+        self.function = function
+        self.reverse_function = reverse_function
+        self.input_settings = input_settings
+
+
 def is_tool(obj):
     """True when `obj` was decorated with `@tool`."""
     return callable(obj) and getattr(obj, TOOL_MARKER, False) is True
 
 
-__all__ = ["tool", "ToolProvider", "ToolType", "is_tool"]
+__all__ = [
+    "tool",
+    "ToolProvider",
+    "ToolType",
+    "is_tool",
+    "InputSetting",
+    "DynamicList",
+    "GeneratedBy",
+]
