@@ -15,10 +15,8 @@ pub const ROOT_MARKERS: [&str; 3] = [".git", ".flow", ROOT_FILE];
 /// one, the current directory when it holds `dir`, else `dir` itself.
 pub fn root_of(dir: &Path) -> PathBuf {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    for ancestor in dir.ancestors() {
-        if ROOT_MARKERS.iter().any(|m| ancestor.join(m).exists()) {
-            return ancestor.to_path_buf();
-        }
+    if let Some(root) = marked_ancestor(&dir) {
+        return root.to_path_buf();
     }
     match std::env::current_dir().and_then(std::fs::canonicalize) {
         Ok(cwd) if dir.starts_with(&cwd) => cwd,
@@ -47,11 +45,7 @@ impl Workdir {
 
     /// `cwd` and its project root.
     pub fn at(cwd: PathBuf) -> Workdir {
-        let root = cwd
-            .ancestors()
-            .find(|a| ROOT_MARKERS.iter().any(|m| a.join(m).exists()))
-            .unwrap_or(&cwd)
-            .to_path_buf();
+        let root = marked_ancestor(&cwd).unwrap_or(&cwd).to_path_buf();
         Workdir { cwd, root }
     }
 
@@ -76,6 +70,12 @@ impl Workdir {
             .find(|p| p.is_file())
             .ok_or_else(|| self.root.join(".env"))
     }
+}
+
+/// The nearest of `dir` and its ancestors that holds a root marker.
+fn marked_ancestor(dir: &Path) -> Option<&Path> {
+    dir.ancestors()
+        .find(|a| ROOT_MARKERS.iter().any(|m| a.join(m).exists()))
 }
 
 /// Where `path` really is (symlinks followed), when that is outside `root`.

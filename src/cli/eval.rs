@@ -333,19 +333,28 @@ impl Inputs {
     }
 }
 
-/// The command line of `flow eval` as typed: the arguments after `eval`.
-fn typed_arguments() -> Vec<String> {
-    std::env::args()
+/// The command line of `flow eval` as typed: the arguments after `eval` (an argument that is
+/// not UTF-8 cannot be recorded: an error naming it).
+fn typed_arguments() -> Result<Vec<String>, Failure> {
+    std::env::args_os()
         .skip(1)
         .skip_while(|a| a != "eval" && a != "evaluate")
         .skip(1)
+        .map(|a| {
+            a.into_string().map_err(|a| {
+                Failure::usage(format!(
+                    "error: the argument {} is not UTF-8, so the evaluation cannot be recorded for --resume\n  help: rename the file or folder it names",
+                    a.to_string_lossy()
+                ))
+            })
+        })
         .collect()
 }
 
 /// Create the evaluation's directory and record how it was started (for `--resume`), with its
 /// name made explicit.
 fn record_command(dir: &RunDir, cwd: &Path, name: &str) -> Result<(), Failure> {
-    let mut args = typed_arguments();
+    let mut args = typed_arguments()?;
     if !args
         .iter()
         .any(|a| a == "--name" || a.starts_with("--name="))

@@ -43,18 +43,23 @@ pub const MODEL_PARAMETERS: &[&str] = &[
 /// What promptflow's OpenAI and Azure OpenAI tools send when a node sets nothing: the
 /// defaults of their `chat` and `completion` signatures (promptflow-tools), so a server whose
 /// own defaults differ (llama.cpp samples at 0.8/0.95) answers as it would under promptflow.
-fn promptflow_defaults(api: LlmApi, api_type: ApiType) -> &'static [(&'static str, f64)] {
+fn promptflow_defaults(api: LlmApi, api_type: ApiType) -> Vec<(&'static str, Value)> {
+    let (t, p) = (
+        ("temperature", Value::from(1.0)),
+        ("top_p", Value::from(1.0)),
+    );
     match (api, api_type) {
-        (LlmApi::Chat, ApiType::Azure) => &[("temperature", 1.0), ("top_p", 1.0), ("n", 1.0)],
-        (LlmApi::Chat, ApiType::OpenAi) => &[("temperature", 1.0), ("top_p", 1.0)],
-        (LlmApi::Completion, ApiType::Azure | ApiType::OpenAi) => &[
-            ("max_tokens", 16.0),
-            ("temperature", 1.0),
-            ("top_p", 1.0),
-            ("n", 1.0),
-            ("best_of", 1.0),
+        (LlmApi::Chat, ApiType::Azure) => vec![t, p, ("n", Value::from(1))],
+        (LlmApi::Chat, ApiType::OpenAi) => vec![t, p],
+        (LlmApi::Completion, ApiType::Azure | ApiType::OpenAi) => vec![
+            ("max_tokens", Value::from(16)),
+            t,
+            p,
+            ("n", Value::from(1)),
+            ("best_of", Value::from(1)),
+            ("echo", Value::Bool(false)),
         ],
-        _ => &[],
+        _ => Vec::new(),
     }
 }
 
@@ -158,27 +163,10 @@ impl Executor {
                         .map(|mut typed| {
                             // A `.prompty` sends its `model.parameters` and nothing else, as
                             // promptflow's Prompty does.
-                            let defaults = if prompty {
-                                &[][..]
-                            } else {
-                                promptflow_defaults(node.api, connection.api_type)
-                            };
-                            for (k, v) in defaults {
-                                if !typed.contains_key(*k) {
-                                    let v = if matches!(*k, "n" | "max_tokens" | "best_of") {
-                                        Value::from(*v as i64)
-                                    } else {
-                                        Value::from(*v)
-                                    };
-                                    typed.insert(k.to_string(), v);
+                            if !prompty {
+                                for (k, v) in promptflow_defaults(node.api, connection.api_type) {
+                                    typed.entry(k).or_insert(v);
                                 }
-                            }
-                            if !prompty
-                                && node.api == LlmApi::Completion
-                                && matches!(connection.api_type, ApiType::Azure | ApiType::OpenAi)
-                                && !typed.contains_key("echo")
-                            {
-                                typed.insert("echo".into(), Value::Bool(false));
                             }
                             typed
                         })
