@@ -1357,7 +1357,7 @@ impl Connection {
         format!("{}_API_KEY", env_prefix(&self.name))
     }
 
-    /// The variable the base URL comes from (or would come from).
+    /// Where the base URL comes from (or would): its variable, else the connection file.
     pub fn base_var(&self) -> String {
         if let Some(v) = self
             .source
@@ -1365,6 +1365,10 @@ impl Connection {
             .find(|v| v.ends_with("API_BASE") || v.ends_with("BASE_URL") || v.ends_with("ENDPOINT"))
         {
             return v.clone();
+        }
+        if let Some(file) = &self.file {
+            // the base came from (or belongs in) the connection file, not a variable
+            return format!("the api_base (base_url) of {}", file.display());
         }
         format!("{}_API_BASE", env_prefix(&self.name))
     }

@@ -165,6 +165,19 @@ impl Inputs {
                     .map_err(|e| Failure::usage(format!("error: --threshold {s}: {e}")))
             })
             .collect::<Result<_, _>>()?;
+        if let Some((i, t)) = thresholds
+            .iter()
+            .enumerate()
+            .find(|(i, t)| thresholds[..*i].contains(t))
+        {
+            // the same gate twice would be counted (and reported) twice
+            return Err(Failure::usage(format!(
+                "error: --threshold {} is given twice (arguments {} and {} of --threshold): give each gate once",
+                t,
+                thresholds.iter().position(|o| o == t).map_or(0, |p| p + 1),
+                i + 1
+            )));
+        }
         let Some(run) = &args.run else {
             return Err(Failure::usage("error: give the run to evaluate: --run RUN"));
         };

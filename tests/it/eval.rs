@@ -309,6 +309,19 @@ fn nothing_to_evaluate_with_is_a_usage_error() {
         "accuracy>>1",
     ])
     .expect_code(2);
+    // the same gate twice would be counted twice in the verdict and the reports
+    ctx.run(&[
+        "eval",
+        "--run",
+        "main",
+        "eval-accuracy",
+        "--threshold",
+        "accuracy>=0.5",
+        "--threshold",
+        "accuracy >= 0.50",
+    ])
+    .expect_code(2)
+    .stderr_has("--threshold accuracy>=0.50 is given twice (arguments 1 and 2 of --threshold)");
 }
 
 #[test]

@@ -379,3 +379,26 @@ fn a_resumed_run_reads_the_connections_folder_it_started_with() {
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert_eq!(ctx.mock().request_count(), 2);
 }
+
+#[test]
+fn an_unreachable_endpoint_from_a_connection_file_names_the_file_not_a_variable() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "f",
+        &[("flow.dag.yaml", FLOW), ("ask.jinja2", "user:\n{{q}}")],
+    );
+    // port 9 (discard) is closed on loopback: the connection is refused at once
+    let file = ctx.write(
+        "connections/openai.yml",
+        &openai_yaml("http://127.0.0.1:9/v1", "${env:MY_OPENAI_KEY}"),
+    );
+    let (code, stdout, stderr) = flow(
+        &ctx,
+        &["run", "f", "--inputs", "q=hello"],
+        &[("MY_OPENAI_KEY", KEY)],
+    );
+    assert_ne!(code, Some(0), "{stdout}{stderr}");
+    let advice = format!("Check the api_base (base_url) of {}", file.display());
+    assert!(stderr.contains(&advice), "{stderr}");
+    assert!(!stderr.contains("OPEN_AI_CONNECTION_API_BASE"), "{stderr}");
+}
