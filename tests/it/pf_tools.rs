@@ -195,6 +195,10 @@ fn a_union_connection_parameter_gets_the_connections_own_class() {
     );
     assert_eq!(out["outputs"]["out"]["custom"], "svc", "{out}");
     assert_eq!(out["outputs"]["out"]["region"], "eu", "{out}");
+    // X_KEY1 is a custom field: a secret of the CustomConnection (its name says key), also
+    // readable as an attribute
+    assert_eq!(out["outputs"]["out"]["key1"], "secret-value-1", "{out}");
+    assert_eq!(out["outputs"]["out"]["attr"], "secret-value-1", "{out}");
     ctx.flow("u", &[("flow.dag.yaml", &flow("oai"))]);
     let run = ctx.run(&["run", "u", "--output", "json"]);
     run.expect_code(0);
