@@ -226,6 +226,24 @@ pub fn connection_vars(flow: &Flow, env: &EnvVars) -> Vec<ConnectionVars> {
                 if c.api_type == ApiType::Ollama {
                     variables.retain(|v| !v.name.ends_with("_API_KEY"));
                 }
+                if c.entra.is_some() {
+                    // keyless (auth_mode: meid_token): the service principal's variables instead
+                    let doc = |name: &str, meaning: &str, secret: bool| VarDoc {
+                        name: name.to_string(),
+                        meaning: meaning.to_string(),
+                        secret,
+                    };
+                    variables.retain(|v| !v.name.ends_with("_API_KEY"));
+                    variables.splice(
+                        0..0,
+                        [
+                            doc("AZURE_CLIENT_SECRET", "the service principal's secret, for the Entra ID token (auth_mode meid_token)", true),
+                            doc("AZURE_TENANT_ID", "its tenant", false),
+                            doc("AZURE_CLIENT_ID", "its client (application) id", false),
+                            doc("AZURE_AUTHORITY_HOST", "where tokens come from (default https://login.microsoftonline.com)", false),
+                        ],
+                    );
+                }
             }
             ConnectionVars {
                 name: name.to_string(),

@@ -340,6 +340,9 @@ fn a_keyless_azure_connection_sends_an_entra_token() {
     ] {
         assert!(hits[0].1.contains(part), "{part} in {}", hits[0].1);
     }
+    ctx.run(&["build", "az", "--format", "docker", "--out-dir", "image"])
+        .expect_code(0)
+        .stdout_has("the container needs: AZURE_CLIENT_SECRET");
     let requests = ctx.mock().requests();
     assert_eq!(requests.len(), 2);
     for r in &requests {
