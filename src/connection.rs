@@ -14,6 +14,7 @@ use std::str::FromStr;
 use indexmap::IndexMap;
 use serde_json::{Map, Value, json};
 
+pub mod entra;
 pub mod files;
 
 pub use files::{ConnectionFiles, FileConnection, FileValue};
@@ -80,6 +81,21 @@ pub enum ConnectionError {
         api_type: ApiType,
         /// The variable to set.
         var: String,
+        /// The env file the variables were read from.
+        env_file: String,
+    },
+    /// A keyless Azure connection (`auth_mode: meid_token`) without the identity variables
+    /// its Entra ID token comes from.
+    #[error(
+        "connection '{name}' has auth_mode meid_token (Microsoft Entra ID, no key) but {} not set: set {} in {env_file} or the environment (a service principal's tenant, client id and secret; AZURE_AUTHORITY_HOST optionally, default https://login.microsoftonline.com), or give the connection an API key and auth_mode key",
+        if .missing.len() == 1 { "this variable is" } else { "these variables are" },
+        .missing.join(", ")
+    )]
+    MissingIdentity {
+        /// Connection name.
+        name: String,
+        /// The unset variables.
+        missing: Vec<String>,
         /// The env file the variables were read from.
         env_file: String,
     },
@@ -722,6 +738,9 @@ pub struct Connection {
     /// own limiter. The pool's other fields are its first member's (what Python tools see).
     /// Empty for an ordinary connection.
     pub pool: Vec<Connection>,
+    /// For a keyless Azure connection (`auth_mode: meid_token`): the service principal whose
+    /// Entra ID token is sent as `Authorization: Bearer` instead of an `api-key`.
+    pub entra: Option<entra::Identity>,
 }
 
 impl fmt::Debug for Connection {
@@ -798,6 +817,7 @@ pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, C
         source: Vec::new(),
         file: None,
         declared_extra: IndexMap::new(),
+        entra: None,
         pool: Vec::new(),
     };
     if offline {
@@ -1310,7 +1330,20 @@ fn finish(
             }
         }
         ApiType::Azure => {
-            if conn.api_key.is_none() {
+            let keyless = conn
+                .extra
+                .get("auth_mode")
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case(entra::MEID_TOKEN));
+            if keyless {
+                let identity = entra::Identity::from_env(env).map_err(|missing| {
+                    ConnectionError::MissingIdentity {
+                        name: conn.name.clone(),
+                        missing: missing.iter().map(|v| v.to_string()).collect(),
+                        env_file: env.file_text(),
+                    }
+                })?;
+                conn.entra = Some(identity);
+            } else if conn.api_key.is_none() {
                 return Err(missing_key(&conn));
             }
             if conn.api_base.is_none() {

@@ -226,6 +226,24 @@ pub fn connection_vars(flow: &Flow, env: &EnvVars) -> Vec<ConnectionVars> {
                 if c.api_type == ApiType::Ollama {
                     variables.retain(|v| !v.name.ends_with("_API_KEY"));
                 }
+                if c.entra.is_some() {
+                    // keyless (auth_mode: meid_token): the service principal's variables instead
+                    let doc = |name: &str, meaning: &str, secret: bool| VarDoc {
+                        name: name.to_string(),
+                        meaning: meaning.to_string(),
+                        secret,
+                    };
+                    variables.retain(|v| !v.name.ends_with("_API_KEY"));
+                    variables.splice(
+                        0..0,
+                        [
+                            doc("AZURE_CLIENT_SECRET", "the service principal's secret, for the Entra ID token (auth_mode meid_token)", true),
+                            doc("AZURE_TENANT_ID", "its tenant", false),
+                            doc("AZURE_CLIENT_ID", "its client (application) id", false),
+                            doc("AZURE_AUTHORITY_HOST", "where tokens come from (default https://login.microsoftonline.com)", false),
+                        ],
+                    );
+                }
             }
             ConnectionVars {
                 name: name.to_string(),
@@ -425,6 +443,11 @@ fn write_context(
         None => false,
     })
     .map_err(io_err(&flow_out))?;
+    let connection_files = copy_connection_files(build, &out.join("connections"), &|path| {
+        let why = reason(path)?;
+        skipped.borrow_mut().push((path.to_path_buf(), why.clone()));
+        Some(why)
+    })?;
     report.skipped = skipped.into_inner();
 
     // The binary or the source.
@@ -465,6 +488,7 @@ fn write_context(
             .join(", "),
     );
     ctx.insert("binary", &binary);
+    ctx.insert("connection_files", &connection_files);
     ctx.insert("python", &report.python);
     ctx.insert(
         "requirements",
@@ -540,6 +564,36 @@ fn write_context(
         .sum();
     report.files = files;
     Ok(report)
+}
+
+/// The project's promptflow connection files (`connections/`, or `--connections DIR`), copied to
+/// `dest`, so the image resolves its connections the same way (`/app/connections` is the
+/// served flow's project folder). They hold no secret — a literal secret is refused when they
+/// are read, secrets are `${env:VAR}` for the container's environment — and a file the secret
+/// guard objects to stays out anyway. Whether any was copied.
+fn copy_connection_files(
+    build: &DockerBuild,
+    dest: &Path,
+    reason: &dyn Fn(&Path) -> Option<String>,
+) -> Result<bool, BuildError> {
+    let files = build.env.files();
+    if files.dir.is_none() || files.connections.is_empty() {
+        return Ok(false);
+    }
+    let mut copied = false;
+    for conn in &files.connections {
+        let Some(name) = conn.path.file_name() else {
+            continue;
+        };
+        if reason(&conn.path).is_some() {
+            continue;
+        }
+        std::fs::create_dir_all(dest).map_err(io_err(dest))?;
+        let to = dest.join(name);
+        std::fs::copy(&conn.path, &to).map_err(io_err(&to))?;
+        copied = true;
+    }
+    Ok(copied)
 }
 
 fn render(template: &str, ctx: &tera::Context) -> Result<String, BuildError> {

@@ -84,14 +84,76 @@ fn resolve_all(target: &Target) -> Result<Resolved, Failure> {
             if n == 1 { "" } else { "s" }
         );
     }
-    Ok(flow
-        .connection_names()
+    let mut names = flow.connection_names();
+    for name in python_connection_names(&flow) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names
         .into_iter()
         .map(|name| {
             let resolved = connection::resolve(&name, &env, false).map_err(|e| e.to_string());
             (name, resolved)
         })
         .collect())
+}
+
+/// The connections Python nodes name: the literal value of each node input whose tool
+/// parameter is connection-typed (as `flow run` resolves them). Finding those takes the tools'
+/// signatures, so this starts a Python worker; when that fails the names are missing and a
+/// warning says why.
+fn python_connection_names(flow: &flow::model::Flow) -> Vec<String> {
+    use flow::model::{NodeKind, ValueSource};
+    use flow::python::{PythonConfig, PythonPool};
+    let nodes: Vec<_> = flow
+        .nodes
+        .iter()
+        .filter(|n| n.kind == NodeKind::Python)
+        .collect();
+    if nodes.is_empty() {
+        return Vec::new();
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(_) => return Vec::new(),
+    };
+    rt.block_on(async {
+        let pool = PythonPool::new(PythonConfig {
+            python: None,
+            working_dir: flow.dir.clone(),
+            size: 1,
+            env: Vec::new(),
+        });
+        let mut names = Vec::new();
+        for node in nodes {
+            let Some(file) = flow.resolve_file(&node.source) else {
+                continue;
+            };
+            match pool.inspect(&file, node.function.as_deref()).await {
+                Ok(signature) => {
+                    for param in signature.params {
+                        if param.connection_type.is_none() {
+                            continue;
+                        }
+                        if let Some(ValueSource::Literal(serde_json::Value::String(name))) =
+                            node.inputs.get(&param.name)
+                        {
+                            if !names.contains(name) {
+                                names.push(name.clone());
+                            }
+                        }
+                    }
+                }
+                Err(e) => eprintln!(
+                    "warning: node `{}`: cannot read the connections its Python tool takes ({e}); they are not listed",
+                    node.name
+                ),
+            }
+        }
+        pool.shutdown().await;
+        names
+    })
 }
 
 fn list(target: &Target) -> Result<(), Failure> {

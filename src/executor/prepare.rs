@@ -34,10 +34,32 @@ impl Executor {
         let mut connections: HashMap<String, Arc<Connection>> = HashMap::new();
         let needs_python = flow.nodes.iter().any(|n| n.kind == NodeKind::Python);
         let env = environment_variables(&flow, options, &mut diagnostics);
+        let workdir = if needs_python && !flow.additional_includes.is_empty() {
+            match IncludesDir::new(&flow) {
+                Ok(dir) => Some(dir),
+                Err(e) => {
+                    return Err(PrepareError {
+                        diagnostics: vec![
+                            flow.error_at_key(
+                                "additional_includes",
+                                format!(
+                                    "cannot copy the flow with its additional_includes for its Python nodes: {e}"
+                                ),
+                            )
+                            .with_help("check that the included files are readable and the temporary folder is writable"),
+                        ],
+                    });
+                }
+            }
+        } else {
+            None
+        };
         let python = needs_python.then(|| {
             PythonPool::new(PythonConfig {
                 python: options.python.clone(),
-                working_dir: flow.dir.clone(),
+                working_dir: workdir
+                    .as_ref()
+                    .map_or_else(|| flow.dir.clone(), |w| w.path.clone()),
                 size: options.python_workers.max(1),
                 env,
             })
@@ -76,7 +98,9 @@ impl Executor {
                     })
                 }
                 NodeKind::Python => match &python {
-                    Some(pool) => prepare_python(&flow, node, pool, options).await,
+                    Some(pool) => {
+                        prepare_python(&flow, node, pool, options, workdir.as_ref()).await
+                    }
                     None => Err(vec![Diagnostic::error("internal: no Python pool")]),
                 },
             };
@@ -125,6 +149,8 @@ impl Executor {
             cache: options.cache.clone(),
             prices: options.prices.clone(),
             sample: options.sample,
+            non_finite_warned: Default::default(),
+            _includes_dir: workdir,
         })
     }
 }
@@ -496,13 +522,64 @@ fn word_location(text: &str, word: &str) -> Option<Location> {
     None
 }
 
+/// The flow copied with its `additional_includes` beside its own files, as promptflow's flow
+/// snapshot has them: the Python workers' working directory when the flow has includes, so a
+/// tool opens or imports an included file as it does under promptflow. Removed when dropped.
+pub(crate) struct IncludesDir {
+    pub(crate) path: PathBuf,
+}
+
+impl IncludesDir {
+    fn new(flow: &Flow) -> std::io::Result<IncludesDir> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "flow-includes-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let dir = IncludesDir { path };
+        crate::run_store::copy_flow(flow, &dir.path, &|_| false)?;
+        Ok(dir)
+    }
+
+    /// Where `file` (in the flow folder or an included one) is in the copy.
+    fn map(&self, flow: &Flow, file: &std::path::Path) -> PathBuf {
+        if let Ok(rel) = file.strip_prefix(&flow.dir) {
+            if self.path.join(rel).is_file() {
+                return self.path.join(rel);
+            }
+        }
+        for include in &flow.additional_includes {
+            let src = flow.dir.join(include);
+            if let (Some(name), Ok(rest)) = (src.file_name(), file.strip_prefix(&src)) {
+                let candidate = self.path.join(name).join(rest);
+                if candidate.is_file() {
+                    return candidate;
+                }
+            }
+        }
+        file.to_path_buf()
+    }
+}
+
+impl Drop for IncludesDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 async fn prepare_python(
     flow: &Flow,
     node: &Node,
     pool: &PythonPool,
     options: &ExecutorOptions,
+    includes: Option<&IncludesDir>,
 ) -> Result<Prepared, Vec<Diagnostic>> {
-    let Some(file) = flow.resolve_file(&node.source) else {
+    let file = flow
+        .resolve_file(&node.source)
+        .map(|f| includes.map_or_else(|| f.clone(), |d| d.map(flow, &f)));
+    let Some(file) = file else {
         return Err(vec![flow.error_at(
             &format!("{}.source.path", node.yaml_path),
             format!(
@@ -541,10 +618,50 @@ async fn prepare_python(
                 )),
             );
         }
+        if param.init && matches!(provided, Some(ValueSource::Reference(_))) {
+            diagnostics.push(
+                flow.error_at(
+                    &format!("{}.inputs.{}", node.yaml_path, param.name),
+                    format!(
+                        "node `{}`: input `{}` is an `__init__` parameter of the tool class `{}` and needs a literal value, not a reference (as promptflow requires)",
+                        node.name, param.name, signature.function
+                    ),
+                )
+                .with_help(format!(
+                    "write the value itself, or make `{}` a parameter of the `@tool` method",
+                    param.name
+                )),
+            );
+        }
         if param.connection_type.is_some() {
             match provided {
                 Some(ValueSource::Literal(Value::String(conn_name))) => {
                     match connection::resolve(conn_name, &options.env, options.offline) {
+                        Ok(c)
+                            if param.connection_types.len() > 1
+                                && !param
+                                    .connection_types
+                                    .iter()
+                                    .any(|t| t == c.python_class()) =>
+                        {
+                            diagnostics.push(
+                                flow.error_at(
+                                    &format!("{}.inputs.{}", node.yaml_path, param.name),
+                                    format!(
+                                        "node `{}`: input `{}` is connection `{conn_name}`, a {}, but the tool accepts only {}",
+                                        node.name,
+                                        param.name,
+                                        c.python_class(),
+                                        param.connection_types.join(" or ")
+                                    ),
+                                )
+                                .with_label("connection of another type")
+                                .with_help(format!(
+                                    "name a connection of one of those types, or add {} to the parameter's annotation",
+                                    c.python_class()
+                                )),
+                            );
+                        }
                         Ok(c) => {
                             connections.insert(param.name.clone(), c.to_python());
                         }

@@ -59,6 +59,19 @@ impl LlmClient {
         } else if conn.api_type == ApiType::Anthropic {
             request = request.header("anthropic-version", "2023-06-01");
         }
+        if let Some(identity) = &conn.entra {
+            match crate::connection::entra::bearer(&self.http, identity).await {
+                Ok(token) => request = request.bearer_auth(token.expose()),
+                Err(e) => {
+                    return CheckOutcome {
+                        ok: false,
+                        url,
+                        detail: e.to_string(),
+                        elapsed: started.elapsed(),
+                    };
+                }
+            }
+        }
         for (k, v) in &conn.headers {
             request = request.header(k.as_str(), v.expose());
         }

@@ -33,6 +33,15 @@ pub(crate) async fn attempt(
     for (k, v) in &p.headers {
         rb = rb.header(k.as_str(), v.as_str());
     }
+    if let Some(identity) = &conn.entra {
+        let token = crate::connection::entra::bearer(&client.http, identity)
+            .await
+            .map_err(|e| ProviderError::Config {
+                connection: conn.name.clone(),
+                message: e.to_string(),
+            })?;
+        rb = rb.bearer_auth(token.expose());
+    }
     let timed_out = || ProviderError::Timeout {
         connection: conn.name.clone(),
         url: p.url.clone(),

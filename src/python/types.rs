@@ -38,8 +38,15 @@ pub struct ToolParam {
     pub has_default: bool,
     /// The connection class its annotation names, e.g. `AzureOpenAIConnection`.
     pub connection_type: Option<String>,
+    /// Every connection class the annotation accepts: one, or each member of a `Union[...]`.
+    #[serde(default)]
+    pub connection_types: Vec<String>,
     /// The annotation's name, e.g. `str`, when there is one.
     pub annotation: Option<String>,
+    /// A class-based tool's `__init__` parameter (its value makes the instance; promptflow
+    /// requires a literal), not one of the `@tool` method's.
+    #[serde(default)]
+    pub init: bool,
 }
 
 /// One call of a `@tool` function.
@@ -72,4 +79,7 @@ pub struct PythonOutput {
     pub metrics: Vec<(String, f64)>,
     /// What the tool printed to `sys.stdout`.
     pub stdout: String,
+    /// Where the return value held NaN or an infinity, which JSON cannot hold and `output`
+    /// has as `null`: `(path, "NaN" | "Infinity" | "-Infinity")`, e.g. `("output.f1", "NaN")`.
+    pub non_finite: Vec<(String, String)>,
 }

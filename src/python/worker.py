@@ -16,8 +16,11 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import traceback
+import types as _types
+import typing
 
 if sys.version_info < (3, 9):
     sys.stderr.write("flow needs Python 3.9 or newer, this is %s\n" % sys.version.split()[0])
@@ -56,6 +59,8 @@ _CONNECTION_CLASSES = {
     if isinstance(getattr(_connections, name), type)
 }
 
+_UnionType = getattr(_types, "UnionType", None)  # `A | B` (Python 3.10+)
+
 _modules = {}  # absolute path -> module
 _tools = {}  # (file as requested, function) -> _Tool
 _loop = None
@@ -73,35 +78,48 @@ class ToolLoadError(Exception):
 # --- loading -------------------------------------------------------------------------------------
 
 
-def _load_module(path):
-    module = _modules.get(path)
+PF_MAIN_MODULE_NAME = "__pf_main__"
+
+
+def _load_module(path, as_main=False):
+    """Import the file `path` once. A DAG node's tool script is loaded as promptflow loads it: as
+    module `__pf_main__`, not registered in `sys.modules` (`as_main`); other files under their stem."""
+    key = (path, True) if as_main else path
+    module = _modules.get(key)
     if module is not None:
         return module
     if not os.path.isfile(path):
         raise ToolLoadError("not_found", "file not found: %s" % path)
     stem = os.path.splitext(os.path.basename(path))[0]
-    name = stem if stem.isidentifier() and stem not in sys.modules else "__flow_tool_%d" % len(_modules)
+    if as_main:
+        name = PF_MAIN_MODULE_NAME
+    else:
+        name = stem if stem.isidentifier() and stem not in sys.modules else "__flow_tool_%d" % len(_modules)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ToolLoadError("not_found", "cannot load %s as a Python module (is it a .py file?)" % path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    if not as_main:
+        sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except BaseException as e:  # noqa: B036 - report anything the import raises
-        sys.modules.pop(name, None)
+        if not as_main:
+            sys.modules.pop(name, None)
         message = _describe(e)
         if isinstance(e, ModuleNotFoundError):
             message += "; install it into the Python that flow runs (%s) or point FLOW_PYTHON at one that has it" % (
                 sys.executable
             )
         raise ToolLoadError("load", message, error=e, file=path)
-    _modules[path] = module
+    _modules[key] = module
     return module
 
 
-def _find_tool(path, function):
-    module = _load_module(path)
+def _find_tool(path, function, as_main=True):
+    module = _load_module(path, as_main=as_main)
+    if function and "." in function:
+        return _find_class_tool(module, path, function)
     if function:
         f = getattr(module, function, None)
         if f is None or not callable(f):
@@ -113,10 +131,81 @@ def _find_tool(path, function):
             )
         return f
     tools = _tools_in(module)
-    if len(tools) == 1:
-        return tools[0]
-    kind = "no_tool" if not tools else "ambiguous"
-    raise ToolLoadError(kind, "expected exactly one @tool function in %s" % path, found=[t.__name__ for t in tools])
+    methods = _tool_methods_in(module)
+    if len(tools) + len(methods) == 1:
+        return tools[0] if tools else _ClassTool(*methods[0])
+    found = [t.__name__ for t in tools] + ["%s.%s" % (c.__name__, m.__name__) for c, m in methods]
+    kind = "no_tool" if not found else "ambiguous"
+    raise ToolLoadError(kind, "expected exactly one @tool function in %s" % path, found=found)
+
+
+# --- class-based tools ---------------------------------------------------------------------------
+
+
+def _tool_methods_in(module):
+    """(class, function) for each `@tool` method of a class defined in `module` (a `ToolProvider`
+    subclass as promptflow collects them, or any class)."""
+    out = []
+    for cls in vars(module).values():
+        if not inspect.isclass(cls) or cls.__module__ != module.__name__:
+            continue
+        for attr, f in vars(cls).items():
+            if inspect.isfunction(f) and is_tool(f):
+                out.append((cls, f))
+    return out
+
+
+def _find_class_tool(module, path, function):
+    class_name, _, method = function.partition(".")
+    cls = getattr(module, class_name, None)
+    f = vars(cls).get(method) if inspect.isclass(cls) else None
+    if not inspect.isfunction(f):
+        found = ["%s.%s" % (c.__name__, m.__name__) for c, m in _tool_methods_in(module)]
+        raise ToolLoadError("function_not_found", "no method '%s' in %s" % (function, path), found=found)
+    return _ClassTool(cls, f)
+
+
+class _ClassTool:
+    """A `@tool` method of a class, as promptflow's tool resolver runs it: the node's inputs that
+    name `__init__` parameters make the instance (once per distinct set of values), the rest are
+    passed to the method."""
+
+    __slots__ = ("cls", "f", "name", "params", "by_name", "accepts_kwargs", "init_names", "instances")
+
+    def __init__(self, cls, f):
+        self.cls = cls
+        self.f = f
+        self.name = "%s.%s" % (cls.__name__, f.__name__)
+        call_params, self.accepts_kwargs = _signature(f)
+        call_params = call_params[1:]  # self
+        init = cls.__init__ if cls.__init__ is not object.__init__ else None
+        init_params = list(_signature(init)[0])[1:] if init is not None else []
+        call_names = {p.name for p in call_params}
+        init_params = [p for p in init_params if p.name not in call_names]
+        self.init_names = [p.name for p in init_params]
+        self.params = call_params + init_params
+        self.by_name = {p.name: p for p in self.params}
+        self.instances = {}
+
+    def bind(self, kwargs, request):
+        """The bound method for this call's init inputs, and the call's own inputs."""
+        init = {k: kwargs.pop(k) for k in self.init_names if k in kwargs}
+        raw = {k: v for k, v in (request.get("kwargs") or {}).items() if k in init}
+        raw.update({k: v for k, v in (request.get("connections") or {}).items() if k in init})
+        key = json.dumps(raw, sort_keys=True, default=repr)
+        instance = self.instances.get(key)
+        if instance is None:
+            try:
+                instance = self.cls(**init)
+            except Exception as e:
+                raise ToolInitError("making %s(%s) failed: (%s) %s" % (
+                    self.cls.__name__, ", ".join(init), type(e).__name__, e)) from e
+            self.instances[key] = instance
+        return getattr(instance, self.f.__name__), kwargs
+
+
+class ToolInitError(Exception):
+    """A class-based tool's `__init__` raised."""
 
 
 class _Tool:
@@ -135,7 +224,10 @@ def _resolve(request):
     t = _tools.get(key)
     if t is None:
         path = os.path.abspath(key[0])
-        f = _find_tool(path, key[1])
+        f = _find_tool(path, key[1], as_main=request.get("op") != "call_flex")
+        if isinstance(f, _ClassTool):
+            _tools[key] = f
+            return f
         if inspect.isclass(f):
             # a flex flow's class entry: one instance per worker, made without arguments (flow
             # refuses a class whose __init__ needs any), then called like a function
@@ -167,12 +259,44 @@ def _annotation_name(annotation):
 
 
 def _connection_type(annotation):
+    types = _connection_types(annotation)
+    return types[0] if types else None
+
+
+def _connection_types(annotation):
+    """The connection classes a parameter's annotation names: one, or each member of a
+    `Union[...]` / `A | B` / `Optional[...]` (also written as a string)."""
     if isinstance(annotation, type) and issubclass(annotation, _connections._Connection):
-        return annotation.__name__
+        return [annotation.__name__]
+    members = None
+    if typing.get_origin(annotation) is typing.Union or (
+        _UnionType is not None and isinstance(annotation, _UnionType)
+    ):
+        members = typing.get_args(annotation)
+    elif isinstance(annotation, str) and ("Union[" in annotation or "|" in annotation):
+        members = [m for m in re.split(r"[\[\],|\s]+", annotation.replace("Union[", "[")) if m]
+    if members is not None:
+        out = []
+        for m in members:
+            name = m.__name__ if isinstance(m, type) else _annotation_name(m)
+            name = (name or "").split(".")[-1]
+            if name in _CONNECTION_CLASSES and name not in out:
+                out.append(name)
+        return out
     name = _annotation_name(annotation)
     if name and name in _CONNECTION_CLASSES:
-        return name
-    return None
+        return [name]
+    return []
+
+
+def _actual_connection_class(value):
+    """The promptflow class of the connection `flow` resolved, from its `api_type`."""
+    api_type = value.get("api_type")
+    if api_type == "azure":
+        return _connections.AzureOpenAIConnection
+    if api_type == "openai":
+        return _connections.OpenAIConnection
+    return _connections.CustomConnection
 
 
 def _signature(f):
@@ -201,10 +325,16 @@ def _make_connection(value, annotation, param):
             % (param, type(value).__name__)
         )
     cls = None
+    union = _connection_types(annotation)
     if isinstance(annotation, type) and issubclass(annotation, _connections._Connection):
         cls = annotation
-    else:
-        cls = _CONNECTION_CLASSES.get(_annotation_name(annotation) or "")
+    elif len(union) > 1:
+        # a Union: the member that is the connection's own type (flow refuses a connection of
+        # none of them before the run, as promptflow does)
+        actual = _actual_connection_class(value)
+        cls = actual if actual.__name__ in union else _CONNECTION_CLASSES[union[0]]
+    elif union:
+        cls = _CONNECTION_CLASSES[union[0]]
     if cls is None:
         cls = _connections.CustomConnection
     name = value.get("name")
@@ -407,6 +537,7 @@ def _load_error(e):
 
 def _inspect(request):
     t = _resolve(request)
+    init_names = getattr(t, "init_names", ())
     out = []
     for p in t.params:
         out.append(
@@ -414,10 +545,12 @@ def _inspect(request):
                 "name": p.name,
                 "has_default": p.default is not p.empty,
                 "connection_type": _connection_type(p.annotation),
+                "connection_types": _connection_types(p.annotation),
                 "annotation": _annotation_name(p.annotation),
+                "init": p.name in init_names,
             }
         )
-    name = request.get("function") or t.f.__name__  # a class entry: its name, not __call__
+    name = request.get("function") or getattr(t, "name", None) or t.f.__name__  # a class entry: its name, not __call__
     return {"ok": True, "function": name, "params": out, "accepts_kwargs": t.accepts_kwargs}
 
 
@@ -429,6 +562,24 @@ def _flex_output(output):
     if dataclasses.is_dataclass(output) and not isinstance(output, type):
         return {f.name: _join_stream(getattr(output, f.name)) for f in dataclasses.fields(output)}
     return {"output": output}
+
+
+def _join_nested_streams(value):
+    """Generators inside a DAG tool's dict (or list) output, joined into strings as promptflow
+    joins a non-streaming run's generator outputs (the top-level one is joined by `_run`)."""
+    if isinstance(value, dict):
+        return {k: _join_nested_streams(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join_nested_streams(v) for v in value]
+    if inspect.isgenerator(value) or isinstance(value, (map, filter, zip)):
+        return "".join(str(item) for item in value)
+    if inspect.isasyncgen(value):
+
+        async def collect(agen):
+            return [item async for item in agen]
+
+        return "".join(str(item) for item in _event_loop().run_until_complete(collect(value)))
+    return value
 
 
 def _join_stream(value):
@@ -444,9 +595,15 @@ def _call(request, flex=False):
     _metric_logger._collected = metrics
     sys.stdout = captured
     try:
-        output = _run(t.f, _build_kwargs(t, request))
+        kwargs = _build_kwargs(t, request)
+        f = t.f
+        if isinstance(t, _ClassTool):
+            f, kwargs = t.bind(kwargs, request)
+        output = _run(f, kwargs)
         if flex:
             output = _flex_output(output)
+        else:
+            output = _join_nested_streams(output)
     except BaseException as e:  # noqa: B036 - the tool's failure is the call's result
         if isinstance(e, KeyboardInterrupt):
             raise
@@ -457,11 +614,30 @@ def _call(request, flex=False):
         _metric_logger._collected = []
     encoded_metrics = [[k, v if math.isfinite(v) else repr(v)] for k, v in metrics]
     # output is already encoded so a non-JSON value never breaks the envelope
-    return '{"ok":true,"output":%s,"metrics":%s,"stdout":%s}' % (
+    return '{"ok":true,"output":%s,"metrics":%s,"stdout":%s,"non_finite":%s}' % (
         _encode_output(output),
         _dumps(encoded_metrics),
         _dumps(captured.getvalue()),
+        _dumps(_non_finite_paths(output)),
     )
+
+
+def _non_finite_paths(value, path="output", out=None, limit=20):
+    """Where `value` holds NaN or an infinity (JSON has neither: they are sent as null), as
+    `[path, "NaN"|"Infinity"|"-Infinity"]` pairs, for flow to report."""
+    if out is None:
+        out = []
+    if len(out) >= limit:
+        return out
+    if isinstance(value, float) and not math.isfinite(value):
+        out.append([path, "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")])
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _non_finite_paths(v, "%s.%s" % (path, k), out, limit)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _non_finite_paths(v, "%s[%d]" % (path, i), out, limit)
+    return out
 
 
 def _handle(line):

@@ -14,10 +14,33 @@ class ToolType:
 
 
 class ToolProvider:
-    """Base class of class-based tools (accepted for imports; `flow` calls plain functions)."""
+    """Base class of class-based tools: a node's inputs that name `__init__` parameters make the
+    instance, the others are passed to its `@tool` method (as promptflow does)."""
+
+    _initialize_inputs = None
+    _required_initialize_inputs = None
+    _instance_init_params = None
+
+    def __new__(cls, *args, **kwargs):
+        # record the init arguments, so a subclass need not pass them to super().__init__()
+        names = list(cls.get_initialize_inputs().keys())
+        params = dict(zip(names, args))
+        params.update(kwargs)
+        cls._instance_init_params = params
+        return super().__new__(cls)
 
     def __init__(self, *args, **kwargs):
-        pass
+        self._init_params = self._instance_init_params
+
+    @classmethod
+    def get_initialize_inputs(cls):
+        import inspect
+
+        return {k: v for k, v in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+
+    @classmethod
+    def get_required_initialize_inputs(cls):
+        return {k: v for k, v in cls.get_initialize_inputs().items() if v.default is v.empty}
 
 
 def tool(

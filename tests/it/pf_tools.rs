@@ -1,0 +1,437 @@
+//! promptflow tool behaviours through the `flow` binary: class-based tools, tool scripts loaded
+//! as `__pf_main__`, non-finite floats, generators nested in outputs, `additional_includes`.
+
+use serde_json::json;
+
+use crate::support::context::TestContext;
+
+const CLASS_TOOL: &str = r#"
+from promptflow import ToolProvider, tool
+
+
+class Greeter(ToolProvider):
+    made = 0
+
+    def __init__(self, greeting: str, punct: str = "!"):
+        super().__init__()
+        Greeter.made += 1
+        self.greeting = greeting
+        self.punct = punct
+
+    @tool
+    def greet(self, name: str) -> dict:
+        return {
+            "text": f"{self.greeting}, {name}{self.punct}",
+            "module": __name__,
+            "made": Greeter.made,
+            "init_params": self._init_params,
+        }
+"#;
+
+const CLASS_FLOW: &str = r#"
+inputs:
+  name: {type: string}
+outputs:
+  out: {type: object, reference: "${greet.output}"}
+nodes:
+- name: greet
+  type: python
+  source: {type: code, path: greeter.py}
+  inputs:
+    greeting: Hello
+    name: ${inputs.name}
+"#;
+
+#[test]
+fn a_class_tool_is_made_from_init_inputs_and_called_with_the_rest() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "greet",
+        &[("flow.dag.yaml", CLASS_FLOW), ("greeter.py", CLASS_TOOL)],
+    );
+    ctx.write("lines.jsonl", "{\"name\": \"ann\"}\n{\"name\": \"bo\"}\n");
+    let run = ctx.run(&["run", "greet", "--inputs", "name=ann", "--output", "json"]);
+    run.expect_code(0);
+    let out = run.json();
+    assert_eq!(
+        out["outputs"]["out"],
+        json!({"text": "Hello, ann!", "module": "__pf_main__", "made": 1,
+               "init_params": {"greeting": "Hello"}}),
+        "{out}"
+    );
+    // a batch makes the instance once and reuses it for every line
+    let run = ctx.run(&[
+        "run",
+        "greet",
+        "--data",
+        "lines.jsonl",
+        "--name",
+        "b",
+        "--concurrency",
+        "1",
+    ]);
+    run.expect_code(0);
+    let lines = std::fs::read_to_string(ctx.root().join(".flow/runs/b/flow_outputs/output.jsonl"))
+        .unwrap_or_default();
+    assert!(lines.contains("Hello, bo!"), "{lines}");
+    assert!(
+        !lines.contains("\"made\":2"),
+        "one instance per worker: {lines}"
+    );
+}
+
+#[test]
+fn a_class_tool_init_input_must_be_a_literal() {
+    let ctx = TestContext::new();
+    let flow = CLASS_FLOW.replace("greeting: Hello", "greeting: ${inputs.name}");
+    ctx.flow(
+        "greet",
+        &[("flow.dag.yaml", &flow), ("greeter.py", CLASS_TOOL)],
+    );
+    ctx.run(&["run", "greet", "--inputs", "name=ann"])
+        .expect_code(2)
+        .stderr_has(
+            "input `greeting` is an `__init__` parameter of the tool class `Greeter.greet`",
+        );
+    let flow = CLASS_FLOW.replace("    greeting: Hello\n", "");
+    ctx.flow("greet", &[("flow.dag.yaml", &flow)]);
+    ctx.run(&["run", "greet", "--inputs", "name=ann"])
+        .expect_code(2)
+        .stderr_has("needs input `greeting`");
+}
+
+const NAN_TOOL: &str = r#"
+from promptflow import tool, log_metric
+
+
+@tool
+def score(x: float) -> dict:
+    log_metric("ratio", float("inf"))
+    return {"f1": float("nan"), "ok": x, "parts": (i for i in "ab")}
+"#;
+
+const NAN_FLOW: &str = r#"
+inputs:
+  x: {type: double}
+outputs:
+  out: {type: object, reference: "${score.output}"}
+nodes:
+- name: score
+  type: python
+  source: {type: code, path: score.py}
+  inputs:
+    x: ${inputs.x}
+"#;
+
+/// NaN and infinities cannot pass through JSON: flow says where they were (loudly, once per
+/// node), writes null, and joins a generator nested in a dict output as promptflow does.
+#[test]
+fn non_finite_outputs_and_metrics_are_reported_and_nested_generators_joined() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "nan",
+        &[("flow.dag.yaml", NAN_FLOW), ("score.py", NAN_TOOL)],
+    );
+    let run = ctx.run(&["run", "nan", "--inputs", "x=0.5", "--output", "json"]);
+    run.expect_code(0)
+        .stderr_has("node `score`: output `output.f1` is NaN")
+        .stderr_has("promptflow writes NaN")
+        .stderr_has("node `score`: metric `ratio` is Infinity");
+    let out = run.json();
+    assert_eq!(
+        out["outputs"]["out"],
+        json!({"f1": null, "ok": 0.5, "parts": "ab"}),
+        "{out}"
+    );
+}
+
+const UNION_TOOL: &str = r#"
+from typing import Union
+from promptflow import tool
+from promptflow.connections import AzureOpenAIConnection, OpenAIConnection, CustomConnection
+
+
+@tool
+def which(conn: Union[AzureOpenAIConnection, OpenAIConnection], custom: CustomConnection) -> dict:
+    return {"class": type(conn).__name__, "base": conn.api_base, "custom": custom.name,
+            "key1": custom.secrets.get("key1"), "region": custom.configs.get("region"),
+            "attr": custom.key1}
+"#;
+
+const UNION_FLOW: &str = r#"
+outputs:
+  out: {type: object, reference: "${which.output}"}
+nodes:
+- name: which
+  type: python
+  source: {type: code, path: which.py}
+  inputs:
+    conn: CONN
+    custom: svc
+"#;
+
+/// A `Union[...]` connection parameter gets the class of the connection's own type; a
+/// connection of none of the union's types is refused before the run.
+#[test]
+fn a_union_connection_parameter_gets_the_connections_own_class() {
+    let ctx = TestContext::new();
+    let flow = |conn: &str| UNION_FLOW.replace("CONN", conn);
+    ctx.flow(
+        "u",
+        &[("flow.dag.yaml", &flow("aoai")), ("which.py", UNION_TOOL)],
+    );
+    ctx.write(
+        ".env",
+        "AOAI_API_TYPE=azure\nAOAI_API_KEY=k-aaaaaaaaaaaaaaaa\nAOAI_API_BASE=https://a.openai.azure.com\n\
+         OAI_API_KEY=sk-bbbbbbbbbbbbbbbbbbbb\nOAI_API_BASE=http://127.0.0.1:9/v1\n\
+         SVC_KEY1=secret-value-1\nSVC_REGION=eu\nOLL_API_TYPE=ollama\n",
+    );
+    let run = ctx.run(&["run", "u", "--output", "json"]);
+    run.expect_code(0);
+    let out = run.json();
+    assert_eq!(
+        out["outputs"]["out"]["class"], "AzureOpenAIConnection",
+        "{out}"
+    );
+    assert_eq!(out["outputs"]["out"]["custom"], "svc", "{out}");
+    assert_eq!(out["outputs"]["out"]["region"], "eu", "{out}");
+    // X_KEY1 is a custom field: a secret of the CustomConnection (its name says key), also
+    // readable as an attribute
+    assert_eq!(out["outputs"]["out"]["key1"], "secret-value-1", "{out}");
+    assert_eq!(out["outputs"]["out"]["attr"], "secret-value-1", "{out}");
+    ctx.flow("u", &[("flow.dag.yaml", &flow("oai"))]);
+    let run = ctx.run(&["run", "u", "--output", "json"]);
+    run.expect_code(0);
+    let out = run.json();
+    assert_eq!(out["outputs"]["out"]["class"], "OpenAIConnection", "{out}");
+    ctx.flow("u", &[("flow.dag.yaml", &flow("oll"))]);
+    ctx.run(&["run", "u"])
+        .expect_code(2)
+        .stderr_has("input `conn` is connection `oll`, a CustomConnection, but the tool accepts only AzureOpenAIConnection or OpenAIConnection");
+}
+
+/// A loopback Entra ID token endpoint: answers every POST with a token, counts them, keeps the
+/// last form body.
+struct TokenServer {
+    url: String,
+    hits: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl TokenServer {
+    fn start() -> TokenServer {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let hits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+                seen.lock()
+                    .expect("lock")
+                    .push((path, String::from_utf8_lossy(&body).into_owned()));
+                let reply =
+                    r#"{"token_type":"Bearer","expires_in":3599,"access_token":"entra-token-123"}"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+            }
+        });
+        TokenServer { url, hits }
+    }
+}
+
+const AOAI_FLOW: &str = r#"
+inputs:
+  q: {type: string}
+outputs:
+  a: {type: string, reference: "${chat.output}"}
+nodes:
+- name: chat
+  type: llm
+  source: {type: code, path: chat.jinja2}
+  connection: aoai
+  api: chat
+  inputs:
+    deployment_name: dep
+    q: ${inputs.q}
+"#;
+
+/// `auth_mode: meid_token`: no key, a token from the Azure identity variables' client-credentials
+/// flow, fetched once and sent as `Authorization: Bearer` on every request.
+#[test]
+fn a_keyless_azure_connection_sends_an_entra_token() {
+    // a mock that asks for no key: the test checks the headers itself
+    let ctx = TestContext {
+        dir: tempfile::tempdir().expect("temp dir"),
+        mock: Some(crate::support::mock_llm::MockLlm::start()),
+    };
+    let tokens = TokenServer::start();
+    ctx.flow(
+        "az",
+        &[
+            ("flow.dag.yaml", AOAI_FLOW),
+            ("chat.jinja2", "user:\n{{q}}\n"),
+        ],
+    );
+    ctx.write(
+        "connections/aoai.yaml",
+        &format!(
+            "name: aoai\ntype: azure_open_ai\napi_base: {}\napi_version: 2024-06-01\nauth_mode: meid_token\n",
+            ctx.mock().url()
+        ),
+    );
+    ctx.write("lines.jsonl", "{\"q\": \"one\"}\n{\"q\": \"two\"}\n");
+    // without the identity variables: refused before any request, naming them
+    let run = ctx.run(&["run", "az", "--data", "lines.jsonl", "--name", "r0"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    run.stderr_has("auth_mode meid_token")
+        .stderr_has("AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET");
+    assert_eq!(ctx.mock().request_count(), 0);
+    assert!(tokens.hits.lock().expect("lock").is_empty());
+    ctx.write(
+        ".env",
+        &format!(
+            "AZURE_TENANT_ID=tenant-1\nAZURE_CLIENT_ID=client-1\nAZURE_CLIENT_SECRET=s3cret-value-xyz\nAZURE_AUTHORITY_HOST={}/\n",
+            tokens.url
+        ),
+    );
+    let run = ctx.run(&[
+        "run",
+        "az",
+        "--data",
+        "lines.jsonl",
+        "--name",
+        "r1",
+        "--concurrency",
+        "1",
+    ]);
+    run.expect_code(0);
+    let hits = tokens.hits.lock().expect("lock").clone();
+    assert_eq!(
+        hits.len(),
+        1,
+        "the token is cached for the second line: {hits:?}"
+    );
+    assert_eq!(hits[0].0, "/tenant-1/oauth2/v2.0/token");
+    for part in [
+        "grant_type=client_credentials",
+        "client_id=client-1",
+        "client_secret=s3cret-value-xyz",
+        "scope=https%3A%2F%2Fcognitiveservices.azure.com%2F.default",
+    ] {
+        assert!(hits[0].1.contains(part), "{part} in {}", hits[0].1);
+    }
+    ctx.run(&["build", "az", "--format", "docker", "--out-dir", "image"])
+        .expect_code(0)
+        .stdout_has("the container needs: AZURE_CLIENT_SECRET");
+    let requests = ctx.mock().requests();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(r.header("authorization"), Some("Bearer entra-token-123"));
+        assert_eq!(r.header("api-key"), None);
+    }
+}
+
+/// `flow connections` lists the connections Python nodes take, not only llm nodes'; `flow
+/// build` ships the project's connection files (secret-free) where the image's flow finds them.
+#[test]
+fn python_node_connections_are_listed_and_connection_files_ship_in_the_image() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "u",
+        &[
+            ("flow.dag.yaml", &UNION_FLOW.replace("CONN", "aoai")),
+            ("which.py", UNION_TOOL),
+        ],
+    );
+    ctx.write(
+        "connections/svc.yaml",
+        "name: svc\ntype: custom\nconfigs: {region: eu}\nsecrets: {key1: \"${env:SVC_SECRET}\"}\n",
+    );
+    ctx.write(
+        ".env",
+        "AOAI_API_TYPE=azure\nAOAI_API_KEY=k-aaaaaaaaaaaaaaaa\nAOAI_API_BASE=https://a.openai.azure.com\nSVC_SECRET=very-secret-value-1\n",
+    );
+    ctx.run(&["connections", "u"])
+        .expect_code(0)
+        .stdout_has("aoai ok")
+        .stdout_has("svc ok");
+    let run = ctx.run(&["build", "u", "--format", "docker", "--out-dir", "image"]);
+    run.expect_code(0);
+    let shipped =
+        std::fs::read_to_string(ctx.root().join("image/connections/svc.yaml")).unwrap_or_default();
+    assert!(shipped.contains("${env:SVC_SECRET}"), "{shipped}");
+    let dockerfile =
+        std::fs::read_to_string(ctx.root().join("image/Dockerfile")).unwrap_or_default();
+    assert!(
+        dockerfile.contains("COPY connections/ /app/connections/"),
+        "{dockerfile}"
+    );
+    for entry in walk(&ctx.root().join("image")) {
+        let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap_or_default()).into_owned();
+        assert!(
+            !text.contains("very-secret-value-1"),
+            "{} holds the secret",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if !p.ends_with("bin") {
+                out.extend(walk(&p));
+            }
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// `additional_includes` are beside the flow's files where its tools look (working directory
+/// and imports), as in promptflow's flow snapshot.
+#[test]
+fn additional_includes_are_in_the_tools_working_directory() {
+    let ctx = TestContext::new();
+    ctx.write("common/helpers.py", "def shout(s):\n    return s.upper()\n");
+    ctx.write("common/data/words.txt", "alpha\n");
+    ctx.flow(
+        "inc",
+        &[
+            (
+                "flow.dag.yaml",
+                "additional_includes:\n- ../common/helpers.py\n- ../common/data\noutputs:\n  out: {type: string, reference: \"${t.output}\"}\nnodes:\n- name: t\n  type: python\n  source: {type: code, path: t.py}\n  inputs: {}\n",
+            ),
+            (
+                "t.py",
+                "from promptflow import tool\nimport helpers\n\n\n@tool\ndef t() -> str:\n    with open('data/words.txt') as f:\n        return helpers.shout(f.read().strip())\n",
+            ),
+        ],
+    );
+    let run = ctx.run(&["run", "inc", "--output", "json"]);
+    run.expect_code(0);
+    assert_eq!(run.json()["outputs"]["out"], "ALPHA", "{run:?}");
+}
