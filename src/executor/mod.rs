@@ -5,6 +5,7 @@
 //! resolved, Python tool signatures inspected. A line then costs only rendering, requests and
 //! bookkeeping.
 
+mod host;
 mod inputs;
 mod line;
 mod node;

@@ -81,6 +81,8 @@ pub struct NodeOutcome {
     pub cost_usd: Option<f64>,
     /// For a cached answer: what the call would have cost at the price table's rates.
     pub saved_usd: Option<f64>,
+    /// Model calls a Python tool made through flow (the host channel).
+    pub host_calls: u32,
 }
 
 impl NodeOutcome {
@@ -97,6 +99,7 @@ impl NodeOutcome {
             cached: false,
             cost_usd: None,
             saved_usd: None,
+            host_calls: 0,
         }
     }
 }
@@ -263,6 +266,7 @@ impl Executor {
                     connections: connections.clone(),
                     bypassed: inputs.bypassed.clone(),
                     flex: self.flow.flex.is_some(),
+                    node: node.name.clone(),
                 };
                 let result = pool.call(call).await.map_err(|e| python_error(node, e))?;
                 let mut out = NodeOutcome::value(result.output);
@@ -279,10 +283,47 @@ impl Executor {
                     })
                     .collect();
                 out.stdout = result.stdout;
+                add_host_calls(&mut out, &result.host_calls);
                 Ok(out)
             }
         }
     }
+}
+
+/// The model calls a Python tool made through flow (the host channel), in its node's record:
+/// tokens and costs summed, the last model named, retries summed; the node counts as cached
+/// when every call was answered from the cache.
+fn add_host_calls(out: &mut NodeOutcome, calls: &[crate::python::HostCall]) {
+    let calls: Vec<_> = calls.iter().filter(|c| c.model_call).collect();
+    if calls.is_empty() {
+        return;
+    }
+    let mut tokens = Tokens::default();
+    let (mut cost, mut priced, mut saved) = (0.0, true, None::<f64>);
+    for c in &calls {
+        tokens.add(&Tokens {
+            prompt_tokens: c.prompt_tokens,
+            completion_tokens: c.completion_tokens,
+            total_tokens: c.total_tokens,
+        });
+        match c.cost_usd {
+            Some(x) => cost += x,
+            None if c.total_tokens > 0 => priced = false,
+            None => {}
+        }
+        if let Some(s) = c.saved_usd {
+            *saved.get_or_insert(0.0) += s;
+        }
+        out.retries += c.retries;
+        if c.model.is_some() {
+            out.model = c.model.clone();
+        }
+    }
+    out.tokens = Some(tokens);
+    out.cost_usd = priced.then_some(cost);
+    out.saved_usd = saved;
+    out.cached = calls.iter().all(|c| c.cached);
+    out.host_calls = calls.len() as u32;
 }
 
 fn split_parameters(inputs: &Map<String, Value>) -> (Map<String, Value>, Map<String, Value>) {

@@ -34,13 +34,25 @@ impl Executor {
         let mut connections: HashMap<String, Arc<Connection>> = HashMap::new();
         let needs_python = flow.nodes.iter().any(|n| n.kind == NodeKind::Python);
         let env = environment_variables(&flow, options, &mut diagnostics);
+        let llm = match &options.client {
+            Some(shared) => shared.clone(),
+            None => LlmClient::with_config(options.client_config()).map_err(|e| PrepareError {
+                diagnostics: vec![Diagnostic::error(e.to_string())],
+            })?,
+        };
         let python = needs_python.then(|| {
-            PythonPool::new(PythonConfig {
-                python: options.python.clone(),
-                working_dir: flow.dir.clone(),
-                size: options.python_workers.max(1),
-                env,
-            })
+            // Python tools' model calls go through this executor's client, cache and prices.
+            let mut host_options = options.clone();
+            host_options.client = Some(llm.clone());
+            PythonPool::with_host(
+                PythonConfig {
+                    python: options.python.clone(),
+                    working_dir: flow.dir.clone(),
+                    size: options.python_workers.max(1),
+                    env,
+                },
+                Arc::new(super::host::ModelHost::new(host_options)),
+            )
         });
         let mut prepared = Vec::with_capacity(flow.nodes.len());
         for node in &flow.nodes {
@@ -110,12 +122,6 @@ impl Executor {
                 });
             }
         }
-        let llm = match &options.client {
-            Some(shared) => shared.clone(),
-            None => LlmClient::with_config(options.client_config()).map_err(|e| PrepareError {
-                diagnostics: vec![Diagnostic::error(e.to_string())],
-            })?,
-        };
         Ok(Executor {
             flow: Arc::new(flow),
             dag,

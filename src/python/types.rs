@@ -61,6 +61,8 @@ pub struct PythonCall {
     /// A flex flow's entry: the return value becomes the outputs (a dict as is, a dataclass's
     /// fields, anything else `{"output": value}`).
     pub flex: bool,
+    /// The node making the call (named in host requests' messages and cache descriptions).
+    pub node: String,
 }
 
 /// What a successful call returned.
@@ -72,4 +74,6 @@ pub struct PythonOutput {
     pub metrics: Vec<(String, f64)>,
     /// What the tool printed to `sys.stdout`.
     pub stdout: String,
+    /// Model calls the tool made through flow (the host channel), in order.
+    pub host_calls: Vec<super::HostCall>,
 }
