@@ -36,6 +36,7 @@ mod limiter;
 mod local_model;
 mod object_storage;
 mod pf_connections;
+mod pf_tools;
 mod pool;
 mod project_root;
 mod promptflow_examples;

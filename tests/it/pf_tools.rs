@@ -1,0 +1,226 @@
+//! promptflow-tools and `promptflow.core.Prompty` called from Python code, through the binary:
+//! the model calls go through flow's host channel, providers and response cache (asserted on
+//! the mock's request bodies and counts), are counted in the calling node's record, and their
+//! failures reach Python as promptflow-tools' exception types.
+
+use serde_json::Value;
+
+use crate::support::context::TestContext;
+use crate::support::mock_llm::MockReply;
+
+const FLOW: &str = "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${ask.output}'}\nnodes:\n- {name: ask, type: python, source: {type: code, path: ask.py}, inputs: {conn: open_ai_connection, q: '${inputs.q}'}}\n";
+
+fn detail(ctx: &TestContext, flow: &str) -> Value {
+    let text = std::fs::read_to_string(ctx.root().join(flow).join(".promptflow/flow.detail.json"))
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn the_openai_chat_tool_calls_the_model_through_flow_and_its_cache() {
+    let ctx = TestContext::with_mock();
+    ctx.mock().reply_when("capital of France", "Paris");
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from promptflow.core import tool\nfrom promptflow.connections import OpenAIConnection\nfrom promptflow.tools.openai import chat\n\n@tool\ndef ask(conn: OpenAIConnection, q: str) -> str:\n    return chat(connection=conn, prompt='system:\\nBe brief.\\nuser:\\n{{question}}', model='gpt-4o-mini', max_tokens=20, temperature=0, question=q)\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=What is the capital of France?"])
+        .expect_code(0)
+        .stdout_has("Paris");
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].path, "/v1/chat/completions");
+    let body = &reqs[0].body;
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["max_tokens"], 20);
+    assert_eq!(body["temperature"], 0);
+    assert_eq!(body["messages"][0]["role"], "system");
+    assert_eq!(body["messages"][0]["content"], "Be brief.");
+    assert_eq!(
+        body["messages"][1]["content"],
+        "What is the capital of France?"
+    );
+    // The node's record counts the call's tokens.
+    let d = detail(&ctx, "f");
+    assert!(
+        d["node_runs"][0]["system_metrics"]["total_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{d}"
+    );
+    // A second run is answered from flow's response cache: no new request.
+    ctx.run(&["run", "f", "--inputs", "q=What is the capital of France?"])
+        .expect_code(0)
+        .stdout_has("Paris");
+    assert_eq!(ctx.mock().request_count(), 1);
+    // A batch run records the calls under the node (api_calls), cached ones counted as hits.
+    ctx.write("d.jsonl", "{\"q\": \"What is the capital of France?\"}\n");
+    ctx.run(&["run", "f", "--data", "d.jsonl", "--name", "r1"])
+        .expect_code(0);
+    let record = std::fs::read_to_string(
+        ctx.root()
+            .join(".flow/runs/r1/node_artifacts/ask/000000000.jsonl"),
+    )
+    .unwrap();
+    assert!(record.contains("\"api_calls\":1"), "{record}");
+    assert!(record.contains("\"cached\":true"), "{record}");
+    assert_eq!(ctx.mock().request_count(), 1);
+}
+
+#[test]
+fn the_azure_tool_class_and_embedding_reach_their_endpoints() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from promptflow.core import tool\nfrom promptflow.connections import AzureOpenAIConnection, OpenAIConnection\nfrom promptflow.tools.aoai import AzureOpenAI\nfrom promptflow.tools.embedding import embedding\n\n@tool\ndef ask(conn: OpenAIConnection, q: str) -> dict:\n    azure = AzureOpenAIConnection(api_key=conn.api_key, api_base=conn.base_url.rsplit('/v1', 1)[0], api_version='2024-02-01')\n    text = AzureOpenAI(azure).completion(prompt='Say {{x}}', deployment_name='dep1', x=q)\n    vec = embedding(connection=conn, input=q, model='text-embedding-3-small')\n    return {'text': text, 'dims': len(vec)}\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=hello", "--no-cache"])
+        .expect_code(0);
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0].path, "/openai/deployments/dep1/completions");
+    assert!(reqs[0].header("api-key").is_some());
+    assert_eq!(reqs[0].body["prompt"], "Say hello");
+    // promptflow-tools' completion defaults are sent
+    assert_eq!(reqs[0].body["max_tokens"], 16);
+    assert_eq!(reqs[1].path, "/v1/embeddings");
+    assert_eq!(reqs[1].body["model"], "text-embedding-3-small");
+    assert_eq!(reqs[1].body["input"], serde_json::json!(["hello"]));
+    let d = detail(&ctx, "f");
+    assert_eq!(d["node_runs"][0]["output"]["dims"], 16, "{d}");
+}
+
+#[test]
+fn an_endpoint_error_is_a_promptflow_tools_exception_in_python() {
+    let ctx = TestContext::with_mock();
+    ctx.mock()
+        .push(MockReply::Status(400, "the prompt is not allowed".into()));
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from promptflow.core import tool\nfrom promptflow.tools.openai import chat\nfrom promptflow.tools.exception import WrappedOpenAIError\n\n@tool\ndef ask(conn, q: str) -> str:\n    try:\n        return chat(connection=conn, prompt='user:\\n' + q, model='m')\n    except WrappedOpenAIError as e:\n        return 'caught: ' + str(e)\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=hi", "--no-cache"])
+        .expect_code(0)
+        .stdout_has("caught: ")
+        .stdout_has("the prompt is not allowed");
+    // Uncaught, it fails the node with its type named.
+    ctx.write(
+        "f/ask.py",
+        "from promptflow.core import tool\nfrom promptflow.tools.openai import chat\n\n@tool\ndef ask(conn, q: str) -> str:\n    return chat(connection='no_such_connection', prompt='user:\\n' + q, model='m')\n",
+    );
+    ctx.run(&["run", "f", "--inputs", "q=hi", "--no-cache"])
+        .expect_code(1)
+        .stderr_has("InvalidConnectionType")
+        .stderr_has("no_such_connection");
+}
+
+#[test]
+fn prompty_called_from_python_runs_through_flow() {
+    let ctx = TestContext::with_mock();
+    ctx.mock().reply_when("capital of Italy", "Rome");
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${ask.output}'}\nnodes:\n- {name: ask, type: python, source: {type: code, path: ask.py}, inputs: {q: '${inputs.q}'}}\n"),
+            (
+                "chat.prompty",
+                "---\nname: Basic\nmodel:\n  api: chat\n  configuration:\n    type: azure_openai\n    azure_deployment: gpt-35\n  parameters:\n    max_tokens: 64\ninputs:\n  question:\n    type: string\n---\nsystem:\nYou answer in one word.\nuser:\n{{question}}\n",
+            ),
+            (
+                "ask.py",
+                "from promptflow.core import tool, Prompty, OpenAIModelConfiguration\n\n@tool\ndef ask(q: str) -> str:\n    cfg = OpenAIModelConfiguration(model='gpt-4o-mini', connection='open_ai_connection')\n    p = Prompty.load('chat.prompty', model={'configuration': cfg, 'parameters': {'temperature': 0}})\n    return p(question=q)\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=What is the capital of Italy?"])
+        .expect_code(0)
+        .stdout_has("Rome");
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    let body = &reqs[0].body;
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["max_tokens"], 64);
+    assert_eq!(body["temperature"], 0);
+    assert_eq!(body["messages"][0]["content"], "You answer in one word.");
+    let d = detail(&ctx, "f");
+    assert!(
+        d["node_runs"][0]["system_metrics"]["total_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{d}"
+    );
+    // cached the second time
+    ctx.run(&["run", "f", "--inputs", "q=What is the capital of Italy?"])
+        .expect_code(0)
+        .stdout_has("Rome");
+    assert_eq!(ctx.mock().request_count(), 1);
+}
+
+#[test]
+fn another_promptflow_package_imports_beside_the_shim() {
+    let ctx = TestContext::with_mock();
+    ctx.write(
+        "site/promptflow/fake_tools/__init__.py",
+        "def hello():\n    return 'from the fake package'\n",
+    );
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from promptflow.core import tool\nfrom promptflow.fake_tools import hello\nimport promptflow.tools.common\n\n@tool\ndef ask(conn, q: str) -> str:\n    return hello()\n",
+            ),
+        ],
+    );
+    let out = ctx
+        .cmd()
+        .env("PYTHONPATH", ctx.root().join("site"))
+        .args(["run", "f", "--inputs", "q=x"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("from the fake package"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serpapi_is_refused_by_name() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from promptflow.core import tool\nfrom promptflow.tools.serpapi import SerpAPI\n\n@tool\ndef ask(conn, q: str) -> str:\n    return q\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=x"])
+        .expect_code(2)
+        .stderr_has("SerpAPI");
+}
