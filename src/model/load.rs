@@ -777,8 +777,10 @@ impl Loader {
             Some("python") => NodeKind::Python,
             Some(other) => {
                 let help = match other {
-                    "custom_llm" => "`custom_llm` nodes run package tools (promptflow-tools' llm tool, vision, ...) that \
-                                     flow does not ship; rewrite the node as `type: llm` with a `.jinja2` prompt"
+                    "custom_llm" => "`custom_llm` nodes (promptflow-tools' llm tool, aoai_gpt4v, openai_gpt4v) do not run \
+                                     as nodes in flow yet; rewrite the node as `type: llm` with a `.jinja2` prompt, or call \
+                                     `promptflow.tools.aoai.chat` / `promptflow.tools.openai.chat` from a python node (flow \
+                                     makes that call)"
                         .to_string(),
                     _ => format!(
                         "supported node types: llm, prompt, python{}",
@@ -809,8 +811,8 @@ impl Loader {
                     let tool = src.get("tool").and_then(Value::as_str).unwrap_or("?");
                     self.error(
                         &join_key(&source_path, "type"),
-                        format!("node `{name}` uses a `{src_type}` source (tool `{tool}`); only `code` sources are supported"),
-                        Some("package tools from promptflow-tools are not available: replace the node with an llm, prompt or python node whose code lives in the flow"),
+                        format!("node `{name}` uses a `{src_type}` source (tool `{tool}`, package `{}`); only `code` sources run as nodes", package_of(tool)),
+                        Some(&package_tool_help(tool)),
                     );
                     return None;
                 }
@@ -1081,4 +1083,33 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         }
     }
     best.map(|(c, _)| c)
+}
+
+/// The package a package tool's name belongs to: `promptflow.tools.aoai.AzureOpenAI.chat` is
+/// promptflow-tools' (`promptflow.tools`), `my_pkg.tools.x.y` is `my_pkg`'s.
+fn package_of(tool: &str) -> String {
+    if tool.starts_with("promptflow.tools.") {
+        "promptflow-tools (promptflow.tools)".to_string()
+    } else {
+        tool.split('.').next().unwrap_or(tool).to_string()
+    }
+}
+
+/// How to run a package tool's node in flow.
+fn package_tool_help(tool: &str) -> String {
+    if tool.starts_with("promptflow.tools.serpapi") {
+        return "promptflow.tools.serpapi calls SerpAPI, a third-party search service flow does not provide: \
+                call it from your own python node with Microsoft's promptflow-tools installed"
+            .to_string();
+    }
+    if tool.starts_with("promptflow.tools.") {
+        let module = tool.split('.').take(3).collect::<Vec<_>>().join(".");
+        return format!(
+            "write a python node whose code calls the tool (`from {module} import ...`): flow ships promptflow.tools.aoai, \
+             .openai, .embedding and .common, and makes their model calls itself"
+        );
+    }
+    "package tools do not run as nodes in flow: write a python node whose code imports the package and calls the tool \
+     (the package must be installed in the Python flow runs)"
+        .to_string()
 }

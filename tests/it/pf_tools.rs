@@ -224,3 +224,27 @@ fn serpapi_is_refused_by_name() {
         .expect_code(2)
         .stderr_has("SerpAPI");
 }
+
+#[test]
+fn package_tool_nodes_are_refused_naming_the_package() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[(
+            "flow.dag.yaml",
+            "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${e.output}'}\nnodes:\n- name: e\n  type: python\n  source: {type: package, tool: promptflow.tools.embedding.embedding}\n  inputs: {connection: open_ai_connection, input: '${inputs.q}'}\n",
+        )],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=x"])
+        .expect_code(2)
+        .stderr_has("flow.dag.yaml:7:")
+        .stderr_has("promptflow-tools (promptflow.tools)")
+        .stderr_has("from promptflow.tools.embedding import");
+    ctx.write(
+        "f/flow.dag.yaml",
+        "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${e.output}'}\nnodes:\n- name: e\n  type: python\n  source: {type: package, tool: my_search.tools.search.search}\n  inputs: {q: '${inputs.q}'}\n",
+    );
+    ctx.run(&["run", "f", "--inputs", "q=x"])
+        .expect_code(2)
+        .stderr_has("package `my_search`");
+}
