@@ -248,3 +248,36 @@ fn package_tool_nodes_are_refused_naming_the_package() {
         .expect_code(2)
         .stderr_has("package `my_search`");
 }
+
+#[test]
+fn a_flex_function_calls_prompty_with_an_explicit_azure_endpoint() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[
+            ("flow.flex.yaml", "entry: flow:answer\n"),
+            (
+                "chat.prompty",
+                "---\nname: Basic\nmodel:\n  api: chat\n  configuration:\n    type: azure_openai\n    azure_deployment: gpt-35\ninputs:\n  question:\n    type: string\n---\nuser:\n{{question}}\n",
+            ),
+            (
+                "flow.py",
+                "import os\nfrom pathlib import Path\nfrom promptflow.core import Prompty, AzureOpenAIModelConfiguration\n\nBASE = Path(__file__).parent\n\ndef answer(question: str) -> str:\n    cfg = AzureOpenAIModelConfiguration(azure_deployment='dep2', azure_endpoint=os.environ['OPEN_AI_CONNECTION_API_BASE'].rsplit('/v1', 1)[0], api_key=os.environ['OPEN_AI_CONNECTION_API_KEY'], api_version='2024-02-01')\n    return Prompty.load(source=BASE / 'chat.prompty', model={'configuration': cfg})(question=question)\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "question=hello there"])
+        .expect_code(0);
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].path, "/openai/deployments/dep2/chat/completions");
+    assert_eq!(reqs[0].body["messages"][0]["content"], "hello there");
+    // A missing file is an error in Python.
+    ctx.write(
+        "f/flow.py",
+        "from promptflow.core import Prompty\n\ndef answer(question: str) -> str:\n    try:\n        Prompty.load('missing.prompty')\n    except FileNotFoundError as e:\n        return 'missing: ' + str(e)\n",
+    );
+    ctx.run(&["run", "f", "--inputs", "question=x"])
+        .expect_code(0)
+        .stdout_has("missing: no such .prompty file");
+}
