@@ -243,6 +243,21 @@ impl Executor {
                 out.retries = response.retries;
                 Ok(out)
             }
+            Prepared::Package { tool, host } => {
+                use crate::python::HostHandler;
+                let args = package_args(node, tool, &inputs.values)?;
+                let reply = host
+                    .handle(&node.name, tool.op, args)
+                    .await
+                    .map_err(|e| package_error(node, tool, e))?;
+                let mut out = NodeOutcome::value(reply.result);
+                if let Some(call) = reply.call {
+                    add_host_calls(&mut out, &[call]);
+                    // the node's own call, as an llm node's: not a call made by Python code
+                    out.host_calls = 0;
+                }
+                Ok(out)
+            }
             Prepared::Python {
                 file,
                 function,
@@ -287,6 +302,98 @@ impl Executor {
                 Ok(out)
             }
         }
+    }
+}
+
+/// A package tool's request to the model host: the node's inputs under promptflow-tools'
+/// parameter names; a chat or completion tool's defaults (its signature's) are sent when the
+/// node sets none, and inputs that are not parameters are the prompt's template variables.
+fn package_args(
+    node: &Node,
+    tool: &super::PackageTool,
+    inputs: &Map<String, Value>,
+) -> Result<Value, ErrorInfo> {
+    let mut args = Map::new();
+    args.insert(
+        "connection".into(),
+        inputs.get("connection").cloned().unwrap_or(Value::Null),
+    );
+    if tool.op == "embedding" {
+        for key in ["input", "deployment_name", "model"] {
+            if let Some(v) = inputs.get(key) {
+                args.insert(key.into(), v.clone());
+            }
+        }
+        if !tool.azure && !args.contains_key("model") {
+            args.insert("model".into(), Value::from("text-embedding-ada-002"));
+        }
+        if tool.azure {
+            args.remove("model");
+        }
+        return Ok(Value::Object(args));
+    }
+    let mut params = Map::new();
+    let mut vars = Map::new();
+    for (k, v) in inputs {
+        match k.as_str() {
+            "connection" | "stream" => {}
+            "prompt" | "model" | "deployment_name" => {
+                args.insert(k.clone(), v.clone());
+            }
+            _ if MODEL_PARAMETERS.contains(&k.as_str()) => {
+                params.insert(k.clone(), v.clone());
+            }
+            _ => {
+                vars.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let mut typed = model_params(&params).map_err(|m| ErrorInfo {
+        node: Some(node.name.clone()),
+        ..ErrorInfo::new(ErrorKind::Input, format!("node `{}`: {m}", node.name))
+    })?;
+    let api = if tool.op == "completion" {
+        LlmApi::Completion
+    } else {
+        LlmApi::Chat
+    };
+    let api_type = if tool.azure {
+        ApiType::Azure
+    } else {
+        ApiType::OpenAi
+    };
+    for (k, v) in promptflow_defaults(api, api_type) {
+        typed.entry(k).or_insert(v);
+    }
+    if !tool.azure && !args.contains_key("model") {
+        let default = if api == LlmApi::Chat {
+            "gpt-3.5-turbo"
+        } else {
+            "gpt-3.5-turbo-instruct"
+        };
+        args.insert("model".into(), Value::from(default));
+    }
+    args.insert("params".into(), Value::Object(typed));
+    args.insert("inputs".into(), Value::Object(vars));
+    Ok(Value::Object(args))
+}
+
+fn package_error(node: &Node, tool: &super::PackageTool, e: crate::python::HostError) -> ErrorInfo {
+    let kind = match e.type_name.as_str() {
+        "WrappedOpenAIError" | "ExceedMaxRetryTimes" => ErrorKind::Provider,
+        "JinjaTemplateError" | "ChatAPIInvalidRole" => ErrorKind::Template,
+        _ => ErrorKind::Input,
+    };
+    ErrorInfo {
+        node: Some(node.name.clone()),
+        error_type: Some(e.type_name.clone()),
+        ..ErrorInfo::new(
+            kind,
+            format!(
+                "node `{}` ({}): {}: {}",
+                node.name, tool.tool, e.type_name, e.message
+            ),
+        )
     }
 }
 

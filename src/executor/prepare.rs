@@ -32,7 +32,10 @@ impl Executor {
     ) -> Result<Executor, PrepareError> {
         let mut diagnostics = Vec::new();
         let mut connections: HashMap<String, Arc<Connection>> = HashMap::new();
-        let needs_python = flow.nodes.iter().any(|n| n.kind == NodeKind::Python);
+        let needs_python = flow
+            .nodes
+            .iter()
+            .any(|n| n.kind == NodeKind::Python && n.package.is_none());
         let env = environment_variables(&flow, options, &mut diagnostics);
         let llm = match &options.client {
             Some(shared) => shared.clone(),
@@ -40,10 +43,14 @@ impl Executor {
                 diagnostics: vec![Diagnostic::error(e.to_string())],
             })?,
         };
-        let python = needs_python.then(|| {
-            // Python tools' model calls go through this executor's client, cache and prices.
+        // Python tools' model calls, and package tools flow runs itself, go through this
+        // executor's client, cache and prices.
+        let model_host = {
             let mut host_options = options.clone();
             host_options.client = Some(llm.clone());
+            Arc::new(super::host::ModelHost::new(host_options))
+        };
+        let python = needs_python.then(|| {
             PythonPool::with_host(
                 PythonConfig {
                     python: options.python.clone(),
@@ -51,7 +58,7 @@ impl Executor {
                     size: options.python_workers.max(1),
                     env,
                 },
-                Arc::new(super::host::ModelHost::new(host_options)),
+                Arc::clone(&model_host) as Arc<dyn crate::python::HostHandler>,
             )
         });
         let mut prepared = Vec::with_capacity(flow.nodes.len());
@@ -87,6 +94,11 @@ impl Executor {
                         template: Arc::new(template),
                     })
                 }
+                NodeKind::Python if node.package.is_some() => prepare_package(&flow, node, options)
+                    .map(|tool| Prepared::Package {
+                        tool,
+                        host: Arc::clone(&model_host),
+                    }),
                 NodeKind::Python => match &python {
                     Some(pool) => prepare_python(&flow, node, pool, options).await,
                     None => Err(vec![Diagnostic::error("internal: no Python pool")]),
@@ -500,6 +512,63 @@ fn word_location(text: &str, word: &str) -> Option<Location> {
         }
     }
     None
+}
+
+/// A package tool node flow runs itself: its connection resolves, and it gives the inputs the
+/// tool needs.
+fn prepare_package(
+    flow: &Flow,
+    node: &Node,
+    options: &ExecutorOptions,
+) -> Result<super::PackageTool, Vec<Diagnostic>> {
+    let tool = node.package.clone().unwrap_or_default();
+    let package = super::PackageTool::of(&tool);
+    let mut diagnostics = Vec::new();
+    let needed: &[&str] = match package.op {
+        "embedding" => &["connection", "input"],
+        _ if package.azure => &["connection", "prompt", "deployment_name"],
+        _ => &["connection", "prompt"],
+    };
+    for name in needed {
+        if !node.inputs.contains_key(*name) {
+            diagnostics.push(
+                flow.error_at(
+                    &format!("{}.inputs", node.yaml_path),
+                    format!(
+                        "node `{}`: the tool `{tool}` needs input `{name}`, which the node does not give",
+                        node.name
+                    ),
+                )
+                .with_help(format!("add `{name}: ...` under the node's `inputs`")),
+            );
+        }
+    }
+    match node.inputs.get("connection") {
+        Some(ValueSource::Literal(Value::String(name))) => {
+            if let Err(e) = connection::resolve(name, &options.env, options.offline) {
+                diagnostics.push(
+                    flow.error_at(
+                        &format!("{}.inputs.connection", node.yaml_path),
+                        e.to_string(),
+                    )
+                    .with_label("connection not configured"),
+                );
+            }
+        }
+        Some(_) => diagnostics.push(flow.error_at(
+            &format!("{}.inputs.connection", node.yaml_path),
+            format!(
+                "node `{}`: input `connection` must name a connection (a plain string)",
+                node.name
+            ),
+        )),
+        None => {}
+    }
+    if diagnostics.is_empty() {
+        Ok(package)
+    } else {
+        Err(diagnostics)
+    }
 }
 
 async fn prepare_python(

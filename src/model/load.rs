@@ -758,6 +758,7 @@ impl Loader {
                 kind: NodeKind::Llm,
                 source: PathBuf::new(),
                 function: None,
+                package: None,
                 inputs: IndexMap::new(),
                 connection: None,
                 api: LlmApi::Chat,
@@ -804,7 +805,19 @@ impl Loader {
             }
         };
         let source_path = join_key(path, "source");
+        let mut package = None;
         let source = match map.get("source") {
+            Some(Value::Object(src))
+                if kind == NodeKind::Python
+                    && src.get("type").and_then(Value::as_str) == Some("package")
+                    && src
+                        .get("tool")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| NATIVE_PACKAGE_TOOLS.contains(&t)) =>
+            {
+                package = src.get("tool").and_then(Value::as_str).map(str::to_string);
+                PathBuf::new()
+            }
             Some(Value::Object(src)) => {
                 let src_type = src.get("type").and_then(Value::as_str).unwrap_or("code");
                 if src_type != "code" {
@@ -938,6 +951,7 @@ impl Loader {
             kind,
             source,
             function,
+            package,
             inputs,
             connection,
             api,
@@ -1058,6 +1072,7 @@ pub(crate) fn flex_node(f: &FlexEntry) -> Node {
         kind: NodeKind::Python,
         source: f.file.clone(),
         function: Some(f.function.clone()),
+        package: None,
         inputs: IndexMap::new(),
         connection: None,
         api: LlmApi::Chat,
@@ -1104,9 +1119,16 @@ fn package_tool_help(tool: &str) -> String {
     }
     if tool.starts_with("promptflow.tools.") {
         let module = tool.split('.').take(3).collect::<Vec<_>>().join(".");
+        if ["aoai", "openai", "embedding"].contains(&tool.split('.').nth(2).unwrap_or_default()) {
+            return format!(
+                "flow runs {} itself; for another function of {module}, write a python node that imports it",
+                NATIVE_PACKAGE_TOOLS.join(", ")
+            );
+        }
         return format!(
-            "write a python node whose code calls the tool (`from {module} import ...`): flow ships promptflow.tools.aoai, \
-             .openai, .embedding and .common, and makes their model calls itself"
+            "flow does not ship `{module}`: install Microsoft's promptflow-tools in the Python flow runs and call it \
+             from a python node (flow runs {} itself)",
+            NATIVE_PACKAGE_TOOLS.join(", ")
         );
     }
     "package tools do not run as nodes in flow: write a python node whose code imports the package and calls the tool \

@@ -232,14 +232,14 @@ fn package_tool_nodes_are_refused_naming_the_package() {
         "f",
         &[(
             "flow.dag.yaml",
-            "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${e.output}'}\nnodes:\n- name: e\n  type: python\n  source: {type: package, tool: promptflow.tools.embedding.embedding}\n  inputs: {connection: open_ai_connection, input: '${inputs.q}'}\n",
+            "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${e.output}'}\nnodes:\n- name: e\n  type: python\n  source: {type: package, tool: promptflow.tools.azure_content_safety.analyze_text}\n  inputs: {connection: open_ai_connection, text: '${inputs.q}'}\n",
         )],
     );
     ctx.run(&["run", "f", "--inputs", "q=x"])
         .expect_code(2)
         .stderr_has("flow.dag.yaml:7:")
         .stderr_has("promptflow-tools (promptflow.tools)")
-        .stderr_has("from promptflow.tools.embedding import");
+        .stderr_has("flow does not ship `promptflow.tools.azure_content_safety`");
     ctx.write(
         "f/flow.dag.yaml",
         "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${e.output}'}\nnodes:\n- name: e\n  type: python\n  source: {type: package, tool: my_search.tools.search.search}\n  inputs: {q: '${inputs.q}'}\n",
@@ -280,4 +280,74 @@ fn a_flex_function_calls_prompty_with_an_explicit_azure_endpoint() {
     ctx.run(&["run", "f", "--inputs", "question=x"])
         .expect_code(0)
         .stdout_has("missing: no such .prompty file");
+}
+
+#[test]
+fn package_tool_nodes_run_on_flows_providers() {
+    let ctx = TestContext::with_mock();
+    ctx.mock().reply_when("capital of Spain", "Madrid");
+    ctx.write(
+        ".env",
+        &format!(
+            "AZURE_CONN_API_TYPE=azure\nAZURE_CONN_API_BASE={}\nAZURE_CONN_API_KEY={}\n",
+            ctx.mock().url(),
+            "sk-test-0123456789abcdef"
+        ),
+    );
+    ctx.flow(
+        "f",
+        &[(
+            "flow.dag.yaml",
+            "inputs: {q: {type: string}}\noutputs:\n  v: {reference: '${embed.output}'}\n  a: {reference: '${ask.output}'}\n  o: {reference: '${oa.output}'}\nnodes:\n- name: embed\n  type: python\n  source: {type: package, tool: promptflow.tools.embedding.embedding}\n  inputs: {connection: open_ai_connection, input: '${inputs.q}', model: text-embedding-3-small}\n- name: ask\n  type: python\n  source: {type: package, tool: promptflow.tools.aoai.AzureOpenAI.chat}\n  inputs: {connection: azure_conn, deployment_name: gpt-35, prompt: \"system:\\nBe brief.\\nuser:\\n{{question}}\", question: '${inputs.q}', max_tokens: '20'}\n- name: oa\n  type: python\n  source: {type: package, tool: promptflow.tools.openai.OpenAI.completion}\n  inputs: {connection: open_ai_connection, model: gpt-3.5-turbo-instruct, prompt: 'Q: {{q}}', q: '${inputs.q}'}\n",
+        )],
+    );
+    let run = ctx.run(&["run", "f", "--inputs", "q=What is the capital of Spain?"]);
+    run.expect_code(0).stdout_has("Madrid");
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    let find = |p: &str| {
+        reqs.iter()
+            .find(|r| r.path == p)
+            .unwrap_or_else(|| panic!("no request to {p}: {reqs:?}"))
+    };
+    let emb = find("/v1/embeddings");
+    assert_eq!(emb.body["model"], "text-embedding-3-small");
+    let chat = find("/openai/deployments/gpt-35/chat/completions");
+    assert_eq!(chat.body["max_tokens"], 20);
+    assert_eq!(chat.body["n"], 1);
+    assert_eq!(chat.body["temperature"], 1.0);
+    assert_eq!(chat.body["messages"][0]["content"], "Be brief.");
+    assert_eq!(
+        chat.body["messages"][1]["content"],
+        "What is the capital of Spain?"
+    );
+    let comp = find("/v1/completions");
+    assert_eq!(comp.body["prompt"], "Q: What is the capital of Spain?");
+    assert_eq!(comp.body["max_tokens"], 16);
+    let d = detail(&ctx, "f");
+    let ask = d["node_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "ask")
+        .unwrap();
+    assert!(
+        ask["system_metrics"]["total_tokens"].as_u64().unwrap() > 0,
+        "{d}"
+    );
+    // chat and completion are cached on a second run (embeddings are not in the response
+    // cache); a connection that is not configured is a located refusal
+    ctx.run(&["run", "f", "--inputs", "q=What is the capital of Spain?"])
+        .expect_code(0);
+    let again = ctx.mock().requests();
+    assert_eq!(again.len(), 4, "{again:?}");
+    assert_eq!(again[3].path, "/v1/embeddings");
+    ctx.write(
+        "f/flow.dag.yaml",
+        "inputs: {q: {type: string}}\noutputs:\n  v: {reference: '${embed.output}'}\nnodes:\n- name: embed\n  type: python\n  source: {type: package, tool: promptflow.tools.embedding.embedding}\n  inputs: {connection: nowhere_conn, input: '${inputs.q}'}\n",
+    );
+    ctx.run(&["run", "f", "--inputs", "q=x"])
+        .expect_code(2)
+        .stderr_has("nowhere_conn")
+        .stderr_has("flow.dag.yaml:");
 }
