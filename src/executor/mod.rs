@@ -168,6 +168,8 @@ pub(crate) struct PackageTool {
     pub op: &'static str,
     /// promptflow-tools' Azure OpenAI tool (`deployment_name`), not the OpenAI one (`model`).
     pub azure: bool,
+    /// A `custom_llm` node's prompt: its source file's text.
+    pub prompt: Option<String>,
 }
 
 impl PackageTool {
@@ -182,7 +184,9 @@ impl PackageTool {
         PackageTool {
             tool: tool.to_string(),
             op,
-            azure: tool.starts_with("promptflow.tools.aoai."),
+            azure: tool.starts_with("promptflow.tools.aoai.")
+                || tool.starts_with("promptflow.tools.aoai_gpt4v."),
+            prompt: None,
         }
     }
 }

@@ -522,10 +522,41 @@ fn prepare_package(
     options: &ExecutorOptions,
 ) -> Result<super::PackageTool, Vec<Diagnostic>> {
     let tool = node.package.clone().unwrap_or_default();
-    let package = super::PackageTool::of(&tool);
+    let mut package = super::PackageTool::of(&tool);
     let mut diagnostics = Vec::new();
+    if !node.source.as_os_str().is_empty() {
+        // a custom_llm node: the prompt is its source file
+        let text = flow
+            .resolve_file(&node.source)
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        match text {
+            Some(text) if text.contains("![image]") => {
+                return Err(vec![flow.error_at(
+                    &format!("{}.source.path", node.yaml_path),
+                    format!(
+                        "node `{}`: the prompt `{}` holds an image (`![image](...)`); flow does not send images to models yet",
+                        node.name,
+                        node.source.display()
+                    ),
+                ).with_help("remove the image from the prompt, or run this flow with promptflow until flow sends images")]);
+            }
+            Some(text) => package.prompt = Some(text),
+            None => {
+                return Err(vec![flow.error_at(
+                    &format!("{}.source.path", node.yaml_path),
+                    format!(
+                        "node `{}`: cannot read the prompt `{}`",
+                        node.name,
+                        node.source.display()
+                    ),
+                )]);
+            }
+        }
+    }
     let needed: &[&str] = match package.op {
         "embedding" => &["connection", "input"],
+        _ if package.prompt.is_some() && package.azure => &["connection", "deployment_name"],
+        _ if package.prompt.is_some() => &["connection"],
         _ if package.azure => &["connection", "prompt", "deployment_name"],
         _ => &["connection", "prompt"],
     };

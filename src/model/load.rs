@@ -776,16 +776,25 @@ impl Loader {
             Some("llm") => NodeKind::Llm,
             Some("prompt") => NodeKind::Prompt,
             Some("python") => NodeKind::Python,
+            // promptflow-tools' vision chat tools, which flow runs itself (the prompt is the
+            // source file); other custom_llm tools are refused below, naming them
+            Some("custom_llm") if custom_llm_tool(map).is_some() => NodeKind::Python,
             Some(other) => {
                 let help = match other {
-                    "custom_llm" => "`custom_llm` nodes (promptflow-tools' llm tool, aoai_gpt4v, openai_gpt4v) do not run \
-                                     as nodes in flow yet; rewrite the node as `type: llm` with a `.jinja2` prompt, or call \
-                                     `promptflow.tools.aoai.chat` / `promptflow.tools.openai.chat` from a python node (flow \
-                                     makes that call)"
-                        .to_string(),
+                    "custom_llm" => format!(
+                        "flow runs `custom_llm` nodes of {} (`source: {{type: package_with_prompt, path: ..., tool: ...}}`); \
+                         this one's tool `{}` is not one of them: rewrite the node as `type: llm` with a `.jinja2` prompt",
+                        NATIVE_CUSTOM_LLM_TOOLS.join(", "),
+                        map.get("source")
+                            .and_then(|s| s.get("tool"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("(none)")
+                    ),
                     _ => format!(
                         "supported node types: llm, prompt, python{}",
-                        closest(other, ["llm", "prompt", "python"]).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default()
+                        closest(other, ["llm", "prompt", "python"])
+                            .map(|c| format!(" (did you mean `{c}`?)"))
+                            .unwrap_or_default()
                     ),
                 };
                 self.error(
@@ -807,6 +816,20 @@ impl Loader {
         let source_path = join_key(path, "source");
         let mut package = None;
         let source = match map.get("source") {
+            Some(Value::Object(src)) if custom_llm_tool(map).is_some() => {
+                package = custom_llm_tool(map);
+                match src.get("path").and_then(Value::as_str) {
+                    Some(p) => PathBuf::from(p),
+                    None => {
+                        self.error(
+                            &source_path,
+                            format!("node `{name}` has a source without `path`"),
+                            Some("add `path: prompt.jinja2`: the chat prompt of the tool"),
+                        );
+                        return None;
+                    }
+                }
+            }
             Some(Value::Object(src))
                 if kind == NodeKind::Python
                     && src.get("type").and_then(Value::as_str) == Some("package")
@@ -1134,4 +1157,23 @@ fn package_tool_help(tool: &str) -> String {
     "package tools do not run as nodes in flow: write a python node whose code imports the package and calls the tool \
      (the package must be installed in the Python flow runs)"
         .to_string()
+}
+
+/// promptflow-tools' `custom_llm` tools flow runs itself: the vision chat tools (images are not
+/// sent yet: an image input is refused when the node runs).
+pub(crate) const NATIVE_CUSTOM_LLM_TOOLS: &[&str] = &[
+    "promptflow.tools.aoai_gpt4v.AzureOpenAI.chat",
+    "promptflow.tools.openai_gpt4v.OpenAI.chat",
+];
+
+/// The tool of a `custom_llm` node flow runs itself, when it is one.
+fn custom_llm_tool(map: &Map<String, Value>) -> Option<String> {
+    if map.get("type").and_then(Value::as_str) != Some("custom_llm") {
+        return None;
+    }
+    let src = map.get("source")?.as_object()?;
+    let tool = src.get("tool")?.as_str()?;
+    (src.get("type").and_then(Value::as_str) == Some("package_with_prompt")
+        && NATIVE_CUSTOM_LLM_TOOLS.contains(&tool))
+    .then(|| tool.to_string())
 }

@@ -351,3 +351,55 @@ fn package_tool_nodes_run_on_flows_providers() {
         .stderr_has("nowhere_conn")
         .stderr_has("flow.dag.yaml:");
 }
+
+#[test]
+fn custom_llm_vision_nodes_run_without_images_and_refuse_them() {
+    let ctx = TestContext::with_mock();
+    ctx.mock().reply_when("a red apple", "fruit");
+    let flow = "inputs:\n  q: {type: string}\n  img: {type: object, default: null}\noutputs:\n  a: {reference: '${see.output}'}\nnodes:\n- name: see\n  type: custom_llm\n  source: {type: package_with_prompt, path: see.jinja2, tool: promptflow.tools.openai_gpt4v.OpenAI.chat}\n  inputs: {connection: open_ai_connection, model: gpt-4o, max_tokens: 50, question: '${inputs.q}', picture: '${inputs.img}'}\n";
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", flow),
+            (
+                "see.jinja2",
+                "system:\nName the kind.\nuser:\n{{question}}\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=a red apple"])
+        .expect_code(0)
+        .stdout_has("fruit");
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].body["model"], "gpt-4o");
+    assert_eq!(reqs[0].body["max_tokens"], 50);
+    assert_eq!(reqs[0].body["messages"][1]["content"], "a red apple");
+    // an image input fails the line, naming the gap
+    ctx.write(
+        "in.json",
+        "{\"q\": \"x\", \"img\": {\"data:image/png;url\": \"https://example.invalid/a.png\"}}",
+    );
+    ctx.run(&["run", "f", "--inputs", "in.json"])
+        .expect_code(1)
+        .stderr_has("input `picture` is an image; flow does not send images");
+    // an image in the prompt is refused before running
+    ctx.write(
+        "f/see.jinja2",
+        "user:\n{{question}}\n![image]({{picture}})\n",
+    );
+    ctx.run(&["run", "f", "--inputs", "q=x"])
+        .expect_code(2)
+        .stderr_has("flow does not send images to models yet");
+    // a custom_llm tool flow does not run is refused, naming it
+    ctx.write(
+        "f/flow.dag.yaml",
+        &flow.replace(
+            "promptflow.tools.openai_gpt4v.OpenAI.chat",
+            "my_pkg.tools.fancy",
+        ),
+    );
+    ctx.run(&["run", "f", "--inputs", "q=x"])
+        .expect_code(2)
+        .stderr_has("my_pkg.tools.fancy");
+}
