@@ -403,3 +403,30 @@ fn custom_llm_vision_nodes_run_without_images_and_refuse_them() {
         .expect_code(2)
         .stderr_has("my_pkg.tools.fancy");
 }
+
+#[test]
+fn threads_share_the_channel_and_oversized_requests_are_refused() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from concurrent.futures import ThreadPoolExecutor\nfrom promptflow.core import tool\nfrom promptflow.tools.openai import chat\n\n@tool\ndef ask(conn, q: str) -> dict:\n    with ThreadPoolExecutor(4) as pool:\n        answers = list(pool.map(lambda i: chat(connection=conn, prompt='user:\\n' + q + str(i), model='m'), range(8)))\n    try:\n        chat(connection=conn, prompt='x' * (17 << 20), model='m')\n        big = 'sent'\n    except ValueError as e:\n        big = str(e)\n    return {'n': len(answers), 'big': big}\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=hi", "--no-cache"])
+        .expect_code(0);
+    assert_eq!(ctx.mock().request_count(), 8);
+    let d = detail(&ctx, "f");
+    assert_eq!(d["node_runs"][0]["output"]["n"], 8, "{d}");
+    assert!(
+        d["node_runs"][0]["output"]["big"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 16 MiB"),
+        "{d}"
+    );
+}
