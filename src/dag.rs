@@ -244,7 +244,8 @@ fn outside_project(flow: &Flow) -> Vec<Diagnostic> {
     };
     let mut out = Vec::new();
     for node in &flow.nodes {
-        if let Some(path) = flow.resolve_file(&node.source)
+        if !node.source.as_os_str().is_empty()
+            && let Some(path) = flow.resolve_file(&node.source)
             && let Some(real) = crate::project::outside(&path, &root)
         {
             out.push(refuse(
@@ -268,7 +269,8 @@ fn outside_project(flow: &Flow) -> Vec<Diagnostic> {
 
 fn missing_source(flow: &Flow, i: usize) -> Option<Diagnostic> {
     let node = &flow.nodes[i];
-    if flow.resolve_file(&node.source).is_some() {
+    let packaged = node.package.is_some() && node.source.as_os_str().is_empty();
+    if packaged || flow.resolve_file(&node.source).is_some() {
         return None;
     }
     let expected = match node.kind {

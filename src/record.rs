@@ -127,6 +127,10 @@ pub struct NodeRun {
     /// What a Python tool printed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stdout: String,
+    /// Model calls a Python tool made through flow (`promptflow.tools`, `Prompty`), counted in
+    /// `tokens` and `cost_usd`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub api_calls: u32,
 }
 
 fn is_false(b: &bool) -> bool {

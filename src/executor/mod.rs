@@ -5,6 +5,7 @@
 //! resolved, Python tool signatures inspected. A line then costs only rendering, requests and
 //! bookkeeping.
 
+mod host;
 mod inputs;
 mod line;
 mod node;
@@ -151,6 +152,43 @@ pub(crate) enum Prepared {
         /// Connection parameters: name → the connection as Python sees it.
         connections: Map<String, Value>,
     },
+    /// A package tool flow runs itself, through the same handler as Python tools' model calls.
+    Package {
+        tool: PackageTool,
+        host: Arc<host::ModelHost>,
+    },
+}
+
+/// A promptflow-tools package tool flow runs itself (`model::NATIVE_PACKAGE_TOOLS`).
+#[derive(Debug, Clone)]
+pub(crate) struct PackageTool {
+    /// The tool as the node names it.
+    pub tool: String,
+    /// `chat`, `completion` or `embedding`.
+    pub op: &'static str,
+    /// promptflow-tools' Azure OpenAI tool (`deployment_name`), not the OpenAI one (`model`).
+    pub azure: bool,
+    /// A `custom_llm` node's prompt: its source file's text.
+    pub prompt: Option<String>,
+}
+
+impl PackageTool {
+    pub(crate) fn of(tool: &str) -> Self {
+        let op = if tool.ends_with(".embedding") {
+            "embedding"
+        } else if tool.ends_with(".completion") {
+            "completion"
+        } else {
+            "chat"
+        };
+        PackageTool {
+            tool: tool.to_string(),
+            op,
+            azure: tool.starts_with("promptflow.tools.aoai.")
+                || tool.starts_with("promptflow.tools.aoai_gpt4v."),
+            prompt: None,
+        }
+    }
 }
 
 /// How a `.prompty`'s reply becomes its output, as promptflow formats it: with

@@ -81,6 +81,8 @@ pub struct NodeOutcome {
     pub cost_usd: Option<f64>,
     /// For a cached answer: what the call would have cost at the price table's rates.
     pub saved_usd: Option<f64>,
+    /// Model calls a Python tool made through flow (the host channel).
+    pub host_calls: u32,
 }
 
 impl NodeOutcome {
@@ -97,6 +99,7 @@ impl NodeOutcome {
             cached: false,
             cost_usd: None,
             saved_usd: None,
+            host_calls: 0,
         }
     }
 }
@@ -240,6 +243,21 @@ impl Executor {
                 out.retries = response.retries;
                 Ok(out)
             }
+            Prepared::Package { tool, host } => {
+                use crate::python::HostHandler;
+                let args = package_args(node, tool, &inputs.values)?;
+                let reply = host
+                    .handle(&node.name, tool.op, args)
+                    .await
+                    .map_err(|e| package_error(node, tool, e))?;
+                let mut out = NodeOutcome::value(reply.result);
+                if let Some(call) = reply.call {
+                    add_host_calls(&mut out, &[call]);
+                    // the node's own call, as an llm node's: not a call made by Python code
+                    out.host_calls = 0;
+                }
+                Ok(out)
+            }
             Prepared::Python {
                 file,
                 function,
@@ -263,6 +281,7 @@ impl Executor {
                     connections: connections.clone(),
                     bypassed: inputs.bypassed.clone(),
                     flex: self.flow.flex.is_some(),
+                    node: node.name.clone(),
                 };
                 let result = pool.call(call).await.map_err(|e| python_error(node, e))?;
                 self.warn_non_finite(node, &result.non_finite, &result.metrics);
@@ -280,6 +299,7 @@ impl Executor {
                     })
                     .collect();
                 out.stdout = result.stdout;
+                add_host_calls(&mut out, &result.host_calls);
                 Ok(out)
             }
         }
@@ -331,6 +351,159 @@ fn non_finite_name(v: f64) -> &'static str {
     } else {
         "-Infinity"
     }
+}
+
+/// A package tool's request to the model host: the node's inputs under promptflow-tools'
+/// parameter names; a chat or completion tool's defaults (its signature's) are sent when the
+/// node sets none, and inputs that are not parameters are the prompt's template variables.
+fn package_args(
+    node: &Node,
+    tool: &super::PackageTool,
+    inputs: &Map<String, Value>,
+) -> Result<Value, ErrorInfo> {
+    let mut args = Map::new();
+    args.insert(
+        "connection".into(),
+        inputs.get("connection").cloned().unwrap_or(Value::Null),
+    );
+    if tool.op == "embedding" {
+        for key in ["input", "deployment_name", "model"] {
+            if let Some(v) = inputs.get(key) {
+                args.insert(key.into(), v.clone());
+            }
+        }
+        if !tool.azure && !args.contains_key("model") {
+            args.insert("model".into(), Value::from("text-embedding-ada-002"));
+        }
+        if tool.azure {
+            args.remove("model");
+        }
+        return Ok(Value::Object(args));
+    }
+    if let Some(prompt) = &tool.prompt {
+        args.insert("prompt".into(), Value::String(prompt.clone()));
+    }
+    if let Some((name, _)) = inputs.iter().find(|(_, v)| is_image(v)) {
+        return Err(ErrorInfo {
+            node: Some(node.name.clone()),
+            ..ErrorInfo::new(
+                ErrorKind::Input,
+                format!(
+                    "node `{}` ({}): input `{name}` is an image; flow does not send images to models yet",
+                    node.name, tool.tool
+                ),
+            )
+        });
+    }
+    let mut params = Map::new();
+    let mut vars = Map::new();
+    for (k, v) in inputs {
+        match k.as_str() {
+            "connection" | "stream" => {}
+            "prompt" | "model" | "deployment_name" => {
+                args.insert(k.clone(), v.clone());
+            }
+            _ if MODEL_PARAMETERS.contains(&k.as_str()) => {
+                params.insert(k.clone(), v.clone());
+            }
+            _ => {
+                vars.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let mut typed = model_params(&params).map_err(|m| ErrorInfo {
+        node: Some(node.name.clone()),
+        ..ErrorInfo::new(ErrorKind::Input, format!("node `{}`: {m}", node.name))
+    })?;
+    let api = if tool.op == "completion" {
+        LlmApi::Completion
+    } else {
+        LlmApi::Chat
+    };
+    let api_type = if tool.azure {
+        ApiType::Azure
+    } else {
+        ApiType::OpenAi
+    };
+    for (k, v) in promptflow_defaults(api, api_type) {
+        typed.entry(k).or_insert(v);
+    }
+    if !tool.azure && !args.contains_key("model") {
+        let default = if api == LlmApi::Chat {
+            "gpt-3.5-turbo"
+        } else {
+            "gpt-3.5-turbo-instruct"
+        };
+        args.insert("model".into(), Value::from(default));
+    }
+    args.insert("params".into(), Value::Object(typed));
+    args.insert("inputs".into(), Value::Object(vars));
+    Ok(Value::Object(args))
+}
+
+/// A promptflow image value (`{"data:image/png;base64": ...}`, `{"data:image/png;url": ...}`),
+/// alone or in a list.
+fn is_image(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.keys().any(|k| k.starts_with("data:image/")),
+        Value::Array(items) => items.iter().any(is_image),
+        _ => false,
+    }
+}
+
+fn package_error(node: &Node, tool: &super::PackageTool, e: crate::python::HostError) -> ErrorInfo {
+    let kind = match e.type_name.as_str() {
+        "WrappedOpenAIError" | "ExceedMaxRetryTimes" => ErrorKind::Provider,
+        "JinjaTemplateError" | "ChatAPIInvalidRole" => ErrorKind::Template,
+        _ => ErrorKind::Input,
+    };
+    ErrorInfo {
+        node: Some(node.name.clone()),
+        error_type: Some(e.type_name.clone()),
+        ..ErrorInfo::new(
+            kind,
+            format!(
+                "node `{}` ({}): {}: {}",
+                node.name, tool.tool, e.type_name, e.message
+            ),
+        )
+    }
+}
+
+/// The model calls a Python tool made through flow (the host channel), in its node's record:
+/// tokens and costs summed, the last model named, retries summed; the node counts as cached
+/// when every call was answered from the cache.
+fn add_host_calls(out: &mut NodeOutcome, calls: &[crate::python::HostCall]) {
+    let calls: Vec<_> = calls.iter().filter(|c| c.model_call).collect();
+    if calls.is_empty() {
+        return;
+    }
+    let mut tokens = Tokens::default();
+    let (mut cost, mut priced, mut saved) = (0.0, true, None::<f64>);
+    for c in &calls {
+        tokens.add(&Tokens {
+            prompt_tokens: c.prompt_tokens,
+            completion_tokens: c.completion_tokens,
+            total_tokens: c.total_tokens,
+        });
+        match c.cost_usd {
+            Some(x) => cost += x,
+            None if c.total_tokens > 0 => priced = false,
+            None => {}
+        }
+        if let Some(s) = c.saved_usd {
+            *saved.get_or_insert(0.0) += s;
+        }
+        out.retries += c.retries;
+        if c.model.is_some() {
+            out.model = c.model.clone();
+        }
+    }
+    out.tokens = Some(tokens);
+    out.cost_usd = priced.then_some(cost);
+    out.saved_usd = saved;
+    out.cached = calls.iter().all(|c| c.cached);
+    out.host_calls = calls.len() as u32;
 }
 
 fn split_parameters(inputs: &Map<String, Value>) -> (Map<String, Value>, Map<String, Value>) {

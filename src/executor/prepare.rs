@@ -32,7 +32,10 @@ impl Executor {
     ) -> Result<Executor, PrepareError> {
         let mut diagnostics = Vec::new();
         let mut connections: HashMap<String, Arc<Connection>> = HashMap::new();
-        let needs_python = flow.nodes.iter().any(|n| n.kind == NodeKind::Python);
+        let needs_python = flow
+            .nodes
+            .iter()
+            .any(|n| n.kind == NodeKind::Python && n.package.is_none());
         let env = environment_variables(&flow, options, &mut diagnostics);
         let workdir = if needs_python && !flow.additional_includes.is_empty() {
             match IncludesDir::new(&flow) {
@@ -54,15 +57,31 @@ impl Executor {
         } else {
             None
         };
+        let llm = match &options.client {
+            Some(shared) => shared.clone(),
+            None => LlmClient::with_config(options.client_config()).map_err(|e| PrepareError {
+                diagnostics: vec![Diagnostic::error(e.to_string())],
+            })?,
+        };
+        // Python tools' model calls, and package tools flow runs itself, go through this
+        // executor's client, cache and prices.
+        let model_host = {
+            let mut host_options = options.clone();
+            host_options.client = Some(llm.clone());
+            Arc::new(super::host::ModelHost::new(host_options))
+        };
         let python = needs_python.then(|| {
-            PythonPool::new(PythonConfig {
-                python: options.python.clone(),
-                working_dir: workdir
-                    .as_ref()
-                    .map_or_else(|| flow.dir.clone(), |w| w.path.clone()),
-                size: options.python_workers.max(1),
-                env,
-            })
+            PythonPool::with_host(
+                PythonConfig {
+                    python: options.python.clone(),
+                    working_dir: workdir
+                        .as_ref()
+                        .map_or_else(|| flow.dir.clone(), |w| w.path.clone()),
+                    size: options.python_workers.max(1),
+                    env,
+                },
+                Arc::clone(&model_host) as Arc<dyn crate::python::HostHandler>,
+            )
         });
         let mut prepared = Vec::with_capacity(flow.nodes.len());
         for node in &flow.nodes {
@@ -97,6 +116,11 @@ impl Executor {
                         template: Arc::new(template),
                     })
                 }
+                NodeKind::Python if node.package.is_some() => prepare_package(&flow, node, options)
+                    .map(|tool| Prepared::Package {
+                        tool,
+                        host: Arc::clone(&model_host),
+                    }),
                 NodeKind::Python => match &python {
                     Some(pool) => {
                         prepare_python(&flow, node, pool, options, workdir.as_ref()).await
@@ -134,12 +158,6 @@ impl Executor {
                 });
             }
         }
-        let llm = match &options.client {
-            Some(shared) => shared.clone(),
-            None => LlmClient::with_config(options.client_config()).map_err(|e| PrepareError {
-                diagnostics: vec![Diagnostic::error(e.to_string())],
-            })?,
-        };
         Ok(Executor {
             flow: Arc::new(flow),
             dag,
@@ -566,6 +584,94 @@ impl IncludesDir {
 impl Drop for IncludesDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A package tool node flow runs itself: its connection resolves, and it gives the inputs the
+/// tool needs.
+fn prepare_package(
+    flow: &Flow,
+    node: &Node,
+    options: &ExecutorOptions,
+) -> Result<super::PackageTool, Vec<Diagnostic>> {
+    let tool = node.package.clone().unwrap_or_default();
+    let mut package = super::PackageTool::of(&tool);
+    let mut diagnostics = Vec::new();
+    if !node.source.as_os_str().is_empty() {
+        // a custom_llm node: the prompt is its source file
+        let text = flow
+            .resolve_file(&node.source)
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        match text {
+            Some(text) if text.contains("![image]") => {
+                return Err(vec![flow.error_at(
+                    &format!("{}.source.path", node.yaml_path),
+                    format!(
+                        "node `{}`: the prompt `{}` holds an image (`![image](...)`); flow does not send images to models yet",
+                        node.name,
+                        node.source.display()
+                    ),
+                ).with_help("remove the image from the prompt, or run this flow with promptflow until flow sends images")]);
+            }
+            Some(text) => package.prompt = Some(text),
+            None => {
+                return Err(vec![flow.error_at(
+                    &format!("{}.source.path", node.yaml_path),
+                    format!(
+                        "node `{}`: cannot read the prompt `{}`",
+                        node.name,
+                        node.source.display()
+                    ),
+                )]);
+            }
+        }
+    }
+    let needed: &[&str] = match package.op {
+        "embedding" => &["connection", "input"],
+        _ if package.prompt.is_some() && package.azure => &["connection", "deployment_name"],
+        _ if package.prompt.is_some() => &["connection"],
+        _ if package.azure => &["connection", "prompt", "deployment_name"],
+        _ => &["connection", "prompt"],
+    };
+    for name in needed {
+        if !node.inputs.contains_key(*name) {
+            diagnostics.push(
+                flow.error_at(
+                    &format!("{}.inputs", node.yaml_path),
+                    format!(
+                        "node `{}`: the tool `{tool}` needs input `{name}`, which the node does not give",
+                        node.name
+                    ),
+                )
+                .with_help(format!("add `{name}: ...` under the node's `inputs`")),
+            );
+        }
+    }
+    match node.inputs.get("connection") {
+        Some(ValueSource::Literal(Value::String(name))) => {
+            if let Err(e) = connection::resolve(name, &options.env, options.offline) {
+                diagnostics.push(
+                    flow.error_at(
+                        &format!("{}.inputs.connection", node.yaml_path),
+                        e.to_string(),
+                    )
+                    .with_label("connection not configured"),
+                );
+            }
+        }
+        Some(_) => diagnostics.push(flow.error_at(
+            &format!("{}.inputs.connection", node.yaml_path),
+            format!(
+                "node `{}`: input `connection` must name a connection (a plain string)",
+                node.name
+            ),
+        )),
+        None => {}
+    }
+    if diagnostics.is_empty() {
+        Ok(package)
+    } else {
+        Err(diagnostics)
     }
 }
 

@@ -758,6 +758,7 @@ impl Loader {
                 kind: NodeKind::Llm,
                 source: PathBuf::new(),
                 function: None,
+                package: None,
                 inputs: IndexMap::new(),
                 connection: None,
                 api: LlmApi::Chat,
@@ -775,14 +776,25 @@ impl Loader {
             Some("llm") => NodeKind::Llm,
             Some("prompt") => NodeKind::Prompt,
             Some("python") => NodeKind::Python,
+            // promptflow-tools' vision chat tools, which flow runs itself (the prompt is the
+            // source file); other custom_llm tools are refused below, naming them
+            Some("custom_llm") if custom_llm_tool(map).is_some() => NodeKind::Python,
             Some(other) => {
                 let help = match other {
-                    "custom_llm" => "`custom_llm` nodes run package tools (promptflow-tools' llm tool, vision, ...) that \
-                                     flow does not ship; rewrite the node as `type: llm` with a `.jinja2` prompt"
-                        .to_string(),
+                    "custom_llm" => format!(
+                        "flow runs `custom_llm` nodes of {} (`source: {{type: package_with_prompt, path: ..., tool: ...}}`); \
+                         this one's tool `{}` is not one of them: rewrite the node as `type: llm` with a `.jinja2` prompt",
+                        NATIVE_CUSTOM_LLM_TOOLS.join(", "),
+                        map.get("source")
+                            .and_then(|s| s.get("tool"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("(none)")
+                    ),
                     _ => format!(
                         "supported node types: llm, prompt, python{}",
-                        closest(other, ["llm", "prompt", "python"]).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default()
+                        closest(other, ["llm", "prompt", "python"])
+                            .map(|c| format!(" (did you mean `{c}`?)"))
+                            .unwrap_or_default()
                     ),
                 };
                 self.error(
@@ -802,15 +814,41 @@ impl Loader {
             }
         };
         let source_path = join_key(path, "source");
+        let mut package = None;
         let source = match map.get("source") {
+            Some(Value::Object(src)) if custom_llm_tool(map).is_some() => {
+                package = custom_llm_tool(map);
+                match src.get("path").and_then(Value::as_str) {
+                    Some(p) => PathBuf::from(p),
+                    None => {
+                        self.error(
+                            &source_path,
+                            format!("node `{name}` has a source without `path`"),
+                            Some("add `path: prompt.jinja2`: the chat prompt of the tool"),
+                        );
+                        return None;
+                    }
+                }
+            }
+            Some(Value::Object(src))
+                if kind == NodeKind::Python
+                    && src.get("type").and_then(Value::as_str) == Some("package")
+                    && src
+                        .get("tool")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| NATIVE_PACKAGE_TOOLS.contains(&t)) =>
+            {
+                package = src.get("tool").and_then(Value::as_str).map(str::to_string);
+                PathBuf::new()
+            }
             Some(Value::Object(src)) => {
                 let src_type = src.get("type").and_then(Value::as_str).unwrap_or("code");
                 if src_type != "code" {
                     let tool = src.get("tool").and_then(Value::as_str).unwrap_or("?");
                     self.error(
                         &join_key(&source_path, "type"),
-                        format!("node `{name}` uses a `{src_type}` source (tool `{tool}`); only `code` sources are supported"),
-                        Some("package tools from promptflow-tools are not available: replace the node with an llm, prompt or python node whose code lives in the flow"),
+                        format!("node `{name}` uses a `{src_type}` source (tool `{tool}`, package `{}`); only `code` sources run as nodes", package_of(tool)),
+                        Some(&package_tool_help(tool)),
                     );
                     return None;
                 }
@@ -936,6 +974,7 @@ impl Loader {
             kind,
             source,
             function,
+            package,
             inputs,
             connection,
             api,
@@ -1056,6 +1095,7 @@ pub(crate) fn flex_node(f: &FlexEntry) -> Node {
         kind: NodeKind::Python,
         source: f.file.clone(),
         function: Some(f.function.clone()),
+        package: None,
         inputs: IndexMap::new(),
         connection: None,
         api: LlmApi::Chat,
@@ -1081,4 +1121,59 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         }
     }
     best.map(|(c, _)| c)
+}
+
+/// The package a package tool's name belongs to: `promptflow.tools.aoai.AzureOpenAI.chat` is
+/// promptflow-tools' (`promptflow.tools`), `my_pkg.tools.x.y` is `my_pkg`'s.
+fn package_of(tool: &str) -> String {
+    if tool.starts_with("promptflow.tools.") {
+        "promptflow-tools (promptflow.tools)".to_string()
+    } else {
+        tool.split('.').next().unwrap_or(tool).to_string()
+    }
+}
+
+/// How to run a package tool's node in flow.
+fn package_tool_help(tool: &str) -> String {
+    if tool.starts_with("promptflow.tools.serpapi") {
+        return "promptflow.tools.serpapi calls SerpAPI, a third-party search service flow does not provide: \
+                call it from your own python node with Microsoft's promptflow-tools installed"
+            .to_string();
+    }
+    if tool.starts_with("promptflow.tools.") {
+        let module = tool.split('.').take(3).collect::<Vec<_>>().join(".");
+        if ["aoai", "openai", "embedding"].contains(&tool.split('.').nth(2).unwrap_or_default()) {
+            return format!(
+                "flow runs {} itself; for another function of {module}, write a python node that imports it",
+                NATIVE_PACKAGE_TOOLS.join(", ")
+            );
+        }
+        return format!(
+            "flow does not ship `{module}`: install Microsoft's promptflow-tools in the Python flow runs and call it \
+             from a python node (flow runs {} itself)",
+            NATIVE_PACKAGE_TOOLS.join(", ")
+        );
+    }
+    "package tools do not run as nodes in flow: write a python node whose code imports the package and calls the tool \
+     (the package must be installed in the Python flow runs)"
+        .to_string()
+}
+
+/// promptflow-tools' `custom_llm` tools flow runs itself: the vision chat tools (images are not
+/// sent yet: an image input is refused when the node runs).
+pub(crate) const NATIVE_CUSTOM_LLM_TOOLS: &[&str] = &[
+    "promptflow.tools.aoai_gpt4v.AzureOpenAI.chat",
+    "promptflow.tools.openai_gpt4v.OpenAI.chat",
+];
+
+/// The tool of a `custom_llm` node flow runs itself, when it is one.
+fn custom_llm_tool(map: &Map<String, Value>) -> Option<String> {
+    if map.get("type").and_then(Value::as_str) != Some("custom_llm") {
+        return None;
+    }
+    let src = map.get("source")?.as_object()?;
+    let tool = src.get("tool")?.as_str()?;
+    (src.get("type").and_then(Value::as_str) == Some("package_with_prompt")
+        && NATIVE_CUSTOM_LLM_TOOLS.contains(&tool))
+    .then(|| tool.to_string())
 }

@@ -81,6 +81,7 @@ pub fn flow_from_prompty(file: &Path, text: &str) -> Result<Flow, LoadError> {
         kind: NodeKind::Llm,
         source: PathBuf::from(file.file_name().unwrap_or_default()),
         function: None,
+        package: None,
         inputs: node_inputs,
         connection: Some(connection),
         api: match p.model.api {

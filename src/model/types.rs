@@ -188,6 +188,9 @@ pub struct Node {
     pub source: PathBuf,
     /// `function:` for Python nodes whose file holds several tools.
     pub function: Option<String>,
+    /// For `source: {type: package}`: the package tool flow runs itself (one of
+    /// [`NATIVE_PACKAGE_TOOLS`]); `source` is then empty.
+    pub package: Option<String>,
     pub inputs: IndexMap<String, ValueSource>,
     pub connection: Option<String>,
     pub api: LlmApi,
@@ -368,3 +371,17 @@ impl Flow {
         names
     }
 }
+
+/// Package tools (`source: {type: package, tool: ...}`) that flow runs itself, with its own
+/// providers: promptflow-tools' Azure OpenAI and OpenAI chat and completion, and embedding.
+pub const NATIVE_PACKAGE_TOOLS: &[&str] = &[
+    "promptflow.tools.aoai.AzureOpenAI.chat",
+    "promptflow.tools.aoai.AzureOpenAI.completion",
+    "promptflow.tools.aoai.chat",
+    "promptflow.tools.aoai.completion",
+    "promptflow.tools.openai.OpenAI.chat",
+    "promptflow.tools.openai.OpenAI.completion",
+    "promptflow.tools.openai.chat",
+    "promptflow.tools.openai.completion",
+    "promptflow.tools.embedding.embedding",
+];

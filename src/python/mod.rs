@@ -7,6 +7,7 @@
 
 mod entry;
 mod error;
+mod host;
 mod pool;
 mod shim;
 mod types;
@@ -14,6 +15,10 @@ mod worker;
 
 pub use entry::{EntryDescription, EntryError, EntryKind, EntryParam, describe_entry};
 pub use error::PythonError;
+pub use host::{
+    DEFAULT_HOST_TIMEOUT, HostCall, HostError, HostFuture, HostHandler, HostReply,
+    MAX_HOST_REQUEST_BYTES,
+};
 pub use pool::PythonPool;
 pub use shim::install_shim;
 pub use types::{PythonCall, PythonConfig, PythonOutput, ToolParam, ToolSignature};

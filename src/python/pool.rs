@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::{OnceCell, Semaphore};
 
+use super::host::{DEFAULT_HOST_TIMEOUT, HostHandler, HostSession};
 use super::worker::Worker;
 use super::{PythonCall, PythonConfig, PythonError, PythonOutput, ToolParam, ToolSignature};
 
@@ -26,6 +27,8 @@ struct Inner {
     /// The interpreter that started successfully, once known.
     python: Mutex<Option<PathBuf>>,
     closed: AtomicBool,
+    /// Answers the host requests tools make (model calls); `None`: they are refused.
+    host: Option<Arc<dyn HostHandler>>,
 }
 
 impl std::fmt::Debug for PythonPool {
@@ -95,6 +98,16 @@ struct InspectReply {
 impl PythonPool {
     /// A pool for `cfg`; no process starts until the first call.
     pub fn new(cfg: PythonConfig) -> PythonPool {
+        Self::build(cfg, None)
+    }
+
+    /// A pool whose tools can ask `host` for model calls (the host channel, see
+    /// `python::host`).
+    pub fn with_host(cfg: PythonConfig, host: Arc<dyn HostHandler>) -> PythonPool {
+        Self::build(cfg, Some(host))
+    }
+
+    fn build(cfg: PythonConfig, host: Option<Arc<dyn HostHandler>>) -> PythonPool {
         let size = cfg.size.max(1);
         PythonPool {
             inner: Arc::new(Inner {
@@ -104,6 +117,7 @@ impl PythonPool {
                 shim: OnceCell::new(),
                 python: Mutex::new(None),
                 closed: AtomicBool::new(false),
+                host,
             }),
         }
     }
@@ -122,7 +136,7 @@ impl PythonPool {
             connections: None,
             bypassed: &[],
         };
-        self.round_trip(&request, |line| {
+        self.round_trip(&request, None, |line, _| {
             let reply: InspectReply = parse(line)?;
             match (reply.ok, reply.error) {
                 (true, _) => Ok(ToolSignature {
@@ -148,10 +162,18 @@ impl PythonPool {
             bypassed: &call.bypassed,
         };
         let function = call.function.as_deref();
-        self.round_trip(&request, |line| {
+        let mut session = self.inner.host.as_deref().map(|handler| HostSession {
+            handler,
+            node: &call.node,
+            timeout: DEFAULT_HOST_TIMEOUT,
+            calls: Vec::new(),
+            requests: 0,
+        });
+        self.round_trip(&request, session.as_mut(), |line, host_calls| {
             let reply: CallReply = parse(line)?;
             match (reply.ok, reply.error) {
                 (true, _) => Ok(PythonOutput {
+                    host_calls,
                     output: reply.output,
                     metrics: reply
                         .metrics
@@ -191,7 +213,7 @@ impl PythonPool {
                         message: format!("cannot encode the request for {}: {e}", file.display()),
                     })?;
                 bytes.push(b'\n');
-                worker.request(&bytes).await?;
+                worker.request(&bytes, None).await?;
             }
             self.put_back(worker);
         }
@@ -212,7 +234,8 @@ impl PythonPool {
     async fn round_trip<T>(
         &self,
         request: &Request<'_>,
-        handle: impl FnOnce(&str) -> Result<T, PythonError>,
+        mut host: Option<&mut HostSession<'_>>,
+        handle: impl FnOnce(&str, Vec<super::HostCall>) -> Result<T, PythonError>,
     ) -> Result<T, PythonError> {
         let mut bytes = serde_json::to_vec(request).map_err(|e| PythonError::Protocol {
             message: format!(
@@ -232,7 +255,11 @@ impl PythonPool {
             None => self.start_worker().await?,
         };
         // on error the worker is dropped here, which kills it; the next call starts a fresh one
-        let result = handle(worker.request(&bytes).await?);
+        let line = worker.request(&bytes, host.as_deref_mut()).await?;
+        let calls = host
+            .map(|h| std::mem::take(&mut h.calls))
+            .unwrap_or_default();
+        let result = handle(line, calls);
         self.put_back(worker);
         result
     }

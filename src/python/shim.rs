@@ -54,6 +54,38 @@ const FILES: &[(&str, &str)] = &[
         "promptflow/entities/__init__.py",
         include_str!("shim/promptflow/entities/__init__.py"),
     ),
+    (
+        "promptflow/_core/host.py",
+        include_str!("shim/promptflow/_core/host.py"),
+    ),
+    (
+        "promptflow/tools/__init__.py",
+        include_str!("shim/promptflow/tools/__init__.py"),
+    ),
+    (
+        "promptflow/tools/exception.py",
+        include_str!("shim/promptflow/tools/exception.py"),
+    ),
+    (
+        "promptflow/tools/common.py",
+        include_str!("shim/promptflow/tools/common.py"),
+    ),
+    (
+        "promptflow/tools/aoai.py",
+        include_str!("shim/promptflow/tools/aoai.py"),
+    ),
+    (
+        "promptflow/tools/openai.py",
+        include_str!("shim/promptflow/tools/openai.py"),
+    ),
+    (
+        "promptflow/tools/embedding.py",
+        include_str!("shim/promptflow/tools/embedding.py"),
+    ),
+    (
+        "promptflow/tools/serpapi.py",
+        include_str!("shim/promptflow/tools/serpapi.py"),
+    ),
 ];
 
 /// The name of the worker script inside the shim directory.

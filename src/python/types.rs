@@ -68,6 +68,8 @@ pub struct PythonCall {
     /// A flex flow's entry: the return value becomes the outputs (a dict as is, a dataclass's
     /// fields, anything else `{"output": value}`).
     pub flex: bool,
+    /// The node making the call (named in host requests' messages and cache descriptions).
+    pub node: String,
 }
 
 /// What a successful call returned.
@@ -82,4 +84,6 @@ pub struct PythonOutput {
     /// Where the return value held NaN or an infinity, which JSON cannot hold and `output`
     /// has as `null`: `(path, "NaN" | "Infinity" | "-Infinity")`, e.g. `("output.f1", "NaN")`.
     pub non_finite: Vec<(String, String)>,
+    /// Model calls the tool made through flow (the host channel), in order.
+    pub host_calls: Vec<super::HostCall>,
 }

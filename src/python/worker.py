@@ -51,6 +51,7 @@ for _name in [n for n in sys.modules if n == "promptflow" or n.startswith("promp
 import promptflow  # noqa: E402
 import promptflow.connections as _connections  # noqa: E402
 from promptflow._core import metric_logger as _metric_logger  # noqa: E402
+from promptflow._core import host as _host  # noqa: E402
 from promptflow._core.tool import is_tool  # noqa: E402
 
 _CONNECTION_CLASSES = {
@@ -735,6 +736,30 @@ def _describe_entry(path, name):
     }
 
 
+# --- host channel: Python code asks flow for model calls mid-request ------------------------------
+
+
+def _host_transport(data):
+    """Send one host request line and return flow's reply line (called under `_host._lock`)."""
+    _proto_out.write(data)
+    _proto_out.flush()
+    line = _proto_in.readline()
+    if not line:
+        raise ConnectionError("flow closed the channel while a model call was pending")
+    return line
+
+
+def _install_host_channel():
+    _host._transport = _host_transport
+
+
+def _write_reply(response):
+    # under the host lock: a thread still making a host call cannot interleave its request
+    with _host._lock:
+        _proto_out.write(response.encode("utf-8", "replace") + b"\n")
+        _proto_out.flush()
+
+
 def main():
     if len(sys.argv) > 4 and sys.argv[2] == "--describe-entry":
         try:
@@ -744,6 +769,7 @@ def main():
         _proto_out.write((_dumps(reply) + "\n").encode("utf-8", "replace"))
         _proto_out.flush()
         return
+    _install_host_channel()
     _proto_out.write(
         (_dumps({"ready": True, "python": sys.version.split()[0], "shim": promptflow.__file__}) + "\n").encode()
     )
@@ -755,8 +781,7 @@ def main():
         response = _handle(line)
         if not isinstance(response, str):
             response = _dumps(response)
-        _proto_out.write(response.encode("utf-8", "replace") + b"\n")
-        _proto_out.flush()
+        _write_reply(response)
 
 
 if __name__ == "__main__":

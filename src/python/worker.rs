@@ -11,6 +11,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
 use super::PythonError;
+use super::host::{HostSession, no_host_reply};
 use super::shim::WORKER_SCRIPT;
 
 /// How many stderr lines a worker keeps for error reports.
@@ -84,24 +85,50 @@ impl Worker {
         !matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Send `request` (one JSON line, ending in `\n`) and return the reply line.
+    /// Send `request` (one JSON line, ending in `\n`) and return the reply line. Host requests
+    /// the worker makes meanwhile (`{"host": ...}` lines) are answered through `host` (or
+    /// refused when there is none) before the reply is read.
     /// Any failure means the worker is gone: the error is `WorkerDied` with its stderr tail.
-    pub(crate) async fn request(&mut self, request: &[u8]) -> Result<&str, PythonError> {
-        self.line.clear();
+    pub(crate) async fn request(
+        &mut self,
+        request: &[u8],
+        mut host: Option<&mut HostSession<'_>>,
+    ) -> Result<&str, PythonError> {
         let sent = async {
             self.stdin.write_all(request).await?;
             self.stdin.flush().await
         }
         .await;
-        let got = match sent {
-            Ok(()) => self.stdout.read_line(&mut self.line).await.ok(),
-            Err(_) => None,
-        };
-        match got {
-            Some(n) if n > 0 => Ok(self.line.trim_end()),
-            _ => Err(PythonError::WorkerDied {
+        let mut alive = sent.is_ok();
+        while alive {
+            self.line.clear();
+            match self.stdout.read_line(&mut self.line).await {
+                Ok(n) if n > 0 => {}
+                _ => {
+                    alive = false;
+                    break;
+                }
+            }
+            if !self.line.starts_with("{\"host\"") {
+                break;
+            }
+            let reply = match host.as_deref_mut() {
+                Some(session) => session.answer(self.line.trim_end()).await,
+                None => no_host_reply(),
+            };
+            let written = async {
+                self.stdin.write_all(&reply).await?;
+                self.stdin.flush().await
+            }
+            .await;
+            alive = written.is_ok();
+        }
+        if alive {
+            Ok(self.line.trim_end())
+        } else {
+            Err(PythonError::WorkerDied {
                 stderr_tail: self.collect_tail().await,
-            }),
+            })
         }
     }
 

@@ -1,5 +1,7 @@
 """`promptflow.core` names that flow code imports."""
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -32,6 +34,76 @@ class OpenAIModelConfiguration(ModelConfiguration):
     connection: Optional[str] = None
 
 
+def _config_fields(configuration):
+    """A model configuration (a dataclass or a dict) as the fields flow reads."""
+    if configuration is None:
+        return {}
+    if isinstance(configuration, dict):
+        fields = dict(configuration)
+    elif dataclasses.is_dataclass(configuration):
+        fields = {f.name: getattr(configuration, f.name) for f in dataclasses.fields(configuration)}
+        if isinstance(configuration, AzureOpenAIModelConfiguration):
+            fields.setdefault("type", "azure_openai")
+        elif isinstance(configuration, OpenAIModelConfiguration):
+            fields.setdefault("type", "openai")
+    else:
+        raise TypeError(
+            "a Prompty's model configuration must be AzureOpenAIModelConfiguration, OpenAIModelConfiguration "
+            "or a dict, not %s" % type(configuration).__name__
+        )
+    return {k: v for k, v in fields.items() if v not in (None, "")}
+
+
+class Prompty:
+    """A `.prompty` file as a callable, as promptflow's `Prompty`: flow renders it and calls the
+    model (its own template engine, connections, providers, rate limiter and response cache), and
+    the call is recorded under the node that made it.
+
+    `model` overrides the file's `model:` section: `{"configuration": ..., "parameters": {...}}`
+    with an `AzureOpenAIModelConfiguration`, an `OpenAIModelConfiguration` or a dict; a
+    configuration's `connection` names a flow connection, else its endpoint and key are used.
+    """
+
+    def __init__(self, path, model=None, **kwargs):
+        self.path = os.path.abspath(os.fspath(path))
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError("no such .prompty file: %s" % self.path)
+        model = dict(model or {})
+        unknown = set(model) - {"configuration", "parameters", "api", "response"}
+        if unknown:
+            raise ValueError("flow's Prompty does not take model keys %s" % ", ".join(sorted(unknown)))
+        if model.get("api") is not None or model.get("response") is not None:
+            raise ValueError(
+                "flow's Prompty takes `model.api` and `model.response` only from the .prompty file; remove them here"
+            )
+        self._configuration = _config_fields(model.get("configuration"))
+        self._parameters = dict(model.get("parameters") or {})
+        if kwargs:
+            raise ValueError("flow's Prompty does not take %s" % ", ".join(sorted(kwargs)))
+
+    @classmethod
+    def load(cls, source, model=None, **kwargs):
+        return cls(source, model=model, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        if args:
+            raise TypeError("Prompty takes its inputs by name (prompty(question=...))")
+        from promptflow._core import host
+
+        return host.call(
+            "prompty",
+            path=self.path,
+            inputs=kwargs,
+            configuration=self._configuration,
+            parameters=self._parameters,
+        )
+
+    def estimate_token_count(self, *args, **kwargs):
+        raise NotImplementedError(
+            "Prompty.estimate_token_count is not supported by flow (it needs promptflow's tiktoken counting)"
+        )
+
+
 __all__ = [
     "log_metric",
     "log_flow_metric",
@@ -40,4 +112,5 @@ __all__ = [
     "ModelConfiguration",
     "AzureOpenAIModelConfiguration",
     "OpenAIModelConfiguration",
+    "Prompty",
 ]

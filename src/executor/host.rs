@@ -1,0 +1,544 @@
+//! The executor's answers to Python tools' host requests (`python::host`): model calls made
+//! from Python (the `promptflow.tools` and `promptflow.core.Prompty` of the shim) go through
+//! the same connections, providers, limiter, response cache and prices as `llm` nodes, and are
+//! recorded under the node whose tool made them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value, json};
+
+use super::{Executor, ExecutorOptions};
+use crate::cache::{CacheError, describe_request};
+use crate::connection::{self, ApiType, Connection};
+use crate::provider::{Api, LlmRequest, LlmResponse, ProviderError};
+use crate::python::{HostCall, HostError, HostFuture, HostHandler, HostReply};
+use crate::template::{ListStyle, PromptTemplate, TemplateOptions};
+
+/// Answers host requests with the executor's model client, cache and prices.
+pub(crate) struct ModelHost {
+    options: ExecutorOptions,
+    /// Connections resolved so far, by name.
+    connections: Mutex<HashMap<String, Arc<Connection>>>,
+    /// `.prompty` files prepared as one-node flows, by file and configuration.
+    prompty: tokio::sync::Mutex<HashMap<String, Arc<Executor>>>,
+}
+
+impl ModelHost {
+    /// `options.client` must be the executor's model client (shared, so one limiter).
+    pub(crate) fn new(options: ExecutorOptions) -> Self {
+        ModelHost {
+            options,
+            connections: Mutex::new(HashMap::new()),
+            prompty: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn client(&self) -> Result<&crate::provider::LlmClient, HostError> {
+        self.options
+            .client
+            .as_ref()
+            .ok_or_else(|| HostError::new("RuntimeError", "internal: no model client"))
+    }
+
+    /// The connection a request names: a name (`"open_ai_connection"`), or a connection object
+    /// (`{"name": ..., "api_key": ..., "api_base": ..., "api_type": ..., "api_version": ...}`);
+    /// an object whose name is not configured is used with its own fields.
+    fn connection(&self, value: Option<&Value>) -> Result<Arc<Connection>, HostError> {
+        let (name, fields) = match value {
+            Some(Value::String(name)) => (name.clone(), None),
+            Some(Value::Object(fields)) => (
+                fields
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                Some(fields),
+            ),
+            _ => {
+                return Err(HostError::new(
+                    "InvalidConnectionType",
+                    "a model call needs a connection: a connection object or a connection's name",
+                ));
+            }
+        };
+        if !name.is_empty() {
+            if let Ok(cache) = self.connections.lock() {
+                if let Some(c) = cache.get(&name) {
+                    return Ok(Arc::clone(c));
+                }
+            }
+            match connection::resolve(&name, &self.options.env, self.options.offline) {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    if let Ok(mut cache) = self.connections.lock() {
+                        cache.insert(name, Arc::clone(&c));
+                    }
+                    return Ok(c);
+                }
+                Err(e) if fields.is_none() => {
+                    return Err(HostError::new("InvalidConnectionType", e.to_string()));
+                }
+                Err(_) => {}
+            }
+        }
+        let Some(fields) = fields else {
+            return Err(HostError::new(
+                "InvalidConnectionType",
+                "a model call needs a connection: a connection object or a connection's name",
+            ));
+        };
+        self.inline_connection(&name, fields)
+    }
+
+    /// A connection made from explicit fields: resolved like a configured one, from variables
+    /// set for a private name.
+    fn inline_connection(
+        &self,
+        name: &str,
+        fields: &Map<String, Value>,
+    ) -> Result<Arc<Connection>, HostError> {
+        let text = |k: &str| {
+            fields
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let synthetic = if name.is_empty() { "inline" } else { name };
+        let private = format!("flow_python_{synthetic}");
+        let prefix = connection::env_prefix(&private);
+        let mut env = self.options.env.clone();
+        for (field, var) in [
+            ("api_key", "API_KEY"),
+            ("api_base", "API_BASE"),
+            ("base_url", "API_BASE"),
+            ("azure_endpoint", "API_BASE"),
+            ("api_type", "API_TYPE"),
+            ("api_version", "API_VERSION"),
+        ] {
+            if let Some(v) = text(field) {
+                env = env.with(&format!("{prefix}_{var}"), v);
+            }
+        }
+        if text("api_type").is_none() {
+            let azure = text("azure_endpoint").is_some() || text("api_version").is_some();
+            env = env.with(
+                &format!("{prefix}_API_TYPE"),
+                if azure { "azure" } else { "openai" },
+            );
+        }
+        connection::resolve(&private, &env, self.options.offline)
+            .map(Arc::new)
+            .map_err(|e| {
+                HostError::new(
+                    "InvalidConnectionType",
+                    format!(
+                        "the connection{} given to the tool cannot be used: {e}",
+                        if name.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" '{name}'")
+                        }
+                    ),
+                )
+            })
+    }
+
+    /// `chat` / `completion`: `prompt` (a template, rendered with `inputs`) or `messages`, a
+    /// model or deployment, and model parameters.
+    async fn complete(&self, node: &str, op: &str, args: Value) -> Result<HostReply, HostError> {
+        let conn = self.connection(args.get("connection"))?;
+        let api = if op == "chat" {
+            Api::Chat
+        } else {
+            Api::Completion
+        };
+        let inputs = args
+            .get("inputs")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let mut request = LlmRequest::chat(Vec::new());
+        request.api = api;
+        if let Some(messages) = args.get("messages").filter(|m| !m.is_null()) {
+            request.messages = serde_json::from_value(messages.clone()).map_err(|e| {
+                HostError::new(
+                    "ChatAPIInvalidRole",
+                    format!("the messages are not chat messages (role and content): {e}"),
+                )
+            })?;
+        } else {
+            let prompt = args.get("prompt").and_then(Value::as_str).ok_or_else(|| {
+                HostError::new("ValueError", format!("`{op}` needs a `prompt` text"))
+            })?;
+            let style = if conn.api_type == ApiType::Azure && api == Api::Chat {
+                ListStyle::Lines
+            } else {
+                ListStyle::Python
+            };
+            let text = render(prompt, inputs, style).await?;
+            match api {
+                Api::Chat => {
+                    request.messages = crate::template::parse_chat(&text)
+                        .map_err(|e| HostError::new("ChatAPIInvalidRole", e.to_string()))?;
+                }
+                Api::Completion => request.prompt = Some(text),
+            }
+        }
+        let text = |k: &str| {
+            args.get(k)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let (model, deployment) = (text("model"), text("deployment_name"));
+        request.model = if conn.api_type == ApiType::Azure {
+            deployment.or(model)
+        } else {
+            model.or(deployment)
+        };
+        if let Some(Value::Object(params)) = args.get("params") {
+            request.params = params
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+        }
+        let (response, cached) = self.call_model(node, &conn, &request).await?;
+        Ok(self.reply(op, response.output.clone(), &request, response, cached))
+    }
+
+    async fn call_model(
+        &self,
+        node: &str,
+        conn: &Connection,
+        request: &LlmRequest,
+    ) -> Result<(LlmResponse, bool), HostError> {
+        let client = self.client()?;
+        let fetch = || client.complete(conn, request, None);
+        match &self.options.cache {
+            Some(cache) if conn.api_type != ApiType::Echo => {
+                let key = match self.options.sample {
+                    Some(n) => format!("{}-sample{n}", request.cache_key(conn)),
+                    None => request.cache_key(conn),
+                };
+                let what = describe_request(node, request);
+                match cache.get_or_fetch(&key, &what, fetch).await {
+                    Ok(c) => Ok((c.response, c.hit)),
+                    Err(CacheError::Provider(e)) => Err(provider_error(&e)),
+                    Err(miss) => Err(HostError::new("WrappedOpenAIError", miss.to_string())),
+                }
+            }
+            _ => fetch()
+                .await
+                .map(|r| (r, false))
+                .map_err(|e| provider_error(&e)),
+        }
+    }
+
+    fn reply(
+        &self,
+        op: &str,
+        result: Value,
+        request: &LlmRequest,
+        response: LlmResponse,
+        cached: bool,
+    ) -> HostReply {
+        let priced = response.model.clone().or_else(|| request.model.clone());
+        let list_price = priced.as_deref().and_then(|m| {
+            self.options.prices.cost(
+                m,
+                response.usage.prompt_tokens,
+                response.usage.completion_tokens,
+            )
+        });
+        HostReply {
+            result,
+            call: Some(HostCall {
+                op: op.to_string(),
+                prompt_tokens: response.usage.prompt_tokens,
+                completion_tokens: response.usage.completion_tokens,
+                total_tokens: response.usage.total_tokens,
+                model_call: true,
+                model: response.model,
+                cached,
+                cost_usd: if cached { Some(0.0) } else { list_price },
+                saved_usd: if cached { list_price } else { None },
+                retries: response.retries,
+            }),
+        }
+    }
+
+    /// `embedding`: `input` (a text or a list of texts) with a model or deployment.
+    async fn embedding(&self, args: Value) -> Result<HostReply, HostError> {
+        let conn = self.connection(args.get("connection"))?;
+        let (inputs, single) = match args.get("input") {
+            Some(Value::String(s)) => (vec![s.clone()], true),
+            Some(Value::Array(items)) => (
+                items
+                    .iter()
+                    .map(|v| match v {
+                        Value::String(s) => Ok(s.clone()),
+                        other => Err(HostError::new(
+                            "ValueError",
+                            format!("embedding input must be text, got {other}"),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                false,
+            ),
+            _ => {
+                return Err(HostError::new(
+                    "ValueError",
+                    "embedding needs `input`: a text or a list of texts",
+                ));
+            }
+        };
+        let model = ["deployment_name", "model"]
+            .iter()
+            .filter_map(|k| args.get(*k).and_then(Value::as_str))
+            .find(|s| !s.trim().is_empty())
+            .map(str::to_string);
+        let vectors = self
+            .client()?
+            .embed(&conn, model.as_deref(), &inputs)
+            .await
+            .map_err(|e| provider_error(&e))?;
+        let result = if single {
+            json!(vectors.into_iter().next().unwrap_or_default())
+        } else {
+            json!(vectors)
+        };
+        Ok(HostReply {
+            result,
+            call: Some(HostCall {
+                op: "embedding".into(),
+                model_call: true,
+                model,
+                ..HostCall::default()
+            }),
+        })
+    }
+
+    /// `prompty`: run a `.prompty` file as flow runs it (its one-node flow), with the model
+    /// configuration and parameters the Python caller overrides.
+    async fn prompty(&self, args: Value) -> Result<HostReply, HostError> {
+        let path = args
+            .get("path")
+            .and_then(Value::as_str)
+            .map(PathBuf::from)
+            .ok_or_else(|| HostError::new("ValueError", "`prompty` needs the file's `path`"))?;
+        let config = args.get("configuration").cloned().unwrap_or(Value::Null);
+        let params = args.get("parameters").cloned().unwrap_or(Value::Null);
+        let key = json!([path, config, params]).to_string();
+        let executor = {
+            let mut cache = self.prompty.lock().await;
+            match cache.get(&key) {
+                Some(e) => Arc::clone(e),
+                None => {
+                    let e = Arc::new(self.prepare_prompty(&path, &config, &params).await?);
+                    cache.insert(key, Arc::clone(&e));
+                    e
+                }
+            }
+        };
+        let inputs = args
+            .get("inputs")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let line = executor.run_line(0, &inputs).await;
+        let node = line.nodes.first();
+        if let Some(error) = &line.error {
+            let type_name = match error.kind {
+                crate::record::ErrorKind::Provider | crate::record::ErrorKind::Endpoint => {
+                    "WrappedOpenAIError"
+                }
+                crate::record::ErrorKind::Input => "MissingRequiredInput",
+                _ => "PromptyException",
+            };
+            return Err(HostError::new(type_name, error.message.clone()));
+        }
+        let output = line.outputs.get("output").cloned().unwrap_or(Value::Null);
+        let call = node.map(|n| HostCall {
+            op: "prompty".into(),
+            prompt_tokens: n.tokens.map_or(0, |t| t.prompt_tokens),
+            completion_tokens: n.tokens.map_or(0, |t| t.completion_tokens),
+            total_tokens: n.tokens.map_or(0, |t| t.total_tokens),
+            model_call: true,
+            model: n.model.clone(),
+            cached: n.cached,
+            cost_usd: n.cost_usd,
+            saved_usd: n.saved_usd,
+            retries: n.retries,
+        });
+        Ok(HostReply {
+            result: output,
+            call,
+        })
+    }
+
+    async fn prepare_prompty(
+        &self,
+        path: &std::path::Path,
+        config: &Value,
+        params: &Value,
+    ) -> Result<Executor, HostError> {
+        let fail = |m: String| HostError::new("PromptyException", m);
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+        let mut flow = crate::model::prompty_flow::flow_from_prompty(path, &text)
+            .map_err(|e| fail(e.to_string()))?;
+        let mut options = self.options.clone();
+        if let Some(node) = flow.nodes.first_mut() {
+            use crate::model::ValueSource;
+            if let Value::Object(config) = config {
+                let text = |k: &str| {
+                    config
+                        .get(k)
+                        .and_then(Value::as_str)
+                        .filter(|s| !s.is_empty())
+                };
+                if let Some(name) = text("connection") {
+                    node.connection = Some(name.to_string());
+                } else if ["api_key", "azure_endpoint", "base_url"]
+                    .iter()
+                    .any(|k| text(k).is_some())
+                {
+                    // an explicit endpoint: a private connection made of its fields
+                    let name = "flow_python_prompty";
+                    let prefix = connection::env_prefix(name);
+                    let azure = config.get("type").and_then(Value::as_str) == Some("azure_openai")
+                        || text("azure_endpoint").is_some();
+                    let mut env = options.env.with(
+                        &format!("{prefix}_API_TYPE"),
+                        if azure { "azure" } else { "openai" },
+                    );
+                    for (field, var) in [
+                        ("api_key", "API_KEY"),
+                        ("azure_endpoint", "API_BASE"),
+                        ("base_url", "API_BASE"),
+                        ("api_version", "API_VERSION"),
+                    ] {
+                        if let Some(v) = text(field) {
+                            env = env.with(&format!("{prefix}_{var}"), v);
+                        }
+                    }
+                    options.env = env;
+                    node.connection = Some(name.to_string());
+                }
+                if let Some(d) = text("azure_deployment") {
+                    node.inputs.insert(
+                        "deployment_name".into(),
+                        ValueSource::Literal(Value::String(d.to_string())),
+                    );
+                }
+                if let Some(m) = text("model") {
+                    node.inputs.insert(
+                        "model".into(),
+                        ValueSource::Literal(Value::String(m.into())),
+                    );
+                }
+            }
+            if let Value::Object(params) = params {
+                for (k, v) in params {
+                    node.inputs
+                        .insert(k.clone(), ValueSource::Literal(v.clone()));
+                }
+            }
+        }
+        let (dag, _) = crate::dag::build(&flow).map_err(|d| {
+            fail(
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+        Executor::new(flow, dag, &options)
+            .await
+            .map_err(|e| fail(e.to_string()))
+    }
+}
+
+impl HostHandler for ModelHost {
+    fn handle<'a>(&'a self, node: &'a str, op: &'a str, args: Value) -> HostFuture<'a> {
+        Box::pin(async move {
+            match op {
+                "chat" | "completion" => self.complete(node, op, args).await,
+                "embedding" => self.embedding(args).await,
+                "prompty" => self.prompty(args).await,
+                "render" => {
+                    let template =
+                        args.get("template")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| {
+                                HostError::new("ValueError", "`render` needs a `template` text")
+                            })?;
+                    let inputs = args
+                        .get("inputs")
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .unwrap_or_default();
+                    let text = render(template, inputs, ListStyle::Python).await?;
+                    Ok(HostReply {
+                        result: Value::String(text),
+                        call: None,
+                    })
+                }
+                "parse_chat" => {
+                    let text = args.get("text").and_then(Value::as_str).unwrap_or_default();
+                    let messages = crate::template::parse_chat(text)
+                        .map_err(|e| HostError::new("ChatAPIInvalidRole", e.to_string()))?;
+                    Ok(HostReply {
+                        result: serde_json::to_value(messages).unwrap_or(Value::Null),
+                        call: None,
+                    })
+                }
+                other => Err(HostError::new(
+                    "NotImplementedError",
+                    format!("flow has no host operation `{other}`"),
+                )),
+            }
+        })
+    }
+}
+
+/// Render a template the Python code gave, with promptflow's Jinja settings (the same engine
+/// and options as a node's template), on the blocking pool.
+async fn render(
+    template: &str,
+    inputs: Map<String, Value>,
+    list_style: ListStyle,
+) -> Result<String, HostError> {
+    let source = template.to_string();
+    tokio::task::spawn_blocking(move || {
+        let t = PromptTemplate::with_options(
+            "<prompt given to the tool>",
+            source,
+            TemplateOptions {
+                list_style,
+                line_offset: 0,
+            },
+        )?;
+        t.render(&inputs)
+    })
+    .await
+    .map_err(|e| HostError::new("RuntimeError", format!("rendering stopped: {e}")))?
+    .map_err(|e| HostError::new("JinjaTemplateError", e.to_string()))
+}
+
+fn provider_error(e: &ProviderError) -> HostError {
+    let type_name = match e {
+        ProviderError::Retried { source, .. }
+            if matches!(**source, ProviderError::RateLimited { .. }) =>
+        {
+            "ExceedMaxRetryTimes"
+        }
+        _ => "WrappedOpenAIError",
+    };
+    HostError::new(type_name, e.to_string())
+}

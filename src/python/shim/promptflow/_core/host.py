@@ -1,0 +1,72 @@
+"""The host channel: Python code asks `flow` (the process running this worker) to do something
+for it — a model call, a template render — and waits for the answer.
+
+`flow`'s worker installs the transport; outside a `flow` worker there is none and a call says
+so. Calls from several threads are serialized by one lock: one request, then its reply.
+"""
+
+import builtins
+import json
+import threading
+
+# The longest request flow accepts (it refuses longer ones too).
+MAX_REQUEST_BYTES = 16 << 20
+
+_lock = threading.RLock()
+# set by flow's worker: a function sending one request line (bytes) and returning the reply line
+_transport = None
+
+
+def _default(value):
+    for method in ("model_dump", "dict"):
+        dump = getattr(value, method, None)
+        if callable(dump):
+            try:
+                return dump()
+            except Exception:  # noqa: BLE001 - fall back to text
+                break
+    return str(value)
+
+
+def _exception(type_name, message):
+    from promptflow.tools import exception as _exc
+
+    cls = getattr(_exc, type_name or "", None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        cls = getattr(builtins, type_name or "", None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls = RuntimeError
+    try:
+        return cls(message)
+    except TypeError:
+        return RuntimeError("%s: %s" % (type_name, message))
+
+
+def available():
+    """Whether this process runs inside a `flow` worker (model calls go to flow)."""
+    return _transport is not None
+
+
+def call(op, **payload):
+    """Ask flow to do `op` with `payload`; returns its result or raises its error."""
+    if _transport is None:
+        raise RuntimeError(
+            "promptflow.tools and Prompty calls are made by flow; this code is not running in a flow worker"
+        )
+    request = {"host": op}
+    request.update(payload)
+    data = json.dumps(request, ensure_ascii=False, separators=(",", ":"), default=_default).encode("utf-8")
+    if len(data) > MAX_REQUEST_BYTES:
+        raise ValueError(
+            "a request to flow of %d bytes is larger than %d MiB" % (len(data), MAX_REQUEST_BYTES >> 20)
+        )
+    with _lock:
+        line = _transport(data + b"\n")
+    try:
+        reply = json.loads(line)
+    except ValueError as e:
+        raise RuntimeError("invalid reply from flow: %s" % e)
+    if reply.get("ok"):
+        return reply.get("result")
+    error = reply.get("error") or {}
+    raise _exception(error.get("type"), error.get("message") or "flow reported an error")

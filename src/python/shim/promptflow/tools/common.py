@@ -1,0 +1,90 @@
+"""promptflow-tools' helpers that flow code imports. Templates are rendered and chats parsed by
+flow itself (the same engine and rules as `llm` nodes), through the host channel."""
+
+from promptflow._core import host as _host
+
+
+class ChatInputList(list):
+    """A list of chat inputs that prints each item on its own line, as promptflow's does."""
+
+    def __str__(self):
+        return "\n".join(map(str, self))
+
+
+def to_bool(value) -> bool:
+    return str(value).lower() == "true"
+
+
+def convert_to_chat_list(obj):
+    if isinstance(obj, dict):
+        return {key: convert_to_chat_list(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return ChatInputList([convert_to_chat_list(item) for item in obj])
+    return obj
+
+
+def render_jinja_template(prompt, trim_blocks=True, keep_trailing_newline=True, escape_dict=None, **kwargs):
+    """Render `prompt` with `kwargs` as promptflow's jinja2 environment does."""
+    return _host.call("render", template=str(prompt), inputs=kwargs)
+
+
+def parse_chat(chat_str, images=None, valid_roles=None, image_detail="auto"):
+    """Split a rendered chat prompt (`system:`/`user:`/`assistant:` lines) into messages."""
+    if images:
+        raise NotImplementedError("parse_chat with images: flow does not send images yet")
+    messages = _host.call("parse_chat", text=str(chat_str))
+    if valid_roles:
+        from promptflow.tools.exception import ChatAPIInvalidRole
+
+        for m in messages:
+            if m.get("role") not in valid_roles:
+                raise ChatAPIInvalidRole(
+                    "The Chat API requires a specific format for prompt definition, and the prompt should include "
+                    "separate lines as role delimiters: %s." % ", ".join("'%s:\\n'" % r for r in valid_roles)
+                )
+    return messages
+
+
+def build_messages(prompt, images=None, image_detail="auto", **kwargs):
+    return parse_chat(render_jinja_template(prompt, **kwargs), images=images)
+
+
+def _params(**given):
+    """The model parameters a tool sends: unset (None, empty) ones left out, as promptflow does."""
+    out = {}
+    for key, value in given.items():
+        if value is None or (isinstance(value, (str, dict, list)) and not value and key != "stop"):
+            continue
+        if key == "stop" and not value:
+            continue
+        out[key] = value
+    return out
+
+
+def _connection(connection):
+    """A connection as flow receives it: its name when flow made it, else its fields."""
+    if connection is None or isinstance(connection, str):
+        return connection
+    fields = {}
+    for key in ("name", "api_key", "api_base", "base_url", "api_type", "api_version", "organization"):
+        value = getattr(connection, key, None)
+        if value is None and isinstance(connection, dict):
+            value = connection.get(key)
+        if value is not None:
+            fields[key] = value
+    return fields
+
+
+def _complete(op, connection, prompt, deployment_name=None, model=None, params=None, inputs=None, stream=False):
+    result = _host.call(
+        op,
+        connection=_connection(connection),
+        prompt=str(prompt),
+        deployment_name=deployment_name,
+        model=model,
+        params=params or {},
+        inputs=inputs or {},
+    )
+    if to_bool(stream):
+        return iter([result])
+    return result

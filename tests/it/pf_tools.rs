@@ -1,0 +1,432 @@
+//! promptflow-tools and `promptflow.core.Prompty` called from Python code, through the binary:
+//! the model calls go through flow's host channel, providers and response cache (asserted on
+//! the mock's request bodies and counts), are counted in the calling node's record, and their
+//! failures reach Python as promptflow-tools' exception types.
+
+use serde_json::Value;
+
+use crate::support::context::TestContext;
+use crate::support::mock_llm::MockReply;
+
+const FLOW: &str = "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${ask.output}'}\nnodes:\n- {name: ask, type: python, source: {type: code, path: ask.py}, inputs: {conn: open_ai_connection, q: '${inputs.q}'}}\n";
+
+fn detail(ctx: &TestContext, flow: &str) -> Value {
+    let text = std::fs::read_to_string(ctx.root().join(flow).join(".promptflow/flow.detail.json"))
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn the_openai_chat_tool_calls_the_model_through_flow_and_its_cache() {
+    let ctx = TestContext::with_mock();
+    ctx.mock().reply_when("capital of France", "Paris");
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from promptflow.core import tool\nfrom promptflow.connections import OpenAIConnection\nfrom promptflow.tools.openai import chat\n\n@tool\ndef ask(conn: OpenAIConnection, q: str) -> str:\n    return chat(connection=conn, prompt='system:\\nBe brief.\\nuser:\\n{{question}}', model='gpt-4o-mini', max_tokens=20, temperature=0, question=q)\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=What is the capital of France?"])
+        .expect_code(0)
+        .stdout_has("Paris");
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].path, "/v1/chat/completions");
+    let body = &reqs[0].body;
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["max_tokens"], 20);
+    assert_eq!(body["temperature"], 0);
+    assert_eq!(body["messages"][0]["role"], "system");
+    assert_eq!(body["messages"][0]["content"], "Be brief.");
+    assert_eq!(
+        body["messages"][1]["content"],
+        "What is the capital of France?"
+    );
+    // The node's record counts the call's tokens.
+    let d = detail(&ctx, "f");
+    assert!(
+        d["node_runs"][0]["system_metrics"]["total_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{d}"
+    );
+    // A second run is answered from flow's response cache: no new request.
+    ctx.run(&["run", "f", "--inputs", "q=What is the capital of France?"])
+        .expect_code(0)
+        .stdout_has("Paris");
+    assert_eq!(ctx.mock().request_count(), 1);
+    // A batch run records the calls under the node (api_calls), cached ones counted as hits.
+    ctx.write("d.jsonl", "{\"q\": \"What is the capital of France?\"}\n");
+    ctx.run(&["run", "f", "--data", "d.jsonl", "--name", "r1"])
+        .expect_code(0);
+    let record = std::fs::read_to_string(
+        ctx.root()
+            .join(".flow/runs/r1/node_artifacts/ask/000000000.jsonl"),
+    )
+    .unwrap();
+    assert!(record.contains("\"api_calls\":1"), "{record}");
+    assert!(record.contains("\"cached\":true"), "{record}");
+    assert_eq!(ctx.mock().request_count(), 1);
+}
+
+#[test]
+fn the_azure_tool_class_and_embedding_reach_their_endpoints() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from promptflow.core import tool\nfrom promptflow.connections import AzureOpenAIConnection, OpenAIConnection\nfrom promptflow.tools.aoai import AzureOpenAI\nfrom promptflow.tools.embedding import embedding\n\n@tool\ndef ask(conn: OpenAIConnection, q: str) -> dict:\n    azure = AzureOpenAIConnection(api_key=conn.api_key, api_base=conn.base_url.rsplit('/v1', 1)[0], api_version='2024-02-01')\n    text = AzureOpenAI(azure).completion(prompt='Say {{x}}', deployment_name='dep1', x=q)\n    vec = embedding(connection=conn, input=q, model='text-embedding-3-small')\n    return {'text': text, 'dims': len(vec)}\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=hello", "--no-cache"])
+        .expect_code(0);
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0].path, "/openai/deployments/dep1/completions");
+    assert!(reqs[0].header("api-key").is_some());
+    assert_eq!(reqs[0].body["prompt"], "Say hello");
+    // promptflow-tools' completion defaults are sent
+    assert_eq!(reqs[0].body["max_tokens"], 16);
+    assert_eq!(reqs[1].path, "/v1/embeddings");
+    assert_eq!(reqs[1].body["model"], "text-embedding-3-small");
+    assert_eq!(reqs[1].body["input"], serde_json::json!(["hello"]));
+    let d = detail(&ctx, "f");
+    assert_eq!(d["node_runs"][0]["output"]["dims"], 16, "{d}");
+}
+
+#[test]
+fn an_endpoint_error_is_a_promptflow_tools_exception_in_python() {
+    let ctx = TestContext::with_mock();
+    ctx.mock()
+        .push(MockReply::Status(400, "the prompt is not allowed".into()));
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from promptflow.core import tool\nfrom promptflow.tools.openai import chat\nfrom promptflow.tools.exception import WrappedOpenAIError\n\n@tool\ndef ask(conn, q: str) -> str:\n    try:\n        return chat(connection=conn, prompt='user:\\n' + q, model='m')\n    except WrappedOpenAIError as e:\n        return 'caught: ' + str(e)\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=hi", "--no-cache"])
+        .expect_code(0)
+        .stdout_has("caught: ")
+        .stdout_has("the prompt is not allowed");
+    // Uncaught, it fails the node with its type named.
+    ctx.write(
+        "f/ask.py",
+        "from promptflow.core import tool\nfrom promptflow.tools.openai import chat\n\n@tool\ndef ask(conn, q: str) -> str:\n    return chat(connection='no_such_connection', prompt='user:\\n' + q, model='m')\n",
+    );
+    ctx.run(&["run", "f", "--inputs", "q=hi", "--no-cache"])
+        .expect_code(1)
+        .stderr_has("InvalidConnectionType")
+        .stderr_has("no_such_connection");
+}
+
+#[test]
+fn prompty_called_from_python_runs_through_flow() {
+    let ctx = TestContext::with_mock();
+    ctx.mock().reply_when("capital of Italy", "Rome");
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${ask.output}'}\nnodes:\n- {name: ask, type: python, source: {type: code, path: ask.py}, inputs: {q: '${inputs.q}'}}\n"),
+            (
+                "chat.prompty",
+                "---\nname: Basic\nmodel:\n  api: chat\n  configuration:\n    type: azure_openai\n    azure_deployment: gpt-35\n  parameters:\n    max_tokens: 64\ninputs:\n  question:\n    type: string\n---\nsystem:\nYou answer in one word.\nuser:\n{{question}}\n",
+            ),
+            (
+                "ask.py",
+                "from promptflow.core import tool, Prompty, OpenAIModelConfiguration\n\n@tool\ndef ask(q: str) -> str:\n    cfg = OpenAIModelConfiguration(model='gpt-4o-mini', connection='open_ai_connection')\n    p = Prompty.load('chat.prompty', model={'configuration': cfg, 'parameters': {'temperature': 0}})\n    return p(question=q)\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=What is the capital of Italy?"])
+        .expect_code(0)
+        .stdout_has("Rome");
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    let body = &reqs[0].body;
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["max_tokens"], 64);
+    assert_eq!(body["temperature"], 0);
+    assert_eq!(body["messages"][0]["content"], "You answer in one word.");
+    let d = detail(&ctx, "f");
+    assert!(
+        d["node_runs"][0]["system_metrics"]["total_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{d}"
+    );
+    // cached the second time
+    ctx.run(&["run", "f", "--inputs", "q=What is the capital of Italy?"])
+        .expect_code(0)
+        .stdout_has("Rome");
+    assert_eq!(ctx.mock().request_count(), 1);
+}
+
+#[test]
+fn another_promptflow_package_imports_beside_the_shim() {
+    let ctx = TestContext::with_mock();
+    ctx.write(
+        "site/promptflow/fake_tools/__init__.py",
+        "def hello():\n    return 'from the fake package'\n",
+    );
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from promptflow.core import tool\nfrom promptflow.fake_tools import hello\nimport promptflow.tools.common\n\n@tool\ndef ask(conn, q: str) -> str:\n    return hello()\n",
+            ),
+        ],
+    );
+    let out = ctx
+        .cmd()
+        .env("PYTHONPATH", ctx.root().join("site"))
+        .args(["run", "f", "--inputs", "q=x"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("from the fake package"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serpapi_is_refused_by_name() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from promptflow.core import tool\nfrom promptflow.tools.serpapi import SerpAPI\n\n@tool\ndef ask(conn, q: str) -> str:\n    return q\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=x"])
+        .expect_code(2)
+        .stderr_has("SerpAPI");
+}
+
+#[test]
+fn package_tool_nodes_are_refused_naming_the_package() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[(
+            "flow.dag.yaml",
+            "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${e.output}'}\nnodes:\n- name: e\n  type: python\n  source: {type: package, tool: promptflow.tools.azure_content_safety.analyze_text}\n  inputs: {connection: open_ai_connection, text: '${inputs.q}'}\n",
+        )],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=x"])
+        .expect_code(2)
+        .stderr_has("flow.dag.yaml:7:")
+        .stderr_has("promptflow-tools (promptflow.tools)")
+        .stderr_has("flow does not ship `promptflow.tools.azure_content_safety`");
+    ctx.write(
+        "f/flow.dag.yaml",
+        "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${e.output}'}\nnodes:\n- name: e\n  type: python\n  source: {type: package, tool: my_search.tools.search.search}\n  inputs: {q: '${inputs.q}'}\n",
+    );
+    ctx.run(&["run", "f", "--inputs", "q=x"])
+        .expect_code(2)
+        .stderr_has("package `my_search`");
+}
+
+#[test]
+fn a_flex_function_calls_prompty_with_an_explicit_azure_endpoint() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[
+            ("flow.flex.yaml", "entry: flow:answer\n"),
+            (
+                "chat.prompty",
+                "---\nname: Basic\nmodel:\n  api: chat\n  configuration:\n    type: azure_openai\n    azure_deployment: gpt-35\ninputs:\n  question:\n    type: string\n---\nuser:\n{{question}}\n",
+            ),
+            (
+                "flow.py",
+                "import os\nfrom pathlib import Path\nfrom promptflow.core import Prompty, AzureOpenAIModelConfiguration\n\nBASE = Path(__file__).parent\n\ndef answer(question: str) -> str:\n    cfg = AzureOpenAIModelConfiguration(azure_deployment='dep2', azure_endpoint=os.environ['OPEN_AI_CONNECTION_API_BASE'].rsplit('/v1', 1)[0], api_key=os.environ['OPEN_AI_CONNECTION_API_KEY'], api_version='2024-02-01')\n    return Prompty.load(source=BASE / 'chat.prompty', model={'configuration': cfg})(question=question)\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "question=hello there"])
+        .expect_code(0);
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].path, "/openai/deployments/dep2/chat/completions");
+    assert_eq!(reqs[0].body["messages"][0]["content"], "hello there");
+    // A missing file is an error in Python.
+    ctx.write(
+        "f/flow.py",
+        "from promptflow.core import Prompty\n\ndef answer(question: str) -> str:\n    try:\n        Prompty.load('missing.prompty')\n    except FileNotFoundError as e:\n        return 'missing: ' + str(e)\n",
+    );
+    ctx.run(&["run", "f", "--inputs", "question=x"])
+        .expect_code(0)
+        .stdout_has("missing: no such .prompty file");
+}
+
+#[test]
+fn package_tool_nodes_run_on_flows_providers() {
+    let ctx = TestContext::with_mock();
+    ctx.mock().reply_when("capital of Spain", "Madrid");
+    ctx.write(
+        ".env",
+        &format!(
+            "AZURE_CONN_API_TYPE=azure\nAZURE_CONN_API_BASE={}\nAZURE_CONN_API_KEY={}\n",
+            ctx.mock().url(),
+            "sk-test-0123456789abcdef"
+        ),
+    );
+    ctx.flow(
+        "f",
+        &[(
+            "flow.dag.yaml",
+            "inputs: {q: {type: string}}\noutputs:\n  v: {reference: '${embed.output}'}\n  a: {reference: '${ask.output}'}\n  o: {reference: '${oa.output}'}\nnodes:\n- name: embed\n  type: python\n  source: {type: package, tool: promptflow.tools.embedding.embedding}\n  inputs: {connection: open_ai_connection, input: '${inputs.q}', model: text-embedding-3-small}\n- name: ask\n  type: python\n  source: {type: package, tool: promptflow.tools.aoai.AzureOpenAI.chat}\n  inputs: {connection: azure_conn, deployment_name: gpt-35, prompt: \"system:\\nBe brief.\\nuser:\\n{{question}}\", question: '${inputs.q}', max_tokens: '20'}\n- name: oa\n  type: python\n  source: {type: package, tool: promptflow.tools.openai.OpenAI.completion}\n  inputs: {connection: open_ai_connection, model: gpt-3.5-turbo-instruct, prompt: 'Q: {{q}}', q: '${inputs.q}'}\n",
+        )],
+    );
+    let run = ctx.run(&["run", "f", "--inputs", "q=What is the capital of Spain?"]);
+    run.expect_code(0).stdout_has("Madrid");
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    let find = |p: &str| {
+        reqs.iter()
+            .find(|r| r.path == p)
+            .unwrap_or_else(|| panic!("no request to {p}: {reqs:?}"))
+    };
+    let emb = find("/v1/embeddings");
+    assert_eq!(emb.body["model"], "text-embedding-3-small");
+    let chat = find("/openai/deployments/gpt-35/chat/completions");
+    assert_eq!(chat.body["max_tokens"], 20);
+    assert_eq!(chat.body["n"], 1);
+    assert_eq!(chat.body["temperature"], 1.0);
+    assert_eq!(chat.body["messages"][0]["content"], "Be brief.");
+    assert_eq!(
+        chat.body["messages"][1]["content"],
+        "What is the capital of Spain?"
+    );
+    let comp = find("/v1/completions");
+    assert_eq!(comp.body["prompt"], "Q: What is the capital of Spain?");
+    assert_eq!(comp.body["max_tokens"], 16);
+    let d = detail(&ctx, "f");
+    let ask = d["node_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "ask")
+        .unwrap();
+    assert!(
+        ask["system_metrics"]["total_tokens"].as_u64().unwrap() > 0,
+        "{d}"
+    );
+    // chat and completion are cached on a second run (embeddings are not in the response
+    // cache); a connection that is not configured is a located refusal
+    ctx.run(&["run", "f", "--inputs", "q=What is the capital of Spain?"])
+        .expect_code(0);
+    let again = ctx.mock().requests();
+    assert_eq!(again.len(), 4, "{again:?}");
+    assert_eq!(again[3].path, "/v1/embeddings");
+    ctx.write(
+        "f/flow.dag.yaml",
+        "inputs: {q: {type: string}}\noutputs:\n  v: {reference: '${embed.output}'}\nnodes:\n- name: embed\n  type: python\n  source: {type: package, tool: promptflow.tools.embedding.embedding}\n  inputs: {connection: nowhere_conn, input: '${inputs.q}'}\n",
+    );
+    ctx.run(&["run", "f", "--inputs", "q=x"])
+        .expect_code(2)
+        .stderr_has("nowhere_conn")
+        .stderr_has("flow.dag.yaml:");
+}
+
+#[test]
+fn custom_llm_vision_nodes_run_without_images_and_refuse_them() {
+    let ctx = TestContext::with_mock();
+    ctx.mock().reply_when("a red apple", "fruit");
+    let flow = "inputs:\n  q: {type: string}\n  img: {type: object, default: null}\noutputs:\n  a: {reference: '${see.output}'}\nnodes:\n- name: see\n  type: custom_llm\n  source: {type: package_with_prompt, path: see.jinja2, tool: promptflow.tools.openai_gpt4v.OpenAI.chat}\n  inputs: {connection: open_ai_connection, model: gpt-4o, max_tokens: 50, question: '${inputs.q}', picture: '${inputs.img}'}\n";
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", flow),
+            (
+                "see.jinja2",
+                "system:\nName the kind.\nuser:\n{{question}}\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=a red apple"])
+        .expect_code(0)
+        .stdout_has("fruit");
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].body["model"], "gpt-4o");
+    assert_eq!(reqs[0].body["max_tokens"], 50);
+    assert_eq!(reqs[0].body["messages"][1]["content"], "a red apple");
+    // an image input fails the line, naming the gap
+    ctx.write(
+        "in.json",
+        "{\"q\": \"x\", \"img\": {\"data:image/png;url\": \"https://example.invalid/a.png\"}}",
+    );
+    ctx.run(&["run", "f", "--inputs", "in.json"])
+        .expect_code(1)
+        .stderr_has("input `picture` is an image; flow does not send images");
+    // an image in the prompt is refused before running
+    ctx.write(
+        "f/see.jinja2",
+        "user:\n{{question}}\n![image]({{picture}})\n",
+    );
+    ctx.run(&["run", "f", "--inputs", "q=x"])
+        .expect_code(2)
+        .stderr_has("flow does not send images to models yet");
+    // a custom_llm tool flow does not run is refused, naming it
+    ctx.write(
+        "f/flow.dag.yaml",
+        &flow.replace(
+            "promptflow.tools.openai_gpt4v.OpenAI.chat",
+            "my_pkg.tools.fancy",
+        ),
+    );
+    ctx.run(&["run", "f", "--inputs", "q=x"])
+        .expect_code(2)
+        .stderr_has("my_pkg.tools.fancy");
+}
+
+#[test]
+fn threads_share_the_channel_and_oversized_requests_are_refused() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from concurrent.futures import ThreadPoolExecutor\nfrom promptflow.core import tool\nfrom promptflow.tools.openai import chat\n\n@tool\ndef ask(conn, q: str) -> dict:\n    with ThreadPoolExecutor(4) as pool:\n        answers = list(pool.map(lambda i: chat(connection=conn, prompt='user:\\n' + q + str(i), model='m'), range(8)))\n    try:\n        chat(connection=conn, prompt='x' * (17 << 20), model='m')\n        big = 'sent'\n    except ValueError as e:\n        big = str(e)\n    return {'n': len(answers), 'big': big}\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=hi", "--no-cache"])
+        .expect_code(0);
+    assert_eq!(ctx.mock().request_count(), 8);
+    let d = detail(&ctx, "f");
+    assert_eq!(d["node_runs"][0]["output"]["n"], 8, "{d}");
+    assert!(
+        d["node_runs"][0]["output"]["big"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 16 MiB"),
+        "{d}"
+    );
+}
