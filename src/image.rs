@@ -477,61 +477,6 @@ pub fn contains_image(v: &Value) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
-
-    #[test]
-    fn forms_load() {
-        let dir = std::env::temp_dir().join(format!("flow-image-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok();
-        std::fs::write(dir.join("a.png"), PNG).ok();
-        let b64 = STANDARD.encode(PNG);
-        for v in [
-            json!("a.png"),
-            json!({"data:image/png;path": "a.png"}),
-            json!(b64.clone()),
-            json!(format!("data:image/png;base64,{b64}")),
-            json!({"data:image/png;base64": b64.clone()}),
-        ] {
-            let img = load(&v, &dir).unwrap_or_else(|e| panic!("{v}: {e}"));
-            assert_eq!(img.mime, "image/png");
-            assert_eq!(img.source, Source::Bytes(PNG.to_vec()));
-        }
-        let url = load(&json!("https://example.com/cat.jpg"), &dir);
-        assert!(
-            matches!(url, Ok(Image { ref mime, source: Source::Url(_) }) if mime == "image/jpeg")
-        );
-        assert!(load(&json!("missing.png"), &dir).is_err());
-        std::fs::write(dir.join("t.txt"), "hello").ok();
-        let e = load(&json!("t.txt"), &dir).err().map(|e| e.message);
-        assert!(e.is_some_and(|m| m.contains("is not an image")));
-        assert!(load(&json!({"a": 1}), &dir).is_err());
-        assert!(load(&json!(3), &dir).is_err());
-    }
-
-    #[test]
-    fn persist_writes_once_and_refers() {
-        let dir = std::env::temp_dir().join(format!("flow-image-p-{}", std::process::id()));
-        let img = Image {
-            mime: "image/png".into(),
-            source: Source::Bytes(PNG.to_vec()),
-        };
-        let mut v =
-            json!({"out": [img.to_value()], "u": {"data:image/png;url": "https://x/y.png"}});
-        persist(&mut v, &dir, "images").unwrap_or_else(|e| panic!("{e}"));
-        let path = v["out"][0]["data:image/png;path"]
-            .as_str()
-            .unwrap_or_default();
-        assert!(path.starts_with("images/") && path.ends_with(".png"), "{v}");
-        assert_eq!(std::fs::read(dir.join(path)).ok().as_deref(), Some(PNG));
-        assert_eq!(v["u"], json!({"data:image/png;url": "https://x/y.png"}));
-    }
-}
-
 /// Replace every in-memory image inside the values by its [`Image::marker`] (`Image(1a2b3c4d)`,
 /// what promptflow's templates print for an image), returning the images by marker.
 pub fn to_markers(vars: &mut Map<String, Value>) -> std::collections::HashMap<String, Image> {
@@ -604,5 +549,60 @@ pub fn attach(
         }
         m.content = texts.join("\n");
         m.parts = Some(parts);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+
+    #[test]
+    fn forms_load() {
+        let dir = std::env::temp_dir().join(format!("flow-image-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        std::fs::write(dir.join("a.png"), PNG).ok();
+        let b64 = STANDARD.encode(PNG);
+        for v in [
+            json!("a.png"),
+            json!({"data:image/png;path": "a.png"}),
+            json!(b64.clone()),
+            json!(format!("data:image/png;base64,{b64}")),
+            json!({"data:image/png;base64": b64.clone()}),
+        ] {
+            let img = load(&v, &dir).unwrap_or_else(|e| panic!("{v}: {e}"));
+            assert_eq!(img.mime, "image/png");
+            assert_eq!(img.source, Source::Bytes(PNG.to_vec()));
+        }
+        let url = load(&json!("https://example.com/cat.jpg"), &dir);
+        assert!(
+            matches!(url, Ok(Image { ref mime, source: Source::Url(_) }) if mime == "image/jpeg")
+        );
+        assert!(load(&json!("missing.png"), &dir).is_err());
+        std::fs::write(dir.join("t.txt"), "hello").ok();
+        let e = load(&json!("t.txt"), &dir).err().map(|e| e.message);
+        assert!(e.is_some_and(|m| m.contains("is not an image")));
+        assert!(load(&json!({"a": 1}), &dir).is_err());
+        assert!(load(&json!(3), &dir).is_err());
+    }
+
+    #[test]
+    fn persist_writes_once_and_refers() {
+        let dir = std::env::temp_dir().join(format!("flow-image-p-{}", std::process::id()));
+        let img = Image {
+            mime: "image/png".into(),
+            source: Source::Bytes(PNG.to_vec()),
+        };
+        let mut v =
+            json!({"out": [img.to_value()], "u": {"data:image/png;url": "https://x/y.png"}});
+        persist(&mut v, &dir, "images").unwrap_or_else(|e| panic!("{e}"));
+        let path = v["out"][0]["data:image/png;path"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(path.starts_with("images/") && path.ends_with(".png"), "{v}");
+        assert_eq!(std::fs::read(dir.join(path)).ok().as_deref(), Some(PNG));
+        assert_eq!(v["u"], json!({"data:image/png;url": "https://x/y.png"}));
     }
 }

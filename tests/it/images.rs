@@ -31,13 +31,10 @@ pub fn png(w: u32, h: u32, rgb: [u8; 3]) -> Vec<u8> {
         out.extend_from_slice(&body);
         out.extend_from_slice(&crc32(&body).to_be_bytes());
     }
-    let mut raw = Vec::new();
-    for _ in 0..h {
-        raw.push(0u8);
-        for _ in 0..w {
-            raw.extend_from_slice(&rgb);
-        }
-    }
+    let row: Vec<u8> = std::iter::once(0u8)
+        .chain((0..w).flat_map(|_| rgb))
+        .collect();
+    let raw: Vec<u8> = (0..h).flat_map(|_| row.iter().copied()).collect();
     let mut z = vec![0x78, 0x01];
     let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();
     for (i, block) in blocks.iter().enumerate() {
