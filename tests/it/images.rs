@@ -323,3 +323,72 @@ fn bad_images_are_refused_before_anything_runs() {
     assert!(run.stderr.contains("missing.png"), "{}", run.stderr);
     assert_eq!(ctx.mock().request_count(), 0, "nothing was sent");
 }
+
+/// Headless Chromium on `url`: the DOM after the script ran, and a screenshot at `shot`.
+fn chromium(url: &str, shot: &std::path::Path) -> String {
+    let browser = std::env::var_os("FLOW_TEST_CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        browser.is_file(),
+        "Chromium is required for the browser tests (apt-get install -y chromium, or set FLOW_TEST_CHROMIUM)"
+    );
+    let run = |extra: &[String]| {
+        let profile = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(&browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--window-size=1200,900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(url)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "chromium exited with {}", out.status);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&[format!("--screenshot={}", shot.display())]);
+    run(&["--dump-dom".to_string()])
+}
+
+#[test]
+fn the_report_shows_image_inputs_and_outputs_as_embedded_thumbnails() {
+    let ctx = TestContext::new();
+    let small = tool_flow(&ctx);
+    // A large image (over the embedding cap) is named, not embedded.
+    let big = png(400, 400, [0, 200, 0]);
+    assert!(big.len() as u64 > flow::report::html::IMAGE_EMBED_CAP);
+    std::fs::write(ctx.root().join("tool/big.png"), &big).unwrap();
+    ctx.write(
+        "data.jsonl",
+        "{\"img\": \"blue.png\"}\n{\"img\": \"big.png\"}\n",
+    );
+    ctx.run(&["run", "tool", "--data", "data.jsonl", "--name", "pics"])
+        .expect_code(0);
+    ctx.run(&["report", "pics", "-o", "report.html"])
+        .expect_code(0);
+    let html = std::fs::read_to_string(ctx.root().join("report.html")).unwrap();
+    let small_uri = format!("data:image/png;base64,{}", STANDARD.encode(&small));
+    assert!(html.contains(&small_uri), "the small image is embedded");
+    assert!(!html.contains(&STANDARD.encode(&big)), "the big one is not");
+    let shot = ctx.root().join("report.png");
+    let dom = chromium(
+        &format!("file://{}", ctx.root().join("report.html").display()),
+        &shot,
+    );
+    // Line 0: input and output thumbnails of the small image; line 1: the cap is said.
+    let imgs = dom.matches("<img src=\"data:image/png;base64,").count();
+    assert_eq!(imgs, 2, "{dom}");
+    assert!(dom.contains("image not embedded"), "{dom}");
+    assert!(dom.contains("KiB cap"), "{dom}");
+    assert!(shot.is_file());
+    if let Some(keep) = std::env::var_os("FLOW_TEST_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+}
