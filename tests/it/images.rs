@@ -342,7 +342,7 @@ fn chromium(url: &str, shot: &std::path::Path) -> String {
                 "--disable-gpu",
                 "--no-first-run",
                 "--disable-background-networking",
-                "--window-size=1200,900",
+                "--window-size=1200,2600",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .args(extra)
