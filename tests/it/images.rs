@@ -392,3 +392,27 @@ fn the_report_shows_image_inputs_and_outputs_as_embedded_thumbnails() {
         std::fs::copy(&shot, keep).unwrap();
     }
 }
+
+#[test]
+fn a_prompty_sends_its_images_as_content_parts() {
+    let ctx = TestContext::with_mock();
+    let bytes = png(1, 1, [9, 9, 9]);
+    ctx.write(
+        "p/look.prompty",
+        "---\nname: look\nmodel:\n  api: chat\n  configuration: {type: openai, connection: open_ai_connection, model: gpt-4o}\ninputs:\n  img: {type: image}\n---\nsystem:\nYou see.\nuser:\nWhat colour?\n![image]({{img}})\n",
+    );
+    std::fs::write(ctx.root().join("p/grey.png"), &bytes).unwrap();
+    let run = ctx.run(&["run", "p/look.prompty", "--inputs", "img=grey.png"]);
+    run.expect_code(0);
+    let body = &ctx.mock().requests()[0].body;
+    assert_eq!(
+        body["messages"][1],
+        json!({"role": "user", "content": [
+            {"type": "text", "text": "What colour?"},
+            {"type": "image_url", "image_url": {
+                "url": format!("data:image/png;base64,{}", STANDARD.encode(&bytes)),
+                "detail": "auto"}},
+        ]}),
+        "{body:#}"
+    );
+}
