@@ -416,3 +416,33 @@ fn a_prompty_sends_its_images_as_content_parts() {
         "{body:#}"
     );
 }
+
+#[test]
+fn an_image_output_feeds_a_later_run_through_run_outputs() {
+    let ctx = TestContext::new();
+    let bytes = tool_flow(&ctx);
+    ctx.write("data.jsonl", "{\"img\": \"blue.png\"}\n");
+    ctx.run(&["run", "tool", "--data", "data.jsonl", "--name", "first"])
+        .expect_code(0);
+    // The second run reads the first's image output (a path relative to its flow_outputs/).
+    ctx.run(&[
+        "run",
+        "tool",
+        "--data",
+        "data.jsonl",
+        "--run",
+        "first",
+        "--column-mapping",
+        "img=${run.outputs.picture}",
+        "--name",
+        "second",
+    ])
+    .expect_code(0);
+    let out = std::fs::read_to_string(
+        ctx.root()
+            .join(".flow/runs/second/flow_outputs/output.jsonl"),
+    )
+    .unwrap();
+    let line: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(line["info"]["size"], json!(bytes.len()), "{line}");
+}
