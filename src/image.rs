@@ -326,7 +326,7 @@ pub fn load(v: &Value, base: &Path) -> Result<Image, ImageError> {
         }
         Value::String(s) if s.is_empty() => Err(err("the image input should not be empty", FORMS)),
         Value::String(s) => {
-            if is_base64(s) && !base.join(s).is_file() {
+            if is_base64(s) {
                 let declared = s
                     .strip_prefix("data:")
                     .and_then(|r| r.split(';').next())
@@ -466,6 +466,26 @@ pub fn persist(v: &mut Value, dir: &Path, sub: &str) -> std::io::Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+/// Whether an input value of type `ty` names a file (a plain path for an `image` input, a
+/// `;path` dict anywhere in an image, list or object input): what a served flow refuses.
+pub fn names_a_file(ty: &crate::model::ValueType, v: &Value) -> bool {
+    use crate::model::ValueType;
+    fn has_path_dict(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => {
+                matches!(dict_parts(v), Some((_, "path", _))) || m.values().any(has_path_dict)
+            }
+            Value::Array(a) => a.iter().any(has_path_dict),
+            _ => false,
+        }
+    }
+    match (ty, v) {
+        (ValueType::Image, Value::String(s)) => !s.is_empty() && !is_base64(s) && !is_url(s),
+        (ValueType::Image | ValueType::List | ValueType::Object, _) => has_path_dict(v),
+        _ => false,
+    }
 }
 
 /// Whether `v` holds an in-memory image anywhere.

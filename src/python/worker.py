@@ -259,14 +259,43 @@ def _image_from_dict(value):
 
         return _multimedia.Image(base64.b64decode(data.split(",")[-1]), mime_type=mime)
     if kind == "url":
-        import urllib.request
-
-        with urllib.request.urlopen(data, timeout=60) as response:  # noqa: S310 - http(s) only
-            return _multimedia.Image(response.read(), mime_type=mime, source_url=data)
+        return _multimedia.Image(_fetch_image(data), mime_type=mime, source_url=data)
     if kind == "path":
         with open(data, "rb") as fin:
             return _multimedia.Image(fin.read(), mime_type=mime)
     return None
+
+
+def _check_image_url(url):
+    """Refuse what promptflow's AntiSSRF refuses: a scheme other than http(s), or a host that
+    resolves to a private, loopback, link-local or otherwise non-public address."""
+    import ipaddress
+    import socket
+    import urllib.parse
+
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError("Failed to fetch image from URL: %s (only http(s) URLs)" % url)
+    for info in socket.getaddrinfo(parsed.hostname, parsed.port or None):
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_global:
+            raise ValueError(
+                "Failed to fetch image from URL: %s (%s is not a public address)" % (url, address)
+            )
+
+
+def _fetch_image(url):
+    import urllib.request
+
+    class _Checked(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            _check_image_url(newurl)
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    _check_image_url(url)
+    opener = urllib.request.build_opener(_Checked)
+    with opener.open(url, timeout=60) as response:
+        return response.read()
 
 
 def _load_images(value):

@@ -446,3 +446,50 @@ fn an_image_output_feeds_a_later_run_through_run_outputs() {
     let line: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(line["info"]["size"], json!(bytes.len()), "{line}");
 }
+
+#[test]
+fn a_served_flow_takes_images_inline_never_as_a_server_file() {
+    use crate::support::server::Server;
+    let ctx = TestContext::with_mock();
+    let bytes = vision_flow(&ctx);
+    let server = Server::ready(&ctx, "vision", &[], &[]);
+    for body in [
+        json!({"img": "red.png"}),
+        json!({"img": {"data:image/png;path": "/etc/hostname"}}),
+    ] {
+        let a = server.post("/score", &[], &body.to_string());
+        assert_eq!(a.status, 400, "{body}: {}", a.body);
+        assert!(
+            a.body.contains("never a file path on the server"),
+            "{}",
+            a.body
+        );
+    }
+    assert_eq!(ctx.mock().request_count(), 0);
+    let a = server.post(
+        "/score",
+        &[],
+        &json!({"img": {"data:image/png;base64": STANDARD.encode(&bytes)}}).to_string(),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let sent = &ctx.mock().requests()[0].body;
+    assert_eq!(
+        sent["messages"][1]["content"][1]["type"], "image_url",
+        "{sent:#}"
+    );
+}
+
+#[test]
+fn a_tool_never_fetches_an_image_from_a_private_address() {
+    let ctx = TestContext::with_mock();
+    tool_flow(&ctx);
+    let url = format!("{}/cat.png", ctx.mock().url());
+    let run = ctx.run(&["run", "tool", "--inputs", &format!("img={url}")]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("is not a public address"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ctx.mock().request_count(), 0, "nothing was fetched");
+}
