@@ -24,6 +24,7 @@ pub mod executor;
 pub mod experiment;
 pub mod gate;
 pub mod hash;
+pub mod image;
 pub mod init;
 pub mod judge;
 pub mod model;

@@ -284,3 +284,32 @@ pub fn write_json_atomic(path: &Path, value: &Value) -> std::io::Result<()> {
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }
+
+/// Write the images a line holds (inputs, outputs, node inputs and outputs) to files under
+/// `dir/sub`, and refer to them as `{"data:image/png;path": "sub/<hash>.png"}` (relative to
+/// `dir`), as promptflow persists multimedia data in run records.
+pub fn persist_images(line: &mut LineResult, dir: &Path, sub: &str) -> std::io::Result<()> {
+    persist_map(&mut line.inputs, dir, sub)?;
+    persist_map(&mut line.outputs, dir, sub)?;
+    persist_nodes(&mut line.nodes, dir, sub)
+}
+
+/// [`persist_images`] for node records (aggregation nodes).
+pub fn persist_nodes(nodes: &mut [NodeRun], dir: &Path, sub: &str) -> std::io::Result<()> {
+    for n in nodes {
+        persist_map(&mut n.inputs, dir, sub)?;
+        if crate::image::contains_image(&n.output) {
+            crate::image::persist(&mut n.output, dir, sub)?;
+        }
+    }
+    Ok(())
+}
+
+fn persist_map(m: &mut Map<String, Value>, dir: &Path, sub: &str) -> std::io::Result<()> {
+    for v in m.values_mut() {
+        if crate::image::contains_image(v) {
+            crate::image::persist(v, dir, sub)?;
+        }
+    }
+    Ok(())
+}

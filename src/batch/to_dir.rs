@@ -208,6 +208,7 @@ pub async fn run_to_dir(
         crate::data::count_rows(&batch.data).map_err(|e| DirBatchError::Data(e.to_string()))?;
     // Before anything is written or run: the dataset, as mapped, must feed the flow.
     let notices = crate::data::check_inputs(&batch.data, &batch.mapping, &flow.inputs)?;
+    crate::data::check_images(&batch.data, &batch.mapping, &flow.inputs, &flow.dir)?;
     let shard = batch.shard.as_ref().map(|i| i.shard());
     let total = shard.map_or(rows, |s| s.lines_of(rows));
     let base = match &batch.base_run {

@@ -58,6 +58,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     if args.node.is_none() {
         check_required_inputs(&flow, &mut given, &from_files)?;
     }
+    check_images(&flow, &given)?;
     let options = executor_options(&args.model, &flow)?;
     let rt = runtime()?;
     rt.block_on(async {
@@ -69,6 +70,23 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         executor.shutdown().await;
         result
     })
+}
+
+/// Image inputs that cannot be loaded (a missing file, not an image) are refused before
+/// anything runs.
+fn check_images(flow: &flow::model::Flow, given: &Map<String, Value>) -> Result<(), Failure> {
+    for (name, input) in &flow.inputs {
+        let Some(value) = given.get(name) else {
+            continue;
+        };
+        if let Err(e) = flow::executor::load_images(&input.ty, value.clone(), &flow.dir) {
+            return Err(Failure::usage(format!(
+                "error: --inputs {name}: {e}\n  (a plain path is relative to the flow folder {})",
+                flow.dir.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `--inputs a=1 b=two` or `--inputs inputs.json`.
@@ -185,7 +203,21 @@ async fn run_line(
     args: &RunArgs,
     offline: bool,
 ) -> Result<(), Failure> {
-    let line = executor.run_line(0, given).await;
+    let mut line = executor.run_line(0, given).await;
+    // Images go to files under .promptflow/flow_outputs, as `pf flow test` keeps them.
+    if let Err(e) = flow::record::persist_images(
+        &mut line,
+        &executor.flow().dir.join(".promptflow"),
+        "flow_outputs",
+    ) {
+        return Err(Failure::new(
+            flow::error::ErrorClass::Io,
+            format!(
+                "error: cannot write the line's images under {}: {e}",
+                executor.flow().dir.join(".promptflow").display()
+            ),
+        ));
+    }
     let aggregation = if line.succeeded() && !executor.dag().aggregation_nodes.is_empty() {
         Some(executor.run_aggregation(std::slice::from_ref(&line)).await)
     } else {

@@ -187,6 +187,18 @@ impl Indexed {
             _ => return Err(changed()),
         };
         map.shift_remove("line_number");
+        // A run's image references (`{"data:image/png;path": "images/x.png"}`) are relative to
+        // its `flow_outputs/` folder, for outputs and inputs alike.
+        if let Some(parent) = self.path.parent() {
+            let images = if parent.file_name().is_some_and(|n| n == "flow_outputs") {
+                parent.to_path_buf()
+            } else {
+                parent.join("flow_outputs")
+            };
+            for v in map.values_mut() {
+                crate::image::resolve_paths(v, &images);
+            }
+        }
         Ok(Some(map))
     }
 }

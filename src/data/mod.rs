@@ -22,7 +22,7 @@ mod reader;
 pub use base_run::{BaseLine, BaseRun};
 pub use error::{DataError, Position, RowError};
 pub use mapping::{ColumnMapping, MappingError, MappingSource, MissingColumn};
-pub use preflight::{InputsError, check_inputs};
+pub use preflight::{InputsError, check_images, check_inputs};
 pub use reader::{DataReader, Format, count_rows, open};
 
 use serde_json::{Map, Value};

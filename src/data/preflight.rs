@@ -73,6 +73,19 @@ pub enum InputsError {
         columns: Vec<String>,
         inputs: Vec<String>,
     },
+    /// A row's image input cannot be loaded (a missing file, not an image, a malformed value).
+    #[error(
+        "{}:{row}: input `{input}`: {message}",
+        .data.display()
+    )]
+    BadImage {
+        data: PathBuf,
+        /// The row's position (file line, or element number of a JSON array).
+        row: usize,
+        input: String,
+        /// What is wrong, with its help line.
+        message: String,
+    },
     /// The dataset cannot be read.
     #[error(transparent)]
     Data(#[from] super::DataError),
@@ -204,4 +217,49 @@ pub fn check_inputs(
         }));
     }
     Ok(notices)
+}
+
+/// Check every row's image inputs (`type: image`, and multimedia dicts in `list`/`object`
+/// inputs), as mapped, before any line runs: a missing file or one that is not an image is
+/// refused with the row's position. A plain path is relative to `flow_dir`; a
+/// `{"data:image/png;path": P}` to the dataset's folder (the reader resolves it). Reads the
+/// dataset once more, streamed; does nothing when the flow has no such input.
+pub fn check_images(
+    data: &Path,
+    mapping: &ColumnMapping,
+    inputs: &IndexMap<String, FlowInput>,
+    flow_dir: &Path,
+) -> Result<(), Box<InputsError>> {
+    use crate::model::ValueType;
+    let may_hold =
+        |ty: &ValueType| matches!(ty, ValueType::Image | ValueType::List | ValueType::Object);
+    if !inputs.values().any(|i| may_hold(&i.ty)) {
+        return Ok(());
+    }
+    let reader = super::open(data).map_err(|e| Box::new(InputsError::Data(e)))?;
+    for row in reader.flatten() {
+        let Ok(given) = mapping.apply(inputs, &row, None) else {
+            continue;
+        };
+        for (name, input) in inputs {
+            let Some(value) = given.get(name) else {
+                continue;
+            };
+            if !may_hold(&input.ty) {
+                continue;
+            }
+            let Ok(value) = input.ty.coerce(value) else {
+                continue;
+            };
+            if let Err(e) = crate::executor::load_images(&input.ty, value, flow_dir) {
+                return Err(Box::new(InputsError::BadImage {
+                    data: data.to_path_buf(),
+                    row: row.row,
+                    input: name.clone(),
+                    message: e.to_string(),
+                }));
+            }
+        }
+    }
+    Ok(())
 }

@@ -75,6 +75,7 @@ pub fn open(path: &Path) -> Result<DataReader, DataError> {
     Ok(DataReader {
         format,
         inner,
+        dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         fatal: None,
         next_line_number: 0,
     })
@@ -157,6 +158,8 @@ enum Inner {
 pub struct DataReader {
     format: Format,
     inner: Inner,
+    /// The data file's folder: a `{"data:image/png;path": P}` in a row is relative to it.
+    dir: std::path::PathBuf,
     fatal: Option<DataError>,
     next_line_number: usize,
 }
@@ -186,8 +189,11 @@ impl Iterator for DataReader {
             Inner::Delimited(r) => r.step(),
         }?;
         match step {
-            Step::Row(row) => {
+            Step::Row(mut row) => {
                 self.next_line_number = row.line_number + 1;
+                for v in row.values.values_mut() {
+                    crate::image::resolve_paths(v, &self.dir);
+                }
                 Some(Ok(row))
             }
             Step::Bad(err) => {

@@ -30,6 +30,8 @@ pub fn resolve_flow_inputs(
                 }
             },
         };
+        let value = load_images(&input.ty, value, &flow.dir)
+            .map_err(|e| ErrorInfo::new(ErrorKind::Input, format!("flow input `{name}`: {e}")))?;
         out.insert(name.clone(), value);
     }
     for (k, v) in given {
@@ -38,6 +40,25 @@ pub fn resolve_flow_inputs(
         }
     }
     Ok(out)
+}
+
+/// Load the images of an input as promptflow's `load_multimedia_data` does: an `image` input
+/// becomes the image (from a path relative to `dir`, a URL, base64 or a multimedia dict), and
+/// multimedia dicts inside a `list` or `object` input become images too. `null` stays `null`.
+pub fn load_images(
+    ty: &crate::model::ValueType,
+    value: Value,
+    dir: &std::path::Path,
+) -> Result<Value, crate::image::ImageError> {
+    use crate::model::ValueType;
+    match ty {
+        _ if value.is_null() => Ok(value),
+        ValueType::Image => Ok(crate::image::load(&value, dir)?.to_value()),
+        ValueType::List | ValueType::Object if crate::image::contains_image(&value) => {
+            crate::image::load_nested(&value, dir)
+        }
+        _ => Ok(value),
+    }
 }
 
 /// What a node's outputs look like to the nodes after it, while a line runs.

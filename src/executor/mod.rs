@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use inputs::load_images;
 pub use prepare::{PrepareError, check_templates};
 
 use crate::cache::ResponseCache;

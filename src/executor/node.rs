@@ -125,6 +125,8 @@ impl Executor {
             Prepared::Prompt { template } => {
                 let mut vars = inputs.values.clone();
                 let template = given_template(node, template, &mut vars, "template")?;
+                // An image prints as promptflow's `str(image)`: `Image(1a2b3c4d)`.
+                crate::image::to_markers(&mut vars);
                 let rendered = render(&template, &vars, &inputs.tainted)
                     .await
                     .map_err(|e| template_error(node, &e))?;
@@ -144,6 +146,7 @@ impl Executor {
                     split_parameters(&inputs.values)
                 };
                 let template = given_template(node, template, &mut vars, "prompt")?;
+                let images = crate::image::to_markers(&mut vars);
                 let rendered = render(&template, &vars, &inputs.tainted)
                     .await
                     .map_err(|e| template_error(node, &e))?;
@@ -181,8 +184,22 @@ impl Executor {
                 };
                 match node.api {
                     LlmApi::Chat => {
-                        request.messages = crate::template::parse_chat(rendered.escaped())
+                        let text = if images.is_empty() {
+                            rendered.escaped().to_string()
+                        } else {
+                            crate::image::unwrap_markdown(rendered.escaped(), &images)
+                        };
+                        request.messages = crate::template::parse_chat(&text)
                             .map_err(|e| template_error(node, &e.to_string()))?;
+                        crate::image::attach(&mut request.messages, &images, "auto");
+                    }
+                    LlmApi::Completion
+                        if images.keys().any(|k| rendered.text.contains(k.as_str())) =>
+                    {
+                        return Err(template_error(
+                            node,
+                            "an image input reaches a node with `api: completion`, which sends text only\n  help: use `api: chat` to send images (`![image]({{image_input}})` in the template)",
+                        ));
                     }
                     LlmApi::Completion => request.prompt = Some(rendered.text),
                 }

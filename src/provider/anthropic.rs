@@ -99,6 +99,10 @@ pub(crate) fn prepare(conn: &Connection, req: &LlmRequest) -> Result<Prepared, P
         }
     };
     for m in source {
+        if let Some(parts) = &m.parts {
+            messages.push(anthropic_parts(conn, m, parts)?);
+            continue;
+        }
         match m.role.as_str() {
             "system" => {
                 if !system.is_empty() {
@@ -378,4 +382,40 @@ impl StreamState {
             served_by: None,
         }
     }
+}
+
+/// A message holding images, in the Messages API's shape: text blocks and image blocks
+/// (`source` base64 for a `data:` URI, `url` for an http(s) URL). Only user messages may hold
+/// images there.
+fn anthropic_parts(
+    conn: &Connection,
+    m: &crate::chat::Message,
+    parts: &[crate::chat::ContentPart],
+) -> Result<Value, ProviderError> {
+    use crate::chat::ContentPart;
+    if m.role != "user" {
+        return Err(ProviderError::Config {
+            connection: conn.name.clone(),
+            message: format!(
+                "a `{}` message holds an image, and the Anthropic Messages API takes images in user messages only\n  help: move the image (`![image](...)`) under `user:` in the template",
+                m.role
+            ),
+        });
+    }
+    let mut blocks = Vec::with_capacity(parts.len());
+    for p in parts {
+        blocks.push(match p {
+            ContentPart::Text(t) => json!({"type": "text", "text": t}),
+            ContentPart::Image { url, .. } => match url
+                .strip_prefix("data:")
+                .and_then(|rest| rest.split_once(";base64,"))
+            {
+                Some((media_type, data)) => json!({"type": "image", "source": {
+                    "type": "base64", "media_type": media_type, "data": data,
+                }}),
+                None => json!({"type": "image", "source": {"type": "url", "url": url}}),
+            },
+        });
+    }
+    Ok(json!({"role": "user", "content": blocks}))
 }

@@ -39,6 +39,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("shim/promptflow/contracts/__init__.py"),
     ),
     (
+        "promptflow/contracts/multimedia.py",
+        include_str!("shim/promptflow/contracts/multimedia.py"),
+    ),
+    (
         "promptflow/contracts/types.py",
         include_str!("shim/promptflow/contracts/types.py"),
     ),

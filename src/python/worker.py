@@ -53,6 +53,7 @@ import promptflow.connections as _connections  # noqa: E402
 from promptflow._core import metric_logger as _metric_logger  # noqa: E402
 from promptflow._core import host as _host  # noqa: E402
 from promptflow._core.tool import is_tool  # noqa: E402
+from promptflow.contracts import multimedia as _multimedia  # noqa: E402
 
 _CONNECTION_CLASSES = {
     name: getattr(_connections, name)
@@ -369,9 +370,89 @@ def _make_connection(value, annotation, param):
         return cls(api_key=api_key, name=name)
 
 
+# --- images ------------------------------------------------------------------------------------
+# flow sends images as promptflow's multimedia dicts ({"data:image/png;base64": ...} or ;url);
+# tools get promptflow.contracts.multimedia.Image objects, and an Image they return goes back
+# as such a dict.
+
+_IMAGE_KEY_PREFIX = "data:image/"
+
+
+def _image_from_dict(value):
+    if not (isinstance(value, dict) and len(value) == 1):
+        return None
+    key, data = next(iter(value.items()))
+    if not (isinstance(key, str) and key.startswith(_IMAGE_KEY_PREFIX) and isinstance(data, str)):
+        return None
+    mime, _, kind = key[len("data:"):].rpartition(";")
+    if kind == "base64":
+        import base64
+
+        return _multimedia.Image(base64.b64decode(data.split(",")[-1]), mime_type=mime)
+    if kind == "url":
+        return _multimedia.Image(_fetch_image(data), mime_type=mime, source_url=data)
+    if kind == "path":
+        with open(data, "rb") as fin:
+            return _multimedia.Image(fin.read(), mime_type=mime)
+    return None
+
+
+def _check_image_url(url):
+    """Refuse what promptflow's AntiSSRF refuses: a scheme other than http(s), or a host that
+    resolves to a private, loopback, link-local or otherwise non-public address."""
+    import ipaddress
+    import socket
+    import urllib.parse
+
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError("Failed to fetch image from URL: %s (only http(s) URLs)" % url)
+    for info in socket.getaddrinfo(parsed.hostname, parsed.port or None):
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_global:
+            raise ValueError(
+                "Failed to fetch image from URL: %s (%s is not a public address)" % (url, address)
+            )
+
+
+def _fetch_image(url):
+    import urllib.request
+
+    class _Checked(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            _check_image_url(newurl)
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    _check_image_url(url)
+    opener = urllib.request.build_opener(_Checked)
+    with opener.open(url, timeout=60) as response:
+        return response.read()
+
+
+def _load_images(value):
+    """Multimedia dicts inside a value become Image objects (promptflow's load_multimedia_data)."""
+    if isinstance(value, dict):
+        image = _image_from_dict(value)
+        if image is not None:
+            return image
+        return {k: _load_images(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_load_images(v) for v in value]
+    return value
+
+
+def _image_json(image):
+    """An Image returned by a tool, as the multimedia dict flow records (promptflow keeps the URL
+    of an image that came from one)."""
+    mime = getattr(image, "_mime_type", None) or "image/*"
+    if getattr(image, "source_url", None):
+        return {"data:%s;url" % mime: image.source_url}
+    return {"data:%s;base64" % mime: image.to_base64()}
+
+
 def _build_kwargs(t, request):
     f, params, by_name = t.f, t.params, t.by_name
-    kwargs = request.get("kwargs") or {}
+    kwargs = _load_images(request.get("kwargs") or {})
     for name in request.get("bypassed") or ():
         p = by_name.get(name)
         if p is not None and p.default is not p.empty:
@@ -467,6 +548,8 @@ def _to_json(value):
                 continue
             if isinstance(data, dict):
                 return _to_json(data)
+    if isinstance(value, _multimedia.PFBytes):
+        return _image_json(value)
     if isinstance(value, (bytes, bytearray)):
         return repr(bytes(value))
     return repr(value)

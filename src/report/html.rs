@@ -678,6 +678,96 @@ struct Data<'a> {
     traces: super::load::Traces,
     strings: Vec<String>,
     lines: Vec<DataLine>,
+    /// Image values (promptflow's `{"data:image/png;path": ...}`) by their text's index: shown
+    /// as thumbnails.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    images: std::collections::BTreeMap<Text, DataImage>,
+}
+
+/// A thumbnail: the image as a `data:` URI (`u`, absent when it is not embedded) and a note.
+#[derive(Serialize)]
+struct DataImage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    u: Option<String>,
+    n: String,
+}
+
+/// The largest image embedded in a report (each one; larger ones are named, not shown).
+pub const IMAGE_EMBED_CAP: u64 = 256 * 1024;
+
+/// The thumbnail of an image value, read from the first of `dirs` (run folders) that holds
+/// it: a `;path` is relative to the run's `flow_outputs/` (where `flow` writes images), a
+/// `;base64` is embedded as it is, a `;url` is named only (the report fetches nothing).
+fn thumbnail(value: &Value, dirs: &[&str]) -> Option<DataImage> {
+    let (sub, kind, data) = crate::image::dict_parts(value)?;
+    let data = data.as_str()?;
+    let mime = format!("image/{sub}");
+    let cap_note = |size: u64, what: &str| {
+        format!(
+            "image not embedded: {} KiB, over the report's {} KiB cap ({what})",
+            size.div_ceil(1024),
+            IMAGE_EMBED_CAP / 1024
+        )
+    };
+    match kind {
+        "path" => {
+            let file = dirs.iter().find_map(|d| {
+                let f = std::path::Path::new(d).join("flow_outputs").join(data);
+                f.is_file().then_some(f)
+            });
+            let Some(file) = file.or_else(|| {
+                let f = std::path::PathBuf::from(data);
+                (f.is_absolute() && f.is_file()).then_some(f)
+            }) else {
+                return Some(DataImage {
+                    u: None,
+                    n: format!("image not found: {data}"),
+                });
+            };
+            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            if size > IMAGE_EMBED_CAP {
+                return Some(DataImage {
+                    u: None,
+                    n: cap_note(size, &file.display().to_string()),
+                });
+            }
+            let bytes = std::fs::read(&file).ok()?;
+            let mime = match crate::image::sniff(&bytes) {
+                Some(m) => m.to_string(),
+                None if sub != "*" => mime,
+                None => {
+                    return Some(DataImage {
+                        u: None,
+                        n: format!("not an image: {data}"),
+                    });
+                }
+            };
+            Some(DataImage {
+                u: Some(format!("data:{mime};base64,{}", base64(&bytes))),
+                n: data.to_string(),
+            })
+        }
+        "base64" => {
+            let size = (data.len() as u64) * 3 / 4;
+            if size > IMAGE_EMBED_CAP {
+                return Some(DataImage {
+                    u: None,
+                    n: cap_note(size, "inline base64"),
+                });
+            }
+            Some(DataImage {
+                u: Some(format!(
+                    "data:{mime};base64,{}",
+                    data.rsplit(',').next().unwrap_or(data)
+                )),
+                n: "inline image".to_string(),
+            })
+        }
+        _ => Some(DataImage {
+            u: None,
+            n: format!("image at {data} (not fetched: the report is self-contained)"),
+        }),
+    }
 }
 
 #[derive(Serialize)]
@@ -773,6 +863,7 @@ fn data(report: &Report) -> Data<'_> {
     let c = &report.columns;
     let mut strings = Strings::default();
     let mut lines = Vec::with_capacity(report.lines.len());
+    let mut images = std::collections::BTreeMap::new();
     for line in &report.lines {
         let i = c
             .inputs
@@ -787,6 +878,31 @@ fn data(report: &Report) -> Data<'_> {
                     .map(|cell| data_cell(report, cell, &mut strings))
             })
             .collect();
+        // Thumbnails of image inputs and outputs, from the runs of this line.
+        let dirs: Vec<&str> = line
+            .cells
+            .iter()
+            .enumerate()
+            .filter(|(_, cell)| cell.is_some())
+            .filter_map(|(r, _)| report.runs.get(r).map(|run| run.path.as_str()))
+            .collect();
+        let values = c.inputs.iter().filter_map(|k| line.inputs.get(k)).chain(
+            line.cells
+                .iter()
+                .flatten()
+                .flat_map(|cell| c.outputs.iter().filter_map(|k| cell.outputs.get(k))),
+        );
+        for v in values {
+            if !crate::image::is_image_dict(v) {
+                continue;
+            }
+            let text = strings.add(value_text(v));
+            if let std::collections::btree_map::Entry::Vacant(e) = images.entry(text)
+                && let Some(thumb) = thumbnail(v, &dirs)
+            {
+                e.insert(thumb);
+            }
+        }
         lines.push(DataLine {
             n: line.line_number,
             d: line.dataset,
@@ -812,6 +928,7 @@ fn data(report: &Report) -> Data<'_> {
         traces: report.traces,
         strings: strings.list,
         lines,
+        images,
     }
 }
 

@@ -211,6 +211,8 @@ impl WriterState {
     /// Append a finished line: its node records, its journal record, its inputs and (when it
     /// succeeded) its outputs. Records borrow from the line: nothing is copied to write it.
     fn line(&mut self, mut line: LineResult) -> io::Result<()> {
+        // Images go to files next to the outputs; the records refer to them.
+        crate::record::persist_images(&mut line, &self.dir.path.join("flow_outputs"), "images")?;
         let nodes = std::mem::take(&mut line.nodes);
         for node in &nodes {
             self.node_record(node, line.line_number)?;
@@ -243,7 +245,9 @@ impl WriterState {
     }
 
     fn aggregation(&mut self, agg: &AggregationResult) -> io::Result<()> {
-        for node in &agg.nodes {
+        let mut nodes = agg.nodes.clone();
+        crate::record::persist_nodes(&mut nodes, &self.dir.path.join("flow_outputs"), "images")?;
+        for node in &nodes {
             self.node_record(node, 0)?;
         }
         Ok(())

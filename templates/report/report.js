@@ -200,6 +200,21 @@
   }
 
   /* ---- rendering ---- */
+  /* An image value (D.images, by text index): a thumbnail from a data: URI, and its note. */
+  function imageNode(t) {
+    var im = D.images && D.images[t];
+    if (!im) { return null; }
+    var box = el('div', 'thumb');
+    if (im.u) {
+      var img = document.createElement('img');
+      img.src = im.u; /* always a data: URI, built by flow */
+      img.alt = im.n;
+      img.title = im.n;
+      box.appendChild(img);
+    }
+    box.appendChild(el('div', 'thumb-note', im.n));
+    return box;
+  }
   function kv(key, valueNode) {
     var d = el('div', 'kv');
     d.appendChild(el('span', 'k', key));
@@ -230,7 +245,7 @@
     c.o.forEach(function (o, k) {
       if (o === null) { return; }
       var baseText = b && b.o[k] !== null ? S[b.o[k]] : null;
-      td.appendChild(kv(D.outputs.length > 1 ? D.outputs[k] : 'output', textBlock(S[o], same ? null : baseText)));
+      td.appendChild(kv(D.outputs.length > 1 ? D.outputs[k] : 'output', imageNode(o) || textBlock(S[o], same ? null : baseText)));
     });
     if (same) { td.appendChild(el('div', 'same-note', 'same as ' + D.runs[base].label)); }
     if (c.e !== undefined) { td.appendChild(el('div', 'err', S[c.e])); }
@@ -365,7 +380,7 @@
       tr.appendChild(n);
       if (D.inputs.length) {
         var inputs = el('td', 'inputs');
-        line.i.forEach(function (v, k) { inputs.appendChild(kv(D.inputs[k], el('div', 'text clip', S[v]))); });
+        line.i.forEach(function (v, k) { inputs.appendChild(kv(D.inputs[k], imageNode(v) || el('div', 'text clip', S[v]))); });
         tr.appendChild(inputs);
       }
       runs.forEach(function (r) { tr.appendChild(runCell(line, r, base)); });

@@ -30,6 +30,7 @@ mod exit_status;
 mod experiment;
 mod flex;
 mod gate;
+mod images;
 mod init;
 mod judge;
 mod limiter;

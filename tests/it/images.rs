@@ -1,0 +1,495 @@
+//! Images end to end, as promptflow handles them: `type: image` inputs in every form, `Image`
+//! objects in Python tools, vision content parts in chat requests (OpenAI, Azure OpenAI,
+//! Anthropic), image outputs persisted in the run directory, thumbnails in the HTML report.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+
+use crate::support::context::TestContext;
+
+/// A real, decodable `w`×`h` RGB PNG of one colour (stored deflate blocks, no compression).
+pub fn png(w: u32, h: u32, rgb: [u8; 3]) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+    }
+    let row: Vec<u8> = std::iter::once(0u8)
+        .chain((0..w).flat_map(|_| rgb))
+        .collect();
+    let raw: Vec<u8> = (0..h).flat_map(|_| row.iter().copied()).collect();
+    let mut z = vec![0x78, 0x01];
+    let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();
+    for (i, block) in blocks.iter().enumerate() {
+        z.push(u8::from(i + 1 == blocks.len()));
+        let len = block.len() as u16;
+        z.extend_from_slice(&len.to_le_bytes());
+        z.extend_from_slice(&(!len).to_le_bytes());
+        z.extend_from_slice(block);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for &x in &raw {
+        a = (a + u32::from(x)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &z);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+const VISION_FLOW: &str = r#"
+inputs:
+  img: {type: image}
+  question: {type: string, default: What is this?}
+outputs:
+  answer: {reference: '${ask.output}'}
+nodes:
+- name: ask
+  type: llm
+  source: {type: code, path: ask.jinja2}
+  connection: open_ai_connection
+  api: chat
+  inputs: {model: gpt-4o, deployment_name: gpt-4o, img: '${inputs.img}', question: '${inputs.question}'}
+"#;
+
+const VISION_TEMPLATE: &str =
+    "# system:\nYou describe images.\n# user:\n{{question}}\n![image]({{img}}) Be brief.\n";
+
+fn vision_flow(ctx: &TestContext) -> Vec<u8> {
+    let bytes = png(2, 2, [255, 0, 0]);
+    ctx.flow(
+        "vision",
+        &[
+            ("flow.dag.yaml", VISION_FLOW),
+            ("ask.jinja2", VISION_TEMPLATE),
+        ],
+    );
+    std::fs::write(ctx.root().join("vision/red.png"), &bytes).unwrap();
+    bytes
+}
+
+/// The request body `flow run vision --inputs img=...` sends, with the connection's type set.
+fn sent_body(ctx: &TestContext, api_type: Option<&str>, img: &str) -> Value {
+    let mut cmd = ctx.cmd();
+    if let Some(t) = api_type {
+        cmd.env("OPEN_AI_CONNECTION_API_TYPE", t)
+            .env("OPEN_AI_CONNECTION_API_BASE", ctx.mock().url());
+    }
+    let out = cmd
+        .args([
+            "run",
+            "vision",
+            "--inputs",
+            &format!("img={img}"),
+            "--no-cache",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reqs = ctx.mock().requests();
+    let body = reqs.last().map(|r| r.body.clone()).unwrap_or_default();
+    ctx.mock().clear_requests();
+    body
+}
+
+#[test]
+fn chat_images_become_each_providers_content_parts() {
+    let ctx = TestContext::with_mock();
+    let bytes = vision_flow(&ctx);
+    let uri = format!("data:image/png;base64,{}", STANDARD.encode(&bytes));
+    let openai_user = json!({"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": uri, "detail": "auto"}},
+        {"type": "text", "text": " Be brief."},
+    ]});
+    // OpenAI and Azure OpenAI: promptflow-tools' parse_chat shape; the system message stays text.
+    for api_type in [None, Some("azure")] {
+        let body = sent_body(&ctx, api_type, "red.png");
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "system", "content": "You describe images."}, openai_user]),
+            "{api_type:?}: {body:#}"
+        );
+    }
+    // Anthropic: image blocks with a base64 source.
+    let body = sent_body(&ctx, Some("anthropic"), "red.png");
+    assert_eq!(body["system"], json!("You describe images."));
+    assert_eq!(
+        body["messages"],
+        json!([{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                "data": STANDARD.encode(&bytes)}},
+            {"type": "text", "text": " Be brief."},
+        ]}]),
+        "{body:#}"
+    );
+    // A URL is passed on as a URL (promptflow sends an image's source_url).
+    let url = "https://example.com/cat.jpg";
+    let body = sent_body(&ctx, None, url);
+    assert_eq!(
+        body["messages"][1]["content"][1],
+        json!({"type": "image_url", "image_url": {"url": url, "detail": "auto"}})
+    );
+    let body = sent_body(&ctx, Some("anthropic"), url);
+    assert_eq!(
+        body["messages"][0]["content"][1],
+        json!({"type": "image", "source": {"type": "url", "url": url}})
+    );
+}
+
+const TOOL_FLOW: &str = r#"
+inputs:
+  img: {type: image}
+outputs:
+  info: {reference: '${look.output.info}'}
+  picture: {reference: '${look.output.picture}'}
+nodes:
+- name: look
+  type: python
+  source: {type: code, path: look.py}
+  inputs: {img: '${inputs.img}'}
+"#;
+
+const TOOL: &str = r#"
+from promptflow import tool
+from promptflow.contracts.multimedia import Image, PFBytes
+
+
+@tool
+def look(img: Image) -> dict:
+    assert isinstance(img, Image) and isinstance(img, PFBytes), type(img)
+    info = {
+        "str": str(img),
+        "mime": img._mime_type,
+        "size": len(img),
+        "uri_prefix": img.to_base64(with_type=True)[:22],
+        "same": img.to_base64() == Image(bytes(img)).to_base64(),
+        "source_url": img.source_url,
+    }
+    # a new image made by the tool: the same pixels, as promptflow's Image(bytes)
+    return {"info": info, "picture": Image(bytes(img))}
+"#;
+
+fn tool_flow(ctx: &TestContext) -> Vec<u8> {
+    let bytes = png(3, 2, [0, 128, 255]);
+    ctx.flow("tool", &[("flow.dag.yaml", TOOL_FLOW), ("look.py", TOOL)]);
+    std::fs::write(ctx.root().join("tool/blue.png"), &bytes).unwrap();
+    std::fs::create_dir_all(ctx.root().join("data/pics")).unwrap();
+    std::fs::write(ctx.root().join("data/pics/blue.png"), &bytes).unwrap();
+    bytes
+}
+
+fn sha8(bytes: &[u8]) -> String {
+    flow::image::sha1_hex(bytes)[..8].to_string()
+}
+
+#[test]
+fn every_input_form_reaches_a_python_tool_as_an_image_and_outputs_are_files() {
+    let ctx = TestContext::new();
+    let bytes = tool_flow(&ctx);
+    let b64 = STANDARD.encode(&bytes);
+    // Plain paths are relative to the flow folder, `;path` dicts to the dataset's folder.
+    let rows = [
+        json!({"img": "blue.png"}),
+        json!({"img": {"data:image/png;path": "pics/blue.png"}}),
+        json!({"img": b64}),
+        json!({"img": format!("data:image/png;base64,{b64}")}),
+        json!({"img": {"data:image/png;base64": b64}}),
+    ];
+    let data: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    ctx.write("data/rows.jsonl", &data);
+    let run = ctx.run(&["run", "tool", "--data", "data/rows.jsonl", "--name", "pics"]);
+    run.expect_code(0);
+    let outputs =
+        std::fs::read_to_string(ctx.root().join(".flow/runs/pics/flow_outputs/output.jsonl"))
+            .unwrap();
+    let lines: Vec<Value> = outputs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), rows.len(), "{outputs}");
+    let mut hex = String::new();
+    for line in &lines {
+        assert_eq!(
+            line["info"],
+            json!({
+                "str": format!("Image({})", sha8(&bytes)),
+                "mime": "image/png",
+                "size": bytes.len(),
+                "uri_prefix": "data:image/png;base64,",
+                "same": true,
+                "source_url": null,
+            }),
+            "{line}"
+        );
+        // The returned Image is a file next to output.jsonl, referred to relative to it.
+        let path = line["picture"]["data:image/png;path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("an image path: {line}"));
+        assert!(
+            path.starts_with("images/") && path.ends_with(".png"),
+            "{path}"
+        );
+        let file = ctx.root().join(".flow/runs/pics/flow_outputs").join(path);
+        assert_eq!(std::fs::read(&file).unwrap(), bytes, "{}", file.display());
+        hex = path.to_string();
+    }
+    // The same image is one file; inputs are recorded as references too, never as base64.
+    let images: Vec<_> = std::fs::read_dir(ctx.root().join(".flow/runs/pics/flow_outputs/images"))
+        .unwrap()
+        .collect();
+    assert_eq!(images.len(), 1, "{hex}");
+    let inputs = std::fs::read_to_string(ctx.root().join(".flow/runs/pics/inputs.jsonl")).unwrap();
+    assert!(!inputs.contains(&b64), "{inputs}");
+    assert!(inputs.contains(&hex), "{inputs}");
+
+    // `flow run` on one input keeps the image under .promptflow/flow_outputs, as `pf flow test`.
+    let run = ctx.run(&[
+        "run",
+        "tool",
+        "--inputs",
+        "img=blue.png",
+        "--output",
+        "json",
+    ]);
+    run.expect_code(0);
+    let out = run.json();
+    let path = out["outputs"]["picture"]["data:image/png;path"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{out:#}"));
+    assert!(path.starts_with("flow_outputs/"), "{path}");
+    assert_eq!(
+        std::fs::read(ctx.root().join("tool/.promptflow").join(path)).unwrap(),
+        bytes
+    );
+}
+
+#[test]
+fn bad_images_are_refused_before_anything_runs() {
+    let ctx = TestContext::with_mock();
+    vision_flow(&ctx);
+    ctx.write("vision/notes.txt", "not an image");
+    ctx.write(
+        "data.jsonl",
+        "{\"img\": \"red.png\"}\n{\"img\": {\"data:image/png;path\": \"gone.png\"}}\n",
+    );
+    let run = ctx.run(&["run", "vision", "--data", "data.jsonl", "--name", "bad"]);
+    run.expect_code(2);
+    let err = &run.stderr;
+    assert!(err.contains("data.jsonl:2: input `img`"), "{err}");
+    assert!(err.contains("gone.png"), "{err}");
+    assert!(err.contains("help:"), "{err}");
+    ctx.write("data2.jsonl", "{\"img\": \"notes.txt\"}\n");
+    let run = ctx.run(&["run", "vision", "--data", "data2.jsonl"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("data2.jsonl:1: input `img`"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("is not an image"), "{}", run.stderr);
+    let run = ctx.run(&["run", "vision", "--inputs", "img=missing.png"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("--inputs img"), "{}", run.stderr);
+    assert!(run.stderr.contains("missing.png"), "{}", run.stderr);
+    assert_eq!(ctx.mock().request_count(), 0, "nothing was sent");
+}
+
+/// Headless Chromium on `url`: the DOM after the script ran, and a screenshot at `shot`.
+fn chromium(url: &str, shot: &std::path::Path) -> String {
+    let browser = std::env::var_os("FLOW_TEST_CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        browser.is_file(),
+        "Chromium is required for the browser tests (apt-get install -y chromium, or set FLOW_TEST_CHROMIUM)"
+    );
+    let run = |extra: &[String]| {
+        let profile = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(&browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--window-size=1200,2600",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(url)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "chromium exited with {}", out.status);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&[format!("--screenshot={}", shot.display())]);
+    run(&["--dump-dom".to_string()])
+}
+
+#[test]
+fn the_report_shows_image_inputs_and_outputs_as_embedded_thumbnails() {
+    let ctx = TestContext::new();
+    let small = tool_flow(&ctx);
+    // A large image (over the embedding cap) is named, not embedded.
+    let big = png(400, 400, [0, 200, 0]);
+    assert!(big.len() as u64 > flow::report::html::IMAGE_EMBED_CAP);
+    std::fs::write(ctx.root().join("tool/big.png"), &big).unwrap();
+    ctx.write(
+        "data.jsonl",
+        "{\"img\": \"blue.png\"}\n{\"img\": \"big.png\"}\n",
+    );
+    ctx.run(&["run", "tool", "--data", "data.jsonl", "--name", "pics"])
+        .expect_code(0);
+    ctx.run(&["report", "pics", "-o", "report.html"])
+        .expect_code(0);
+    let html = std::fs::read_to_string(ctx.root().join("report.html")).unwrap();
+    let small_uri = format!("data:image/png;base64,{}", STANDARD.encode(&small));
+    assert!(html.contains(&small_uri), "the small image is embedded");
+    assert!(!html.contains(&STANDARD.encode(&big)), "the big one is not");
+    let shot = ctx.root().join("report.png");
+    let dom = chromium(
+        &format!("file://{}", ctx.root().join("report.html").display()),
+        &shot,
+    );
+    // Line 0: input and output thumbnails of the small image; line 1: the cap is said.
+    let imgs = dom.matches("<img src=\"data:image/png;base64,").count();
+    assert_eq!(imgs, 2, "{dom}");
+    assert!(dom.contains("image not embedded"), "{dom}");
+    assert!(dom.contains("KiB cap"), "{dom}");
+    assert!(shot.is_file());
+    if let Some(keep) = std::env::var_os("FLOW_TEST_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+}
+
+#[test]
+fn a_prompty_sends_its_images_as_content_parts() {
+    let ctx = TestContext::with_mock();
+    let bytes = png(1, 1, [9, 9, 9]);
+    ctx.write(
+        "p/look.prompty",
+        "---\nname: look\nmodel:\n  api: chat\n  configuration: {type: openai, connection: open_ai_connection, model: gpt-4o}\ninputs:\n  img: {type: image}\n---\nsystem:\nYou see.\nuser:\nWhat colour?\n![image]({{img}})\n",
+    );
+    std::fs::write(ctx.root().join("p/grey.png"), &bytes).unwrap();
+    let run = ctx.run(&["run", "p/look.prompty", "--inputs", "img=grey.png"]);
+    run.expect_code(0);
+    let body = &ctx.mock().requests()[0].body;
+    assert_eq!(
+        body["messages"][1],
+        json!({"role": "user", "content": [
+            {"type": "text", "text": "What colour?"},
+            {"type": "image_url", "image_url": {
+                "url": format!("data:image/png;base64,{}", STANDARD.encode(&bytes)),
+                "detail": "auto"}},
+        ]}),
+        "{body:#}"
+    );
+}
+
+#[test]
+fn an_image_output_feeds_a_later_run_through_run_outputs() {
+    let ctx = TestContext::new();
+    let bytes = tool_flow(&ctx);
+    ctx.write("data.jsonl", "{\"img\": \"blue.png\"}\n");
+    ctx.run(&["run", "tool", "--data", "data.jsonl", "--name", "first"])
+        .expect_code(0);
+    // The second run reads the first's image output (a path relative to its flow_outputs/).
+    ctx.run(&[
+        "run",
+        "tool",
+        "--data",
+        "data.jsonl",
+        "--run",
+        "first",
+        "--column-mapping",
+        "img=${run.outputs.picture}",
+        "--name",
+        "second",
+    ])
+    .expect_code(0);
+    let out = std::fs::read_to_string(
+        ctx.root()
+            .join(".flow/runs/second/flow_outputs/output.jsonl"),
+    )
+    .unwrap();
+    let line: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(line["info"]["size"], json!(bytes.len()), "{line}");
+}
+
+#[test]
+fn a_served_flow_takes_images_inline_never_as_a_server_file() {
+    use crate::support::server::Server;
+    let ctx = TestContext::with_mock();
+    let bytes = vision_flow(&ctx);
+    let server = Server::ready(&ctx, "vision", &[], &[]);
+    for body in [
+        json!({"img": "red.png"}),
+        json!({"img": {"data:image/png;path": "/etc/hostname"}}),
+    ] {
+        let a = server.post("/score", &[], &body.to_string());
+        assert_eq!(a.status, 400, "{body}: {}", a.body);
+        assert!(
+            a.body.contains("never a file path on the server"),
+            "{}",
+            a.body
+        );
+    }
+    assert_eq!(ctx.mock().request_count(), 0);
+    let a = server.post(
+        "/score",
+        &[],
+        &json!({"img": {"data:image/png;base64": STANDARD.encode(&bytes)}}).to_string(),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let sent = &ctx.mock().requests()[0].body;
+    assert_eq!(
+        sent["messages"][1]["content"][1]["type"], "image_url",
+        "{sent:#}"
+    );
+}
+
+#[test]
+fn a_tool_never_fetches_an_image_from_a_private_address() {
+    let ctx = TestContext::with_mock();
+    tool_flow(&ctx);
+    let url = format!("{}/cat.png", ctx.mock().url());
+    let run = ctx.run(&["run", "tool", "--inputs", &format!("img={url}")]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("is not a public address"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ctx.mock().request_count(), 0, "nothing was fetched");
+}
