@@ -53,7 +53,8 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         ));
     };
     let selections = parse_variants(&args.variant)?;
-    let flow = load_flow(flow_path, &selections)?;
+    let mut flow = load_flow(flow_path, &selections)?;
+    super::common::apply_init(&mut flow, &args.batch.init)?;
     let (mut given, from_files) = parse_inputs(&args.inputs)?;
     if args.node.is_none() {
         check_required_inputs(&flow, &mut given, &from_files)?;

@@ -262,7 +262,7 @@ impl Executor {
                     kwargs,
                     connections: connections.clone(),
                     bypassed: inputs.bypassed.clone(),
-                    flex: self.flow.flex.is_some(),
+                    flex: self.flow.flex.is_some() && !node.aggregation,
                 };
                 let result = pool.call(call).await.map_err(|e| python_error(node, e))?;
                 let mut out = NodeOutcome::value(result.output);

@@ -12,7 +12,7 @@ mod shim;
 mod types;
 mod worker;
 
-pub use entry::{EntryDescription, EntryError, EntryKind, EntryParam, describe_entry};
+pub use entry::{EntryDescription, EntryError, EntryKind, EntryParam, InitParam, describe_entry};
 pub use error::PythonError;
 pub use pool::PythonPool;
 pub use shim::install_shim;
