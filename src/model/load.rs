@@ -8,6 +8,9 @@ use serde_json::{Map, Value};
 use super::locate::{YamlIndex, join_index, join_key};
 use super::reference::ValueSource;
 use super::types::*;
+
+/// A JSON object (`sample.inputs`, `sample.init`).
+type JsonObject = Map<String, Value>;
 use crate::diagnostic::{Diagnostic, Location};
 
 /// Why a flow could not be loaded: every problem found, with locations.
@@ -631,10 +634,7 @@ impl Loader {
 
     /// `sample:` of a flex flow: `inputs` and `init`, each a mapping or `${file:PATH}` of a
     /// JSON object (relative to the flow folder), as promptflow reads them.
-    fn sample(
-        &mut self,
-        v: Option<&Value>,
-    ) -> (Option<Map<String, Value>>, Option<Map<String, Value>>) {
+    fn sample(&mut self, v: Option<&Value>) -> (Option<JsonObject>, Option<JsonObject>) {
         let Some(v) = v.filter(|v| !v.is_null()) else {
             return (None, None);
         };
