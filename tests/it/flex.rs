@@ -618,3 +618,58 @@ fn serve_makes_a_class_entry_with_its_init() {
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(ok.json()["tools"], json!(["CustomConnection", "tools-key"]));
 }
+
+#[test]
+fn flow_eval_runs_a_class_evaluation_flow_with_its_init_and_gates_on_its_aggregate() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "echo_flow",
+        &[
+            ("flow.flex.yaml", "entry: flow:echo\n"),
+            ("flow.py", "def echo(text: str):\n    return text\n"),
+        ],
+    );
+    ctx.flow(
+        "eval_len",
+        &[
+            ("flow.flex.yaml", "entry: grader:Grader\n"),
+            (
+                "grader.py",
+                "class Grader:\n    def __init__(self, min_len: int):\n        self.min_len = min_len\n\n    def __call__(self, answer: str) -> dict:\n        return {'ok': len(answer) >= self.min_len}\n\n    def __aggregate__(self, results):\n        return {'pass_rate': sum(1 for r in results if r.ok) / len(results)}\n",
+            ),
+        ],
+    );
+    ctx.write(
+        "data.jsonl",
+        "{\"text\": \"a\"}\n{\"text\": \"bbb\"}\n{\"text\": \"cccc\"}\n{\"text\": \"dd\"}\n",
+    );
+    ctx.run(&["run", "echo_flow", "--data", "data.jsonl", "--name", "base"])
+        .expect_code(0);
+    let run = ctx.run(&[
+        "eval",
+        "--run",
+        "base",
+        "eval_len",
+        "--init",
+        "min_len=3",
+        "--column-mapping",
+        "answer=${run.outputs.output}",
+        "--threshold",
+        "pass_rate>=0.5",
+        "--output",
+        "json",
+    ]);
+    run.expect_code(0);
+    assert_eq!(run.json()["metrics"]["pass_rate"], json!(0.5));
+    // Without the init the evaluation flow cannot be made: refused before anything runs.
+    ctx.run(&[
+        "eval",
+        "--run",
+        "base",
+        "eval_len",
+        "--column-mapping",
+        "answer=${run.outputs.output}",
+    ])
+    .expect_code(2)
+    .stderr_has("`entry: grader:Grader` is a class whose `__init__` needs `min_len`, and no --init gives it");
+}
