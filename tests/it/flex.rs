@@ -673,3 +673,21 @@ fn flow_eval_runs_a_class_evaluation_flow_with_its_init_and_gates_on_its_aggrega
     .expect_code(2)
     .stderr_has("`entry: grader:Grader` is a class whose `__init__` needs `min_len`, and no --init gives it");
 }
+
+#[test]
+fn build_of_a_class_entry_ships_its_module_says_how_to_give_the_init_and_serves() {
+    let ctx = TestContext::new();
+    chat_class_flow(&ctx);
+    ctx.run(&["build", "chat", "--format", "docker", "--out-dir", "image"])
+        .expect_code(0)
+        .stdout_has("the class entry ChatFlow needs init (model_config, tools)")
+        .stdout_has("--init /init.json");
+    for file in ["image/flow/flow.flex.yaml", "image/flow/flow.py"] {
+        assert!(ctx.root().join(file).is_file(), "{file} missing");
+    }
+    // The image's entrypoint is `flow serve FLOW`: its flow folder serves with --init appended.
+    let server = Server::ready(&ctx, "image/flow", &["--init", "init.json"], &[]);
+    let ok = server.score(r#"{"question": "q"}"#);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json()["answer"], json!("q"));
+}
