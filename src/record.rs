@@ -127,6 +127,12 @@ pub struct NodeRun {
     /// What a Python tool printed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stdout: String,
+    /// The `@trace`d calls made during a Python node's call (a flex flow's entry), as
+    /// promptflow's `api_calls`: `name`, `inputs`, `output` or `error`, `start_time`/`end_time`
+    /// (seconds since the epoch) and nested `children`; at most 200 per call, the rest counted
+    /// in a last `(capped)` entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_calls: Vec<Value>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -250,7 +256,7 @@ pub fn write_detail(
 }
 
 fn node_json(n: &NodeRun, index: usize) -> Value {
-    serde_json::json!({
+    let mut doc = serde_json::json!({
         "node": n.node,
         "status": n.status,
         "inputs": n.inputs,
@@ -270,7 +276,11 @@ fn node_json(n: &NodeRun, index: usize) -> Value {
         },
         "model": n.model,
         "retries": n.retries,
-    })
+    });
+    if !n.api_calls.is_empty() {
+        doc["api_calls"] = Value::Array(n.api_calls.clone());
+    }
+    doc
 }
 
 /// Write JSON to a temporary file beside `path`, then rename it into place.

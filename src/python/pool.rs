@@ -75,6 +75,8 @@ struct CallReply {
     metrics: Vec<(String, Value)>,
     #[serde(default)]
     stdout: String,
+    #[serde(default)]
+    api_calls: Vec<Value>,
     error: Option<ErrorReply>,
 }
 
@@ -157,6 +159,7 @@ impl PythonPool {
                         .map(|(k, v)| metric_value(&v).map(|v| (k, v)))
                         .collect::<Result<_, _>>()?,
                     stdout: reply.stdout,
+                    api_calls: reply.api_calls,
                 }),
                 (false, Some(e)) => Err(to_error(e, &call.file, function)),
                 (false, None) => Err(missing_error()),

@@ -72,4 +72,6 @@ pub struct PythonOutput {
     pub metrics: Vec<(String, f64)>,
     /// What the tool printed to `sys.stdout`.
     pub stdout: String,
+    /// The `@trace`d calls made during the call (nested spans, capped by the worker).
+    pub api_calls: Vec<Value>,
 }

@@ -47,6 +47,7 @@ for _name in [n for n in sys.modules if n == "promptflow" or n.startswith("promp
 
 import promptflow  # noqa: E402
 import promptflow.connections as _connections  # noqa: E402
+import promptflow.tracing as _tracing  # noqa: E402
 from promptflow._core import metric_logger as _metric_logger  # noqa: E402
 from promptflow._core.tool import is_tool  # noqa: E402
 
@@ -541,6 +542,8 @@ def _call(request, flex=False):
     metrics = []
     captured = io.StringIO()
     _metric_logger._collected = metrics
+    collector = _tracing._Collector()
+    _tracing._collector = collector
     sys.stdout = captured
     try:
         output = _run(t.f, _build_kwargs(t, request))
@@ -554,12 +557,14 @@ def _call(request, flex=False):
     finally:
         sys.stdout = sys.stderr
         _metric_logger._collected = []
+        _tracing._collector = None
     encoded_metrics = [[k, v if math.isfinite(v) else repr(v)] for k, v in metrics]
     # output is already encoded so a non-JSON value never breaks the envelope
-    return '{"ok":true,"output":%s,"metrics":%s,"stdout":%s}' % (
+    return '{"ok":true,"output":%s,"metrics":%s,"stdout":%s,"api_calls":%s}' % (
         _encode_output(output),
         _dumps(encoded_metrics),
         _dumps(captured.getvalue()),
+        _encode_output(collector.result()),
     )
 
 

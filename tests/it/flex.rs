@@ -691,3 +691,49 @@ fn build_of_a_class_entry_ships_its_module_says_how_to_give_the_init_and_serves(
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(ok.json()["answer"], json!("q"));
 }
+
+#[test]
+fn traced_calls_become_nested_spans_of_the_line_capped_per_call() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "traced",
+        &[
+            ("flow.flex.yaml", "entry: flow:run\n"),
+            (
+                "flow.py",
+                "from promptflow.tracing import trace\n\n@trace\ndef inner(x):\n    return x * 2\n\n@trace\ndef outer(n):\n    return [inner(i) for i in range(n)]\n\ndef run(n: int = 2):\n    return {'v': outer(n)}\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "traced", "--inputs", "n=2"])
+        .expect_code(0);
+    let detail: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ctx.root().join("traced/.promptflow/flow.detail.json"))
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let calls = &detail["node_runs"][0]["api_calls"];
+    assert_eq!(calls[0]["name"], "outer", "{calls}");
+    assert_eq!(calls[0]["inputs"], json!({"n": 2}));
+    assert_eq!(calls[0]["output"], json!([0, 2]));
+    assert_eq!(calls[0]["children"][1]["name"], "inner");
+    assert_eq!(calls[0]["children"][1]["output"], json!(2));
+    // Bounded: at most 200 spans per call, the rest counted and said so.
+    ctx.run(&["run", "traced", "--inputs", "n=300"])
+        .expect_code(0);
+    let detail: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ctx.root().join("traced/.promptflow/flow.detail.json"))
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let calls = detail["node_runs"][0]["api_calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0]["children"].as_array().map(Vec::len), Some(199));
+    assert_eq!(
+        calls[1]["message"],
+        "101 more traced calls were not recorded: at most 200 spans are kept per node call"
+    );
+}
