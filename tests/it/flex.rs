@@ -1,8 +1,11 @@
 //! Flex flows with a function entry (`entry: module:function`), end to end through the binary
 //! and a real python3: inputs from the signature (types, defaults) or from `inputs:`, outputs
 //! from what the function returns (a dict, a dataclass, anything else as `output`), a failing
-//! line, a batch and its resume, `validate`, `serve`; a class entry made without arguments.
-//! Class entries that need init arguments, `__aggregate__`, ... are refused (refusals.rs).
+//! line, a batch and its resume, `validate`, `serve`; class entries made without arguments and
+//! with `--init` (connections, model configurations, `init:` defaults, `sample:`), their
+//! `__aggregate__` as the run's metrics, `flow eval` of a class evaluation flow, `flow build`;
+//! `@trace` spans in the node records. A class run without the init it needs is refused
+//! (refusals.rs).
 
 use serde_json::json;
 
