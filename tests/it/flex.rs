@@ -740,3 +740,44 @@ fn traced_calls_become_nested_spans_of_the_line_capped_per_call() {
         "101 more traced calls were not recorded: at most 200 spans are kept per node call"
     );
 }
+
+#[test]
+fn merged_shards_of_a_class_entry_run_its_aggregate_with_the_recorded_init() {
+    let ctx = TestContext::new();
+    chat_class_flow(&ctx);
+    ctx.write(
+        "q.jsonl",
+        "{\"question\": \"a\"}\n{\"question\": \"bb\"}\n{\"question\": \"ccc\"}\n",
+    );
+    for k in ["1/2", "2/2"] {
+        ctx.run(&[
+            "run",
+            "chat",
+            "--data",
+            "q.jsonl",
+            "--name",
+            "sh",
+            "--shard",
+            k,
+            "--init",
+            "init.json",
+            "repeat=2",
+        ])
+        .expect_code(0);
+    }
+    ctx.run(&[
+        "runs",
+        "merge",
+        "sh-shard-1-of-2",
+        "sh-shard-2-of-2",
+        "--name",
+        "merged",
+    ])
+    .expect_code(0);
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir(&ctx, "merged").join("metrics.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert_eq!(metrics["lines"], json!(3.0), "{metrics}");
+    assert_eq!(metrics["mean_len"], json!(4.0), "{metrics}");
+}
