@@ -610,6 +610,11 @@ fn sample_gives_the_init_and_the_inputs_of_a_line_given_none() {
     ]);
     run.expect_code(0);
     assert_eq!(run.json()["outputs"], json!({"output": "yo-1"}));
+    // `flow serve`: a request with no inputs at all runs on the sample too.
+    let server = Server::ready(&ctx, "sampled", &[], &[]);
+    let ok = server.score("{}");
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json(), json!({"output": "hi-there"}));
 }
 
 #[test]
