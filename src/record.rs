@@ -132,7 +132,7 @@ pub struct NodeRun {
     /// (seconds since the epoch) and nested `children`; at most 200 per call, the rest counted
     /// in a last `(capped)` entry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub api_calls: Vec<Value>,
+    pub traces: Vec<Value>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -277,8 +277,8 @@ fn node_json(n: &NodeRun, index: usize) -> Value {
         "model": n.model,
         "retries": n.retries,
     });
-    if !n.api_calls.is_empty() {
-        doc["api_calls"] = Value::Array(n.api_calls.clone());
+    if !n.traces.is_empty() {
+        doc["traces"] = Value::Array(n.traces.clone());
     }
     doc
 }

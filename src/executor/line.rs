@@ -438,7 +438,7 @@ impl Executor {
             retries: 0,
             metrics: Map::new(),
             stdout: String::new(),
-            api_calls: Vec::new(),
+            traces: Vec::new(),
         }
     }
 
@@ -473,7 +473,7 @@ impl Executor {
             saved_usd: o.saved_usd,
             metrics: o.metrics.clone(),
             stdout: o.stdout.clone(),
-            api_calls: o.api_calls.clone(),
+            traces: o.traces.clone(),
             ..self.record(i, Status::Completed)
         }
     }

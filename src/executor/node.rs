@@ -75,8 +75,8 @@ pub struct NodeOutcome {
     pub retries: u32,
     pub metrics: Map<String, Value>,
     pub stdout: String,
-    /// A Python call's `@trace`d calls (see [`crate::record::NodeRun::api_calls`]).
-    pub api_calls: Vec<Value>,
+    /// A Python call's `@trace`d calls (see [`crate::record::NodeRun::traces`]).
+    pub traces: Vec<Value>,
     /// The answer came from the response cache.
     pub cached: bool,
     /// What the model call cost, when its price is known (a cached answer costs nothing).
@@ -96,7 +96,7 @@ impl NodeOutcome {
             retries: 0,
             metrics: Map::new(),
             stdout: String::new(),
-            api_calls: Vec::new(),
+            traces: Vec::new(),
             cached: false,
             cost_usd: None,
             saved_usd: None,
@@ -282,7 +282,7 @@ impl Executor {
                     })
                     .collect();
                 out.stdout = result.stdout;
-                out.api_calls = result.api_calls;
+                out.traces = result.traces;
                 Ok(out)
             }
         }

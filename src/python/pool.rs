@@ -76,7 +76,7 @@ struct CallReply {
     #[serde(default)]
     stdout: String,
     #[serde(default)]
-    api_calls: Vec<Value>,
+    traces: Vec<Value>,
     error: Option<ErrorReply>,
 }
 
@@ -159,7 +159,7 @@ impl PythonPool {
                         .map(|(k, v)| metric_value(&v).map(|v| (k, v)))
                         .collect::<Result<_, _>>()?,
                     stdout: reply.stdout,
-                    api_calls: reply.api_calls,
+                    traces: reply.traces,
                 }),
                 (false, Some(e)) => Err(to_error(e, &call.file, function)),
                 (false, None) => Err(missing_error()),

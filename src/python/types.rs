@@ -73,5 +73,5 @@ pub struct PythonOutput {
     /// What the tool printed to `sys.stdout`.
     pub stdout: String,
     /// The `@trace`d calls made during the call (nested spans, capped by the worker).
-    pub api_calls: Vec<Value>,
+    pub traces: Vec<Value>,
 }

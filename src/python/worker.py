@@ -560,7 +560,7 @@ def _call(request, flex=False):
         _tracing._collector = None
     encoded_metrics = [[k, v if math.isfinite(v) else repr(v)] for k, v in metrics]
     # output is already encoded so a non-JSON value never breaks the envelope
-    return '{"ok":true,"output":%s,"metrics":%s,"stdout":%s,"api_calls":%s}' % (
+    return '{"ok":true,"output":%s,"metrics":%s,"stdout":%s,"traces":%s}' % (
         _encode_output(output),
         _dumps(encoded_metrics),
         _dumps(captured.getvalue()),

@@ -1,7 +1,7 @@
 """Tracing: `@trace` records each call of a traced function made during a flow line as a span
 (name, inputs, output or error, times, nested calls) that `flow` keeps with the line's node
-record (`api_calls`, as promptflow's). At most `MAX_SPANS` spans are kept per call of a node;
-the rest are counted and said so."""
+record (`traces`, shaped like promptflow's `api_calls`). At most `MAX_SPANS` spans are kept
+per call of a node; the rest are counted and said so."""
 
 import functools
 import inspect
