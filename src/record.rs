@@ -131,6 +131,12 @@ pub struct NodeRun {
     /// `tokens` and `cost_usd`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub api_calls: u32,
+    /// The `@trace`d calls made during a Python node's call (a flex flow's entry), as
+    /// promptflow's `api_calls`: `name`, `inputs`, `output` or `error`, `start_time`/`end_time`
+    /// (seconds since the epoch) and nested `children`; at most 200 per call, the rest counted
+    /// in a last `(capped)` entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traces: Vec<Value>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -254,7 +260,7 @@ pub fn write_detail(
 }
 
 fn node_json(n: &NodeRun, index: usize) -> Value {
-    serde_json::json!({
+    let mut doc = serde_json::json!({
         "node": n.node,
         "status": n.status,
         "inputs": n.inputs,
@@ -274,7 +280,11 @@ fn node_json(n: &NodeRun, index: usize) -> Value {
         },
         "model": n.model,
         "retries": n.retries,
-    })
+    });
+    if !n.traces.is_empty() {
+        doc["traces"] = Value::Array(n.traces.clone());
+    }
+    doc
 }
 
 /// Write JSON to a temporary file beside `path`, then rename it into place.

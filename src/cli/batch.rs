@@ -43,8 +43,13 @@ pub struct BatchArgs {
     #[arg(long)]
     pub allow_failures: bool,
     /// Finish an earlier run: run only its missing and failed lines.
-    #[arg(long, value_name = "RUN", conflicts_with_all = ["data", "variant", "column_mapping", "base_run", "name", "inputs", "node"])]
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["data", "variant", "column_mapping", "base_run", "name", "inputs", "node", "init"])]
     pub resume: Option<String>,
+    /// A flex flow's class entry `__init__` arguments: NAME=VALUE (repeatable) or a JSON file
+    /// holding an object (a connection parameter takes a connection name, a model
+    /// configuration an object of its fields).
+    #[arg(long, value_name = "NAME=VALUE|FILE.json", num_args = 1..)]
+    pub init: Vec<String>,
     /// Run only shard K of N (1-based): the lines whose number n has n % N == K-1, with their
     /// original line numbers. Merge the shards with `flow runs merge`.
     #[arg(long, value_name = "K/N", env = "FLOW_SHARD")]
@@ -78,6 +83,8 @@ pub(super) struct Plan {
     pub shard: Option<Shard>,
     /// Where the run directory is uploaded when the run ends (`--upload`).
     pub upload: Option<RemoteDir>,
+    /// A flex flow's `--init` values, as recorded (see [`super::common::init_record`]).
+    pub init_args: Vec<String>,
 }
 
 /// How a finished batch is reported and judged.
@@ -174,7 +181,8 @@ pub(super) fn run_plan(
     model: &ModelArgs,
     reporting: Reporting,
 ) -> Result<Finished, Failure> {
-    let flow = load_flow(&plan.flow_path, &plan.selections)?;
+    let mut flow = load_flow(&plan.flow_path, &plan.selections)?;
+    super::common::apply_init(&mut flow, &plan.init_args)?;
     let mapping = ColumnMapping::parse(&plan.mapping_args)
         .map_err(|e| Failure::usage(format!("error: {e}")))?;
     if plan.base_run.is_none() && mapping.needs_base_run() {
@@ -203,6 +211,7 @@ pub(super) fn run_plan(
     settings.require_base_line = plan.require_base_line;
     settings.sample = plan.sample;
     settings.upload = plan.upload.as_ref().map(RemoteDir::to_string);
+    settings.init = plan.init_args.clone();
     let batch = DirBatch {
         dir: plan.dir.clone(),
         data: plan.data.clone(),
@@ -510,6 +519,7 @@ fn plan(
         line_timeout: b.options.line_timeout.map(Seconds::as_secs_f64),
         shard,
         upload: remote,
+        init_args: super::common::init_record(&b.init),
     };
     Ok((plan, model.clone()))
 }
@@ -592,6 +602,7 @@ fn resume_plan(
         sample: stored.sample,
         shard: meta.shard.as_ref().map(ShardInfo::shard),
         upload,
+        init_args: stored.init.clone(),
         resumed: Some(meta),
     };
     Ok((plan, model))

@@ -137,6 +137,20 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
     if !vars.is_empty() {
         outln!("the container needs: {} (see README.md)", vars.join(", "));
     }
+    if let Some(f) = flow.flex.as_ref().filter(|f| f.is_class && !f.init_applied) {
+        let needed: Vec<&str> = f
+            .init_params
+            .iter()
+            .filter(|p| !p.has_default)
+            .map(|p| p.name.as_str())
+            .collect();
+        outln!(
+            "the class entry {} needs init ({}): the image runs `flow serve`, so give it after the image name, e.g. `docker run ... -v $PWD/init.json:/init.json:ro {}:latest --init /init.json`",
+            f.function,
+            needed.join(", "),
+            flow.name()
+        );
+    }
     eprintln!(
         "{}",
         dim(

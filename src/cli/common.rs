@@ -34,6 +34,69 @@ pub fn load_flow(path: &Path, selections: &[VariantSelection]) -> Result<Flow, F
     Ok(flow)
 }
 
+/// `--init` values (`NAME=VALUE`, repeatable, or a JSON file holding an object, as
+/// promptflow's `pf run create --init`) checked against the flex flow's class entry and set as
+/// its init. With no `--init`, `sample.init` and the `init:` defaults apply; a class whose
+/// `__init__` still lacks an argument is refused (exit 2) before anything runs.
+pub fn apply_init(flow: &mut Flow, values: &[String]) -> Result<(), Failure> {
+    let mut given = serde_json::Map::new();
+    let mut file = None;
+    for raw in values {
+        match raw.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !Path::new(raw).is_file() => {
+                given.insert(
+                    k.trim().to_string(),
+                    serde_json::Value::String(v.to_string()),
+                );
+            }
+            _ => {
+                let text = std::fs::read_to_string(raw).map_err(|e| {
+                    Failure::usage(format!(
+                        "error: --init `{raw}` is neither NAME=VALUE nor a readable JSON file ({e})\n  help: --init max_tokens=256, or --init init.json holding {{\"max_tokens\": 256}}"
+                    ))
+                })?;
+                match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(serde_json::Value::Object(map)) => given.extend(map),
+                    Ok(_) => {
+                        return Err(Failure::usage(format!(
+                            "error: --init {raw} must hold a JSON object of init arguments"
+                        )));
+                    }
+                    Err(e) => {
+                        return Err(Failure::usage(format!(
+                            "error: --init {raw}:{}:{}: invalid JSON: {e}",
+                            e.line(),
+                            e.column()
+                        )));
+                    }
+                }
+                file = Some(PathBuf::from(raw));
+            }
+        }
+    }
+    let source = match (&file, values.len()) {
+        (_, 0) => None,
+        (Some(f), 1) => Some(flow::model::InitSource::File(f.as_path())),
+        _ => Some(flow::model::InitSource::Flag),
+    };
+    flow::model::apply_init(flow, given, source).map_err(|d| Failure::diagnostics(&d))
+}
+
+/// `--init` values as a run records them (to resume it with the same init): a file made
+/// absolute, `NAME=VALUE` as given.
+pub fn init_record(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .map(|raw| {
+            if Path::new(raw).is_file() {
+                absolute(Path::new(raw)).display().to_string()
+            } else {
+                raw.clone()
+            }
+        })
+        .collect()
+}
+
 /// `p` made absolute against the working directory (as given when that fails).
 pub fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
@@ -56,6 +119,7 @@ pub fn run_settings(model: &ModelArgs, line_timeout_s: Option<f64>) -> RunSettin
         prices: model.prices.as_deref().map(&path),
         sample: None,
         upload: None,
+        init: Vec::new(),
     }
 }
 

@@ -51,6 +51,11 @@ pub struct EvalArgs {
     /// regex, is_json, json_schema, numeric, f1, bleu, rouge_l, latency, tokens, cost.
     #[arg(long = "evaluator", value_name = "NAME[:OPTIONS]")]
     pub evaluators: Vec<String>,
+    /// The evaluation flow's init, when it is a flex flow with a class entry: NAME=VALUE
+    /// (repeatable) or a JSON file holding an object (as `pf run create --init`). The run's own
+    /// flow, sampled again with --repeat, takes the init the run recorded.
+    #[arg(long, value_name = "NAME=VALUE|FILE.json", num_args = 1.., requires = "eval_flow")]
+    pub init: Vec<String>,
     /// The dataset [default: the run's].
     #[arg(long, value_name = "FILE")]
     pub data: Option<PathBuf>,
@@ -225,7 +230,8 @@ impl Inputs {
         let line_timeout = args.batch.line_timeout.map(Seconds::duration);
         let eval_flow = match &args.eval_flow {
             Some(path) => {
-                let flow = load_flow(path, &[])?;
+                let mut flow = load_flow(path, &[])?;
+                super::common::apply_init(&mut flow, &args.init)?;
                 let options = batch_options(args, &flow)?;
                 Some((flow, options))
             }
@@ -234,7 +240,8 @@ impl Inputs {
         let samples = args.repeat.get();
         let repeat = if samples > 1 {
             let (flow_path, selections) = Repeat::flow_of(&base_meta).map_err(eval_failure)?;
-            let flow = load_flow(&flow_path, &selections)?;
+            let mut flow = load_flow(&flow_path, &selections)?;
+            super::common::apply_init(&mut flow, &base_meta.settings.init)?;
             let options = batch_options(args, &flow)?;
             Some(Repeat {
                 samples,

@@ -92,7 +92,7 @@ pub fn run(project: &Path, args: MergeArgs) -> Result<(), Failure> {
             return Err(Failure::of(&e));
         }
     };
-    let flow = aggregation_flow(&dest)?;
+    let flow = aggregation_flow(&dest, &meta.settings.init)?;
     let aggregation = rt.block_on(async {
         let executor = match flow {
             Some(flow) => {
@@ -165,17 +165,27 @@ pub fn run(project: &Path, args: MergeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The flow of the merged run's snapshot, when it has aggregation nodes to run.
-fn aggregation_flow(dest: &RunDir) -> Result<Option<flow::model::Flow>, Failure> {
+/// The flow of the merged run's snapshot, when it has aggregation nodes to run (a flex
+/// flow's class entry with `__aggregate__` made with the `--init` the shards recorded).
+fn aggregation_flow(dest: &RunDir, init: &[String]) -> Result<Option<flow::model::Flow>, Failure> {
     let snapshot = dest.snapshot_dir();
-    let has_dag = ["flow.dag.yaml", "flow.dag.yml"]
-        .iter()
-        .any(|f| snapshot.join(f).is_file());
-    if !has_dag {
+    let has_flow = [
+        "flow.dag.yaml",
+        "flow.dag.yml",
+        "flow.flex.yaml",
+        "flow.flex.yml",
+    ]
+    .iter()
+    .any(|f| snapshot.join(f).is_file());
+    if !has_flow {
         return Ok(None);
     }
-    let flow = load_flow(&snapshot, &[])?;
-    Ok(flow.nodes.iter().any(|n| n.aggregation).then_some(flow))
+    let mut flow = load_flow(&snapshot, &[])?;
+    if !flow.nodes.iter().any(|n| n.aggregation) {
+        return Ok(None);
+    }
+    super::common::apply_init(&mut flow, init)?;
+    Ok(Some(flow))
 }
 
 /// A shard run, or every shard run in a folder.

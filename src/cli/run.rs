@@ -53,8 +53,17 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         ));
     };
     let selections = parse_variants(&args.variant)?;
-    let flow = load_flow(flow_path, &selections)?;
+    let mut flow = load_flow(flow_path, &selections)?;
+    super::common::apply_init(&mut flow, &args.batch.init)?;
     let (mut given, from_files) = parse_inputs(&args.inputs)?;
+    // As promptflow's script executor: a flex flow's line given no inputs at all runs on
+    // `sample.inputs`.
+    if given.is_empty() && args.node.is_none() {
+        if let Some(sample) = flow.flex.as_ref().and_then(|f| f.sample_inputs.clone()) {
+            eprintln!("note: no --inputs given: the flow's `sample.inputs` are used");
+            given = sample;
+        }
+    }
     if args.node.is_none() {
         check_required_inputs(&flow, &mut given, &from_files)?;
     }

@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Request log on stderr: one JSON line per request (json) or none (off).
     #[arg(long, value_enum, default_value_t = RequestLog::Json)]
     pub log: RequestLog,
+    /// A flex flow's class entry `__init__` arguments: NAME=VALUE (repeatable) or a JSON file
+    /// holding an object; the class is made once per Python worker with them.
+    #[arg(long, value_name = "NAME=VALUE|FILE.json", num_args = 1..)]
+    pub init: Vec<String>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -55,7 +59,8 @@ pub enum RequestLog {
 
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
     let selections = parse_variants(&args.variant)?;
-    let flow = load_flow(&args.flow, &selections)?;
+    let mut flow = load_flow(&args.flow, &selections)?;
+    super::common::apply_init(&mut flow, &args.init)?;
     let mut options = executor_options(&args.model, &flow)?;
     // A server answers every request anew unless the response cache is asked for by name.
     if args.model.cache.cache.is_none() {

@@ -38,9 +38,18 @@ pub fn run(args: ValidateArgs) -> Result<(), Failure> {
 fn print_flex(flow: &Flow, flex: &flow::model::FlexEntry) {
     let color = stdout_is_terminal();
     outln!("{} is valid", bold(&flow.file.display().to_string(), color));
-    let what = if flex.is_class {
+    let what = if flex.is_class
+        && flex.init.is_empty()
+        && flex.init_params.iter().all(|p| p.has_default)
+    {
         format!(
             "class {} in {}, made without arguments, called through __call__",
+            flex.function,
+            flex.file.display()
+        )
+    } else if flex.is_class {
+        format!(
+            "class {} in {}, made with its init arguments, called through __call__",
             flex.function,
             flex.file.display()
         )
@@ -48,6 +57,35 @@ fn print_flex(flow: &Flow, flex: &flow::model::FlexEntry) {
         format!("function {} in {}", flex.function, flex.file.display())
     };
     outln!("flex flow, entry: {} ({what})", flex.entry);
+    if !flex.init_params.is_empty() {
+        let params: Vec<String> = flex
+            .init_params
+            .iter()
+            .map(|p| {
+                let kind = match (&p.connection_type, &p.model_config) {
+                    (Some(c), _) => format!("connection name, {c}"),
+                    (_, Some(m)) => format!("object, {m}"),
+                    _ => p.ty.clone(),
+                };
+                let default = flex
+                    .init_spec
+                    .get(&p.name)
+                    .and_then(|s| s.default.clone())
+                    .or_else(|| p.has_default.then(|| p.default.clone()));
+                match default {
+                    Some(d) => format!("{} ({kind}, default {d})", p.name),
+                    None => format!("{} ({kind}, required)", p.name),
+                }
+            })
+            .collect();
+        outln!("init (--init): {}", params.join(", "));
+    }
+    if let Some(param) = &flex.aggregate_param {
+        outln!(
+            "aggregation: {}.__aggregate__({param}) over the succeeded lines' outputs; a returned dict is the run's metrics",
+            flex.function
+        );
+    }
     let inputs: Vec<String> = flow
         .inputs
         .values()

@@ -439,6 +439,7 @@ impl Executor {
             metrics: Map::new(),
             stdout: String::new(),
             api_calls: 0,
+            traces: Vec::new(),
         }
     }
 
@@ -474,6 +475,7 @@ impl Executor {
             metrics: o.metrics.clone(),
             stdout: o.stdout.clone(),
             api_calls: o.host_calls,
+            traces: o.traces.clone(),
             ..self.record(i, Status::Completed)
         }
     }

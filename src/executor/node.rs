@@ -75,6 +75,8 @@ pub struct NodeOutcome {
     pub retries: u32,
     pub metrics: Map<String, Value>,
     pub stdout: String,
+    /// A Python call's `@trace`d calls (see [`crate::record::NodeRun::traces`]).
+    pub traces: Vec<Value>,
     /// The answer came from the response cache.
     pub cached: bool,
     /// What the model call cost, when its price is known (a cached answer costs nothing).
@@ -96,6 +98,7 @@ impl NodeOutcome {
             retries: 0,
             metrics: Map::new(),
             stdout: String::new(),
+            traces: Vec::new(),
             cached: false,
             cost_usd: None,
             saved_usd: None,
@@ -297,7 +300,7 @@ impl Executor {
                     kwargs,
                     connections: connections.clone(),
                     bypassed: inputs.bypassed.clone(),
-                    flex: self.flow.flex.is_some(),
+                    flex: self.flow.flex.is_some() && !node.aggregation,
                     node: node.name.clone(),
                 };
                 let result = pool.call(call).await.map_err(|e| python_error(node, e))?;
@@ -317,6 +320,7 @@ impl Executor {
                     .collect();
                 out.stdout = result.stdout;
                 add_host_calls(&mut out, &result.host_calls);
+                out.traces = result.traces;
                 Ok(out)
             }
         }

@@ -36,7 +36,14 @@ impl Executor {
             .nodes
             .iter()
             .any(|n| n.kind == NodeKind::Python && n.package.is_none());
-        let env = environment_variables(&flow, options, &mut diagnostics);
+        let mut flow = flow;
+        let mut env = environment_variables(&flow, options, &mut diagnostics);
+        if let Some(init) = flex_init(&mut flow, options, &mut diagnostics) {
+            env.push(("FLOW_FLEX_INIT".to_string(), init));
+        }
+        if !diagnostics.is_empty() {
+            return Err(PrepareError { diagnostics });
+        }
         let workdir = if needs_python && !flow.additional_includes.is_empty() {
             match IncludesDir::new(&flow) {
                 Ok(dir) => Some(dir),
@@ -171,6 +178,88 @@ impl Executor {
             _includes_dir: workdir,
         })
     }
+}
+
+/// A flex flow's class entry init for the workers (`FLOW_FLEX_INIT`, JSON): the arguments as
+/// given, connection names resolved to connections (as a Python node's), a model configuration
+/// naming a `connection` given that connection's fields, as promptflow's `from_connection`.
+fn flex_init(
+    flow: &mut Flow,
+    options: &ExecutorOptions,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<String> {
+    let f = flow.flex.as_ref().filter(|f| f.is_class)?;
+    if !f.init_applied {
+        if let Err(mut d) = crate::model::apply_init(flow, Map::new(), None) {
+            diagnostics.append(&mut d);
+            return None;
+        }
+    }
+    let f = flow.flex.as_ref()?;
+    let mut kwargs = Map::new();
+    let mut connections = Map::new();
+    let mut model_configs = Map::new();
+    let mut resolve_named = |param: &str, name: &str| -> Option<Value> {
+        match connection::resolve(name, &options.env, options.offline) {
+            Ok(c) => Some(c.to_python()),
+            Err(e) => {
+                diagnostics.push(
+                    flow.error_at("entry", format!("init `{param}`: connection `{name}`: {e}"))
+                        .with_help(format!(
+                            "run `flow connections {}` to see what is configured",
+                            flow.dir.display()
+                        )),
+                );
+                None
+            }
+        }
+    };
+    for (key, value) in &f.init {
+        let param = f.init_params.iter().find(|p| &p.name == key);
+        match (
+            param.and_then(|p| p.connection_type.as_ref()),
+            param.and_then(|p| p.model_config.as_ref()),
+        ) {
+            (Some(class), _) => {
+                let name = value.as_str().unwrap_or_default();
+                if let Some(c) = resolve_named(key, name) {
+                    connections
+                        .insert(key.clone(), serde_json::json!({"class": class, "value": c}));
+                }
+            }
+            (_, Some(class)) => {
+                let named = value.get("connection").and_then(Value::as_str);
+                let connection = match named {
+                    Some(name) => match resolve_named(key, name) {
+                        Some(c) => {
+                            let conn_class = if class == "AzureOpenAIModelConfiguration" {
+                                "AzureOpenAIConnection"
+                            } else {
+                                "OpenAIConnection"
+                            };
+                            serde_json::json!({"class": conn_class, "value": c})
+                        }
+                        None => continue,
+                    },
+                    None => Value::Null,
+                };
+                model_configs.insert(
+                    key.clone(),
+                    serde_json::json!({"class": class, "value": value, "connection": connection}),
+                );
+            }
+            _ => {
+                kwargs.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    let payload = serde_json::json!({
+        "class": f.function,
+        "kwargs": kwargs,
+        "connections": connections,
+        "model_configs": model_configs,
+    });
+    Some(payload.to_string())
 }
 
 fn resolve(

@@ -8,6 +8,9 @@ use serde_json::{Map, Value};
 use super::locate::{YamlIndex, join_index, join_key};
 use super::reference::ValueSource;
 use super::types::*;
+
+/// A JSON object (`sample.inputs`, `sample.init`).
+type JsonObject = Map<String, Value>;
 use crate::diagnostic::{Diagnostic, Location};
 
 /// Why a flow could not be loaded: every problem found, with locations.
@@ -535,13 +538,8 @@ impl Loader {
             );
             return None;
         };
-        if map.get("init").is_some_and(|v| !v.is_null()) {
-            self.error(
-                "init",
-                "`init:` (arguments for a class entry's `__init__`) is not supported yet: flow makes a class entry without arguments",
-                Some("remove `init:` and give the `__init__` parameters defaults, or run the flow with promptflow's `pf` (docs/refusals.md)"),
-            );
-        }
+        let init_spec = self.init_spec(map.get("init"));
+        let (sample_inputs, sample_init) = self.sample(map.get("sample"));
         let mut declared_outputs = Vec::new();
         if let Some(v) = map.get("outputs") {
             if let Some(outputs) = self.object(v, "outputs", "`outputs`") {
@@ -565,9 +563,147 @@ impl Loader {
             file,
             declared_inputs: map.get("inputs").is_some_and(|v| !v.is_null()),
             declared_outputs,
-            has_sample: map.get("sample").is_some_and(|v| !v.is_null()),
             is_class: false,
+            init_spec,
+            init_params: Vec::new(),
+            init_accepts_kwargs: false,
+            init: Map::new(),
+            init_applied: false,
+            sample_inputs,
+            sample_init,
+            aggregate_param: None,
         })
+    }
+
+    /// `init:` of a flex flow: each parameter's `type` (any name: a flow type, a connection or
+    /// model configuration class) and `default`.
+    fn init_spec(&mut self, v: Option<&Value>) -> IndexMap<String, InitSpec> {
+        let mut out = IndexMap::new();
+        let Some(v) = v.filter(|v| !v.is_null()) else {
+            return out;
+        };
+        let Some(map) = self.object(v, "init", "`init`") else {
+            return out;
+        };
+        for (name, spec) in map {
+            let path = join_key("init", name);
+            match spec {
+                Value::Object(m) => {
+                    let ty = match m.get("type") {
+                        None | Some(Value::Null) => None,
+                        Some(Value::String(t)) => Some(t.clone()),
+                        Some(other) => {
+                            self.error(
+                                &join_key(&path, "type"),
+                                format!(
+                                    "the type of init `{name}` must be a name, found {}",
+                                    super::reference::type_name(other)
+                                ),
+                                Some("write e.g. `type: string` or `type: AzureOpenAIModelConfiguration`"),
+                            );
+                            None
+                        }
+                    };
+                    let default = m
+                        .get("default")
+                        .filter(|d| **d != Value::String(String::new()))
+                        .cloned();
+                    out.insert(name.clone(), InitSpec { ty, default });
+                }
+                Value::Null => {
+                    out.insert(
+                        name.clone(),
+                        InitSpec {
+                            ty: None,
+                            default: None,
+                        },
+                    );
+                }
+                other => self.error(
+                    &path,
+                    format!(
+                        "init `{name}` must be a mapping with `type` (found {})",
+                        super::reference::type_name(other)
+                    ),
+                    Some("write e.g. `max_tokens: {type: int, default: 256}`"),
+                ),
+            }
+        }
+        out
+    }
+
+    /// `sample:` of a flex flow: `inputs` and `init`, each a mapping or `${file:PATH}` of a
+    /// JSON object (relative to the flow folder), as promptflow reads them.
+    fn sample(&mut self, v: Option<&Value>) -> (Option<JsonObject>, Option<JsonObject>) {
+        let Some(v) = v.filter(|v| !v.is_null()) else {
+            return (None, None);
+        };
+        let Some(map) = self.object(v, "sample", "`sample`") else {
+            return (None, None);
+        };
+        let map = map.clone();
+        let mut part = |key: &str| -> Option<Map<String, Value>> {
+            let path = join_key("sample", key);
+            match map.get(key)? {
+                Value::Null => None,
+                Value::Object(m) => Some(m.clone()),
+                Value::String(s) => {
+                    let Some(file) = s
+                        .trim()
+                        .strip_prefix("${file:")
+                        .and_then(|r| r.strip_suffix('}'))
+                    else {
+                        self.error(
+                            &path,
+                            format!("`sample.{key}` must be a mapping or `${{file:PATH}}`"),
+                            Some("write the values under it, or `${file:./sample.json}`"),
+                        );
+                        return None;
+                    };
+                    let base = self.file.parent().unwrap_or(Path::new("."));
+                    let full = base.join(file.trim());
+                    let read = std::fs::read_to_string(&full)
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()));
+                    match read {
+                        Ok(Value::Object(m)) => Some(m),
+                        Ok(_) => {
+                            self.error(
+                                &path,
+                                format!(
+                                    "`sample.{key}`: {} does not hold a JSON object",
+                                    full.display()
+                                ),
+                                Some("write an object of names and values in the file"),
+                            );
+                            None
+                        }
+                        Err(e) => {
+                            self.error(
+                                &path,
+                                format!("`sample.{key}`: cannot read {}: {e}", full.display()),
+                                Some("the path is relative to the flow folder"),
+                            );
+                            None
+                        }
+                    }
+                }
+                other => {
+                    self.error(
+                        &path,
+                        format!(
+                            "`sample.{key}` must be a mapping, found {}",
+                            super::reference::type_name(other)
+                        ),
+                        None,
+                    );
+                    None
+                }
+            }
+        };
+        let inputs = part("inputs");
+        let init = part("init");
+        (inputs, init)
     }
 
     fn value_type(&mut self, v: Option<&Value>, path: &str) -> Option<ValueType> {
@@ -589,13 +725,17 @@ impl Loader {
     }
 
     fn inputs(&mut self, v: Option<&Value>) -> IndexMap<String, FlowInput> {
+        self.params(v, "inputs")
+    }
+
+    fn params(&mut self, v: Option<&Value>, key: &str) -> IndexMap<String, FlowInput> {
         let mut out = IndexMap::new();
         let Some(v) = v else { return out };
-        let Some(map) = self.object(v, "inputs", "`inputs`") else {
+        let Some(map) = self.object(v, key, &format!("`{key}`")) else {
             return out;
         };
         for (name, spec) in map {
-            let path = join_key("inputs", name);
+            let path = join_key(key, name);
             let empty = Map::new();
             let spec_map = match spec {
                 Value::Object(m) => m,
@@ -604,7 +744,7 @@ impl Loader {
                     self.error(
                         &path,
                         format!(
-                            "input `{name}` must be a mapping with `type` (found {})",
+                            "{key} `{name}` must be a mapping with `type` (found {})",
                             super::reference::type_name(other)
                         ),
                         Some("write e.g. `question: {type: string, default: \"...\"}`"),
@@ -625,7 +765,7 @@ impl Loader {
                         Ok(c) => default = Some(c),
                         Err(e) => self.error(
                             &join_key(&path, "default"),
-                            format!("the default of input `{name}`: {e}"),
+                            format!("the default of {key} `{name}`: {e}"),
                             Some("make the default match the input's type, or change the type"),
                         ),
                     }

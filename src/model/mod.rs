@@ -15,6 +15,7 @@ mod variant;
 use std::path::Path;
 
 pub use applied::variant_applied_yaml;
+pub use flex::{InitSource, apply_init};
 pub use load::{LoadError, closest, find_flow_file, parse_flow};
 pub use reference::{PathStep, Reference, ValueSource};
 pub use types::*;

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::locate::YamlIndex;
 use super::reference::ValueSource;
@@ -247,11 +247,38 @@ pub struct FlexEntry {
     /// `outputs:` as written (names and types): informative only, the outputs of a line are
     /// what the function returns, as in promptflow.
     pub declared_outputs: Vec<(String, Option<ValueType>)>,
-    /// Whether the entry is a class (called through `__call__` on an instance made without
-    /// arguments); known once the module is read.
+    /// Whether the entry is a class (called through `__call__` on an instance made with the
+    /// init arguments); known once the module is read.
     pub is_class: bool,
-    /// `sample:` as written: ignored (promptflow applies it when a line has no inputs at all).
-    pub has_sample: bool,
+    /// `init:` as written: each `__init__` parameter's type (as written: a flow type, a
+    /// connection or model configuration class) and default.
+    pub init_spec: IndexMap<String, InitSpec>,
+    /// A class entry's `__init__` parameters, from its signature.
+    pub init_params: Vec<crate::python::InitParam>,
+    /// Whether `__init__` takes `**kwargs`.
+    pub init_accepts_kwargs: bool,
+    /// The init arguments a run makes the class with (`--init`, else `sample.init`, then the
+    /// `init:` defaults), checked against the signature; connection names and model
+    /// configuration dicts as given (resolved when the flow is prepared).
+    pub init: Map<String, Value>,
+    /// Whether [`init`](Self::init) was set (`--init`, or no init needed / given by sample).
+    pub init_applied: bool,
+    /// `sample.inputs`: the inputs of a line given none at all, as promptflow applies them.
+    pub sample_inputs: Option<Map<String, Value>>,
+    /// `sample.init`: the init when none is given.
+    pub sample_init: Option<Map<String, Value>>,
+    /// `__aggregate__`'s one parameter, when the class defines it: it then runs as the flow's
+    /// aggregation over the succeeded lines' outputs.
+    pub aggregate_param: Option<String>,
+}
+
+/// One entry of a flex flow's `init:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitSpec {
+    /// `type` as written (`string`, `int`, ..., `AzureOpenAIModelConfiguration`, ...).
+    pub ty: Option<String>,
+    /// `default`; promptflow leaves out a default of `""` (the Python default applies).
+    pub default: Option<Value>,
 }
 
 /// A loaded flow: its definition plus where it came from, for diagnostics.

@@ -51,9 +51,15 @@ pub struct EntryDescription {
     /// A class entry's `__init__` parameters (`self` excluded).
     #[serde(default)]
     pub init_params: Vec<InitParam>,
+    /// Whether a class entry's `__init__` takes `**kwargs`.
+    #[serde(default)]
+    pub init_accepts_kwargs: bool,
     /// Whether a class entry defines `__aggregate__`.
     #[serde(default)]
     pub has_aggregate: bool,
+    /// The one parameter of `__aggregate__` (the list of line outputs).
+    #[serde(default)]
+    pub aggregate_param: Option<String>,
 }
 
 /// One parameter of a class entry's `__init__`.
@@ -61,6 +67,19 @@ pub struct EntryDescription {
 pub struct InitParam {
     pub name: String,
     pub has_default: bool,
+    /// The type promptflow gives it, as for an input (`string`, `int`, ..., `object`).
+    #[serde(default, rename = "type")]
+    pub ty: String,
+    /// The default as JSON.
+    #[serde(default)]
+    pub default: Value,
+    /// The connection class its annotation names: it takes a connection name.
+    #[serde(default)]
+    pub connection_type: Option<String>,
+    /// `AzureOpenAIModelConfiguration` or `OpenAIModelConfiguration` when annotated so: it
+    /// takes a dict of that class's fields (or `connection` and the deployment / model).
+    #[serde(default)]
+    pub model_config: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -13,7 +13,7 @@ mod shim;
 mod types;
 mod worker;
 
-pub use entry::{EntryDescription, EntryError, EntryKind, EntryParam, describe_entry};
+pub use entry::{EntryDescription, EntryError, EntryKind, EntryParam, InitParam, describe_entry};
 pub use error::PythonError;
 pub use host::{
     DEFAULT_HOST_TIMEOUT, HostCall, HostError, HostFuture, HostHandler, HostReply,

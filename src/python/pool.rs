@@ -80,6 +80,7 @@ struct CallReply {
     stdout: String,
     #[serde(default)]
     non_finite: Vec<(String, String)>,
+    traces: Vec<Value>,
     error: Option<ErrorReply>,
 }
 
@@ -182,6 +183,7 @@ impl PythonPool {
                         .collect::<Result<_, _>>()?,
                     stdout: reply.stdout,
                     non_finite: reply.non_finite,
+                    traces: reply.traces,
                 }),
                 (false, Some(e)) => Err(to_error(e, &call.file, function)),
                 (false, None) => Err(missing_error()),

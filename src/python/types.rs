@@ -86,4 +86,6 @@ pub struct PythonOutput {
     pub non_finite: Vec<(String, String)>,
     /// Model calls the tool made through flow (the host channel), in order.
     pub host_calls: Vec<super::HostCall>,
+    /// The `@trace`d calls made during the call (nested spans, capped by the worker).
+    pub traces: Vec<Value>,
 }

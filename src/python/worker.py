@@ -50,6 +50,7 @@ for _name in [n for n in sys.modules if n == "promptflow" or n.startswith("promp
 
 import promptflow  # noqa: E402
 import promptflow.connections as _connections  # noqa: E402
+import promptflow.tracing as _tracing  # noqa: E402
 from promptflow._core import metric_logger as _metric_logger  # noqa: E402
 from promptflow._core import host as _host  # noqa: E402
 from promptflow._core.tool import is_tool  # noqa: E402
@@ -65,7 +66,12 @@ _UnionType = getattr(_types, "UnionType", None)  # `A | B` (Python 3.10+)
 
 _modules = {}  # absolute path -> module
 _tools = {}  # (file as requested, function) -> _Tool
+_instances = {}  # (absolute path, class name) -> a flex flow's class entry, made once
 _loop = None
+
+# A flex flow's class entry init, resolved by flow (connections as dicts): read once and removed
+# from the environment, so processes the flow starts do not inherit it (it may hold keys).
+_FLEX_INIT = json.loads(os.environ.pop("FLOW_FLEX_INIT", "") or "null") or {}
 
 
 class ToolLoadError(Exception):
@@ -226,20 +232,114 @@ def _resolve(request):
     t = _tools.get(key)
     if t is None:
         path = os.path.abspath(key[0])
+        function = key[1] or ""
+        if function.endswith(".__aggregate__"):
+            # a flex flow's `__aggregate__`: a method of the class entry's instance
+            instance = _instance(path, function[: -len(".__aggregate__")])
+            t = _Tool(_Aggregate(instance.__aggregate__))
+            _tools[key] = t
+            return t
         f = _find_tool(path, key[1], as_main=request.get("op") != "call_flex")
         if isinstance(f, _ClassTool):
             _tools[key] = f
             return f
         if inspect.isclass(f):
-            # a flex flow's class entry: one instance per worker, made without arguments (flow
-            # refuses a class whose __init__ needs any), then called like a function
-            try:
-                f = f().__call__
-            except Exception as e:  # noqa: BLE001 - reported like an import error
-                raise ToolLoadError("load", "making %s() failed: %s" % (key[1], e), error=e, file=path)
+            # a flex flow's class entry: one instance per worker, made with the init flow
+            # checked and resolved, then called like a function
+            f = _instance(path, key[1]).__call__
         t = _Tool(f)
         _tools[key] = t
     return t
+
+
+def _instance(path, name):
+    """The one instance of a flex flow's class entry `name` in `path`, made with its init."""
+    obj = _instances.get((path, name))
+    if obj is not None:
+        return obj
+    cls = _find_tool(path, name)
+    if not inspect.isclass(cls):
+        raise ToolLoadError("not_found", "'%s' in %s is not a class" % (name, path))
+    try:
+        obj = cls(**_init_kwargs(name))
+    except Exception as e:  # noqa: BLE001 - reported like an import error
+        raise ToolLoadError("load", "making %s() failed: %s" % (name, _describe(e)), error=e, file=path)
+    _instances[(path, name)] = obj
+    return obj
+
+
+def _init_kwargs(name):
+    """The init arguments of class `name`, as promptflow resolves them: connection names are
+    connections, model configuration dicts are model configurations."""
+    init = _FLEX_INIT if _FLEX_INIT.get("class") == name else {}
+    kwargs = dict(init.get("kwargs") or {})
+    for key, spec in (init.get("connections") or {}).items():
+        kwargs[key] = _make_connection(spec["value"], spec.get("class") or "CustomConnection", key)
+    for key, spec in (init.get("model_configs") or {}).items():
+        kwargs[key] = _make_model_config(spec)
+    return kwargs
+
+
+def _make_model_config(spec):
+    import promptflow.core as core
+
+    cls = getattr(core, spec["class"])
+    value = dict(spec.get("value") or {})
+    conn = spec.get("connection")
+    if conn is None:
+        return cls(**value)
+    # as promptflow's `from_connection`: the connection's endpoint, key and version
+    c = _make_connection(conn["value"], conn.get("class") or "", value.get("connection"))
+    if spec["class"] == "AzureOpenAIModelConfiguration":
+        return cls(
+            azure_deployment=value.get("azure_deployment") or "",
+            azure_endpoint=getattr(c, "api_base", None),
+            api_version=getattr(c, "api_version", None),
+            api_key=getattr(c, "api_key", None),
+        )
+    return cls(
+        model=value.get("model") or "",
+        base_url=getattr(c, "base_url", None) or getattr(c, "api_base", None),
+        api_key=getattr(c, "api_key", None),
+        organization=getattr(c, "organization", None),
+    )
+
+
+class _Aggregate:
+    """A class entry's `__aggregate__`, called as promptflow's script executor calls it: with
+    the succeeded lines' outputs (dicts readable as attributes); a returned dict is logged as
+    metrics; a failure is a warning and leaves the metrics empty."""
+
+    def __init__(self, method):
+        self.method = method
+        self.__name__ = "__aggregate__"
+        self.__signature__ = inspect.signature(method)
+
+    def __call__(self, **kwargs):
+        from promptflow.contracts.types import AttrDict
+
+        kwargs = {
+            k: [AttrDict(v) if isinstance(v, dict) else v for v in (items or [])] for k, items in kwargs.items()
+        }
+        try:
+            output = _run(self.method, kwargs)
+        except Exception as e:  # noqa: BLE001 - promptflow warns and leaves the metrics empty
+            print(
+                "warning: __aggregate__ failed (%s: %s); the run has no metrics from it" % (type(e).__name__, e),
+            )
+            return None
+        if isinstance(output, dict):
+            for k, v in output.items():
+                try:
+                    _metric_logger.log_metric(k, v)
+                except TypeError as e:
+                    print("warning: __aggregate__: %s; left out of the metrics" % e)
+        else:
+            print(
+                "warning: __aggregate__ returned %s, not a dict: no metrics are recorded from it"
+                % type(output).__name__
+            )
+        return output
 
 
 def _tools_in(module):
@@ -677,6 +777,8 @@ def _call(request, flex=False):
     metrics = []
     captured = io.StringIO()
     _metric_logger._collected = metrics
+    collector = _tracing._Collector()
+    _tracing._collector = collector
     sys.stdout = captured
     try:
         kwargs = _build_kwargs(t, request)
@@ -696,13 +798,15 @@ def _call(request, flex=False):
     finally:
         sys.stdout = sys.stderr
         _metric_logger._collected = []
+        _tracing._collector = None
     encoded_metrics = [[k, v if math.isfinite(v) else repr(v)] for k, v in metrics]
     # output is already encoded so a non-JSON value never breaks the envelope
-    return '{"ok":true,"output":%s,"metrics":%s,"stdout":%s,"non_finite":%s}' % (
+    return '{"ok":true,"output":%s,"metrics":%s,"stdout":%s,"non_finite":%s,"traces":%s}' % (
         _encode_output(output),
         _dumps(encoded_metrics),
         _dumps(captured.getvalue()),
         _dumps(_non_finite_paths(output)),
+        _encode_output(collector.result()),
     )
 
 
@@ -743,6 +847,8 @@ def _handle(line):
         return _error("exception", e)
 
 
+_MODEL_CONFIGS = ("AzureOpenAIModelConfiguration", "OpenAIModelConfiguration")
+
 _FLEX_TYPES = {"str": "string", "int": "int", "float": "double", "bool": "bool", "list": "list", "dict": "object"}
 
 
@@ -772,18 +878,41 @@ def _describe_entry(path, name):
         ]
         return _error("function_not_found", message="no '%s' in %s" % (name, path), found=found)
     init_params = []
+    init_accepts_kwargs = False
     has_aggregate = False
+    aggregate_param = None
     if inspect.isclass(entry):
         call = getattr(entry, "__call__", None)
         if call is None or call is type.__call__ or not inspect.isfunction(call):
             return _error("not_a_function", message="class '%s' in %s has no __call__ method" % (name, path))
         init = entry.__init__ if entry.__init__ is not object.__init__ else None
         if init is not None:
-            init_params = [
-                {"name": p.name, "has_default": p.default is not p.empty}
-                for p in list(_signature(init)[0])[1:]
-            ]
-        has_aggregate = callable(getattr(entry, "__aggregate__", None))
+            init_sig, init_kwargs = _signature(init)
+            init_accepts_kwargs = init_kwargs
+            for p in list(init_sig)[1:]:
+                has_default = p.default is not p.empty
+                model_config = _annotation_name(p.annotation)
+                init_params.append(
+                    {
+                        "name": p.name,
+                        "has_default": has_default,
+                        "type": _flex_type(p.annotation, p.default),
+                        "default": _to_json(p.default) if has_default else None,
+                        "connection_type": _connection_type(p.annotation),
+                        "model_config": model_config if model_config in _MODEL_CONFIGS else None,
+                    }
+                )
+        aggregate = getattr(entry, "__aggregate__", None)
+        has_aggregate = callable(aggregate)
+        if has_aggregate:
+            agg_params = [p.name for p in list(inspect.signature(aggregate).parameters.values())[1:]]
+            if len(agg_params) != 1:
+                return _error(
+                    "not_a_function",
+                    message="%s.__aggregate__ takes %d parameters besides self; promptflow calls it with exactly "
+                    "one (the list of line outputs)" % (name, len(agg_params)),
+                )
+            aggregate_param = agg_params[0]
         params, accepts_kwargs = _signature(call)
         params = params[1:]  # self
     elif not inspect.isfunction(entry):
@@ -815,7 +944,9 @@ def _describe_entry(path, name):
         "params": out,
         "accepts_kwargs": accepts_kwargs,
         "init_params": init_params,
+        "init_accepts_kwargs": init_accepts_kwargs,
         "has_aggregate": has_aggregate,
+        "aggregate_param": aggregate_param,
     }
 
 

@@ -189,6 +189,10 @@ pub struct RunSettings {
     /// in object storage).
     #[serde(default)]
     pub upload: Option<String>,
+    /// A flex flow's `--init` values (a file's path absolute), to make its class entry the
+    /// same way when the run is resumed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init: Vec<String>,
 }
 
 impl RunMeta {

@@ -1,8 +1,11 @@
 //! Flex flows with a function entry (`entry: module:function`), end to end through the binary
 //! and a real python3: inputs from the signature (types, defaults) or from `inputs:`, outputs
 //! from what the function returns (a dict, a dataclass, anything else as `output`), a failing
-//! line, a batch and its resume, `validate`, `serve`; a class entry made without arguments.
-//! Class entries that need init arguments, `__aggregate__`, ... are refused (refusals.rs).
+//! line, a batch and its resume, `validate`, `serve`; class entries made without arguments and
+//! with `--init` (connections, model configurations, `init:` defaults, `sample:`), their
+//! `__aggregate__` as the run's metrics, `flow eval` of a class evaluation flow, `flow build`;
+//! `@trace` spans in the node records. A class run without the init it needs is refused
+//! (refusals.rs).
 
 use serde_json::json;
 
@@ -352,7 +355,7 @@ fn a_connection_parameter_is_refused_at_entry() {
     );
     ctx.run(&["run", "conn", "--inputs", "connection=c", "question=q"])
         .expect_code(2)
-        .stderr_has("parameter `connection` is a connection (AzureOpenAIConnection)")
+        .stderr_has("parameter `connection` is a connection (AzureOpenAIConnection): promptflow passes a flex flow's inputs as they are")
         .stderr_has("flow.flex.yaml:1:8");
 }
 
@@ -416,4 +419,370 @@ fn a_class_entry_whose_init_raises_is_refused_before_any_line() {
     ctx.run(&["run", "init_raises", "--inputs", "x=1"])
         .expect_code(2)
         .stderr_has("making MyFlow() failed: no model here");
+}
+
+/// A class entry like genaiops-promptflow-template's class_flows: an Azure model configuration
+/// from init.json (by connection name), a typed argument from `--init NAME=VALUE`, a
+/// connection by name, a default from `init:`, and `__aggregate__` over the lines' outputs.
+const CHAT_CLASS_PY: &str = r#"import os
+from promptflow.core import AzureOpenAIModelConfiguration
+from promptflow.connections import CustomConnection
+
+class ChatFlow:
+    def __init__(self, model_config: AzureOpenAIModelConfiguration, tools: CustomConnection, max_total_token=4096, repeat: int = 1):
+        self.model_config = model_config
+        self.tools = tools
+        self.max_total_token = max_total_token
+        self.repeat = repeat
+
+    def __call__(self, question: str) -> dict:
+        if question == "boom" and not os.path.exists("healed"):
+            raise ValueError("no booms here")
+        c = self.model_config
+        return {
+            "answer": question * self.repeat,
+            "config": [type(c).__name__, c.azure_deployment, c.azure_endpoint, c.api_key],
+            "tools": [type(self.tools).__name__, self.tools.secrets.get("api_key")],
+            "max_total_token": self.max_total_token,
+        }
+
+    def __aggregate__(self, line_results):
+        return {"lines": len(line_results), "mean_len": sum(len(r.answer) for r in line_results) / len(line_results)}
+"#;
+
+fn chat_class_flow(ctx: &TestContext) {
+    ctx.flow(
+        "chat",
+        &[
+            (
+                "flow.flex.yaml",
+                "entry: flow:ChatFlow\ninputs:\n  question: {type: string}\ninit:\n  model_config:\n    type: AzureOpenAIModelConfiguration\n  max_total_token:\n    type: int\n    default: 2048\n",
+            ),
+            ("flow.py", CHAT_CLASS_PY),
+        ],
+    );
+    ctx.write(
+        ".env",
+        "AOAI_API_KEY=aoai-key\nAOAI_API_BASE=https://aoai.example.com/\nAOAI_API_TYPE=azure\nTOOLS_API_KEY=tools-key\nTOOLS_API_TYPE=custom\n",
+    );
+    ctx.write(
+        "init.json",
+        r#"{"model_config": {"azure_deployment": "gpt-35-turbo", "connection": "aoai"}, "tools": "tools"}"#,
+    );
+}
+
+#[test]
+fn a_class_entry_is_made_with_init_json_connections_and_model_configurations() {
+    let ctx = TestContext::new();
+    chat_class_flow(&ctx);
+    let run = ctx.run(&[
+        "run",
+        "chat",
+        "--init",
+        "init.json",
+        "repeat=2",
+        "--inputs",
+        "question=hi",
+        "--output",
+        "json",
+    ]);
+    run.expect_code(0);
+    let out = run.json();
+    assert_eq!(
+        out["outputs"],
+        json!({
+            "answer": "hihi",
+            "config": ["AzureOpenAIModelConfiguration", "gpt-35-turbo", "https://aoai.example.com/", "aoai-key"],
+            "tools": ["CustomConnection", "tools-key"],
+            "max_total_token": 2048,
+        })
+    );
+    assert_eq!(out["metrics"], json!({"lines": 1.0, "mean_len": 4.0}));
+    // An unknown key, a missing required one, a model configuration that is not an object:
+    // refused before anything runs, exit 2.
+    ctx.run(&[
+        "run",
+        "chat",
+        "--init",
+        "init.json",
+        "repat=2",
+        "--inputs",
+        "question=hi",
+    ])
+    .expect_code(2)
+    .stderr_has("--init: `repat` is not a parameter of `ChatFlow.__init__`")
+    .stderr_has("did you mean `repeat`?");
+    ctx.run(&["run", "chat", "--init", "tools=tools", "--inputs", "question=hi"])
+        .expect_code(2)
+        .stderr_has("`entry: flow:ChatFlow` is a class whose `__init__` needs `model_config`, which --init does not give")
+        .stderr_has("flow.flex.yaml:1:8");
+    ctx.run(&[
+        "run", "chat", "--init", "tools=tools", "model_config=gpt", "--inputs", "question=hi",
+    ])
+    .expect_code(2)
+    .stderr_has("`model_config` is a model configuration (AzureOpenAIModelConfiguration): give an object of its fields");
+    ctx.run(&[
+        "run",
+        "chat",
+        "--init",
+        "init.json",
+        "tools=nope",
+        "--inputs",
+        "question=hi",
+    ])
+    .expect_code(2)
+    .stderr_has("init `tools`: connection `nope`");
+    ctx.run(&["validate", "chat"]).expect_code(0).stdout_has(
+        "init (--init): model_config (object, AzureOpenAIModelConfiguration, required), tools (connection name, CustomConnection, required), max_total_token (int, default 2048), repeat (int, default 1)",
+    );
+}
+
+#[test]
+fn a_batch_of_a_class_entry_aggregates_and_its_resume_reuses_the_init() {
+    let ctx = TestContext::new();
+    chat_class_flow(&ctx);
+    ctx.write(
+        "q.jsonl",
+        "{\"question\": \"a\"}\n{\"question\": \"boom\"}\n{\"question\": \"ccc\"}\n",
+    );
+    ctx.run(&[
+        "run",
+        "chat",
+        "--data",
+        "q.jsonl",
+        "--name",
+        "agg",
+        "--init",
+        "init.json",
+        "repeat=2",
+    ])
+    .expect_code(1);
+    let dir = run_dir(&ctx, "agg");
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("metrics.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert_eq!(metrics["lines"], json!(2.0), "{metrics}");
+    assert_eq!(metrics["mean_len"], json!(4.0), "{metrics}");
+    ctx.write("chat/healed", "");
+    ctx.run(&["run", "--resume", "agg"]).expect_code(0);
+    let out = outputs(&dir);
+    let answers: Vec<&str> = out.iter().filter_map(|o| o["answer"].as_str()).collect();
+    assert_eq!(answers, vec!["aa", "boomboom", "cccccc"]);
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("metrics.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert_eq!(metrics["lines"], json!(3.0), "{metrics}");
+}
+
+#[test]
+fn sample_gives_the_init_and_the_inputs_of_a_line_given_none() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "sampled",
+        &[
+            (
+                "flow.flex.yaml",
+                "entry: flow:MyFlow\nsample:\n  init:\n    prefix: hi-\n  inputs: ${file:./inputs.json}\n",
+            ),
+            ("inputs.json", r#"{"x": "there"}"#),
+            (
+                "flow.py",
+                "class MyFlow:\n    def __init__(self, prefix: str):\n        self.prefix = prefix\n\n    def __call__(self, x: str):\n        return self.prefix + x\n",
+            ),
+        ],
+    );
+    let run = ctx.run(&["run", "sampled", "--output", "json"]);
+    run.expect_code(0)
+        .stderr_has("no --inputs given: the flow's `sample.inputs` are used");
+    assert_eq!(run.json()["outputs"], json!({"output": "hi-there"}));
+    // Given init and inputs win over the sample.
+    let run = ctx.run(&[
+        "run",
+        "sampled",
+        "--init",
+        "prefix=yo-",
+        "--inputs",
+        "x=1",
+        "--output",
+        "json",
+    ]);
+    run.expect_code(0);
+    assert_eq!(run.json()["outputs"], json!({"output": "yo-1"}));
+    // `flow serve`: a request with no inputs at all runs on the sample too.
+    let server = Server::ready(&ctx, "sampled", &[], &[]);
+    let ok = server.score("{}");
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json(), json!({"output": "hi-there"}));
+}
+
+#[test]
+fn serve_makes_a_class_entry_with_its_init() {
+    let ctx = TestContext::new();
+    chat_class_flow(&ctx);
+    let server = Server::ready(&ctx, "chat", &["--init", "init.json"], &[]);
+    let ok = server.score(r#"{"question": "q"}"#);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json()["tools"], json!(["CustomConnection", "tools-key"]));
+}
+
+#[test]
+fn flow_eval_runs_a_class_evaluation_flow_with_its_init_and_gates_on_its_aggregate() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "echo_flow",
+        &[
+            ("flow.flex.yaml", "entry: flow:echo\n"),
+            ("flow.py", "def echo(text: str):\n    return text\n"),
+        ],
+    );
+    ctx.flow(
+        "eval_len",
+        &[
+            ("flow.flex.yaml", "entry: grader:Grader\n"),
+            (
+                "grader.py",
+                "class Grader:\n    def __init__(self, min_len: int):\n        self.min_len = min_len\n\n    def __call__(self, answer: str) -> dict:\n        return {'ok': len(answer) >= self.min_len}\n\n    def __aggregate__(self, results):\n        return {'pass_rate': sum(1 for r in results if r.ok) / len(results)}\n",
+            ),
+        ],
+    );
+    ctx.write(
+        "data.jsonl",
+        "{\"text\": \"a\"}\n{\"text\": \"bbb\"}\n{\"text\": \"cccc\"}\n{\"text\": \"dd\"}\n",
+    );
+    ctx.run(&["run", "echo_flow", "--data", "data.jsonl", "--name", "base"])
+        .expect_code(0);
+    let run = ctx.run(&[
+        "eval",
+        "--run",
+        "base",
+        "eval_len",
+        "--init",
+        "min_len=3",
+        "--column-mapping",
+        "answer=${run.outputs.output}",
+        "--threshold",
+        "pass_rate>=0.5",
+        "--output",
+        "json",
+    ]);
+    run.expect_code(0);
+    assert_eq!(run.json()["metrics"]["pass_rate"], json!(0.5));
+    // Without the init the evaluation flow cannot be made: refused before anything runs.
+    ctx.run(&[
+        "eval",
+        "--run",
+        "base",
+        "eval_len",
+        "--column-mapping",
+        "answer=${run.outputs.output}",
+    ])
+    .expect_code(2)
+    .stderr_has("`entry: grader:Grader` is a class whose `__init__` needs `min_len`, and no --init gives it");
+}
+
+#[test]
+fn build_of_a_class_entry_ships_its_module_says_how_to_give_the_init_and_serves() {
+    let ctx = TestContext::new();
+    chat_class_flow(&ctx);
+    ctx.run(&["build", "chat", "--format", "docker", "--out-dir", "image"])
+        .expect_code(0)
+        .stdout_has("the class entry ChatFlow needs init (model_config, tools)")
+        .stdout_has("--init /init.json");
+    for file in ["image/flow/flow.flex.yaml", "image/flow/flow.py"] {
+        assert!(ctx.root().join(file).is_file(), "{file} missing");
+    }
+    // The image's entrypoint is `flow serve FLOW`: its flow folder serves with --init appended.
+    let server = Server::ready(&ctx, "image/flow", &["--init", "init.json"], &[]);
+    let ok = server.score(r#"{"question": "q"}"#);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json()["answer"], json!("q"));
+}
+
+#[test]
+fn traced_calls_become_nested_spans_of_the_line_capped_per_call() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "traced",
+        &[
+            ("flow.flex.yaml", "entry: flow:run\n"),
+            (
+                "flow.py",
+                "from promptflow.tracing import trace\n\n@trace\ndef inner(x):\n    return x * 2\n\n@trace\ndef outer(n):\n    return [inner(i) for i in range(n)]\n\ndef run(n: int = 2):\n    return {'v': outer(n)}\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "traced", "--inputs", "n=2"])
+        .expect_code(0);
+    let detail: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ctx.root().join("traced/.promptflow/flow.detail.json"))
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let calls = &detail["node_runs"][0]["traces"];
+    assert_eq!(calls[0]["name"], "outer", "{calls}");
+    assert_eq!(calls[0]["inputs"], json!({"n": 2}));
+    assert_eq!(calls[0]["output"], json!([0, 2]));
+    assert_eq!(calls[0]["children"][1]["name"], "inner");
+    assert_eq!(calls[0]["children"][1]["output"], json!(2));
+    // Bounded: at most 200 spans per call, the rest counted and said so.
+    ctx.run(&["run", "traced", "--inputs", "n=300"])
+        .expect_code(0);
+    let detail: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ctx.root().join("traced/.promptflow/flow.detail.json"))
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let calls = detail["node_runs"][0]["traces"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0]["children"].as_array().map(Vec::len), Some(199));
+    assert_eq!(
+        calls[1]["message"],
+        "101 more traced calls were not recorded: at most 200 spans are kept per node call"
+    );
+}
+
+#[test]
+fn merged_shards_of_a_class_entry_run_its_aggregate_with_the_recorded_init() {
+    let ctx = TestContext::new();
+    chat_class_flow(&ctx);
+    ctx.write(
+        "q.jsonl",
+        "{\"question\": \"a\"}\n{\"question\": \"bb\"}\n{\"question\": \"ccc\"}\n",
+    );
+    for k in ["1/2", "2/2"] {
+        ctx.run(&[
+            "run",
+            "chat",
+            "--data",
+            "q.jsonl",
+            "--name",
+            "sh",
+            "--shard",
+            k,
+            "--init",
+            "init.json",
+            "repeat=2",
+        ])
+        .expect_code(0);
+    }
+    ctx.run(&[
+        "runs",
+        "merge",
+        "sh-shard-1-of-2",
+        "sh-shard-2-of-2",
+        "--name",
+        "merged",
+    ])
+    .expect_code(0);
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir(&ctx, "merged").join("metrics.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert_eq!(metrics["lines"], json!(3.0), "{metrics}");
+    assert_eq!(metrics["mean_len"], json!(4.0), "{metrics}");
 }

@@ -26,8 +26,24 @@ fn refused_everywhere(ctx: &TestContext, flow_dir: &str, expected: &str) {
 /// A class entry whose `__init__` needs an argument (promptflow's `--init` / `init:`).
 const CLASS_ENTRY: &str = "class MyFlow:\n    def __init__(self, prefix: str):\n        self.prefix = prefix\n\n    def __call__(self, x: str) -> str:\n        return self.prefix + x\n";
 
+/// `flow run` (one line) and a batch refuse `flow_dir`, saying `expected`, and no run
+/// directory is created (`flow validate` accepts it: only running needs the init).
+fn refused_when_run(ctx: &TestContext, flow_dir: &str, expected: &str) {
+    ctx.write("data.jsonl", "{\"x\": \"1\"}\n");
+    ctx.run(&["run", flow_dir, "--inputs", "x=1", "--offline"])
+        .expect_code(2)
+        .stderr_has(expected);
+    ctx.run(&["run", flow_dir, "--data", "data.jsonl", "--offline"])
+        .expect_code(2)
+        .stderr_has(expected);
+    assert!(
+        !ctx.root().join(".flow/runs").exists(),
+        "a refused flow must not start a run"
+    );
+}
+
 #[test]
-fn a_class_entry_that_needs_init_arguments_is_refused_not_completed_empty() {
+fn a_class_entry_run_without_the_init_it_needs_is_refused_not_completed_empty() {
     let ctx = TestContext::new();
     ctx.flow(
         "flex",
@@ -36,11 +52,14 @@ fn a_class_entry_that_needs_init_arguments_is_refused_not_completed_empty() {
             ("entry.py", CLASS_ENTRY),
         ],
     );
-    refused_everywhere(
+    refused_when_run(
         &ctx,
         "flex",
-        "`entry: entry:MyFlow` is a class whose `__init__` needs `prefix`: init arguments (`--init`, `init:`) are not supported yet",
+        "`entry: entry:MyFlow` is a class whose `__init__` needs `prefix`, and no --init gives it",
     );
+    ctx.run(&["validate", "flex"])
+        .expect_code(0)
+        .stdout_has("init (--init): prefix (string, required)");
 }
 
 #[test]
@@ -56,12 +75,13 @@ fn a_dag_file_with_an_entry_is_a_flex_flow_and_a_class_needing_init_is_refused_a
             ("entry.py", CLASS_ENTRY),
         ],
     );
-    refused_everywhere(&ctx, "flex", "is a class whose `__init__` needs `prefix`");
+    refused_when_run(&ctx, "flex", "is a class whose `__init__` needs `prefix`");
     // Located: the file, line 2 (the `entry` key's value) and a caret.
-    ctx.run(&["validate", "flex"])
+    ctx.run(&["run", "flex", "--inputs", "x=1"])
         .expect_code(2)
         .stderr_has("flow.dag.yaml:2:")
-        .stderr_has("^");
+        .stderr_has("^")
+        .stderr_has("--init prefix=VALUE");
 }
 
 #[test]
@@ -104,22 +124,7 @@ fn a_flex_flow_whose_entry_is_a_prompty_or_not_module_function_is_refused() {
     refused_everywhere(
         &ctx,
         "with_init",
-        "`init:` (arguments for a class entry's `__init__`) is not supported yet",
-    );
-    ctx.flow(
-        "aggregate",
-        &[
-            ("flow.flex.yaml", "entry: flow:MyFlow\n"),
-            (
-                "flow.py",
-                "class MyFlow:\n    def __call__(self, x: str):\n        return x\n\n    def __aggregate__(self, results: list):\n        return {'n': len(results)}\n",
-            ),
-        ],
-    );
-    refused_everywhere(
-        &ctx,
-        "aggregate",
-        "defines `__aggregate__`: aggregation of a class entry is not supported yet",
+        "`init:` gives arguments for a class entry's `__init__`, but `entry: flow:my_flow` is a function",
     );
     ctx.flow(
         "no_entry",
