@@ -80,6 +80,7 @@ struct CallReply {
     stdout: String,
     #[serde(default)]
     non_finite: Vec<(String, String)>,
+    #[serde(default)]
     traces: Vec<Value>,
     error: Option<ErrorReply>,
 }
