@@ -734,6 +734,12 @@ impl Loader {
         let Some(map) = self.object(v, key, &format!("`{key}`")) else {
             return out;
         };
+        // one of them, in messages: "input `n`", "init parameter `n`"
+        let noun = match key {
+            "inputs" => "input",
+            "init" => "init parameter",
+            other => other,
+        };
         for (name, spec) in map {
             let path = join_key(key, name);
             let empty = Map::new();
@@ -744,7 +750,7 @@ impl Loader {
                     self.error(
                         &path,
                         format!(
-                            "{key} `{name}` must be a mapping with `type` (found {})",
+                            "{noun} `{name}` must be a mapping with `type` (found {})",
                             super::reference::type_name(other)
                         ),
                         Some("write e.g. `question: {type: string, default: \"...\"}`"),
@@ -765,7 +771,7 @@ impl Loader {
                         Ok(c) => default = Some(c),
                         Err(e) => self.error(
                             &join_key(&path, "default"),
-                            format!("the default of {key} `{name}`: {e}"),
+                            format!("the default of {noun} `{name}`: {e}"),
                             Some("make the default match the input's type, or change the type"),
                         ),
                     }
