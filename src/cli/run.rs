@@ -183,6 +183,21 @@ fn check_required_inputs(
             }
         )));
     }
+    // A chat flow's history starts empty when not given, as `pf flow test` starts it.
+    let history = flow
+        .inputs
+        .values()
+        .find(|i| i.is_chat_history)
+        .or_else(|| flow.inputs.get("chat_history"));
+    if let Some(h) = history {
+        if h.default.is_none() && !given.contains_key(&h.name) {
+            eprintln!(
+                "note: chat history `{}` starts empty ([]); pass --inputs {}='[...]' to give one",
+                h.name, h.name
+            );
+            given.insert(h.name.clone(), Value::Array(Vec::new()));
+        }
+    }
     let missing: Vec<&str> = flow
         .inputs
         .values()

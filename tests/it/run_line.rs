@@ -138,6 +138,32 @@ fn missing_required_input_is_a_usage_error() {
 }
 
 #[test]
+fn a_chat_flows_history_starts_empty_when_not_given_as_pf_flow_test_starts_it() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "chat",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs:\n  chat_history: {type: list}\n  question: {type: string, is_chat_input: true}\noutputs:\n  answer: {reference: '${echo.output}', is_chat_output: true}\nnodes:\n- {name: echo, type: python, source: {type: code, path: echo.py}, inputs: {h: '${inputs.chat_history}', q: '${inputs.question}'}}\n",
+            ),
+            (
+                "echo.py",
+                "from promptflow import tool\n\n@tool\ndef echo(h: list, q: str) -> str:\n    return f'{len(h)} turns before {q}'\n",
+            ),
+        ],
+    );
+    let run = ctx.run(&["run", "chat", "--inputs", "question=hi", "--output", "json"]);
+    run.expect_code(0)
+        .stderr_has("note: chat history `chat_history` starts empty ([])");
+    assert_eq!(run.json()["outputs"]["answer"], "0 turns before hi");
+    // the question has no such exception
+    ctx.run(&["run", "chat"])
+        .expect_code(2)
+        .stderr_has("`question` has no default");
+}
+
+#[test]
 fn single_node_runs_with_given_inputs() {
     let ctx = TestContext::with_mock();
     chain(&ctx);
