@@ -152,6 +152,9 @@ pub(crate) enum Prepared {
         defaults: Vec<String>,
         /// Connection parameters: name → the connection as Python sees it.
         connections: Map<String, Value>,
+        /// Literal inputs of `Image`-annotated parameters, loaded as images when the flow is
+        /// prepared (promptflow's tool resolver makes them `Image` objects): name → image value.
+        images: Map<String, Value>,
     },
     /// A package tool flow runs itself, through the same handler as Python tools' model calls.
     Package {

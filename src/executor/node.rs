@@ -283,6 +283,7 @@ impl Executor {
                 function,
                 defaults: _,
                 connections,
+                images,
             } => {
                 let Some(pool) = &self.python else {
                     return Err(ErrorInfo::new(
@@ -293,6 +294,9 @@ impl Executor {
                 let mut kwargs = inputs.values.clone();
                 for name in connections.keys() {
                     kwargs.remove(name);
+                }
+                for (name, image) in images {
+                    kwargs.insert(name.clone(), image.clone());
                 }
                 let call = PythonCall {
                     file: file.clone(),

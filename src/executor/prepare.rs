@@ -792,12 +792,34 @@ async fn prepare_python(
         })?;
     let mut diagnostics = Vec::new();
     let mut connections = Map::new();
+    let mut images = Map::new();
     let mut defaults = Vec::new();
     for param in &signature.params {
         if param.has_default {
             defaults.push(param.name.clone());
         }
         let provided = node.inputs.get(&param.name);
+        // A literal given to an `Image` parameter is an image (a path in the flow folder, a URL,
+        // base64), as promptflow's tool resolver loads it before the flow runs.
+        if param.annotation.as_deref() == Some("Image") {
+            if let Some(ValueSource::Literal(v @ Value::String(_))) = provided {
+                match crate::image::load(v, &flow.dir) {
+                    Ok(image) => {
+                        images.insert(param.name.clone(), image.to_value());
+                    }
+                    Err(e) => diagnostics.push(
+                        flow.error_at(
+                            &format!("{}.inputs.{}", node.yaml_path, param.name),
+                            format!(
+                                "node `{}`: input `{}` is an `Image` parameter, and its value is not an image: {e}",
+                                node.name, param.name
+                            ),
+                        )
+                        .with_help("give a path in the flow folder, a URL or base64 data"),
+                    ),
+                }
+            }
+        }
         if provided.is_none() && !param.has_default {
             diagnostics.push(
                 flow.error_at(
@@ -912,6 +934,7 @@ async fn prepare_python(
         function: Some(signature.function.clone()),
         defaults,
         connections,
+        images,
     })
 }
 

@@ -493,3 +493,39 @@ fn a_tool_never_fetches_an_image_from_a_private_address() {
     );
     assert_eq!(ctx.mock().request_count(), 0, "nothing was fetched");
 }
+
+#[test]
+fn a_literal_given_to_an_image_parameter_is_loaded_as_an_image_before_the_run() {
+    let ctx = TestContext::new();
+    let logo = png(2, 2, [0, 0, 255]);
+    ctx.flow(
+        "lit",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs: {}\noutputs:\n  size: {reference: '${describe.output}'}\nnodes:\n- {name: describe, type: python, source: {type: code, path: describe.py}, inputs: {image: logo.png}}\n",
+            ),
+            (
+                "describe.py",
+                "from promptflow.contracts.multimedia import Image\nfrom promptflow.core import tool\n\n@tool\ndef describe(image: Image) -> str:\n    return f'{type(image).__name__} {image._mime_type} {len(bytes(image))}'\n",
+            ),
+        ],
+    );
+    std::fs::write(ctx.root().join("lit/logo.png"), &logo).unwrap();
+    let run = ctx.run(&["run", "lit", "--output", "json"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.json()["outputs"]["size"],
+        format!("Image image/png {}", logo.len())
+    );
+    // a literal that is no image is refused at its place before anything runs
+    ctx.write(
+        "lit/flow.dag.yaml",
+        "inputs: {}\noutputs:\n  size: {reference: '${describe.output}'}\nnodes:\n- {name: describe, type: python, source: {type: code, path: describe.py}, inputs: {image: gone.png}}\n",
+    );
+    ctx.run(&["run", "lit"])
+        .expect_code(2)
+        .stderr_has("input `image` is an `Image` parameter, and its value is not an image")
+        .stderr_has("gone.png")
+        .stderr_has("flow.dag.yaml:5");
+}
