@@ -228,25 +228,31 @@ async fn run_line(
     offline: bool,
 ) -> Result<(), Failure> {
     let mut line = executor.run_line(0, given).await;
-    // Images go to files under .promptflow/flow_outputs, as `pf flow test` keeps them.
-    if let Err(e) = flow::record::persist_images(
-        &mut line,
-        &executor.flow().dir.join(".promptflow"),
-        "flow_outputs",
-    ) {
-        return Err(Failure::new(
-            flow::error::ErrorClass::Io,
-            format!(
-                "error: cannot write the line's images under {}: {e}",
-                executor.flow().dir.join(".promptflow").display()
-            ),
-        ));
-    }
-    let aggregation = if line.succeeded() && !executor.dag().aggregation_nodes.is_empty() {
+    // The aggregation takes the line's values as they are (images in memory), before they are
+    // written as files.
+    let mut aggregation = if line.succeeded() && !executor.dag().aggregation_nodes.is_empty() {
         Some(executor.run_aggregation(std::slice::from_ref(&line)).await)
     } else {
         None
     };
+    // Images go to files under .promptflow/flow_outputs, as `pf flow test` keeps them.
+    let records = executor.flow().dir.join(".promptflow");
+    let persisted =
+        flow::record::persist_images(&mut line, &records, "flow_outputs").and_then(|()| {
+            match aggregation.as_mut() {
+                Some(agg) => flow::record::persist_nodes(&mut agg.nodes, &records, "flow_outputs"),
+                None => Ok(()),
+            }
+        });
+    if let Err(e) = persisted {
+        return Err(Failure::new(
+            flow::error::ErrorClass::Io,
+            format!(
+                "error: cannot write the line's images under {}: {e}",
+                records.display()
+            ),
+        ));
+    }
     let flow = executor.flow();
     let detail = flow::record::write_detail(
         &flow.dir,

@@ -529,3 +529,36 @@ fn a_literal_given_to_an_image_parameter_is_loaded_as_an_image_before_the_run() 
         .stderr_has("gone.png")
         .stderr_has("flow.dag.yaml:5");
 }
+
+#[test]
+fn an_aggregation_of_a_single_run_gets_the_lines_images_not_paths_it_cannot_open() {
+    let ctx = TestContext::new();
+    let logo = png(3, 1, [9, 9, 9]);
+    ctx.flow(
+        "agg",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs:\n  image: {type: image, default: logo.png}\noutputs:\n  out: {reference: '${pick.output}'}\nnodes:\n- {name: pick, type: python, source: {type: code, path: pick.py}, inputs: {image: '${inputs.image}'}}\n- {name: count, type: python, source: {type: code, path: count.py}, inputs: {images: '${pick.output}'}, aggregation: true}\n",
+            ),
+            (
+                "pick.py",
+                "from promptflow.contracts.multimedia import Image\nfrom promptflow.core import tool\n\n@tool\ndef pick(image: Image) -> Image:\n    return image\n",
+            ),
+            (
+                "count.py",
+                "from promptflow.core import log_metric, tool\n\n@tool\ndef count(images: list):\n    log_metric('bytes', sum(len(bytes(i)) for i in images))\n",
+            ),
+        ],
+    );
+    std::fs::write(ctx.root().join("agg/logo.png"), &logo).unwrap();
+    let run = ctx.run(&["run", "agg", "--output", "json"]);
+    run.expect_code(0);
+    assert_eq!(run.json()["metrics"]["bytes"], logo.len() as f64);
+    // the line's output is still written as a file, as pf flow test writes it
+    let out = &run.json()["outputs"]["out"];
+    assert!(
+        out.get("data:image/png;path").is_some(),
+        "an image output is a path reference: {out}"
+    );
+}
