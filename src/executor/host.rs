@@ -154,11 +154,13 @@ impl ModelHost {
         } else {
             Api::Completion
         };
-        let inputs = args
+        let mut inputs = args
             .get("inputs")
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
+        // An image prints as promptflow's `str(image)`; a chat sends it as an image part.
+        let images = crate::image::to_markers(&mut inputs);
         let mut request = LlmRequest::chat(Vec::new());
         request.api = api;
         if let Some(messages) = args.get("messages").filter(|m| !m.is_null()) {
@@ -180,8 +182,14 @@ impl ModelHost {
             let text = render(prompt, inputs, style).await?;
             match api {
                 Api::Chat => {
-                    request.messages = crate::template::parse_chat(&text)
+                    request.messages = crate::image::chat_messages(&text, &images, "auto", true)
                         .map_err(|e| HostError::new("ChatAPIInvalidRole", e.to_string()))?;
+                }
+                Api::Completion if images.keys().any(|k| text.contains(k.as_str())) => {
+                    return Err(HostError::new(
+                        "ValueError",
+                        "an image reaches a completion prompt, which sends text only; use a chat tool to send images",
+                    ));
                 }
                 Api::Completion => request.prompt = Some(text),
             }
@@ -478,11 +486,13 @@ impl HostHandler for ModelHost {
                             .ok_or_else(|| {
                                 HostError::new("ValueError", "`render` needs a `template` text")
                             })?;
-                    let inputs = args
+                    let mut inputs = args
                         .get("inputs")
                         .and_then(Value::as_object)
                         .cloned()
                         .unwrap_or_default();
+                    // an Image prints as promptflow's `str(image)`: `Image(<sha1[:8]>)`
+                    crate::image::to_markers(&mut inputs);
                     let text = render(template, inputs, ListStyle::Python).await?;
                     Ok(HostReply {
                         result: Value::String(text),
@@ -491,7 +501,13 @@ impl HostHandler for ModelHost {
                 }
                 "parse_chat" => {
                     let text = args.get("text").and_then(Value::as_str).unwrap_or_default();
-                    let messages = crate::template::parse_chat(text)
+                    let images = parse_chat_images(args.get("images"))?;
+                    let detail = args
+                        .get("image_detail")
+                        .and_then(Value::as_str)
+                        .unwrap_or("auto");
+                    // promptflow's parse_chat: image lines only, no `![image](...)` unwrapping
+                    let messages = crate::image::chat_messages(text, &images, detail, false)
                         .map_err(|e| HostError::new("ChatAPIInvalidRole", e.to_string()))?;
                     Ok(HostReply {
                         result: serde_json::to_value(messages).unwrap_or(Value::Null),
@@ -505,6 +521,34 @@ impl HostHandler for ModelHost {
             }
         })
     }
+}
+
+/// The images Python gave `parse_chat`: `[str(image), image value]` pairs, each image found by
+/// the marker Python printed and by flow's own (they differ for an image made from a URL).
+fn parse_chat_images(
+    value: Option<&Value>,
+) -> Result<HashMap<String, crate::image::Image>, HostError> {
+    let mut images = HashMap::new();
+    let Some(Value::Array(items)) = value else {
+        return Ok(images);
+    };
+    for item in items {
+        let (marker, value) = match item {
+            Value::Array(pair) if pair.len() == 2 => (pair[0].as_str(), &pair[1]),
+            other => (None, other),
+        };
+        let image = crate::image::Image::from_value(value).ok_or_else(|| {
+            HostError::new(
+                "ValueError",
+                format!("parse_chat: `images` holds something that is not an Image: {value}"),
+            )
+        })?;
+        if let Some(m) = marker {
+            images.insert(m.to_string(), image.clone());
+        }
+        images.insert(image.marker(), image);
+    }
+    Ok(images)
 }
 
 /// Render a template the Python code gave, with promptflow's Jinja settings (the same engine

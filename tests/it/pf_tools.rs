@@ -3,7 +3,7 @@
 //! the mock's request bodies and counts), are counted in the calling node's record, and their
 //! failures reach Python as promptflow-tools' exception types.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::context::TestContext;
 use crate::support::mock_llm::MockReply;
@@ -353,44 +353,64 @@ fn package_tool_nodes_run_on_flows_providers() {
 }
 
 #[test]
-fn custom_llm_vision_nodes_run_without_images_and_refuse_them() {
+fn custom_llm_vision_nodes_send_images_as_content_parts() {
+    use base64::Engine;
     let ctx = TestContext::with_mock();
     ctx.mock().reply_when("a red apple", "fruit");
-    let flow = "inputs:\n  q: {type: string}\n  img: {type: object, default: null}\noutputs:\n  a: {reference: '${see.output}'}\nnodes:\n- name: see\n  type: custom_llm\n  source: {type: package_with_prompt, path: see.jinja2, tool: promptflow.tools.openai_gpt4v.OpenAI.chat}\n  inputs: {connection: open_ai_connection, model: gpt-4o, max_tokens: 50, question: '${inputs.q}', picture: '${inputs.img}'}\n";
+    let flow = "inputs:\n  q: {type: string}\n  img: {type: object, default: null}\noutputs:\n  a: {reference: '${see.output}'}\nnodes:\n- name: see\n  type: custom_llm\n  source: {type: package_with_prompt, path: see.jinja2, tool: promptflow.tools.openai_gpt4v.OpenAI.chat}\n  inputs: {connection: open_ai_connection, model: gpt-4o, max_tokens: 50, detail: high, question: '${inputs.q}', picture: '${inputs.img}'}\n";
     ctx.flow(
         "f",
         &[
             ("flow.dag.yaml", flow),
             (
                 "see.jinja2",
-                "system:\nName the kind.\nuser:\n{{question}}\n",
+                "system:\nName the kind ({{detail}}).\nuser:\n{{question}}\n![image]({{picture}})\n",
             ),
         ],
     );
-    ctx.run(&["run", "f", "--inputs", "q=a red apple"])
+    let b64 =
+        base64::engine::general_purpose::STANDARD.encode(crate::images::png(2, 2, [255, 0, 0]));
+    ctx.write(
+        "in.json",
+        &json!({"q": "a red apple", "img": {"data:image/png;base64": b64}}).to_string(),
+    );
+    ctx.run(&["run", "f", "--inputs", "in.json"])
         .expect_code(0)
         .stdout_has("fruit");
     let reqs = ctx.mock().requests();
     assert_eq!(reqs.len(), 1, "{reqs:?}");
     assert_eq!(reqs[0].body["model"], "gpt-4o");
     assert_eq!(reqs[0].body["max_tokens"], 50);
-    assert_eq!(reqs[0].body["messages"][1]["content"], "a red apple");
-    // an image input fails the line, naming the gap
-    ctx.write(
-        "in.json",
-        "{\"q\": \"x\", \"img\": {\"data:image/png;url\": \"https://example.invalid/a.png\"}}",
+    // `detail` is a template variable, as in promptflow-tools (its gpt4v tools pass it to
+    // build_messages under a name that is not `image_detail`): the image part says "auto"
+    assert_eq!(
+        reqs[0].body["messages"],
+        json!([
+            {"role": "system", "content": "Name the kind (high)."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "a red apple"},
+                {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{b64}"), "detail": "auto"}},
+            ]},
+        ])
     );
-    ctx.run(&["run", "f", "--inputs", "in.json"])
-        .expect_code(1)
-        .stderr_has("input `picture` is an image; flow does not send images");
-    // an image in the prompt is refused before running
+    // a package chat tool sends it the same way
+    ctx.mock().clear_requests();
     ctx.write(
-        "f/see.jinja2",
-        "user:\n{{question}}\n![image]({{picture}})\n",
+        "f/flow.dag.yaml",
+        &flow
+            .replace("type: custom_llm", "type: python")
+            .replace("type: package_with_prompt, path: see.jinja2, tool: promptflow.tools.openai_gpt4v.OpenAI.chat", "type: package, tool: promptflow.tools.openai.OpenAI.chat")
+            .replace("detail: high,", "prompt: \"user:\\n{{question}}\\n![image]({{picture}})\","),
     );
-    ctx.run(&["run", "f", "--inputs", "q=x"])
-        .expect_code(2)
-        .stderr_has("flow does not send images to models yet");
+    ctx.run(&["run", "f", "--inputs", "in.json", "--no-cache"])
+        .expect_code(0)
+        .stdout_has("fruit");
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(
+        reqs[0].body["messages"][0]["content"][1],
+        json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{b64}"), "detail": "auto"}})
+    );
     // a custom_llm tool flow does not run is refused, naming it
     ctx.write(
         "f/flow.dag.yaml",
