@@ -1159,8 +1159,8 @@ fn package_tool_help(tool: &str) -> String {
         .to_string()
 }
 
-/// promptflow-tools' `custom_llm` tools flow runs itself: the vision chat tools (images are not
-/// sent yet: an image input is refused when the node runs).
+/// promptflow-tools' `custom_llm` tools flow runs itself: the vision chat tools (images sent as
+/// content parts, as `llm` nodes send them).
 pub(crate) const NATIVE_CUSTOM_LLM_TOOLS: &[&str] = &[
     "promptflow.tools.aoai_gpt4v.AzureOpenAI.chat",
     "promptflow.tools.openai_gpt4v.OpenAI.chat",
