@@ -425,6 +425,51 @@ fn custom_llm_vision_nodes_send_images_as_content_parts() {
 }
 
 #[test]
+fn image_objects_in_python_calls_become_content_parts() {
+    use base64::Engine;
+    let ctx = TestContext::with_mock();
+    ctx.mock().reply_when("What colour", "red");
+    let flow = "inputs: {q: {type: string}, img: {type: image}}\noutputs:\n  a: {reference: '${ask.output}'}\nnodes:\n- {name: ask, type: python, source: {type: code, path: ask.py}, inputs: {conn: open_ai_connection, q: '${inputs.q}', img: '${inputs.img}'}}\n";
+    let code = "from promptflow.core import tool\nfrom promptflow.tools.openai import chat\nfrom promptflow.tools.common import render_jinja_template, parse_chat\n\n@tool\ndef ask(conn, q: str, img) -> dict:\n    answer = chat(connection=conn, prompt='user:\\n{{q}}\\n![image]({{img}})', model='gpt-4o', q=q, img=img)\n    text = render_jinja_template('user:\\n{{q}}\\n{{img}}', q=q, img=img)\n    return {'answer': answer, 'text': text, 'marker': str(img), 'messages': parse_chat(text, images=[img], image_detail='low')}\n";
+    ctx.flow("f", &[("flow.dag.yaml", flow), ("ask.py", code)]);
+    let bytes = crate::images::png(2, 2, [255, 0, 0]);
+    std::fs::write(ctx.root().join("f/red.png"), &bytes).unwrap();
+    let url = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&bytes)
+    );
+    ctx.run(&["run", "f", "--inputs", "q=What colour?", "img=red.png"])
+        .expect_code(0)
+        .stdout_has("red");
+    // chat() sends the image as an llm node does
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(
+        reqs[0].body["messages"],
+        json!([{"role": "user", "content": [
+            {"type": "text", "text": "What colour?"},
+            {"type": "image_url", "image_url": {"url": url, "detail": "auto"}},
+        ]}])
+    );
+    // render_jinja_template prints the image as str(image); parse_chat makes its line a part
+    let d = detail(&ctx, "f");
+    let out = &d["node_runs"][0]["output"];
+    let marker = out["marker"].as_str().unwrap();
+    assert_eq!(
+        out["text"],
+        format!("user:\nWhat colour?\n{marker}"),
+        "{out}"
+    );
+    assert_eq!(
+        out["messages"],
+        json!([{"role": "user", "content": [
+            {"type": "text", "text": "What colour?"},
+            {"type": "image_url", "image_url": {"url": url, "detail": "low"}},
+        ]}])
+    );
+}
+
+#[test]
 fn threads_share_the_channel_and_oversized_requests_are_refused() {
     let ctx = TestContext::with_mock();
     ctx.flow(
