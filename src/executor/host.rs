@@ -280,7 +280,7 @@ impl ModelHost {
     }
 
     /// `embedding`: `input` (a text or a list of texts) with a model or deployment.
-    async fn embedding(&self, args: Value) -> Result<HostReply, HostError> {
+    async fn embedding(&self, node: &str, args: Value) -> Result<HostReply, HostError> {
         let conn = self.connection(args.get("connection"))?;
         let (inputs, single) = match args.get("input") {
             Some(Value::String(s)) => (vec![s.clone()], true),
@@ -309,25 +309,72 @@ impl ModelHost {
             .filter_map(|k| args.get(*k).and_then(Value::as_str))
             .find(|s| !s.trim().is_empty())
             .map(str::to_string);
-        let vectors = self
-            .client()?
-            .embed(&conn, model.as_deref(), &inputs)
-            .await
-            .map_err(|e| provider_error(&e))?;
+        let (response, cached) = self.embed(node, &conn, model.as_deref(), &inputs).await?;
         let result = if single {
-            json!(vectors.into_iter().next().unwrap_or_default())
+            response
+                .output
+                .as_array()
+                .and_then(|v| v.first())
+                .cloned()
+                .unwrap_or_else(|| json!([]))
         } else {
-            json!(vectors)
+            response.output.clone()
         };
-        Ok(HostReply {
-            result,
-            call: Some(HostCall {
-                op: "embedding".into(),
-                model_call: true,
-                model,
-                ..HostCall::default()
-            }),
-        })
+        let mut request = LlmRequest::chat(Vec::new());
+        request.model = model;
+        Ok(self.reply("embedding", result, &request, response, cached))
+    }
+
+    /// An embeddings request through the response cache (as `llm` calls are): the vectors are
+    /// the response's output; its usage is what the endpoint reported.
+    async fn embed(
+        &self,
+        node: &str,
+        conn: &Connection,
+        model: Option<&str>,
+        inputs: &[String],
+    ) -> Result<(LlmResponse, bool), HostError> {
+        let client = self.client()?;
+        let fetch = || async {
+            let e = client.embed_detailed(conn, model, inputs).await?;
+            Ok(LlmResponse {
+                output: json!(e.vectors),
+                usage: e.usage,
+                model: e.model,
+                finish_reason: None,
+                retries: e.retries,
+                served_by: e.served_by,
+            })
+        };
+        match &self.options.cache {
+            Some(cache) if conn.api_type != ApiType::Echo => {
+                let key = crate::provider::embedding_cache_key(conn, model, inputs);
+                let key = match self.options.sample {
+                    Some(n) => format!("{key}-sample{n}"),
+                    None => key,
+                };
+                let first: String = inputs
+                    .first()
+                    .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default()
+                    .chars()
+                    .take(80)
+                    .collect();
+                let what = format!(
+                    "node {node}, embedding model {}, first input \"{first}\"",
+                    model.unwrap_or("(connection default)")
+                );
+                match cache.get_or_fetch(&key, &what, fetch).await {
+                    Ok(c) => Ok((c.response, c.hit)),
+                    Err(CacheError::Provider(e)) => Err(provider_error(&e)),
+                    Err(miss) => Err(HostError::new("WrappedOpenAIError", miss.to_string())),
+                }
+            }
+            _ => fetch()
+                .await
+                .map(|r| (r, false))
+                .map_err(|e: ProviderError| provider_error(&e)),
+        }
     }
 
     /// `prompty`: run a `.prompty` file as flow runs it (its one-node flow), with the model
@@ -477,7 +524,7 @@ impl HostHandler for ModelHost {
         Box::pin(async move {
             match op {
                 "chat" | "completion" => self.complete(node, op, args).await,
-                "embedding" => self.embedding(args).await,
+                "embedding" => self.embedding(node, args).await,
                 "prompty" => self.prompty(args).await,
                 "render" => {
                     let template =

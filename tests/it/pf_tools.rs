@@ -335,13 +335,27 @@ fn package_tool_nodes_run_on_flows_providers() {
         ask["system_metrics"]["total_tokens"].as_u64().unwrap() > 0,
         "{d}"
     );
-    // chat and completion are cached on a second run (embeddings are not in the response
-    // cache); a connection that is not configured is a located refusal
+    // the embedding's tokens are counted as the endpoint reported them
+    let embed = |d: &Value| {
+        d["node_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == "embed")
+            .unwrap()
+            .clone()
+    };
+    let first = embed(&d);
+    assert_eq!(first["system_metrics"]["prompt_tokens"], 6, "{first}");
+    assert_eq!(first["system_metrics"]["total_tokens"], 6, "{first}");
+    // chat, completion and embedding are answered from the response cache on a second run;
+    // a connection that is not configured is a located refusal
     ctx.run(&["run", "f", "--inputs", "q=What is the capital of Spain?"])
         .expect_code(0);
     let again = ctx.mock().requests();
-    assert_eq!(again.len(), 4, "{again:?}");
-    assert_eq!(again[3].path, "/v1/embeddings");
+    assert_eq!(again.len(), 3, "{again:?}");
+    let d2 = detail(&ctx, "f");
+    assert_eq!(embed(&d2)["output"], first["output"], "{d2}");
     ctx.write(
         "f/flow.dag.yaml",
         "inputs: {q: {type: string}}\noutputs:\n  v: {reference: '${embed.output}'}\nnodes:\n- name: embed\n  type: python\n  source: {type: package, tool: promptflow.tools.embedding.embedding}\n  inputs: {connection: nowhere_conn, input: '${inputs.q}'}\n",
