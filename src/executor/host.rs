@@ -129,7 +129,17 @@ impl ModelHost {
             );
         }
         connection::resolve(&private, &env, self.options.offline)
-            .map(Arc::new)
+            .map(|mut c| {
+                // messages name the connection and its fields as the code gave them, not the
+                // private variables they were resolved through
+                c.given_in_code = true;
+                c.name = if name.is_empty() {
+                    "<built in code>".into()
+                } else {
+                    name.to_string()
+                };
+                Arc::new(c)
+            })
             .map_err(|e| {
                 HostError::new(
                     "InvalidConnectionType",

@@ -484,6 +484,30 @@ fn image_objects_in_python_calls_become_content_parts() {
 }
 
 #[test]
+fn a_key_given_in_code_that_the_endpoint_rejects_is_named_as_such() {
+    let ctx = TestContext::with_mock();
+    ctx.mock().set_api_key("sk-the-right-key-0123456789");
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from promptflow.core import tool\nfrom promptflow.connections import OpenAIConnection\nfrom promptflow.tools.openai import chat\n\n@tool\ndef ask(conn: OpenAIConnection, q: str) -> str:\n    mine = OpenAIConnection(api_key='sk-a-wrong-key-0123456789', base_url=conn.base_url)\n    return chat(connection=mine, prompt='user:\\n' + q, model='m')\n",
+            ),
+        ],
+    );
+    let run = ctx.run(&["run", "f", "--inputs", "q=hi", "--no-cache"]);
+    run.expect_code(1)
+        .stderr_has("401")
+        .stderr_has("the api_key given in code");
+    let err = &run.stderr;
+    assert!(!err.contains("FLOW_PYTHON"), "{err}");
+    assert!(!err.contains("flow_python"), "{err}");
+    assert!(!err.contains("sk-a-wrong-key"), "{err}");
+}
+
+#[test]
 fn threads_share_the_channel_and_oversized_requests_are_refused() {
     let ctx = TestContext::with_mock();
     ctx.flow(
