@@ -458,6 +458,7 @@ impl ModelHost {
         let mut flow = crate::model::prompty_flow::flow_from_prompty(path, &text)
             .map_err(|e| fail(e.to_string()))?;
         let mut options = self.options.clone();
+        let mut given_in_code = false;
         if let Some(node) = flow.nodes.first_mut() {
             use crate::model::ValueSource;
             if let Value::Object(config) = config {
@@ -494,6 +495,7 @@ impl ModelHost {
                     }
                     options.env = env;
                     node.connection = Some(name.to_string());
+                    given_in_code = true;
                 }
                 if let Some(d) = text("azure_deployment") {
                     node.inputs.insert(
@@ -523,9 +525,21 @@ impl ModelHost {
                     .join("\n"),
             )
         })?;
-        Executor::new(flow, dag, &options)
+        let mut executor = Executor::new(flow, dag, &options)
             .await
-            .map_err(|e| fail(e.to_string()))
+            .map_err(|e| fail(e.to_string()))?;
+        if given_in_code {
+            // messages name the endpoint and key as the code gave them (see inline_connection)
+            for prepared in &mut executor.prepared {
+                if let super::Prepared::Llm { connection, .. } = prepared {
+                    let mut c = (**connection).clone();
+                    c.given_in_code = true;
+                    c.name = "<built in code>".into();
+                    *connection = Arc::new(c);
+                }
+            }
+        }
+        Ok(executor)
     }
 }
 

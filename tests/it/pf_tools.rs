@@ -505,6 +505,22 @@ fn a_key_given_in_code_that_the_endpoint_rejects_is_named_as_such() {
     assert!(!err.contains("FLOW_PYTHON"), "{err}");
     assert!(!err.contains("flow_python"), "{err}");
     assert!(!err.contains("sk-a-wrong-key"), "{err}");
+    // so is a Prompty model configuration built in code
+    ctx.write(
+        "f/chat.prompty",
+        "---\nname: Basic\nmodel:\n  api: chat\n  configuration: {type: openai, model: m}\n---\nuser:\n{{q}}\n",
+    );
+    ctx.write(
+        "f/ask.py",
+        "from pathlib import Path\nfrom promptflow.core import tool, Prompty, OpenAIModelConfiguration\nfrom promptflow.connections import OpenAIConnection\n\n@tool\ndef ask(conn: OpenAIConnection, q: str) -> str:\n    cfg = OpenAIModelConfiguration(model='m', base_url=conn.base_url, api_key='sk-a-wrong-key-0123456789')\n    return Prompty.load(source=Path(__file__).parent / 'chat.prompty', model={'configuration': cfg})(q=q)\n",
+    );
+    let run = ctx.run(&["run", "f", "--inputs", "q=hi", "--no-cache"]);
+    run.expect_code(1)
+        .stderr_has("401")
+        .stderr_has("the api_key given in code");
+    let err = &run.stderr;
+    assert!(!err.contains("FLOW_PYTHON"), "{err}");
+    assert!(!err.contains("flow_python"), "{err}");
 }
 
 #[test]
