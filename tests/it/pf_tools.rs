@@ -407,6 +407,37 @@ fn custom_llm_vision_nodes_send_images_as_content_parts() {
             ]},
         ])
     );
+    // the Azure vision tool sends it the same way, to its deployment
+    ctx.mock().clear_requests();
+    ctx.write(
+        ".env",
+        &format!(
+            "AZURE_CONN_API_TYPE=azure\nAZURE_CONN_API_BASE={}\nAZURE_CONN_API_KEY=sk-test-0123456789abcdef\n",
+            ctx.mock().url()
+        ),
+    );
+    ctx.write(
+        "f/flow.dag.yaml",
+        &flow
+            .replace(
+                "promptflow.tools.openai_gpt4v.OpenAI.chat",
+                "promptflow.tools.aoai_gpt4v.AzureOpenAI.chat",
+            )
+            .replace(
+                "connection: open_ai_connection, model: gpt-4o",
+                "connection: azure_conn, deployment_name: vision",
+            ),
+    );
+    ctx.run(&["run", "f", "--inputs", "in.json", "--no-cache"])
+        .expect_code(0)
+        .stdout_has("fruit");
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].path, "/openai/deployments/vision/chat/completions");
+    assert_eq!(
+        reqs[0].body["messages"][1]["content"][1],
+        json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{b64}"), "detail": "auto"}})
+    );
     // a package chat tool sends it the same way
     ctx.mock().clear_requests();
     ctx.write(
@@ -521,6 +552,33 @@ fn a_key_given_in_code_that_the_endpoint_rejects_is_named_as_such() {
     let err = &run.stderr;
     assert!(!err.contains("FLOW_PYTHON"), "{err}");
     assert!(!err.contains("flow_python"), "{err}");
+}
+
+#[test]
+fn an_embedding_from_python_is_cached_and_its_tokens_counted() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from promptflow.core import tool\nfrom promptflow.tools.embedding import embedding\n\n@tool\ndef ask(conn, q: str) -> list:\n    return embedding(connection=conn, input=q, model='text-embedding-3-small')\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=three small words"])
+        .expect_code(0);
+    assert_eq!(ctx.mock().request_count(), 1);
+    let d = detail(&ctx, "f");
+    let first = d["node_runs"][0].clone();
+    assert_eq!(first["system_metrics"]["total_tokens"], 3, "{d}");
+    // a second run is answered from the response cache: no embedding request
+    ctx.run(&["run", "f", "--inputs", "q=three small words"])
+        .expect_code(0);
+    assert_eq!(ctx.mock().request_count(), 1);
+    let d = detail(&ctx, "f");
+    assert_eq!(d["node_runs"][0]["output"], first["output"], "{d}");
 }
 
 #[test]
