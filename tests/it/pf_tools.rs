@@ -390,7 +390,8 @@ fn custom_llm_vision_nodes_send_images_as_content_parts() {
     );
     ctx.run(&["run", "f", "--inputs", "in.json"])
         .expect_code(0)
-        .stdout_has("fruit");
+        .stdout_has("fruit")
+        .stderr_has("`detail: high` does not reach the image parts");
     let reqs = ctx.mock().requests();
     assert_eq!(reqs.len(), 1, "{reqs:?}");
     assert_eq!(reqs[0].body["model"], "gpt-4o");
