@@ -741,6 +741,10 @@ pub struct Connection {
     /// For a keyless Azure connection (`auth_mode: meid_token`): the service principal whose
     /// Entra ID token is sent as `Authorization: Bearer` instead of an `api-key`.
     pub entra: Option<entra::Identity>,
+    /// Made from fields a Python tool gave in code (a connection object it built with a key
+    /// and endpoint): messages name "the api_key given in code", not the private variables
+    /// the fields were resolved through.
+    pub given_in_code: bool,
 }
 
 impl fmt::Debug for Connection {
@@ -819,6 +823,7 @@ pub fn resolve(name: &str, env: &EnvVars, offline: bool) -> Result<Connection, C
         declared_extra: IndexMap::new(),
         entra: None,
         pool: Vec::new(),
+        given_in_code: false,
     };
     if offline {
         conn.source.push("--offline".to_string());
@@ -1384,6 +1389,9 @@ fn finish(
 impl Connection {
     /// The variable the API key comes from (or would come from).
     pub fn key_var(&self) -> String {
+        if self.given_in_code {
+            return "the api_key given in code".into();
+        }
         if let Some(v) = self.source.iter().find(|v| v.ends_with("API_KEY")) {
             return v.clone();
         }
@@ -1392,6 +1400,9 @@ impl Connection {
 
     /// Where the base URL comes from (or would): its variable, else the connection file.
     pub fn base_var(&self) -> String {
+        if self.given_in_code {
+            return "the endpoint (api_base, base_url or azure_endpoint) given in code".into();
+        }
         if let Some(v) = self
             .source
             .iter()

@@ -520,6 +520,26 @@ pub fn to_markers(vars: &mut Map<String, Value>) -> std::collections::HashMap<St
     out
 }
 
+/// A rendered chat prompt as the messages a model is sent — the one implementation behind `llm`
+/// nodes, `.prompty` files, package chat tools, `custom_llm` vision nodes and chat calls from
+/// Python: `![image](MARKER)` unwrapped (when `markdown`), roles parsed, and each message holding
+/// an image's marker line made content parts with `detail`.
+pub fn chat_messages(
+    text: &str,
+    images: &std::collections::HashMap<String, Image>,
+    detail: &str,
+    markdown: bool,
+) -> Result<Vec<crate::chat::Message>, crate::template::TemplateError> {
+    let text = if images.is_empty() || !markdown {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(unwrap_markdown(text, images))
+    };
+    let mut messages = crate::template::parse_chat(&text)?;
+    attach(&mut messages, images, detail);
+    Ok(messages)
+}
+
 /// promptflow's `preprocess_template_string`, applied to the rendered text: `![image](MARKER)`
 /// puts the image on a line of its own.
 pub fn unwrap_markdown(text: &str, images: &std::collections::HashMap<String, Image>) -> String {

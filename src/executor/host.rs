@@ -129,7 +129,17 @@ impl ModelHost {
             );
         }
         connection::resolve(&private, &env, self.options.offline)
-            .map(Arc::new)
+            .map(|mut c| {
+                // messages name the connection and its fields as the code gave them, not the
+                // private variables they were resolved through
+                c.given_in_code = true;
+                c.name = if name.is_empty() {
+                    "<built in code>".into()
+                } else {
+                    name.to_string()
+                };
+                Arc::new(c)
+            })
             .map_err(|e| {
                 HostError::new(
                     "InvalidConnectionType",
@@ -154,11 +164,13 @@ impl ModelHost {
         } else {
             Api::Completion
         };
-        let inputs = args
+        let mut inputs = args
             .get("inputs")
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
+        // An image prints as promptflow's `str(image)`; a chat sends it as an image part.
+        let images = crate::image::to_markers(&mut inputs);
         let mut request = LlmRequest::chat(Vec::new());
         request.api = api;
         if let Some(messages) = args.get("messages").filter(|m| !m.is_null()) {
@@ -180,8 +192,14 @@ impl ModelHost {
             let text = render(prompt, inputs, style).await?;
             match api {
                 Api::Chat => {
-                    request.messages = crate::template::parse_chat(&text)
+                    request.messages = crate::image::chat_messages(&text, &images, "auto", true)
                         .map_err(|e| HostError::new("ChatAPIInvalidRole", e.to_string()))?;
+                }
+                Api::Completion if images.keys().any(|k| text.contains(k.as_str())) => {
+                    return Err(HostError::new(
+                        "ValueError",
+                        "an image reaches a completion prompt, which sends text only; use a chat tool to send images",
+                    ));
                 }
                 Api::Completion => request.prompt = Some(text),
             }
@@ -272,7 +290,7 @@ impl ModelHost {
     }
 
     /// `embedding`: `input` (a text or a list of texts) with a model or deployment.
-    async fn embedding(&self, args: Value) -> Result<HostReply, HostError> {
+    async fn embedding(&self, node: &str, args: Value) -> Result<HostReply, HostError> {
         let conn = self.connection(args.get("connection"))?;
         let (inputs, single) = match args.get("input") {
             Some(Value::String(s)) => (vec![s.clone()], true),
@@ -301,25 +319,72 @@ impl ModelHost {
             .filter_map(|k| args.get(*k).and_then(Value::as_str))
             .find(|s| !s.trim().is_empty())
             .map(str::to_string);
-        let vectors = self
-            .client()?
-            .embed(&conn, model.as_deref(), &inputs)
-            .await
-            .map_err(|e| provider_error(&e))?;
+        let (response, cached) = self.embed(node, &conn, model.as_deref(), &inputs).await?;
         let result = if single {
-            json!(vectors.into_iter().next().unwrap_or_default())
+            response
+                .output
+                .as_array()
+                .and_then(|v| v.first())
+                .cloned()
+                .unwrap_or_else(|| json!([]))
         } else {
-            json!(vectors)
+            response.output.clone()
         };
-        Ok(HostReply {
-            result,
-            call: Some(HostCall {
-                op: "embedding".into(),
-                model_call: true,
-                model,
-                ..HostCall::default()
-            }),
-        })
+        let mut request = LlmRequest::chat(Vec::new());
+        request.model = model;
+        Ok(self.reply("embedding", result, &request, response, cached))
+    }
+
+    /// An embeddings request through the response cache (as `llm` calls are): the vectors are
+    /// the response's output; its usage is what the endpoint reported.
+    async fn embed(
+        &self,
+        node: &str,
+        conn: &Connection,
+        model: Option<&str>,
+        inputs: &[String],
+    ) -> Result<(LlmResponse, bool), HostError> {
+        let client = self.client()?;
+        let fetch = || async {
+            let e = client.embed_detailed(conn, model, inputs).await?;
+            Ok(LlmResponse {
+                output: json!(e.vectors),
+                usage: e.usage,
+                model: e.model,
+                finish_reason: None,
+                retries: e.retries,
+                served_by: e.served_by,
+            })
+        };
+        match &self.options.cache {
+            Some(cache) if conn.api_type != ApiType::Echo => {
+                let key = crate::provider::embedding_cache_key(conn, model, inputs);
+                let key = match self.options.sample {
+                    Some(n) => format!("{key}-sample{n}"),
+                    None => key,
+                };
+                let first: String = inputs
+                    .first()
+                    .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default()
+                    .chars()
+                    .take(80)
+                    .collect();
+                let what = format!(
+                    "node {node}, embedding model {}, first input \"{first}\"",
+                    model.unwrap_or("(connection default)")
+                );
+                match cache.get_or_fetch(&key, &what, fetch).await {
+                    Ok(c) => Ok((c.response, c.hit)),
+                    Err(CacheError::Provider(e)) => Err(provider_error(&e)),
+                    Err(miss) => Err(HostError::new("WrappedOpenAIError", miss.to_string())),
+                }
+            }
+            _ => fetch()
+                .await
+                .map(|r| (r, false))
+                .map_err(|e: ProviderError| provider_error(&e)),
+        }
     }
 
     /// `prompty`: run a `.prompty` file as flow runs it (its one-node flow), with the model
@@ -393,6 +458,7 @@ impl ModelHost {
         let mut flow = crate::model::prompty_flow::flow_from_prompty(path, &text)
             .map_err(|e| fail(e.to_string()))?;
         let mut options = self.options.clone();
+        let mut given_in_code = false;
         if let Some(node) = flow.nodes.first_mut() {
             use crate::model::ValueSource;
             if let Value::Object(config) = config {
@@ -429,6 +495,7 @@ impl ModelHost {
                     }
                     options.env = env;
                     node.connection = Some(name.to_string());
+                    given_in_code = true;
                 }
                 if let Some(d) = text("azure_deployment") {
                     node.inputs.insert(
@@ -458,9 +525,21 @@ impl ModelHost {
                     .join("\n"),
             )
         })?;
-        Executor::new(flow, dag, &options)
+        let mut executor = Executor::new(flow, dag, &options)
             .await
-            .map_err(|e| fail(e.to_string()))
+            .map_err(|e| fail(e.to_string()))?;
+        if given_in_code {
+            // messages name the endpoint and key as the code gave them (see inline_connection)
+            for prepared in &mut executor.prepared {
+                if let super::Prepared::Llm { connection, .. } = prepared {
+                    let mut c = (**connection).clone();
+                    c.given_in_code = true;
+                    c.name = "<built in code>".into();
+                    *connection = Arc::new(c);
+                }
+            }
+        }
+        Ok(executor)
     }
 }
 
@@ -469,7 +548,7 @@ impl HostHandler for ModelHost {
         Box::pin(async move {
             match op {
                 "chat" | "completion" => self.complete(node, op, args).await,
-                "embedding" => self.embedding(args).await,
+                "embedding" => self.embedding(node, args).await,
                 "prompty" => self.prompty(args).await,
                 "render" => {
                     let template =
@@ -478,11 +557,13 @@ impl HostHandler for ModelHost {
                             .ok_or_else(|| {
                                 HostError::new("ValueError", "`render` needs a `template` text")
                             })?;
-                    let inputs = args
+                    let mut inputs = args
                         .get("inputs")
                         .and_then(Value::as_object)
                         .cloned()
                         .unwrap_or_default();
+                    // an Image prints as promptflow's `str(image)`: `Image(<sha1[:8]>)`
+                    crate::image::to_markers(&mut inputs);
                     let text = render(template, inputs, ListStyle::Python).await?;
                     Ok(HostReply {
                         result: Value::String(text),
@@ -491,7 +572,13 @@ impl HostHandler for ModelHost {
                 }
                 "parse_chat" => {
                     let text = args.get("text").and_then(Value::as_str).unwrap_or_default();
-                    let messages = crate::template::parse_chat(text)
+                    let images = parse_chat_images(args.get("images"))?;
+                    let detail = args
+                        .get("image_detail")
+                        .and_then(Value::as_str)
+                        .unwrap_or("auto");
+                    // promptflow's parse_chat: image lines only, no `![image](...)` unwrapping
+                    let messages = crate::image::chat_messages(text, &images, detail, false)
                         .map_err(|e| HostError::new("ChatAPIInvalidRole", e.to_string()))?;
                     Ok(HostReply {
                         result: serde_json::to_value(messages).unwrap_or(Value::Null),
@@ -505,6 +592,34 @@ impl HostHandler for ModelHost {
             }
         })
     }
+}
+
+/// The images Python gave `parse_chat`: `[str(image), image value]` pairs, each image found by
+/// the marker Python printed and by flow's own (they differ for an image made from a URL).
+fn parse_chat_images(
+    value: Option<&Value>,
+) -> Result<HashMap<String, crate::image::Image>, HostError> {
+    let mut images = HashMap::new();
+    let Some(Value::Array(items)) = value else {
+        return Ok(images);
+    };
+    for item in items {
+        let (marker, value) = match item {
+            Value::Array(pair) if pair.len() == 2 => (pair[0].as_str(), &pair[1]),
+            other => (None, other),
+        };
+        let image = crate::image::Image::from_value(value).ok_or_else(|| {
+            HostError::new(
+                "ValueError",
+                format!("parse_chat: `images` holds something that is not an Image: {value}"),
+            )
+        })?;
+        if let Some(m) = marker {
+            images.insert(m.to_string(), image.clone());
+        }
+        images.insert(image.marker(), image);
+    }
+    Ok(images)
 }
 
 /// Render a template the Python code gave, with promptflow's Jinja settings (the same engine

@@ -187,14 +187,9 @@ impl Executor {
                 };
                 match node.api {
                     LlmApi::Chat => {
-                        let text = if images.is_empty() {
-                            rendered.escaped().to_string()
-                        } else {
-                            crate::image::unwrap_markdown(rendered.escaped(), &images)
-                        };
-                        request.messages = crate::template::parse_chat(&text)
-                            .map_err(|e| template_error(node, &e.to_string()))?;
-                        crate::image::attach(&mut request.messages, &images, "auto");
+                        request.messages =
+                            crate::image::chat_messages(rendered.escaped(), &images, "auto", true)
+                                .map_err(|e| template_error(node, &e.to_string()))?;
                     }
                     LlmApi::Completion
                         if images.keys().any(|k| rendered.text.contains(k.as_str())) =>
@@ -408,18 +403,6 @@ fn package_args(
     if let Some(prompt) = &tool.prompt {
         args.insert("prompt".into(), Value::String(prompt.clone()));
     }
-    if let Some((name, _)) = inputs.iter().find(|(_, v)| is_image(v)) {
-        return Err(ErrorInfo {
-            node: Some(node.name.clone()),
-            ..ErrorInfo::new(
-                ErrorKind::Input,
-                format!(
-                    "node `{}` ({}): input `{name}` is an image; flow does not send images to models yet",
-                    node.name, tool.tool
-                ),
-            )
-        });
-    }
     let mut params = Map::new();
     let mut vars = Map::new();
     for (k, v) in inputs {
@@ -464,16 +447,6 @@ fn package_args(
     args.insert("params".into(), Value::Object(typed));
     args.insert("inputs".into(), Value::Object(vars));
     Ok(Value::Object(args))
-}
-
-/// A promptflow image value (`{"data:image/png;base64": ...}`, `{"data:image/png;url": ...}`),
-/// alone or in a list.
-fn is_image(v: &Value) -> bool {
-    match v {
-        Value::Object(m) => m.keys().any(|k| k.starts_with("data:image/")),
-        Value::Array(items) => items.iter().any(is_image),
-        _ => false,
-    }
 }
 
 fn package_error(node: &Node, tool: &super::PackageTool, e: crate::python::HostError) -> ErrorInfo {

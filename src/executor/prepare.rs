@@ -692,16 +692,6 @@ fn prepare_package(
             .resolve_file(&node.source)
             .and_then(|p| std::fs::read_to_string(p).ok());
         match text {
-            Some(text) if text.contains("![image]") => {
-                return Err(vec![flow.error_at(
-                    &format!("{}.source.path", node.yaml_path),
-                    format!(
-                        "node `{}`: the prompt `{}` holds an image (`![image](...)`); flow does not send images to models yet",
-                        node.name,
-                        node.source.display()
-                    ),
-                ).with_help("remove the image from the prompt, or run this flow with promptflow until flow sends images")]);
-            }
             Some(text) => package.prompt = Some(text),
             None => {
                 return Err(vec![flow.error_at(

@@ -331,30 +331,35 @@ fn preflight(
     eval_executors: &[Option<Executor>],
 ) -> Result<(), ExperimentError> {
     let mut problems = Vec::new();
-    let mut check =
-        |origin: &super::doc::Origin,
-         what: String,
-         data: &std::path::Path,
-         mappings: &Map<String, Json>,
-         inputs: &indexmap::IndexMap<String, crate::model::FlowInput>| {
-            let mapping = match ColumnMapping::from_map(mappings) {
-                Ok(m) => m,
-                Err(e) => {
-                    problems.push(origin.error(format!("{what}: {e}")));
-                    return;
-                }
-            };
-            if let Err(e) = crate::data::check_inputs(data, &mapping, inputs) {
-                let text = e.to_string().replace("--column-mapping ", "mapping ");
-                problems.push(origin.error(format!("{what}: {text}")));
+    let mut check = |origin: &super::doc::Origin,
+                     what: String,
+                     data: &std::path::Path,
+                     mappings: &Map<String, Json>,
+                     inputs: &indexmap::IndexMap<String, crate::model::FlowInput>,
+                     flow_dir: &std::path::Path| {
+        let mapping = match ColumnMapping::from_map(mappings) {
+            Ok(m) => m,
+            Err(e) => {
+                problems.push(origin.error(format!("{what}: {e}")));
+                return;
             }
         };
+        if let Err(e) = crate::data::check_inputs(data, &mapping, inputs) {
+            let text = e.to_string().replace("--column-mapping ", "mapping ");
+            problems.push(origin.error(format!("{what}: {text}")));
+            return;
+        }
+        // every row's image inputs, as a single run checks them
+        if let Err(e) = crate::data::check_images(data, &mapping, inputs, flow_dir) {
+            problems.push(origin.error(format!("{what}: {e}")));
+        }
+    };
     for dataset in &experiment.datasets {
         let mut seen = std::collections::HashSet::new();
         for v in variants {
             // Variants of one flow share its inputs: one check says it for all of them.
             let inputs: Vec<&String> = v.flow.inputs.keys().collect();
-            if !seen.insert(format!("{inputs:?}")) {
+            if !seen.insert(format!("{inputs:?}{}", v.flow.dir.display())) {
                 continue;
             }
             check(
@@ -363,6 +368,7 @@ fn preflight(
                 &dataset.source,
                 &dataset.mappings,
                 &v.flow.inputs,
+                &v.flow.dir,
             );
         }
     }
@@ -375,6 +381,7 @@ fn preflight(
                 &d.source,
                 &d.mappings,
                 &exec.flow().inputs,
+                &exec.flow().dir,
             );
         }
     }

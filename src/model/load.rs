@@ -256,6 +256,26 @@ impl Loader {
         self.diagnostics.push(d);
     }
 
+    /// promptflow-tools' gpt4v tools hand `detail` to `build_messages` under a name that is not
+    /// its `image_detail`: images are sent with `"detail": "auto"` whatever `detail` says, and
+    /// flow sends what promptflow sends — a `detail` other than `auto` is said, not dropped
+    /// quietly.
+    fn warn_vision_detail(&mut self, map: &Map<String, Value>, path: &str) {
+        let detail = map
+            .get("inputs")
+            .and_then(|i| i.get("detail"))
+            .and_then(Value::as_str);
+        if let Some(d) = detail.filter(|d| *d != "auto" && !d.starts_with("${")) {
+            self.warn_key(
+                &join_key(&join_key(path, "inputs"), "detail"),
+                format!(
+                    "`detail: {d}` does not reach the image parts: promptflow-tools' vision tools send `\"detail\": \"auto\"` (their `detail` becomes a template variable), and so does flow"
+                ),
+                Some("leave `detail` out: images are sent with `auto`".into()),
+            );
+        }
+    }
+
     fn object<'v>(
         &mut self,
         v: &'v Value,
@@ -924,7 +944,10 @@ impl Loader {
             Some("python") => NodeKind::Python,
             // promptflow-tools' vision chat tools, which flow runs itself (the prompt is the
             // source file); other custom_llm tools are refused below, naming them
-            Some("custom_llm") if custom_llm_tool(map).is_some() => NodeKind::Python,
+            Some("custom_llm") if custom_llm_tool(map).is_some() => {
+                self.warn_vision_detail(map, path);
+                NodeKind::Python
+            }
             Some(other) => {
                 let help = match other {
                     "custom_llm" => format!(
@@ -1305,8 +1328,8 @@ fn package_tool_help(tool: &str) -> String {
         .to_string()
 }
 
-/// promptflow-tools' `custom_llm` tools flow runs itself: the vision chat tools (images are not
-/// sent yet: an image input is refused when the node runs).
+/// promptflow-tools' `custom_llm` tools flow runs itself: the vision chat tools (images sent as
+/// content parts, as `llm` nodes send them).
 pub(crate) const NATIVE_CUSTOM_LLM_TOOLS: &[&str] = &[
     "promptflow.tools.aoai_gpt4v.AzureOpenAI.chat",
     "promptflow.tools.openai_gpt4v.OpenAI.chat",

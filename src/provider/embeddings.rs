@@ -19,6 +19,45 @@ pub const ECHO_EMBEDDING_DIMS: usize = 256;
 /// Longest excerpt of a bad reply shown in an error.
 const EXCERPT_CHARS: usize = 200;
 
+/// What an embeddings request returned: the vectors, and what the endpoint reported.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Embedded {
+    /// One vector per input, in input order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Token usage, when the endpoint reported it (`usage.prompt_tokens`/`total_tokens`); zero
+    /// otherwise.
+    pub usage: super::Usage,
+    /// The model that answered, as the endpoint named it.
+    pub model: Option<String>,
+    /// How many retries it took.
+    pub retries: u32,
+    /// For a pool: the member connection that answered.
+    pub served_by: Option<String>,
+}
+
+/// The response-cache key of an embeddings request: the endpoint, the model and the inputs.
+pub fn embedding_cache_key(conn: &Connection, model: Option<&str>, inputs: &[String]) -> String {
+    let (url, model) = if conn.is_pool() {
+        (format!("pool:{}", conn.name), model.map(str::to_string))
+    } else {
+        match embeddings_target(conn, model) {
+            Ok((url, m)) => (url, Some(m)),
+            Err(_) => (String::new(), model.map(str::to_string)),
+        }
+    };
+    let doc = json!({
+        "api": "embedding",
+        "api_type": conn.api_type.as_str(),
+        "url": url,
+        "model": model,
+        "input": inputs,
+    });
+    let mut h = Sha256::new();
+    // the keys in the fixed order above, no whitespace: the same request, the same text
+    h.update(doc.to_string().as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl LlmClient {
     /// Embeds each of `inputs` with `model` (else the connection's `X_EMBEDDING_MODEL`, or for
     /// Azure `X_EMBEDDING_DEPLOYMENT`), one vector per input in input order.
@@ -32,11 +71,26 @@ impl LlmClient {
         model: Option<&str>,
         inputs: &[String],
     ) -> Result<Vec<Vec<f32>>, ProviderError> {
+        Ok(self.embed_detailed(conn, model, inputs).await?.vectors)
+    }
+
+    /// [`embed`](Self::embed), with the usage, model and retries the endpoint reported.
+    pub async fn embed_detailed(
+        &self,
+        conn: &Connection,
+        model: Option<&str>,
+        inputs: &[String],
+    ) -> Result<Embedded, ProviderError> {
         if conn.is_pool() {
             return self.embed_pooled(conn, model, inputs).await;
         }
         match conn.api_type {
-            ApiType::Echo => return Ok(inputs.iter().map(|t| echo_embedding(t)).collect()),
+            ApiType::Echo => {
+                return Ok(Embedded {
+                    vectors: inputs.iter().map(|t| echo_embedding(t)).collect(),
+                    ..Embedded::default()
+                });
+            }
             ApiType::Anthropic => {
                 return Err(ProviderError::Config {
                     connection: conn.name.clone(),
@@ -47,7 +101,7 @@ impl LlmClient {
             ApiType::OpenAi | ApiType::Azure | ApiType::Ollama => {}
         }
         if inputs.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Embedded::default());
         }
         let (url, model) = embeddings_target(conn, model)?;
         let mut body = serde_json::Map::new();
@@ -64,9 +118,10 @@ impl LlmClient {
                 .embed_once(conn, &url, &model, &body, inputs.len())
                 .await
             {
-                Ok((vectors, rate)) => {
+                Ok((mut embedded, rate)) => {
                     permit.complete(Outcome::Success(rate));
-                    return Ok(vectors);
+                    embedded.retries = tries.total();
+                    return Ok(embedded);
                 }
                 Err(e) => tries.after_failure(self, &limiter, permit, e, true).await?,
             }
@@ -81,7 +136,7 @@ impl LlmClient {
         model: &str,
         body: &[u8],
         expected: usize,
-    ) -> Result<(Vec<Vec<f32>>, RateInfo), ProviderError> {
+    ) -> Result<(Embedded, RateInfo), ProviderError> {
         let timeout = self.config.timeout;
         let mut rb = self
             .http
@@ -174,7 +229,28 @@ impl LlmClient {
         let v: Value =
             serde_json::from_slice(&bytes).map_err(|e| malformed(format!("not JSON: {e}")))?;
         let vectors = parse_embeddings(&v, expected).map_err(malformed)?;
-        Ok((vectors, rate))
+        let count = |k: &str| {
+            v.get("usage")
+                .and_then(|u| u.get(k))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        let usage = super::Usage {
+            prompt_tokens: count("prompt_tokens"),
+            completion_tokens: 0,
+            total_tokens: count("total_tokens").max(count("prompt_tokens")),
+        };
+        let model = v.get("model").and_then(Value::as_str).map(str::to_string);
+        Ok((
+            Embedded {
+                vectors,
+                usage,
+                model,
+                retries: 0,
+                served_by: None,
+            },
+            rate,
+        ))
     }
 }
 

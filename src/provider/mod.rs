@@ -29,7 +29,7 @@ use crate::connection::{ApiType, Connection};
 
 pub use check::CheckOutcome;
 pub use echo::ECHO_PREFIX;
-pub use embeddings::{ECHO_EMBEDDING_DIMS, cosine, echo_embedding};
+pub use embeddings::{ECHO_EMBEDDING_DIMS, Embedded, cosine, echo_embedding, embedding_cache_key};
 pub use error::ProviderError;
 pub use limiter::LimiterStats;
 pub use retry::{RetryPolicy, parse_http_date, parse_retry_after};

@@ -319,7 +319,7 @@ impl LlmClient {
         pool: &Connection,
         model: Option<&str>,
         inputs: &[String],
-    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+    ) -> Result<super::embeddings::Embedded, ProviderError> {
         let state = self.pools.get(pool);
         let members = &pool.pool;
         let mut exclude = None;
@@ -337,9 +337,10 @@ impl LlmClient {
                 }
             };
             let i = choice.member;
-            match Box::pin(self.embed(&members[i], model, inputs)).await {
-                Ok(v) => {
+            match Box::pin(self.embed_detailed(&members[i], model, inputs)).await {
+                Ok(mut v) => {
                     state.succeeded(i);
+                    v.served_by = Some(members[i].name.clone());
                     return Ok(v);
                 }
                 Err(e) if member_fault(&e) => {

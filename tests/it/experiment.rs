@@ -1005,3 +1005,38 @@ fn ctrl_c_stops_every_run_keeps_what_finished_and_a_rerun_finishes_from_the_cach
     assert!(cached >= 4, "finished lines come from the cache: {cached}");
     assert!(ctx.mock().request_count() - asked <= 40 - cached as usize + 2);
 }
+
+#[test]
+fn every_rows_images_are_checked_before_the_first_run_starts() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "flows/look",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs:\n  q: {type: string}\n  img: {type: image}\noutputs:\n  a: {reference: '${ask.output}'}\nnodes:\n- name: ask\n  type: llm\n  source: {type: code, path: ask.jinja2}\n  inputs: {q: '${inputs.q}', img: '${inputs.img}', model: gpt-4o}\n  connection: open_ai_connection\n  api: chat\n",
+            ),
+            ("ask.jinja2", "user:\n{{q}}\n![image]({{img}})\n"),
+        ],
+    );
+    std::fs::write(
+        ctx.root().join("flows/look/red.png"),
+        crate::images::png(2, 2, [255, 0, 0]),
+    )
+    .unwrap();
+    ctx.write(
+        "data.jsonl",
+        "{\"q\": \"one\", \"img\": \"red.png\"}\n{\"q\": \"two\", \"img\": \"gone.png\"}\n",
+    );
+    ctx.write(
+        "experiment.yaml",
+        "name: look\nflow: flows/look\ndatasets:\n- name: d\n  source: data.jsonl\n  mappings:\n    q: \"${data.q}\"\n    img: \"${data.img}\"\n",
+    );
+    let run = ctx.run(&["experiment"]);
+    run.expect_code(2)
+        .stderr_has("dataset `d`")
+        .stderr_has("data.jsonl:2")
+        .stderr_has("gone.png")
+        .stderr_has("experiment.yaml:");
+    assert!(ctx.mock().requests().is_empty(), "no line ran");
+}

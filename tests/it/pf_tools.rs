@@ -3,7 +3,7 @@
 //! the mock's request bodies and counts), are counted in the calling node's record, and their
 //! failures reach Python as promptflow-tools' exception types.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::context::TestContext;
 use crate::support::mock_llm::MockReply;
@@ -335,13 +335,27 @@ fn package_tool_nodes_run_on_flows_providers() {
         ask["system_metrics"]["total_tokens"].as_u64().unwrap() > 0,
         "{d}"
     );
-    // chat and completion are cached on a second run (embeddings are not in the response
-    // cache); a connection that is not configured is a located refusal
+    // the embedding's tokens are counted as the endpoint reported them
+    let embed = |d: &Value| {
+        d["node_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == "embed")
+            .unwrap()
+            .clone()
+    };
+    let first = embed(&d);
+    assert_eq!(first["system_metrics"]["prompt_tokens"], 6, "{first}");
+    assert_eq!(first["system_metrics"]["total_tokens"], 6, "{first}");
+    // chat, completion and embedding are answered from the response cache on a second run;
+    // a connection that is not configured is a located refusal
     ctx.run(&["run", "f", "--inputs", "q=What is the capital of Spain?"])
         .expect_code(0);
     let again = ctx.mock().requests();
-    assert_eq!(again.len(), 4, "{again:?}");
-    assert_eq!(again[3].path, "/v1/embeddings");
+    assert_eq!(again.len(), 3, "{again:?}");
+    let d2 = detail(&ctx, "f");
+    assert_eq!(embed(&d2)["output"], first["output"], "{d2}");
     ctx.write(
         "f/flow.dag.yaml",
         "inputs: {q: {type: string}}\noutputs:\n  v: {reference: '${embed.output}'}\nnodes:\n- name: embed\n  type: python\n  source: {type: package, tool: promptflow.tools.embedding.embedding}\n  inputs: {connection: nowhere_conn, input: '${inputs.q}'}\n",
@@ -353,44 +367,96 @@ fn package_tool_nodes_run_on_flows_providers() {
 }
 
 #[test]
-fn custom_llm_vision_nodes_run_without_images_and_refuse_them() {
+fn custom_llm_vision_nodes_send_images_as_content_parts() {
+    use base64::Engine;
     let ctx = TestContext::with_mock();
     ctx.mock().reply_when("a red apple", "fruit");
-    let flow = "inputs:\n  q: {type: string}\n  img: {type: object, default: null}\noutputs:\n  a: {reference: '${see.output}'}\nnodes:\n- name: see\n  type: custom_llm\n  source: {type: package_with_prompt, path: see.jinja2, tool: promptflow.tools.openai_gpt4v.OpenAI.chat}\n  inputs: {connection: open_ai_connection, model: gpt-4o, max_tokens: 50, question: '${inputs.q}', picture: '${inputs.img}'}\n";
+    let flow = "inputs:\n  q: {type: string}\n  img: {type: object, default: null}\noutputs:\n  a: {reference: '${see.output}'}\nnodes:\n- name: see\n  type: custom_llm\n  source: {type: package_with_prompt, path: see.jinja2, tool: promptflow.tools.openai_gpt4v.OpenAI.chat}\n  inputs: {connection: open_ai_connection, model: gpt-4o, max_tokens: 50, detail: high, question: '${inputs.q}', picture: '${inputs.img}'}\n";
     ctx.flow(
         "f",
         &[
             ("flow.dag.yaml", flow),
             (
                 "see.jinja2",
-                "system:\nName the kind.\nuser:\n{{question}}\n",
+                "system:\nName the kind ({{detail}}).\nuser:\n{{question}}\n![image]({{picture}})\n",
             ),
         ],
     );
-    ctx.run(&["run", "f", "--inputs", "q=a red apple"])
+    let b64 =
+        base64::engine::general_purpose::STANDARD.encode(crate::images::png(2, 2, [255, 0, 0]));
+    ctx.write(
+        "in.json",
+        &json!({"q": "a red apple", "img": {"data:image/png;base64": b64}}).to_string(),
+    );
+    ctx.run(&["run", "f", "--inputs", "in.json"])
         .expect_code(0)
-        .stdout_has("fruit");
+        .stdout_has("fruit")
+        .stderr_has("`detail: high` does not reach the image parts");
     let reqs = ctx.mock().requests();
     assert_eq!(reqs.len(), 1, "{reqs:?}");
     assert_eq!(reqs[0].body["model"], "gpt-4o");
     assert_eq!(reqs[0].body["max_tokens"], 50);
-    assert_eq!(reqs[0].body["messages"][1]["content"], "a red apple");
-    // an image input fails the line, naming the gap
-    ctx.write(
-        "in.json",
-        "{\"q\": \"x\", \"img\": {\"data:image/png;url\": \"https://example.invalid/a.png\"}}",
+    // `detail` is a template variable, as in promptflow-tools (its gpt4v tools pass it to
+    // build_messages under a name that is not `image_detail`): the image part says "auto"
+    assert_eq!(
+        reqs[0].body["messages"],
+        json!([
+            {"role": "system", "content": "Name the kind (high)."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "a red apple"},
+                {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{b64}"), "detail": "auto"}},
+            ]},
+        ])
     );
-    ctx.run(&["run", "f", "--inputs", "in.json"])
-        .expect_code(1)
-        .stderr_has("input `picture` is an image; flow does not send images");
-    // an image in the prompt is refused before running
+    // the Azure vision tool sends it the same way, to its deployment
+    ctx.mock().clear_requests();
     ctx.write(
-        "f/see.jinja2",
-        "user:\n{{question}}\n![image]({{picture}})\n",
+        ".env",
+        &format!(
+            "AZURE_CONN_API_TYPE=azure\nAZURE_CONN_API_BASE={}\nAZURE_CONN_API_KEY=sk-test-0123456789abcdef\n",
+            ctx.mock().url()
+        ),
     );
-    ctx.run(&["run", "f", "--inputs", "q=x"])
-        .expect_code(2)
-        .stderr_has("flow does not send images to models yet");
+    ctx.write(
+        "f/flow.dag.yaml",
+        &flow
+            .replace(
+                "promptflow.tools.openai_gpt4v.OpenAI.chat",
+                "promptflow.tools.aoai_gpt4v.AzureOpenAI.chat",
+            )
+            .replace(
+                "connection: open_ai_connection, model: gpt-4o",
+                "connection: azure_conn, deployment_name: vision",
+            ),
+    );
+    ctx.run(&["run", "f", "--inputs", "in.json", "--no-cache"])
+        .expect_code(0)
+        .stdout_has("fruit");
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].path, "/openai/deployments/vision/chat/completions");
+    assert_eq!(
+        reqs[0].body["messages"][1]["content"][1],
+        json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{b64}"), "detail": "auto"}})
+    );
+    // a package chat tool sends it the same way
+    ctx.mock().clear_requests();
+    ctx.write(
+        "f/flow.dag.yaml",
+        &flow
+            .replace("type: custom_llm", "type: python")
+            .replace("type: package_with_prompt, path: see.jinja2, tool: promptflow.tools.openai_gpt4v.OpenAI.chat", "type: package, tool: promptflow.tools.openai.OpenAI.chat")
+            .replace("detail: high,", "prompt: \"user:\\n{{question}}\\n![image]({{picture}})\","),
+    );
+    ctx.run(&["run", "f", "--inputs", "in.json", "--no-cache"])
+        .expect_code(0)
+        .stdout_has("fruit");
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(
+        reqs[0].body["messages"][0]["content"][1],
+        json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{b64}"), "detail": "auto"}})
+    );
     // a custom_llm tool flow does not run is refused, naming it
     ctx.write(
         "f/flow.dag.yaml",
@@ -402,6 +468,118 @@ fn custom_llm_vision_nodes_run_without_images_and_refuse_them() {
     ctx.run(&["run", "f", "--inputs", "q=x"])
         .expect_code(2)
         .stderr_has("my_pkg.tools.fancy");
+}
+
+#[test]
+fn image_objects_in_python_calls_become_content_parts() {
+    use base64::Engine;
+    let ctx = TestContext::with_mock();
+    ctx.mock().reply_when("What colour", "red");
+    let flow = "inputs: {q: {type: string}, img: {type: image}}\noutputs:\n  a: {reference: '${ask.output}'}\nnodes:\n- {name: ask, type: python, source: {type: code, path: ask.py}, inputs: {conn: open_ai_connection, q: '${inputs.q}', img: '${inputs.img}'}}\n";
+    let code = "from promptflow.core import tool\nfrom promptflow.tools.openai import chat\nfrom promptflow.tools.common import render_jinja_template, parse_chat\n\n@tool\ndef ask(conn, q: str, img) -> dict:\n    answer = chat(connection=conn, prompt='user:\\n{{q}}\\n![image]({{img}})', model='gpt-4o', q=q, img=img)\n    text = render_jinja_template('user:\\n{{q}}\\n{{img}}', q=q, img=img)\n    return {'answer': answer, 'text': text, 'marker': str(img), 'messages': parse_chat(text, images=[img], image_detail='low')}\n";
+    ctx.flow("f", &[("flow.dag.yaml", flow), ("ask.py", code)]);
+    let bytes = crate::images::png(2, 2, [255, 0, 0]);
+    std::fs::write(ctx.root().join("f/red.png"), &bytes).unwrap();
+    let url = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&bytes)
+    );
+    ctx.run(&["run", "f", "--inputs", "q=What colour?", "img=red.png"])
+        .expect_code(0)
+        .stdout_has("red");
+    // chat() sends the image as an llm node does
+    let reqs = ctx.mock().requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(
+        reqs[0].body["messages"],
+        json!([{"role": "user", "content": [
+            {"type": "text", "text": "What colour?"},
+            {"type": "image_url", "image_url": {"url": url, "detail": "auto"}},
+        ]}])
+    );
+    // render_jinja_template prints the image as str(image); parse_chat makes its line a part
+    let d = detail(&ctx, "f");
+    let out = &d["node_runs"][0]["output"];
+    let marker = out["marker"].as_str().unwrap();
+    assert_eq!(
+        out["text"],
+        format!("user:\nWhat colour?\n{marker}"),
+        "{out}"
+    );
+    assert_eq!(
+        out["messages"],
+        json!([{"role": "user", "content": [
+            {"type": "text", "text": "What colour?"},
+            {"type": "image_url", "image_url": {"url": url, "detail": "low"}},
+        ]}])
+    );
+}
+
+#[test]
+fn a_key_given_in_code_that_the_endpoint_rejects_is_named_as_such() {
+    let ctx = TestContext::with_mock();
+    ctx.mock().set_api_key("sk-the-right-key-0123456789");
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from promptflow.core import tool\nfrom promptflow.connections import OpenAIConnection\nfrom promptflow.tools.openai import chat\n\n@tool\ndef ask(conn: OpenAIConnection, q: str) -> str:\n    mine = OpenAIConnection(api_key='sk-a-wrong-key-0123456789', base_url=conn.base_url)\n    return chat(connection=mine, prompt='user:\\n' + q, model='m')\n",
+            ),
+        ],
+    );
+    let run = ctx.run(&["run", "f", "--inputs", "q=hi", "--no-cache"]);
+    run.expect_code(1)
+        .stderr_has("401")
+        .stderr_has("the api_key given in code");
+    let err = &run.stderr;
+    assert!(!err.contains("FLOW_PYTHON"), "{err}");
+    assert!(!err.contains("flow_python"), "{err}");
+    assert!(!err.contains("sk-a-wrong-key"), "{err}");
+    // so is a Prompty model configuration built in code
+    ctx.write(
+        "f/chat.prompty",
+        "---\nname: Basic\nmodel:\n  api: chat\n  configuration: {type: openai, model: m}\n---\nuser:\n{{q}}\n",
+    );
+    ctx.write(
+        "f/ask.py",
+        "from pathlib import Path\nfrom promptflow.core import tool, Prompty, OpenAIModelConfiguration\nfrom promptflow.connections import OpenAIConnection\n\n@tool\ndef ask(conn: OpenAIConnection, q: str) -> str:\n    cfg = OpenAIModelConfiguration(model='m', base_url=conn.base_url, api_key='sk-a-wrong-key-0123456789')\n    return Prompty.load(source=Path(__file__).parent / 'chat.prompty', model={'configuration': cfg})(q=q)\n",
+    );
+    let run = ctx.run(&["run", "f", "--inputs", "q=hi", "--no-cache"]);
+    run.expect_code(1)
+        .stderr_has("401")
+        .stderr_has("the api_key given in code");
+    let err = &run.stderr;
+    assert!(!err.contains("FLOW_PYTHON"), "{err}");
+    assert!(!err.contains("flow_python"), "{err}");
+}
+
+#[test]
+fn an_embedding_from_python_is_cached_and_its_tokens_counted() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                "from promptflow.core import tool\nfrom promptflow.tools.embedding import embedding\n\n@tool\ndef ask(conn, q: str) -> list:\n    return embedding(connection=conn, input=q, model='text-embedding-3-small')\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f", "--inputs", "q=three small words"])
+        .expect_code(0);
+    assert_eq!(ctx.mock().request_count(), 1);
+    let d = detail(&ctx, "f");
+    let first = d["node_runs"][0].clone();
+    assert_eq!(first["system_metrics"]["total_tokens"], 3, "{d}");
+    // a second run is answered from the response cache: no embedding request
+    ctx.run(&["run", "f", "--inputs", "q=three small words"])
+        .expect_code(0);
+    assert_eq!(ctx.mock().request_count(), 1);
+    let d = detail(&ctx, "f");
+    assert_eq!(d["node_runs"][0]["output"], first["output"], "{d}");
 }
 
 #[test]

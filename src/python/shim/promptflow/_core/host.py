@@ -17,7 +17,20 @@ _lock = threading.RLock()
 _transport = None
 
 
+def _image_value(image):
+    """An Image as flow takes images: promptflow's multimedia dict (its URL when it came from one,
+    as promptflow-tools sends it)."""
+    mime = getattr(image, "_mime_type", None) or "image/*"
+    if getattr(image, "source_url", None):
+        return {"data:%s;url" % mime: image.source_url}
+    return {"data:%s;base64" % mime: image.to_base64()}
+
+
 def _default(value):
+    from promptflow.contracts.multimedia import PFBytes
+
+    if isinstance(value, PFBytes):
+        return _image_value(value)
     for method in ("model_dump", "dict"):
         dump = getattr(value, method, None)
         if callable(dump):

@@ -28,11 +28,12 @@ def render_jinja_template(prompt, trim_blocks=True, keep_trailing_newline=True, 
     return _host.call("render", template=str(prompt), inputs=kwargs)
 
 
-def parse_chat(chat_str, images=None, valid_roles=None, image_detail="auto"):
-    """Split a rendered chat prompt (`system:`/`user:`/`assistant:` lines) into messages."""
-    if images:
-        raise NotImplementedError("parse_chat with images: flow does not send images yet")
-    messages = _host.call("parse_chat", text=str(chat_str))
+def parse_chat(chat_str, images=None, valid_roles=None, image_detail="auto", escape_dict=None):
+    """Split a rendered chat prompt (`system:`/`user:`/`assistant:` lines) into messages; a
+    message with a line that is exactly `str(image)` of one of `images` becomes content parts
+    (text and `image_url` with `image_detail`), as promptflow-tools' parse_chat does."""
+    pairs = [[str(image), _host._image_value(image)] for image in (images or [])]
+    messages = _host.call("parse_chat", text=str(chat_str), images=pairs, image_detail=image_detail)
     if valid_roles:
         from promptflow.tools.exception import ChatAPIInvalidRole
 
@@ -46,7 +47,7 @@ def parse_chat(chat_str, images=None, valid_roles=None, image_detail="auto"):
 
 
 def build_messages(prompt, images=None, image_detail="auto", **kwargs):
-    return parse_chat(render_jinja_template(prompt, **kwargs), images=images)
+    return parse_chat(render_jinja_template(prompt, **kwargs), images=images, image_detail=image_detail)
 
 
 def _params(**given):
