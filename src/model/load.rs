@@ -54,6 +54,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "entry",
     "sample",
     "init",
+    "message_format",
 ];
 
 const NODE_KEYS: &[&str] = &[
@@ -368,6 +369,24 @@ impl Loader {
                     "language",
                     format!("`language: {shown}` is not supported: flow runs Python tools only"),
                     Some("remove `language`, or set `language: python`; C# flows need promptflow's C# executor"),
+                );
+            }
+        }
+        // promptflow's second multimedia format: its images would reach tools as plain dicts
+        match map.get("message_format") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(f)) if f == "basic" => {}
+            Some(other) => {
+                let shown = match other {
+                    Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                };
+                self.error(
+                    "message_format",
+                    format!(
+                        "`message_format: {shown}` is not supported: flow reads images in promptflow's basic format only (`{{\"data:image/png;url\": ...}}`)"
+                    ),
+                    Some("remove `message_format` and give images as `data:image/<type>;path|url|base64` dicts (docs/flows.md#images)"),
                 );
             }
         }

@@ -171,6 +171,38 @@ fn a_language_other_than_python_is_refused() {
 }
 
 #[test]
+fn the_openai_vision_message_format_is_refused_and_basic_is_accepted() {
+    let ctx = TestContext::new();
+    let flow = |format: &str| {
+        format!(
+            "message_format: {format}\ninputs: {{x: {{type: string}}}}\noutputs:\n  y: {{reference: '${{n.output}}'}}\nnodes:\n- {{name: n, type: prompt, source: {{type: code, path: n.jinja2}}, inputs: {{x: '${{inputs.x}}'}}}}\n"
+        )
+    };
+    ctx.flow(
+        "vision",
+        &[
+            ("flow.dag.yaml", &flow("openai-vision")),
+            ("n.jinja2", "{{x}}"),
+        ],
+    );
+    refused_everywhere(
+        &ctx,
+        "vision",
+        "`message_format: openai-vision` is not supported",
+    );
+    ctx.flow(
+        "basic",
+        &[
+            ("flow.dag.yaml", &flow("basic")),
+            ("n.jinja2", "said {{x}}"),
+        ],
+    );
+    ctx.run(&["run", "basic", "--inputs", "x=hi"])
+        .expect_code(0)
+        .stdout_has("said hi");
+}
+
+#[test]
 fn language_python_is_accepted() {
     let ctx = TestContext::new();
     ctx.flow(
