@@ -236,14 +236,32 @@ impl ModelHost {
     ) -> Result<(LlmResponse, bool), HostError> {
         let client = self.client()?;
         let fetch = || client.complete(conn, request, None);
+        let key = || request.cache_key(conn);
+        self.through_cache(conn, key, || describe_request(node, request), fetch)
+            .await
+    }
+
+    /// `fetch` through the response cache (when there is one and the connection is a model's),
+    /// keyed by `key` (per sample of a repeated run) and described by `what` on a miss in
+    /// replay mode; whether the answer came from the cache.
+    async fn through_cache<F, Fut>(
+        &self,
+        conn: &Connection,
+        key: impl FnOnce() -> String,
+        what: impl FnOnce() -> String,
+        fetch: F,
+    ) -> Result<(LlmResponse, bool), HostError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<LlmResponse, ProviderError>>,
+    {
         match &self.options.cache {
             Some(cache) if conn.api_type != ApiType::Echo => {
                 let key = match self.options.sample {
-                    Some(n) => format!("{}-sample{n}", request.cache_key(conn)),
-                    None => request.cache_key(conn),
+                    Some(n) => format!("{}-sample{n}", key()),
+                    None => key(),
                 };
-                let what = describe_request(node, request);
-                match cache.get_or_fetch(&key, &what, fetch).await {
+                match cache.get_or_fetch(&key, &what(), fetch).await {
                     Ok(c) => Ok((c.response, c.hit)),
                     Err(CacheError::Provider(e)) => Err(provider_error(&e)),
                     Err(miss) => Err(HostError::new("WrappedOpenAIError", miss.to_string())),
@@ -356,35 +374,21 @@ impl ModelHost {
                 served_by: e.served_by,
             })
         };
-        match &self.options.cache {
-            Some(cache) if conn.api_type != ApiType::Echo => {
-                let key = crate::provider::embedding_cache_key(conn, model, inputs);
-                let key = match self.options.sample {
-                    Some(n) => format!("{key}-sample{n}"),
-                    None => key,
-                };
-                let first: String = inputs
-                    .first()
-                    .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
-                    .unwrap_or_default()
-                    .chars()
-                    .take(80)
-                    .collect();
-                let what = format!(
-                    "node {node}, embedding model {}, first input \"{first}\"",
-                    model.unwrap_or("(connection default)")
-                );
-                match cache.get_or_fetch(&key, &what, fetch).await {
-                    Ok(c) => Ok((c.response, c.hit)),
-                    Err(CacheError::Provider(e)) => Err(provider_error(&e)),
-                    Err(miss) => Err(HostError::new("WrappedOpenAIError", miss.to_string())),
-                }
-            }
-            _ => fetch()
-                .await
-                .map(|r| (r, false))
-                .map_err(|e: ProviderError| provider_error(&e)),
-        }
+        let key = || crate::provider::embedding_cache_key(conn, model, inputs);
+        let what = || {
+            let first: String = inputs
+                .first()
+                .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+                .chars()
+                .take(80)
+                .collect();
+            format!(
+                "node {node}, embedding model {}, first input \"{first}\"",
+                model.unwrap_or("(connection default)")
+            )
+        };
+        self.through_cache(conn, key, what, fetch).await
     }
 
     /// `prompty`: run a `.prompty` file as flow runs it (its one-node flow), with the model

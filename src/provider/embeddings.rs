@@ -150,15 +150,7 @@ impl LlmClient {
                 rb.bearer_auth(key.expose())
             };
         }
-        if let Some(identity) = &conn.entra {
-            let token = crate::connection::entra::bearer(&self.http, identity)
-                .await
-                .map_err(|e| ProviderError::Config {
-                    connection: conn.name.clone(),
-                    message: e.to_string(),
-                })?;
-            rb = rb.bearer_auth(token.expose());
-        }
+        rb = super::http::with_entra_token(rb, &self.http, conn).await?;
         for (k, v) in &conn.headers {
             rb = rb.header(k.as_str(), v.expose());
         }

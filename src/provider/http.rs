@@ -33,15 +33,7 @@ pub(crate) async fn attempt(
     for (k, v) in &p.headers {
         rb = rb.header(k.as_str(), v.as_str());
     }
-    if let Some(identity) = &conn.entra {
-        let token = crate::connection::entra::bearer(&client.http, identity)
-            .await
-            .map_err(|e| ProviderError::Config {
-                connection: conn.name.clone(),
-                message: e.to_string(),
-            })?;
-        rb = rb.bearer_auth(token.expose());
-    }
+    rb = with_entra_token(rb, &client.http, conn).await?;
     let timed_out = || ProviderError::Timeout {
         connection: conn.name.clone(),
         url: p.url.clone(),
@@ -426,4 +418,23 @@ fn not_found_hint(conn: &Connection, p: &Prepared, req: &LlmRequest) -> String {
             "check the model '{model}' (the node's model) and {base_var} (an OpenAI-compatible base usually ends in /v1)"
         ),
     }
+}
+
+/// `rb` with the connection's Entra ID token as `Authorization: Bearer`, for a keyless Azure
+/// connection (`auth_mode: meid_token`); `rb` as it is for every other connection.
+pub(crate) async fn with_entra_token(
+    rb: reqwest::RequestBuilder,
+    http: &reqwest::Client,
+    conn: &Connection,
+) -> Result<reqwest::RequestBuilder, ProviderError> {
+    let Some(identity) = &conn.entra else {
+        return Ok(rb);
+    };
+    let token = crate::connection::entra::bearer(http, identity)
+        .await
+        .map_err(|e| ProviderError::Config {
+            connection: conn.name.clone(),
+            message: e.to_string(),
+        })?;
+    Ok(rb.bearer_auth(token.expose()))
 }

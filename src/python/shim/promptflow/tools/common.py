@@ -62,6 +62,54 @@ def _params(**given):
     return out
 
 
+def _completion_params(suffix, max_tokens, temperature, top_p, n, logprobs, echo, stop, presence_penalty,
+                       frequency_penalty, best_of, logit_bias, user):
+    """The request parameters of promptflow-tools' `completion` (Azure and OpenAI alike)."""
+    return _params(
+        suffix=suffix,
+        max_tokens=int(max_tokens) if max_tokens is not None else None,
+        temperature=temperature,
+        top_p=top_p,
+        n=n,
+        logprobs=logprobs,
+        echo=str(echo).lower() == "true",
+        stop=stop,
+        presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty,
+        best_of=best_of,
+        logit_bias=logit_bias,
+        user=user,
+    )
+
+
+def _chat_params(temperature, top_p, n, stop, max_tokens, presence_penalty, frequency_penalty, logit_bias, user,
+                 response_format, seed, tools, tool_choice, functions, function_call):
+    """The request parameters of promptflow-tools' `chat` (Azure and OpenAI alike): `tools` win
+    over the older `functions`."""
+    params = _params(
+        temperature=temperature,
+        top_p=top_p,
+        n=n,
+        stop=stop,
+        max_tokens=int(max_tokens) if max_tokens is not None and str(max_tokens).lower() != "inf" else None,
+        presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty,
+        logit_bias=logit_bias,
+        user=user,
+        response_format=response_format,
+        seed=seed,
+    )
+    if tools:
+        params["tools"] = tools
+        if tool_choice:
+            params["tool_choice"] = tool_choice
+    elif functions:
+        params["functions"] = functions
+        if function_call:
+            params["function_call"] = function_call
+    return params
+
+
 def _connection(connection):
     """A connection as flow receives it: its name when flow made it, else its fields."""
     if connection is None or isinstance(connection, str):

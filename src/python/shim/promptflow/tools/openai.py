@@ -2,7 +2,7 @@
 goes through flow's connection, provider, rate limiter and response cache."""
 
 from promptflow._core.tool import ToolProvider, tool
-from promptflow.tools.common import _complete, _params, convert_to_chat_list
+from promptflow.tools.common import _chat_params, _complete, _completion_params, convert_to_chat_list
 
 
 class OpenAI(ToolProvider):
@@ -31,21 +31,8 @@ class OpenAI(ToolProvider):
         user="",
         **kwargs,
     ):
-        params = _params(
-            suffix=suffix,
-            max_tokens=int(max_tokens) if max_tokens is not None else None,
-            temperature=temperature,
-            top_p=top_p,
-            n=n,
-            logprobs=logprobs,
-            echo=str(echo).lower() == "true",
-            stop=stop,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            best_of=best_of,
-            logit_bias=logit_bias,
-            user=user,
-        )
+        params = _completion_params(suffix, max_tokens, temperature, top_p, n, logprobs, echo, stop,
+                                    presence_penalty, frequency_penalty, best_of, logit_bias, user)
         return _complete("completion", self.connection, prompt, model=model, params=params, inputs=kwargs,
                          stream=stream)
 
@@ -72,27 +59,8 @@ class OpenAI(ToolProvider):
         seed=None,
         **kwargs,
     ):
-        params = _params(
-            temperature=temperature,
-            top_p=top_p,
-            n=n,
-            stop=stop,
-            max_tokens=int(max_tokens) if max_tokens is not None and str(max_tokens).lower() != "inf" else None,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            logit_bias=logit_bias,
-            user=user,
-            response_format=response_format,
-            seed=seed,
-        )
-        if tools:
-            params["tools"] = tools
-            if tool_choice:
-                params["tool_choice"] = tool_choice
-        elif functions:
-            params["functions"] = functions
-            if function_call:
-                params["function_call"] = function_call
+        params = _chat_params(temperature, top_p, n, stop, max_tokens, presence_penalty, frequency_penalty,
+                              logit_bias, user, response_format, seed, tools, tool_choice, functions, function_call)
         return _complete("chat", self.connection, prompt, model=model, params=params,
                          inputs=convert_to_chat_list(kwargs), stream=stream)
 
