@@ -59,6 +59,14 @@ const FILES: &[(&str, &str)] = &[
         include_str!("shim/promptflow/entities/__init__.py"),
     ),
     (
+        "promptflow/_sdk/__init__.py",
+        include_str!("shim/promptflow/_sdk/__init__.py"),
+    ),
+    (
+        "promptflow/_sdk/entities/__init__.py",
+        include_str!("shim/promptflow/_sdk/entities/__init__.py"),
+    ),
+    (
         "promptflow/_core/host.py",
         include_str!("shim/promptflow/_core/host.py"),
     ),

@@ -435,3 +435,24 @@ fn additional_includes_are_in_the_tools_working_directory() {
     run.expect_code(0);
     assert_eq!(run.json()["outputs"]["out"], "ALPHA", "{run:?}");
 }
+
+#[test]
+fn connection_classes_import_from_their_older_home_promptflow_sdk_entities() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "f",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs: {}\noutputs:\n  out: {reference: '${n.output}'}\nnodes:\n- {name: n, type: python, source: {type: code, path: n.py}}\n",
+            ),
+            (
+                "n.py",
+                "from promptflow import tool\nfrom promptflow._sdk.entities import AzureOpenAIConnection, CustomConnection\nfrom promptflow.connections import AzureOpenAIConnection as Same\n\n@tool\ndef n() -> str:\n    c = AzureOpenAIConnection(api_key='k', api_base='https://x.openai.azure.com')\n    return f'{AzureOpenAIConnection is Same} {c.api_base} {CustomConnection.__name__}'\n",
+            ),
+        ],
+    );
+    ctx.run(&["run", "f"])
+        .expect_code(0)
+        .stdout_has("True https://x.openai.azure.com CustomConnection");
+}

@@ -1,0 +1,1 @@
+"""`promptflow._sdk`: only what flow code imports from it (`entities`, the connection classes)."""
