@@ -216,6 +216,12 @@ pub fn write_merged_lines(shards: &[ShardRun], dest: &RunDir) -> Result<RunMeta,
     let writer = RunWriter::start(dest).map_err(io_at(&dest.path))?;
     for shard in shards {
         copy_tree(&shard.dir.node_artifacts_dir(), &dest.node_artifacts_dir())?;
+        // the shard's image files, which its line records refer to (named by content: shards
+        // holding the same image write the same file)
+        let images = shard.dir.path.join("flow_outputs").join("images");
+        if images.is_dir() {
+            copy_tree(&images, &dest.path.join("flow_outputs").join("images"))?;
+        }
         let journal = run_store::read_journal(&shard.dir).map_err(io_at(&shard.dir.path))?;
         journal
             .for_each(|line| writer.line(line))

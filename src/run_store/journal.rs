@@ -153,6 +153,18 @@ pub fn succeeded_lines_with(
                 Err(e) => return Err(e),
             }
         }
+        // The records refer to images as files under the run's `flow_outputs/`: the
+        // aggregation opens them from there.
+        let images = dir.path.join("flow_outputs");
+        for v in line.inputs.values_mut() {
+            crate::image::resolve_paths(v, &images);
+        }
+        for node in &mut line.nodes {
+            crate::image::resolve_paths(&mut node.output, &images);
+            for v in node.inputs.values_mut() {
+                crate::image::resolve_paths(v, &images);
+            }
+        }
         out.push(line);
         Ok(())
     })?;

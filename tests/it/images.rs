@@ -562,3 +562,73 @@ fn an_aggregation_of_a_single_run_gets_the_lines_images_not_paths_it_cannot_open
         "an image output is a path reference: {out}"
     );
 }
+
+#[test]
+fn merged_shards_keep_their_image_files_and_the_aggregation_opens_them() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "agg",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs:\n  image: {type: image}\noutputs:\n  out: {reference: '${pick.output}'}\nnodes:\n- {name: pick, type: python, source: {type: code, path: pick.py}, inputs: {image: '${inputs.image}'}}\n- {name: count, type: python, source: {type: code, path: count.py}, inputs: {images: '${pick.output}'}, aggregation: true}\n",
+            ),
+            (
+                "pick.py",
+                "from promptflow.contracts.multimedia import Image\nfrom promptflow.core import tool\n\n@tool\ndef pick(image: Image) -> Image:\n    return image\n",
+            ),
+            (
+                "count.py",
+                "from promptflow.core import log_metric, tool\n\n@tool\ndef count(images: list):\n    log_metric('bytes', sum(len(bytes(i)) for i in images))\n",
+            ),
+        ],
+    );
+    let (a, b) = (png(2, 2, [1, 2, 3]), png(3, 3, [4, 5, 6]));
+    std::fs::write(ctx.root().join("a.png"), &a).unwrap();
+    std::fs::write(ctx.root().join("b.png"), &b).unwrap();
+    ctx.write(
+        "data.jsonl",
+        "{\"image\": {\"data:image/png;path\": \"a.png\"}}\n{\"image\": {\"data:image/png;path\": \"b.png\"}}\n",
+    );
+    for k in ["1/2", "2/2"] {
+        ctx.run(&[
+            "run",
+            "agg",
+            "--data",
+            "data.jsonl",
+            "--name",
+            "s",
+            "--shard",
+            k,
+        ])
+        .expect_code(0);
+    }
+    ctx.run(&[
+        "runs",
+        "merge",
+        "s-shard-1-of-2",
+        "s-shard-2-of-2",
+        "--name",
+        "m",
+    ])
+    .expect_code(0);
+    let metrics: Value = serde_json::from_str(
+        &std::fs::read_to_string(ctx.root().join(".flow/runs/m/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metrics["bytes"], (a.len() + b.len()) as f64, "{metrics}");
+    // every image the merged run's outputs refer to is in its own folder
+    let outputs =
+        std::fs::read_to_string(ctx.root().join(".flow/runs/m/flow_outputs/output.jsonl")).unwrap();
+    for line in outputs.lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        let path = row["out"]["data:image/png;path"].as_str().unwrap();
+        assert!(
+            ctx.root()
+                .join(".flow/runs/m/flow_outputs")
+                .join(path)
+                .is_file(),
+            "{path} is missing from the merged run"
+        );
+    }
+}
