@@ -130,12 +130,17 @@ pub struct NodeRun {
     /// Model calls a Python tool made through flow (`promptflow.tools`, `Prompty`), counted in
     /// `tokens` and `cost_usd`.
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub api_calls: u32,
-    /// The `@trace`d calls made during a Python node's call (a flex flow's entry), as
-    /// promptflow's `api_calls`: `name`, `inputs`, `output` or `error`, `start_time`/`end_time`
-    /// (seconds since the epoch) and nested `children`; at most 200 per call, the rest counted
-    /// in a last `(capped)` entry.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_calls: u32,
+    /// The `@trace`d calls made during a Python node's call (a flex flow's entry), recorded as
+    /// promptflow records them, under `api_calls`: `name`, `inputs`, `output` or `error`,
+    /// `start_time`/`end_time` (seconds since the epoch) and nested `children`; at most 200 per
+    /// call, the rest counted in a last `(capped)` entry.
+    #[serde(
+        default,
+        rename = "api_calls",
+        alias = "traces",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub traces: Vec<Value>,
 }
 
@@ -282,7 +287,7 @@ fn node_json(n: &NodeRun, index: usize) -> Value {
         "retries": n.retries,
     });
     if !n.traces.is_empty() {
-        doc["traces"] = Value::Array(n.traces.clone());
+        doc["api_calls"] = Value::Array(n.traces.clone());
     }
     doc
 }

@@ -39,41 +39,13 @@ pub fn load_flow(path: &Path, selections: &[VariantSelection]) -> Result<Flow, F
 /// its init. With no `--init`, `sample.init` and the `init:` defaults apply; a class whose
 /// `__init__` still lacks an argument is refused (exit 2) before anything runs.
 pub fn apply_init(flow: &mut Flow, values: &[String]) -> Result<(), Failure> {
-    let mut given = serde_json::Map::new();
-    let mut file = None;
-    for raw in values {
-        match raw.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() && !Path::new(raw).is_file() => {
-                given.insert(
-                    k.trim().to_string(),
-                    serde_json::Value::String(v.to_string()),
-                );
-            }
-            _ => {
-                let text = std::fs::read_to_string(raw).map_err(|e| {
-                    Failure::usage(format!(
-                        "error: --init `{raw}` is neither NAME=VALUE nor a readable JSON file ({e})\n  help: --init max_tokens=256, or --init init.json holding {{\"max_tokens\": 256}}"
-                    ))
-                })?;
-                match serde_json::from_str::<serde_json::Value>(&text) {
-                    Ok(serde_json::Value::Object(map)) => given.extend(map),
-                    Ok(_) => {
-                        return Err(Failure::usage(format!(
-                            "error: --init {raw} must hold a JSON object of init arguments"
-                        )));
-                    }
-                    Err(e) => {
-                        return Err(Failure::usage(format!(
-                            "error: --init {raw}:{}:{}: invalid JSON: {e}",
-                            e.line(),
-                            e.column()
-                        )));
-                    }
-                }
-                file = Some(PathBuf::from(raw));
-            }
-        }
-    }
+    let parsed = parse_name_values(
+        "--init",
+        "init arguments",
+        "\n  help: --init max_tokens=256, or --init init.json holding {\"max_tokens\": 256}",
+        values,
+    )?;
+    let (given, file) = (parsed.values, parsed.last_file);
     let source = match (&file, values.len()) {
         (_, 0) => None,
         (Some(f), 1) => Some(flow::model::InitSource::File(f.as_path())),
@@ -95,6 +67,68 @@ pub fn init_record(values: &[String]) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// `NAME=VALUE` arguments and JSON files of objects, as `--inputs` and `--init` take them.
+pub struct NameValues {
+    /// Every value, the later winning.
+    pub values: serde_json::Map<String, serde_json::Value>,
+    /// The names that came from JSON files (not named on purpose with `NAME=VALUE`).
+    pub from_files: std::collections::BTreeSet<String>,
+    /// The last JSON file read, if any.
+    pub last_file: Option<PathBuf>,
+}
+
+/// Read `flag`'s values: `NAME=VALUE` (the value as a string), or a JSON file holding an object
+/// of `what`. An argument that names an existing file is a file even when it holds `=`.
+pub fn parse_name_values(
+    flag: &str,
+    what: &str,
+    help: &str,
+    values: &[String],
+) -> Result<NameValues, Failure> {
+    let mut out = NameValues {
+        values: serde_json::Map::new(),
+        from_files: std::collections::BTreeSet::new(),
+        last_file: None,
+    };
+    for raw in values {
+        match raw.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !Path::new(raw).is_file() => {
+                out.values.insert(
+                    k.trim().to_string(),
+                    serde_json::Value::String(v.to_string()),
+                );
+            }
+            _ => {
+                let text = std::fs::read_to_string(raw).map_err(|e| {
+                    Failure::usage(format!(
+                        "error: {flag} `{raw}` is neither NAME=VALUE nor a readable JSON file ({e}){help}"
+                    ))
+                })?;
+                match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(serde_json::Value::Object(map)) => {
+                        out.from_files.extend(map.keys().cloned());
+                        out.values.extend(map);
+                    }
+                    Ok(_) => {
+                        return Err(Failure::usage(format!(
+                            "error: {flag} {raw} must hold a JSON object of {what}"
+                        )));
+                    }
+                    Err(e) => {
+                        return Err(Failure::usage(format!(
+                            "error: {flag} {raw}:{}:{}: invalid JSON: {e}",
+                            e.line(),
+                            e.column()
+                        )));
+                    }
+                }
+                out.last_file = Some(PathBuf::from(raw));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `p` made absolute against the working directory (as given when that fails).

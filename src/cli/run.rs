@@ -1,6 +1,6 @@
 //! `flow run FLOW --inputs k=v ...`: one line, outputs printed, a detail record written.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::{Map, Value};
@@ -104,41 +104,8 @@ fn check_images(flow: &flow::model::Flow, given: &Map<String, Value>) -> Result<
 pub fn parse_inputs(
     values: &[String],
 ) -> Result<(Map<String, Value>, std::collections::BTreeSet<String>), Failure> {
-    let mut out = Map::new();
-    let mut from_files = std::collections::BTreeSet::new();
-    for raw in values {
-        match raw.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() && !Path::new(raw).is_file() => {
-                out.insert(k.trim().to_string(), Value::String(v.to_string()));
-            }
-            _ => {
-                let text = std::fs::read_to_string(raw).map_err(|e| {
-                    Failure::usage(format!(
-                        "error: --inputs `{raw}` is neither NAME=VALUE nor a readable JSON file ({e})"
-                    ))
-                })?;
-                match serde_json::from_str::<Value>(&text) {
-                    Ok(Value::Object(map)) => {
-                        from_files.extend(map.keys().cloned());
-                        out.extend(map);
-                    }
-                    Ok(_) => {
-                        return Err(Failure::usage(format!(
-                            "error: {raw} must hold a JSON object of inputs"
-                        )));
-                    }
-                    Err(e) => {
-                        return Err(Failure::usage(format!(
-                            "error: {raw}:{}:{}: invalid JSON: {e}",
-                            e.line(),
-                            e.column()
-                        )));
-                    }
-                }
-            }
-        }
-    }
-    Ok((out, from_files))
+    let parsed = super::common::parse_name_values("--inputs", "inputs", "", values)?;
+    Ok((parsed.values, parsed.from_files))
 }
 
 fn check_required_inputs(

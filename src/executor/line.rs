@@ -438,7 +438,7 @@ impl Executor {
             retries: 0,
             metrics: Map::new(),
             stdout: String::new(),
-            api_calls: 0,
+            model_calls: 0,
             traces: Vec::new(),
         }
     }
@@ -474,7 +474,7 @@ impl Executor {
             saved_usd: o.saved_usd,
             metrics: o.metrics.clone(),
             stdout: o.stdout.clone(),
-            api_calls: o.host_calls,
+            model_calls: o.host_calls,
             traces: o.traces.clone(),
             ..self.record(i, Status::Completed)
         }

@@ -87,20 +87,7 @@ struct Reply {
     ok: bool,
     #[serde(flatten)]
     description: Option<EntryDescription>,
-    error: Option<ReplyError>,
-}
-
-#[derive(Deserialize)]
-struct ReplyError {
-    kind: String,
-    #[serde(default, rename = "type")]
-    type_name: String,
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    traceback: String,
-    #[serde(default)]
-    found: Vec<String>,
+    error: Option<super::pool::ErrorReply>,
 }
 
 /// Why an entry could not be described.

@@ -54,19 +54,21 @@ struct Request<'a> {
     bypassed: &'a [String],
 }
 
+/// The error of a worker's reply (`{"ok": false, "error": {...}}`), for calls and for
+/// describing a flex entry alike.
 #[derive(Deserialize)]
-struct ErrorReply {
-    kind: String,
+pub(super) struct ErrorReply {
+    pub(super) kind: String,
     #[serde(default, rename = "type")]
-    type_name: String,
+    pub(super) type_name: String,
     #[serde(default)]
-    message: String,
+    pub(super) message: String,
     #[serde(default)]
-    traceback: String,
+    pub(super) traceback: String,
     #[serde(default)]
-    found: Vec<String>,
+    pub(super) found: Vec<String>,
     #[serde(default)]
-    stdout: String,
+    pub(super) stdout: String,
 }
 
 #[derive(Deserialize)]

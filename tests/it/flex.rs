@@ -720,7 +720,7 @@ fn traced_calls_become_nested_spans_of_the_line_capped_per_call() {
             .unwrap_or_default(),
     )
     .unwrap_or_default();
-    let calls = &detail["node_runs"][0]["traces"];
+    let calls = &detail["node_runs"][0]["api_calls"];
     assert_eq!(calls[0]["name"], "outer", "{calls}");
     assert_eq!(calls[0]["inputs"], json!({"n": 2}));
     assert_eq!(calls[0]["output"], json!([0, 2]));
@@ -734,7 +734,7 @@ fn traced_calls_become_nested_spans_of_the_line_capped_per_call() {
             .unwrap_or_default(),
     )
     .unwrap_or_default();
-    let calls = detail["node_runs"][0]["traces"]
+    let calls = detail["node_runs"][0]["api_calls"]
         .as_array()
         .cloned()
         .unwrap_or_default();

@@ -60,7 +60,7 @@ fn the_openai_chat_tool_calls_the_model_through_flow_and_its_cache() {
         .expect_code(0)
         .stdout_has("Paris");
     assert_eq!(ctx.mock().request_count(), 1);
-    // A batch run records the calls under the node (api_calls), cached ones counted as hits.
+    // A batch run records the calls under the node (model_calls), cached ones counted as hits.
     ctx.write("d.jsonl", "{\"q\": \"What is the capital of France?\"}\n");
     ctx.run(&["run", "f", "--data", "d.jsonl", "--name", "r1"])
         .expect_code(0);
@@ -69,7 +69,7 @@ fn the_openai_chat_tool_calls_the_model_through_flow_and_its_cache() {
             .join(".flow/runs/r1/node_artifacts/ask/000000000.jsonl"),
     )
     .unwrap();
-    assert!(record.contains("\"api_calls\":1"), "{record}");
+    assert!(record.contains("\"model_calls\":1"), "{record}");
     assert!(record.contains("\"cached\":true"), "{record}");
     assert_eq!(ctx.mock().request_count(), 1);
 }

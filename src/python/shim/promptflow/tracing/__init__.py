@@ -1,6 +1,6 @@
 """Tracing: `@trace` records each call of a traced function made during a flow line as a span
 (name, inputs, output or error, times, nested calls) that `flow` keeps with the line's node
-record (`traces`, shaped like promptflow's `api_calls`). At most `MAX_SPANS` spans are kept
+record (`api_calls`, as promptflow records them). At most `MAX_SPANS` spans are kept
 per call of a node; the rest are counted and said so."""
 
 import functools
