@@ -137,6 +137,18 @@ fn every_shipped_flow_runs_against_the_local_model_and_records_the_servers_usage
         assert_eq!(exchange.path, "/v1/chat/completions");
         // No key: a local base needs none, and none is sent.
         assert!(exchange.request.get("api_key").is_none());
+        // promptflow's defaults for what the node leaves unset reach the real server (llama.cpp
+        // would otherwise sample with its own top_p 0.95)
+        assert_eq!(
+            exchange.request["top_p"], 1.0,
+            "{name}: {:#}",
+            exchange.request
+        );
+        assert_eq!(
+            exchange.request["stream"], false,
+            "{name}: {:#}",
+            exchange.request
+        );
         let node = node_runs(&flow)
             .into_iter()
             .find(|n| n["node"] == llm_node)
