@@ -295,8 +295,10 @@ DELIBERATE = {"aggregation_node_failed", "conditional_flow_with_aggregate_bypass
 def normalize(value, nan_as_null=False):
     """Outputs as compared: the mock's port (it changes between measurements) and the file names
     of saved images (promptflow names them by uuid, flow by content) left out."""
-    if isinstance(value, float) and value != value and nan_as_null:
-        return None
+    if isinstance(value, float) and value != value:
+        # NaN is never equal to itself: compared as a name (or as null, to spot a flow that
+        # wrote null where promptflow wrote NaN)
+        return None if nan_as_null else "<NaN>"
     if isinstance(value, str):
         return re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", value)
     if isinstance(value, list):

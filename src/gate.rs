@@ -276,7 +276,8 @@ pub fn all_passed(gates: &[GateResult]) -> bool {
     gates.iter().all(|g| g.passed)
 }
 
-/// A metric's value as a number: JSON numbers, and booleans as 1/0.
+/// A metric's value as a number: JSON numbers, and booleans as 1/0. NaN and the infinities
+/// ([`crate::non_finite`]) are not: a gate on them fails as "not a number".
 pub fn metric_value(value: &Value) -> Option<f64> {
     match value {
         Value::Number(n) => n.as_f64(),
@@ -610,7 +611,7 @@ fn missing_metric_help(metric: &str, metrics: &Map<String, Value>, whose: &str) 
 }
 
 fn short_json(v: &Value) -> String {
-    let s = v.to_string();
+    let s = crate::non_finite::to_string(v).unwrap_or_else(|_| v.to_string());
     if s.chars().count() > 60 {
         let head: String = s.chars().take(57).collect();
         format!("{head}...")

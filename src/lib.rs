@@ -28,6 +28,7 @@ pub mod image;
 pub mod init;
 pub mod judge;
 pub mod model;
+pub mod non_finite;
 pub mod project;
 pub mod prompty;
 pub mod provider;

@@ -295,7 +295,7 @@ fn node_json(n: &NodeRun, index: usize) -> Value {
 /// Write JSON to a temporary file beside `path`, then rename it into place.
 pub fn write_json_atomic(path: &Path, value: &Value) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    let text = crate::non_finite::to_vec_pretty(value).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }

@@ -809,10 +809,13 @@ fn report(
     if output == OutputFormat::Json {
         let metrics: serde_json::Value = std::fs::read_to_string(dir.metrics_file())
             .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
+            .and_then(|t| flow::non_finite::from_str(&t).ok())
             .unwrap_or(serde_json::Value::Null);
         let doc = serde_json::json!({"run": meta, "metrics": metrics, "path": dir.path});
-        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        outln!(
+            "{}",
+            flow::non_finite::to_string_pretty(&doc).unwrap_or_default()
+        );
     }
     super::batch_summary::print(meta, outcome, dir, elapsed, ran);
 }

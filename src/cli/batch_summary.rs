@@ -105,7 +105,7 @@ pub(super) fn human_value(v: &serde_json::Value) -> String {
             }
         }
         Some(x) if v.is_f64() && x == 0.0 => "0".to_string(),
-        _ => v.to_string(),
+        _ => flow::non_finite::to_string(v).unwrap_or_else(|_| v.to_string()),
     }
 }
 

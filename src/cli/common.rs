@@ -106,7 +106,7 @@ pub fn parse_name_values(
                         "error: {flag} `{raw}` is neither NAME=VALUE nor a readable JSON file ({e}){help}"
                     ))
                 })?;
-                match serde_json::from_str::<serde_json::Value>(&text) {
+                match flow::non_finite::from_str::<serde_json::Value>(&text) {
                     Ok(serde_json::Value::Object(map)) => {
                         out.from_files.extend(map.keys().cloned());
                         out.values.extend(map);

@@ -438,14 +438,14 @@ fn report(
         eprintln!("metrics:");
         let width = metrics.iter().map(|(k, ..)| k.len()).max().unwrap_or(0);
         for (name, value, baseline) in &metrics {
-            let shown = super::batch_summary::human_value(&serde_json::json!(value));
+            let shown = super::batch_summary::human_value(&flow::non_finite::number(*value));
             match baseline {
                 Some(b) => eprintln!(
                     "  {name:<width$}  {shown}  {}",
                     dim(
                         &format!(
                             "(baseline {}, {})",
-                            super::batch_summary::human_value(&serde_json::json!(b)),
+                            super::batch_summary::human_value(&flow::non_finite::number(*b)),
                             signed_delta(value - b)
                         ),
                         color
@@ -523,7 +523,10 @@ fn report(
             "gates": outcome.gates.iter().map(|g| serde_json::json!({"name": g.name, "passed": g.passed, "verdict": g.verdict})).collect::<Vec<_>>(),
             "offline": outcome.offline,
         });
-        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        outln!(
+            "{}",
+            flow::non_finite::to_string_pretty(&doc).unwrap_or_default()
+        );
     }
     if !args.no_report {
         write_eval_reports(dir, base, base_name);

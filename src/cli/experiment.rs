@@ -485,7 +485,10 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     }
 
     if args.output.format == OutputFormat::Json {
-        outln!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+        outln!(
+            "{}",
+            flow::non_finite::to_string_pretty(&s).unwrap_or_default()
+        );
     } else {
         for line in summary::table(&s).lines() {
             outln!("{line}");

@@ -242,7 +242,10 @@ async fn run_line(
             if let Some(agg) = &aggregation {
                 doc["metrics"] = Value::Object(agg.metrics.clone());
             }
-            outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            outln!(
+                "{}",
+                flow::non_finite::to_string_pretty(&doc).unwrap_or_default()
+            );
         }
         OutputFormat::Text => {
             if line.succeeded() {
@@ -320,7 +323,7 @@ fn print_node(record: &NodeRun, format: OutputFormat) {
     match format {
         OutputFormat::Json => outln!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
+            flow::non_finite::to_string_pretty(&serde_json::json!({
                 "node": record.node,
                 "status": record.status,
                 "output": record.output,
@@ -344,8 +347,10 @@ fn print_outputs(outputs: &Map<String, Value>) {
     let color = stdout_is_terminal();
     for (name, value) in outputs {
         let text = match value {
-            Value::String(s) => s.clone(),
-            other => serde_json::to_string_pretty(other).unwrap_or_default(),
+            Value::String(s) => {
+                flow::non_finite::name(value).map_or_else(|| s.clone(), str::to_string)
+            }
+            other => flow::non_finite::to_string_pretty(other).unwrap_or_default(),
         };
         if text.contains('\n') {
             outln!("{}", bold(&format!("{name}:"), color));

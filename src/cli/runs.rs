@@ -164,11 +164,14 @@ fn show(project: &std::path::Path, run: &str, json: bool) -> Result<(), Failure>
         .map_err(|e| Failure::own_file("cannot read", &dir.meta_file(), &e))?;
     let metrics: serde_json::Value = std::fs::read_to_string(dir.metrics_file())
         .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
+        .and_then(|t| flow::non_finite::from_str(&t).ok())
         .unwrap_or(serde_json::Value::Null);
     if json {
         let doc = serde_json::json!({"meta": meta, "metrics": metrics, "path": dir.path});
-        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        outln!(
+            "{}",
+            flow::non_finite::to_string_pretty(&doc).unwrap_or_default()
+        );
         return Ok(());
     }
     let color = stdout_is_terminal();
@@ -241,6 +244,7 @@ fn show(project: &std::path::Path, run: &str, json: bool) -> Result<(), Failure>
         if !user.is_empty() {
             outln!("  metrics:");
             for (k, v) in user {
+                let v = flow::non_finite::to_string(v).unwrap_or_else(|_| v.to_string());
                 outln!("    {k}: {v}");
             }
         }

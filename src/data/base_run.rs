@@ -137,7 +137,7 @@ impl Indexed {
                 line: file_line,
                 column: 1,
             });
-            let record: LineNumberOnly = serde_json::from_slice(&buf).map_err(|e| {
+            let record: LineNumberOnly = crate::non_finite::from_slice(&buf).map_err(|e| {
                 DataError::new(
                     &path,
                     Some(Position {
@@ -182,7 +182,7 @@ impl Indexed {
                 "do not modify the base run while another run reads it",
             )
         };
-        let mut map = match serde_json::from_slice::<Value>(&bytes) {
+        let mut map = match crate::non_finite::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => map,
             _ => return Err(changed()),
         };

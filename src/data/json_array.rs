@@ -289,7 +289,7 @@ impl JsonArrayReader {
                 message,
             })
         };
-        Some(match serde_json::from_slice::<Value>(&self.buf) {
+        Some(match crate::non_finite::from_slice::<Value>(&self.buf) {
             Ok(Value::Object(values)) => Step::Row(Row {
                 line_number,
                 row,

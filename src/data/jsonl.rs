@@ -71,7 +71,7 @@ fn parse_line(text: &[u8], line_number: usize, row: usize) -> Step {
             message,
         })
     };
-    match serde_json::from_slice::<Value>(text) {
+    match crate::non_finite::from_slice::<Value>(text) {
         Ok(Value::Object(values)) => Step::Row(Row {
             line_number,
             row,

@@ -182,7 +182,7 @@ pub fn score_into_dir(
 pub fn read_metrics(dir: &RunDir) -> Map<String, Value> {
     std::fs::read_to_string(dir.metrics_file())
         .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
+        .and_then(|t| crate::non_finite::from_str(&t).ok())
         .unwrap_or_default()
 }
 

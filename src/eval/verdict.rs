@@ -46,7 +46,7 @@ impl Baseline {
         };
         let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
         let metrics: Map<String, Value> =
-            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            crate::non_finite::from_str(&text).map_err(|e| bad(e.to_string()))?;
         Ok(Baseline {
             name: name.to_string(),
             metrics,
@@ -177,11 +177,13 @@ pub fn summary_metrics(
             (!k.starts_with("flow.") || *k == "flow.success_rate") && !k.starts_with("eval.")
         })
         .filter_map(|(k, v)| {
-            v.as_f64().map(|x| {
+            crate::non_finite::as_f64(v).map(|x| {
                 (
                     k.clone(),
                     x,
-                    baseline.and_then(|b| b.get(k)).and_then(Value::as_f64),
+                    baseline
+                        .and_then(|b| b.get(k))
+                        .and_then(crate::non_finite::as_f64),
                 )
             })
         })

@@ -114,7 +114,7 @@ pub fn resolve_reference(
     // `${llm.output.key}` mean.
     let parsed;
     let root = match root {
-        Value::String(s) if !s.is_empty() => match serde_json::from_str::<Value>(s) {
+        Value::String(s) if !s.is_empty() => match crate::non_finite::from_str::<Value>(s) {
             Ok(v @ (Value::Object(_) | Value::Array(_))) => {
                 parsed = v;
                 &parsed

@@ -214,8 +214,6 @@ pub struct Executor {
     pub(crate) cache: Option<ResponseCache>,
     pub(crate) prices: Arc<PriceTable>,
     pub(crate) sample: Option<u32>,
-    /// `node \0 place` of each non-finite value already warned about (`warn_non_finite`).
-    pub(crate) non_finite_warned: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The flow copied with its `additional_includes`, the Python workers' working directory
     /// (kept for the executor's life, removed after).
     pub(crate) _includes_dir: Option<prepare::IncludesDir>,

@@ -303,19 +303,11 @@ impl Executor {
                     node: node.name.clone(),
                 };
                 let result = pool.call(call).await.map_err(|e| python_error(node, e))?;
-                self.warn_non_finite(node, &result.non_finite, &result.metrics);
                 let mut out = NodeOutcome::value(result.output);
                 out.metrics = result
                     .metrics
                     .into_iter()
-                    .map(|(k, v)| {
-                        (
-                            k,
-                            serde_json::Number::from_f64(v)
-                                .map(Value::Number)
-                                .unwrap_or(Value::Null),
-                        )
-                    })
+                    .map(|(k, v)| (k, crate::non_finite::number(v)))
                     .collect();
                 out.stdout = result.stdout;
                 add_host_calls(&mut out, &result.host_calls);
@@ -323,53 +315,6 @@ impl Executor {
                 Ok(out)
             }
         }
-    }
-}
-
-impl Executor {
-    /// Say (on stderr, once per node and place) where a Python node returned or logged NaN or an
-    /// infinity: promptflow writes them as `NaN`/`Infinity`, JSON and `flow` cannot, so they
-    /// become `null` in outputs.jsonl, flow.detail.json and metrics.json, and a gate on such a
-    /// metric fails as "not a number" instead of passing.
-    fn warn_non_finite(
-        &self,
-        node: &Node,
-        outputs: &[(String, String)],
-        metrics: &[(String, f64)],
-    ) {
-        let metrics = metrics
-            .iter()
-            .filter(|(_, v)| !v.is_finite())
-            .map(|(k, v)| (format!("metric `{k}`"), non_finite_name(*v).to_string()));
-        let places = outputs
-            .iter()
-            .map(|(p, v)| (format!("output `{p}`"), v.clone()))
-            .chain(metrics);
-        for (place, value) in places {
-            let key = format!("{}\u{0}{place}", node.name);
-            let first = self
-                .non_finite_warned
-                .lock()
-                .map(|mut seen| seen.insert(key))
-                .unwrap_or(false);
-            if first {
-                eprintln!(
-                    "warning: {}: node `{}`: {place} is {value}, which JSON cannot hold: flow writes it as null (promptflow writes {value}), and a gate on it fails as not a number; return or log a finite number (or None) to silence this (said once per node)",
-                    self.flow.file.display(),
-                    node.name
-                );
-            }
-        }
-    }
-}
-
-fn non_finite_name(v: f64) -> &'static str {
-    if v.is_nan() {
-        "NaN"
-    } else if v > 0.0 {
-        "Infinity"
-    } else {
-        "-Infinity"
     }
 }
 

@@ -174,7 +174,6 @@ impl Executor {
             cache: options.cache.clone(),
             prices: options.prices.clone(),
             sample: options.sample,
-            non_finite_warned: Default::default(),
             _includes_dir: workdir,
         })
     }

@@ -346,7 +346,7 @@ pub fn unchanged_since(
         let Ok(text) = std::fs::read_to_string(path.join(SUMMARY_FILE)) else {
             continue;
         };
-        let Ok(s) = serde_json::from_str::<Summary>(&text) else {
+        let Ok(s) = crate::non_finite::from_str::<Summary>(&text) else {
             continue;
         };
         if s.experiment == name && &s.hashes == hashes {
@@ -386,7 +386,7 @@ pub fn table(summary: &Summary) -> String {
     for r in &summary.runs {
         let mut row = vec![r.variant.clone(), r.dataset.clone()];
         for m in &metrics {
-            let cell = match r.metrics.get(m).and_then(Json::as_f64) {
+            let cell = match r.metrics.get(m).and_then(crate::non_finite::as_f64) {
                 Some(v) => {
                     let is_best = summary
                         .best_by_dataset

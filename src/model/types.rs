@@ -47,7 +47,15 @@ impl ValueType {
         let fail = || Err(format!("{} is not a valid {}", short(v), self.name()));
         match self {
             ValueType::String => Ok(match v {
-                Value::String(_) => v.clone(),
+                // Python's `str(float("nan"))`
+                Value::String(_) => match crate::non_finite::marker(v) {
+                    Some(x) => {
+                        let mut text = String::new();
+                        crate::template::write_float(&mut text, x);
+                        Value::String(text)
+                    }
+                    None => v.clone(),
+                },
                 Value::Null => Value::Null,
                 Value::Number(n) => Value::String(n.to_string()),
                 Value::Bool(b) => Value::String(if *b { "True" } else { "False" }.into()),
@@ -65,9 +73,11 @@ impl ValueType {
             },
             ValueType::Double => match v {
                 Value::Number(n) => Ok(n.as_f64().map(Value::from).unwrap_or(Value::Null)),
+                Value::String(_) if crate::non_finite::marker(v).is_some() => Ok(v.clone()),
+                // Python's `float()`: "nan", "inf", "-Infinity" are numbers too.
                 Value::String(s) => match s.trim().parse::<f64>() {
-                    Ok(f) if f.is_finite() => Ok(Value::from(f)),
-                    _ => fail(),
+                    Ok(f) => Ok(crate::non_finite::number(f)),
+                    Err(_) => fail(),
                 },
                 Value::Bool(b) => Ok(Value::from(if *b { 1.0 } else { 0.0 })),
                 _ => fail(),
@@ -112,7 +122,7 @@ impl ValueType {
 
 /// A value shortened for an error message.
 pub(crate) fn short(v: &Value) -> String {
-    let s = v.to_string();
+    let s = crate::non_finite::to_string(v).unwrap_or_else(|_| v.to_string());
     if s.chars().count() > 60 {
         let cut: String = s.chars().take(57).collect();
         format!("{cut}...")

@@ -81,8 +81,6 @@ struct CallReply {
     #[serde(default)]
     stdout: String,
     #[serde(default)]
-    non_finite: Vec<(String, String)>,
-    #[serde(default)]
     traces: Vec<Value>,
     error: Option<ErrorReply>,
 }
@@ -185,7 +183,6 @@ impl PythonPool {
                         .map(|(k, v)| metric_value(&v).map(|v| (k, v)))
                         .collect::<Result<_, _>>()?,
                     stdout: reply.stdout,
-                    non_finite: reply.non_finite,
                     traces: reply.traces,
                 }),
                 (false, Some(e)) => Err(to_error(e, &call.file, function)),

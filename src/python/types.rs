@@ -75,15 +75,13 @@ pub struct PythonCall {
 /// What a successful call returned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PythonOutput {
-    /// The return value as JSON (see the crate docs for how non-JSON values are converted).
+    /// The return value as JSON (see the crate docs for how non-JSON values are converted;
+    /// NaN and the infinities are [`crate::non_finite`] markers).
     pub output: Value,
     /// Metrics logged with `log_metric` during the call, in order.
     pub metrics: Vec<(String, f64)>,
     /// What the tool printed to `sys.stdout`.
     pub stdout: String,
-    /// Where the return value held NaN or an infinity, which JSON cannot hold and `output`
-    /// has as `null`: `(path, "NaN" | "Infinity" | "-Infinity")`, e.g. `("output.f1", "NaN")`.
-    pub non_finite: Vec<(String, String)>,
     /// Model calls the tool made through flow (the host channel), in order.
     pub host_calls: Vec<super::HostCall>,
     /// The `@trace`d calls made during the call (nested spans, capped by the worker).

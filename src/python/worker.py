@@ -615,7 +615,7 @@ def _to_json(value):
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return value if math.isfinite(value) else _non_finite_marker(value)
     if isinstance(value, dict):
         return {(k if isinstance(k, str) else _key(k)): _to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -801,36 +801,42 @@ def _call(request, flex=False):
         _tracing._collector = None
     encoded_metrics = [[k, v if math.isfinite(v) else repr(v)] for k, v in metrics]
     # output is already encoded so a non-JSON value never breaks the envelope
-    return '{"ok":true,"output":%s,"metrics":%s,"stdout":%s,"non_finite":%s,"traces":%s}' % (
+    return '{"ok":true,"output":%s,"metrics":%s,"stdout":%s,"traces":%s}' % (
         _encode_output(output),
         _dumps(encoded_metrics),
         _dumps(captured.getvalue()),
-        _dumps(_non_finite_paths(output)),
         _encode_output(collector.result()),
     )
 
 
-def _non_finite_paths(value, path="output", out=None, limit=20):
-    """Where `value` holds NaN or an infinity (JSON has neither: they are sent as null), as
-    `[path, "NaN"|"Infinity"|"-Infinity"]` pairs, for flow to report."""
-    if out is None:
-        out = []
-    if len(out) >= limit:
-        return out
-    if isinstance(value, float) and not math.isfinite(value):
-        out.append([path, "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")])
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _non_finite_paths(v, "%s.%s" % (path, k), out, limit)
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _non_finite_paths(v, "%s[%d]" % (path, i), out, limit)
-    return out
+# NaN and the infinities travel as markers, strings no JSON text holds by accident (flow's
+# src/non_finite.rs): flow writes them as promptflow does (`NaN`, `Infinity`, `-Infinity`).
+_NON_FINITE_PREFIX = "\x00flow:"
+_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _non_finite_marker(value):
+    return _NON_FINITE_PREFIX + ("NaN" if value != value else ("Infinity" if value > 0 else "-Infinity"))
+
+
+def _restore_non_finite(value):
+    """`value` with every marker flow sent turned back into its float."""
+    if isinstance(value, str):
+        if value.startswith(_NON_FINITE_PREFIX):
+            return _NON_FINITE.get(value[len(_NON_FINITE_PREFIX):], value)
+        return value
+    if isinstance(value, dict):
+        return {k: _restore_non_finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore_non_finite(v) for v in value]
+    return value
 
 
 def _handle(line):
     try:
         request = json.loads(line)
+        if b"\\u0000flow:" in line:
+            request = _restore_non_finite(request)
         op = request.get("op")
         if op == "call":
             return _call(request)

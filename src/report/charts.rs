@@ -141,7 +141,13 @@ pub fn metrics_chart(
     for metric in metrics {
         let values: Vec<Option<f64>> = members
             .iter()
-            .map(|&i| report.runs[i].metrics.get(metric).copied())
+            .map(|&i| {
+                report.runs[i]
+                    .metrics
+                    .get(metric)
+                    .copied()
+                    .filter(|v| v.is_finite())
+            })
             .collect();
         let max = values.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
         let unit = values.iter().flatten().all(|v| (0.0..=1.0).contains(v));

@@ -381,7 +381,12 @@ fn any_cached(report: &Report, members: &[usize]) -> bool {
 
 /// Which runs have the best value (none when there is one run or all are equal).
 fn best_of(values: &[Option<f64>], direction: Direction) -> Vec<bool> {
-    let present: Vec<f64> = values.iter().flatten().copied().collect();
+    let present: Vec<f64> = values
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
     if present.len() < 2 || present.iter().all(|v| *v == present[0]) {
         return vec![false; values.len()];
     }
@@ -411,7 +416,7 @@ fn metric_row(report: &Report, name: &str, members: &[usize], baseline: usize) -
         .enumerate()
         .map(|(k, v)| {
             let (delta, trend) = match (v, base) {
-                (Some(v), Some(b)) if members[k] != baseline => {
+                (Some(v), Some(b)) if members[k] != baseline && v.is_finite() && b.is_finite() => {
                     let d = v - b;
                     let trend = if d.abs() < 1e-12 {
                         "same"
@@ -984,10 +989,10 @@ fn data_cell(report: &Report, cell: &LineCell, strings: &mut Strings) -> DataCel
 /// A trace value as text: strings as they are, anything else as indented JSON.
 fn trace_text(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => crate::non_finite::name(v).map_or_else(|| s.clone(), str::to_string),
         Value::Null => "null".into(),
         Value::Array(_) | Value::Object(_) => {
-            serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+            crate::non_finite::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
         }
         other => other.to_string(),
     }
@@ -996,7 +1001,7 @@ fn trace_text(v: &Value) -> String {
 /// JSON that is safe inside a `<script>` element: `<`, `>`, `&`, U+2028 and U+2029 become
 /// `\u` escapes (identical JSON, but no `</script>` or `<!--` can appear).
 pub fn script_json(value: &impl Serialize) -> Result<String, ReportError> {
-    let text = serde_json::to_string(value)
+    let text = crate::non_finite::to_string_for_javascript(value)
         .map_err(|e| ReportError::Template(format!("cannot encode the report data: {e}")))?;
     Ok(escape_script_json(&text))
 }

@@ -8,8 +8,10 @@ use super::model::Report;
 
 /// Write the report as pretty-printed JSON.
 pub fn write_json<W: Write>(report: &Report, mut out: W) -> Result<(), ReportError> {
-    serde_json::to_writer_pretty(&mut out, report)
+    let text = crate::non_finite::to_vec_pretty(report)
         .map_err(|e| ReportError::Template(format!("cannot encode the report as JSON: {e}")))?;
+    out.write_all(&text)
+        .map_err(|e| ReportError::Template(format!("cannot write the JSON report: {e}")))?;
     out.write_all(b"\n")
         .map_err(|e| ReportError::Template(format!("cannot write the JSON report: {e}")))
 }

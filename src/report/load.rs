@@ -364,9 +364,10 @@ fn read_metrics(
         Err(e) => return Err(ReportError::read(path, e)),
     };
     let map: Map<String, Value> =
-        serde_json::from_str(&text).map_err(|e| ReportError::invalid(path, e))?;
+        crate::non_finite::from_str(&text).map_err(|e| ReportError::invalid(path, e))?;
     for (k, v) in map {
-        if let Some(x) = crate::gate::metric_value(&v).filter(|x| x.is_finite())
+        // NaN and the infinities are shown as such (never ranked, charted or compared).
+        if let Some(x) = crate::gate::metric_value(&v).or_else(|| crate::non_finite::marker(&v))
             && keep(&k)
         {
             into.insert(k, x);
@@ -408,7 +409,7 @@ fn read_scores(
         if line.trim().is_empty() {
             continue;
         }
-        let record: ScoreLine = serde_json::from_str(&line)
+        let record: ScoreLine = crate::non_finite::from_str(&line)
             .map_err(|e| ReportError::invalid(path, format!("line {}: {e}", i + 1)))?;
         let Some((_, cell)) = cells.get_mut(&record.line_number) else {
             continue;

@@ -190,8 +190,10 @@ pub struct NodeTrace {
 pub fn value_text(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => {
+            crate::non_finite::name(value).map_or_else(|| s.clone(), str::to_string)
+        }
+        other => crate::non_finite::to_string(other).unwrap_or_else(|_| other.to_string()),
     }
 }
 

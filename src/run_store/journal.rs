@@ -53,7 +53,7 @@ pub fn read_journal(dir: &RunDir) -> std::io::Result<Journal> {
                 break;
             }
             let complete = buf.last() == Some(&b'\n');
-            match serde_json::from_slice::<LineHead>(&buf) {
+            match crate::non_finite::from_slice::<LineHead>(&buf) {
                 Ok(head) if complete => {
                     journal.entries.insert(
                         head.line_number,

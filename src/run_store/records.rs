@@ -82,12 +82,12 @@ struct OwnedNodeRecord {
 
 /// The line of one journal record (one line of `flow_artifacts/*.jsonl`).
 pub fn parse_line_record(bytes: &[u8]) -> serde_json::Result<LineResult> {
-    serde_json::from_slice::<OwnedLineRecord>(bytes).map(|r| r.run_info)
+    crate::non_finite::from_slice::<OwnedLineRecord>(bytes).map(|r| r.run_info)
 }
 
 /// The node run of one `node_artifacts` record.
 pub fn parse_node_record(bytes: &[u8]) -> serde_json::Result<NodeRun> {
-    serde_json::from_slice::<OwnedNodeRecord>(bytes).map(|r| r.run_info)
+    crate::non_finite::from_slice::<OwnedNodeRecord>(bytes).map(|r| r.run_info)
 }
 
 #[cfg(test)]

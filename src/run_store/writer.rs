@@ -191,6 +191,7 @@ impl WriterState {
     ) -> io::Result<()> {
         buf.clear();
         serde_json::to_writer(&mut *buf, value).map_err(io::Error::other)?;
+        crate::non_finite::restore(buf, 0);
         buf.push(b'\n');
         file.write_all(buf)
     }
@@ -331,16 +332,16 @@ pub fn finalize(
                 meta.unpriced_models.push(m);
             }
         }
-        serde_json::to_writer(&mut inputs, &Numbered::new(line.line_number, &line.inputs))
+        let text = crate::non_finite::to_string(&Numbered::new(line.line_number, &line.inputs))
             .map_err(io::Error::other)?;
+        inputs.write_all(text.as_bytes())?;
         inputs.write_all(b"\n")?;
         if line.status == Status::Completed {
             completed += 1;
-            serde_json::to_writer(
-                &mut outputs,
-                &Numbered::new(line.line_number, &line.outputs),
-            )
-            .map_err(io::Error::other)?;
+            let text =
+                crate::non_finite::to_string(&Numbered::new(line.line_number, &line.outputs))
+                    .map_err(io::Error::other)?;
+            outputs.write_all(text.as_bytes())?;
             outputs.write_all(b"\n")?;
         } else {
             failed += 1;

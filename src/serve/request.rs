@@ -23,7 +23,7 @@ pub fn flow_inputs(flow: &Flow, body: &[u8]) -> Result<Map<String, Value>, Strin
             ));
         }
     } else {
-        match serde_json::from_slice::<Value>(body) {
+        match crate::non_finite::from_slice::<Value>(body) {
             Ok(Value::Object(map)) if map.is_empty() && sample.is_some() => {
                 sample.cloned().unwrap_or_default()
             }

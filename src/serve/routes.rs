@@ -252,7 +252,7 @@ async fn score(
                     log_failure(&state, e);
                     ApiError::from_line_error(e).into_response()
                 }
-                None => axum::Json(Value::Object(line.outputs)).into_response(),
+                None => crate::non_finite::json_response(&Value::Object(line.outputs)),
             };
             if let Some(id) = trace {
                 response.extensions_mut().insert(TraceId(id));

@@ -203,5 +203,5 @@ fn data_event(name: &str, value: Value) -> Event {
 }
 
 fn json_event(value: &Value) -> Event {
-    Event::default().data(value.to_string())
+    Event::default().data(crate::non_finite::to_string(value).unwrap_or_else(|_| value.to_string()))
 }

@@ -10,7 +10,7 @@ mod error;
 mod escape;
 mod messages;
 mod pyfmt;
-pub use pyfmt::{python_json_dumps, python_str};
+pub use pyfmt::{python_json_dumps, python_str, write_float};
 mod pyliteral;
 
 use std::collections::{BTreeSet, HashSet};
@@ -170,7 +170,9 @@ impl PromptTemplate {
 
     /// Renders with `vars`; undefined variables render as the empty string.
     pub fn render(&self, vars: &Map<String, Value>) -> Result<String, TemplateError> {
-        self.render_ctx(minijinja::Value::from_serialize(vars))
+        self.render_ctx(minijinja::Value::from_serialize(
+            crate::non_finite::JinjaMap(vars),
+        ))
     }
 
     /// Renders twice when needed: once with the real values (`text`), once with the values of
@@ -207,7 +209,9 @@ impl PromptTemplate {
             minijinja::Value::from_iter(vars.iter().zip(alt).map(|((k, v), a)| {
                 (
                     minijinja::Value::from(k.as_str()),
-                    minijinja::Value::from_serialize(a.as_ref().unwrap_or(v)),
+                    minijinja::Value::from_serialize(crate::non_finite::Jinja(
+                        a.as_ref().unwrap_or(v),
+                    )),
                 )
             }))
         };

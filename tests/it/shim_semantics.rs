@@ -106,8 +106,31 @@ from promptflow import tool, log_metric
 
 @tool
 def score(x: float) -> dict:
+    return {"f1": float("nan"), "big": float("inf"), "small": -float("inf"), "ok": x,
+            "parts": (i for i in "ab")}
+"#;
+
+const NAN_CHECK: &str = r#"
+import math
+from promptflow import tool
+
+
+@tool
+def check(scores: dict) -> str:
+    # promptflow hands a downstream node the float itself
+    return "%s %s %s" % (math.isnan(scores["f1"]), scores["big"], scores["small"])
+"#;
+
+const NAN_AGGREGATE: &str = r#"
+from promptflow import tool, log_metric
+
+
+@tool
+def aggregate(scores: list) -> dict:
+    log_metric("f1", sum(s["f1"] for s in scores) / len(scores))
     log_metric("ratio", float("inf"))
-    return {"f1": float("nan"), "ok": x, "parts": (i for i in "ab")}
+    log_metric("ok", 1.0)
+    return {"n": len(scores)}
 "#;
 
 const NAN_FLOW: &str = r#"
@@ -115,33 +138,197 @@ inputs:
   x: {type: double}
 outputs:
   out: {type: object, reference: "${score.output}"}
+  check: {type: string, reference: "${check.output}"}
+  prompt: {type: string, reference: "${show.output}"}
 nodes:
 - name: score
   type: python
   source: {type: code, path: score.py}
   inputs:
     x: ${inputs.x}
+- name: check
+  type: python
+  source: {type: code, path: check.py}
+  inputs:
+    scores: ${score.output}
+- name: show
+  type: prompt
+  source: {type: code, path: show.jinja2}
+  inputs:
+    f1: ${score.output.f1}
+    scores: ${score.output}
+- name: aggregate
+  type: python
+  source: {type: code, path: aggregate.py}
+  inputs:
+    scores: ${score.output}
+  aggregation: true
 "#;
 
-/// NaN and infinities cannot pass through JSON: flow says where they were (loudly, once per
-/// node), writes null, and joins a generator nested in a dict output as promptflow does.
-#[test]
-fn non_finite_outputs_and_metrics_are_reported_and_nested_generators_joined() {
-    let ctx = TestContext::new();
+fn nan_flow(ctx: &TestContext) {
     ctx.flow(
         "nan",
-        &[("flow.dag.yaml", NAN_FLOW), ("score.py", NAN_TOOL)],
+        &[
+            ("flow.dag.yaml", NAN_FLOW),
+            ("score.py", NAN_TOOL),
+            ("check.py", NAN_CHECK),
+            ("aggregate.py", NAN_AGGREGATE),
+            (
+                "show.jinja2",
+                "f1={{f1}} big={{scores.big}} {{scores.small | abs}}",
+            ),
+        ],
     );
+}
+
+/// NaN and the infinities are kept as promptflow keeps them: downstream nodes get the floats,
+/// templates print them as Python does, and every JSON file and answer holds `NaN`,
+/// `Infinity`, `-Infinity` as Python's `json` writes them (and reads them back).
+#[test]
+fn non_finite_values_are_kept_as_promptflow_keeps_them() {
+    let ctx = TestContext::new();
+    nan_flow(&ctx);
     let run = ctx.run(&["run", "nan", "--inputs", "x=0.5", "--output", "json"]);
-    run.expect_code(0)
-        .stderr_has("node `score`: output `output.f1` is NaN")
-        .stderr_has("promptflow writes NaN")
-        .stderr_has("node `score`: metric `ratio` is Infinity");
+    run.expect_code(0).stderr_lacks("warning");
+    assert!(run.stdout.contains(r#""f1": NaN"#), "{}", run.stdout);
     let out = run.json();
+    let nan = flow::non_finite::number(f64::NAN);
+    let inf = flow::non_finite::number(f64::INFINITY);
     assert_eq!(
-        out["outputs"]["out"],
-        json!({"f1": null, "ok": 0.5, "parts": "ab"}),
+        out["outputs"],
+        json!({
+            "out": {"f1": nan, "big": inf, "small": flow::non_finite::number(f64::NEG_INFINITY),
+                    "ok": 0.5, "parts": "ab"},
+            "check": "True inf -inf",
+            "prompt": "f1=nan big=inf inf",
+        }),
         "{out}"
+    );
+    assert_eq!(out["metrics"]["f1"], nan);
+    assert_eq!(out["metrics"]["ratio"], inf);
+    // Text output shows the names.
+    ctx.run(&["run", "nan", "--inputs", "x=0.5"])
+        .expect_code(0)
+        .stdout_has(r#""f1": NaN"#)
+        .stdout_has("metric f1: NaN")
+        .stdout_has("metric ratio: Infinity");
+
+    // A batch: outputs.jsonl, metrics.json and the records hold the tokens; Python's json
+    // (promptflow's reader) reads them as floats.
+    ctx.write("data.jsonl", "{\"x\": 1}\n{\"x\": NaN}\n");
+    ctx.run(&["run", "nan", "--data", "data.jsonl", "--name", "b1"])
+        .expect_code(0)
+        .stderr_has("metric f1: NaN");
+    let dir = ctx.root().join(".flow/runs/b1");
+    let outputs = std::fs::read_to_string(dir.join("flow_outputs/output.jsonl")).unwrap();
+    assert!(
+        outputs.contains(r#""f1":NaN,"big":Infinity,"small":-Infinity"#),
+        "{outputs}"
+    );
+    let inputs = std::fs::read_to_string(dir.join("inputs.jsonl")).unwrap();
+    assert!(inputs.contains(r#""x":NaN"#), "{inputs}");
+    let metrics = std::fs::read_to_string(dir.join("metrics.json")).unwrap();
+    assert!(
+        metrics.contains(r#""f1": NaN"#) && metrics.contains(r#""ratio": Infinity"#),
+        "{metrics}"
+    );
+    let python = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import json, math, sys\n\
+             rows = [json.loads(l) for l in open(sys.argv[1])]\n\
+             m = json.load(open(sys.argv[2]))\n\
+             assert all(math.isnan(r['out']['f1']) and r['out']['big'] == float('inf') for r in rows), rows\n\
+             assert math.isnan(m['f1']) and m['ratio'] == float('inf') and m['ok'] == 1.0, m\n\
+             print('python reads', len(rows))",
+        )
+        .arg(dir.join("flow_outputs/output.jsonl"))
+        .arg(dir.join("metrics.json"))
+        .output()
+        .unwrap();
+    assert!(
+        python.status.success()
+            && String::from_utf8_lossy(&python.stdout).contains("python reads 2"),
+        "{}",
+        String::from_utf8_lossy(&python.stderr)
+    );
+    // flow reads its own files back: runs show, and a gate on a NaN metric fails loudly.
+    let shown = ctx.run(&["runs", "show", "b1", "--json"]);
+    shown.expect_code(0);
+    assert_eq!(shown.json()["metrics"]["f1"], nan);
+    ctx.run(&["runs", "show", "b1"])
+        .expect_code(0)
+        .stdout_has("f1: NaN");
+
+    // An evaluation flow reads the run's outputs (NaN included) through `${run.outputs...}`.
+    ctx.flow(
+        "judge",
+        &[
+            (
+                "flow.dag.yaml",
+                r#"
+inputs:
+  scores: {type: object}
+outputs:
+  check: {type: string, reference: "${check.output}"}
+nodes:
+- name: check
+  type: python
+  source: {type: code, path: check.py}
+  inputs:
+    scores: ${inputs.scores}
+- name: aggregate
+  type: python
+  source: {type: code, path: aggregate.py}
+  inputs:
+    scores: ${inputs.scores}
+  aggregation: true
+"#,
+            ),
+            ("check.py", NAN_CHECK),
+            ("aggregate.py", NAN_AGGREGATE),
+        ],
+    );
+    let eval = ctx.run(&[
+        "eval",
+        "--run",
+        "b1",
+        "judge",
+        "--column-mapping",
+        "scores=${run.outputs.out}",
+        "--threshold",
+        "f1>=0.5",
+        "--name",
+        "e1",
+    ]);
+    eval.expect_code(1)
+        .stderr_has("FAIL f1 is not a number: NaN")
+        .stderr_has("  f1                 NaN");
+    let eval_outputs =
+        std::fs::read_to_string(ctx.root().join(".flow/runs/e1/flow_outputs/output.jsonl"))
+            .unwrap();
+    assert!(eval_outputs.contains("True inf -inf"), "{eval_outputs}");
+}
+
+/// `flow serve` answers with the tokens too, as promptflow's serving app does, and reads them
+/// in a request body (Python clients send them).
+#[test]
+fn serve_answers_and_reads_non_finite_values() {
+    let ctx = TestContext::new();
+    nan_flow(&ctx);
+    let server = crate::support::server::Server::start(&ctx, "nan", &[], &[]);
+    server.wait_ready();
+    let answer = server.post(
+        "/score",
+        &[("content-type", "application/json")],
+        r#"{"x": NaN}"#,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.content_type.starts_with("application/json"));
+    assert!(
+        answer.body.contains(r#""f1":NaN"#) && answer.body.contains(r#""ok":NaN"#),
+        "{}",
+        answer.body
     );
 }
 

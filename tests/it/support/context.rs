@@ -204,9 +204,10 @@ impl Run {
         self
     }
 
-    /// Parse stdout as JSON (for `--output json`).
+    /// Parse stdout as JSON (for `--output json`); promptflow's `NaN`/`Infinity` tokens read
+    /// as `flow::non_finite` markers.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+        flow::non_finite::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
                 "stdout is not JSON ({e}):\n{}\n--- stderr\n{}",
                 self.stdout, self.stderr
