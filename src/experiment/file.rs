@@ -223,7 +223,7 @@ fn from_doc(doc: &Doc) -> Result<Experiment, ExperimentFileError> {
             None => {
                 let path = if doc.has("flow") { "flow" } else { "name" };
                 d.push(
-                    doc.error(path, format!("flow `{flow_name}` not found"))
+                    doc.error(path, missing_flow(&dir, &flow_name, "flow"))
                         .with_label("no flow.dag.yaml here")
                         .with_help(format!(
                             "`flow` is the flow's folder relative to {} (also looked in flows/{flow_name})",
@@ -265,6 +265,36 @@ fn from_doc(doc: &Doc) -> Result<Experiment, ExperimentFileError> {
 }
 
 /// `dir/flow` when it holds a flow, else `dir/flows/flow` (the template's `flows` folder).
+/// What is wrong with `flow` (relative to `dir`) when [`resolve_flow_dir`] found no flow: not
+/// there at all, or a folder without a flow file (saying what it holds, e.g. a script of
+/// promptflow's evaluation SDK, which is not a flow).
+fn missing_flow(dir: &Path, flow: &str, what: &str) -> String {
+    let Some(folder) = [dir.join(flow), dir.join("flows").join(flow)]
+        .into_iter()
+        .find(|p| p.is_dir())
+    else {
+        return format!("{what} `{flow}` not found");
+    };
+    let mut names: Vec<String> = std::fs::read_dir(&folder)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.') && n != "__pycache__")
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    let holds = match names.len() {
+        0 => "nothing".to_string(),
+        n if n > 6 => format!("{}, ... ({n} entries)", names[..6].join(", ")),
+        _ => names.join(", "),
+    };
+    format!(
+        "{what} `{flow}` is a folder with no flow file in it (flow.dag.yaml, flow.flex.yaml or their .yml forms; it holds {holds}): a Python script that calls an SDK itself (promptflow's `evaluate`, say) is not a flow `flow` can run"
+    )
+}
+
 fn resolve_flow_dir(dir: &Path, flow: &str) -> Option<PathBuf> {
     [dir.join(flow), dir.join("flows").join(flow)]
         .into_iter()
@@ -456,7 +486,7 @@ pub(crate) fn read_evaluators(
                             join_key(&path, "name")
                         };
                         d.push(
-                            doc.error(&at, format!("evaluation flow `{flow}` not found"))
+                            doc.error(&at, missing_flow(dir, &flow, "evaluation flow"))
                                 .with_help(format!(
                                     "`flow` is the evaluation flow's folder relative to {} (flows/{flow} was tried too); for a built-in evaluator write `builtin: exact_match`",
                                     dir.display()

@@ -443,7 +443,7 @@ impl Loader {
                 None,
             );
         }
-        let inputs = self.inputs(map.get("inputs"));
+        let inputs = self.inputs(map.get("inputs"), is_flex);
         let outputs = if is_flex {
             IndexMap::new()
         } else {
@@ -763,11 +763,14 @@ impl Loader {
         }
     }
 
-    fn inputs(&mut self, v: Option<&Value>) -> IndexMap<String, FlowInput> {
-        self.params(v, "inputs")
+    /// `inputs:`. In a flex flow, `default: ''` means no default here, as promptflow's script
+    /// executor has it ("the user has defined the default value as None in the Python script"):
+    /// the entry's own default applies.
+    fn inputs(&mut self, v: Option<&Value>, flex: bool) -> IndexMap<String, FlowInput> {
+        self.params(v, "inputs", flex)
     }
 
-    fn params(&mut self, v: Option<&Value>, key: &str) -> IndexMap<String, FlowInput> {
+    fn params(&mut self, v: Option<&Value>, key: &str, flex: bool) -> IndexMap<String, FlowInput> {
         let mut out = IndexMap::new();
         let Some(v) = v else { return out };
         let Some(map) = self.object(v, key, &format!("`{key}`")) else {
@@ -803,7 +806,10 @@ impl Loader {
                     .value_type(t, &join_key(&path, "type"))
                     .unwrap_or(ValueType::String),
             };
-            let mut default = spec_map.get("default").cloned();
+            let mut default = spec_map
+                .get("default")
+                .filter(|d| !(flex && d.as_str() == Some("")))
+                .cloned();
             if let Some(d) = &default {
                 if !d.is_null() {
                     match ty.coerce(d) {

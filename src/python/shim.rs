@@ -51,6 +51,14 @@ const FILES: &[(&str, &str)] = &[
         include_str!("shim/promptflow/core/__init__.py"),
     ),
     (
+        "promptflow/core/_flow.py",
+        include_str!("shim/promptflow/core/_flow.py"),
+    ),
+    (
+        "promptflow/core/_model_configuration.py",
+        include_str!("shim/promptflow/core/_model_configuration.py"),
+    ),
+    (
         "promptflow/tracing/__init__.py",
         include_str!("shim/promptflow/tracing/__init__.py"),
     ),

@@ -643,3 +643,84 @@ fn connection_classes_import_from_their_older_home_promptflow_sdk_entities() {
         .expect_code(0)
         .stdout_has("True https://x.openai.azure.com CustomConnection");
 }
+
+/// The GenAIOps template's flex flows, as they are: `promptflow.core._flow.Prompty` and
+/// `promptflow.core._model_configuration` (promptflow's private homes of these classes) import,
+/// and an input declared `default: ''` in a flex flow file has no default there — the entry's
+/// own default applies, as promptflow's script executor has it.
+#[test]
+fn genaiops_flex_shapes_private_imports_and_empty_string_defaults() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "chat",
+        &[
+            (
+                "flow.flex.yaml",
+                "entry: flow:ChatFlow\ninputs:\n  question:\n    type: string\n    default: What is flow?\n  chat_history:\n    type: list\n    default: ''\ninit:\n  max_total_token:\n    type: int\n    default: ''\n",
+            ),
+            (
+                "flow.py",
+                r#"
+from promptflow.core._flow import Prompty
+from promptflow.core._model_configuration import AzureOpenAIModelConfiguration
+from promptflow.core import Prompty as CorePrompty
+
+
+class ChatFlow:
+    def __init__(self, max_total_token=4096):
+        self.max_total_token = max_total_token
+
+    def __call__(self, question: str, chat_history: list = None) -> str:
+        assert Prompty is CorePrompty
+        return "%s|%r|%d|%s" % (question, chat_history, self.max_total_token,
+                                AzureOpenAIModelConfiguration.__name__)
+"#,
+            ),
+        ],
+    );
+    let run = ctx.run(&["run", "chat", "--output", "json"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.json()["outputs"]["output"],
+        json!("What is flow?|None|4096|AzureOpenAIModelConfiguration")
+    );
+    // A DAG flow keeps `''` as a value its type must take.
+    ctx.flow(
+        "dag",
+        &[(
+            "flow.dag.yaml",
+            "inputs:\n  h:\n    type: list\n    default: ''\noutputs:\n  o: {type: string, reference: '${inputs.h}'}\nnodes: []\n",
+        )],
+    );
+    ctx.run(&["validate", "dag"])
+        .expect_code(2)
+        .stderr_has("the default of input `h`: \"\" is not a valid list");
+}
+
+/// An experiment's evaluator folder with no flow file in it (the GenAIOps template's
+/// `eval_nlp`, a promptflow-evals script) is refused, located, saying what the folder holds.
+#[test]
+fn an_evaluator_folder_without_a_flow_file_says_what_it_holds() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "flows/chat",
+        &[(
+            "flow.dag.yaml",
+            "inputs:\n  q: {type: string}\noutputs:\n  o: {type: string, reference: '${inputs.q}'}\nnodes: []\n",
+        )],
+    );
+    ctx.write(
+        "flows/eval_nlp/eval_groundness.py",
+        "from promptflow.evals.evaluate import evaluate\n",
+    );
+    ctx.write("data.jsonl", "{\"q\": \"hi\"}\n");
+    ctx.write(
+        "experiment.yaml",
+        "name: chat\nflow: flows/chat\ndatasets:\n- name: d\n  source: data.jsonl\n  mappings:\n    q: ${data.q}\nevaluators:\n- name: nlp\n  flow: flows/eval_nlp\n  datasets:\n  - name: d\n    reference: d\n    source: data.jsonl\n    mappings:\n      answer: ${run.outputs.o}\n",
+    );
+    ctx.run(&["experiment", "experiment.yaml"])
+        .expect_code(2)
+        .stderr_has("evaluation flow `flows/eval_nlp` is a folder with no flow file in it")
+        .stderr_has("it holds eval_groundness.py")
+        .stderr_has("experiment.yaml:10:9");
+}
