@@ -578,7 +578,10 @@ pub fn check_repeats(evaluator: &str, lines: &[LineTally], k: usize) -> GateResu
 /// most six decimals (`0.80`, `0.913`, `1500`).
 pub fn fmt_num(x: f64) -> String {
     if !x.is_finite() {
-        return x.to_string();
+        // as promptflow writes them: NaN, Infinity, -Infinity
+        return crate::non_finite::name(&crate::non_finite::number(x))
+            .unwrap_or("NaN")
+            .to_string();
     }
     if x.fract() == 0.0 && x.abs() >= 1.0 {
         return format!("{x:.0}");
