@@ -101,11 +101,14 @@ fn a_class_tool_init_input_must_be_a_literal() {
 }
 
 const NAN_TOOL: &str = r#"
+import os
 from promptflow import tool, log_metric
 
 
 @tool
 def score(x: float) -> dict:
+    if x == 1 and not os.path.exists("healed"):
+        raise ValueError("not yet")
     return {"f1": float("nan"), "big": float("inf"), "small": -float("inf"), "ok": x,
             "parts": (i for i in "ab")}
 "#;
@@ -216,7 +219,11 @@ fn non_finite_values_are_kept_as_promptflow_keeps_them() {
     // A batch: outputs.jsonl, metrics.json and the records hold the tokens; Python's json
     // (promptflow's reader) reads them as floats.
     ctx.write("data.jsonl", "{\"x\": 1}\n{\"x\": NaN}\n");
+    // Line 0 fails until `healed` exists; the resume reads line 1 back from the journal.
     ctx.run(&["run", "nan", "--data", "data.jsonl", "--name", "b1"])
+        .expect_code(1);
+    ctx.write("nan/healed", "");
+    ctx.run(&["run", "--resume", "b1"])
         .expect_code(0)
         .stderr_has("metric f1: NaN");
     let dir = ctx.root().join(".flow/runs/b1");
