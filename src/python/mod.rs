@@ -21,4 +21,4 @@ pub use host::{
 };
 pub use pool::PythonPool;
 pub use shim::install_shim;
-pub use types::{PythonCall, PythonConfig, PythonOutput, ToolParam, ToolSignature};
+pub use types::{PythonCall, PythonConfig, PythonOutput, StreamEvent, ToolParam, ToolSignature};
