@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::{Executor, ExecutorOptions};
 use crate::cache::{CacheError, describe_request};
 use crate::connection::{self, ApiType, Connection};
-use crate::provider::{Api, LlmRequest, LlmResponse, ProviderError};
+use crate::provider::{Api, DeltaFn, LlmRequest, LlmResponse, ProviderError};
 use crate::python::{HostCall, HostError, HostFuture, HostHandler, HostReply};
 use crate::template::{ListStyle, PromptTemplate, TemplateOptions};
 
@@ -157,7 +157,13 @@ impl ModelHost {
 
     /// `chat` / `completion`: `prompt` (a template, rendered with `inputs`) or `messages`, a
     /// model or deployment, and model parameters.
-    async fn complete(&self, node: &str, op: &str, args: Value) -> Result<HostReply, HostError> {
+    async fn complete(
+        &self,
+        node: &str,
+        op: &str,
+        args: Value,
+        on_delta: Option<DeltaFn<'_>>,
+    ) -> Result<HostReply, HostError> {
         let conn = self.connection(args.get("connection"))?;
         let api = if op == "chat" {
             Api::Chat
@@ -224,7 +230,8 @@ impl ModelHost {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
         }
-        let (response, cached) = self.call_model(node, &conn, &request).await?;
+        request.stream = on_delta.is_some();
+        let (response, cached) = self.call_model(node, &conn, &request, on_delta).await?;
         Ok(self.reply(op, response.output.clone(), &request, response, cached))
     }
 
@@ -233,9 +240,10 @@ impl ModelHost {
         node: &str,
         conn: &Connection,
         request: &LlmRequest,
+        on_delta: Option<DeltaFn<'_>>,
     ) -> Result<(LlmResponse, bool), HostError> {
         let client = self.client()?;
-        let fetch = || client.complete(conn, request, None);
+        let fetch = || client.complete(conn, request, on_delta);
         let key = || request.cache_key(conn);
         self.through_cache(conn, key, || describe_request(node, request), fetch)
             .await
@@ -548,10 +556,25 @@ impl ModelHost {
 }
 
 impl HostHandler for ModelHost {
+    fn handle_streaming<'a>(
+        &'a self,
+        node: &'a str,
+        op: &'a str,
+        args: Value,
+        on_delta: crate::python::HostDeltas<'a>,
+    ) -> HostFuture<'a> {
+        match op {
+            "chat" | "completion" => {
+                Box::pin(async move { self.complete(node, op, args, Some(&*on_delta)).await })
+            }
+            _ => self.handle(node, op, args),
+        }
+    }
+
     fn handle<'a>(&'a self, node: &'a str, op: &'a str, args: Value) -> HostFuture<'a> {
         Box::pin(async move {
             match op {
-                "chat" | "completion" => self.complete(node, op, args).await,
+                "chat" | "completion" => self.complete(node, op, args, None).await,
                 "embedding" => self.embedding(node, args).await,
                 "prompty" => self.prompty(args).await,
                 "render" => {

@@ -16,7 +16,7 @@ mod worker;
 pub use entry::{EntryDescription, EntryError, EntryKind, EntryParam, InitParam, describe_entry};
 pub use error::PythonError;
 pub use host::{
-    DEFAULT_HOST_TIMEOUT, HostCall, HostError, HostFuture, HostHandler, HostReply,
+    DEFAULT_HOST_TIMEOUT, HostCall, HostDeltas, HostError, HostFuture, HostHandler, HostReply,
     MAX_HOST_REQUEST_BYTES,
 };
 pub use pool::PythonPool;

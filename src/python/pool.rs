@@ -183,6 +183,7 @@ impl PythonPool {
             timeout: DEFAULT_HOST_TIMEOUT,
             calls: Vec::new(),
             requests: 0,
+            streams: Vec::new(),
         });
         self.round_trip(
             &request,

@@ -937,3 +937,60 @@ fn a_slow_client_holds_back_the_generator() {
     );
     snapshot("serve_stream_too_large", &error.to_string());
 }
+
+/// A flex entry returning promptflow-tools' `chat(..., stream=True)` streams the reply as the
+/// model writes it, through the worker's channel to flow.
+#[test]
+fn a_model_reply_streamed_from_python_arrives_as_the_model_writes_it() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "ask",
+        &[
+            ("flow.flex.yaml", "entry: ask:run\n"),
+            (
+                "ask.py",
+                "from promptflow.tools.openai import chat\n\n\ndef run(question: str):\n    return chat(connection='open_ai_connection', prompt='user:\\n{{q}}', model='gpt-4o-mini', stream=True, q=question)\n",
+            ),
+        ],
+    );
+    let answer = "Pieces, one by one, as written.";
+    ctx.mock().reply_when("stream it", answer);
+    // About one event of the model's stream every 120 ms.
+    ctx.mock().set_stream_chunk_size(64);
+    ctx.mock().set_stream_chunk_delay(Duration::from_millis(40));
+    let server = Server::ready(&ctx, "ask", &[], &[]);
+    let mut events = LiveEvents::open(
+        &format!("{}/score", server.url),
+        r#"{"question": "stream it"}"#,
+    );
+    let first = events.next(WAIT).unwrap();
+    let after_first = std::time::Instant::now();
+    let mut all = vec![first];
+    all.extend(events.rest(WAIT));
+    let spread = after_first.elapsed();
+    let pieces: Vec<&str> = all
+        .iter()
+        .map(|(name, v)| {
+            assert_eq!(name, "", "{all:?}");
+            v["output"].as_str().unwrap()
+        })
+        .collect();
+    assert!(pieces.len() > 5, "{all:?}");
+    assert_eq!(pieces.concat(), answer);
+    // The last piece came well after the first: they were not all sent at the end.
+    assert!(spread >= Duration::from_millis(300), "{spread:?}");
+    let req = ctx.mock().requests().pop().unwrap();
+    assert_eq!(req.body["stream"], true);
+    // The call is counted once its stream ends.
+    assert!(
+        server
+            .metric("flow_tokens_total{type=\"completion\"}")
+            .unwrap()
+            > 0.0
+    );
+    // Without the Accept header: the joined text.
+    assert_eq!(
+        server.score(r#"{"question": "stream it"}"#).json(),
+        json!({ "output": answer })
+    );
+}

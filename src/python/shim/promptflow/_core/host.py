@@ -83,3 +83,25 @@ def call(op, **payload):
         return reply.get("result")
     error = reply.get("error") or {}
     raise _exception(error.get("type"), error.get("message") or "flow reported an error")
+
+
+def stream(op, **payload):
+    """Ask flow for a model call whose text comes as the model writes it: returns a generator of
+    the pieces (a cached answer comes as one piece)."""
+    handle = call(op, stream=True, **payload)
+    stream_id = handle["stream"] if isinstance(handle, dict) else None
+    if stream_id is None:
+        raise RuntimeError("flow did not start a stream for `%s`" % op)
+
+    def pieces():
+        while True:
+            reply = call("stream_next", id=stream_id)
+            for piece in reply.get("pieces") or ():
+                yield piece
+            if reply.get("done"):
+                result = reply.get("result")
+                if not reply.get("streamed") and result is not None:
+                    yield result
+                return
+
+    return pieces()
