@@ -20,6 +20,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// The key of the answer that starts a stream: `{"__flow_stream__": <id>}`.
+const STREAM_KEY: &str = "__flow_stream__";
+
 /// The longest host request line accepted (a request with a big prompt fits easily).
 pub const MAX_HOST_REQUEST_BYTES: usize = 16 << 20;
 
@@ -84,6 +87,9 @@ pub type HostFuture<'a> = Pin<Box<dyn Future<Output = Result<HostReply, HostErro
 /// Where a streaming host request's text goes as the model writes it.
 pub type HostDeltas<'a> = Box<dyn Fn(&str) + Send + Sync + 'a>;
 
+/// Whether a host request asks for a streamed answer (see [`HostHandler::streams`]).
+pub type HostWants<'a> = Pin<Box<dyn Future<Output = Result<bool, HostError>> + Send + 'a>>;
+
 /// Answers host requests. `node` names the node whose tool made the request (for messages and
 /// cache descriptions), `op` is the request's `host` field, `args` the whole request object.
 pub trait HostHandler: Send + Sync {
@@ -100,6 +106,13 @@ pub trait HostHandler: Send + Sync {
     ) -> HostFuture<'a> {
         drop(on_delta);
         self.handle(node, op, args)
+    }
+
+    /// For a request sent with `"stream": "auto"` (a `Prompty` call, whose file says whether it
+    /// streams): whether its answer streams. By default it does not.
+    fn streams<'a>(&'a self, op: &'a str, args: &'a Value) -> HostWants<'a> {
+        let _ = (op, args);
+        Box::pin(async { Ok(false) })
     }
 }
 
@@ -175,10 +188,17 @@ impl<'a> HostSession<'a> {
         let streaming_op = match op.as_str() {
             "chat" => Some("chat"),
             "completion" => Some("completion"),
+            "prompty" => Some("prompty"),
             _ => None,
         };
-        if let (Some(op), Some(true)) = (streaming_op, args.get("stream").and_then(Value::as_bool))
-        {
+        let stream = match (streaming_op, args.get("stream")) {
+            (Some(_), Some(Value::Bool(true))) => true,
+            (Some(op), Some(Value::String(s))) if s == "auto" => {
+                self.handler.streams(op, &args).await?
+            }
+            _ => false,
+        };
+        if let (Some(op), true) = (streaming_op, stream) {
             let (tx, deltas) = tokio::sync::mpsc::unbounded_channel();
             let on_delta: HostDeltas<'a> = Box::new(move |text: &str| {
                 let _ = tx.send(text.to_string());
@@ -190,7 +210,7 @@ impl<'a> HostSession<'a> {
                 streamed: false,
             }));
             return Ok(HostReply {
-                result: serde_json::json!({"stream": self.streams.len() - 1}),
+                result: serde_json::json!({STREAM_KEY: self.streams.len() - 1}),
                 call: None,
             });
         }

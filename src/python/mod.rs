@@ -17,7 +17,7 @@ pub use entry::{EntryDescription, EntryError, EntryKind, EntryParam, InitParam, 
 pub use error::PythonError;
 pub use host::{
     DEFAULT_HOST_TIMEOUT, HostCall, HostDeltas, HostError, HostFuture, HostHandler, HostReply,
-    MAX_HOST_REQUEST_BYTES,
+    HostWants, MAX_HOST_REQUEST_BYTES,
 };
 pub use pool::PythonPool;
 pub use shim::install_shim;

@@ -938,8 +938,9 @@ fn a_slow_client_holds_back_the_generator() {
     snapshot("serve_stream_too_large", &error.to_string());
 }
 
-/// A flex entry returning promptflow-tools' `chat(..., stream=True)` streams the reply as the
-/// model writes it, through the worker's channel to flow.
+/// A flex entry returning promptflow-tools' `chat(..., stream=True)`, or a `Prompty` whose
+/// parameters say `stream: true`, streams the reply as the model writes it, through the
+/// worker's channel to flow.
 #[test]
 fn a_model_reply_streamed_from_python_arrives_as_the_model_writes_it() {
     let ctx = TestContext::with_mock();
@@ -949,7 +950,15 @@ fn a_model_reply_streamed_from_python_arrives_as_the_model_writes_it() {
             ("flow.flex.yaml", "entry: ask:run\n"),
             (
                 "ask.py",
-                "from promptflow.tools.openai import chat\n\n\ndef run(question: str):\n    return chat(connection='open_ai_connection', prompt='user:\\n{{q}}', model='gpt-4o-mini', stream=True, q=question)\n",
+                "from pathlib import Path\n\nfrom promptflow.core import Prompty\nfrom promptflow.tools.openai import chat\n\n\ndef run(question: str, via: str = 'chat'):\n    if via == 'prompty':\n        return Prompty.load(Path(__file__).parent / 'ask.prompty')(q=question)\n    if via == 'whole':\n        return Prompty.load(Path(__file__).parent / 'whole.prompty')(q=question)\n    return chat(connection='open_ai_connection', prompt='user:\\n{{q}}', model='gpt-4o-mini', stream=True, q=question)\n",
+            ),
+            (
+                "ask.prompty",
+                "---\nname: ask\nmodel:\n  api: chat\n  configuration:\n    type: openai\n    connection: open_ai_connection\n    model: gpt-4o-mini\n  parameters:\n    stream: true\ninputs:\n  q:\n    type: string\n---\nuser:\n{{q}}\n",
+            ),
+            (
+                "whole.prompty",
+                "---\nname: whole\nmodel:\n  api: chat\n  configuration:\n    type: openai\n    connection: open_ai_connection\n    model: gpt-4o-mini\ninputs:\n  q:\n    type: string\n---\nuser:\n{{q}}\n",
             ),
         ],
     );
@@ -959,28 +968,35 @@ fn a_model_reply_streamed_from_python_arrives_as_the_model_writes_it() {
     ctx.mock().set_stream_chunk_size(64);
     ctx.mock().set_stream_chunk_delay(Duration::from_millis(40));
     let server = Server::ready(&ctx, "ask", &[], &[]);
-    let mut events = LiveEvents::open(
-        &format!("{}/score", server.url),
-        r#"{"question": "stream it"}"#,
-    );
-    let first = events.next(WAIT).unwrap();
-    let after_first = std::time::Instant::now();
-    let mut all = vec![first];
-    all.extend(events.rest(WAIT));
-    let spread = after_first.elapsed();
-    let pieces: Vec<&str> = all
-        .iter()
-        .map(|(name, v)| {
-            assert_eq!(name, "", "{all:?}");
-            v["output"].as_str().unwrap()
-        })
-        .collect();
-    assert!(pieces.len() > 5, "{all:?}");
-    assert_eq!(pieces.concat(), answer);
-    // The last piece came well after the first: they were not all sent at the end.
-    assert!(spread >= Duration::from_millis(300), "{spread:?}");
-    let req = ctx.mock().requests().pop().unwrap();
-    assert_eq!(req.body["stream"], true);
+    let streamed = |via: &str| {
+        let body = json!({"question": "stream it", "via": via}).to_string();
+        let mut events = LiveEvents::open(&format!("{}/score", server.url), &body);
+        let first = events.next(WAIT).unwrap();
+        let after_first = std::time::Instant::now();
+        let mut all = vec![first];
+        all.extend(events.rest(WAIT));
+        let spread = after_first.elapsed();
+        let pieces: Vec<String> = all
+            .iter()
+            .map(|(name, v)| {
+                assert_eq!(name, "", "{all:?}");
+                v["output"].as_str().unwrap().to_string()
+            })
+            .collect();
+        let req = ctx.mock().requests().pop().unwrap();
+        (pieces, spread, req.body["stream"].clone())
+    };
+    for via in ["chat", "prompty"] {
+        let (pieces, spread, stream) = streamed(via);
+        assert!(pieces.len() > 5, "{via}: {pieces:?}");
+        assert_eq!(pieces.concat(), answer);
+        // The last piece came well after the first: they were not all sent at the end.
+        assert!(spread >= Duration::from_millis(300), "{via}: {spread:?}");
+        assert_eq!(stream, true, "{via}");
+    }
+    // A Prompty that does not ask for a stream returns the whole text: one event.
+    let (pieces, _, _) = streamed("whole");
+    assert_eq!(pieces, vec![answer.to_string()]);
     // The call is counted once its stream ends.
     assert!(
         server
@@ -989,8 +1005,8 @@ fn a_model_reply_streamed_from_python_arrives_as_the_model_writes_it() {
             > 0.0
     );
     // Without the Accept header: the joined text.
-    assert_eq!(
-        server.score(r#"{"question": "stream it"}"#).json(),
-        json!({ "output": answer })
-    );
+    for via in ["chat", "prompty", "whole"] {
+        let body = json!({"question": "stream it", "via": via}).to_string();
+        assert_eq!(server.score(&body).json(), json!({ "output": answer }));
+    }
 }
