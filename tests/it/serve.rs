@@ -626,6 +626,19 @@ fn snapshot(name: &str, text: &str) {
     });
 }
 
+/// Wait until the server's log (read from its stderr by another thread) has `needle`.
+fn wait_for_log(server: &Server, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !server.log().contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle} not logged:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// What `/openapi.json` says the event stream of `/score` is.
 fn event_stream_description(server: &Server) -> String {
     server.get("/openapi.json").json()["paths"]["/score"]["post"]["responses"]["200"]["content"]
@@ -757,7 +770,7 @@ fn a_flex_generator_streams_each_piece_as_it_is_yielded() {
     assert_eq!(broken[1].0, "error");
     assert_eq!(broken[1].1["error"]["code"], "FlowRunFailed");
     assert_eq!(broken[1].1["error"]["type"], "ValueError");
-    assert!(server.log().contains("broke mid-stream"));
+    wait_for_log(&server, "broke mid-stream");
     // Two generator fields: refused as promptflow refuses them; joined without the header.
     let two = stream("two");
     assert_eq!(two.len(), 1, "{two:?}");
@@ -820,7 +833,7 @@ fn a_hang_up_or_a_timeout_stops_the_generator_and_keeps_the_worker() {
     // Closed in the same worker, which answers the next request.
     assert_eq!(std::fs::read_to_string(&gate).unwrap(), pid);
     assert_eq!(server.score(r#"{"mode": "pid"}"#).json()["output"], pid);
-    assert!(server.log().contains("\"status\":499"), "{}", server.log());
+    wait_for_log(&server, "\"status\":499");
 
     let gate = ctx.root().join("timed-out");
     let mut events = LiveEvents::open(&url, &json!({"mode": "forever", "gate": gate}).to_string());
