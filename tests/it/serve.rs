@@ -963,7 +963,7 @@ fn a_model_reply_streamed_from_python_arrives_as_the_model_writes_it() {
             ("flow.flex.yaml", "entry: ask:run\n"),
             (
                 "ask.py",
-                "from pathlib import Path\n\nfrom promptflow.core import Prompty\nfrom promptflow.tools.openai import chat\n\n\ndef run(question: str, via: str = 'chat'):\n    if via == 'prompty':\n        return Prompty.load(Path(__file__).parent / 'ask.prompty')(q=question)\n    if via == 'whole':\n        return Prompty.load(Path(__file__).parent / 'whole.prompty')(q=question)\n    return chat(connection='open_ai_connection', prompt='user:\\n{{q}}', model='gpt-4o-mini', stream=True, q=question)\n",
+                "import os\nfrom pathlib import Path\n\nfrom promptflow.core import Prompty\nfrom promptflow.tools.openai import chat\n\n\ndef run(question: str, via: str = 'chat'):\n    if via == 'pid':\n        return os.getpid()\n    if via == 'prompty':\n        return Prompty.load(Path(__file__).parent / 'ask.prompty')(q=question)\n    if via == 'whole':\n        return Prompty.load(Path(__file__).parent / 'whole.prompty')(q=question)\n    return chat(connection='open_ai_connection', prompt='user:\\n{{q}}', model='gpt-4o-mini', stream=True, q=question)\n",
             ),
             (
                 "ask.prompty",
@@ -1022,4 +1022,19 @@ fn a_model_reply_streamed_from_python_arrives_as_the_model_writes_it() {
         let body = json!({"question": "stream it", "via": via}).to_string();
         assert_eq!(server.score(&body).json(), json!({ "output": answer }));
     }
+
+    // A client that hangs up while the model writes: the model call is dropped, the generator
+    // stopped, and the worker answers the next request.
+    let pid = server.score(r#"{"question": "", "via": "pid"}"#).json()["output"].clone();
+    ctx.mock()
+        .set_stream_chunk_delay(Duration::from_millis(300));
+    let body = json!({"question": "stream it"}).to_string();
+    let mut events = LiveEvents::open(&format!("{}/score", server.url), &body);
+    assert!(events.next(WAIT).is_some());
+    drop(events);
+    wait_for_log(&server, "\"status\":499");
+    assert_eq!(
+        server.score(r#"{"question": "", "via": "pid"}"#).json()["output"],
+        pid
+    );
 }
