@@ -72,11 +72,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         .filter(|t| !t.trim().is_empty())
         .map(|t| Secret::new(t.trim()));
     let stream = flow::executor::stream_output(&flow);
-    let openapi = flow::serve::openapi::document(
-        &flow,
-        token.is_some(),
-        stream.as_ref().map(|s| s.output.as_str()),
-    );
+    let openapi = flow::serve::openapi::document(&flow, token.is_some(), stream.as_ref());
     let name = flow.name();
     let otlp = flow::telemetry::OtlpConfig::from_env();
     let offline = options.offline;

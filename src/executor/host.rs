@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::{Executor, ExecutorOptions};
 use crate::cache::{CacheError, describe_request};
 use crate::connection::{self, ApiType, Connection};
-use crate::provider::{Api, LlmRequest, LlmResponse, ProviderError};
+use crate::provider::{Api, DeltaFn, LlmRequest, LlmResponse, ProviderError};
 use crate::python::{HostCall, HostError, HostFuture, HostHandler, HostReply};
 use crate::template::{ListStyle, PromptTemplate, TemplateOptions};
 
@@ -157,7 +157,13 @@ impl ModelHost {
 
     /// `chat` / `completion`: `prompt` (a template, rendered with `inputs`) or `messages`, a
     /// model or deployment, and model parameters.
-    async fn complete(&self, node: &str, op: &str, args: Value) -> Result<HostReply, HostError> {
+    async fn complete(
+        &self,
+        node: &str,
+        op: &str,
+        args: Value,
+        on_delta: Option<DeltaFn<'_>>,
+    ) -> Result<HostReply, HostError> {
         let conn = self.connection(args.get("connection"))?;
         let api = if op == "chat" {
             Api::Chat
@@ -224,7 +230,8 @@ impl ModelHost {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
         }
-        let (response, cached) = self.call_model(node, &conn, &request).await?;
+        request.stream = on_delta.is_some();
+        let (response, cached) = self.call_model(node, &conn, &request, on_delta).await?;
         Ok(self.reply(op, response.output.clone(), &request, response, cached))
     }
 
@@ -233,9 +240,10 @@ impl ModelHost {
         node: &str,
         conn: &Connection,
         request: &LlmRequest,
+        on_delta: Option<DeltaFn<'_>>,
     ) -> Result<(LlmResponse, bool), HostError> {
         let client = self.client()?;
-        let fetch = || client.complete(conn, request, None);
+        let fetch = || client.complete(conn, request, on_delta);
         let key = || request.cache_key(conn);
         self.through_cache(conn, key, || describe_request(node, request), fetch)
             .await
@@ -393,7 +401,9 @@ impl ModelHost {
 
     /// `prompty`: run a `.prompty` file as flow runs it (its one-node flow), with the model
     /// configuration and parameters the Python caller overrides.
-    async fn prompty(&self, args: Value) -> Result<HostReply, HostError> {
+    /// The prepared executor of the `.prompty` a `prompty` request names (prepared once per
+    /// file, configuration and parameters).
+    async fn prompty_executor(&self, args: &Value) -> Result<Arc<Executor>, HostError> {
         let path = args
             .get("path")
             .and_then(Value::as_str)
@@ -402,23 +412,57 @@ impl ModelHost {
         let config = args.get("configuration").cloned().unwrap_or(Value::Null);
         let params = args.get("parameters").cloned().unwrap_or(Value::Null);
         let key = json!([path, config, params]).to_string();
-        let executor = {
-            let mut cache = self.prompty.lock().await;
-            match cache.get(&key) {
-                Some(e) => Arc::clone(e),
-                None => {
-                    let e = Arc::new(self.prepare_prompty(&path, &config, &params).await?);
-                    cache.insert(key, Arc::clone(&e));
-                    e
-                }
+        let mut cache = self.prompty.lock().await;
+        Ok(match cache.get(&key) {
+            Some(e) => Arc::clone(e),
+            None => {
+                let e = Arc::new(self.prepare_prompty(&path, &config, &params).await?);
+                cache.insert(key, Arc::clone(&e));
+                e
             }
+        })
+    }
+
+    /// Whether a `.prompty` asks for a streamed reply (`stream: true` in its parameters, or in
+    /// those the call gives) and its output is the model's text, as promptflow's Prompty then
+    /// returns a generator.
+    async fn prompty_streams(&self, args: &Value) -> Result<bool, HostError> {
+        let executor = self.prompty_executor(args).await?;
+        let Some(s) = executor.stream_output() else {
+            return Ok(false);
         };
+        let asked = executor.flow().nodes.get(s.node).is_some_and(|n| {
+            matches!(
+                n.inputs.get("stream"),
+                Some(crate::model::ValueSource::Literal(v)) if v == &Value::Bool(true)
+                    || v.as_str().is_some_and(|t| t.eq_ignore_ascii_case("true"))
+            )
+        });
+        Ok(asked)
+    }
+
+    async fn prompty(
+        &self,
+        args: Value,
+        on_delta: Option<DeltaFn<'_>>,
+    ) -> Result<HostReply, HostError> {
+        let executor = self.prompty_executor(&args).await?;
         let inputs = args
             .get("inputs")
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        let line = executor.run_line(0, &inputs).await;
+        let line = match (on_delta, executor.stream_output()) {
+            (Some(on_delta), Some(s)) => {
+                let stream = super::LineStream {
+                    node: s.node,
+                    on_delta,
+                    pieces: None,
+                };
+                executor.run_line_streaming(0, &inputs, Some(&stream)).await
+            }
+            _ => executor.run_line(0, &inputs).await,
+        };
         let node = line.nodes.first();
         if let Some(error) = &line.error {
             let type_name = match error.kind {
@@ -548,12 +592,37 @@ impl ModelHost {
 }
 
 impl HostHandler for ModelHost {
+    fn handle_streaming<'a>(
+        &'a self,
+        node: &'a str,
+        op: &'a str,
+        args: Value,
+        on_delta: crate::python::HostDeltas<'a>,
+    ) -> HostFuture<'a> {
+        match op {
+            "chat" | "completion" => {
+                Box::pin(async move { self.complete(node, op, args, Some(&*on_delta)).await })
+            }
+            "prompty" => Box::pin(async move { self.prompty(args, Some(&*on_delta)).await }),
+            _ => self.handle(node, op, args),
+        }
+    }
+
+    fn streams<'a>(&'a self, op: &'a str, args: &'a Value) -> crate::python::HostWants<'a> {
+        Box::pin(async move {
+            match op {
+                "prompty" => self.prompty_streams(args).await,
+                _ => Ok(false),
+            }
+        })
+    }
+
     fn handle<'a>(&'a self, node: &'a str, op: &'a str, args: Value) -> HostFuture<'a> {
         Box::pin(async move {
             match op {
-                "chat" | "completion" => self.complete(node, op, args).await,
+                "chat" | "completion" => self.complete(node, op, args, None).await,
                 "embedding" => self.embedding(node, args).await,
-                "prompty" => self.prompty(args).await,
+                "prompty" => self.prompty(args, None).await,
                 "render" => {
                     let template =
                         args.get("template")

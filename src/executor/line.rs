@@ -30,8 +30,10 @@ impl Executor {
         self.run_line_streaming(line_number, given, None).await
     }
 
-    /// [`run_line`](Self::run_line), streaming the text of one LLM node as the model writes it
-    /// (`flow serve` with `Accept: text/event-stream`; see [`Executor::stream_output`]).
+    /// [`run_line`](Self::run_line), streaming the output of one node as it is made: the text
+    /// of an LLM node as the model writes it, the pieces of a generator a Python node (or a flex
+    /// entry) returns as it yields them (`flow serve` with `Accept: text/event-stream`; see
+    /// [`Executor::stream_output`]).
     pub async fn run_line_streaming(
         &self,
         line_number: usize,
@@ -124,11 +126,11 @@ impl Executor {
                         break;
                     }
                     Decision::Run(inputs) => {
-                        let on_delta = stream.filter(|s| s.node == i).map(|s| s.on_delta);
+                        let node_stream = stream.filter(|s| s.node == i);
                         running.push(async move {
                             let started = SystemTime::now();
                             let clock = Instant::now();
-                            let result = self.run_node(i, &inputs, on_delta).await;
+                            let result = self.run_node(i, &inputs, node_stream).await;
                             (i, inputs, result, started, clock)
                         });
                     }

@@ -89,26 +89,43 @@ impl ExecutorOptions {
     }
 }
 
-/// Where the text of one LLM node goes while the model writes it: `node` is the index of the
-/// node in the flow (see [`Executor::stream_output`]), `on_delta` receives each text delta.
+/// Where the output of one node goes while it is made: `node` is the index of the node in the
+/// flow (see [`Executor::stream_output`]). An LLM node sends each text delta to `on_delta`; a
+/// Python node (a flex entry) whose tool returns a generator sends each piece it yields to
+/// `pieces` (bounded: the generator waits while it is full; closed: the generator is stopped).
 pub struct LineStream<'a> {
     pub node: usize,
     pub on_delta: DeltaFn<'a>,
+    pub pieces: Option<tokio::sync::mpsc::Sender<crate::python::StreamEvent>>,
 }
 
-/// A flow output that can be streamed: it is exactly the text of one LLM node.
+/// A flow output that can be streamed: it is exactly the text of one LLM node, or the whole
+/// output of a Python node (a flex flow's entry), which streams when its tool returns a
+/// generator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamOutput {
-    /// The flow output's name.
+    /// The flow output's name (a flex flow's: `output`; the pieces of a generator field of the
+    /// dict it returns name their field).
     pub output: String,
-    /// The index of the LLM node in the flow.
+    /// The index of the node in the flow.
     pub node: usize,
 }
 
-/// The flow output that can be streamed token by token, as promptflow streams a generator
-/// output: the first output (chat outputs first) whose reference is the whole output of a
-/// line-level LLM node that requests no tools or functions (its output is then text).
+/// The flow output that can be streamed, as promptflow streams a generator output: a flex
+/// flow's entry; else the first output (chat outputs first) whose reference is the whole output
+/// of a line-level LLM node that requests no tools or functions (its output is then text) or of
+/// a line-level Python node (streamed when its tool returns a generator).
 pub fn stream_output(flow: &Flow) -> Option<StreamOutput> {
+    if flow.flex.is_some() {
+        return flow
+            .nodes
+            .iter()
+            .position(|n| !n.aggregation)
+            .map(|node| StreamOutput {
+                output: "output".into(),
+                node,
+            });
+    }
     let mut outputs: Vec<_> = flow.line_outputs().map(|(_, o)| o).collect();
     outputs.sort_by_key(|o| !o.is_chat_output);
     outputs.into_iter().find_map(|o| {
@@ -127,7 +144,12 @@ pub fn stream_output(flow: &Flow) -> Option<StreamOutput> {
                 Some(ValueSource::Literal(Value::String(s))) => !s.trim().is_empty(),
                 Some(_) => true,
             });
-        (n.kind == NodeKind::Llm && !n.aggregation && !calls_tools).then(|| StreamOutput {
+        let streams = match n.kind {
+            NodeKind::Llm => !calls_tools,
+            NodeKind::Python => true,
+            NodeKind::Prompt => false,
+        };
+        (streams && !n.aggregation).then(|| StreamOutput {
             output: o.name.clone(),
             node: index,
         })
@@ -288,9 +310,20 @@ mod tests {
                 node: 0
             })
         );
-        // A Python node's output, a property path, or a node that calls tools is not a stream.
+        // A Python node's whole output streams (when its tool returns a generator).
         let f = flow(&format!(
-            "{head}outputs:\n  post: {{type: string, reference: '${{p.output}}'}}\n  tool: {{type: object, reference: '${{t.output}}'}}\n{NODES}"
+            "{head}outputs:\n  tool: {{type: object, reference: '${{t.output}}'}}\n  post: {{type: string, reference: '${{p.output}}'}}\n{NODES}"
+        ));
+        assert_eq!(
+            stream_output(&f),
+            Some(StreamOutput {
+                output: "post".into(),
+                node: 1
+            })
+        );
+        // A property path, or a node that calls tools, is not a stream.
+        let f = flow(&format!(
+            "{head}outputs:\n  part: {{type: string, reference: '${{p.output.x}}'}}\n  tool: {{type: object, reference: '${{t.output}}'}}\n{NODES}"
         ));
         assert_eq!(stream_output(&f), None);
     }

@@ -121,9 +121,10 @@ impl Executor {
         &self,
         index: usize,
         inputs: &NodeInputs,
-        on_delta: Option<DeltaFn<'_>>,
+        stream: Option<&super::LineStream<'_>>,
     ) -> Result<NodeOutcome, ErrorInfo> {
         let node = &self.flow.nodes[index];
+        let on_delta: Option<DeltaFn<'_>> = stream.map(|s| s.on_delta);
         match &self.prepared[index] {
             Prepared::Prompt { template } => {
                 let mut vars = inputs.values.clone();
@@ -301,6 +302,7 @@ impl Executor {
                     bypassed: inputs.bypassed.clone(),
                     flex: self.flow.flex.is_some() && !node.aggregation,
                     node: node.name.clone(),
+                    stream: stream.and_then(|s| s.pieces.clone()),
                 };
                 let result = pool.call(call).await.map_err(|e| python_error(node, e))?;
                 let mut out = NodeOutcome::value(result.output);

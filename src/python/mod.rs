@@ -16,9 +16,9 @@ mod worker;
 pub use entry::{EntryDescription, EntryError, EntryKind, EntryParam, InitParam, describe_entry};
 pub use error::PythonError;
 pub use host::{
-    DEFAULT_HOST_TIMEOUT, HostCall, HostError, HostFuture, HostHandler, HostReply,
-    MAX_HOST_REQUEST_BYTES,
+    DEFAULT_HOST_TIMEOUT, HostCall, HostDeltas, HostError, HostFuture, HostHandler, HostReply,
+    HostWants, MAX_HOST_REQUEST_BYTES,
 };
 pub use pool::PythonPool;
 pub use shim::install_shim;
-pub use types::{PythonCall, PythonConfig, PythonOutput, ToolParam, ToolSignature};
+pub use types::{PythonCall, PythonConfig, PythonOutput, StreamEvent, ToolParam, ToolSignature};

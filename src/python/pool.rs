@@ -6,11 +6,17 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::host::{DEFAULT_HOST_TIMEOUT, HostHandler, HostSession};
 use super::worker::Worker;
-use super::{PythonCall, PythonConfig, PythonError, PythonOutput, ToolParam, ToolSignature};
+use super::{
+    PythonCall, PythonConfig, PythonError, PythonOutput, StreamEvent, ToolParam, ToolSignature,
+};
+
+/// How long a worker whose streaming call was dropped (the client went away, the line ran out
+/// of time) gets to stop its generator and answer before it is killed instead of reused.
+const ABANDON_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A pool of long-lived Python workers. Cheap to clone; workers are killed on
 /// [`shutdown`](PythonPool::shutdown) or when the last handle is dropped.
@@ -21,7 +27,7 @@ pub struct PythonPool {
 
 struct Inner {
     cfg: PythonConfig,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     idle: Mutex<Vec<Worker>>,
     shim: OnceCell<PathBuf>,
     /// The interpreter that started successfully, once known.
@@ -52,6 +58,9 @@ struct Request<'a> {
     connections: Option<&'a Map<String, Value>>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     bypassed: &'a [String],
+    /// Stream a generator the tool returns (see [`PythonCall::stream`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
 }
 
 /// The error of a worker's reply (`{"ok": false, "error": {...}}`), for calls and for
@@ -114,7 +123,7 @@ impl PythonPool {
         PythonPool {
             inner: Arc::new(Inner {
                 cfg,
-                permits: Semaphore::new(size),
+                permits: Arc::new(Semaphore::new(size)),
                 idle: Mutex::new(Vec::with_capacity(size)),
                 shim: OnceCell::new(),
                 python: Mutex::new(None),
@@ -137,8 +146,9 @@ impl PythonPool {
             kwargs: None,
             connections: None,
             bypassed: &[],
+            stream: false,
         };
-        self.round_trip(&request, None, |line, _| {
+        self.round_trip(&request, None, None, |line, _| {
             let reply: InspectReply = parse(line)?;
             match (reply.ok, reply.error) {
                 (true, _) => Ok(ToolSignature {
@@ -162,6 +172,7 @@ impl PythonPool {
             kwargs: Some(&call.kwargs),
             connections: (!call.connections.is_empty()).then_some(&call.connections),
             bypassed: &call.bypassed,
+            stream: call.stream.is_some(),
         };
         let function = call.function.as_deref();
         let mut session = self.inner.host.as_deref().map(|handler| HostSession {
@@ -170,25 +181,31 @@ impl PythonPool {
             timeout: DEFAULT_HOST_TIMEOUT,
             calls: Vec::new(),
             requests: 0,
+            streams: Vec::new(),
         });
-        self.round_trip(&request, session.as_mut(), |line, host_calls| {
-            let reply: CallReply = parse(line)?;
-            match (reply.ok, reply.error) {
-                (true, _) => Ok(PythonOutput {
-                    host_calls,
-                    output: reply.output,
-                    metrics: reply
-                        .metrics
-                        .into_iter()
-                        .map(|(k, v)| metric_value(&v).map(|v| (k, v)))
-                        .collect::<Result<_, _>>()?,
-                    stdout: reply.stdout,
-                    traces: reply.traces,
-                }),
-                (false, Some(e)) => Err(to_error(e, &call.file, function)),
-                (false, None) => Err(missing_error()),
-            }
-        })
+        self.round_trip(
+            &request,
+            session.as_mut(),
+            call.stream.as_ref(),
+            |line, host_calls| {
+                let reply: CallReply = parse(line)?;
+                match (reply.ok, reply.error) {
+                    (true, _) => Ok(PythonOutput {
+                        host_calls,
+                        output: reply.output,
+                        metrics: reply
+                            .metrics
+                            .into_iter()
+                            .map(|(k, v)| metric_value(&v).map(|v| (k, v)))
+                            .collect::<Result<_, _>>()?,
+                        stdout: reply.stdout,
+                        traces: reply.traces,
+                    }),
+                    (false, Some(e)) => Err(to_error(e, &call.file, function)),
+                    (false, None) => Err(missing_error()),
+                }
+            },
+        )
         .await
     }
 
@@ -209,13 +226,14 @@ impl PythonPool {
                     kwargs: None,
                     connections: None,
                     bypassed: &[],
+                    stream: false,
                 };
                 let mut bytes =
                     serde_json::to_vec(&request).map_err(|e| PythonError::Protocol {
                         message: format!("cannot encode the request for {}: {e}", file.display()),
                     })?;
                 bytes.push(b'\n');
-                worker.request(&bytes, None).await?;
+                worker.request(&bytes, None, None).await?;
             }
             self.put_back(worker);
         }
@@ -237,6 +255,7 @@ impl PythonPool {
         &self,
         request: &Request<'_>,
         mut host: Option<&mut HostSession<'_>>,
+        stream: Option<&mpsc::Sender<StreamEvent>>,
         handle: impl FnOnce(&str, Vec<super::HostCall>) -> Result<T, PythonError>,
     ) -> Result<T, PythonError> {
         let mut bytes = serde_json::to_vec(request).map_err(|e| PythonError::Protocol {
@@ -246,23 +265,41 @@ impl PythonPool {
             ),
         })?;
         bytes.push(b'\n');
-        let _permit = self
+        let permit = self
             .inner
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| PythonError::Shutdown)?;
-        let mut worker = match self.take_idle() {
+        let worker = match self.take_idle() {
             Some(worker) => worker,
             None => self.start_worker().await?,
         };
-        // on error the worker is dropped here, which kills it; the next call starts a fresh one
-        let line = worker.request(&bytes, host.as_deref_mut()).await?;
+        // Dropped midway (the caller's future is dropped), the lease stops a streaming call and
+        // returns its worker to the pool; on error the worker is dropped, which kills it, and
+        // the next call starts a fresh one.
+        let mut lease = Lease {
+            pool: self.clone(),
+            worker: None,
+            permit: Some(permit),
+            salvage: request.stream,
+        };
+        let worker = lease.worker.insert(worker);
+        let line = match worker.request(&bytes, host.as_deref_mut(), stream).await {
+            Ok(line) => line,
+            Err(e) => {
+                lease.salvage = false;
+                return Err(e);
+            }
+        };
         let calls = host
             .map(|h| std::mem::take(&mut h.calls))
             .unwrap_or_default();
         let result = handle(line, calls);
-        self.put_back(worker);
+        if let Some(worker) = lease.worker.take() {
+            self.put_back(worker);
+        }
         result
     }
 
@@ -325,6 +362,44 @@ impl PythonPool {
             python: "python3".into(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no interpreter to try"),
         }))
+    }
+}
+
+/// A worker taken from the pool for one call, with the permit it runs under.
+struct Lease {
+    pool: PythonPool,
+    worker: Option<Worker>,
+    permit: Option<OwnedSemaphorePermit>,
+    /// Whether a worker still here when the lease drops (its call's future was dropped) is
+    /// stopped and reused rather than killed: for streaming calls, which are dropped whenever a
+    /// client hangs up.
+    salvage: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(mut worker) = self.worker.take() else {
+            return;
+        };
+        if !self.salvage {
+            return; // dropped: killed
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = self.pool.clone();
+        // The permit stays taken until the worker is back (or dead), so the pool never runs
+        // more workers than its size.
+        let permit = self.permit.take();
+        runtime.spawn(async move {
+            let _permit = permit;
+            let stopped = tokio::time::timeout(ABANDON_GRACE, worker.abandon())
+                .await
+                .unwrap_or(false);
+            if stopped {
+                pool.put_back(worker);
+            }
+        });
     }
 }
 
@@ -392,6 +467,9 @@ fn to_error(e: ErrorReply, file: &Path, function: Option<&str>) -> PythonError {
             file,
             function: function.unwrap_or_default().to_string(),
             found: e.found,
+        },
+        "cancelled" => PythonError::Protocol {
+            message: "the stream's reader went away, so the generator was closed".into(),
         },
         "exception" => PythonError::Exception {
             type_name: e.type_name,

@@ -70,6 +70,23 @@ pub struct PythonCall {
     pub flex: bool,
     /// The node making the call (named in host requests' messages and cache descriptions).
     pub node: String,
+    /// Where a generator the tool returns streams to, piece by piece as it yields (`flow serve`
+    /// with an event stream): `None` joins it into one string, as promptflow does for a run.
+    /// The channel should be bounded: the worker waits for each piece to be queued before it
+    /// takes the next from the generator, and a closed channel stops the generator.
+    pub stream: Option<tokio::sync::mpsc::Sender<StreamEvent>>,
+}
+
+/// What a streaming call sends before it returns (see [`PythonCall::stream`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// A flex entry returned a dict (or dataclass) with one generator field: its other fields,
+    /// sent before the first piece.
+    Head(Map<String, Value>),
+    /// One piece the generator yielded, as JSON. `field` is the flex output it belongs to
+    /// (`output` for an entry that returned the generator itself); `None` for a DAG node's
+    /// own output.
+    Piece { field: Option<String>, value: Value },
 }
 
 /// What a successful call returned.

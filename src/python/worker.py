@@ -594,10 +594,12 @@ def _event_loop():
     return _loop
 
 
-def _run(f, kwargs):
+def _run(f, kwargs, join=True):
     result = f(**kwargs)
     if inspect.isawaitable(result):
         result = _event_loop().run_until_complete(result)
+    if not join:
+        return result
     if inspect.isgenerator(result) or isinstance(result, (map, filter, zip)):
         # as promptflow does for a non-streaming run: join the streamed pieces
         result = "".join(str(item) for item in result)
@@ -738,9 +740,13 @@ def _inspect(request):
     return {"ok": True, "function": name, "params": out, "accepts_kwargs": t.accepts_kwargs}
 
 
-def _flex_output(output):
+def _flex_output(output, stream=False):
     """A flex flow's return value as its outputs, as promptflow's script executor does: a dict
-    is the outputs, a dataclass its fields (generators joined), anything else `{"output": value}`."""
+    is the outputs, a dataclass its fields (generators joined), anything else `{"output": value}`.
+    With `stream` (flow serve's event stream), a generator output is sent piece by piece as it
+    yields (the other outputs first, as promptflow's serving app sends them) and then joined."""
+    if stream:
+        return _flex_stream_output(output)
     if isinstance(output, dict):
         return {k: _join_stream(v) for k, v in output.items()}
     if dataclasses.is_dataclass(output) and not isinstance(output, type):
@@ -766,6 +772,106 @@ def _join_nested_streams(value):
     return value
 
 
+def _is_stream(value):
+    return inspect.isgenerator(value) or inspect.isasyncgen(value) or isinstance(value, (map, filter, zip))
+
+
+def _flex_stream_output(output):
+    if _is_stream(output):
+        return {"output": _stream_out(output, "output")}
+    if isinstance(output, dict):
+        fields = dict(output)
+    elif dataclasses.is_dataclass(output) and not isinstance(output, type):
+        fields = {f.name: getattr(output, f.name) for f in dataclasses.fields(output)}
+    else:
+        return {"output": output}
+    streams = [k for k, v in fields.items() if _is_stream(v)]
+    if len(streams) > 1:
+        for k in streams:
+            _close_stream(fields[k])
+        raise MultipleStreamOutputFieldsNotSupported("Multiple stream output fields not supported.")
+    if not streams:
+        return fields
+    name = streams[0]
+    head = {k: v for k, v in fields.items() if k != name}
+    if head:
+        _send_stream_line('{"head":%s}' % _encode_output(head))
+    fields[name] = _stream_out(fields[name], name)
+    return fields
+
+
+class MultipleStreamOutputFieldsNotSupported(Exception):
+    """A flex flow streamed in flow serve returned more than one generator (promptflow's
+    serving app refuses it with this message)."""
+
+
+class _StreamStopped(Exception):
+    """flow asked to stop a stream (the client went away or the line was cancelled)."""
+
+
+# The most characters a streamed output may total: its pieces are also joined for the line's
+# record (and for nodes that use the output), which must not grow without bound.
+_MAX_STREAM_CHARS = 64 << 20
+
+
+def _send_stream_line(line):
+    """Send one stream line to flow and wait for its go-ahead: flow answers `next` once the piece
+    is queued for the client (so a slow client slows the generator), `stop` when the stream's
+    reader is gone."""
+    with _host._lock:
+        _proto_out.write(line.encode("utf-8", "replace") + b"\n")
+        _proto_out.flush()
+        answer = _proto_in.readline()
+    if not answer:
+        raise ConnectionError("flow closed the channel during a stream")
+    if answer.strip() != b"next":
+        raise _StreamStopped()
+
+
+def _close_stream(value):
+    try:
+        if inspect.isgenerator(value):
+            value.close()
+        elif inspect.isasyncgen(value):
+            _event_loop().run_until_complete(value.aclose())
+    except Exception:  # noqa: BLE001 - closing is best effort; the stream is over either way
+        pass
+
+
+def _stream_items(value):
+    if inspect.isasyncgen(value):
+        loop = _event_loop()
+        while True:
+            try:
+                yield loop.run_until_complete(value.__anext__())
+            except StopAsyncIteration:
+                return
+    else:
+        yield from value
+
+
+def _stream_out(value, field):
+    """Send each piece `value` yields to flow as it comes (`field`: the flex output it is, None
+    for a DAG node's own output); the pieces joined are the output."""
+    parts = []
+    size = 0
+    field_json = _dumps(field)
+    try:
+        for item in _stream_items(value):
+            text = str(item)
+            size += len(text)
+            if size > _MAX_STREAM_CHARS:
+                raise ValueError(
+                    "the streamed output is larger than %d MiB; flow keeps a streamed output whole "
+                    "for the line's record and stops there" % (_MAX_STREAM_CHARS >> 20)
+                )
+            parts.append(text)
+            _send_stream_line('{"piece":%s,"field":%s}' % (_encode_output(item), field_json))
+    finally:
+        _close_stream(value)
+    return "".join(parts)
+
+
 def _join_stream(value):
     if inspect.isgenerator(value) or isinstance(value, (map, filter, zip)):
         return "".join(str(item) for item in value)
@@ -785,15 +891,20 @@ def _call(request, flex=False):
         f = t.f
         if isinstance(t, _ClassTool):
             f, kwargs = t.bind(kwargs, request)
-        output = _run(f, kwargs)
+        stream = bool(request.get("stream"))
+        output = _run(f, kwargs, join=not stream)
         if flex:
-            output = _flex_output(output)
+            output = _flex_output(output, stream=stream)
         else:
+            if stream and _is_stream(output):
+                output = _stream_out(output, None)
             output = _join_nested_streams(output)
     except BaseException as e:  # noqa: B036 - the tool's failure is the call's result
         if isinstance(e, KeyboardInterrupt):
             raise
         sys.stdout = sys.stderr
+        if isinstance(e, _StreamStopped):
+            return _error("cancelled", message="the stream was stopped by flow")
         return _error("exception", e, stdout=captured.getvalue())
     finally:
         sys.stdout = sys.stderr

@@ -10,9 +10,11 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
-use super::PythonError;
+use tokio::sync::mpsc;
+
 use super::host::{HostSession, no_host_reply};
 use super::shim::WORKER_SCRIPT;
+use super::{PythonError, StreamEvent};
 
 /// How many stderr lines a worker keeps for error reports.
 const STDERR_TAIL_LINES: usize = 40;
@@ -26,7 +28,60 @@ pub(crate) struct Worker {
     stdout: BufReader<ChildStdout>,
     tail: Tail,
     stderr_task: Option<JoinHandle<()>>,
-    line: String,
+    /// The line being read (kept whole across cancelled reads).
+    buf: Vec<u8>,
+    /// What the worker waits for from us, for [`Worker::abandon`].
+    awaiting: Awaiting,
+}
+
+/// What the worker waits for from `flow` when a request is dropped midway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    /// Nothing: it waits for a request.
+    Nothing,
+    /// We were writing to it: what it got is unknown.
+    Writing,
+    /// It works on the request: its next line is a reply, a host request or a stream line.
+    Reply,
+    /// It sent a stream line and waits for `next` or `stop`.
+    Ack,
+    /// It sent a host request and waits for the answer.
+    HostReply,
+}
+
+/// The reply to a host request whose tool call was cancelled.
+fn cancelled_host_reply() -> Vec<u8> {
+    b"{\"ok\":false,\"error\":{\"type\":\"RuntimeError\",\"message\":\"the line was cancelled\"}}\n"
+        .to_vec()
+}
+
+fn trim_end(line: &[u8]) -> &[u8] {
+    let mut end = line.len();
+    while end > 0 && line[end - 1].is_ascii_whitespace() {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+/// A stream line from the worker.
+fn stream_event(line: &[u8]) -> Result<StreamEvent, PythonError> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        head: Option<serde_json::Map<String, serde_json::Value>>,
+        #[serde(default)]
+        piece: serde_json::Value,
+        field: Option<String>,
+    }
+    let parsed: Line = serde_json::from_slice(line).map_err(|e| PythonError::Protocol {
+        message: format!("invalid stream line from the worker: {e}"),
+    })?;
+    Ok(match parsed.head {
+        Some(head) => StreamEvent::Head(head),
+        None => StreamEvent::Piece {
+            field: parsed.field,
+            value: parsed.piece,
+        },
+    })
 }
 
 impl Worker {
@@ -66,10 +121,11 @@ impl Worker {
             stdout: BufReader::with_capacity(1 << 16, stdout),
             tail,
             stderr_task: Some(stderr_task),
-            line: String::with_capacity(1024),
+            buf: Vec::with_capacity(1024),
+            awaiting: Awaiting::Nothing,
         };
-        match worker.stdout.read_line(&mut worker.line).await {
-            Ok(n) if n > 0 && worker.line.starts_with("{\"ready\":true") => Ok(worker),
+        match worker.read_line().await {
+            true if worker.buf.starts_with(b"{\"ready\":true") => Ok(worker),
             _ => {
                 let stderr_tail = worker.collect_tail().await;
                 Err(PythonError::Startup {
@@ -87,48 +143,118 @@ impl Worker {
 
     /// Send `request` (one JSON line, ending in `\n`) and return the reply line. Host requests
     /// the worker makes meanwhile (`{"host": ...}` lines) are answered through `host` (or
-    /// refused when there is none) before the reply is read.
+    /// refused when there is none) before the reply is read; stream lines (`{"piece": ...}`,
+    /// `{"head": ...}`, see [`StreamEvent`]) are sent to `stream` and answered `next` once
+    /// queued (`stop` when the receiver is gone, or when there is no `stream`).
     /// Any failure means the worker is gone: the error is `WorkerDied` with its stderr tail.
+    ///
+    /// Dropping the future midway leaves the worker in a state [`abandon`](Self::abandon) can
+    /// recover from, unless it was writing.
     pub(crate) async fn request(
         &mut self,
         request: &[u8],
         mut host: Option<&mut HostSession<'_>>,
+        stream: Option<&mpsc::Sender<StreamEvent>>,
     ) -> Result<&str, PythonError> {
-        let sent = async {
-            self.stdin.write_all(request).await?;
-            self.stdin.flush().await
-        }
-        .await;
-        let mut alive = sent.is_ok();
+        let mut alive = self.write(request).await;
         while alive {
-            self.line.clear();
-            match self.stdout.read_line(&mut self.line).await {
-                Ok(n) if n > 0 => {}
-                _ => {
-                    alive = false;
-                    break;
-                }
-            }
-            if !self.line.starts_with("{\"host\"") {
+            if !self.read_line().await {
+                alive = false;
                 break;
             }
-            let reply = match host.as_deref_mut() {
-                Some(session) => session.answer(self.line.trim_end()).await,
-                None => no_host_reply(),
+            let reply = if self.buf.starts_with(b"{\"host\"") {
+                self.awaiting = Awaiting::HostReply;
+                let line = String::from_utf8_lossy(trim_end(&self.buf)).into_owned();
+                match host.as_deref_mut() {
+                    Some(session) => session.answer(&line).await,
+                    None => no_host_reply(),
+                }
+            } else if self.buf.starts_with(b"{\"piece\"") || self.buf.starts_with(b"{\"head\"") {
+                self.awaiting = Awaiting::Ack;
+                let event = stream_event(trim_end(&self.buf))?;
+                let queued = match stream {
+                    Some(tx) => tx.send(event).await.is_ok(),
+                    None => false,
+                };
+                if queued {
+                    b"next\n".to_vec()
+                } else {
+                    b"stop\n".to_vec()
+                }
+            } else {
+                self.awaiting = Awaiting::Nothing;
+                break;
             };
-            let written = async {
-                self.stdin.write_all(&reply).await?;
-                self.stdin.flush().await
-            }
-            .await;
-            alive = written.is_ok();
+            alive = self.write(&reply).await;
         }
         if alive {
-            Ok(self.line.trim_end())
+            std::str::from_utf8(trim_end(&self.buf)).map_err(|e| PythonError::Protocol {
+                message: format!("the worker's reply is not UTF-8: {e}"),
+            })
         } else {
             Err(PythonError::WorkerDied {
                 stderr_tail: self.collect_tail().await,
             })
+        }
+    }
+
+    /// After a [`request`](Self::request) future was dropped midway (the client went away, the
+    /// line ran out of time): stop what the worker is doing — `stop` to a stream waiting for
+    /// its go-ahead, a refusal to a pending host request — and read until its reply. `true`
+    /// when the worker is back to waiting for a request, `false` when it cannot be reused (it
+    /// was dropped while writing, or its channel broke). Bound it with a timeout: a tool that
+    /// does not yield or return keeps it waiting.
+    pub(crate) async fn abandon(&mut self) -> bool {
+        let mut answer = match self.awaiting {
+            Awaiting::Reply => None,
+            Awaiting::Ack => Some(b"stop\n".to_vec()),
+            Awaiting::HostReply => Some(cancelled_host_reply()),
+            Awaiting::Nothing | Awaiting::Writing => return false,
+        };
+        loop {
+            if let Some(bytes) = answer.take() {
+                if !self.write(&bytes).await {
+                    return false;
+                }
+            }
+            if !self.read_line().await {
+                return false;
+            }
+            if self.buf.starts_with(b"{\"host\"") {
+                answer = Some(cancelled_host_reply());
+            } else if self.buf.starts_with(b"{\"piece\"") || self.buf.starts_with(b"{\"head\"") {
+                answer = Some(b"stop\n".to_vec());
+            } else {
+                self.awaiting = Awaiting::Nothing;
+                return true;
+            }
+        }
+    }
+
+    /// Write `bytes`; `false` when the worker is gone. Not cancel-safe: marked as writing.
+    async fn write(&mut self, bytes: &[u8]) -> bool {
+        self.awaiting = Awaiting::Writing;
+        let written = async {
+            self.stdin.write_all(bytes).await?;
+            self.stdin.flush().await
+        }
+        .await;
+        self.awaiting = Awaiting::Reply;
+        written.is_ok()
+    }
+
+    /// Read the next line into `buf`; `false` at end of file or on error. Cancel-safe: a line
+    /// read in part stays in `buf` and the next call goes on with it.
+    async fn read_line(&mut self) -> bool {
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.clear();
+        }
+        loop {
+            match self.stdout.read_until(b'\n', &mut self.buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(_) if self.buf.last() == Some(&b'\n') => return true,
+                Ok(_) => {}
+            }
         }
     }
 

@@ -43,8 +43,36 @@ fn schema(ty: Option<&ValueType>) -> Map<String, Value> {
     s
 }
 
+/// What `/score` answers with `Accept: text/event-stream`.
+fn event_stream_description(
+    flow: &Flow,
+    stream_output: Option<&crate::executor::StreamOutput>,
+) -> String {
+    const END: &str = "; a line that streams nothing sends one `data:` event holding all the outputs, and a line that fails ends the stream with an `event: error` holding the JSON error";
+    let Some(s) = stream_output else {
+        return "with `Accept: text/event-stream`: one `data:` event holding the outputs, or an `event: error` holding the JSON error".to_string();
+    };
+    let o = &s.output;
+    if flow.flex.is_some() {
+        return format!(
+            "with `Accept: text/event-stream`, when the entry returns a generator: one `data: {{\"{o}\": <piece>}}` event per piece it yields, as it yields it; when it returns a dict (or dataclass) with one generator field: one event with the other outputs, then one `data: {{\"<field>\": <piece>}}` event per piece{END}"
+        );
+    }
+    let what = match flow.nodes.get(s.node).map(|n| &n.kind) {
+        Some(crate::model::NodeKind::Llm) => "piece of text the model writes",
+        _ => "piece the node's generator yields (when its tool returns one)",
+    };
+    format!(
+        "with `Accept: text/event-stream`: one `data: {{\"{o}\": <piece>}}` event per {what}, as it comes, then one event with the other outputs{END}"
+    )
+}
+
 /// The OpenAPI document. `bearer` adds the bearer-token security scheme.
-pub fn document(flow: &Flow, bearer: bool, stream_output: Option<&str>) -> Value {
+pub fn document(
+    flow: &Flow,
+    bearer: bool,
+    stream_output: Option<&crate::executor::StreamOutput>,
+) -> Value {
     let name = flow.name();
     let mut info = json!({
         "title": format!("flow[{name}] API"),
@@ -103,10 +131,7 @@ pub fn document(flow: &Flow, bearer: bool, stream_output: Option<&str>) -> Value
         }}
     });
     ok_content["text/event-stream"] = json!({
-        "schema": {"type": "string", "description": match stream_output {
-            Some(o) => format!("with `Accept: text/event-stream`: one `data: {{\"{o}\": \"<text>\"}}` event per piece of text the model writes, then one event with the other outputs"),
-            None => "with `Accept: text/event-stream`: one `data:` event holding the outputs".to_string(),
-        }}
+        "schema": {"type": "string", "description": event_stream_description(flow, stream_output)}
     });
     let mut doc = json!({
         "openapi": "3.0.0",

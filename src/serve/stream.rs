@@ -1,8 +1,9 @@
 //! `POST /score` with `Accept: text/event-stream`: Server-Sent Events in promptflow's format,
-//! `data: {"<output>": "<piece of text>"}` per piece the model writes, then one event with the
-//! other outputs. A flow with no streamable output sends one event holding all its outputs. A
-//! line that fails or runs out of time after the stream began ends with an `event: error`
-//! whose data is the JSON error.
+//! `data: {"<output>": <piece>}` per piece of text the model writes, or per piece a Python
+//! generator yields, then one event with the other outputs (a flex entry's other outputs come
+//! first, as promptflow sends them: they are known when it returns). A line that streamed
+//! nothing sends one event holding all its outputs. A line that fails or runs out of time after
+//! the stream began ends with an `event: error` whose data is the JSON error.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -18,7 +19,13 @@ use tokio::sync::mpsc;
 use super::ServeState;
 use super::error::ApiError;
 use crate::executor::LineStream;
+use crate::python::StreamEvent;
 use crate::record::LineResult;
+
+/// How many pieces of a Python generator wait for a slow client at most: past that the
+/// generator is not resumed until the client reads (the worker waits for each piece to be
+/// queued before it takes the next).
+const PIECES_IN_FLIGHT: usize = 16;
 
 /// What the line's task sends to the response stream.
 enum Piece {
@@ -42,6 +49,7 @@ pub(super) fn respond(
     headers: axum::http::HeaderMap,
 ) -> Response {
     let (tx, rx) = mpsc::unbounded_channel::<Piece>();
+    let (pieces_tx, pieces_rx) = mpsc::channel::<StreamEvent>(PIECES_IN_FLIGHT);
     let task_state = state.clone();
     let task = tokio::spawn(async move {
         let state = task_state;
@@ -65,6 +73,7 @@ pub(super) fn respond(
         let line_stream = state.stream.as_ref().map(|s| LineStream {
             node: s.node,
             on_delta: &on_delta,
+            pieces: Some(pieces_tx),
         });
         let run = executor.run_line_streaming(0, &inputs, line_stream.as_ref());
         let (result, status, trace) =
@@ -96,8 +105,10 @@ pub(super) fn respond(
     let events = EventStream {
         rx,
         _task: AbortOnDrop(task),
+        pieces: Some(pieces_rx),
         stream_output,
-        streamed: false,
+        streamed: None,
+        sent_first: Vec::new(),
         queued: VecDeque::new(),
         finished: false,
     };
@@ -136,13 +147,23 @@ impl Drop for StreamLog {
 
 struct EventStream {
     rx: mpsc::UnboundedReceiver<Piece>,
+    /// The pieces of a Python generator (`None` once closed).
+    pieces: Option<mpsc::Receiver<StreamEvent>>,
     _task: AbortOnDrop,
     /// The output whose text streams, if any.
     stream_output: Option<String>,
-    /// Whether any piece of the streamed output was sent.
-    streamed: bool,
+    /// The output of which pieces were sent, if any.
+    streamed: Option<String>,
+    /// Outputs sent before the pieces (a flex entry's other outputs).
+    sent_first: Vec<String>,
     queued: VecDeque<Event>,
     finished: bool,
+}
+
+/// What the response stream takes next.
+enum Next {
+    Python(Option<StreamEvent>),
+    Line(Option<Piece>),
 }
 
 impl EventStream {
@@ -154,15 +175,41 @@ impl EventStream {
             if self.finished {
                 return None;
             }
-            match self.rx.recv().await? {
-                Piece::Delta(text) => {
+            // Pieces first: a generator's pieces are all queued before its line is done.
+            let next = match &mut self.pieces {
+                Some(pieces) => tokio::select! {
+                    biased;
+                    p = pieces.recv() => Next::Python(p),
+                    l = self.rx.recv() => Next::Line(l),
+                },
+                None => Next::Line(self.rx.recv().await),
+            };
+            match next {
+                Next::Python(None) => self.pieces = None,
+                Next::Python(Some(StreamEvent::Head(head))) => {
+                    self.sent_first.extend(head.keys().cloned());
+                    if !head.is_empty() {
+                        return Some(json_event(&Value::Object(head)));
+                    }
+                }
+                Next::Python(Some(StreamEvent::Piece { field, value })) => {
+                    let Some(name) = field.or_else(|| self.stream_output.clone()) else {
+                        continue;
+                    };
+                    let event = data_event(&name, value);
+                    self.streamed = Some(name);
+                    return Some(event);
+                }
+                Next::Line(None) => return None,
+                Next::Line(Some(Piece::Delta(text))) => {
                     let Some(name) = &self.stream_output else {
                         continue;
                     };
-                    self.streamed = true;
-                    return Some(data_event(name, Value::String(text)));
+                    let event = data_event(name, Value::String(text));
+                    self.streamed = Some(name.clone());
+                    return Some(event);
                 }
-                Piece::Done(result) => {
+                Next::Line(Some(Piece::Done(result))) => {
                     self.finished = true;
                     self.finish(*result);
                 }
@@ -175,13 +222,11 @@ impl EventStream {
             Ok(line) => match &line.error {
                 Some(e) => ApiError::from_line_error(e),
                 None => {
+                    // Nothing streamed (a tool that returned a string, a cached answer): all
+                    // the outputs in one event. Else the outputs not sent yet.
                     let mut rest = line.outputs;
-                    if let Some(name) = &self.stream_output {
-                        let whole = rest.shift_remove(name);
-                        if let (Some(whole), false) = (whole, self.streamed) {
-                            // Nothing streamed (a cached answer, say): the whole text at once.
-                            self.queued.push_back(data_event(name, whole));
-                        }
+                    for name in self.streamed.iter().chain(&self.sent_first) {
+                        rest.shift_remove(name);
                     }
                     if !rest.is_empty() {
                         self.queued.push_back(json_event(&Value::Object(rest)));

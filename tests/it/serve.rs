@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::support::context::TestContext;
 use crate::support::mock_llm::MockReply;
-use crate::support::server::{Server, request, sse_events};
+use crate::support::server::{LiveEvents, Server, request, sse_events};
 use serde_json::json;
 
 const CHAT_FLOW: &str = r#"
@@ -236,6 +236,10 @@ fn streaming_sends_the_model_text_as_server_sent_events() {
     assert_eq!(
         ctx.mock().requests().pop().unwrap().body.get("stream"),
         Some(&json!(false))
+    );
+    snapshot(
+        "serve_llm_stream_openapi",
+        &event_stream_description(&server),
     );
 }
 
@@ -612,5 +616,425 @@ fn a_streamed_request_is_logged_with_its_real_duration_and_outcome() {
             .filter(|l| l.contains("\"route\":\"/score\""))
             .count(),
         1
+    );
+}
+
+/// An insta snapshot of human-facing output, named without the module path.
+fn snapshot(name: &str, text: &str) {
+    insta::with_settings!({prepend_module_to_snapshot => false, omit_expression => true}, {
+        insta::assert_snapshot!(name, text);
+    });
+}
+
+/// Wait until the server's log (read from its stderr by another thread) has `needle`.
+fn wait_for_log(server: &Server, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !server.log().contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle} not logged:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What `/openapi.json` says the event stream of `/score` is.
+fn event_stream_description(server: &Server) -> String {
+    server.get("/openapi.json").json()["paths"]["/score"]["post"]["responses"]["200"]["content"]
+        ["text/event-stream"]["schema"]["description"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A flex flow whose entry returns generators: `wait` yields, waits until the file `gate`
+/// exists, then yields again; `forever` yields its worker's pid until stopped and then writes
+/// that pid to `gate`; `pid` returns the pid.
+const GENERATOR_PY: &str = r#"import os
+import time
+
+
+def _wait_for(gate):
+    deadline = time.time() + 30
+    while not os.path.exists(gate):
+        if time.time() > deadline:
+            raise TimeoutError("the test never opened the gate")
+        time.sleep(0.02)
+
+
+def run(mode: str, gate: str = ""):
+    if mode == "wait":
+        def pieces():
+            yield "first"
+            _wait_for(gate)
+            yield " second"
+            yield 3
+        return pieces()
+    if mode == "dict":
+        return {"n": 2, "answer": (c for c in ["a", "b"])}
+    if mode == "boom":
+        def broken():
+            yield "partial"
+            raise ValueError("broke mid-stream")
+        return broken()
+    if mode == "two":
+        return {"a": (i for i in range(2)), "b": (i for i in range(2))}
+    if mode == "forever":
+        def endless():
+            try:
+                while True:
+                    yield str(os.getpid())
+                    time.sleep(0.05)
+            finally:
+                with open(gate, "w") as f:
+                    f.write(str(os.getpid()))
+        return endless()
+    if mode == "flood":
+        def flood():
+            piece = "x" * (256 << 10)
+            for i in range(400):
+                with open(gate, "w") as f:
+                    f.write(str(i + 1))
+                yield piece
+        return flood()
+    return str(os.getpid())
+"#;
+
+fn generator_flow(ctx: &TestContext) {
+    ctx.flow(
+        "gen",
+        &[
+            ("flow.flex.yaml", "entry: gen:run\n"),
+            ("gen.py", GENERATOR_PY),
+        ],
+    );
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn a_flex_generator_streams_each_piece_as_it_is_yielded() {
+    let ctx = TestContext::with_mock();
+    generator_flow(&ctx);
+    let server = Server::ready(&ctx, "gen", &[], &[]);
+    let gate = ctx.root().join("gate");
+    let body = json!({"mode": "wait", "gate": gate}).to_string();
+    let mut events = LiveEvents::open(&format!("{}/score", server.url), &body);
+    assert_eq!(events.status, 200);
+    // The first piece arrives while the generator is still waiting for the gate.
+    assert_eq!(
+        events.next(WAIT),
+        Some((String::new(), json!({"output": "first"})))
+    );
+    assert!(!gate.exists());
+    std::fs::write(&gate, "open").unwrap();
+    assert_eq!(
+        events.rest(WAIT),
+        vec![
+            (String::new(), json!({"output": " second"})),
+            (String::new(), json!({"output": 3})),
+        ]
+    );
+    // Without the Accept header the answer is the joined text, as before.
+    let a = server.score(&body);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json(), json!({"output": "first second3"}));
+
+    // A dict with a generator field: the other outputs first, as promptflow's serving app.
+    let stream = |mode: &str| {
+        let a = server.post(
+            "/score",
+            &[("accept", "text/event-stream")],
+            &json!({ "mode": mode }).to_string(),
+        );
+        assert_eq!(a.status, 200, "{}", a.body);
+        sse_events(&a.body)
+    };
+    assert_eq!(
+        stream("dict"),
+        vec![
+            (String::new(), json!({"n": 2})),
+            (String::new(), json!({"answer": "a"})),
+            (String::new(), json!({"answer": "b"})),
+        ]
+    );
+    assert_eq!(
+        server.score(r#"{"mode": "dict"}"#).json(),
+        json!({"n": 2, "answer": "ab"})
+    );
+    // A generator that raises mid-stream ends the stream with an error event.
+    let broken = stream("boom");
+    assert_eq!(broken.len(), 2, "{broken:?}");
+    assert_eq!(broken[0], (String::new(), json!({"output": "partial"})));
+    assert_eq!(broken[1].0, "error");
+    assert_eq!(broken[1].1["error"]["code"], "FlowRunFailed");
+    assert_eq!(broken[1].1["error"]["type"], "ValueError");
+    wait_for_log(&server, "broke mid-stream");
+    // Two generator fields: refused as promptflow refuses them; joined without the header.
+    let two = stream("two");
+    assert_eq!(two.len(), 1, "{two:?}");
+    assert_eq!(two[0].0, "error");
+    assert!(
+        two[0].1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Multiple stream output fields not supported."),
+        "{two:?}"
+    );
+    assert_eq!(
+        server.score(r#"{"mode": "two"}"#).json(),
+        json!({"a": "01", "b": "01"})
+    );
+    // A string is not a stream: one event, as before.
+    let plain = stream("pid");
+    assert_eq!(plain.len(), 1, "{plain:?}");
+    assert!(plain[0].1["output"].is_string(), "{plain:?}");
+    snapshot(
+        "serve_flex_generator",
+        &format!(
+            "openapi: {}\n\ntwo generators:\n{}\n\nraised mid-stream:\n{}\n",
+            event_stream_description(&server),
+            two[0].1,
+            broken[1].1
+        ),
+    );
+}
+
+/// A client that hangs up stops the generator, and a line that runs out of time too; either
+/// way the worker goes back to the pool and answers the next request.
+#[test]
+fn a_hang_up_or_a_timeout_stops_the_generator_and_keeps_the_worker() {
+    let ctx = TestContext::with_mock();
+    generator_flow(&ctx);
+    let server = Server::ready(&ctx, "gen", &["--timeout", "2"], &[]);
+    let pid = server.score(r#"{"mode": "pid"}"#).json()["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("{}/score", server.url);
+
+    let gate = ctx.root().join("hung-up");
+    let mut events = LiveEvents::open(&url, &json!({"mode": "forever", "gate": gate}).to_string());
+    assert_eq!(
+        events.next(WAIT),
+        Some((String::new(), json!({"output": pid})))
+    );
+    drop(events);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !gate.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the generator was not stopped:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Closed in the same worker, which answers the next request.
+    assert_eq!(std::fs::read_to_string(&gate).unwrap(), pid);
+    assert_eq!(server.score(r#"{"mode": "pid"}"#).json()["output"], pid);
+    wait_for_log(&server, "\"status\":499");
+
+    let gate = ctx.root().join("timed-out");
+    let mut events = LiveEvents::open(&url, &json!({"mode": "forever", "gate": gate}).to_string());
+    let all = events.rest(WAIT);
+    assert!(all.len() > 3, "{all:?}");
+    let (name, error) = all.last().unwrap();
+    assert_eq!(name, "error", "{all:?}");
+    assert_eq!(error["error"]["code"], "Timeout");
+    assert!(
+        all[..all.len() - 1]
+            .iter()
+            .all(|(n, v)| n.is_empty() && v == &json!({"output": pid}))
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !gate.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the generator was not stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.score(r#"{"mode": "pid"}"#).json()["output"], pid);
+}
+
+#[test]
+fn a_python_node_generator_in_a_dag_streams_then_the_other_outputs() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "story",
+        &[
+            (
+                "flow.dag.yaml",
+                "inputs:\n  gate:\n    type: string\noutputs:\n  answer:\n    type: string\n    reference: ${tell.output}\n    is_chat_output: true\n  length:\n    type: int\n    reference: ${measure.output}\nnodes:\n- name: tell\n  type: python\n  source:\n    type: code\n    path: tell.py\n  inputs:\n    gate: ${inputs.gate}\n- name: measure\n  type: python\n  source:\n    type: code\n    path: measure.py\n  inputs:\n    text: ${tell.output}\n",
+            ),
+            (
+                "tell.py",
+                "import os\nimport time\n\nfrom promptflow import tool\n\n\n@tool\ndef tell(gate: str):\n    yield 'once'\n    deadline = time.time() + 30\n    while not os.path.exists(gate) and time.time() < deadline:\n        time.sleep(0.02)\n    yield ' upon'\n",
+            ),
+            (
+                "measure.py",
+                "from promptflow import tool\n\n\n@tool\ndef measure(text: str) -> int:\n    return len(text)\n",
+            ),
+        ],
+    );
+    let server = Server::ready(&ctx, "story", &[], &[]);
+    let gate = ctx.root().join("gate");
+    let body = json!({ "gate": gate }).to_string();
+    let mut events = LiveEvents::open(&format!("{}/score", server.url), &body);
+    assert_eq!(
+        events.next(WAIT),
+        Some((String::new(), json!({"answer": "once"})))
+    );
+    assert!(!gate.exists());
+    std::fs::write(&gate, "open").unwrap();
+    // The node that reads the output gets the joined text.
+    assert_eq!(
+        events.rest(WAIT),
+        vec![
+            (String::new(), json!({"answer": " upon"})),
+            (String::new(), json!({"length": 9})),
+        ]
+    );
+    assert_eq!(
+        server.score(&body).json(),
+        json!({"answer": "once upon", "length": 9})
+    );
+    snapshot(
+        "serve_dag_generator_openapi",
+        &event_stream_description(&server),
+    );
+}
+
+/// A client that reads slowly slows the generator: pieces wait in a bounded queue, not in
+/// memory without end; a streamed output is kept whole up to 64 MiB.
+#[test]
+fn a_slow_client_holds_back_the_generator() {
+    let ctx = TestContext::with_mock();
+    generator_flow(&ctx);
+    let server = Server::ready(&ctx, "gen", &[], &[]);
+    let count = ctx.root().join("count");
+    let body = json!({"mode": "flood", "gate": count}).to_string();
+    let mut events = LiveEvents::open(&format!("{}/score", server.url), &body);
+    let (_, first) = events.next(WAIT).unwrap();
+    assert_eq!(first["output"].as_str().map(str::len), Some(256 << 10));
+    // The client stops reading: the generator gets only as far as the queue and the socket's
+    // buffers let it (400 pieces, 100 MiB, if nothing held it back).
+    std::thread::sleep(Duration::from_secs(3));
+    let yielded: usize = std::fs::read_to_string(&count)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        yielded < 100,
+        "{yielded} pieces yielded for a client that read 1"
+    );
+    // Reading on gets every piece up to 64 MiB, the most of a streamed output flow keeps
+    // (joined, for the line's record); then the line fails.
+    let rest = events.rest(WAIT);
+    assert_eq!(rest.len(), 256, "{:?}", rest.last());
+    assert!(
+        rest[..255]
+            .iter()
+            .all(|(n, v)| n.is_empty() && v["output"].is_string())
+    );
+    let (name, error) = &rest[255];
+    assert_eq!(name, "error");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 64 MiB"),
+        "{error}"
+    );
+    snapshot("serve_stream_too_large", &error.to_string());
+}
+
+/// A flex entry returning promptflow-tools' `chat(..., stream=True)`, or a `Prompty` whose
+/// parameters say `stream: true`, streams the reply as the model writes it, through the
+/// worker's channel to flow.
+#[test]
+fn a_model_reply_streamed_from_python_arrives_as_the_model_writes_it() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "ask",
+        &[
+            ("flow.flex.yaml", "entry: ask:run\n"),
+            (
+                "ask.py",
+                "import os\nfrom pathlib import Path\n\nfrom promptflow.core import Prompty\nfrom promptflow.tools.openai import chat\n\n\ndef run(question: str, via: str = 'chat'):\n    if via == 'pid':\n        return os.getpid()\n    if via == 'prompty':\n        return Prompty.load(Path(__file__).parent / 'ask.prompty')(q=question)\n    if via == 'whole':\n        return Prompty.load(Path(__file__).parent / 'whole.prompty')(q=question)\n    return chat(connection='open_ai_connection', prompt='user:\\n{{q}}', model='gpt-4o-mini', stream=True, q=question)\n",
+            ),
+            (
+                "ask.prompty",
+                "---\nname: ask\nmodel:\n  api: chat\n  configuration:\n    type: openai\n    connection: open_ai_connection\n    model: gpt-4o-mini\n  parameters:\n    stream: true\ninputs:\n  q:\n    type: string\n---\nuser:\n{{q}}\n",
+            ),
+            (
+                "whole.prompty",
+                "---\nname: whole\nmodel:\n  api: chat\n  configuration:\n    type: openai\n    connection: open_ai_connection\n    model: gpt-4o-mini\ninputs:\n  q:\n    type: string\n---\nuser:\n{{q}}\n",
+            ),
+        ],
+    );
+    let answer = "Pieces, one by one, as written.";
+    ctx.mock().reply_when("stream it", answer);
+    // About one event of the model's stream every 120 ms.
+    ctx.mock().set_stream_chunk_size(64);
+    ctx.mock().set_stream_chunk_delay(Duration::from_millis(40));
+    let server = Server::ready(&ctx, "ask", &[], &[]);
+    let streamed = |via: &str| {
+        let body = json!({"question": "stream it", "via": via}).to_string();
+        let mut events = LiveEvents::open(&format!("{}/score", server.url), &body);
+        let first = events.next(WAIT).unwrap();
+        let after_first = std::time::Instant::now();
+        let mut all = vec![first];
+        all.extend(events.rest(WAIT));
+        let spread = after_first.elapsed();
+        let pieces: Vec<String> = all
+            .iter()
+            .map(|(name, v)| {
+                assert_eq!(name, "", "{all:?}");
+                v["output"].as_str().unwrap().to_string()
+            })
+            .collect();
+        let req = ctx.mock().requests().pop().unwrap();
+        (pieces, spread, req.body["stream"].clone())
+    };
+    for via in ["chat", "prompty"] {
+        let (pieces, spread, stream) = streamed(via);
+        assert!(pieces.len() > 5, "{via}: {pieces:?}");
+        assert_eq!(pieces.concat(), answer);
+        // The last piece came well after the first: they were not all sent at the end.
+        assert!(spread >= Duration::from_millis(300), "{via}: {spread:?}");
+        assert_eq!(stream, true, "{via}");
+    }
+    // A Prompty that does not ask for a stream returns the whole text: one event.
+    let (pieces, _, _) = streamed("whole");
+    assert_eq!(pieces, vec![answer.to_string()]);
+    // The call is counted once its stream ends.
+    assert!(
+        server
+            .metric("flow_tokens_total{type=\"completion\"}")
+            .unwrap()
+            > 0.0
+    );
+    // Without the Accept header: the joined text.
+    for via in ["chat", "prompty", "whole"] {
+        let body = json!({"question": "stream it", "via": via}).to_string();
+        assert_eq!(server.score(&body).json(), json!({ "output": answer }));
+    }
+
+    // A client that hangs up while the model writes: the model call is dropped, the generator
+    // stopped, and the worker answers the next request.
+    let pid = server.score(r#"{"question": "", "via": "pid"}"#).json()["output"].clone();
+    ctx.mock()
+        .set_stream_chunk_delay(Duration::from_millis(300));
+    let body = json!({"question": "stream it"}).to_string();
+    let mut events = LiveEvents::open(&format!("{}/score", server.url), &body);
+    assert!(events.next(WAIT).is_some());
+    drop(events);
+    wait_for_log(&server, "\"status\":499");
+    assert_eq!(
+        server.score(r#"{"question": "", "via": "pid"}"#).json()["output"],
+        pid
     );
 }

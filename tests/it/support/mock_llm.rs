@@ -106,6 +106,7 @@ struct Shared {
     api_key: Option<String>,
     known_models: Vec<String>,
     chunk_size: usize,
+    chunk_delay: Duration,
     counter: u64,
     bucket: Option<Bucket>,
     rate_limited: u64,
@@ -204,6 +205,7 @@ impl MockLlm {
         let addr = listener.local_addr().expect("local addr");
         let shared: Handle = Arc::new(Mutex::new(Shared {
             chunk_size: 7,
+            chunk_delay: Duration::from_micros(200),
             ..Shared::default()
         }));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -332,6 +334,11 @@ impl MockLlm {
     /// UTF-8 characters across chunks).
     pub fn set_stream_chunk_size(&self, n: usize) {
         lock(&self.shared).chunk_size = n.max(1);
+    }
+
+    /// The pause before each transport chunk of streamed replies (default 200 µs).
+    pub fn set_stream_chunk_delay(&self, d: Duration) {
+        lock(&self.shared).chunk_delay = d;
     }
 }
 
@@ -558,7 +565,7 @@ async fn handle(
         tokio::time::sleep(latency).await;
     }
     let (all_text, last) = texts(kind, &json_body);
-    let (reply, chunk, n) = {
+    let (reply, chunk, chunk_delay, n) = {
         let mut s = lock(&shared);
         s.counter += 1;
         let reply = s.script.pop_front().unwrap_or_else(|| {
@@ -572,7 +579,7 @@ async fn handle(
         if matches!(reply, MockReply::RateLimit { .. }) {
             s.rate_limited += 1;
         }
-        (reply, s.chunk_size, s.counter)
+        (reply, s.chunk_size, s.chunk_delay, s.counter)
     };
     let ctx = Ctx {
         kind,
@@ -580,6 +587,7 @@ async fn handle(
         model,
         prompt_tokens: words(&all_text).max(1),
         chunk,
+        chunk_delay,
         n,
     };
     let mut r = render(reply, &ctx).await;
@@ -657,6 +665,7 @@ struct Ctx {
     model: String,
     prompt_tokens: u64,
     chunk: usize,
+    chunk_delay: Duration,
     n: u64,
 }
 
@@ -737,7 +746,7 @@ fn reply_text(ctx: &Ctx, text: &str, call: Option<(String, String)>) -> Response
             Kind::Anthropic => anthropic_sse(ctx, text, call, completion),
             _ => openai_sse(ctx, text, call, completion),
         };
-        return sse_response(sse, ctx.chunk);
+        return sse_response(sse, ctx.chunk, ctx.chunk_delay);
     }
     let body = match ctx.kind {
         Kind::Anthropic => {
@@ -916,12 +925,12 @@ fn anthropic_sse(ctx: &Ctx, text: &str, call: Option<(String, String)>, completi
 
 /// Sends `sse` in chunks of `chunk` bytes (splitting events and UTF-8 characters), with a short
 /// pause between chunks so they arrive as separate reads.
-fn sse_response(sse: String, chunk: usize) -> Response {
+fn sse_response(sse: String, chunk: usize, delay: Duration) -> Response {
     let bytes = sse.into_bytes();
     let parts: Vec<Vec<u8>> = bytes.chunks(chunk).map(<[u8]>::to_vec).collect();
-    let stream = futures::stream::unfold(parts.into_iter(), |mut it| async move {
+    let stream = futures::stream::unfold(parts.into_iter(), move |mut it| async move {
         let next = it.next()?;
-        tokio::time::sleep(Duration::from_micros(200)).await;
+        tokio::time::sleep(delay).await;
         Some((Ok::<Bytes, std::io::Error>(Bytes::from(next)), it))
     });
     Response::builder()

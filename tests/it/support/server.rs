@@ -232,3 +232,70 @@ pub fn sse_events(body: &str) -> Vec<(String, serde_json::Value)> {
         })
         .collect()
 }
+
+/// A Server-Sent Events answer read event by event as the server sends them; dropping it hangs
+/// up.
+pub struct LiveEvents {
+    rt: tokio::runtime::Runtime,
+    response: reqwest::Response,
+    buf: String,
+    pub status: u16,
+}
+
+impl LiveEvents {
+    /// `POST url` with `Accept: text/event-stream` and a JSON body; returns once the headers
+    /// came.
+    pub fn open(url: &str, body: &str) -> LiveEvents {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let response = rt
+            .block_on(
+                reqwest::Client::new()
+                    .post(url)
+                    .header("accept", "text/event-stream")
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        let status = response.status().as_u16();
+        LiveEvents {
+            rt,
+            response,
+            buf: String::new(),
+            status,
+        }
+    }
+
+    /// The next event with data (its `event:` name and data), waiting at most `timeout`;
+    /// `None` when the stream ended. Panics when nothing came in time.
+    pub fn next(&mut self, timeout: Duration) -> Option<(String, serde_json::Value)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                if let Some(e) = sse_events(&event).into_iter().next() {
+                    return Some(e);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let response = &mut self.response;
+            let chunk = self
+                .rt
+                .block_on(async move { tokio::time::timeout(left, response.chunk()).await })
+                .unwrap_or_else(|_| panic!("no event within {timeout:?}; so far: {:?}", self.buf))
+                .expect("reading the event stream");
+            match chunk {
+                Some(bytes) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                None => return None,
+            }
+        }
+    }
+
+    /// Every event left until the stream ends (each within `timeout`).
+    pub fn rest(&mut self, timeout: Duration) -> Vec<(String, serde_json::Value)> {
+        std::iter::from_fn(|| self.next(timeout)).collect()
+    }
+}

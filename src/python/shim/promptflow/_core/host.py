@@ -83,3 +83,43 @@ def call(op, **payload):
         return reply.get("result")
     error = reply.get("error") or {}
     raise _exception(error.get("type"), error.get("message") or "flow reported an error")
+
+
+_STREAM_KEY = "__flow_stream__"
+
+
+def stream(op, **payload):
+    """Ask flow for a model call whose text comes as the model writes it: returns a generator of
+    the pieces (a cached answer comes as one piece)."""
+    handle = call(op, stream=True, **payload)
+    if not _is_stream(handle):
+        raise RuntimeError("flow did not start a stream for `%s`" % op)
+    return _pieces(handle[_STREAM_KEY])
+
+
+def call_maybe_streaming(op, **payload):
+    """Ask flow for `op`, which decides whether its answer streams (a Prompty whose parameters
+    say `stream: true`): the answer, or a generator of its pieces."""
+    result = call(op, stream="auto", **payload)
+    if _is_stream(result):
+        return _pieces(result[_STREAM_KEY])
+    return result
+
+
+def _is_stream(result):
+    return isinstance(result, dict) and len(result) == 1 and isinstance(result.get(_STREAM_KEY), int)
+
+
+def _pieces(stream_id):
+    def pieces():
+        while True:
+            reply = call("stream_next", id=stream_id)
+            for piece in reply.get("pieces") or ():
+                yield piece
+            if reply.get("done"):
+                result = reply.get("result")
+                if not reply.get("streamed") and result is not None:
+                    yield result
+                return
+
+    return pieces()

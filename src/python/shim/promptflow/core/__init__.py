@@ -90,7 +90,8 @@ class Prompty:
             raise TypeError("Prompty takes its inputs by name (prompty(question=...))")
         from promptflow._core import host
 
-        return host.call(
+        # a generator of the text pieces when the file asks for `stream: true`, as promptflow's
+        return host.call_maybe_streaming(
             "prompty",
             path=self.path,
             inputs=kwargs,

@@ -125,8 +125,7 @@ def _connection(connection):
 
 
 def _complete(op, connection, prompt, deployment_name=None, model=None, params=None, inputs=None, stream=False):
-    result = _host.call(
-        op,
+    payload = dict(
         connection=_connection(connection),
         prompt=str(prompt),
         deployment_name=deployment_name,
@@ -135,5 +134,6 @@ def _complete(op, connection, prompt, deployment_name=None, model=None, params=N
         inputs=inputs or {},
     )
     if to_bool(stream):
-        return iter([result])
-    return result
+        # the pieces as the model writes them (promptflow-tools returns the text deltas)
+        return _host.stream(op, **payload)
+    return _host.call(op, **payload)
