@@ -129,6 +129,7 @@ impl Executor {
                 let mut vars = inputs.values.clone();
                 let template = given_template(node, template, &mut vars, "template")?;
                 // An image prints as promptflow's `str(image)`: `Image(1a2b3c4d)`.
+                crate::image::texts_to_strings(&mut vars, self.flow.message_format);
                 crate::image::to_markers(&mut vars);
                 let rendered = render(&template, &vars, &inputs.tainted)
                     .await
@@ -149,6 +150,7 @@ impl Executor {
                     split_parameters(&inputs.values)
                 };
                 let template = given_template(node, template, &mut vars, "prompt")?;
+                crate::image::texts_to_strings(&mut vars, self.flow.message_format);
                 let images = crate::image::to_markers(&mut vars);
                 let rendered = render(&template, &vars, &inputs.tainted)
                     .await
@@ -301,6 +303,7 @@ impl Executor {
                     bypassed: inputs.bypassed.clone(),
                     flex: self.flow.flex.is_some() && !node.aggregation,
                     node: node.name.clone(),
+                    message_format: self.flow.message_format,
                 };
                 let result = pool.call(call).await.map_err(|e| python_error(node, e))?;
                 self.warn_non_finite(node, &result.non_finite, &result.metrics);

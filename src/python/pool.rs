@@ -52,6 +52,9 @@ struct Request<'a> {
     connections: Option<&'a Map<String, Value>>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     bypassed: &'a [String],
+    /// Sent only when not promptflow's default, `basic`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_format: Option<&'static str>,
 }
 
 /// The error of a worker's reply (`{"ok": false, "error": {...}}`), for calls and for
@@ -139,6 +142,7 @@ impl PythonPool {
             kwargs: None,
             connections: None,
             bypassed: &[],
+            message_format: None,
         };
         self.round_trip(&request, None, |line, _| {
             let reply: InspectReply = parse(line)?;
@@ -164,6 +168,8 @@ impl PythonPool {
             kwargs: Some(&call.kwargs),
             connections: (!call.connections.is_empty()).then_some(&call.connections),
             bypassed: &call.bypassed,
+            message_format: (call.message_format != crate::image::MessageFormat::Basic)
+                .then(|| call.message_format.as_str()),
         };
         let function = call.function.as_deref();
         let mut session = self.inner.host.as_deref().map(|handler| HostSession {
@@ -212,6 +218,7 @@ impl PythonPool {
                     kwargs: None,
                     connections: None,
                     bypassed: &[],
+                    message_format: None,
                 };
                 let mut bytes =
                     serde_json::to_vec(&request).map_err(|e| PythonError::Protocol {

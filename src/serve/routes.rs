@@ -252,7 +252,11 @@ async fn score(
                     log_failure(&state, e);
                     ApiError::from_line_error(e).into_response()
                 }
-                None => axum::Json(Value::Object(line.outputs)).into_response(),
+                None => {
+                    let mut outputs = Value::Object(line.outputs);
+                    crate::image::to_response(&mut outputs, executor.flow().message_format);
+                    axum::Json(outputs).into_response()
+                }
             };
             if let Some(id) = trace {
                 response.extensions_mut().insert(TraceId(id));
