@@ -101,7 +101,10 @@ pub enum VisionRef<'a> {
 /// promptflow's `OpenaiVisionMultimediaProcessor.is_multimedia_dict`: two keys, `type` and the
 /// object it names, holding `url` (`image_url`) or `path` (`image_file`).
 pub fn vision_parts(v: &Value) -> Option<VisionRef<'_>> {
-    let m = v.as_object()?;
+    vision_map_parts(v.as_object()?)
+}
+
+fn vision_map_parts(m: &Map<String, Value>) -> Option<VisionRef<'_>> {
     if m.len() != 2 {
         return None;
     }
@@ -582,10 +585,7 @@ pub fn resolve_paths(v: &mut Value, dir: &Path, format: MessageFormat) {
     match v {
         Value::Object(m) => {
             if format == MessageFormat::OpenaiVision {
-                if matches!(
-                    vision_parts(&Value::Object(m.clone())),
-                    Some(VisionRef::File(Value::String(_)))
-                ) {
+                if matches!(vision_map_parts(m), Some(VisionRef::File(Value::String(_)))) {
                     if let Some(Value::String(p)) =
                         m.get_mut("image_file").and_then(|f| f.get_mut("path"))
                     {
@@ -623,7 +623,7 @@ pub fn from_records(v: &mut Value, format: MessageFormat) {
     }
     match v {
         Value::Object(m) => {
-            let converted = match vision_parts(&Value::Object(m.clone())) {
+            let converted = match vision_map_parts(m) {
                 Some(VisionRef::File(Value::String(p))) => {
                     let mime = guess_from_name(p);
                     Some((format!("data:{mime};path"), p.clone()))
