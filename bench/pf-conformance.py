@@ -309,6 +309,10 @@ def normalize(value, nan_as_null=False):
             if key.startswith("data:image/") and key.endswith(";path"):
                 mime = key[len("data:"):-len(";path")].replace("image/jpg", "image/jpeg")
                 return {"image": mime}
+        # message_format: openai-vision refers to a saved image as {"type": "image_file", ...}
+        if len(value) == 2 and value.get("type") == "image_file" and isinstance(value.get("image_file"), dict):
+            ext = str(value["image_file"].get("path", "")).rsplit(".", 1)[-1].lower()
+            return {"image": "image/" + {"jpg": "jpeg"}.get(ext, ext)}
         # `pf flow test` reports `line_number` as an output of a flow that has none
         return {k: normalize(v, nan_as_null) for k, v in value.items() if k != "line_number"}
     return value

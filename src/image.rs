@@ -9,6 +9,12 @@
 //! While a line runs every image is held in memory as a `;base64` dict (or a `;url` dict: a URL
 //! is passed on as a URL, as promptflow passes its `source_url`). Run records hold `;path` dicts
 //! instead: [`persist`] writes the bytes to a file and refers to it.
+//!
+//! A flow with `message_format: openai-vision` (promptflow's `OpenaiVisionMultimediaProcessor`)
+//! takes and records images in OpenAI's shape instead: `{"type": "image_url", "image_url":
+//! {"url": URL or data URI}}` and `{"type": "image_file", "image_file": {"path": P}}`. Only the
+//! edges change ([`load`], [`persist`], [`resolve_paths`], [`from_records`]): in memory an image
+//! is the same `;base64` / `;url` dict in both formats.
 
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
@@ -31,6 +37,95 @@ static BASE64: LazyLock<Regex> = LazyLock::new(|| {
         .unwrap_or_else(|e| unreachable!("constant regex is valid: {e}"))
 });
 
+/// promptflow's `message_format` (`MessageFormatType`): which dicts are images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MessageFormat {
+    /// `{"data:image/png;path": ...}` (`;url`, `;base64`): promptflow's default.
+    #[default]
+    Basic,
+    /// `{"type": "image_url", "image_url": {"url": ...}}`, `{"type": "image_file",
+    /// "image_file": {"path": ...}}`; text parts `{"type": "text", "text": ...}` reach Python
+    /// tools as `promptflow.contracts.multimedia.Text`.
+    OpenaiVision,
+}
+
+impl MessageFormat {
+    /// The formats promptflow knows, as it reads them (case-insensitive).
+    pub const NAMES: [&str; 2] = ["basic", "openai-vision"];
+
+    pub fn parse(name: &str) -> Option<MessageFormat> {
+        if name.eq_ignore_ascii_case("basic") {
+            Some(MessageFormat::Basic)
+        } else if name.eq_ignore_ascii_case("openai-vision") {
+            Some(MessageFormat::OpenaiVision)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageFormat::Basic => "basic",
+            MessageFormat::OpenaiVision => "openai-vision",
+        }
+    }
+
+    /// Whether `v` is an image dict of this format (promptflow's `is_multimedia_dict`).
+    pub fn is_image_ref(self, v: &Value) -> bool {
+        match self {
+            MessageFormat::Basic => is_image_dict(v),
+            MessageFormat::OpenaiVision => vision_parts(v).is_some(),
+        }
+    }
+
+    /// Whether `v` holds an image dict of this format anywhere.
+    pub fn contains_image_ref(self, v: &Value) -> bool {
+        match v {
+            Value::Object(m) => {
+                self.is_image_ref(v) || m.values().any(|x| self.contains_image_ref(x))
+            }
+            Value::Array(a) => a.iter().any(|x| self.contains_image_ref(x)),
+            _ => false,
+        }
+    }
+}
+
+/// An openai-vision image dict: `{"type": "image_url", "image_url": {"url": U}}` or
+/// `{"type": "image_file", "image_file": {"path": P}}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisionRef<'a> {
+    Url(&'a Value),
+    File(&'a Value),
+}
+
+/// promptflow's `OpenaiVisionMultimediaProcessor.is_multimedia_dict`: two keys, `type` and the
+/// object it names, holding `url` (`image_url`) or `path` (`image_file`).
+pub fn vision_parts(v: &Value) -> Option<VisionRef<'_>> {
+    vision_map_parts(v.as_object()?)
+}
+
+fn vision_map_parts(m: &Map<String, Value>) -> Option<VisionRef<'_>> {
+    if m.len() != 2 {
+        return None;
+    }
+    let ty = m.get("type")?.as_str()?;
+    let inner = m.get(ty)?.as_object()?;
+    match ty {
+        "image_url" => inner.get("url").map(VisionRef::Url),
+        "image_file" => inner.get("path").map(VisionRef::File),
+        _ => None,
+    }
+}
+
+fn vision_dict(ty: &str, key: &str, value: String) -> Value {
+    let mut inner = Map::new();
+    inner.insert(key.to_string(), Value::String(value));
+    let mut m = Map::new();
+    m.insert("type".to_string(), Value::String(ty.to_string()));
+    m.insert(ty.to_string(), Value::Object(inner));
+    Value::Object(m)
+}
+
 /// Why a value is not an image `flow` can use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}\n  help: {help}")]
@@ -47,6 +142,8 @@ fn err(message: impl Into<String>, help: impl Into<String>) -> ImageError {
 }
 
 const FORMS: &str = "give a file path, an http(s) URL, base64 (optionally as a data:image/png;base64,... URI), or {\"data:image/png;path\": \"FILE\"} (;url, ;base64)";
+
+const VISION_FORMS: &str = "this flow has `message_format: openai-vision`: give a file path, an http(s) URL, base64 (optionally as a data:image/png;base64,... URI), {\"type\": \"image_file\", \"image_file\": {\"path\": \"FILE\"}} or {\"type\": \"image_url\", \"image_url\": {\"url\": URL or data URI}}";
 
 /// Where an image comes from, after loading.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +275,38 @@ pub fn dict_parts(v: &Value) -> Option<(&str, &str, &Value)> {
     Some((sub, kind, v))
 }
 
+/// `(mime subtype, path|base64|url, data)` of an image reference in a run record, in either
+/// format: a basic multimedia dict, or an openai-vision `image_file` (the type from the file
+/// name, `*` when it says none) / `image_url` dict (a data URI is `base64`, its payload the
+/// data). What a viewer of records (the report) reads, whichever flow wrote them.
+pub fn record_parts(v: &Value) -> Option<(String, &'static str, &str)> {
+    if let Some((sub, kind, data)) = dict_parts(v) {
+        let kind = match kind {
+            "path" => "path",
+            "base64" => "base64",
+            _ => "url",
+        };
+        return Some((sub.to_string(), kind, data.as_str()?));
+    }
+    let sub_of = |mime: &str| mime.strip_prefix("image/").unwrap_or("*").to_string();
+    match vision_parts(v)? {
+        VisionRef::File(p) => {
+            let p = p.as_str()?;
+            Some((sub_of(guess_from_name(p)), "path", p))
+        }
+        VisionRef::Url(u) => {
+            let u = u.as_str()?;
+            match u
+                .strip_prefix("data:")
+                .and_then(|r| r.split_once(";base64,"))
+            {
+                Some((mime, payload)) => Some((sub_of(mime), "base64", payload)),
+                None => Some((sub_of(guess_from_name(u)), "url", u)),
+            }
+        }
+    }
+}
+
 /// Whether `v` is a multimedia dict.
 pub fn is_image_dict(v: &Value) -> bool {
     dict_parts(v).is_some()
@@ -288,13 +417,75 @@ fn guess_from_name(name: &str) -> &'static str {
         Some("jpg" | "jpeg") => "image/jpeg",
         Some("gif") => "image/gif",
         Some("webp") => "image/webp",
+        Some("bmp") => "image/bmp",
+        Some("tif" | "tiff") => "image/tiff",
+        Some("ico" | "xicon") => "image/x-icon",
         _ => "image/*",
     }
 }
 
-/// Load an image value as promptflow's `create_image` does. Relative paths are taken under
-/// `base` (the flow folder).
-pub fn load(v: &Value, base: &Path) -> Result<Image, ImageError> {
+/// Load an image value as promptflow's `create_image` does, in the flow's message format.
+/// Relative paths are taken under `base` (the flow folder).
+pub fn load(v: &Value, base: &Path, format: MessageFormat) -> Result<Image, ImageError> {
+    match (format, v) {
+        (MessageFormat::Basic, _) => load_basic(v, base),
+        (MessageFormat::OpenaiVision, Value::Object(_)) => load_vision(v, base).map_err(|mut e| {
+            if e.help == FORMS {
+                e.help = VISION_FORMS.to_string();
+            }
+            e
+        }),
+        (MessageFormat::OpenaiVision, _) => load_basic(v, base).map_err(|mut e| {
+            if e.help == FORMS {
+                e.help = VISION_FORMS.to_string();
+            }
+            e
+        }),
+    }
+}
+
+/// promptflow's `OpenaiVisionMultimediaProcessor._create_image_from_dict`: the MIME type is read
+/// from the bytes (a data URI's own type for base64).
+fn load_vision(v: &Value, base: &Path) -> Result<Image, ImageError> {
+    let Some(parts) = vision_parts(v) else {
+        return Err(err(
+            "an image dictionary must be {\"type\": \"image_file\", \"image_file\": {\"path\": ...}} or {\"type\": \"image_url\", \"image_url\": {\"url\": ...}}",
+            VISION_FORMS,
+        ));
+    };
+    match parts {
+        VisionRef::Url(Value::String(url)) => {
+            if is_base64(url) {
+                let declared = url
+                    .strip_prefix("data:")
+                    .and_then(|r| r.split(';').next())
+                    .map(str::to_string);
+                from_base64(url, declared)
+            } else if is_url(url) {
+                from_url(url, None)
+            } else {
+                Err(err(
+                    format!(
+                        "invalid image url: {}: it should be a URL or base64 data",
+                        shorten(url)
+                    ),
+                    VISION_FORMS,
+                ))
+            }
+        }
+        VisionRef::File(Value::String(path)) => from_file(&base.join(path), None),
+        VisionRef::Url(_) => Err(err(
+            "the `url` of an `image_url` dictionary must be a string",
+            VISION_FORMS,
+        )),
+        VisionRef::File(_) => Err(err(
+            "the `path` of an `image_file` dictionary must be a string",
+            VISION_FORMS,
+        )),
+    }
+}
+
+fn load_basic(v: &Value, base: &Path) -> Result<Image, ImageError> {
     match v {
         Value::Object(_) => {
             let Some((sub, kind, data)) = dict_parts(v) else {
@@ -358,57 +549,130 @@ fn shorten(s: &str) -> String {
 }
 
 /// Load the multimedia dicts inside a list or object input (promptflow's
-/// `load_multimedia_data_recursively`): each becomes its in-memory value.
-pub fn load_nested(v: &Value, base: &Path) -> Result<Value, ImageError> {
+/// `load_multimedia_data_recursively`): each image dict of the flow's format becomes its
+/// in-memory value. In an openai-vision flow a basic `data:image/...` dict is refused: promptflow
+/// would pass it on as a plain dict, and `flow` holds images in memory in that shape, so it would
+/// become an image.
+pub fn load_nested(v: &Value, base: &Path, format: MessageFormat) -> Result<Value, ImageError> {
     Ok(match v {
-        Value::Object(_) if is_image_dict(v) => load(v, base)?.to_value(),
+        Value::Object(_) if format.is_image_ref(v) => load(v, base, format)?.to_value(),
+        Value::Object(m) if format == MessageFormat::OpenaiVision && is_image_dict(v) => {
+            let key = m.keys().next().map_or("", String::as_str);
+            return Err(err(
+                format!(
+                    "`{{\"{key}\": ...}}` is a basic image dictionary in a flow with `message_format: openai-vision`: promptflow passes it to tools as a plain dictionary, not an image"
+                ),
+                "give the image as {\"type\": \"image_file\", \"image_file\": {\"path\": \"FILE\"}} or {\"type\": \"image_url\", \"image_url\": {\"url\": URL or data URI}}, or remove `message_format`",
+            ));
+        }
         Value::Object(m) => Value::Object(
             m.iter()
-                .map(|(k, x)| Ok((k.clone(), load_nested(x, base)?)))
+                .map(|(k, x)| Ok((k.clone(), load_nested(x, base, format)?)))
                 .collect::<Result<_, ImageError>>()?,
         ),
         Value::Array(a) => Value::Array(
             a.iter()
-                .map(|x| load_nested(x, base))
+                .map(|x| load_nested(x, base, format))
                 .collect::<Result<_, _>>()?,
         ),
         other => other.clone(),
     })
 }
 
-/// promptflow's `resolve_multimedia_data_recursively`: the `;path` of every multimedia dict in
-/// a dataset row is taken relative to the dataset's folder.
-pub fn resolve_paths(v: &mut Value, dir: &Path) {
+/// promptflow's `resolve_multimedia_data_recursively`: the path of every image file dict of the
+/// flow's format in a dataset row (or a run record) is taken relative to `dir`.
+pub fn resolve_paths(v: &mut Value, dir: &Path, format: MessageFormat) {
     match v {
         Value::Object(m) => {
-            let single = m.len() == 1;
-            if let Some((k, Value::String(p))) = m.iter_mut().next()
-                && single
-                && k.ends_with(";path")
-                && MIME_KEY.is_match(k)
-            {
-                *p = dir.join(&*p).to_string_lossy().into_owned();
-                return;
+            if format == MessageFormat::OpenaiVision {
+                if matches!(vision_map_parts(m), Some(VisionRef::File(Value::String(_)))) {
+                    if let Some(Value::String(p)) =
+                        m.get_mut("image_file").and_then(|f| f.get_mut("path"))
+                    {
+                        *p = dir.join(&*p).to_string_lossy().into_owned();
+                    }
+                    return;
+                }
+            } else {
+                let single = m.len() == 1;
+                if let Some((k, Value::String(p))) = m.iter_mut().next()
+                    && single
+                    && k.ends_with(";path")
+                    && MIME_KEY.is_match(k)
+                {
+                    *p = dir.join(&*p).to_string_lossy().into_owned();
+                    return;
+                }
             }
             for x in m.values_mut() {
-                resolve_paths(x, dir);
+                resolve_paths(x, dir, format);
             }
         }
-        Value::Array(a) => a.iter_mut().for_each(|x| resolve_paths(x, dir)),
+        Value::Array(a) => a.iter_mut().for_each(|x| resolve_paths(x, dir, format)),
         _ => {}
     }
 }
 
-/// Replace every in-memory image (`;base64` dict) inside `v` by a `;path` dict: the bytes are
-/// written to `dir/sub/<hash>.<ext>` (once: the name is the content's hash) and the path is
-/// `sub/<hash>.<ext>`, relative to `dir`. `;url` and `;path` dicts stay as they are.
-pub fn persist(v: &mut Value, dir: &Path, sub: &str) -> std::io::Result<()> {
+/// The image references of a run record (already [`resolve_paths`]-ed) as `flow` holds them
+/// in memory: an openai-vision `image_file` dict becomes `{"data:image/<type>;path": P}` (the
+/// type from the file name, as the file was written), an `image_url` dict a `;url` or `;base64`
+/// dict; the basic format is already that.
+pub fn from_records(v: &mut Value, format: MessageFormat) {
+    if format == MessageFormat::Basic {
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            let converted = match vision_map_parts(m) {
+                Some(VisionRef::File(Value::String(p))) => {
+                    let mime = guess_from_name(p);
+                    Some((format!("data:{mime};path"), p.clone()))
+                }
+                Some(VisionRef::Url(Value::String(u))) if is_base64(u) => {
+                    let mime = u
+                        .strip_prefix("data:")
+                        .and_then(|r| r.split(';').next())
+                        .unwrap_or("image/*")
+                        .to_string();
+                    let data = u.rsplit(',').next().unwrap_or(u).to_string();
+                    Some((format!("data:{mime};base64"), data))
+                }
+                Some(VisionRef::Url(Value::String(u))) => {
+                    let mime = guess_from_name(u);
+                    Some((format!("data:{mime};url"), u.clone()))
+                }
+                _ => None,
+            };
+            match converted {
+                Some((k, data)) => {
+                    m.clear();
+                    m.insert(k, Value::String(data));
+                }
+                None => m.values_mut().for_each(|x| from_records(x, format)),
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| from_records(x, format)),
+        _ => {}
+    }
+}
+
+/// Replace every in-memory image (`;base64` dict) inside `v` by a reference to a file: the
+/// bytes are written to `dir/sub/<hash>.<ext>` (once: the name is the content's hash) and the
+/// path is `sub/<hash>.<ext>`, relative to `dir`. The reference is `{"data:image/png;path":
+/// PATH}`, or in an openai-vision flow `{"type": "image_file", "image_file": {"path": PATH}}`
+/// (and an image from a URL `{"type": "image_url", "image_url": {"url": URL}}`, promptflow's
+/// `_generate_image_url_reference`). Otherwise `;url` and `;path` dicts stay as they are.
+pub fn persist(v: &mut Value, dir: &Path, sub: &str, format: MessageFormat) -> std::io::Result<()> {
     match v {
         Value::Object(m) => {
             let value = Value::Object(std::mem::take(m));
             let image = match dict_parts(&value) {
                 Some((mime_sub, "base64", _)) => {
                     Image::from_value(&value).map(|img| (mime_sub.to_string(), img))
+                }
+                Some((_, "url", Value::String(url))) if format == MessageFormat::OpenaiVision => {
+                    *v = vision_dict("image_url", "url", url.clone());
+                    return Ok(());
                 }
                 _ => None,
             };
@@ -446,21 +710,24 @@ pub fn persist(v: &mut Value, dir: &Path, sub: &str) -> std::io::Result<()> {
                     std::fs::write(&tmp, &bytes)?;
                     std::fs::rename(&tmp, &file)?;
                 }
-                let mut out = Map::new();
-                out.insert(
-                    format!("data:image/{mime_sub};path"),
-                    Value::String(format!("{sub}/{name}")),
-                );
-                *m = out;
+                let path = format!("{sub}/{name}");
+                match format {
+                    MessageFormat::Basic => {
+                        let mut out = Map::new();
+                        out.insert(format!("data:image/{mime_sub};path"), Value::String(path));
+                        *m = out;
+                    }
+                    MessageFormat::OpenaiVision => *v = vision_dict("image_file", "path", path),
+                }
                 return Ok(());
             }
             for x in m.values_mut() {
-                persist(x, dir, sub)?;
+                persist(x, dir, sub, format)?;
             }
         }
         Value::Array(a) => {
             for x in a {
-                persist(x, dir, sub)?;
+                persist(x, dir, sub, format)?;
             }
         }
         _ => {}
@@ -469,22 +736,43 @@ pub fn persist(v: &mut Value, dir: &Path, sub: &str) -> std::io::Result<()> {
 }
 
 /// Whether an input value of type `ty` names a file (a plain path for an `image` input, a
-/// `;path` dict anywhere in an image, list or object input): what a served flow refuses.
-pub fn names_a_file(ty: &crate::model::ValueType, v: &Value) -> bool {
+/// `;path` dict — or in an openai-vision flow an `image_file` dict — anywhere in an image, list
+/// or object input): what a served flow refuses.
+pub fn names_a_file(ty: &crate::model::ValueType, v: &Value, format: MessageFormat) -> bool {
     use crate::model::ValueType;
-    fn has_path_dict(v: &Value) -> bool {
+    fn has_path_dict(v: &Value, format: MessageFormat) -> bool {
+        let names_file = match format {
+            MessageFormat::Basic => matches!(dict_parts(v), Some((_, "path", _))),
+            MessageFormat::OpenaiVision => matches!(vision_parts(v), Some(VisionRef::File(_))),
+        };
         match v {
-            Value::Object(m) => {
-                matches!(dict_parts(v), Some((_, "path", _))) || m.values().any(has_path_dict)
-            }
-            Value::Array(a) => a.iter().any(has_path_dict),
+            Value::Object(m) => names_file || m.values().any(|x| has_path_dict(x, format)),
+            Value::Array(a) => a.iter().any(|x| has_path_dict(x, format)),
             _ => false,
         }
     }
     match (ty, v) {
         (ValueType::Image, Value::String(s)) => !s.is_empty() && !is_base64(s) && !is_url(s),
-        (ValueType::Image | ValueType::List | ValueType::Object, _) => has_path_dict(v),
+        (ValueType::Image | ValueType::List | ValueType::Object, _) => has_path_dict(v, format),
         _ => false,
+    }
+}
+
+/// The images of a served flow's outputs as its response carries them: the in-memory dicts
+/// (`;base64`, `;url`) in a basic flow, and in an openai-vision flow `{"type": "image_url",
+/// "image_url": {"url": data URI or URL}}` (promptflow's `convert_multimedia_data_to_base64_dict`).
+pub fn to_response(v: &mut Value, format: MessageFormat) {
+    if format == MessageFormat::Basic {
+        return;
+    }
+    if let Some(img) = Image::from_value(v) {
+        *v = vision_dict("image_url", "url", img.url());
+        return;
+    }
+    match v {
+        Value::Object(m) => m.values_mut().for_each(|x| to_response(x, format)),
+        Value::Array(a) => a.iter_mut().for_each(|x| to_response(x, format)),
+        _ => {}
     }
 }
 
@@ -494,6 +782,39 @@ pub fn contains_image(v: &Value) -> bool {
         Value::Object(m) => is_image_dict(v) || m.values().any(contains_image),
         Value::Array(a) => a.iter().any(contains_image),
         _ => false,
+    }
+}
+
+/// promptflow's `TextProcessor.is_text_dict`: `{"type": "text", "text": T}`, `T` a string or
+/// `{"value": string, "annotations": ...}`.
+pub fn text_part(v: &Value) -> Option<&str> {
+    let m = v.as_object()?;
+    if m.len() != 2 || m.get("type")?.as_str()? != "text" {
+        return None;
+    }
+    match m.get("text")? {
+        Value::String(s) => Some(s),
+        Value::Object(t) => t.get("value")?.as_str(),
+        _ => None,
+    }
+}
+
+/// In an openai-vision flow a text part (`{"type": "text", "text": T}`) is promptflow's `Text`,
+/// a `str`: a template prints it as its text. Nothing changes in a basic flow.
+pub fn texts_to_strings(vars: &mut Map<String, Value>, format: MessageFormat) {
+    fn walk(v: &mut Value) {
+        if let Some(text) = text_part(v) {
+            *v = Value::String(text.to_string());
+            return;
+        }
+        match v {
+            Value::Object(m) => m.values_mut().for_each(walk),
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    if format == MessageFormat::OpenaiVision {
+        vars.values_mut().for_each(walk);
     }
 }
 
@@ -612,20 +933,26 @@ mod tests {
             json!(format!("data:image/png;base64,{b64}")),
             json!({"data:image/png;base64": b64.clone()}),
         ] {
-            let img = load(&v, &dir).unwrap_or_else(|e| panic!("{v}: {e}"));
+            let img = load(&v, &dir, MessageFormat::Basic).unwrap_or_else(|e| panic!("{v}: {e}"));
             assert_eq!(img.mime, "image/png");
             assert_eq!(img.source, Source::Bytes(PNG.to_vec()));
         }
-        let url = load(&json!("https://example.com/cat.jpg"), &dir);
+        let url = load(
+            &json!("https://example.com/cat.jpg"),
+            &dir,
+            MessageFormat::Basic,
+        );
         assert!(
             matches!(url, Ok(Image { ref mime, source: Source::Url(_) }) if mime == "image/jpeg")
         );
-        assert!(load(&json!("missing.png"), &dir).is_err());
+        assert!(load(&json!("missing.png"), &dir, MessageFormat::Basic).is_err());
         std::fs::write(dir.join("t.txt"), "hello").ok();
-        let e = load(&json!("t.txt"), &dir).err().map(|e| e.message);
+        let e = load(&json!("t.txt"), &dir, MessageFormat::Basic)
+            .err()
+            .map(|e| e.message);
         assert!(e.is_some_and(|m| m.contains("is not an image")));
-        assert!(load(&json!({"a": 1}), &dir).is_err());
-        assert!(load(&json!(3), &dir).is_err());
+        assert!(load(&json!({"a": 1}), &dir, MessageFormat::Basic).is_err());
+        assert!(load(&json!(3), &dir, MessageFormat::Basic).is_err());
     }
 
     #[test]
@@ -637,12 +964,120 @@ mod tests {
         };
         let mut v =
             json!({"out": [img.to_value()], "u": {"data:image/png;url": "https://x/y.png"}});
-        persist(&mut v, &dir, "images").unwrap_or_else(|e| panic!("{e}"));
+        persist(&mut v, &dir, "images", MessageFormat::Basic).unwrap_or_else(|e| panic!("{e}"));
         let path = v["out"][0]["data:image/png;path"]
             .as_str()
             .unwrap_or_default();
         assert!(path.starts_with("images/") && path.ends_with(".png"), "{v}");
         assert_eq!(std::fs::read(dir.join(path)).ok().as_deref(), Some(PNG));
         assert_eq!(v["u"], json!({"data:image/png;url": "https://x/y.png"}));
+    }
+
+    #[test]
+    fn openai_vision_forms_load_and_basic_dicts_are_not_its_images() {
+        let dir = std::env::temp_dir().join(format!("flow-image-v-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        std::fs::write(dir.join("a.png"), PNG).ok();
+        let b64 = STANDARD.encode(PNG);
+        let vision = MessageFormat::OpenaiVision;
+        for v in [
+            json!({"type": "image_file", "image_file": {"path": "a.png"}}),
+            json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{b64}")}}),
+            json!({"type": "image_url", "image_url": {"url": b64.clone()}}),
+            json!("a.png"),
+        ] {
+            let img = load(&v, &dir, vision).unwrap_or_else(|e| panic!("{v}: {e}"));
+            assert_eq!(
+                (img.mime.as_str(), img.source),
+                ("image/png", Source::Bytes(PNG.to_vec()))
+            );
+        }
+        let url = json!({"type": "image_url", "image_url": {"url": "https://x/y.jpg"}});
+        assert_eq!(
+            load(&url, &dir, vision).map(|i| i.source),
+            Ok(Source::Url("https://x/y.jpg".into()))
+        );
+        // a basic dict is no image of this format, and a vision dict none of the basic one
+        let basic = json!({"data:image/png;path": "a.png"});
+        let e = load(&basic, &dir, vision).err().map(|e| e.message);
+        assert!(e.is_some_and(|m| m.contains("image_file")));
+        assert!(!MessageFormat::Basic.is_image_ref(&url));
+        assert!(vision.is_image_ref(&url) && !vision.is_image_ref(&basic));
+        // three keys, an unknown type, a missing url: plain dicts
+        for v in [
+            json!({"type": "image_url", "image_url": {"url": "u"}, "x": 1}),
+            json!({"type": "image_x", "image_x": {"url": "u"}}),
+            json!({"type": "image_url", "image_url": {"path": "u"}}),
+        ] {
+            assert!(!vision.is_image_ref(&v), "{v}");
+        }
+        let bad = json!({"type": "image_url", "image_url": {"url": "not a url"}});
+        let e = load(&bad, &dir, vision).err().map(|e| e.message);
+        assert!(e.is_some_and(|m| m.contains("invalid image url")));
+        let nested = json!(["q", basic]);
+        assert!(load_nested(&nested, &dir, vision).is_err());
+        let nested = json!(["q", {"type": "text", "text": "t"}, {"type": "image_file", "image_file": {"path": "a.png"}}]);
+        let loaded = load_nested(&nested, &dir, vision).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded[1], json!({"type": "text", "text": "t"}));
+        assert_eq!(loaded[2], json!({"data:image/png;base64": b64}));
+    }
+
+    #[test]
+    fn openai_vision_persists_resolves_and_reads_back_its_references() {
+        let dir = std::env::temp_dir().join(format!("flow-image-vp-{}", std::process::id()));
+        let vision = MessageFormat::OpenaiVision;
+        let img = Image {
+            mime: "image/png".into(),
+            source: Source::Bytes(PNG.to_vec()),
+        };
+        let mut v =
+            json!({"out": [img.to_value(), "t"], "u": {"data:image/png;url": "https://x/y.png"}});
+        persist(&mut v, &dir, "images", vision).unwrap_or_else(|e| panic!("{e}"));
+        let path = v["out"][0]["image_file"]["path"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(v["out"][0]["type"], "image_file");
+        assert!(path.starts_with("images/") && path.ends_with(".png"), "{v}");
+        assert_eq!(std::fs::read(dir.join(&path)).ok().as_deref(), Some(PNG));
+        assert_eq!(
+            v["u"],
+            json!({"type": "image_url", "image_url": {"url": "https://x/y.png"}})
+        );
+        resolve_paths(&mut v, &dir, vision);
+        let abs = dir.join(&path).to_string_lossy().into_owned();
+        assert_eq!(v["out"][0]["image_file"]["path"], json!(abs));
+        from_records(&mut v, vision);
+        assert_eq!(v["out"][0], json!({"data:image/png;path": abs}));
+        assert_eq!(v["u"], json!({"data:image/png;url": "https://x/y.png"}));
+        assert_eq!(v["out"][1], json!("t"));
+        let mut r = img.to_value();
+        to_response(&mut r, vision);
+        assert_eq!(r["image_url"]["url"], json!(img.url()));
+        let rec = json!({"type": "image_file", "image_file": {"path": "images/x.jpg"}});
+        assert_eq!(
+            record_parts(&rec),
+            Some(("jpeg".to_string(), "path", "images/x.jpg"))
+        );
+    }
+
+    #[test]
+    fn message_formats_are_read_as_promptflow_reads_them() {
+        assert_eq!(
+            MessageFormat::parse("OpenAI-Vision"),
+            Some(MessageFormat::OpenaiVision)
+        );
+        assert_eq!(MessageFormat::parse("BASIC"), Some(MessageFormat::Basic));
+        assert_eq!(MessageFormat::parse("openai_vision"), None);
+        let mut vars = Map::new();
+        vars.insert(
+            "q".into(),
+            json!(["a", {"type": "text", "text": {"value": "b", "annotations": []}}]),
+        );
+        let before = vars.clone();
+        texts_to_strings(&mut vars, MessageFormat::Basic);
+        assert_eq!(vars, before);
+        texts_to_strings(&mut vars, MessageFormat::OpenaiVision);
+        assert_eq!(vars["q"], json!(["a", "b"]));
     }
 }

@@ -1,6 +1,7 @@
 //! What ran: the records of nodes, lines and aggregations, in the shape promptflow writes them
 //! (`.promptflow/flow.detail.json`, run directories), serialisable as JSON.
 
+use crate::image::MessageFormat;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -302,28 +303,44 @@ pub fn write_json_atomic(path: &Path, value: &Value) -> std::io::Result<()> {
 
 /// Write the images a line holds (inputs, outputs, node inputs and outputs) to files under
 /// `dir/sub`, and refer to them as `{"data:image/png;path": "sub/<hash>.png"}` (relative to
-/// `dir`), as promptflow persists multimedia data in run records.
-pub fn persist_images(line: &mut LineResult, dir: &Path, sub: &str) -> std::io::Result<()> {
-    persist_map(&mut line.inputs, dir, sub)?;
-    persist_map(&mut line.outputs, dir, sub)?;
-    persist_nodes(&mut line.nodes, dir, sub)
+/// `dir`; `{"type": "image_file", "image_file": {"path": ...}}` in an openai-vision flow), as
+/// promptflow persists multimedia data in run records.
+pub fn persist_images(
+    line: &mut LineResult,
+    dir: &Path,
+    sub: &str,
+    format: MessageFormat,
+) -> std::io::Result<()> {
+    persist_map(&mut line.inputs, dir, sub, format)?;
+    persist_map(&mut line.outputs, dir, sub, format)?;
+    persist_nodes(&mut line.nodes, dir, sub, format)
 }
 
 /// [`persist_images`] for node records (aggregation nodes).
-pub fn persist_nodes(nodes: &mut [NodeRun], dir: &Path, sub: &str) -> std::io::Result<()> {
+pub fn persist_nodes(
+    nodes: &mut [NodeRun],
+    dir: &Path,
+    sub: &str,
+    format: MessageFormat,
+) -> std::io::Result<()> {
     for n in nodes {
-        persist_map(&mut n.inputs, dir, sub)?;
+        persist_map(&mut n.inputs, dir, sub, format)?;
         if crate::image::contains_image(&n.output) {
-            crate::image::persist(&mut n.output, dir, sub)?;
+            crate::image::persist(&mut n.output, dir, sub, format)?;
         }
     }
     Ok(())
 }
 
-fn persist_map(m: &mut Map<String, Value>, dir: &Path, sub: &str) -> std::io::Result<()> {
+fn persist_map(
+    m: &mut Map<String, Value>,
+    dir: &Path,
+    sub: &str,
+    format: MessageFormat,
+) -> std::io::Result<()> {
     for v in m.values_mut() {
         if crate::image::contains_image(v) {
-            crate::image::persist(v, dir, sub)?;
+            crate::image::persist(v, dir, sub, format)?;
         }
     }
     Ok(())

@@ -213,7 +213,10 @@ pub fn write_merged_lines(shards: &[ShardRun], dest: &RunDir) -> Result<RunMeta,
     meta.offline = shards.iter().all(|s| s.meta.offline);
     run_store::write_meta(dest, &meta).map_err(io_at(&dest.path))?;
 
-    let writer = RunWriter::start(dest).map_err(io_at(&dest.path))?;
+    // The shards' records are written already (their images are files): the format only says
+    // how images held in memory would be referred to, and these lines hold none.
+    let writer =
+        RunWriter::start(dest, crate::image::MessageFormat::Basic).map_err(io_at(&dest.path))?;
     for shard in shards {
         copy_tree(&shard.dir.node_artifacts_dir(), &dest.node_artifacts_dir())?;
         // the shard's image files, which its line records refer to (named by content: shards
@@ -241,11 +244,16 @@ pub async fn finish_merge(
     let mut aggregation = None;
     if let Some(executor) = executor.filter(|e| !e.dag().aggregation_nodes.is_empty()) {
         let journal = run_store::read_journal(dest).map_err(io_at(&dest.path))?;
-        let lines =
-            run_store::succeeded_lines_with(dest, &journal, &executor.aggregation_dependencies())
-                .map_err(io_at(&dest.path))?;
+        let lines = run_store::succeeded_lines_with(
+            dest,
+            &journal,
+            &executor.aggregation_dependencies(),
+            executor.flow().message_format,
+        )
+        .map_err(io_at(&dest.path))?;
         let agg = executor.run_aggregation(&lines).await;
-        let writer = RunWriter::start(dest).map_err(io_at(&dest.path))?;
+        let writer =
+            RunWriter::start(dest, executor.flow().message_format).map_err(io_at(&dest.path))?;
         writer.aggregation(agg.clone()).map_err(io_at(&dest.path))?;
         writer.finish().map_err(io_at(&dest.path))?;
         aggregation = Some(agg);

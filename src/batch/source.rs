@@ -41,9 +41,10 @@ pub fn spawn_line_source(
     shard: Option<Shard>,
     capacity: usize,
     require_base_line: bool,
+    message_format: crate::image::MessageFormat,
 ) -> Result<LineSource, DataError> {
     let skipped = move |n: usize| skip.contains(&n) || shard.is_some_and(|s| !s.contains(n));
-    let reader = crate::data::open(data)?;
+    let reader = crate::data::open(data)?.with_message_format(message_format);
     let (tx, rx) = mpsc::channel((capacity / CHUNK).max(2));
     let handle = std::thread::Builder::new()
         .name("flow-data-reader".into())

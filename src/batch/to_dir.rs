@@ -82,7 +82,12 @@ fn kept_for_aggregation(
     if executor.dag().aggregation_nodes.is_empty() || shard {
         return Ok(Vec::new());
     }
-    run_store::succeeded_lines_with(dir, journal, &executor.aggregation_dependencies())
+    run_store::succeeded_lines_with(
+        dir,
+        journal,
+        &executor.aggregation_dependencies(),
+        executor.flow().message_format,
+    )
 }
 
 /// A finished batch: its record and what happened.
@@ -208,7 +213,13 @@ pub async fn run_to_dir(
         crate::data::count_rows(&batch.data).map_err(|e| DirBatchError::Data(e.to_string()))?;
     // Before anything is written or run: the dataset, as mapped, must feed the flow.
     let notices = crate::data::check_inputs(&batch.data, &batch.mapping, &flow.inputs)?;
-    crate::data::check_images(&batch.data, &batch.mapping, &flow.inputs, &flow.dir)?;
+    crate::data::check_images(
+        &batch.data,
+        &batch.mapping,
+        &flow.inputs,
+        &flow.dir,
+        flow.message_format,
+    )?;
     let shard = batch.shard.as_ref().map(|i| i.shard());
     let total = shard.map_or(rows, |s| s.lines_of(rows));
     let base = match &batch.base_run {
@@ -302,9 +313,11 @@ pub async fn run_to_dir(
         shard,
         batch.config.concurrency.max(1) * 2,
         batch.require_base_line,
+        flow.message_format,
     )
     .map_err(|e| DirBatchError::Data(e.to_string()))?;
-    let writer = RunWriter::start(dir).map_err(io_at("cannot write", &dir.path))?;
+    let writer =
+        RunWriter::start(dir, flow.message_format).map_err(io_at("cannot write", &dir.path))?;
     let tracer = batch
         .trace
         .clone()

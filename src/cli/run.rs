@@ -88,7 +88,9 @@ fn check_images(flow: &flow::model::Flow, given: &Map<String, Value>) -> Result<
         let Some(value) = given.get(name) else {
             continue;
         };
-        if let Err(e) = flow::executor::load_images(&input.ty, value.clone(), &flow.dir) {
+        if let Err(e) =
+            flow::executor::load_images(&input.ty, value.clone(), &flow.dir, flow.message_format)
+        {
             return Err(Failure::usage(format!(
                 "error: --inputs {name}: {e}\n  (a plain path is relative to the flow folder {})",
                 flow.dir.display()
@@ -204,12 +206,13 @@ async fn run_line(
     };
     // Images go to files under .promptflow/flow_outputs, as `pf flow test` keeps them.
     let records = executor.flow().dir.join(".promptflow");
-    let persisted =
-        flow::record::persist_images(&mut line, &records, "flow_outputs").and_then(|()| {
-            match aggregation.as_mut() {
-                Some(agg) => flow::record::persist_nodes(&mut agg.nodes, &records, "flow_outputs"),
-                None => Ok(()),
+    let format = executor.flow().message_format;
+    let persisted = flow::record::persist_images(&mut line, &records, "flow_outputs", format)
+        .and_then(|()| match aggregation.as_mut() {
+            Some(agg) => {
+                flow::record::persist_nodes(&mut agg.nodes, &records, "flow_outputs", format)
             }
+            None => Ok(()),
         });
     if let Err(e) = persisted {
         return Err(Failure::new(

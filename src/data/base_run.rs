@@ -187,8 +187,9 @@ impl Indexed {
             _ => return Err(changed()),
         };
         map.shift_remove("line_number");
-        // A run's image references (`{"data:image/png;path": "images/x.png"}`) are relative to
-        // its `flow_outputs/` folder, for outputs and inputs alike.
+        // A run's image references (`{"data:image/png;path": "images/x.png"}`, or
+        // `{"type": "image_file", "image_file": {"path": ...}}` from an openai-vision flow) are
+        // relative to its `flow_outputs/` folder, for outputs and inputs alike.
         if let Some(parent) = self.path.parent() {
             let images = if parent.file_name().is_some_and(|n| n == "flow_outputs") {
                 parent.to_path_buf()
@@ -196,7 +197,8 @@ impl Indexed {
                 parent.join("flow_outputs")
             };
             for v in map.values_mut() {
-                crate::image::resolve_paths(v, &images);
+                crate::image::resolve_paths(v, &images, crate::image::MessageFormat::Basic);
+                crate::image::resolve_paths(v, &images, crate::image::MessageFormat::OpenaiVision);
             }
         }
         Ok(Some(map))

@@ -229,6 +229,7 @@ pub fn check_images(
     mapping: &ColumnMapping,
     inputs: &IndexMap<String, FlowInput>,
     flow_dir: &Path,
+    format: crate::image::MessageFormat,
 ) -> Result<(), Box<InputsError>> {
     use crate::model::ValueType;
     let may_hold =
@@ -236,7 +237,9 @@ pub fn check_images(
     if !inputs.values().any(|i| may_hold(&i.ty)) {
         return Ok(());
     }
-    let reader = super::open(data).map_err(|e| Box::new(InputsError::Data(e)))?;
+    let reader = super::open(data)
+        .map_err(|e| Box::new(InputsError::Data(e)))?
+        .with_message_format(format);
     for row in reader.flatten() {
         let Ok(given) = mapping.apply(inputs, &row, None) else {
             continue;
@@ -251,7 +254,7 @@ pub fn check_images(
             let Ok(value) = input.ty.coerce(value) else {
                 continue;
             };
-            if let Err(e) = crate::executor::load_images(&input.ty, value, flow_dir) {
+            if let Err(e) = crate::executor::load_images(&input.ty, value, flow_dir, format) {
                 return Err(Box::new(InputsError::BadImage {
                     data: data.to_path_buf(),
                     row: row.row,

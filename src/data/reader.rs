@@ -76,6 +76,7 @@ pub fn open(path: &Path) -> Result<DataReader, DataError> {
         format,
         inner,
         dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        message_format: crate::image::MessageFormat::Basic,
         fatal: None,
         next_line_number: 0,
     })
@@ -160,11 +161,19 @@ pub struct DataReader {
     inner: Inner,
     /// The data file's folder: a `{"data:image/png;path": P}` in a row is relative to it.
     dir: std::path::PathBuf,
+    /// Which image dicts' paths are taken relative to `dir`: the flow's message format.
+    message_format: crate::image::MessageFormat,
     fatal: Option<DataError>,
     next_line_number: usize,
 }
 
 impl DataReader {
+    /// Read image dicts in the flow's message format (promptflow resolves only those).
+    pub fn with_message_format(mut self, format: crate::image::MessageFormat) -> Self {
+        self.message_format = format;
+        self
+    }
+
     /// The file's format.
     pub fn format(&self) -> Format {
         self.format
@@ -192,7 +201,7 @@ impl Iterator for DataReader {
             Step::Row(mut row) => {
                 self.next_line_number = row.line_number + 1;
                 for v in row.values.values_mut() {
-                    crate::image::resolve_paths(v, &self.dir);
+                    crate::image::resolve_paths(v, &self.dir, self.message_format);
                 }
                 Some(Ok(row))
             }

@@ -659,7 +659,7 @@ mod tests {
         std::fs::write(&data, rows).unwrap();
         let base = RunDir::new(root.join("runs").join("main"));
         std::fs::create_dir_all(&base.path).unwrap();
-        let writer = RunWriter::start(&base).unwrap();
+        let writer = RunWriter::start(&base, crate::image::MessageFormat::Basic).unwrap();
         for (n, answer) in answers.iter().enumerate() {
             let line: LineResult = serde_json::from_value(json!({
                 "line_number": n,

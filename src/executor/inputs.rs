@@ -30,7 +30,7 @@ pub fn resolve_flow_inputs(
                 }
             },
         };
-        let value = load_images(&input.ty, value, &flow.dir)
+        let value = load_images(&input.ty, value, &flow.dir, flow.message_format)
             .map_err(|e| ErrorInfo::new(ErrorKind::Input, format!("flow input `{name}`: {e}")))?;
         out.insert(name.clone(), value);
     }
@@ -44,18 +44,22 @@ pub fn resolve_flow_inputs(
 
 /// Load the images of an input as promptflow's `load_multimedia_data` does: an `image` input
 /// becomes the image (from a path relative to `dir`, a URL, base64 or a multimedia dict), and
-/// multimedia dicts inside a `list` or `object` input become images too. `null` stays `null`.
+/// multimedia dicts inside a `list` or `object` input become images too — dicts of the flow's
+/// message `format`. `null` stays `null`.
 pub fn load_images(
     ty: &crate::model::ValueType,
     value: Value,
     dir: &std::path::Path,
+    format: crate::image::MessageFormat,
 ) -> Result<Value, crate::image::ImageError> {
     use crate::model::ValueType;
     match ty {
         _ if value.is_null() => Ok(value),
-        ValueType::Image => Ok(crate::image::load(&value, dir)?.to_value()),
-        ValueType::List | ValueType::Object if crate::image::contains_image(&value) => {
-            crate::image::load_nested(&value, dir)
+        ValueType::Image => Ok(crate::image::load(&value, dir, format)?.to_value()),
+        ValueType::List | ValueType::Object
+            if format.contains_image_ref(&value) || crate::image::contains_image(&value) =>
+        {
+            crate::image::load_nested(&value, dir, format)
         }
         _ => Ok(value),
     }

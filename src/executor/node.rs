@@ -130,6 +130,7 @@ impl Executor {
                 let mut vars = inputs.values.clone();
                 let template = given_template(node, template, &mut vars, "template")?;
                 // An image prints as promptflow's `str(image)`: `Image(1a2b3c4d)`.
+                crate::image::texts_to_strings(&mut vars, self.flow.message_format);
                 crate::image::to_markers(&mut vars);
                 let rendered = render(&template, &vars, &inputs.tainted)
                     .await
@@ -150,6 +151,7 @@ impl Executor {
                     split_parameters(&inputs.values)
                 };
                 let template = given_template(node, template, &mut vars, "prompt")?;
+                crate::image::texts_to_strings(&mut vars, self.flow.message_format);
                 let images = crate::image::to_markers(&mut vars);
                 let rendered = render(&template, &vars, &inputs.tainted)
                     .await
@@ -303,6 +305,7 @@ impl Executor {
                     flex: self.flow.flex.is_some() && !node.aggregation,
                     node: node.name.clone(),
                     stream: stream.and_then(|s| s.pieces.clone()),
+                    message_format: self.flow.message_format,
                 };
                 let result = pool.call(call).await.map_err(|e| python_error(node, e))?;
                 let mut out = NodeOutcome::value(result.output);

@@ -792,7 +792,7 @@ async fn prepare_python(
         // base64), as promptflow's tool resolver loads it before the flow runs.
         if param.annotation.as_deref() == Some("Image") {
             if let Some(ValueSource::Literal(v @ Value::String(_))) = provided {
-                match crate::image::load(v, &flow.dir) {
+                match crate::image::load(v, &flow.dir, flow.message_format) {
                     Ok(image) => {
                         images.insert(param.name.clone(), image.to_value());
                     }

@@ -335,8 +335,8 @@ fn preflight(
                      what: String,
                      data: &std::path::Path,
                      mappings: &Map<String, Json>,
-                     inputs: &indexmap::IndexMap<String, crate::model::FlowInput>,
-                     flow_dir: &std::path::Path| {
+                     flow: &crate::model::Flow| {
+        let inputs = &flow.inputs;
         let mapping = match ColumnMapping::from_map(mappings) {
             Ok(m) => m,
             Err(e) => {
@@ -350,7 +350,9 @@ fn preflight(
             return;
         }
         // every row's image inputs, as a single run checks them
-        if let Err(e) = crate::data::check_images(data, &mapping, inputs, flow_dir) {
+        if let Err(e) =
+            crate::data::check_images(data, &mapping, inputs, &flow.dir, flow.message_format)
+        {
             problems.push(origin.error(format!("{what}: {e}")));
         }
     };
@@ -367,8 +369,7 @@ fn preflight(
                 format!("dataset `{}` (variant {})", dataset.name, v.plan.id),
                 &dataset.source,
                 &dataset.mappings,
-                &v.flow.inputs,
-                &v.flow.dir,
+                &v.flow,
             );
         }
     }
@@ -380,8 +381,7 @@ fn preflight(
                 format!("evaluator `{}`, dataset `{}`", e.name, d.name),
                 &d.source,
                 &d.mappings,
-                &exec.flow().inputs,
-                &exec.flow().dir,
+                exec.flow(),
             );
         }
     }

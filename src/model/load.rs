@@ -372,24 +372,34 @@ impl Loader {
                 );
             }
         }
-        // promptflow's second multimedia format: its images would reach tools as plain dicts
-        match map.get("message_format") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(f)) if f == "basic" => {}
-            Some(other) => {
-                let shown = match other {
-                    Value::String(s) => s.clone(),
-                    v => v.to_string(),
-                };
-                self.error(
-                    "message_format",
-                    format!(
-                        "`message_format: {shown}` is not supported: flow reads images in promptflow's basic format only (`{{\"data:image/png;url\": ...}}`)"
-                    ),
-                    Some("remove `message_format` and give images as `data:image/<type>;path|url|base64` dicts (docs/flows.md#images)"),
-                );
-            }
-        }
+    }
+
+    /// promptflow's `message_format` (`MultimediaProcessor.create`): `basic` (the default) or
+    /// `openai-vision`, in any case; anything else is refused at the value.
+    fn message_format(&mut self, map: &Map<String, Value>) -> crate::image::MessageFormat {
+        use crate::image::MessageFormat;
+        let shown = match map.get("message_format") {
+            None | Some(Value::Null) => return MessageFormat::Basic,
+            Some(Value::String(f)) => match MessageFormat::parse(f) {
+                Some(format) => return format,
+                None => f.clone(),
+            },
+            Some(other) => other.to_string(),
+        };
+        let names = MessageFormat::NAMES;
+        let help = match closest(&shown, names.iter().copied()) {
+            Some(c) => format!(
+                "did you mean `{c}`? The formats are `{}`",
+                names.join("`, `")
+            ),
+            None => format!("the formats are `{}`", names.join("`, `")),
+        };
+        self.error(
+            "message_format",
+            format!("`message_format: {shown}` is not a message format"),
+            Some(&help),
+        );
+        MessageFormat::Basic
     }
 
     fn flow(&mut self, root: &Value, dir: PathBuf) -> Flow {
@@ -418,6 +428,7 @@ impl Loader {
         };
         self.unknown_keys(map, "", TOP_LEVEL_KEYS, "the flow");
         self.refuse_what_cannot_run(map);
+        let message_format = self.message_format(map);
 
         let flex = match map.get("entry") {
             Some(entry) => self.flex_entry(entry, map),
@@ -534,6 +545,7 @@ impl Loader {
             selected_variants: IndexMap::new(),
             warnings: Vec::new(),
             flex,
+            message_format,
             index: self.index.clone(),
         }
     }

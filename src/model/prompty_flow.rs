@@ -124,6 +124,7 @@ pub fn flow_from_prompty(file: &Path, text: &str) -> Result<Flow, LoadError> {
         selected_variants: IndexMap::new(),
         flex: None,
         warnings: Vec::new(),
+        message_format: crate::image::MessageFormat::Basic,
         index: YamlIndex::build(text),
     })
 }

@@ -317,6 +317,8 @@ pub struct Flow {
     /// node, named after the function, whose inputs are the flow inputs, and its outputs are
     /// whatever the function returns (see [`FlexEntry`]); `outputs` stays empty.
     pub flex: Option<FlexEntry>,
+    /// promptflow's `message_format`: which dicts are images, and how records refer to them.
+    pub message_format: crate::image::MessageFormat,
     pub(crate) index: YamlIndex,
 }
 

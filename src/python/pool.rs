@@ -61,6 +61,9 @@ struct Request<'a> {
     /// Stream a generator the tool returns (see [`PythonCall::stream`]).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
+    /// Sent only when not promptflow's default, `basic`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_format: Option<&'static str>,
 }
 
 /// The error of a worker's reply (`{"ok": false, "error": {...}}`), for calls and for
@@ -147,6 +150,7 @@ impl PythonPool {
             connections: None,
             bypassed: &[],
             stream: false,
+            message_format: None,
         };
         self.round_trip(&request, None, None, |line, _| {
             let reply: InspectReply = parse(line)?;
@@ -173,6 +177,8 @@ impl PythonPool {
             connections: (!call.connections.is_empty()).then_some(&call.connections),
             bypassed: &call.bypassed,
             stream: call.stream.is_some(),
+            message_format: (call.message_format != crate::image::MessageFormat::Basic)
+                .then(|| call.message_format.as_str()),
         };
         let function = call.function.as_deref();
         let mut session = self.inner.host.as_deref().map(|handler| HostSession {
@@ -227,6 +233,7 @@ impl PythonPool {
                     connections: None,
                     bypassed: &[],
                     stream: false,
+                    message_format: None,
                 };
                 let mut bytes =
                     serde_json::to_vec(&request).map_err(|e| PythonError::Protocol {

@@ -70,6 +70,10 @@ pub struct PythonCall {
     pub flex: bool,
     /// The node making the call (named in host requests' messages and cache descriptions).
     pub node: String,
+    /// The flow's message format: in `openai-vision`, `{"type": "text", "text": ...}` dicts
+    /// reach the tool as `promptflow.contracts.multimedia.Text`, and a `Text` it returns goes
+    /// back as that dict.
+    pub message_format: crate::image::MessageFormat,
     /// Where a generator the tool returns streams to, piece by piece as it yields (`flow serve`
     /// with an event stream): `None` joins it into one string, as promptflow does for a run.
     /// The channel should be bounded: the worker waits for each piece to be queued before it

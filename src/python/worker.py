@@ -550,9 +550,42 @@ def _image_json(image):
     return {"data:%s;base64" % mime: image.to_base64()}
 
 
+def _load_text(value):
+    """In an openai-vision flow, {"type": "text", "text": ...} dicts inside a value become Text
+    objects (promptflow's TextProcessor)."""
+    if isinstance(value, dict):
+        if _is_text_dict(value):
+            return _multimedia.Text.deserialize(value)
+        return {k: _load_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_load_text(v) for v in value]
+    return value
+
+
+def _is_text_dict(value):
+    if len(value) != 2 or value.get("type") != "text" or "text" not in value:
+        return False
+    text = value["text"]
+    return isinstance(text, str) or (isinstance(text, dict) and isinstance(text.get("value"), str))
+
+
+def _serialize_text(value):
+    """A Text a tool returns goes back as its dict, as promptflow's openai-vision processor
+    persists it."""
+    if isinstance(value, _multimedia.Text):
+        return value.serialize()
+    if isinstance(value, dict):
+        return {k: _serialize_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_serialize_text(v) for v in value]
+    return value
+
+
 def _build_kwargs(t, request):
     f, params, by_name = t.f, t.params, t.by_name
     kwargs = _load_images(request.get("kwargs") or {})
+    if request.get("message_format") == "openai-vision":
+        kwargs = _load_text(kwargs)
     for name in request.get("bypassed") or ():
         p = by_name.get(name)
         if p is not None and p.default is not p.empty:
@@ -893,6 +926,8 @@ def _call(request, flex=False):
             f, kwargs = t.bind(kwargs, request)
         stream = bool(request.get("stream"))
         output = _run(f, kwargs, join=not stream)
+        if request.get("message_format") == "openai-vision":
+            output = _serialize_text(output)
         if flex:
             output = _flex_output(output, stream=stream)
         else:

@@ -702,10 +702,10 @@ pub const IMAGE_EMBED_CAP: u64 = 256 * 1024;
 
 /// The thumbnail of an image value, read from the first of `dirs` (run folders) that holds
 /// it: a `;path` is relative to the run's `flow_outputs/` (where `flow` writes images), a
-/// `;base64` is embedded as it is, a `;url` is named only (the report fetches nothing).
+/// `;base64` is embedded as it is, a `;url` is named only (the report fetches nothing). The
+/// openai-vision forms (`image_file`, `image_url`) are read the same way.
 fn thumbnail(value: &Value, dirs: &[&str]) -> Option<DataImage> {
-    let (sub, kind, data) = crate::image::dict_parts(value)?;
-    let data = data.as_str()?;
+    let (sub, kind, data) = crate::image::record_parts(value)?;
     let mime = format!("image/{sub}");
     let cap_note = |size: u64, what: &str| {
         format!(
@@ -898,7 +898,7 @@ fn data(report: &Report) -> Data<'_> {
                 .flat_map(|cell| c.outputs.iter().filter_map(|k| cell.outputs.get(k))),
         );
         for v in values {
-            if !crate::image::is_image_dict(v) {
+            if crate::image::record_parts(v).is_none() {
                 continue;
             }
             let text = strings.add(value_text(v));

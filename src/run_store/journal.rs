@@ -130,6 +130,7 @@ pub fn succeeded_lines_with(
     dir: &RunDir,
     journal: &Journal,
     nodes: &std::collections::HashSet<String>,
+    format: crate::image::MessageFormat,
 ) -> std::io::Result<Vec<LineResult>> {
     let mut out = Vec::new();
     journal.for_each(|mut line| {
@@ -153,17 +154,17 @@ pub fn succeeded_lines_with(
                 Err(e) => return Err(e),
             }
         }
-        // The records refer to images as files under the run's `flow_outputs/`: the
-        // aggregation opens them from there.
+        // The records refer to images as files under the run's `flow_outputs/` (in the flow's
+        // message format): the aggregation opens them from there.
         let images = dir.path.join("flow_outputs");
-        for v in line.inputs.values_mut() {
-            crate::image::resolve_paths(v, &images);
-        }
+        let resolve = |v: &mut serde_json::Value| {
+            crate::image::resolve_paths(v, &images, format);
+            crate::image::from_records(v, format);
+        };
+        line.inputs.values_mut().for_each(resolve);
         for node in &mut line.nodes {
-            crate::image::resolve_paths(&mut node.output, &images);
-            for v in node.inputs.values_mut() {
-                crate::image::resolve_paths(v, &images);
-            }
+            resolve(&mut node.output);
+            node.inputs.values_mut().for_each(resolve);
         }
         out.push(line);
         Ok(())

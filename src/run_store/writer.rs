@@ -2,6 +2,7 @@
 //! artifacts, the journal, outputs, inputs) with one `write` per record. Then `finalize` rewrites
 //! the outputs in line order and writes `metrics.json`, `error.json` and `meta.json`.
 
+use crate::image::MessageFormat;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -37,8 +38,9 @@ pub struct RunWriter {
 }
 
 impl RunWriter {
-    /// Create the run's folders and start the writer thread.
-    pub fn start(dir: &RunDir) -> io::Result<RunWriter> {
+    /// Create the run's folders and start the writer thread. Images are referred to in the
+    /// flow's `format`.
+    pub fn start(dir: &RunDir, format: MessageFormat) -> io::Result<RunWriter> {
         for d in [
             dir.path.join("flow_outputs"),
             dir.node_artifacts_dir(),
@@ -53,7 +55,7 @@ impl RunWriter {
         let handle = std::thread::Builder::new()
             .name("flow-run-writer".into())
             .spawn(move || {
-                let written = write_all(dir, rx, &released);
+                let written = write_all(dir, rx, &released, format);
                 // Nobody waits for room any more once the writer stopped (an error).
                 released.close();
                 written
@@ -121,8 +123,13 @@ impl Drop for RunWriter {
 
 /// The writer thread's loop: write every message until the channel closes, giving back the
 /// backlog permits of each batch once it is written.
-fn write_all(dir: RunDir, rx: mpsc::Receiver<Message>, backlog: &Semaphore) -> io::Result<()> {
-    let mut state = WriterState::new(dir)?;
+fn write_all(
+    dir: RunDir,
+    rx: mpsc::Receiver<Message>,
+    backlog: &Semaphore,
+    format: MessageFormat,
+) -> io::Result<()> {
+    let mut state = WriterState::new(dir, format)?;
     for message in rx {
         match message {
             Message::Lines(lines, held) => {
@@ -139,6 +146,8 @@ fn write_all(dir: RunDir, rx: mpsc::Receiver<Message>, backlog: &Semaphore) -> i
 
 struct WriterState {
     dir: RunDir,
+    /// How the records refer to images.
+    format: MessageFormat,
     /// The run's name, as every journal record carries it.
     run_name: String,
     node_dirs: HashSet<String>,
@@ -171,8 +180,9 @@ fn append(path: &Path) -> io::Result<File> {
 }
 
 impl WriterState {
-    fn new(dir: RunDir) -> io::Result<Self> {
+    fn new(dir: RunDir, format: MessageFormat) -> io::Result<Self> {
         Ok(WriterState {
+            format,
             outputs: append(&dir.output_file())?,
             inputs: append(&dir.inputs_file())?,
             run_name: dir.name(),
@@ -213,7 +223,12 @@ impl WriterState {
     /// succeeded) its outputs. Records borrow from the line: nothing is copied to write it.
     fn line(&mut self, mut line: LineResult) -> io::Result<()> {
         // Images go to files next to the outputs; the records refer to them.
-        crate::record::persist_images(&mut line, &self.dir.path.join("flow_outputs"), "images")?;
+        crate::record::persist_images(
+            &mut line,
+            &self.dir.path.join("flow_outputs"),
+            "images",
+            self.format,
+        )?;
         let nodes = std::mem::take(&mut line.nodes);
         for node in &nodes {
             self.node_record(node, line.line_number)?;
@@ -247,7 +262,12 @@ impl WriterState {
 
     fn aggregation(&mut self, agg: &AggregationResult) -> io::Result<()> {
         let mut nodes = agg.nodes.clone();
-        crate::record::persist_nodes(&mut nodes, &self.dir.path.join("flow_outputs"), "images")?;
+        crate::record::persist_nodes(
+            &mut nodes,
+            &self.dir.path.join("flow_outputs"),
+            "images",
+            self.format,
+        )?;
         for node in &nodes {
             self.node_record(node, 0)?;
         }
@@ -429,7 +449,7 @@ mod tests {
     async fn a_writer_stopped_by_an_error_never_holds_the_batch_waiting_for_room() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path().join("run"));
-        let writer = RunWriter::start(&run).unwrap();
+        let writer = RunWriter::start(&run, MessageFormat::Basic).unwrap();
         // The journal's folder becomes a file: the writer's first line fails.
         std::fs::remove_dir_all(run.flow_artifacts_dir()).unwrap();
         std::fs::write(run.flow_artifacts_dir(), "not a folder").unwrap();

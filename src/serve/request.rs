@@ -58,9 +58,17 @@ pub fn flow_inputs(flow: &Flow, body: &[u8]) -> Result<Map<String, Value>, Strin
         match given.get(name) {
             Some(v) => match input.ty.coerce(v) {
                 // A request must not make the server read its own files.
-                Ok(v) if crate::image::names_a_file(&input.ty, &v) => problems.push(format!(
-                    "input `{name}`: a served flow takes images as base64 (or a data:image/...;base64 URI, or {{\"data:image/png;base64\": ...}}) or an http(s) URL, never a file path on the server"
-                )),
+                Ok(v) if crate::image::names_a_file(&input.ty, &v, flow.message_format) => {
+                    let dict = match flow.message_format {
+                        crate::image::MessageFormat::Basic => "{\"data:image/png;base64\": ...}",
+                        crate::image::MessageFormat::OpenaiVision => {
+                            "{\"type\": \"image_url\", \"image_url\": {\"url\": ...}}"
+                        }
+                    };
+                    problems.push(format!(
+                        "input `{name}`: a served flow takes images as base64 (or a data:image/...;base64 URI, or {dict}) or an http(s) URL, never a file path on the server"
+                    ))
+                }
                 Ok(v) => {
                     inputs.insert(name.clone(), v);
                 }

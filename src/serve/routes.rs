@@ -252,7 +252,11 @@ async fn score(
                     log_failure(&state, e);
                     ApiError::from_line_error(e).into_response()
                 }
-                None => crate::non_finite::json_response(&Value::Object(line.outputs)),
+                None => {
+                    let mut outputs = Value::Object(line.outputs);
+                    crate::image::to_response(&mut outputs, executor.flow().message_format);
+                    crate::non_finite::json_response(&outputs)
+                }
             };
             if let Some(id) = trace {
                 response.extensions_mut().insert(TraceId(id));

@@ -84,9 +84,13 @@ pub(super) fn respond(
                     let status = e.status.as_u16();
                     (Err(e), status, None)
                 }
-                Ok(line) => {
+                Ok(mut line) => {
                     state.metrics.record_line(&line, started.elapsed());
                     let trace = super::routes::trace_line(&state, &headers, &line, true);
+                    let format = executor.flow().message_format;
+                    for v in line.outputs.values_mut() {
+                        crate::image::to_response(v, format);
+                    }
                     let status = match &line.error {
                         Some(e) => {
                             super::routes::log_failure(&state, e);

@@ -632,3 +632,511 @@ fn merged_shards_keep_their_image_files_and_the_aggregation_opens_them() {
         );
     }
 }
+
+// --- message_format: openai-vision (promptflow's OpenaiVisionMultimediaProcessor) ---------------
+
+/// Bytes that start as a JPEG does (what promptflow and `flow` read a type from), so the
+/// `.jpg` naming and the `image/jpeg` type are exercised next to the PNGs.
+fn jpeg(seed: u8) -> Vec<u8> {
+    let mut b = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00".to_vec();
+    b.extend(std::iter::repeat_n(seed, 64));
+    b.extend_from_slice(b"\xff\xd9");
+    b
+}
+
+/// promptflow's `chat_flow_with_openai_vision_image`, with a text part in the question.
+const VISION_CHAT_FLOW: &str = r#"message_format: openai-vision
+inputs:
+  chat_history:
+    type: list
+    default:
+    - inputs:
+        question:
+        - the first question
+        - type: image_file
+          image_file:
+            path: logo.jpg
+      outputs:
+        answer:
+        - type: image_file
+          image_file:
+            path: logo.jpg
+    is_chat_history: true
+  question:
+    type: list
+    default:
+    - type: text
+      text: the third question
+    - type: image_file
+      image_file:
+        path: logo.jpg
+    - type: image_file
+      image_file:
+        path: logo_2.png
+    is_chat_input: true
+outputs:
+  answer:
+    type: string
+    reference: ${mock_chat_node.output}
+    is_chat_output: true
+nodes:
+- name: mock_chat_node
+  type: python
+  source:
+    type: code
+    path: mock_chat.py
+  inputs:
+    chat_history: ${inputs.chat_history}
+    question: ${inputs.question}
+"#;
+
+const VISION_CHAT_TOOL: &str = r#"
+from promptflow.core import tool
+from promptflow.contracts.multimedia import Image, Text
+
+
+@tool
+def mock_chat(chat_history: list, question: list):
+    ensure_image_in_list(question, "question")
+    for item in chat_history:
+        ensure_image_in_list(item["inputs"]["question"], "inputs of chat history")
+        ensure_image_in_list(item["outputs"]["answer"], "outputs of chat history")
+    texts = [item for item in question if isinstance(item, Text)]
+    assert texts == ["the third question"] and isinstance(texts[0], str), question
+    res = [item for item in question if isinstance(item, Image)]
+    res.append("text response")
+    res.append(texts[0])
+    return res
+
+
+def ensure_image_in_list(value: list, name: str):
+    if not any(isinstance(item, Image) for item in value):
+        raise Exception(f"No image found in {name}, you should include at least one image in your {name}.")
+"#;
+
+/// The image a `{"type": "image_file", ...}` reference names, under `base`.
+fn image_file(reference: &Value, base: &std::path::Path) -> Vec<u8> {
+    assert_eq!(reference["type"], "image_file", "{reference}");
+    assert_eq!(
+        reference.as_object().map(|m| m.len()),
+        Some(2),
+        "{reference}"
+    );
+    let path = reference["image_file"]["path"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a path: {reference}"));
+    std::fs::read(base.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn an_openai_vision_chat_flow_gives_its_python_tool_images_and_texts_and_records_them_in_its_shape()
+{
+    let ctx = TestContext::new();
+    let (logo, logo_2) = (jpeg(7), png(2, 3, [10, 20, 30]));
+    ctx.flow(
+        "chat",
+        &[
+            ("flow.dag.yaml", VISION_CHAT_FLOW),
+            ("mock_chat.py", VISION_CHAT_TOOL),
+        ],
+    );
+    std::fs::write(ctx.root().join("chat/logo.jpg"), &logo).unwrap();
+    std::fs::write(ctx.root().join("chat/logo_2.png"), &logo_2).unwrap();
+
+    // one line, on the defaults: as `pf flow test`, under .promptflow/flow_outputs
+    let run = ctx.run(&["run", "chat", "--output", "json"]);
+    run.expect_code(0);
+    let answer = run.json()["outputs"]["answer"].clone();
+    let records = ctx.root().join("chat/.promptflow");
+    assert_eq!(answer.as_array().map(Vec::len), Some(4), "{answer:#}");
+    assert_eq!(image_file(&answer[0], &records), logo);
+    assert_eq!(image_file(&answer[1], &records), logo_2);
+    let first = answer[0]["image_file"]["path"].as_str().unwrap_or_default();
+    assert!(
+        first.starts_with("flow_outputs/") && first.ends_with(".jpg"),
+        "{first}"
+    );
+    assert_eq!(answer[2], json!("text response"));
+    // a Text the tool returns goes back as promptflow's text part
+    assert_eq!(
+        answer[3],
+        json!({"type": "text", "text": "the third question"})
+    );
+
+    // a batch: image_file paths in the dataset are relative to its folder, image_url takes a
+    // data URI; the records refer to the files under flow_outputs/ in the same shape
+    std::fs::create_dir_all(ctx.root().join("data/pics")).unwrap();
+    std::fs::write(ctx.root().join("data/pics/a.jpg"), &logo).unwrap();
+    let uri = format!("data:image/png;base64,{}", STANDARD.encode(&logo_2));
+    let row = json!({
+        "chat_history": [{
+            "inputs": {"question": ["q1", {"type": "image_file", "image_file": {"path": "pics/a.jpg"}}]},
+            "outputs": {"answer": [{"type": "image_url", "image_url": {"url": uri}}]},
+        }],
+        "question": [{"type": "text", "text": "the third question"},
+                     {"type": "image_url", "image_url": {"url": uri}}],
+    });
+    ctx.write("data/rows.jsonl", &format!("{row}\n"));
+    ctx.run(&["run", "chat", "--data", "data/rows.jsonl", "--name", "v"])
+        .expect_code(0);
+    let run_dir = ctx.root().join(".flow/runs/v");
+    let outputs = std::fs::read_to_string(run_dir.join("flow_outputs/output.jsonl")).unwrap();
+    let line: Value = serde_json::from_str(outputs.trim()).unwrap();
+    let answer = &line["answer"];
+    let base = run_dir.join("flow_outputs");
+    assert_eq!(image_file(&answer[0], &base), logo_2, "{line}");
+    let path = answer[0]["image_file"]["path"].as_str().unwrap_or_default();
+    assert!(
+        path.starts_with("images/") && path.ends_with(".png"),
+        "{path}"
+    );
+    assert_eq!(
+        &answer.as_array().unwrap()[1..],
+        &[
+            json!("text response"),
+            json!({"type": "text", "text": "the third question"})
+        ]
+    );
+    let inputs = std::fs::read_to_string(run_dir.join("inputs.jsonl")).unwrap();
+    let recorded: Value = serde_json::from_str(inputs.trim()).unwrap();
+    let history = &recorded["chat_history"][0];
+    assert_eq!(image_file(&history["inputs"]["question"][1], &base), logo);
+    assert_eq!(image_file(&history["outputs"]["answer"][0], &base), logo_2);
+    assert!(!inputs.contains(&STANDARD.encode(&logo_2)), "{inputs}");
+}
+
+const VISION_TEMPLATE_CHAT: &str = "# system:\nYou see.\n{% for item in chat_history %}\n# user:\n{% for part in item.inputs.question %}{{part}}\n{% endfor %}\n# assistant:\n{{item.outputs.answer}}\n{% endfor %}\n# user:\n{% for part in question %}{{part}}\n{% endfor %}\n";
+
+#[test]
+fn an_openai_vision_llm_node_sends_its_images_and_chat_history_as_content_parts() {
+    let ctx = TestContext::with_mock();
+    let (red, blue) = (png(1, 1, [255, 0, 0]), png(1, 1, [0, 0, 255]));
+    ctx.flow(
+        "ask",
+        &[
+            (
+                "flow.dag.yaml",
+                "message_format: openai-vision\ninputs:\n  chat_history: {type: list, default: [], is_chat_history: true}\n  question: {type: list, is_chat_input: true}\noutputs:\n  answer: {reference: '${ask.output}', is_chat_output: true}\nnodes:\n- name: ask\n  type: llm\n  source: {type: code, path: ask.jinja2}\n  connection: open_ai_connection\n  api: chat\n  inputs: {model: gpt-4o, deployment_name: gpt-4o, chat_history: '${inputs.chat_history}', question: '${inputs.question}'}\n",
+            ),
+            ("ask.jinja2", VISION_TEMPLATE_CHAT),
+        ],
+    );
+    std::fs::write(ctx.root().join("ask/blue.png"), &blue).unwrap();
+    let red_uri = format!("data:image/png;base64,{}", STANDARD.encode(&red));
+    let blue_uri = format!("data:image/png;base64,{}", STANDARD.encode(&blue));
+    let cat = "https://example.com/cat.jpg";
+    ctx.write(
+        "inputs.json",
+        &json!({
+            "chat_history": [{
+                "inputs": {"question": [{"type": "text", "text": "what is this?"},
+                                        {"type": "image_url", "image_url": {"url": red_uri}}]},
+                "outputs": {"answer": "a red square"},
+            }],
+            "question": ["and these?",
+                         {"type": "image_file", "image_file": {"path": "blue.png"}},
+                         {"type": "image_url", "image_url": {"url": cat}}],
+        })
+        .to_string(),
+    );
+    ctx.mock()
+        .push(crate::support::mock_llm::MockReply::text("text response"));
+    let run = ctx.run(&["run", "ask", "--inputs", "inputs.json", "--output", "json"]);
+    run.expect_code(0);
+    assert_eq!(run.json()["outputs"]["answer"], json!("text response"));
+    let body = &ctx.mock().requests()[0].body;
+    let part =
+        |url: &str| json!({"type": "image_url", "image_url": {"url": url, "detail": "auto"}});
+    assert_eq!(
+        body["messages"],
+        json!([
+            {"role": "system", "content": "You see."},
+            {"role": "user", "content": [{"type": "text", "text": "what is this?"}, part(&red_uri)]},
+            {"role": "assistant", "content": "a red square"},
+            {"role": "user", "content": [{"type": "text", "text": "and these?"}, part(&blue_uri), part(cat)]},
+        ]),
+        "{body:#}"
+    );
+}
+
+/// promptflow's `python_tool_with_openai_vision_image` (one image picked twice), with an
+/// aggregation node that opens every line's image.
+const VISION_PICK_FLOW: &str = r#"inputs:
+  image:
+    type: image
+    default: logo.jpg
+outputs:
+  output:
+    type: image
+    reference: ${python_node_2.output}
+    is_chat_output: true
+nodes:
+  - name: python_node
+    type: python
+    source:
+      type: code
+      path: pick_an_image.py
+    inputs:
+      image_1: ${inputs.image}
+      image_2: ${inputs.image}
+  - name: python_node_2
+    type: python
+    source:
+      type: code
+      path: pick_an_image.py
+    inputs:
+      image_1: ${python_node.output}
+      image_2: ${python_node.output}
+  - name: count
+    type: python
+    source:
+      type: code
+      path: count.py
+    inputs:
+      images: ${python_node_2.output}
+    aggregation: true
+message_format: openai-vision
+"#;
+
+const PICK_AN_IMAGE: &str = "import random\n\nfrom promptflow.contracts.multimedia import Image\nfrom promptflow import tool\n\n\n@tool\ndef pick_an_image(image_1: Image, image_2: Image) -> Image:\n    assert isinstance(image_1, Image) and isinstance(image_2, Image), (type(image_1), type(image_2))\n    if random.choice([True, False]):\n        return image_1\n    else:\n        return image_2\n";
+
+const COUNT_IMAGES: &str = "from promptflow.contracts.multimedia import Image\nfrom promptflow.core import log_metric, tool\n\n@tool\ndef count(images: list):\n    assert all(isinstance(i, Image) for i in images), [type(i) for i in images]\n    log_metric('bytes', sum(len(bytes(i)) for i in images))\n    log_metric('images', len(images))\n";
+
+fn vision_pick_flow(ctx: &TestContext) -> Vec<u8> {
+    let logo = jpeg(3);
+    ctx.flow(
+        "pick",
+        &[
+            ("flow.dag.yaml", VISION_PICK_FLOW),
+            ("pick_an_image.py", PICK_AN_IMAGE),
+            ("count.py", COUNT_IMAGES),
+        ],
+    );
+    std::fs::write(ctx.root().join("pick/logo.jpg"), &logo).unwrap();
+    logo
+}
+
+#[test]
+fn an_openai_vision_image_input_takes_every_form_and_its_output_is_an_image_file_reference() {
+    let ctx = TestContext::new();
+    let logo = vision_pick_flow(&ctx);
+    let run = ctx.run(&["run", "pick", "--output", "json"]);
+    run.expect_code(0);
+    let out = run.json();
+    assert_eq!(
+        image_file(
+            &out["outputs"]["output"],
+            &ctx.root().join("pick/.promptflow")
+        ),
+        logo
+    );
+    assert_eq!(out["metrics"]["bytes"], logo.len() as f64, "{out:#}");
+
+    let blue = png(3, 2, [0, 128, 255]);
+    let b64 = STANDARD.encode(&blue);
+    std::fs::create_dir_all(ctx.root().join("data/pics")).unwrap();
+    std::fs::write(ctx.root().join("data/pics/blue.png"), &blue).unwrap();
+    std::fs::write(ctx.root().join("pick/blue.png"), &blue).unwrap();
+    let rows = [
+        json!({"image": {"type": "image_file", "image_file": {"path": "pics/blue.png"}}}),
+        json!({"image": {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{b64}")}}}),
+        json!({"image": {"type": "image_url", "image_url": {"url": b64}}}),
+        json!({"image": "blue.png"}),
+        json!({"image": format!("data:image/png;base64,{b64}")}),
+    ];
+    let data: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    ctx.write("data/rows.jsonl", &data);
+    ctx.run(&["run", "pick", "--data", "data/rows.jsonl", "--name", "v"])
+        .expect_code(0);
+    let run_dir = ctx.root().join(".flow/runs/v");
+    let outputs = std::fs::read_to_string(run_dir.join("flow_outputs/output.jsonl")).unwrap();
+    let lines: Vec<Value> = outputs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), rows.len(), "{outputs}");
+    for line in &lines {
+        assert_eq!(
+            image_file(&line["output"], &run_dir.join("flow_outputs")),
+            blue,
+            "{line}"
+        );
+    }
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(metrics["images"], rows.len() as f64, "{metrics}");
+
+    // the report embeds the input and output thumbnails it finds through those references
+    ctx.run(&["report", "v", "-o", "report.html"])
+        .expect_code(0);
+    let html = std::fs::read_to_string(ctx.root().join("report.html")).unwrap();
+    assert!(
+        html.contains(&format!("data:image/png;base64,{b64}")),
+        "the thumbnail is embedded"
+    );
+    assert!(
+        !html.contains("image not found"),
+        "every reference was found"
+    );
+}
+
+#[test]
+fn merged_and_resumed_openai_vision_runs_open_their_image_files_for_the_aggregation() {
+    let ctx = TestContext::new();
+    vision_pick_flow(&ctx);
+    let (a, b) = (png(2, 2, [1, 2, 3]), png(3, 3, [4, 5, 6]));
+    std::fs::write(ctx.root().join("a.png"), &a).unwrap();
+    std::fs::write(ctx.root().join("b.png"), &b).unwrap();
+    ctx.write(
+        "data.jsonl",
+        &format!(
+            "{}\n{}\n",
+            json!({"image": {"type": "image_file", "image_file": {"path": "a.png"}}}),
+            json!({"image": {"type": "image_file", "image_file": {"path": "b.png"}}})
+        ),
+    );
+    for k in ["1/2", "2/2"] {
+        ctx.run(&[
+            "run",
+            "pick",
+            "--data",
+            "data.jsonl",
+            "--name",
+            "s",
+            "--shard",
+            k,
+        ])
+        .expect_code(0);
+    }
+    ctx.run(&[
+        "runs",
+        "merge",
+        "s-shard-1-of-2",
+        "s-shard-2-of-2",
+        "--name",
+        "m",
+    ])
+    .expect_code(0);
+    let m = ctx.root().join(".flow/runs/m");
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(m.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["bytes"], (a.len() + b.len()) as f64, "{metrics}");
+    let outputs = std::fs::read_to_string(m.join("flow_outputs/output.jsonl")).unwrap();
+    let mut seen: Vec<Vec<u8>> = outputs
+        .lines()
+        .map(|l| {
+            image_file(
+                &serde_json::from_str::<Value>(l).unwrap()["output"],
+                &m.join("flow_outputs"),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort();
+    assert_eq!(seen, want);
+
+    // a resumed run: line 1 fails once, the resume runs it alone, and the aggregation opens
+    // line 0's image from the records
+    ctx.write(
+        "pick/pick_an_image.py",
+        &PICK_AN_IMAGE.replace(
+            "    if random.choice",
+            "    import os\n    if len(bytes(image_1)) == LEN and os.path.exists(os.path.join(os.path.dirname(__file__), 'fail')):\n        raise ValueError('failing once')\n    if random.choice",
+        )
+        .replace("LEN", &b.len().to_string()),
+    );
+    ctx.write("pick/fail", "");
+    ctx.run(&["run", "pick", "--data", "data.jsonl", "--name", "r"])
+        .expect_code(1);
+    std::fs::remove_file(ctx.root().join("pick/fail")).unwrap();
+    ctx.run(&["run", "--resume", "r"]).expect_code(0);
+    let metrics: Value = serde_json::from_str(
+        &std::fs::read_to_string(ctx.root().join(".flow/runs/r/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metrics["bytes"], (a.len() + b.len()) as f64, "{metrics}");
+    assert_eq!(metrics["images"], 2.0, "{metrics}");
+}
+
+#[test]
+fn a_served_openai_vision_flow_answers_image_url_parts_and_never_reads_a_server_file() {
+    use crate::support::server::Server;
+    let ctx = TestContext::new();
+    vision_pick_flow(&ctx);
+    let blue = png(1, 2, [0, 0, 255]);
+    let uri = format!("data:image/png;base64,{}", STANDARD.encode(&blue));
+    let server = Server::ready(&ctx, "pick", &[], &[]);
+    for body in [
+        json!({"image": {"type": "image_file", "image_file": {"path": "/etc/hostname"}}}),
+        json!({"image": "logo.jpg"}),
+    ] {
+        let a = server.post("/score", &[], &body.to_string());
+        assert_eq!(a.status, 400, "{body}: {}", a.body);
+        assert!(
+            a.body.contains("never a file path on the server"),
+            "{}",
+            a.body
+        );
+    }
+    let a = server.post(
+        "/score",
+        &[],
+        &json!({"image": {"type": "image_url", "image_url": {"url": uri}}}).to_string(),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let answer: Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(
+        answer,
+        json!({"output": {"type": "image_url", "image_url": {"url": uri}}})
+    );
+}
+
+#[test]
+fn an_openai_vision_flow_refuses_basic_image_dicts_and_bad_image_urls_before_anything_runs() {
+    let ctx = TestContext::new();
+    vision_pick_flow(&ctx);
+    ctx.flow(
+        "chat",
+        &[
+            ("flow.dag.yaml", VISION_CHAT_FLOW),
+            ("mock_chat.py", VISION_CHAT_TOOL),
+        ],
+    );
+    // an image input given promptflow's basic dict: not an image in this format
+    ctx.write(
+        "basic.json",
+        &json!({"image": {"data:image/png;base64": STANDARD.encode(png(1, 1, [0, 0, 0]))}})
+            .to_string(),
+    );
+    ctx.run(&["run", "pick", "--inputs", "basic.json"])
+        .expect_code(2)
+        .stderr_has("--inputs image")
+        .stderr_has("{\"type\": \"image_file\"");
+    // inside a list: promptflow would pass it on as a plain dict; refused, not guessed
+    ctx.write(
+        "nested.json",
+        &json!({"question": ["q", {"data:image/png;path": "logo.jpg"}]}).to_string(),
+    );
+    ctx.run(&["run", "chat", "--inputs", "nested.json"])
+        .expect_code(2)
+        .stderr_has("is a basic image dictionary in a flow with `message_format: openai-vision`");
+    // a dataset row whose url is neither a URL nor base64, located by row
+    ctx.write(
+        "data.jsonl",
+        &format!(
+            "{}\n{}\n",
+            json!({"image": "logo.jpg"}),
+            json!({"image": {"type": "image_url", "image_url": {"url": "not a url"}}})
+        ),
+    );
+    ctx.run(&["run", "pick", "--data", "data.jsonl"])
+        .expect_code(2)
+        .stderr_has("data.jsonl:2: input `image`")
+        .stderr_has("invalid image url");
+    assert!(
+        !ctx.root().join(".flow/runs").exists(),
+        "no run was started"
+    );
+}

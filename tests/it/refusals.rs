@@ -171,35 +171,41 @@ fn a_language_other_than_python_is_refused() {
 }
 
 #[test]
-fn the_openai_vision_message_format_is_refused_and_basic_is_accepted() {
+fn an_unknown_message_format_is_refused_and_promptflows_two_are_accepted() {
     let ctx = TestContext::new();
     let flow = |format: &str| {
         format!(
             "message_format: {format}\ninputs: {{x: {{type: string}}}}\noutputs:\n  y: {{reference: '${{n.output}}'}}\nnodes:\n- {{name: n, type: prompt, source: {{type: code, path: n.jinja2}}, inputs: {{x: '${{inputs.x}}'}}}}\n"
         )
     };
-    ctx.flow(
-        "vision",
-        &[
-            ("flow.dag.yaml", &flow("openai-vision")),
-            ("n.jinja2", "{{x}}"),
-        ],
-    );
+    for (dir, format) in [("typo", "openai_vision"), ("list", "[basic]")] {
+        ctx.flow(
+            dir,
+            &[("flow.dag.yaml", &flow(format)), ("n.jinja2", "{{x}}")],
+        );
+    }
     refused_everywhere(
         &ctx,
-        "vision",
-        "`message_format: openai-vision` is not supported",
+        "typo",
+        "`message_format: openai_vision` is not a message format",
     );
-    ctx.flow(
-        "basic",
-        &[
-            ("flow.dag.yaml", &flow("basic")),
-            ("n.jinja2", "said {{x}}"),
-        ],
-    );
-    ctx.run(&["run", "basic", "--inputs", "x=hi"])
-        .expect_code(0)
-        .stdout_has("said hi");
+    ctx.run(&["validate", "typo"])
+        .expect_code(2)
+        .stderr_has("flow.dag.yaml:1:17")
+        .stderr_has("did you mean `openai-vision`?");
+    ctx.run(&["validate", "list"])
+        .expect_code(2)
+        .stderr_has("`message_format: [\"basic\"]` is not a message format");
+    // as promptflow reads it: either of its two names, in any case
+    for (dir, format) in [("basic", "basic"), ("vision", "OpenAI-Vision")] {
+        ctx.flow(
+            dir,
+            &[("flow.dag.yaml", &flow(format)), ("n.jinja2", "said {{x}}")],
+        );
+        ctx.run(&["run", dir, "--inputs", "x=hi"])
+            .expect_code(0)
+            .stdout_has("said hi");
+    }
 }
 
 #[test]

@@ -77,7 +77,7 @@ const TOOL: &str = "from promptflow.core import tool\n\n@tool\ndef f(x: str = ''
 fn diagnostics_point_at_the_problem_with_a_caret() {
     // (snapshot name, flow.dag.yaml, other files of the flow)
     type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
         (
             "diagnostic_unknown_references",
             "inputs:\n  question: {type: string}\noutputs:\n  o: {reference: '${summarise.output}'}\nnodes:\n- name: summarize\n  type: python\n  source: {type: code, path: t.py}\n  inputs:\n    x: ${inputs.qestion}\n",
@@ -102,6 +102,11 @@ fn diagnostics_point_at_the_problem_with_a_caret() {
             "diagnostic_template_syntax",
             "inputs: {}\noutputs: {}\nnodes:\n- {name: p, type: prompt, source: {type: code, path: p.jinja2}}\n",
             &[("p.jinja2", "line one\n{% if x %}\nno end\n")],
+        ),
+        (
+            "diagnostic_unknown_message_format",
+            "message_format: openai_vision\ninputs: {q: {type: string}}\noutputs:\n  o: {reference: '${p.output}'}\nnodes:\n- {name: p, type: prompt, source: {type: code, path: p.jinja2}, inputs: {q: '${inputs.q}'}}\n",
+            &[("p.jinja2", "{{q}}")],
         ),
     ];
     for (name, yaml, files) in cases {
@@ -272,4 +277,44 @@ fn run_eval_and_report_outputs() {
             format!("long: {long}\nwide: {wide}\n")
         )
     });
+}
+
+#[test]
+fn openai_vision_image_refusals_name_the_forms_it_takes() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "f",
+        &[
+            (
+                "flow.dag.yaml",
+                "message_format: openai-vision\ninputs:\n  img: {type: image}\n  parts: {type: list, default: []}\noutputs:\n  o: {reference: '${t.output}'}\nnodes:\n- {name: t, type: python, source: {type: code, path: t.py}, inputs: {x: '${inputs.img}', y: '${inputs.parts}'}}\n",
+            ),
+            ("t.py", TOOL),
+        ],
+    );
+    let mut transcript = String::new();
+    for (name, inputs) in [
+        (
+            "a basic dict",
+            r#"{"img": {"data:image/png;path": "a.png"}}"#,
+        ),
+        (
+            "a basic dict in a list",
+            r#"{"img": "data:image/png;base64,iVBORw0KGgo=", "parts": [{"data:image/png;url": "https://example.com/a.png"}]}"#,
+        ),
+        (
+            "an image_url that is no URL",
+            r#"{"img": {"type": "image_url", "image_url": {"url": "a.png"}}}"#,
+        ),
+        (
+            "an image_file without a string path",
+            r#"{"img": {"type": "image_file", "image_file": {"path": 3}}}"#,
+        ),
+    ] {
+        ctx.write("inputs.json", inputs);
+        let run = ctx.run(&["run", "f", "--inputs", "inputs.json"]);
+        run.expect_code(2);
+        transcript.push_str(&format!("--- {name}\n{}", run.stderr));
+    }
+    settings(&ctx).bind(|| insta::assert_snapshot!("openai_vision_image_refusals", transcript));
 }
