@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::inputs::{
     Slot, activate_matches, resolve_flow_inputs, resolve_reference, resolve_source,
 };
-use super::node::{NodeInputs, NodeOutcome};
+use super::node::{NodeFailure, NodeInputs, NodeOutcome};
 use super::{Executor, LineStream, Prepared};
 use crate::model::{NodeKind, Reference, ValueSource};
 use crate::record::{
@@ -115,6 +115,7 @@ impl Executor {
                         self.release(i, &mut pending, &mut ready);
                     }
                     Decision::Fail(e) => {
+                        let e = NodeFailure::from(e);
                         records.push(self.failed_record(
                             i,
                             &Map::new(),
@@ -122,7 +123,7 @@ impl Executor {
                             SystemTime::now(),
                             Instant::now(),
                         ));
-                        failure = Some(e);
+                        failure = Some(e.error);
                         break;
                     }
                     Decision::Run(inputs) => {
@@ -157,7 +158,7 @@ impl Executor {
                 }
                 Err(e) => {
                     records.push(self.failed_record(i, &inputs.values, &e, started, clock));
-                    failure = Some(e);
+                    failure = Some(e.error);
                     break;
                 }
             }
@@ -247,7 +248,7 @@ impl Executor {
             let started = SystemTime::now();
             let clock = Instant::now();
             let outcome = match error {
-                Some(e) => Err(e),
+                Some(e) => Err(e.into()),
                 None => self.run_node(i, &inputs, None).await,
             };
             match outcome {
@@ -268,7 +269,7 @@ impl Executor {
                     result
                         .nodes
                         .push(self.failed_record(i, &inputs.values, &e, started, clock));
-                    result.error = Some(e);
+                    result.error = Some(e.error);
                     break;
                 }
             }
@@ -482,21 +483,37 @@ impl Executor {
         }
     }
 
+    /// A failed node's record: its error, and what it spent before failing (see
+    /// [`NodeFailure`]).
     fn failed_record(
         &self,
         i: usize,
         inputs: &Map<String, Value>,
-        e: &ErrorInfo,
+        e: &NodeFailure,
         started: SystemTime,
         clock: Instant,
     ) -> NodeRun {
-        NodeRun {
+        let failed = NodeRun {
             inputs: inputs.clone(),
-            error: Some(e.clone()),
+            error: Some(e.error.clone()),
             start_time: timestamp(started),
             end_time: timestamp(SystemTime::now()),
             duration_ms: millis(clock.elapsed()),
             ..self.record(i, Status::Failed)
+        };
+        match &e.spent {
+            None => failed,
+            Some(o) => NodeRun {
+                tokens: o.tokens,
+                model: o.model.clone(),
+                retries: o.retries,
+                cost_usd: o.cost_usd,
+                saved_usd: o.saved_usd,
+                stdout: o.stdout.clone(),
+                model_calls: o.host_calls,
+                traces: o.traces.clone(),
+                ..failed
+            },
         }
     }
 }

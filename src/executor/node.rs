@@ -107,6 +107,20 @@ impl NodeOutcome {
     }
 }
 
+/// A node that failed: its error, and what it did before failing that its record keeps (a
+/// Python tool's printed output, traced calls and model calls, whose tokens and cost were
+/// spent), as promptflow's run info keeps them.
+pub struct NodeFailure {
+    pub error: ErrorInfo,
+    pub spent: Option<Box<NodeOutcome>>,
+}
+
+impl From<ErrorInfo> for NodeFailure {
+    fn from(error: ErrorInfo) -> Self {
+        NodeFailure { error, spent: None }
+    }
+}
+
 /// A node's inputs, resolved: template/tool arguments, which of them must not create chat
 /// messages, and which referenced bypassed nodes.
 pub struct NodeInputs {
@@ -122,7 +136,7 @@ impl Executor {
         index: usize,
         inputs: &NodeInputs,
         stream: Option<&super::LineStream<'_>>,
-    ) -> Result<NodeOutcome, ErrorInfo> {
+    ) -> Result<NodeOutcome, NodeFailure> {
         let node = &self.flow.nodes[index];
         let on_delta: Option<DeltaFn<'_>> = stream.map(|s| s.on_delta);
         match &self.prepared[index] {
@@ -197,10 +211,10 @@ impl Executor {
                     LlmApi::Completion
                         if images.keys().any(|k| rendered.text.contains(k.as_str())) =>
                     {
-                        return Err(template_error(
+                        return Err(NodeFailure::from(template_error(
                             node,
                             "an image input reaches a node with `api: completion`, which sends text only\n  help: use `api: chat` to send images (`![image]({{image_input}})` in the template)",
-                        ));
+                        )));
                     }
                     LlmApi::Completion => request.prompt = Some(rendered.text),
                 }
@@ -214,16 +228,18 @@ impl Executor {
                         let what = describe_request(&node.name, &request);
                         match cache.get_or_fetch(&key, &what, fetch).await {
                             Ok(c) => (c.response, c.hit),
-                            Err(CacheError::Provider(e)) => return Err(provider_error(node, &e)),
+                            Err(CacheError::Provider(e)) => {
+                                return Err(provider_error(node, &e).into());
+                            }
                             Err(miss) => {
-                                return Err(ErrorInfo {
+                                return Err(NodeFailure::from(ErrorInfo {
                                     node: Some(node.name.clone()),
                                     error_type: Some("ReplayMiss".into()),
                                     ..ErrorInfo::new(
                                         ErrorKind::Provider,
                                         format!("node `{}`: {miss}", node.name),
                                     )
-                                });
+                                }));
                             }
                         }
                     }
@@ -284,10 +300,10 @@ impl Executor {
                 images,
             } => {
                 let Some(pool) = &self.python else {
-                    return Err(ErrorInfo::new(
+                    return Err(NodeFailure::from(ErrorInfo::new(
                         ErrorKind::Python,
                         "internal: no Python pool",
-                    ));
+                    )));
                 };
                 let mut kwargs = inputs.values.clone();
                 for name in connections.keys() {
@@ -307,7 +323,7 @@ impl Executor {
                     stream: stream.and_then(|s| s.pieces.clone()),
                     message_format: self.flow.message_format,
                 };
-                let result = pool.call(call).await.map_err(|e| python_error(node, e))?;
+                let result = pool.call(call).await.map_err(|e| python_failure(node, e))?;
                 let mut out = NodeOutcome::value(result.output);
                 out.metrics = result
                     .metrics
@@ -701,6 +717,29 @@ fn provider_error(node: &Node, e: &ProviderError) -> ErrorInfo {
         node: Some(node.name.clone()),
         error_type: Some("ProviderError".into()),
         ..ErrorInfo::new(kind, format!("node `{}`: {e}", node.name))
+    }
+}
+
+/// A Python call's failure, keeping what an exception's call did before it raised.
+fn python_failure(node: &Node, mut e: PythonError) -> NodeFailure {
+    let spent = match &mut e {
+        PythonError::Exception {
+            stdout,
+            traces,
+            host_calls,
+            ..
+        } if !(stdout.is_empty() && traces.is_empty() && host_calls.is_empty()) => {
+            let mut out = NodeOutcome::value(Value::Null);
+            out.stdout = std::mem::take(stdout);
+            out.traces = std::mem::take(traces);
+            add_host_calls(&mut out, host_calls);
+            Some(Box::new(out))
+        }
+        _ => None,
+    };
+    NodeFailure {
+        error: python_error(node, e),
+        spent,
     }
 }
 

@@ -90,6 +90,10 @@ pub enum PythonError {
         traceback: String,
         /// What the tool printed before it failed.
         stdout: String,
+        /// The `@trace`d calls it made before it failed.
+        traces: Vec<serde_json::Value>,
+        /// The model calls it made through flow before it failed (they were made, and paid).
+        host_calls: Vec<super::HostCall>,
     },
     /// The worker process exited or crashed during the call; the pool replaces it.
     #[error(

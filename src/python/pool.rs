@@ -81,6 +81,8 @@ pub(super) struct ErrorReply {
     pub(super) found: Vec<String>,
     #[serde(default)]
     pub(super) stdout: String,
+    #[serde(default)]
+    pub(super) traces: Vec<Value>,
 }
 
 #[derive(Deserialize)]
@@ -207,7 +209,25 @@ impl PythonPool {
                         stdout: reply.stdout,
                         traces: reply.traces,
                     }),
-                    (false, Some(e)) => Err(to_error(e, &call.file, function)),
+                    (false, Some(e)) => Err(match to_error(e, &call.file, function) {
+                        // the model calls the tool made before it raised were made (and paid)
+                        PythonError::Exception {
+                            type_name,
+                            message,
+                            traceback,
+                            stdout,
+                            traces,
+                            ..
+                        } => PythonError::Exception {
+                            type_name,
+                            message,
+                            traceback,
+                            stdout,
+                            traces,
+                            host_calls,
+                        },
+                        other => other,
+                    }),
                     (false, None) => Err(missing_error()),
                 }
             },
@@ -483,6 +503,8 @@ fn to_error(e: ErrorReply, file: &Path, function: Option<&str>) -> PythonError {
             message: e.message,
             traceback: e.traceback,
             stdout: e.stdout,
+            traces: e.traces,
+            host_calls: Vec::new(),
         },
         _ => PythonError::Protocol { message: e.message },
     }

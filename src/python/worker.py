@@ -940,7 +940,8 @@ def _call(request, flex=False):
         sys.stdout = sys.stderr
         if isinstance(e, _StreamStopped):
             return _error("cancelled", message="the stream was stopped by flow")
-        return _error("exception", e, stdout=captured.getvalue())
+        # what the tool did before it failed stays in its record, as promptflow keeps it
+        return _error("exception", e, stdout=captured.getvalue(), traces=_to_json(collector.result()))
     finally:
         sys.stdout = sys.stderr
         _metric_logger._collected = []

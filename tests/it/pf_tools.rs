@@ -608,3 +608,74 @@ fn threads_share_the_channel_and_oversized_requests_are_refused() {
         "{d}"
     );
 }
+
+/// A tool that calls the model and then raises: the calls were made and paid for, so the
+/// failed node's record keeps their tokens, cost and count (and what the tool printed and
+/// traced), and the line's and the run's totals include them, as promptflow's run info does.
+#[test]
+fn a_tool_that_raises_after_calling_the_model_keeps_what_it_spent() {
+    let ctx = TestContext::with_mock();
+    ctx.mock().reply_when("capital", "Paris");
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", FLOW),
+            (
+                "ask.py",
+                r#"from promptflow.core import tool
+from promptflow.tracing import trace
+from promptflow.connections import OpenAIConnection
+from promptflow.tools.openai import chat
+
+
+@trace
+def helper(q):
+    return q.upper()
+
+
+@tool
+def ask(conn: OpenAIConnection, q: str) -> str:
+    answer = chat(connection=conn, prompt='user:\n{{q}}', model='gpt-4o-mini', q=q)
+    print("the model said", answer)
+    helper(q)
+    raise ValueError("the answer was not what I wanted")
+"#,
+            ),
+        ],
+    );
+    ctx.write("d.jsonl", "{\"q\": \"What is the capital of France?\"}\n");
+    ctx.run(&["run", "f", "--data", "d.jsonl", "--name", "r1"])
+        .expect_code(1)
+        .stderr_has("ValueError: the answer was not what I wanted");
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            ctx.root()
+                .join(".flow/runs/r1/node_artifacts/ask/000000000.jsonl"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let info = &record["run_info"];
+    assert_eq!(info["status"], "Failed", "{info}");
+    assert_eq!(info["model_calls"], 1, "{info}");
+    assert!(
+        info["tokens"]["total_tokens"].as_u64().unwrap() > 0,
+        "{info}"
+    );
+    assert!(
+        info["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("the model said Paris"),
+        "{info}"
+    );
+    assert!(info["api_calls"].to_string().contains("helper"), "{info}");
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(ctx.root().join(".flow/runs/r1/meta.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        meta["tokens"]["total_tokens"], info["tokens"]["total_tokens"],
+        "{meta}"
+    );
+}

@@ -158,6 +158,7 @@ async fn exceptions_carry_type_message_and_user_traceback() {
         message,
         traceback,
         stdout,
+        ..
     } = &err
     else {
         panic!("unexpected error {err:?}")
