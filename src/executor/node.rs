@@ -723,16 +723,13 @@ fn provider_error(node: &Node, e: &ProviderError) -> ErrorInfo {
 /// A Python call's failure, keeping what an exception's call did before it raised.
 fn python_failure(node: &Node, mut e: PythonError) -> NodeFailure {
     let spent = match &mut e {
-        PythonError::Exception {
-            stdout,
-            traces,
-            host_calls,
-            ..
-        } if !(stdout.is_empty() && traces.is_empty() && host_calls.is_empty()) => {
+        PythonError::Exception { stdout, spent, .. }
+            if !(stdout.is_empty() && spent.traces.is_empty() && spent.host_calls.is_empty()) =>
+        {
             let mut out = NodeOutcome::value(Value::Null);
             out.stdout = std::mem::take(stdout);
-            out.traces = std::mem::take(traces);
-            add_host_calls(&mut out, host_calls);
+            out.traces = std::mem::take(&mut spent.traces);
+            add_host_calls(&mut out, &spent.host_calls);
             Some(Box::new(out))
         }
         _ => None,

@@ -3,6 +3,15 @@
 use std::path::PathBuf;
 
 /// Why a Python tool could not be inspected or called.
+/// What a call that raised did before it raised.
+#[derive(Debug, Default)]
+pub struct CallSpent {
+    /// The `@trace`d calls it made.
+    pub traces: Vec<serde_json::Value>,
+    /// The model calls it made through flow (they were made, and paid for).
+    pub host_calls: Vec<super::HostCall>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PythonError {
     /// The interpreter could not be started.
@@ -90,10 +99,8 @@ pub enum PythonError {
         traceback: String,
         /// What the tool printed before it failed.
         stdout: String,
-        /// The `@trace`d calls it made before it failed.
-        traces: Vec<serde_json::Value>,
-        /// The model calls it made through flow before it failed (they were made, and paid).
-        host_calls: Vec<super::HostCall>,
+        /// What it did before it failed that its record keeps (boxed: errors stay small).
+        spent: Box<CallSpent>,
     },
     /// The worker process exited or crashed during the call; the pool replaces it.
     #[error(

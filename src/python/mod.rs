@@ -14,7 +14,7 @@ mod types;
 mod worker;
 
 pub use entry::{EntryDescription, EntryError, EntryKind, EntryParam, InitParam, describe_entry};
-pub use error::PythonError;
+pub use error::{CallSpent, PythonError};
 pub use host::{
     DEFAULT_HOST_TIMEOUT, HostCall, HostDeltas, HostError, HostFuture, HostHandler, HostReply,
     HostWants, MAX_HOST_REQUEST_BYTES,

@@ -216,16 +216,17 @@ impl PythonPool {
                             message,
                             traceback,
                             stdout,
-                            traces,
-                            ..
-                        } => PythonError::Exception {
-                            type_name,
-                            message,
-                            traceback,
-                            stdout,
-                            traces,
-                            host_calls,
-                        },
+                            mut spent,
+                        } => {
+                            spent.host_calls = host_calls;
+                            PythonError::Exception {
+                                type_name,
+                                message,
+                                traceback,
+                                stdout,
+                                spent,
+                            }
+                        }
                         other => other,
                     }),
                     (false, None) => Err(missing_error()),
@@ -503,8 +504,10 @@ fn to_error(e: ErrorReply, file: &Path, function: Option<&str>) -> PythonError {
             message: e.message,
             traceback: e.traceback,
             stdout: e.stdout,
-            traces: e.traces,
-            host_calls: Vec::new(),
+            spent: Box::new(super::error::CallSpent {
+                traces: e.traces,
+                host_calls: Vec::new(),
+            }),
         },
         _ => PythonError::Protocol { message: e.message },
     }
