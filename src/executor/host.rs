@@ -372,6 +372,7 @@ impl ModelHost {
                 finish_reason: None,
                 retries: e.retries,
                 served_by: e.served_by,
+                raw: None,
             })
         };
         let key = || crate::provider::embedding_cache_key(conn, model, inputs);
@@ -401,13 +402,28 @@ impl ModelHost {
             .ok_or_else(|| HostError::new("ValueError", "`prompty` needs the file's `path`"))?;
         let config = args.get("configuration").cloned().unwrap_or(Value::Null);
         let params = args.get("parameters").cloned().unwrap_or(Value::Null);
-        let key = json!([path, config, params]).to_string();
+        // `model={"response": ...}` given in code: `first` or `all`, else the file's
+        let response = match args.get("response") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s == "first" => Some(false),
+            Some(Value::String(s)) if s == "all" => Some(true),
+            Some(other) => {
+                return Err(HostError::new(
+                    "ValueError",
+                    format!("Prompty's `model.response` is {other}; use \"first\" or \"all\""),
+                ));
+            }
+        };
+        let key = json!([path, config, params, response]).to_string();
         let executor = {
             let mut cache = self.prompty.lock().await;
             match cache.get(&key) {
                 Some(e) => Arc::clone(e),
                 None => {
-                    let e = Arc::new(self.prepare_prompty(&path, &config, &params).await?);
+                    let e = Arc::new(
+                        self.prepare_prompty(&path, &config, &params, response)
+                            .await?,
+                    );
                     cache.insert(key, Arc::clone(&e));
                     e
                 }
@@ -431,6 +447,15 @@ impl ModelHost {
             return Err(HostError::new(type_name, error.message.clone()));
         }
         let output = line.outputs.get("output").cloned().unwrap_or(Value::Null);
+        let all = executor.prepared.iter().any(|p| {
+            matches!(
+                p,
+                super::Prepared::Llm {
+                    reply: Some(r),
+                    ..
+                } if r.all
+            )
+        });
         let call = node.map(|n| HostCall {
             op: "prompty".into(),
             prompt_tokens: n.tokens.map_or(0, |t| t.prompt_tokens),
@@ -444,7 +469,8 @@ impl ModelHost {
             retries: n.retries,
         });
         Ok(HostReply {
-            result: output,
+            // the shim makes the whole response an object again (`all`)
+            result: json!({"output": output, "all": all}),
             call,
         })
     }
@@ -454,6 +480,7 @@ impl ModelHost {
         path: &std::path::Path,
         config: &Value,
         params: &Value,
+        response: Option<bool>,
     ) -> Result<Executor, HostError> {
         let fail = |m: String| HostError::new("PromptyException", m);
         let text = tokio::fs::read_to_string(path)
@@ -532,6 +559,36 @@ impl ModelHost {
         let mut executor = Executor::new(flow, dag, &options)
             .await
             .map_err(|e| fail(e.to_string()))?;
+        if let Some(all) = response {
+            for prepared in &mut executor.prepared {
+                if let super::Prepared::Llm {
+                    reply: Some(reply),
+                    connection,
+                    ..
+                } = prepared
+                {
+                    if all && !reply.all {
+                        let parameters = match executor.flow.nodes.first() {
+                            Some(node) => literal_inputs(node),
+                            None => Map::new(),
+                        };
+                        if let Some(problem) =
+                            super::prepare::response_all_problem(connection, &parameters)
+                        {
+                            return Err(HostError::new(
+                                "ValueError",
+                                format!(
+                                    "{}: `model.response: all` {problem}\n  help: {}",
+                                    path.display(),
+                                    super::prepare::RESPONSE_ALL_HELP
+                                ),
+                            ));
+                        }
+                    }
+                    reply.all = all;
+                }
+            }
+        }
         if given_in_code {
             // messages name the endpoint and key as the code gave them (see inline_connection)
             for prepared in &mut executor.prepared {
@@ -660,4 +717,15 @@ fn provider_error(e: &ProviderError) -> HostError {
         _ => "WrappedOpenAIError",
     };
     HostError::new(type_name, e.to_string())
+}
+
+/// A node's literal inputs (for a `.prompty` node: its model and `model.parameters`).
+fn literal_inputs(node: &crate::model::Node) -> Map<String, Value> {
+    node.inputs
+        .iter()
+        .filter_map(|(k, v)| match v {
+            crate::model::ValueSource::Literal(v) => Some((k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect()
 }

@@ -115,7 +115,7 @@ pub fn stream_output(flow: &Flow) -> Option<StreamOutput> {
         let ValueSource::Reference(Reference::NodeOutput { node, path }) = &o.reference else {
             return None;
         };
-        if !path.is_empty() {
+        if !path.is_empty() || o.ty == Some(crate::model::ValueType::Object) {
             return None;
         }
         let index = flow.nodes.iter().position(|n| &n.name == node)?;
@@ -197,11 +197,13 @@ impl PackageTool {
 
 /// How a `.prompty`'s reply becomes its output, as promptflow formats it: with
 /// `response_format: {type: json_object}` the reply is parsed as JSON, and with `outputs:` only
-/// those keys are kept (a missing one fails the line).
+/// those keys are kept (a missing one fails the line). With `model.response: all` the output is
+/// the whole response body instead, as the endpoint sent it (`json` and `keys` unused).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PromptyReply {
     pub json: bool,
     pub keys: Vec<String>,
+    pub all: bool,
 }
 
 /// Runs lines of one flow. Cheap to share across tasks (`&Executor` is enough).

@@ -143,6 +143,7 @@ impl Executor {
                 reply,
             } => {
                 let prompty = node.source.extension().is_some_and(|e| e == "prompty");
+                let whole = reply.as_ref().is_some_and(|r| r.all);
                 let (params, mut vars) = if prompty {
                     prompty_parameters(node, &inputs.values)
                 } else {
@@ -183,7 +184,9 @@ impl Executor {
                             node: Some(node.name.clone()),
                             ..ErrorInfo::new(ErrorKind::Input, m)
                         })?,
-                    stream: on_delta.is_some(),
+                    // the whole response object is one object: never streamed
+                    stream: on_delta.is_some() && !whole,
+                    full_response: whole,
                 };
                 match node.api {
                     LlmApi::Chat => {
@@ -237,6 +240,21 @@ impl Executor {
                     )
                 });
                 let output = match reply {
+                    Some(shape) if shape.all => match response.raw {
+                        Some(raw) => raw,
+                        None => {
+                            return Err(ErrorInfo {
+                                node: Some(node.name.clone()),
+                                ..ErrorInfo::new(
+                                    ErrorKind::Provider,
+                                    format!(
+                                        "{}: `model.response: all`: the endpoint's reply was not kept whole (a streamed reply?), so the response object cannot be the output",
+                                        node.source.display()
+                                    ),
+                                )
+                            });
+                        }
+                    },
                     Some(shape) => format_prompty_reply(node, shape, response.output)?,
                     None => response.output,
                 };

@@ -176,6 +176,54 @@ fn prompty_called_from_python_runs_through_flow() {
     assert_eq!(ctx.mock().request_count(), 1);
 }
 
+/// `Prompty(..., model={"response": "all"})` (or the file's `response: all`) returns the whole
+/// response as promptflow's Prompty does: the `openai` package's `ChatCompletion` when that package
+/// is installed (`/work/pf-venv`-style environments), else a dict whose keys read as attributes —
+/// either way `r.choices[1].message.content` and `r.usage.prompt_tokens` work, and `model_dump()`
+/// gives the dict. `response: "first"` from code overrides the file's `all`.
+#[test]
+fn prompty_response_all_from_python_is_the_whole_response() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${ask.output}'}\nnodes:\n- {name: ask, type: python, source: {type: code, path: ask.py}, inputs: {q: '${inputs.q}'}}\n"),
+            (
+                "chat.prompty",
+                "---\nname: Basic\nmodel:\n  api: chat\n  configuration:\n    type: openai\n    model: m\n    connection: open_ai_connection\n  parameters:\n    max_tokens: 64\ninputs:\n  question:\n    type: string\n---\nuser:\n{{question}}\n",
+            ),
+            (
+                "all.prompty",
+                "---\nname: All\nmodel:\n  api: chat\n  configuration:\n    type: openai\n    model: m\n    connection: open_ai_connection\n  response: all\ninputs:\n  question:\n    type: string\n---\nuser:\n{{question}}\n",
+            ),
+            (
+                "ask.py",
+                "from promptflow.core import tool, Prompty\n\n@tool\ndef ask(q: str) -> dict:\n    r = Prompty.load('chat.prompty', model={'parameters': {'n': 2}, 'response': 'all'})(question=q)\n    first = Prompty.load('all.prompty', model={'response': 'first'})(question=q)\n    whole = Prompty.load('all.prompty')(question=q)\n    try:\n        Prompty.load('chat.prompty', model={'response': 'some'})\n        bad = 'accepted'\n    except ValueError as e:\n        bad = str(e)\n    return {'type': type(r).__name__, 'second': r.choices[1].message.content, 'prompt_tokens': r.usage.prompt_tokens, 'dumped': r.model_dump()['choices'][0]['message']['content'], 'first': first, 'whole': whole.choices[0].message.content, 'bad': bad}\n",
+            ),
+        ],
+    );
+    let run = ctx.run(&["run", "f", "--inputs", "q=hello", "--output", "json"]);
+    let a = run.expect_code(0).json()["outputs"]["a"].clone();
+    assert!(
+        a["type"] == "ChatCompletion" || a["type"] == "_Response",
+        "{a:#}"
+    );
+    assert_eq!(a["second"], "mock: hello #1", "{a:#}");
+    assert!(a["prompt_tokens"].as_u64().unwrap() > 0, "{a:#}");
+    assert_eq!(a["dumped"], "mock: hello", "{a:#}");
+    assert_eq!(a["first"], "mock: hello", "{a:#}");
+    assert_eq!(a["whole"], "mock: hello", "{a:#}");
+    assert!(
+        a["bad"]
+            .as_str()
+            .unwrap()
+            .contains("use \"first\" or \"all\""),
+        "{a:#}"
+    );
+    let bodies: Vec<_> = ctx.mock().requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(bodies[0]["n"], 2, "{bodies:?}");
+}
+
 #[test]
 fn another_promptflow_package_imports_beside_the_shim() {
     let ctx = TestContext::with_mock();
