@@ -38,3 +38,4 @@ pub mod run_store;
 pub mod serve;
 pub mod telemetry;
 pub mod template;
+pub mod token_count;

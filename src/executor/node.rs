@@ -142,68 +142,19 @@ impl Executor {
                 connection,
                 reply,
             } => {
-                let prompty = node.source.extension().is_some_and(|e| e == "prompty");
                 let whole = reply.as_ref().is_some_and(|r| r.all);
-                let (params, mut vars) = if prompty {
-                    prompty_parameters(node, &inputs.values)
-                } else {
-                    split_parameters(&inputs.values)
-                };
-                let template = given_template(node, template, &mut vars, "prompt")?;
-                let images = crate::image::to_markers(&mut vars);
-                let rendered = render(&template, &vars, &inputs.tainted)
-                    .await
-                    .map_err(|e| template_error(node, &e))?;
-                let model = string_param(&params, "model");
-                let deployment = string_param(&params, "deployment_name");
-                let mut request = LlmRequest {
-                    api: match node.api {
-                        LlmApi::Chat => Api::Chat,
-                        LlmApi::Completion => Api::Completion,
-                    },
-                    messages: Vec::new(),
-                    prompt: None,
-                    // Azure addresses a deployment; everything else a model.
-                    model: if connection.api_type == ApiType::Azure {
-                        deployment.or(model)
-                    } else {
-                        model.or(deployment)
-                    },
-                    params: model_params(&params)
-                        .map(|mut typed| {
-                            // A `.prompty` sends its `model.parameters` and nothing else, as
-                            // promptflow's Prompty does.
-                            if !prompty {
-                                for (k, v) in promptflow_defaults(node.api, connection.api_type) {
-                                    typed.entry(k).or_insert(v);
-                                }
-                            }
-                            typed
-                        })
-                        .map_err(|m| ErrorInfo {
-                            node: Some(node.name.clone()),
-                            ..ErrorInfo::new(ErrorKind::Input, m)
-                        })?,
-                    // the whole response object is one object: never streamed
-                    stream: on_delta.is_some() && !whole,
-                    full_response: whole,
-                };
-                match node.api {
-                    LlmApi::Chat => {
-                        request.messages =
-                            crate::image::chat_messages(rendered.escaped(), &images, "auto", true)
-                                .map_err(|e| template_error(node, &e.to_string()))?;
-                    }
-                    LlmApi::Completion
-                        if images.keys().any(|k| rendered.text.contains(k.as_str())) =>
-                    {
-                        return Err(template_error(
-                            node,
-                            "an image input reaches a node with `api: completion`, which sends text only\n  help: use `api: chat` to send images (`![image]({{image_input}})` in the template)",
-                        ));
-                    }
-                    LlmApi::Completion => request.prompt = Some(rendered.text),
-                }
+                // the whole response object is one object: never streamed
+                let stream = on_delta.is_some() && !whole;
+                let request = llm_request(
+                    node,
+                    template,
+                    connection,
+                    whole,
+                    &inputs.values,
+                    &inputs.tainted,
+                    stream,
+                )
+                .await?;
                 let fetch = || self.llm.complete(connection, &request, on_delta);
                 let (response, cached) = match &self.cache {
                     Some(cache) if connection.api_type != ApiType::Echo => {
@@ -520,6 +471,78 @@ fn add_host_calls(out: &mut NodeOutcome, calls: &[crate::python::HostCall]) {
     out.saved_usd = saved;
     out.cached = calls.iter().all(|c| c.cached);
     out.host_calls = calls.len() as u32;
+}
+
+/// The request an `llm` node (or a `.prompty`) sends for `values`: its template rendered, split
+/// into messages (or one prompt), its model and typed parameters.
+pub(crate) async fn llm_request(
+    node: &Node,
+    template: &Arc<PromptTemplate>,
+    connection: &crate::connection::Connection,
+    whole: bool,
+    values: &Map<String, Value>,
+    tainted: &HashSet<String>,
+    stream: bool,
+) -> Result<LlmRequest, ErrorInfo> {
+    let prompty = node.source.extension().is_some_and(|e| e == "prompty");
+    let (params, mut vars) = if prompty {
+        prompty_parameters(node, values)
+    } else {
+        split_parameters(values)
+    };
+    let template = given_template(node, template, &mut vars, "prompt")?;
+    let images = crate::image::to_markers(&mut vars);
+    let rendered = render(&template, &vars, tainted)
+        .await
+        .map_err(|e| template_error(node, &e))?;
+    let model = string_param(&params, "model");
+    let deployment = string_param(&params, "deployment_name");
+    let mut request = LlmRequest {
+        api: match node.api {
+            LlmApi::Chat => Api::Chat,
+            LlmApi::Completion => Api::Completion,
+        },
+        messages: Vec::new(),
+        prompt: None,
+        // Azure addresses a deployment; everything else a model.
+        model: if connection.api_type == ApiType::Azure {
+            deployment.or(model)
+        } else {
+            model.or(deployment)
+        },
+        params: model_params(&params)
+            .map(|mut typed| {
+                // A `.prompty` sends its `model.parameters` and nothing else, as
+                // promptflow's Prompty does.
+                if !prompty {
+                    for (k, v) in promptflow_defaults(node.api, connection.api_type) {
+                        typed.entry(k).or_insert(v);
+                    }
+                }
+                typed
+            })
+            .map_err(|m| ErrorInfo {
+                node: Some(node.name.clone()),
+                ..ErrorInfo::new(ErrorKind::Input, m)
+            })?,
+        stream,
+        full_response: whole,
+    };
+    match node.api {
+        LlmApi::Chat => {
+            request.messages =
+                crate::image::chat_messages(rendered.escaped(), &images, "auto", true)
+                    .map_err(|e| template_error(node, &e.to_string()))?;
+        }
+        LlmApi::Completion if images.keys().any(|k| rendered.text.contains(k.as_str())) => {
+            return Err(template_error(
+                node,
+                "an image input reaches a node with `api: completion`, which sends text only\n  help: use `api: chat` to send images (`![image]({{image_input}})` in the template)",
+            ));
+        }
+        LlmApi::Completion => request.prompt = Some(rendered.text),
+    }
+    Ok(request)
 }
 
 fn split_parameters(inputs: &Map<String, Value>) -> (Map<String, Value>, Map<String, Value>) {

@@ -148,8 +148,20 @@ class Prompty:
         return reply.get("output")
 
     def estimate_token_count(self, *args, **kwargs):
-        raise NotImplementedError(
-            "Prompty.estimate_token_count is not supported by flow (it needs promptflow's tiktoken counting)"
+        """promptflow's estimate: the prompt rendered with these inputs, its tokens counted as
+        promptflow counts them (tiktoken's cl100k_base, counted by flow itself), plus the
+        parameters' `max_tokens` when given."""
+        if args:
+            raise ValueError("Prompty can only be rendered with keyword arguments.")
+        from promptflow._core import host
+
+        return host.call(
+            "prompty_tokens",
+            path=self.path,
+            inputs=kwargs,
+            configuration=self._configuration,
+            parameters=self._parameters,
+            response=self._response,
         )
 
 
