@@ -2,6 +2,7 @@
 //! Then aggregation: once, over the succeeded lines (docs/flows.md, Aggregation).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -40,6 +41,7 @@ impl Executor {
     ) -> LineResult {
         let started = SystemTime::now();
         let clock = Instant::now();
+        let context = self.operation_context(Some(line_number));
         let finish = |inputs: Map<String, Value>,
                       outputs: Map<String, Value>,
                       error: Option<ErrorInfo>,
@@ -123,7 +125,8 @@ impl Executor {
                         failure = Some(e);
                         break;
                     }
-                    Decision::Run(inputs) => {
+                    Decision::Run(mut inputs) => {
+                        inputs.context = Some(Arc::clone(&context));
                         let on_delta = stream.filter(|s| s.node == i).map(|s| s.on_delta);
                         running.push(async move {
                             let started = SystemTime::now();
@@ -215,6 +218,7 @@ impl Executor {
                 values: Map::new(),
                 tainted: HashSet::new(),
                 bypassed: Vec::new(),
+                context: Some(self.operation_context(None)),
             };
             let mut error = None;
             for (name, source) in &node.inputs {
@@ -298,6 +302,7 @@ impl Executor {
             values,
             tainted: HashSet::new(),
             bypassed: Vec::new(),
+            context: None,
         };
         let started = SystemTime::now();
         let clock = Instant::now();
@@ -346,6 +351,7 @@ impl Executor {
             values: Map::with_capacity(node.inputs.len()),
             tainted: HashSet::new(),
             bypassed: Vec::new(),
+            context: None,
         };
         for (name, source) in &node.inputs {
             // promptflow drops empty literals so the Python default applies.

@@ -113,6 +113,8 @@ pub struct NodeInputs {
     pub values: Map<String, Value>,
     pub tainted: HashSet<String>,
     pub bypassed: Vec<String>,
+    /// The line's operation context for Python code ([`Executor::operation_context`]).
+    pub context: Option<Arc<Value>>,
 }
 
 impl Executor {
@@ -270,6 +272,7 @@ impl Executor {
                     bypassed: inputs.bypassed.clone(),
                     flex: self.flow.flex.is_some() && !node.aggregation,
                     node: node.name.clone(),
+                    context: inputs.context.clone(),
                 };
                 let result = pool.call(call).await.map_err(|e| python_error(node, e))?;
                 self.warn_non_finite(node, &result.non_finite, &result.metrics);

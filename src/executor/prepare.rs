@@ -175,6 +175,7 @@ impl Executor {
             prices: options.prices.clone(),
             sample: options.sample,
             non_finite_warned: Default::default(),
+            batch_run: Default::default(),
             _includes_dir: workdir,
         })
     }

@@ -52,6 +52,8 @@ struct Request<'a> {
     connections: Option<&'a Map<String, Value>>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     bypassed: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<&'a Value>,
 }
 
 /// The error of a worker's reply (`{"ok": false, "error": {...}}`), for calls and for
@@ -139,6 +141,7 @@ impl PythonPool {
             kwargs: None,
             connections: None,
             bypassed: &[],
+            context: None,
         };
         self.round_trip(&request, None, |line, _| {
             let reply: InspectReply = parse(line)?;
@@ -164,6 +167,7 @@ impl PythonPool {
             kwargs: Some(&call.kwargs),
             connections: (!call.connections.is_empty()).then_some(&call.connections),
             bypassed: &call.bypassed,
+            context: call.context.as_deref(),
         };
         let function = call.function.as_deref();
         let mut session = self.inner.host.as_deref().map(|handler| HostSession {
@@ -212,6 +216,7 @@ impl PythonPool {
                     kwargs: None,
                     connections: None,
                     bypassed: &[],
+                    context: None,
                 };
                 let mut bytes =
                     serde_json::to_vec(&request).map_err(|e| PythonError::Protocol {
