@@ -222,6 +222,18 @@ fn prompty_response_all_from_python_is_the_whole_response() {
     );
     let bodies: Vec<_> = ctx.mock().requests().into_iter().map(|r| r.body).collect();
     assert_eq!(bodies[0]["n"], 2, "{bodies:?}");
+
+    // Without the `openai` package: the attribute dict, read the same way.
+    ctx.write(
+        "f/openai/__init__.py",
+        "raise ImportError('no openai here')\n",
+    );
+    let run = ctx.run(&["run", "f", "--inputs", "q=hello", "--output", "json"]);
+    let b = run.expect_code(0).json()["outputs"]["a"].clone();
+    assert_eq!(b["type"], "_Response", "{b:#}");
+    for key in ["second", "prompt_tokens", "dumped", "first", "whole"] {
+        assert_eq!(b[key], a[key], "{key}: {b:#}");
+    }
 }
 
 /// The prompty of `prompty_estimate_token_count_is_promptflows_number`.
