@@ -61,6 +61,8 @@ pub struct Experiment {
 pub struct Init {
     pub values: Map<String, Json>,
     pub origin: Origin,
+    /// Where each argument's value is.
+    pub keys: IndexMap<String, Origin>,
 }
 
 /// The `init:` of the mapping `map` at `path` (the file's top level when `path` is empty).
@@ -75,6 +77,7 @@ pub(crate) fn read_init(
         None | Some(Value::Null) => None,
         Some(Value::Mapping(m)) => {
             let mut values = Map::new();
+            let mut keys = IndexMap::new();
             for (k, v) in m {
                 let Some(k) = scalar_text(k) else {
                     d.push(doc.error(&p, "`init` keys must be parameter names"));
@@ -82,6 +85,7 @@ pub(crate) fn read_init(
                 };
                 match serde_json::to_value(v) {
                     Ok(v) => {
+                        keys.insert(k.clone(), doc.origin(&join_key(&p, &k)));
                         values.insert(k, v);
                     }
                     Err(e) => d.push(doc.error(&join_key(&p, &k), format!("`{k}`: {e}"))),
@@ -90,6 +94,7 @@ pub(crate) fn read_init(
             Some(Init {
                 values,
                 origin: doc.origin(&p),
+                keys,
             })
         }
         Some(_) => {

@@ -182,7 +182,8 @@ pub fn plan_variants(
 /// Make `flow`'s class entry with the experiment's `init:` (for the flow, or an evaluator's),
 /// checked as `--init` is, before anything runs: a key that is not an `__init__` parameter, a
 /// missing argument, a connection or model configuration of the wrong shape, `init:` for a
-/// function entry. Problems the flex check cannot place are located at the `init:` itself.
+/// function entry. Problems the flex check cannot place are located at the argument they name
+/// (`\`key\`` in the message), else at the `init:` itself.
 pub(crate) fn apply_experiment_init(
     flow: &mut crate::model::Flow,
     init: Option<&file::Init>,
@@ -203,7 +204,12 @@ pub(crate) fn apply_experiment_init(
                     if d.location.is_some() {
                         return d;
                     }
-                    let mut located = init.origin.error(d.message);
+                    let origin = init
+                        .keys
+                        .iter()
+                        .find(|(k, _)| d.message.contains(&format!("`{k}`")))
+                        .map_or(&init.origin, |(_, o)| o);
+                    let mut located = origin.error(d.message);
                     located.help = d.help;
                     located
                 })
