@@ -283,6 +283,8 @@ NONDETERMINISTIC = {
     "python_tool_with_simple_image",
     "python_tool_with_simple_image_with_default",
     "conditional-flow-for-if-else",
+    # `root-run-id` is the line run's UUID, new on every run
+    "flow_with_operation_context",
 }
 # Fixtures that raise `ValueError("Random failure")` at random: when flow's run is the one that
 # drew the failure, the flow is not counted (promptflow drew a success).

@@ -39,3 +39,4 @@ pub mod run_store;
 pub mod serve;
 pub mod telemetry;
 pub mod template;
+pub mod token_count;

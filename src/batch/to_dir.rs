@@ -332,6 +332,7 @@ pub async fn run_to_dir(
         skip_aggregation: batch.config.skip_aggregation || shard.is_some(),
         ..batch.config.clone()
     };
+    executor.set_batch_run(&meta.name, &batch.mapping_args);
     let outcome = run_batch(
         executor,
         source.lines,

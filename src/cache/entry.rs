@@ -46,6 +46,9 @@ pub(crate) struct StoredResponse {
     pub model: Option<String>,
     #[serde(default)]
     pub finish_reason: Option<String>,
+    /// The whole reply body, for a request that asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<Value>,
 }
 
 impl StoredResponse {
@@ -57,6 +60,7 @@ impl StoredResponse {
             total_tokens: r.usage.total_tokens,
             model: r.model.clone(),
             finish_reason: r.finish_reason.clone(),
+            raw: r.raw.clone(),
         }
     }
 
@@ -72,6 +76,7 @@ impl StoredResponse {
             finish_reason: self.finish_reason,
             retries: 0,
             served_by: None,
+            raw: self.raw,
         }
     }
 }

@@ -85,6 +85,8 @@ pub(super) struct Plan {
     pub upload: Option<RemoteDir>,
     /// A flex flow's `--init` values, as recorded (see [`super::common::init_record`]).
     pub init_args: Vec<String>,
+    /// A flex flow's init given as values (a resumed experiment run's `init:`).
+    pub init_values: serde_json::Map<String, serde_json::Value>,
 }
 
 /// How a finished batch is reported and judged.
@@ -182,7 +184,7 @@ pub(super) fn run_plan(
     reporting: Reporting,
 ) -> Result<Finished, Failure> {
     let mut flow = load_flow(&plan.flow_path, &plan.selections)?;
-    super::common::apply_init(&mut flow, &plan.init_args)?;
+    super::common::apply_recorded_init(&mut flow, &plan.init_args, &plan.init_values)?;
     let mapping = ColumnMapping::parse(&plan.mapping_args)
         .map_err(|e| Failure::usage(format!("error: {e}")))?;
     if plan.base_run.is_none() && mapping.needs_base_run() {
@@ -212,6 +214,7 @@ pub(super) fn run_plan(
     settings.sample = plan.sample;
     settings.upload = plan.upload.as_ref().map(RemoteDir::to_string);
     settings.init = plan.init_args.clone();
+    settings.init_values = plan.init_values.clone();
     let batch = DirBatch {
         dir: plan.dir.clone(),
         data: plan.data.clone(),
@@ -520,6 +523,7 @@ fn plan(
         shard,
         upload: remote,
         init_args: super::common::init_record(&b.init),
+        init_values: serde_json::Map::new(),
     };
     Ok((plan, model.clone()))
 }
@@ -603,6 +607,7 @@ fn resume_plan(
         shard: meta.shard.as_ref().map(ShardInfo::shard),
         upload,
         init_args: stored.init.clone(),
+        init_values: stored.init_values.clone(),
         resumed: Some(meta),
     };
     Ok((plan, model))

@@ -54,6 +54,23 @@ pub fn apply_init(flow: &mut Flow, values: &[String]) -> Result<(), Failure> {
     flow::model::apply_init(flow, given, source).map_err(|d| Failure::diagnostics(&d))
 }
 
+/// The init a run recorded (`--init` values, and values such as an experiment's `init:`),
+/// applied as when it started: to resume it, merge its shards, or sample it again.
+pub fn apply_recorded_init(
+    flow: &mut Flow,
+    init: &[String],
+    values: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), Failure> {
+    if values.is_empty() {
+        return apply_init(flow, init);
+    }
+    let parsed = parse_name_values("--init", "init arguments", "", init)?;
+    let mut given = parsed.values;
+    given.extend(values.clone());
+    flow::model::apply_init(flow, given, Some(flow::model::InitSource::Flag))
+        .map_err(|d| Failure::diagnostics(&d))
+}
+
 /// `--init` values as a run records them (to resume it with the same init): a file made
 /// absolute, `NAME=VALUE` as given.
 pub fn init_record(values: &[String]) -> Vec<String> {
@@ -154,6 +171,7 @@ pub fn run_settings(model: &ModelArgs, line_timeout_s: Option<f64>) -> RunSettin
         sample: None,
         upload: None,
         init: Vec::new(),
+        init_values: serde_json::Map::new(),
     }
 }
 

@@ -241,7 +241,11 @@ impl Inputs {
         let repeat = if samples > 1 {
             let (flow_path, selections) = Repeat::flow_of(&base_meta).map_err(eval_failure)?;
             let mut flow = load_flow(&flow_path, &selections)?;
-            super::common::apply_init(&mut flow, &base_meta.settings.init)?;
+            super::common::apply_recorded_init(
+                &mut flow,
+                &base_meta.settings.init,
+                &base_meta.settings.init_values,
+            )?;
             let options = batch_options(args, &flow)?;
             Some(Repeat {
                 samples,

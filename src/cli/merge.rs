@@ -92,7 +92,7 @@ pub fn run(project: &Path, args: MergeArgs) -> Result<(), Failure> {
             return Err(Failure::of(&e));
         }
     };
-    let flow = aggregation_flow(&dest, &meta.settings.init)?;
+    let flow = aggregation_flow(&dest, &meta.settings)?;
     let aggregation = rt.block_on(async {
         let executor = match flow {
             Some(flow) => {
@@ -167,7 +167,10 @@ pub fn run(project: &Path, args: MergeArgs) -> Result<(), Failure> {
 
 /// The flow of the merged run's snapshot, when it has aggregation nodes to run (a flex
 /// flow's class entry with `__aggregate__` made with the `--init` the shards recorded).
-fn aggregation_flow(dest: &RunDir, init: &[String]) -> Result<Option<flow::model::Flow>, Failure> {
+fn aggregation_flow(
+    dest: &RunDir,
+    settings: &flow::run_store::RunSettings,
+) -> Result<Option<flow::model::Flow>, Failure> {
     let snapshot = dest.snapshot_dir();
     let has_flow = [
         "flow.dag.yaml",
@@ -184,7 +187,7 @@ fn aggregation_flow(dest: &RunDir, init: &[String]) -> Result<Option<flow::model
     if !flow.nodes.iter().any(|n| n.aggregation) {
         return Ok(None);
     }
-    super::common::apply_init(&mut flow, init)?;
+    super::common::apply_recorded_init(&mut flow, &settings.init, &settings.init_values)?;
     Ok(Some(flow))
 }
 

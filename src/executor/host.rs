@@ -380,6 +380,7 @@ impl ModelHost {
                 finish_reason: None,
                 retries: e.retries,
                 served_by: e.served_by,
+                raw: None,
             })
         };
         let key = || crate::provider::embedding_cache_key(conn, model, inputs);
@@ -397,30 +398,6 @@ impl ModelHost {
             )
         };
         self.through_cache(conn, key, what, fetch).await
-    }
-
-    /// `prompty`: run a `.prompty` file as flow runs it (its one-node flow), with the model
-    /// configuration and parameters the Python caller overrides.
-    /// The prepared executor of the `.prompty` a `prompty` request names (prepared once per
-    /// file, configuration and parameters).
-    async fn prompty_executor(&self, args: &Value) -> Result<Arc<Executor>, HostError> {
-        let path = args
-            .get("path")
-            .and_then(Value::as_str)
-            .map(PathBuf::from)
-            .ok_or_else(|| HostError::new("ValueError", "`prompty` needs the file's `path`"))?;
-        let config = args.get("configuration").cloned().unwrap_or(Value::Null);
-        let params = args.get("parameters").cloned().unwrap_or(Value::Null);
-        let key = json!([path, config, params]).to_string();
-        let mut cache = self.prompty.lock().await;
-        Ok(match cache.get(&key) {
-            Some(e) => Arc::clone(e),
-            None => {
-                let e = Arc::new(self.prepare_prompty(&path, &config, &params).await?);
-                cache.insert(key, Arc::clone(&e));
-                e
-            }
-        })
     }
 
     /// Whether a `.prompty` asks for a streamed reply (`stream: true` in its parameters, or in
@@ -441,6 +418,8 @@ impl ModelHost {
         Ok(asked)
     }
 
+    /// `prompty`: run a `.prompty` file as flow runs it (its one-node flow), with the model
+    /// configuration and parameters the Python caller overrides.
     async fn prompty(
         &self,
         args: Value,
@@ -452,6 +431,7 @@ impl ModelHost {
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
+        let streamed = on_delta.is_some() && executor.stream_output().is_some();
         let line = match (on_delta, executor.stream_output()) {
             (Some(on_delta), Some(s)) => {
                 let stream = super::LineStream {
@@ -475,6 +455,15 @@ impl ModelHost {
             return Err(HostError::new(type_name, error.message.clone()));
         }
         let output = line.outputs.get("output").cloned().unwrap_or(Value::Null);
+        let all = executor.prepared.iter().any(|p| {
+            matches!(
+                p,
+                super::Prepared::Llm {
+                    reply: Some(r),
+                    ..
+                } if r.all
+            )
+        });
         let call = node.map(|n| HostCall {
             op: "prompty".into(),
             prompt_tokens: n.tokens.map_or(0, |t| t.prompt_tokens),
@@ -488,8 +477,191 @@ impl ModelHost {
             retries: n.retries,
         });
         Ok(HostReply {
-            result: output,
+            // Streamed (pieces already sent), the result is the text the pieces make; else the
+            // shim makes the whole response an object again (`all`).
+            result: if streamed {
+                output
+            } else {
+                json!({"output": output, "all": all})
+            },
             call,
+        })
+    }
+
+    /// `prompty_tokens`: promptflow's `Prompty.estimate_token_count(**inputs)` — the prompt
+    /// rendered as a call would render it, its tokens counted as promptflow counts them
+    /// ([`crate::token_count`]), plus `max_tokens` when the parameters give it.
+    async fn prompty_tokens(&self, args: Value) -> Result<HostReply, HostError> {
+        let executor = self.prompty_executor(&args).await?;
+        let given = args
+            .get("inputs")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let (
+            Some(node),
+            Some(super::Prepared::Llm {
+                template,
+                connection,
+                ..
+            }),
+        ) = (executor.flow.nodes.first(), executor.prepared.first())
+        else {
+            return Err(HostError::new(
+                "PromptyException",
+                "internal: the .prompty did not prepare as one model call",
+            ));
+        };
+        let max_tokens = match node.inputs.get("max_tokens") {
+            None | Some(crate::model::ValueSource::Literal(Value::Null)) => None,
+            Some(crate::model::ValueSource::Literal(Value::Bool(b))) => {
+                let shown = if *b { "True" } else { "False" };
+                return Err(HostError::new(
+                    "ValueError",
+                    format!("{shown} is less than the minimum of max_tokens."),
+                ));
+            }
+            Some(crate::model::ValueSource::Literal(Value::Number(n))) if n.as_i64().is_some() => {
+                match n.as_i64() {
+                    Some(n) if n > 1 => Some(n as u64),
+                    _ => {
+                        return Err(HostError::new(
+                            "ValueError",
+                            format!("{n} is less than the minimum of max_tokens."),
+                        ));
+                    }
+                }
+            }
+            Some(_) => {
+                return Err(HostError::new(
+                    "ValueError",
+                    "Max_token needs to be integer.",
+                ));
+            }
+        };
+        // promptflow's `_resolve_inputs`: the sample when no input is given, then each input's
+        // value or default; every missing one named
+        let given = if given.is_empty() {
+            executor
+                .flow
+                .inputs
+                .iter()
+                .filter_map(|(k, i)| i.default.clone().map(|d| (k.clone(), d)))
+                .collect()
+        } else {
+            given
+        };
+        let missing: Vec<String> = executor
+            .flow
+            .inputs
+            .iter()
+            .filter(|(k, i)| !given.contains_key(*k) && i.default.is_none())
+            .map(|(k, _)| format!("'{k}'"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(HostError::new(
+                "ValueError",
+                format!("Missing required inputs: [{}]", missing.join(", ")),
+            ));
+        }
+        let flow_inputs = super::inputs::resolve_flow_inputs(&executor.flow, &given)
+            .map_err(|e| HostError::new("ValueError", e.message))?;
+        let mut values = Map::new();
+        for (k, source) in &node.inputs {
+            match source {
+                crate::model::ValueSource::Literal(v) => {
+                    values.insert(k.clone(), v.clone());
+                }
+                crate::model::ValueSource::Reference(crate::model::Reference::FlowInput {
+                    name,
+                    ..
+                }) => {
+                    if let Some(v) = flow_inputs.get(name) {
+                        values.insert(k.clone(), v.clone());
+                    }
+                }
+                crate::model::ValueSource::Reference(_) => {}
+            }
+        }
+        let request = super::node::llm_request(
+            node,
+            template,
+            connection,
+            &values,
+            &std::collections::HashSet::new(),
+            super::node::RequestShape {
+                whole: false,
+                stream: false,
+                message_format: executor.flow.message_format,
+            },
+        )
+        .await
+        .map_err(|e| HostError::new("PromptyException", e.message))?;
+        if request.api == Api::Completion {
+            return Err(HostError::new(
+                "NotImplementedError",
+                format!(
+                    "{}: estimate_token_count counts chat messages, and this .prompty has `api: completion` (promptflow's fails on it too, iterating the prompt's characters as messages)",
+                    executor.flow.file.display()
+                ),
+            ));
+        }
+        let messages = serde_json::to_value(&request.messages)
+            .map_err(|e| HostError::new("PromptyException", e.to_string()))?;
+        let messages = messages.as_array().cloned().unwrap_or_default();
+        let model = ["deployment_name", "model"]
+            .iter()
+            .find_map(|k| match node.inputs.get(*k) {
+                Some(crate::model::ValueSource::Literal(Value::String(s))) if !s.is_empty() => {
+                    Some(s.clone())
+                }
+                _ => None,
+            });
+        let prompt = crate::token_count::chat_tokens(&messages, model.as_deref()).map_err(|e| {
+            let kind = match e {
+                crate::token_count::TokenCountError::Image => "NotImplementedError",
+                _ => "ValueError",
+            };
+            HostError::new(kind, e.to_string())
+        })?;
+        Ok(HostReply {
+            result: json!(prompt + max_tokens.unwrap_or(0)),
+            call: None,
+        })
+    }
+
+    async fn prompty_executor(&self, args: &Value) -> Result<Arc<Executor>, HostError> {
+        let path = args
+            .get("path")
+            .and_then(Value::as_str)
+            .map(PathBuf::from)
+            .ok_or_else(|| HostError::new("ValueError", "`prompty` needs the file's `path`"))?;
+        let config = args.get("configuration").cloned().unwrap_or(Value::Null);
+        let params = args.get("parameters").cloned().unwrap_or(Value::Null);
+        // `model={"response": ...}` given in code: `first` or `all`, else the file's
+        let response = match args.get("response") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s == "first" => Some(false),
+            Some(Value::String(s)) if s == "all" => Some(true),
+            Some(other) => {
+                return Err(HostError::new(
+                    "ValueError",
+                    format!("Prompty's `model.response` is {other}; use \"first\" or \"all\""),
+                ));
+            }
+        };
+        let key = json!([path, config, params, response]).to_string();
+        let mut cache = self.prompty.lock().await;
+        Ok(match cache.get(&key) {
+            Some(e) => Arc::clone(e),
+            None => {
+                let e = Arc::new(
+                    self.prepare_prompty(&path, &config, &params, response)
+                        .await?,
+                );
+                cache.insert(key, Arc::clone(&e));
+                e
+            }
         })
     }
 
@@ -498,6 +670,7 @@ impl ModelHost {
         path: &std::path::Path,
         config: &Value,
         params: &Value,
+        response: Option<bool>,
     ) -> Result<Executor, HostError> {
         let fail = |m: String| HostError::new("PromptyException", m);
         let text = tokio::fs::read_to_string(path)
@@ -576,6 +749,36 @@ impl ModelHost {
         let mut executor = Executor::new(flow, dag, &options)
             .await
             .map_err(|e| fail(e.to_string()))?;
+        if let Some(all) = response {
+            for prepared in &mut executor.prepared {
+                if let super::Prepared::Llm {
+                    reply: Some(reply),
+                    connection,
+                    ..
+                } = prepared
+                {
+                    if all && !reply.all {
+                        let parameters = match executor.flow.nodes.first() {
+                            Some(node) => literal_inputs(node),
+                            None => Map::new(),
+                        };
+                        if let Some(problem) =
+                            super::prepare::response_all_problem(connection, &parameters)
+                        {
+                            return Err(HostError::new(
+                                "ValueError",
+                                format!(
+                                    "{}: `model.response: all` {problem}\n  help: {}",
+                                    path.display(),
+                                    super::prepare::RESPONSE_ALL_HELP
+                                ),
+                            ));
+                        }
+                    }
+                    reply.all = all;
+                }
+            }
+        }
         if given_in_code {
             // messages name the endpoint and key as the code gave them (see inline_connection)
             for prepared in &mut executor.prepared {
@@ -623,6 +826,7 @@ impl HostHandler for ModelHost {
                 "chat" | "completion" => self.complete(node, op, args, None).await,
                 "embedding" => self.embedding(node, args).await,
                 "prompty" => self.prompty(args, None).await,
+                "prompty_tokens" => self.prompty_tokens(args).await,
                 "render" => {
                     let template =
                         args.get("template")
@@ -729,4 +933,15 @@ fn provider_error(e: &ProviderError) -> HostError {
         _ => "WrappedOpenAIError",
     };
     HostError::new(type_name, e.to_string())
+}
+
+/// A node's literal inputs (for a `.prompty` node: its model and `model.parameters`).
+fn literal_inputs(node: &crate::model::Node) -> Map<String, Value> {
+    node.inputs
+        .iter()
+        .filter_map(|(k, v)| match v {
+            crate::model::ValueSource::Literal(v) => Some((k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect()
 }

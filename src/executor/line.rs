@@ -2,6 +2,7 @@
 //! Then aggregation: once, over the succeeded lines (docs/flows.md, Aggregation).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -42,6 +43,7 @@ impl Executor {
     ) -> LineResult {
         let started = SystemTime::now();
         let clock = Instant::now();
+        let context = self.operation_context(Some(line_number));
         let finish = |inputs: Map<String, Value>,
                       outputs: Map<String, Value>,
                       error: Option<ErrorInfo>,
@@ -126,7 +128,8 @@ impl Executor {
                         failure = Some(e.error);
                         break;
                     }
-                    Decision::Run(inputs) => {
+                    Decision::Run(mut inputs) => {
+                        inputs.context = Some(Arc::clone(&context));
                         let node_stream = stream.filter(|s| s.node == i);
                         running.push(async move {
                             let started = SystemTime::now();
@@ -218,6 +221,7 @@ impl Executor {
                 values: Map::new(),
                 tainted: HashSet::new(),
                 bypassed: Vec::new(),
+                context: Some(self.operation_context(None)),
             };
             let mut error = None;
             for (name, source) in &node.inputs {
@@ -301,6 +305,7 @@ impl Executor {
             values,
             tainted: HashSet::new(),
             bypassed: Vec::new(),
+            context: None,
         };
         let started = SystemTime::now();
         let clock = Instant::now();
@@ -349,6 +354,7 @@ impl Executor {
             values: Map::with_capacity(node.inputs.len()),
             tainted: HashSet::new(),
             bypassed: Vec::new(),
+            context: None,
         };
         for (name, source) in &node.inputs {
             // promptflow drops empty literals so the Python default applies.

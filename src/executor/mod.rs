@@ -132,7 +132,7 @@ pub fn stream_output(flow: &Flow) -> Option<StreamOutput> {
         let ValueSource::Reference(Reference::NodeOutput { node, path }) = &o.reference else {
             return None;
         };
-        if !path.is_empty() {
+        if !path.is_empty() || o.ty == Some(crate::model::ValueType::Object) {
             return None;
         }
         let index = flow.nodes.iter().position(|n| &n.name == node)?;
@@ -219,11 +219,13 @@ impl PackageTool {
 
 /// How a `.prompty`'s reply becomes its output, as promptflow formats it: with
 /// `response_format: {type: json_object}` the reply is parsed as JSON, and with `outputs:` only
-/// those keys are kept (a missing one fails the line).
+/// those keys are kept (a missing one fails the line). With `model.response: all` the output is
+/// the whole response body instead, as the endpoint sent it (`json` and `keys` unused).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PromptyReply {
     pub json: bool,
     pub keys: Vec<String>,
+    pub all: bool,
 }
 
 /// Runs lines of one flow. Cheap to share across tasks (`&Executor` is enough).
@@ -236,12 +238,95 @@ pub struct Executor {
     pub(crate) cache: Option<ResponseCache>,
     pub(crate) prices: Arc<PriceTable>,
     pub(crate) sample: Option<u32>,
+    /// The batch run the lines belong to, if any ([`Executor::set_batch_run`]).
+    pub(crate) batch_run: std::sync::Mutex<Option<BatchRunContext>>,
     /// The flow copied with its `additional_includes`, the Python workers' working directory
     /// (kept for the executor's life, removed after).
     pub(crate) _includes_dir: Option<prepare::IncludesDir>,
 }
 
+/// The batch run an executor's lines belong to, as promptflow's operation context says it.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchRunContext {
+    /// The run's name (promptflow's batch run id).
+    pub run: String,
+    /// `Run` when a column mapping reads a base run's outputs (`${run.outputs...}`), else
+    /// `Data`, as promptflow's `set_batch_input_source_from_inputs_mapping` decides it.
+    pub input_source: &'static str,
+}
+
 impl Executor {
+    /// Mark the lines run from now on as lines of batch run `run` (their Python code's
+    /// `OperationContext` says `run_mode: Batch`, `root_run_id: run`); `mapping` is the run's
+    /// column mapping as written (`in=${run.outputs.x}`).
+    pub fn set_batch_run(&self, run: &str, mapping: &[String]) {
+        let from_run = mapping.iter().any(|m| {
+            m.split_once('=')
+                .is_some_and(|(_, v)| v.trim().starts_with("${run.outputs"))
+        });
+        let context = BatchRunContext {
+            run: run.to_string(),
+            input_source: if from_run { "Run" } else { "Data" },
+        };
+        if let Ok(mut slot) = self.batch_run.lock() {
+            *slot = Some(context);
+        }
+    }
+
+    /// What promptflow's executor puts in the `OperationContext` of a line (`line` given) or of
+    /// the aggregation (`None`): `flow_id` promptflow's constant `default_flow_id`;
+    /// `root_run_id` the batch run's name in a batch, else a fresh UUID per line (promptflow's
+    /// line run id of `pf flow test`); `run_mode` `Batch` or `Test`; the line number and
+    /// `batch_input_source` in a batch; `execution_target` `flex` or `dag`.
+    pub(crate) fn operation_context(&self, line: Option<usize>) -> Arc<Value> {
+        let batch = self.batch_run.lock().ok().and_then(|b| b.clone());
+        let target = if self.flow.flex.is_some() {
+            "flex"
+        } else {
+            "dag"
+        };
+        let mut context = Map::new();
+        context.insert("flow_id".into(), Value::from("default_flow_id"));
+        context.insert("execution_target".into(), Value::from(target));
+        context.insert(
+            "user_agent".into(),
+            Value::from(format!("flow/{}", env!("CARGO_PKG_VERSION"))),
+        );
+        let mut otel = Map::new();
+        otel.insert("execution_target".into(), Value::from(target));
+        match batch {
+            Some(b) => {
+                context.insert("run_mode".into(), Value::from("Batch"));
+                context.insert("root_run_id".into(), Value::from(b.run.clone()));
+                context.insert("batch_input_source".into(), Value::from(b.input_source));
+                otel.insert("batch_run_id".into(), Value::from(b.run));
+                match line {
+                    Some(n) => {
+                        otel.insert("line_number".into(), Value::from(n));
+                    }
+                    None => {
+                        otel.insert("is_aggregation".into(), Value::Bool(true));
+                    }
+                }
+            }
+            None => {
+                let id = uuid4();
+                context.insert("run_mode".into(), Value::from("Test"));
+                context.insert("root_run_id".into(), Value::from(id.clone()));
+                match line {
+                    Some(_) => {
+                        otel.insert("line_run_id".into(), Value::from(id));
+                    }
+                    None => {
+                        otel.insert("is_aggregation".into(), Value::Bool(true));
+                    }
+                }
+            }
+        }
+        context.insert("_otel_attributes".into(), Value::Object(otel));
+        Arc::new(Value::Object(context))
+    }
+
     /// The flow this executor runs.
     pub fn flow(&self) -> &Flow {
         &self.flow
@@ -282,6 +367,22 @@ impl Executor {
             p.shutdown().await;
         }
     }
+}
+
+/// A random (version 4) UUID, as Python's `str(uuid.uuid4())` prints it.
+fn uuid4() -> String {
+    let mut b = fastrand::u128(..).to_be_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 #[cfg(test)]

@@ -127,6 +127,8 @@ pub struct NodeInputs {
     pub values: Map<String, Value>,
     pub tainted: HashSet<String>,
     pub bypassed: Vec<String>,
+    /// The line's operation context for Python code ([`Executor::operation_context`]).
+    pub context: Option<Arc<Value>>,
 }
 
 impl Executor {
@@ -158,66 +160,23 @@ impl Executor {
                 connection,
                 reply,
             } => {
-                let prompty = node.source.extension().is_some_and(|e| e == "prompty");
-                let (params, mut vars) = if prompty {
-                    prompty_parameters(node, &inputs.values)
-                } else {
-                    split_parameters(&inputs.values)
+                let whole = reply.as_ref().is_some_and(|r| r.all);
+                // the whole response object is one object: never streamed
+                let stream = on_delta.is_some() && !whole;
+                let shape = RequestShape {
+                    whole,
+                    stream,
+                    message_format: self.flow.message_format,
                 };
-                let template = given_template(node, template, &mut vars, "prompt")?;
-                crate::image::texts_to_strings(&mut vars, self.flow.message_format);
-                let images = crate::image::to_markers(&mut vars);
-                let rendered = render(&template, &vars, &inputs.tainted)
-                    .await
-                    .map_err(|e| template_error(node, &e))?;
-                let model = string_param(&params, "model");
-                let deployment = string_param(&params, "deployment_name");
-                let mut request = LlmRequest {
-                    api: match node.api {
-                        LlmApi::Chat => Api::Chat,
-                        LlmApi::Completion => Api::Completion,
-                    },
-                    messages: Vec::new(),
-                    prompt: None,
-                    // Azure addresses a deployment; everything else a model.
-                    model: if connection.api_type == ApiType::Azure {
-                        deployment.or(model)
-                    } else {
-                        model.or(deployment)
-                    },
-                    params: model_params(&params)
-                        .map(|mut typed| {
-                            // A `.prompty` sends its `model.parameters` and nothing else, as
-                            // promptflow's Prompty does.
-                            if !prompty {
-                                for (k, v) in promptflow_defaults(node.api, connection.api_type) {
-                                    typed.entry(k).or_insert(v);
-                                }
-                            }
-                            typed
-                        })
-                        .map_err(|m| ErrorInfo {
-                            node: Some(node.name.clone()),
-                            ..ErrorInfo::new(ErrorKind::Input, m)
-                        })?,
-                    stream: on_delta.is_some(),
-                };
-                match node.api {
-                    LlmApi::Chat => {
-                        request.messages =
-                            crate::image::chat_messages(rendered.escaped(), &images, "auto", true)
-                                .map_err(|e| template_error(node, &e.to_string()))?;
-                    }
-                    LlmApi::Completion
-                        if images.keys().any(|k| rendered.text.contains(k.as_str())) =>
-                    {
-                        return Err(NodeFailure::from(template_error(
-                            node,
-                            "an image input reaches a node with `api: completion`, which sends text only\n  help: use `api: chat` to send images (`![image]({{image_input}})` in the template)",
-                        )));
-                    }
-                    LlmApi::Completion => request.prompt = Some(rendered.text),
-                }
+                let request = llm_request(
+                    node,
+                    template,
+                    connection,
+                    &inputs.values,
+                    &inputs.tainted,
+                    shape,
+                )
+                .await?;
                 let fetch = || self.llm.complete(connection, &request, on_delta);
                 let (response, cached) = match &self.cache {
                     Some(cache) if connection.api_type != ApiType::Echo => {
@@ -256,6 +215,21 @@ impl Executor {
                     )
                 });
                 let output = match reply {
+                    Some(shape) if shape.all => match response.raw {
+                        Some(raw) => raw,
+                        None => {
+                            return Err(NodeFailure::from(ErrorInfo {
+                                node: Some(node.name.clone()),
+                                ..ErrorInfo::new(
+                                    ErrorKind::Provider,
+                                    format!(
+                                        "{}: `model.response: all`: the endpoint's reply was not kept whole (a streamed reply?), so the response object cannot be the output",
+                                        node.source.display()
+                                    ),
+                                )
+                            }));
+                        }
+                    },
                     Some(shape) => format_prompty_reply(node, shape, response.output)?,
                     None => response.output,
                 };
@@ -322,6 +296,7 @@ impl Executor {
                     node: node.name.clone(),
                     stream: stream.and_then(|s| s.pieces.clone()),
                     message_format: self.flow.message_format,
+                    context: inputs.context.clone(),
                 };
                 let result = pool.call(call).await.map_err(|e| python_failure(node, e))?;
                 let mut out = NodeOutcome::value(result.output);
@@ -468,6 +443,94 @@ fn add_host_calls(out: &mut NodeOutcome, calls: &[crate::python::HostCall]) {
     out.saved_usd = saved;
     out.cached = calls.iter().all(|c| c.cached);
     out.host_calls = calls.len() as u32;
+}
+
+/// How an `llm` request is asked for, beside its values.
+#[derive(Clone, Copy)]
+pub(crate) struct RequestShape {
+    /// The whole response object is wanted (`response: all`).
+    pub whole: bool,
+    /// The reply streams.
+    pub stream: bool,
+    /// The flow's message format (how text parts in the values read).
+    pub message_format: crate::image::MessageFormat,
+}
+
+/// The request an `llm` node (or a `.prompty`) sends for `values`: its template rendered, split
+/// into messages (or one prompt), its model and typed parameters.
+pub(crate) async fn llm_request(
+    node: &Node,
+    template: &Arc<PromptTemplate>,
+    connection: &crate::connection::Connection,
+    values: &Map<String, Value>,
+    tainted: &HashSet<String>,
+    shape: RequestShape,
+) -> Result<LlmRequest, ErrorInfo> {
+    let RequestShape {
+        whole,
+        stream,
+        message_format,
+    } = shape;
+    let prompty = node.source.extension().is_some_and(|e| e == "prompty");
+    let (params, mut vars) = if prompty {
+        prompty_parameters(node, values)
+    } else {
+        split_parameters(values)
+    };
+    let template = given_template(node, template, &mut vars, "prompt")?;
+    crate::image::texts_to_strings(&mut vars, message_format);
+    let images = crate::image::to_markers(&mut vars);
+    let rendered = render(&template, &vars, tainted)
+        .await
+        .map_err(|e| template_error(node, &e))?;
+    let model = string_param(&params, "model");
+    let deployment = string_param(&params, "deployment_name");
+    let mut request = LlmRequest {
+        api: match node.api {
+            LlmApi::Chat => Api::Chat,
+            LlmApi::Completion => Api::Completion,
+        },
+        messages: Vec::new(),
+        prompt: None,
+        // Azure addresses a deployment; everything else a model.
+        model: if connection.api_type == ApiType::Azure {
+            deployment.or(model)
+        } else {
+            model.or(deployment)
+        },
+        params: model_params(&params)
+            .map(|mut typed| {
+                // A `.prompty` sends its `model.parameters` and nothing else, as
+                // promptflow's Prompty does.
+                if !prompty {
+                    for (k, v) in promptflow_defaults(node.api, connection.api_type) {
+                        typed.entry(k).or_insert(v);
+                    }
+                }
+                typed
+            })
+            .map_err(|m| ErrorInfo {
+                node: Some(node.name.clone()),
+                ..ErrorInfo::new(ErrorKind::Input, m)
+            })?,
+        stream,
+        full_response: whole,
+    };
+    match node.api {
+        LlmApi::Chat => {
+            request.messages =
+                crate::image::chat_messages(rendered.escaped(), &images, "auto", true)
+                    .map_err(|e| template_error(node, &e.to_string()))?;
+        }
+        LlmApi::Completion if images.keys().any(|k| rendered.text.contains(k.as_str())) => {
+            return Err(template_error(
+                node,
+                "an image input reaches a node with `api: completion`, which sends text only\n  help: use `api: chat` to send images (`![image]({{image_input}})` in the template)",
+            ));
+        }
+        LlmApi::Completion => request.prompt = Some(rendered.text),
+    }
+    Ok(request)
 }
 
 fn split_parameters(inputs: &Map<String, Value>) -> (Map<String, Value>, Map<String, Value>) {

@@ -110,7 +110,7 @@ impl Executor {
                                 ListStyle::Python
                             };
                         let template = load_template(&flow, node, style)?;
-                        let reply = prompty_reply(&flow, node)?;
+                        let reply = prompty_reply(&flow, node, &connection)?;
                         Ok(Prepared::Llm {
                             template: Arc::new(template),
                             connection,
@@ -174,6 +174,7 @@ impl Executor {
             cache: options.cache.clone(),
             prices: options.prices.clone(),
             sample: options.sample,
+            batch_run: Default::default(),
             _includes_dir: workdir,
         })
     }
@@ -367,9 +368,12 @@ fn environment_variables(
 }
 
 /// For a `.prompty` node: how its reply is formatted (`response_format` json_object,
-/// `outputs`). `model.response: all` (the whole response object) is refused: `flow` returns
-/// the first choice, and would otherwise give a different output than promptflow.
-fn prompty_reply(flow: &Flow, node: &Node) -> Result<Option<super::PromptyReply>, Vec<Diagnostic>> {
+/// `outputs`, `model.response: all`).
+fn prompty_reply(
+    flow: &Flow,
+    node: &Node,
+    connection: &Connection,
+) -> Result<Option<super::PromptyReply>, Vec<Diagnostic>> {
     if node.source.extension().is_none_or(|e| e != "prompty") {
         return Ok(None);
     }
@@ -385,13 +389,17 @@ fn prompty_reply(flow: &Flow, node: &Node) -> Result<Option<super::PromptyReply>
     let prompty = crate::prompty::parse(&path, &text)
         .map_err(|e| vec![crate::model::prompty_flow::prompty_diagnostic(&path, &e)])?;
     if prompty.model.response_all {
-        return Err(vec![
-            Diagnostic::error(format!(
-                "{}: `model.response: all` (the whole response object as the output) is not supported yet: flow returns the first choice's content",
-                path.display()
-            ))
-            .with_help("remove `response: all` (or set `response: first`)"),
-        ]);
+        if let Some(problem) = response_all_problem(connection, &prompty.model.parameters) {
+            let location = response_location(&text);
+            return Err(vec![
+                Diagnostic::error(format!(
+                    "{}: `model.response: all` {problem}",
+                    path.display()
+                ))
+                .at(&path, location)
+                .with_help(RESPONSE_ALL_HELP),
+            ]);
+        }
     }
     let json = prompty
         .model
@@ -401,7 +409,50 @@ fn prompty_reply(flow: &Flow, node: &Node) -> Result<Option<super::PromptyReply>
     Ok(Some(super::PromptyReply {
         json,
         keys: prompty.outputs.keys().cloned().collect(),
+        all: prompty.model.response_all,
     }))
+}
+
+/// What to do instead of `model.response: all` when it cannot be honoured.
+pub(crate) const RESPONSE_ALL_HELP: &str = "use an OpenAI, Azure OpenAI or OpenAI-compatible connection (Ollama and llama.cpp are; `--offline` too), and no `stream: true`; or remove `response: all` for the first choice's content";
+
+/// Why `model.response: all` (the whole response object) cannot be honoured on `connection`
+/// with `parameters`, if it cannot: an Anthropic reply is not an OpenAI response object, and
+/// flow will not make one up; a streamed reply is a stream of chunks, which promptflow returns
+/// as an iterator, not an object.
+pub(crate) fn response_all_problem(
+    connection: &Connection,
+    parameters: &Map<String, Value>,
+) -> Option<String> {
+    let members: Vec<&Connection> = if connection.is_pool() {
+        connection.pool.iter().collect()
+    } else {
+        vec![connection]
+    };
+    if let Some(c) = members.iter().find(|c| c.api_type == ApiType::Anthropic) {
+        return Some(format!(
+            "(the whole OpenAI response object as the output) cannot be honoured on connection `{}`: it is an Anthropic connection, whose Messages API reply is not an OpenAI response object, and flow does not make one up",
+            c.name
+        ));
+    }
+    let streams = match parameters.get("stream") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.trim().eq_ignore_ascii_case("true"),
+        _ => false,
+    };
+    streams.then(|| {
+        "with `stream: true` would be promptflow's stream of chunks (an iterator, not a response object), which flow does not return".to_string()
+    })
+}
+
+/// Where `response:` is written in a `.prompty` file's text (for locating a refusal).
+pub(crate) fn response_location(text: &str) -> Option<Location> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let trimmed = line.trim_start();
+        trimmed
+            .starts_with("response:")
+            .then(|| Location::new(i + 1, line.len() - trimmed.len() + 1, "response".len()))
+    })
 }
 
 /// Compile a node's template. promptflow's Azure OpenAI chat tool prints lists one item per

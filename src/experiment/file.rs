@@ -50,7 +50,61 @@ pub struct Experiment {
     pub datasets: Vec<Dataset>,
     pub evaluators: Vec<Evaluator>,
     pub runtime: Option<String>,
+    /// `init:`: the flow's class entry `__init__` arguments (a flex flow), as `--init` gives them.
+    pub init: Option<Init>,
     pub extras: Extras,
+}
+
+/// An `init:` mapping: a flex flow's class entry `__init__` arguments (promptflow's experiment
+/// flow nodes take them as `init:` too), applied to every run of that flow.
+#[derive(Debug, Clone)]
+pub struct Init {
+    pub values: Map<String, Json>,
+    pub origin: Origin,
+    /// Where each argument's value is.
+    pub keys: IndexMap<String, Origin>,
+}
+
+/// The `init:` of the mapping `map` at `path` (the file's top level when `path` is empty).
+pub(crate) fn read_init(
+    doc: &Doc,
+    map: &Mapping,
+    path: &str,
+    d: &mut Vec<Diagnostic>,
+) -> Option<Init> {
+    let p = join_key(path, "init");
+    match map.get("init") {
+        None | Some(Value::Null) => None,
+        Some(Value::Mapping(m)) => {
+            let mut values = Map::new();
+            let mut keys = IndexMap::new();
+            for (k, v) in m {
+                let Some(k) = scalar_text(k) else {
+                    d.push(doc.error(&p, "`init` keys must be parameter names"));
+                    continue;
+                };
+                match serde_json::to_value(v) {
+                    Ok(v) => {
+                        keys.insert(k.clone(), doc.origin(&join_key(&p, &k)));
+                        values.insert(k, v);
+                    }
+                    Err(e) => d.push(doc.error(&join_key(&p, &k), format!("`{k}`: {e}"))),
+                }
+            }
+            Some(Init {
+                values,
+                origin: doc.origin(&p),
+                keys,
+            })
+        }
+        Some(_) => {
+            d.push(
+                doc.error(&p, "`init` must be a mapping of `__init__` arguments")
+                    .with_help("write `init:` followed by `name: value` lines, e.g. `max_total_token: 2048`"),
+            );
+            None
+        }
+    }
 }
 
 /// A `connections` entry: properties are written to `<NAME>_<PROPERTY>` variables; `${x}`
@@ -80,6 +134,8 @@ pub struct Dataset {
 pub struct Evaluator {
     pub name: String,
     pub kind: EvaluatorKind,
+    /// `init:` of an evaluation flow whose entry is a class.
+    pub init: Option<Init>,
     pub datasets: Vec<EvalDataset>,
     pub origin: Origin,
 }
@@ -245,6 +301,7 @@ fn from_doc(doc: &Doc) -> Result<Experiment, ExperimentFileError> {
     let evaluators = read_evaluators(doc, &dir, &datasets, &mut d);
     let connections = read_connections(doc, &mut d);
     let runtime = optional_str(doc, &doc.root, "", "runtime", &mut d);
+    let init = read_init(doc, &doc.root, "", &mut d);
     let extras = read_extras(doc, &mut d);
     if d.is_empty() {
         Ok(Experiment {
@@ -257,6 +314,7 @@ fn from_doc(doc: &Doc) -> Result<Experiment, ExperimentFileError> {
             datasets,
             evaluators,
             runtime,
+            init,
             extras,
         })
     } else {
@@ -561,9 +619,17 @@ pub(crate) fn read_evaluators(
                 origin: doc.origin(&p),
             });
         }
+        let init = read_init(doc, m, &path, d);
+        if init.is_some() && !matches!(kind, EvaluatorKind::Flow(_)) {
+            d.push(
+                doc.error_at_key(&join_key(&path, "init"), format!("evaluator `{name}`: `init` is for an evaluation flow's class entry; a built-in evaluator takes `options`"))
+                    .with_help("remove `init`, or give the built-in's settings under `options:`"),
+            );
+        }
         out.push(Evaluator {
             name,
             kind,
+            init,
             datasets: eval_datasets,
             origin: doc.origin(&path),
         });

@@ -157,6 +157,7 @@ pub fn plan_variants(
             let mut flow = crate::model::load(&experiment.flow, &plan.selections())
                 .map_err(|e| ExperimentError::Flow(e.diagnostics))?;
             plan.apply_parameters(&mut flow);
+            apply_experiment_init(&mut flow, experiment.init.as_ref())?;
             let applied_yaml =
                 hash::applied_yaml(&flow, &plan.parameters()).map_err(|e| ExperimentError::Io {
                     path: flow.file.clone(),
@@ -167,6 +168,7 @@ pub fn plan_variants(
                     path: flow.dir.clone(),
                     message: e.to_string(),
                 })?;
+            let flow_hash = with_init(flow_hash, experiment.init.as_ref());
             Ok(PlannedVariant {
                 plan,
                 flow,
@@ -175,6 +177,57 @@ pub fn plan_variants(
             })
         })
         .collect()
+}
+
+/// Make `flow`'s class entry with the experiment's `init:` (for the flow, or an evaluator's),
+/// checked as `--init` is, before anything runs: a key that is not an `__init__` parameter, a
+/// missing argument, a connection or model configuration of the wrong shape, `init:` for a
+/// function entry. Problems the flex check cannot place are located at the argument they name
+/// (`\`key\`` in the message), else at the `init:` itself.
+pub(crate) fn apply_experiment_init(
+    flow: &mut crate::model::Flow,
+    init: Option<&file::Init>,
+) -> Result<(), ExperimentError> {
+    let Some(init) = init else {
+        return Ok(());
+    };
+    crate::model::apply_init(
+        flow,
+        init.values.clone(),
+        Some(crate::model::InitSource::Experiment(&init.origin.file)),
+    )
+    .map_err(|problems| {
+        ExperimentError::Flow(
+            problems
+                .into_iter()
+                .map(|d| {
+                    if d.location.is_some() {
+                        return d;
+                    }
+                    let origin = init
+                        .keys
+                        .iter()
+                        .find(|(k, _)| d.message.contains(&format!("`{k}`")))
+                        .map_or(&init.origin, |(_, o)| o);
+                    let mut located = origin.error(d.message);
+                    located.help = d.help;
+                    located
+                })
+                .collect(),
+        )
+    })
+}
+
+/// A flow's hash with the `init:` it runs with folded in (a run made with another init is
+/// another run: not kept, not resumed).
+fn with_init(flow_hash: String, init: Option<&file::Init>) -> String {
+    match init {
+        Some(i) if !i.values.is_empty() => {
+            let values = serde_json::Value::Object(i.values.clone()).to_string();
+            hash::sha256_bytes(format!("{flow_hash}\ninit {values}").as_bytes())
+        }
+        _ => flow_hash,
+    }
 }
 
 /// The hashes of everything an experiment reads: its file(s), datasets (flow and evaluator),
@@ -228,7 +281,10 @@ pub fn compute_hashes(
                         message: m,
                     }
                 })?;
-                hash::flow_hash(&flow, &yaml).map_err(|err| io(dir, err))?
+                with_init(
+                    hash::flow_hash(&flow, &yaml).map_err(|err| io(dir, err))?,
+                    e.init.as_ref(),
+                )
             }
             EvaluatorKind::Builtin(spec) => hash::sha256_bytes(spec.source.as_bytes()),
             EvaluatorKind::Model { text, .. } => hash::sha256_bytes(text.as_bytes()),

@@ -1,6 +1,6 @@
 //! Per-environment overlays (`experiment.pr.yaml`, `experiment.dev.yaml`), applied as the
-//! GenAIOps template's `_apply_overlay` does: a block present in the overlay replaces the base
-//! block whole, an empty block empties it, `name` and `flow` always come from the base file.
+//! GenAIOps template's `_apply_overlay` does: a block present in the overlay (`init` too)
+//! replaces the base block whole, an empty block empties it, `name` and `flow` always come from the base file.
 //! New evaluators are checked against the datasets in effect (the overlay's when it has them);
 //! base evaluators that are kept stay as the base file defined them.
 
@@ -27,6 +27,9 @@ pub(crate) fn apply(experiment: &mut Experiment, doc: &Doc) -> Result<(), Experi
     }
     if doc.has("connections") {
         experiment.connections = read_connections(doc, &mut d);
+    }
+    if doc.has("init") {
+        experiment.init = super::file::read_init(doc, &doc.root, "", &mut d);
     }
     if doc.has("runtime") {
         experiment.runtime = super::doc::optional_str(doc, &doc.root, "", "runtime", &mut d);

@@ -215,8 +215,9 @@ pub async fn run_experiment(
         for e in &experiment.evaluators {
             eval_executors.push(match &e.kind {
                 EvaluatorKind::Flow(dir) => {
-                    let flow = crate::model::load(dir, &[])
+                    let mut flow = crate::model::load(dir, &[])
                         .map_err(|err| ExperimentError::Flow(err.diagnostics))?;
+                    super::apply_experiment_init(&mut flow, e.init.as_ref())?;
                     Some(prepare(flow, &options).await?)
                 }
                 EvaluatorKind::Builtin(_) | EvaluatorKind::Model { .. } => None,
@@ -476,7 +477,16 @@ impl RunJob<'_> {
             base_run: None,
             require_base_line: false,
             config: self.batch_config.clone(),
-            settings: self.config.settings.clone(),
+            // the experiment's `init:`, recorded so `flow run --resume` makes the class the same
+            settings: RunSettings {
+                init_values: self
+                    .experiment
+                    .init
+                    .as_ref()
+                    .map(|i| i.values.clone())
+                    .unwrap_or_default(),
+                ..self.config.settings.clone()
+            },
             offline: self.config.executor.offline,
             shard: None,
             resume: None,
@@ -567,7 +577,14 @@ impl RunJob<'_> {
                     (EvaluatorKind::Flow(_), None) => continue,
                 };
                 let mut r = self
-                    .evaluate(what, ds, eval_dir, &result.meta, cancel.clone())
+                    .evaluate(
+                        what,
+                        evaluator.init.as_ref(),
+                        ds,
+                        eval_dir,
+                        &result.meta,
+                        cancel.clone(),
+                    )
                     .await?;
                 r.evaluator = evaluator.name.clone();
                 result.evals.push(r);
@@ -791,9 +808,11 @@ impl RunJob<'_> {
 
     /// One evaluator over this run, through [`crate::eval::evaluate`] (no gates: the
     /// experiment compares metrics), into `dir`. What went wrong with it is its `problem`.
+    #[allow(clippy::too_many_arguments)]
     async fn evaluate(
         &self,
         what: Evaluator<'_>,
+        init: Option<&super::file::Init>,
         ds: &EvalDataset,
         dir: RunDir,
         base_meta: &RunMeta,
@@ -827,7 +846,11 @@ impl RunJob<'_> {
             repeat: None,
             gates: GatePlan::default(),
             batch: self.batch_config.clone(),
-            settings: self.config.settings.clone(),
+            // the evaluation flow's `init:`, recorded to make its class the same way again
+            settings: RunSettings {
+                init_values: init.map(|i| i.values.clone()).unwrap_or_default(),
+                ..self.config.settings.clone()
+            },
             offline: self.config.executor.offline,
             cancel,
             resume: false,

@@ -175,6 +175,7 @@ impl EmbeddingJudge {
                         finish_reason: None,
                         retries: 0,
                         served_by: None,
+                        raw: None,
                     })
                 };
                 let c = cache

@@ -206,6 +206,8 @@ pub enum InitSource<'a> {
     Flag,
     /// A JSON file (`--init init.json`).
     File(&'a std::path::Path),
+    /// The `init:` of an experiment file (for the flow, or an evaluator's flow).
+    Experiment(&'a std::path::Path),
 }
 
 /// Check `given` (the `--init` arguments; empty when none) against the class entry's
@@ -228,12 +230,16 @@ pub fn apply_init(
             }
             return Ok(());
         }
+        let what = match source {
+            Some(InitSource::Experiment(p)) => format!("`init:` of {}", p.display()),
+            _ => "--init".to_string(),
+        };
         return Err(vec![
             flow.error_at("entry", format!(
-                "--init gives arguments for a class entry's `__init__`, but `entry: {}` is a function",
+                "{what} gives arguments for a class entry's `__init__`, but `entry: {}` is a function",
                 f.entry
             ))
-            .with_help("remove --init, or make the entry a class with `__init__` and `__call__`"),
+            .with_help(format!("remove {what}, or make the entry a class with `__init__` and `__call__`")),
         ]);
     }
     let problems = init_problems(flow, &f, &given, source);
@@ -291,6 +297,7 @@ fn init_problems(
     let whence = match source {
         Some(InitSource::File(p)) => format!("{}", p.display()),
         Some(InitSource::Flag) => "--init".to_string(),
+        Some(InitSource::Experiment(p)) => format!("`init:` of {}", p.display()),
         None if given.is_empty() && f.sample_init.is_some() => "`sample.init`".to_string(),
         None => "the init".to_string(),
     };
@@ -362,9 +369,17 @@ fn init_problems(
                     )
                 },
             )
-            .with_help(format!(
-                "give it: {example} (or a default under `init:` in the flow file)"
-            )),
+            .with_help(match source {
+                Some(InitSource::Experiment(_)) => format!(
+                    "add {} under `init:` in the experiment file (or a default under `init:` in the flow file)",
+                    missing
+                        .iter()
+                        .map(|m| format!("`{m}: ...`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => format!("give it: {example} (or a default under `init:` in the flow file)"),
+            }),
         );
     }
     for p in &f.init_params {

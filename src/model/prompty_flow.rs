@@ -98,7 +98,12 @@ pub fn flow_from_prompty(file: &Path, text: &str) -> Result<Flow, LoadError> {
         "output".to_string(),
         FlowOutput {
             name: "output".to_string(),
-            ty: Some(ValueType::String),
+            // the whole response object with `model.response: all` (never streamed as text)
+            ty: Some(if p.model.response_all {
+                ValueType::Object
+            } else {
+                ValueType::String
+            }),
             reference: ValueSource::Reference(Reference::NodeOutput {
                 node: PROMPTY_NODE.to_string(),
                 path: Vec::new(),

@@ -247,6 +247,7 @@ pub(crate) fn parse(v: &Value, req: &LlmRequest) -> Result<LlmResponse, String> 
             .map(finish_reason),
         retries: 0,
         served_by: None,
+        raw: None,
     })
 }
 
@@ -380,6 +381,7 @@ impl StreamState {
             finish_reason: self.stop_reason,
             retries: 0,
             served_by: None,
+            raw: None,
         }
     }
 }

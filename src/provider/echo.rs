@@ -1,7 +1,7 @@
 //! The offline `echo` provider: no network, a reply that is a deterministic function of the
 //! request and says plainly that no model wrote it.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{Api, DeltaFn, LlmRequest, LlmResponse, Usage};
 
@@ -42,16 +42,59 @@ pub(crate) fn complete(req: &LlmRequest, on_delta: Option<DeltaFn<'_>>) -> LlmRe
         }
     }
     let completion_tokens = words(&text);
+    let usage = Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+    };
     LlmResponse {
-        usage: Usage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
-        },
+        raw: req.full_response.then(|| whole_reply(req, &text, usage)),
+        usage,
         output: Value::String(text),
         model: Some("echo".to_string()),
         finish_reason: Some("stop".to_string()),
         retries: 0,
         served_by: None,
     }
+}
+
+/// The echo reply as a whole OpenAI-shaped response (for `model.response: all`): `n` choices
+/// (default 1), each the echo text, model `echo`, `created` 0 — nothing in it claims a model.
+fn whole_reply(req: &LlmRequest, text: &str, usage: Usage) -> Value {
+    let n = req
+        .params
+        .get("n")
+        .and_then(Value::as_u64)
+        .filter(|n| (1..=128).contains(n))
+        .unwrap_or(1);
+    let choices: Vec<Value> = (0..n)
+        .map(|i| match req.api {
+            Api::Chat => json!({
+                "index": i,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": text},
+            }),
+            Api::Completion => json!({
+                "index": i,
+                "finish_reason": "stop",
+                "text": text,
+                "logprobs": null,
+            }),
+        })
+        .collect();
+    json!({
+        "id": "echo",
+        "object": match req.api {
+            Api::Chat => "chat.completion",
+            Api::Completion => "text_completion",
+        },
+        "created": 0,
+        "model": "echo",
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        },
+    })
 }

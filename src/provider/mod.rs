@@ -70,6 +70,9 @@ pub struct LlmRequest {
     pub params: Map<String, Value>,
     /// Stream the reply (deltas go to `on_delta`).
     pub stream: bool,
+    /// Keep the whole reply body ([`LlmResponse::raw`]): a `.prompty` with `model.response:
+    /// all` outputs it. Part of the cache key when set.
+    pub full_response: bool,
 }
 
 impl LlmRequest {
@@ -82,6 +85,7 @@ impl LlmRequest {
             model: None,
             params: Map::new(),
             stream: false,
+            full_response: false,
         }
     }
 
@@ -94,6 +98,7 @@ impl LlmRequest {
             model: None,
             params: Map::new(),
             stream: false,
+            full_response: false,
         }
     }
 
@@ -141,6 +146,10 @@ impl LlmRequest {
             }
         }
         doc.insert("params".into(), Value::Object(self.params.clone()));
+        if self.full_response {
+            // an answer cached without its whole body cannot serve a request for it
+            doc.insert("full_response".into(), Value::Bool(true));
+        }
         write_canonical(&Value::Object(doc), &mut canon);
         h.update(canon.as_bytes());
         h.finalize()
@@ -208,6 +217,9 @@ pub struct LlmResponse {
     pub retries: u32,
     /// For a pool: the member connection that answered.
     pub served_by: Option<String>,
+    /// The whole reply body, OpenAI-shaped, when the request asked for it
+    /// ([`LlmRequest::full_response`]).
+    pub raw: Option<Value>,
 }
 
 /// Where a request goes.

@@ -216,6 +216,7 @@ pub(crate) fn parse(v: &Value, req: &LlmRequest) -> Result<LlmResponse, String> 
         finish_reason,
         retries: 0,
         served_by: None,
+        raw: req.full_response.then(|| v.clone()),
     })
 }
 
@@ -366,6 +367,7 @@ impl StreamState {
             finish_reason: self.finish_reason,
             retries: 0,
             served_by: None,
+            raw: None,
         }
     }
 }

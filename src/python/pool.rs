@@ -64,6 +64,8 @@ struct Request<'a> {
     /// Sent only when not promptflow's default, `basic`.
     #[serde(skip_serializing_if = "Option::is_none")]
     message_format: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<&'a Value>,
 }
 
 /// The error of a worker's reply (`{"ok": false, "error": {...}}`), for calls and for
@@ -153,6 +155,7 @@ impl PythonPool {
             bypassed: &[],
             stream: false,
             message_format: None,
+            context: None,
         };
         self.round_trip(&request, None, None, |line, _| {
             let reply: InspectReply = parse(line)?;
@@ -181,6 +184,7 @@ impl PythonPool {
             stream: call.stream.is_some(),
             message_format: (call.message_format != crate::image::MessageFormat::Basic)
                 .then(|| call.message_format.as_str()),
+            context: call.context.as_deref(),
         };
         let function = call.function.as_deref();
         let mut session = self.inner.host.as_deref().map(|handler| HostSession {
@@ -255,6 +259,7 @@ impl PythonPool {
                     bypassed: &[],
                     stream: false,
                     message_format: None,
+                    context: None,
                 };
                 let mut bytes =
                     serde_json::to_vec(&request).map_err(|e| PythonError::Protocol {

@@ -63,6 +63,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("shim/promptflow/tracing/__init__.py"),
     ),
     (
+        "promptflow/tracing/_operation_context.py",
+        include_str!("shim/promptflow/tracing/_operation_context.py"),
+    ),
+    (
         "promptflow/entities/__init__.py",
         include_str!("shim/promptflow/entities/__init__.py"),
     ),

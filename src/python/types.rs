@@ -70,6 +70,9 @@ pub struct PythonCall {
     pub flex: bool,
     /// The node making the call (named in host requests' messages and cache descriptions).
     pub node: String,
+    /// What the call's `promptflow.tracing._operation_context.OperationContext` holds: run mode,
+    /// root run id, line number, ... ([`crate::executor`] makes it per line).
+    pub context: Option<std::sync::Arc<Value>>,
     /// The flow's message format: in `openai-vision`, `{"type": "text", "text": ...}` dicts
     /// reach the tool as `promptflow.contracts.multimedia.Text`, and a `Text` it returns goes
     /// back as that dict.

@@ -52,6 +52,7 @@ import promptflow  # noqa: E402
 import promptflow.connections as _connections  # noqa: E402
 import promptflow.tracing as _tracing  # noqa: E402
 from promptflow._core import metric_logger as _metric_logger  # noqa: E402
+from promptflow.tracing import _operation_context  # noqa: E402
 from promptflow._core import host as _host  # noqa: E402
 from promptflow._core.tool import is_tool  # noqa: E402
 from promptflow.contracts import multimedia as _multimedia  # noqa: E402
@@ -918,6 +919,8 @@ def _call(request, flex=False):
     _metric_logger._collected = metrics
     collector = _tracing._Collector()
     _tracing._collector = collector
+    context = request.get("context")
+    context_token = _operation_context._enter(context) if context is not None else None
     sys.stdout = captured
     try:
         kwargs = _build_kwargs(t, request)
@@ -946,6 +949,8 @@ def _call(request, flex=False):
         sys.stdout = sys.stderr
         _metric_logger._collected = []
         _tracing._collector = None
+        if context_token is not None:
+            _operation_context._leave(context_token)
     encoded_metrics = [[k, v if math.isfinite(v) else repr(v)] for k, v in metrics]
     # output is already encoded so a non-JSON value never breaks the envelope
     return '{"ok":true,"output":%s,"metrics":%s,"stdout":%s,"traces":%s}' % (

@@ -193,6 +193,10 @@ pub struct RunSettings {
     /// same way when the run is resumed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub init: Vec<String>,
+    /// A flex flow's init given as values (an experiment file's `init:`), applied after `init`
+    /// when the run is resumed.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub init_values: serde_json::Map<String, serde_json::Value>,
 }
 
 impl RunMeta {

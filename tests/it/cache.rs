@@ -85,6 +85,7 @@ fn response(text: &str) -> LlmResponse {
         finish_reason: Some("stop".into()),
         retries: 0,
         served_by: None,
+        raw: None,
     }
 }
 

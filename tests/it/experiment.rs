@@ -1040,3 +1040,113 @@ fn every_rows_images_are_checked_before_the_first_run_starts() {
         .stderr_has("experiment.yaml:");
     assert!(ctx.mock().requests().is_empty(), "no line ran");
 }
+
+/// A flex flow whose class entry needs `greeting`; the line for `Bob` fails until a marker
+/// file exists (for resume). Its evaluation flow is a class too, needing `word`.
+fn class_flows(ctx: &TestContext) {
+    ctx.flow(
+        "greet",
+        &[
+            ("flow.flex.yaml", "entry: flow:Greeter\n"),
+            (
+                "flow.py",
+                "import os\n\nclass Greeter:\n    def __init__(self, greeting: str, times: int = 1):\n        self.greeting = greeting\n        self.times = times\n\n    def __call__(self, name: str) -> dict:\n        if name == 'Bob' and not os.path.exists(os.path.join(os.path.dirname(__file__), 'healed')):\n            raise ValueError('not yet')\n        return {'text': ' '.join([self.greeting + ' ' + name] * self.times)}\n",
+            ),
+        ],
+    );
+    ctx.flow(
+        "judge",
+        &[
+            ("flow.flex.yaml", "entry: judge:Judge\n"),
+            (
+                "judge.py",
+                "class Judge:\n    def __init__(self, word: str):\n        self.word = word\n\n    def __call__(self, text: str) -> dict:\n        return {'has_word': 1 if self.word in text else 0}\n\n    def __aggregate__(self, results):\n        return {'has_word': sum(r['has_word'] for r in results) / len(results)}\n",
+            ),
+        ],
+    );
+    ctx.write("people.jsonl", "{\"name\": \"Ada\"}\n{\"name\": \"Bob\"}\n");
+}
+
+const CLASS_EXPERIMENT: &str = "name: greet\nflow: greet\ninit:\n  greeting: Hello\n  times: 2\ndatasets:\n- name: people\n  source: people.jsonl\n  mappings:\n    name: \"${data.name}\"\nevaluators:\n- name: judge\n  flow: judge\n  init:\n    word: Hello\n  datasets:\n  - name: people\n    mappings:\n      text: \"${run.outputs.text}\"\n";
+
+/// `init:` in the experiment file makes the flow's class entry (and `evaluators[].init` an
+/// evaluation flow's), checked before the first run like `--init`, and recorded in each run's
+/// meta so `flow run --resume` makes the class the same way.
+#[test]
+fn class_entries_take_their_init_from_the_experiment_file() {
+    let ctx = TestContext::new();
+    class_flows(&ctx);
+    ctx.write("experiment.yaml", CLASS_EXPERIMENT);
+    // Bob's line fails, the run still completes (its evaluation scores Ada's line)
+    let run = ctx.run(&["experiment"]);
+    assert!(run.code == 0 || run.code == 1, "{run:?}");
+    let s = summary(&comparison(&ctx));
+    assert_eq!(s["means"]["default"]["has_word"], 1.0, "{s:#}");
+    let run_dir = comparison(&ctx).join(s["runs"][0]["run_dir"].as_str().unwrap());
+    let out = std::fs::read_to_string(run_dir.join("flow_outputs/output.jsonl")).unwrap();
+    assert!(out.contains("Hello Ada Hello Ada"), "{out}");
+    let meta = read_json(&run_dir.join("meta.json"));
+    assert_eq!(
+        meta["settings"]["init_values"],
+        serde_json::json!({"greeting": "Hello", "times": 2}),
+        "{meta:#}"
+    );
+    let eval_dir = comparison(&ctx).join(s["runs"][0]["eval_dirs"][0].as_str().unwrap());
+    let eval_meta = read_json(&eval_dir.join("meta.json"));
+    assert_eq!(
+        eval_meta["settings"]["init_values"],
+        serde_json::json!({"word": "Hello"})
+    );
+
+    // Resumed, the failed line runs with the init the experiment gave.
+    ctx.write("greet/healed", "");
+    let name = meta["name"].as_str().unwrap().to_string();
+    ctx.run(&["run", "--resume", &name]).expect_code(0);
+    let out = std::fs::read_to_string(run_dir.join("flow_outputs/output.jsonl")).unwrap();
+    assert!(out.contains("Hello Bob Hello Bob"), "{out}");
+
+    // Checked before the first run, located at the experiment file's `init:`.
+    let runs_before = std::fs::read_dir(ctx.root().join(".flow/runs"))
+        .unwrap()
+        .count();
+    ctx.write(
+        "experiment.yaml",
+        &CLASS_EXPERIMENT.replace("  greeting: Hello\n", "  greting: Hello\n"),
+    );
+    let refused = ctx.run(&["experiment"]);
+    refused
+        .expect_code(2)
+        .stderr_has("`init:` of ")
+        .stderr_has("`greting` is not a parameter of `Greeter.__init__`")
+        .stderr_has("did you mean `greeting`?")
+        .stderr_has("experiment.yaml:4:")
+        .stderr_has("add `greeting: ...` under `init:` in the experiment file");
+    let mut settings = insta::Settings::clone_current();
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    for root in [ctx.root().to_path_buf(), ctx.root().canonicalize().unwrap()] {
+        settings.add_filter(&regex::escape(&root.display().to_string()), "[PROJECT]");
+    }
+    settings.bind(|| insta::assert_snapshot!("experiment_init_unknown_key", refused.stderr));
+    ctx.write(
+        "experiment.yaml",
+        &CLASS_EXPERIMENT.replace("    word: Hello\n", "    wrd: Hello\n"),
+    );
+    ctx.run(&["experiment"])
+        .expect_code(2)
+        .stderr_has("`wrd` is not a parameter of `Judge.__init__`");
+    assert_eq!(
+        std::fs::read_dir(ctx.root().join(".flow/runs"))
+            .unwrap()
+            .count(),
+        runs_before
+    );
+    // `init` on a built-in evaluator is refused
+    ctx.write(
+        "experiment.yaml",
+        &CLASS_EXPERIMENT.replace("  flow: judge\n", "  builtin: exact_match\n"),
+    );
+    ctx.run(&["experiment"])
+        .expect_code(2)
+        .stderr_has("`init` is for an evaluation flow's class entry");
+}

@@ -786,3 +786,101 @@ fn merged_shards_of_a_class_entry_run_its_aggregate_with_the_recorded_init() {
     assert_eq!(metrics["lines"], json!(3.0), "{metrics}");
     assert_eq!(metrics["mean_len"], json!(4.0), "{metrics}");
 }
+
+/// promptflow's fixture `eager_flows/flow_with_operation_context` (verbatim): its
+/// `OperationContext` holds `flow_id` (promptflow's constant `default_flow_id`) and
+/// `root_run_id` — the line run's UUID for one line (as `pf flow test` gives it), the run's
+/// name in a batch (as `pf run` gives it) — and the other keys promptflow's executor sets.
+#[test]
+fn operation_context_is_what_promptflow_puts_there() {
+    let ctx = TestContext::new();
+    ctx.flow(
+        "oc",
+        &[
+            ("flow.flex.yaml", "entry: flow_with_context:my_flow"),
+            (
+                "flow_with_context.py",
+                "from promptflow.tracing._operation_context import OperationContext\n\n\ndef my_flow():\n    context = OperationContext.get_instance()\n    assert \"flow_id\" in context\n    assert \"root_run_id\" in context\n    return {\"flow-id\": context.flow_id, \"root-run-id\": context.root_run_id}\n",
+            ),
+        ],
+    );
+    let run = ctx.run(&["run", "oc", "--output", "json"]);
+    let out = run.expect_code(0).json()["outputs"].clone();
+    assert_eq!(out["flow-id"], "default_flow_id", "{out:#}");
+    let id = out["root-run-id"].as_str().unwrap().to_string();
+    let uuid =
+        regex::Regex::new(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+            .unwrap();
+    assert!(uuid.is_match(&id), "{id}");
+    // another line, another line run id
+    let again = ctx.run(&["run", "oc", "--output", "json"]);
+    assert_ne!(
+        again.expect_code(0).json()["outputs"]["root-run-id"],
+        json!(id)
+    );
+
+    // The whole context, in a batch: run mode, input source, line number; a key code sets lasts
+    // for its call only; attribute and dict access, the user agent and request id.
+    ctx.flow(
+        "whole",
+        &[
+            ("flow.flex.yaml", "entry: ctx:my_flow"),
+            (
+                "ctx.py",
+                "from promptflow.tracing._operation_context import OperationContext\n\ndef my_flow(x: str):\n    c = OperationContext.get_instance()\n    seen = c.get('mine')\n    c.mine = x\n    try:\n        c.absent\n        absent = 'read'\n    except AttributeError:\n        absent = 'AttributeError'\n    d = {k: (sorted(v) if isinstance(v, set) else v) for k, v in c.get_context_dict().items()}\n    return {'ctx': d, 'ua': c.get_user_agent(), 'rid': c.get_request_id(), 'seen': seen, 'absent': absent}\n",
+            ),
+        ],
+    );
+    ctx.write("d.jsonl", "{\"x\": \"a\"}\n{\"x\": \"b\"}\n");
+    ctx.run(&[
+        "run",
+        "whole",
+        "--data",
+        "d.jsonl",
+        "--name",
+        "ocb",
+        "--concurrency",
+        "1",
+    ])
+    .expect_code(0);
+    let mut rows = outputs(&run_dir(&ctx, "ocb"));
+    rows.sort_by_key(|r| r["line_number"].as_u64());
+    assert_eq!(rows.len(), 2);
+    for (n, row) in rows.iter().enumerate() {
+        let c = &row["ctx"];
+        assert_eq!(c["flow_id"], "default_flow_id", "{row:#}");
+        assert_eq!(c["root_run_id"], "ocb", "{row:#}");
+        assert_eq!(c["run_mode"], "Batch", "{row:#}");
+        assert_eq!(c["batch_input_source"], "Data", "{row:#}");
+        assert_eq!(c["execution_target"], "flex", "{row:#}");
+        assert_eq!(
+            c["_otel_attributes"],
+            json!({"execution_target": "flex", "batch_run_id": "ocb", "line_number": n}),
+            "{row:#}"
+        );
+        assert_eq!(
+            c["_default_tracing_keys"],
+            json!([
+                "batch_input_source",
+                "execution_target",
+                "flow_id",
+                "root_run_id",
+                "run_mode"
+            ])
+        );
+        assert!(row["ua"].as_str().unwrap().starts_with("flow/"), "{row:#}");
+        assert!(
+            row["ua"]
+                .as_str()
+                .unwrap()
+                .ends_with(" promptflow-tracing/0.0.0+flow-shim")
+        );
+        assert_eq!(row["rid"], "unknown");
+        assert_eq!(
+            row["seen"],
+            json!(null),
+            "a key set by an earlier line is gone"
+        );
+        assert_eq!(row["absent"], "AttributeError");
+    }
+}

@@ -176,6 +176,115 @@ fn prompty_called_from_python_runs_through_flow() {
     assert_eq!(ctx.mock().request_count(), 1);
 }
 
+/// `Prompty(..., model={"response": "all"})` (or the file's `response: all`) returns the whole
+/// response as promptflow's Prompty does: the `openai` package's `ChatCompletion` when that package
+/// is installed (`/work/pf-venv`-style environments), else a dict whose keys read as attributes —
+/// either way `r.choices[1].message.content` and `r.usage.prompt_tokens` work, and `model_dump()`
+/// gives the dict. `response: "first"` from code overrides the file's `all`.
+#[test]
+fn prompty_response_all_from_python_is_the_whole_response() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${ask.output}'}\nnodes:\n- {name: ask, type: python, source: {type: code, path: ask.py}, inputs: {q: '${inputs.q}'}}\n"),
+            (
+                "chat.prompty",
+                "---\nname: Basic\nmodel:\n  api: chat\n  configuration:\n    type: openai\n    model: m\n    connection: open_ai_connection\n  parameters:\n    max_tokens: 64\ninputs:\n  question:\n    type: string\n---\nuser:\n{{question}}\n",
+            ),
+            (
+                "all.prompty",
+                "---\nname: All\nmodel:\n  api: chat\n  configuration:\n    type: openai\n    model: m\n    connection: open_ai_connection\n  response: all\ninputs:\n  question:\n    type: string\n---\nuser:\n{{question}}\n",
+            ),
+            (
+                "ask.py",
+                "from promptflow.core import tool, Prompty\n\n@tool\ndef ask(q: str) -> dict:\n    r = Prompty.load('chat.prompty', model={'parameters': {'n': 2}, 'response': 'all'})(question=q)\n    first = Prompty.load('all.prompty', model={'response': 'first'})(question=q)\n    whole = Prompty.load('all.prompty')(question=q)\n    try:\n        Prompty.load('chat.prompty', model={'response': 'some'})\n        bad = 'accepted'\n    except ValueError as e:\n        bad = str(e)\n    return {'type': type(r).__name__, 'second': r.choices[1].message.content, 'prompt_tokens': r.usage.prompt_tokens, 'dumped': r.model_dump()['choices'][0]['message']['content'], 'first': first, 'whole': whole.choices[0].message.content, 'bad': bad}\n",
+            ),
+        ],
+    );
+    let run = ctx.run(&["run", "f", "--inputs", "q=hello", "--output", "json"]);
+    let a = run.expect_code(0).json()["outputs"]["a"].clone();
+    assert!(
+        a["type"] == "ChatCompletion" || a["type"] == "_Response",
+        "{a:#}"
+    );
+    assert_eq!(a["second"], "mock: hello #1", "{a:#}");
+    assert!(a["prompt_tokens"].as_u64().unwrap() > 0, "{a:#}");
+    assert_eq!(a["dumped"], "mock: hello", "{a:#}");
+    assert_eq!(a["first"], "mock: hello", "{a:#}");
+    assert_eq!(a["whole"], "mock: hello", "{a:#}");
+    assert!(
+        a["bad"]
+            .as_str()
+            .unwrap()
+            .contains("use \"first\" or \"all\""),
+        "{a:#}"
+    );
+    let bodies: Vec<_> = ctx.mock().requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(bodies[0]["n"], 2, "{bodies:?}");
+
+    // Without the `openai` package: the attribute dict, read the same way.
+    ctx.write(
+        "f/openai/__init__.py",
+        "raise ImportError('no openai here')\n",
+    );
+    let run = ctx.run(&["run", "f", "--inputs", "q=hello", "--output", "json"]);
+    let b = run.expect_code(0).json()["outputs"]["a"].clone();
+    assert_eq!(b["type"], "_Response", "{b:#}");
+    for key in ["second", "prompt_tokens", "dumped", "first", "whole"] {
+        assert_eq!(b[key], a[key], "{key}: {b:#}");
+    }
+}
+
+/// The prompty of `prompty_estimate_token_count_is_promptflows_number`.
+const ESTIMATE_PROMPTY: &str = "---\nname: Estimate\nmodel:\n  api: chat\n  configuration:\n    type: openai\n    model: gpt-4o-mini\n    connection: open_ai_connection\n  parameters:\n    max_tokens: 128\n    temperature: 0.2\ninputs:\n  firstName:\n    type: string\n    default: John\n  question:\n    type: string\n  chat_history:\n    type: list\n    default: []\n---\nsystem:\nYou are an AI assistant who helps people find information.\nAs the assistant, you answer questions briefly, succinctly,\nand in a personable manner using markdown and even add some personal flair with appropriate emojis 😀.\n\n# Customer\nYou are helping {{firstName}} to find answers to their questions.\n\n{% for item in chat_history %}\nuser:\n{{item.inputs.question}}\nassistant:\n{{item.outputs.answer}}\n{% endfor %}\n\nuser:\n{{question}}\n";
+
+/// `Prompty.estimate_token_count(**inputs)` gives promptflow's number. The pinned numbers are
+/// what promptflow 1.18.5 computes for the same file and calls (`/work/pf-venv`, this prompty
+/// without its `connection` line, tiktoken's cl100k_base / o200k_base files put in
+/// `TIKTOKEN_CACHE_DIR` since this machine cannot download them):
+/// 205, 230 (Zoë and a chat history), 77 (max_tokens None), 207 (model gpt-3.5-turbo-0301), and
+/// its errors for max_tokens "256" / 1 and a missing input.
+#[test]
+fn prompty_estimate_token_count_is_promptflows_number() {
+    let ctx = TestContext::with_mock();
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${ask.output}'}\nnodes:\n- {name: ask, type: python, source: {type: code, path: ask.py}, inputs: {q: '${inputs.q}'}}\n"),
+            ("est.prompty", ESTIMATE_PROMPTY),
+            (
+                "ask.py",
+                "from promptflow.core import tool, Prompty\n\ndef attempt(f):\n    try:\n        return f()\n    except Exception as e:\n        return '%s: %s' % (type(e).__name__, e)\n\n@tool\ndef ask(q: str) -> list:\n    p = Prompty.load('est.prompty')\n    h = [{'inputs': {'question': 'Hi, who are you?'}, 'outputs': {'answer': 'I am a helpful assistant. Ça va?'}}]\n    return [\n        p.estimate_token_count(question=q),\n        p.estimate_token_count(question=q, firstName='Zoë', chat_history=h),\n        Prompty.load('est.prompty', model={'parameters': {'max_tokens': None}}).estimate_token_count(question=q),\n        Prompty.load('est.prompty', model={'configuration': {'model': 'gpt-3.5-turbo-0301', 'connection': 'open_ai_connection'}}).estimate_token_count(question=q),\n        attempt(lambda: Prompty.load('est.prompty', model={'parameters': {'max_tokens': '256'}}).estimate_token_count(question=q)),\n        attempt(lambda: Prompty.load('est.prompty', model={'parameters': {'max_tokens': 1}}).estimate_token_count(question=q)),\n        attempt(lambda: p.estimate_token_count()),\n        attempt(lambda: p.estimate_token_count('x')),\n    ]\n",
+            ),
+        ],
+    );
+    let run = ctx.run(&[
+        "run",
+        "f",
+        "--inputs",
+        "q=what is the result of 1+1?",
+        "--output",
+        "json",
+    ]);
+    let a = run.expect_code(0).json()["outputs"]["a"].clone();
+    assert_eq!(
+        a,
+        json!([
+            205,
+            230,
+            77,
+            207,
+            "ValueError: Max_token needs to be integer.",
+            "ValueError: 1 is less than the minimum of max_tokens.",
+            "ValueError: Missing required inputs: ['question']",
+            "ValueError: Prompty can only be rendered with keyword arguments."
+        ])
+    );
+    // counting calls no model
+    assert_eq!(ctx.mock().request_count(), 0);
+}
+
 #[test]
 fn another_promptflow_package_imports_beside_the_shim() {
     let ctx = TestContext::with_mock();

@@ -318,3 +318,27 @@ fn openai_vision_image_refusals_name_the_forms_it_takes() {
     }
     settings(&ctx).bind(|| insta::assert_snapshot!("openai_vision_image_refusals", transcript));
 }
+
+/// The refusal of `model.response: all` on an Anthropic connection, located at the key.
+#[test]
+fn prompty_response_all_refused_on_anthropic() {
+    let ctx = TestContext::new();
+    ctx.write(
+        "claude.prompty",
+        "---\nname: a\nmodel:\n  api: chat\n  configuration: {type: openai, connection: claude, model: m}\n  response: all\n---\nuser:\nhi\n",
+    );
+    let out = ctx
+        .cmd()
+        .env("CLAUDE_API_TYPE", "anthropic")
+        .env("CLAUDE_API_KEY", "sk-ant-test-0123456789")
+        .args(["run", "claude.prompty"])
+        .output()
+        .expect("run flow");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    run.expect_code(2);
+    settings(&ctx).bind(|| insta::assert_snapshot!("prompty_response_all_anthropic", run.stderr));
+}

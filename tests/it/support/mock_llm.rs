@@ -679,6 +679,13 @@ impl Ctx {
             .and_then(Value::as_bool)
             == Some(true)
     }
+    /// How many choices a chat reply has: the request's `n` (1 to 8), else 1.
+    fn choices(&self) -> u64 {
+        self.body
+            .get("n")
+            .and_then(Value::as_u64)
+            .map_or(1, |n| n.clamp(1, 8))
+    }
     fn legacy_functions(&self) -> bool {
         self.body.get("functions").is_some() && self.body.get("tools").is_none()
     }
@@ -786,9 +793,19 @@ fn reply_text(ctx: &Ctx, text: &str, call: Option<(String, String)>) -> Response
                 ),
                 None => (json!({"role": "assistant", "content": text}), "stop"),
             };
+            // `n` > 1: more choices, choice i saying `#i` after the reply
+            let choices: Vec<Value> = (0..ctx.choices())
+                .map(|i| {
+                    let mut message = message.clone();
+                    if i > 0 && message["content"].is_string() {
+                        message["content"] = json!(format!("{text} #{i}"));
+                    }
+                    json!({"index": i, "message": message, "finish_reason": finish})
+                })
+                .collect();
             json!({"id": format!("chatcmpl-mock-{}", ctx.n), "object": "chat.completion",
                    "created": 1_700_000_000, "model": ctx.model,
-                   "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                   "choices": choices,
                    "usage": ctx.usage(completion)})
         }
     };

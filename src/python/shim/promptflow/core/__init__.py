@@ -54,6 +54,50 @@ def _config_fields(configuration):
     return {k: v for k, v in fields.items() if v not in (None, "")}
 
 
+class _Response(dict):
+    """A whole response as the endpoint sent it (`model.response: all`) when the `openai` package
+    is not installed: a dict whose keys also read as attributes, all the way down
+    (`response.choices[0].message.content`, `response.usage.prompt_tokens`)."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError as e:
+            raise AttributeError(key) from e
+
+    def model_dump(self, **kwargs):
+        return _plain(self)
+
+
+def _attr(value):
+    if isinstance(value, dict):
+        return _Response((k, _attr(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [_attr(v) for v in value]
+    return value
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _response_object(body):
+    """`model.response: all`: the response as promptflow's Prompty returns it — the `openai`
+    package's `ChatCompletion` / `Completion` when that package is installed, else a `_Response`."""
+    try:
+        if isinstance(body, dict) and body.get("object") == "text_completion":
+            from openai.types import Completion as cls
+        else:
+            from openai.types.chat import ChatCompletion as cls
+    except ImportError:
+        return _attr(body)
+    return cls.model_construct(**body)
+
+
 class Prompty:
     """A `.prompty` file as a callable, as promptflow's `Prompty`: flow renders it and calls the
     model (its own template engine, connections, providers, rate limiter and response cache), and
@@ -72,10 +116,11 @@ class Prompty:
         unknown = set(model) - {"configuration", "parameters", "api", "response"}
         if unknown:
             raise ValueError("flow's Prompty does not take model keys %s" % ", ".join(sorted(unknown)))
-        if model.get("api") is not None or model.get("response") is not None:
-            raise ValueError(
-                "flow's Prompty takes `model.api` and `model.response` only from the .prompty file; remove them here"
-            )
+        if model.get("api") is not None:
+            raise ValueError("flow's Prompty takes `model.api` only from the .prompty file; remove it here")
+        self._response = model.get("response")
+        if self._response not in (None, "first", "all"):
+            raise ValueError('Prompty\'s `model.response` is %r; use "first" or "all"' % (self._response,))
         self._configuration = _config_fields(model.get("configuration"))
         self._parameters = dict(model.get("parameters") or {})
         if kwargs:
@@ -91,17 +136,35 @@ class Prompty:
         from promptflow._core import host
 
         # a generator of the text pieces when the file asks for `stream: true`, as promptflow's
-        return host.call_maybe_streaming(
+        reply = host.call_maybe_streaming(
             "prompty",
             path=self.path,
             inputs=kwargs,
             configuration=self._configuration,
             parameters=self._parameters,
+            response=self._response,
         )
+        if not isinstance(reply, dict):
+            return reply  # the streamed pieces
+        if reply.get("all"):
+            return _response_object(reply.get("output"))
+        return reply.get("output")
 
     def estimate_token_count(self, *args, **kwargs):
-        raise NotImplementedError(
-            "Prompty.estimate_token_count is not supported by flow (it needs promptflow's tiktoken counting)"
+        """promptflow's estimate: the prompt rendered with these inputs, its tokens counted as
+        promptflow counts them (tiktoken's cl100k_base, counted by flow itself), plus the
+        parameters' `max_tokens` when given."""
+        if args:
+            raise ValueError("Prompty can only be rendered with keyword arguments.")
+        from promptflow._core import host
+
+        return host.call(
+            "prompty_tokens",
+            path=self.path,
+            inputs=kwargs,
+            configuration=self._configuration,
+            parameters=self._parameters,
+            response=self._response,
         )
 
 
