@@ -221,7 +221,7 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
             file.display()
         )));
     }
-    let exp = experiment::load(&file, args.env.as_deref())
+    let mut exp = experiment::load(&file, args.env.as_deref())
         .map_err(|e| Failure::diagnostics(&e.diagnostics))?;
     let color = color_stderr();
     if let Some(env) = &args.env {
@@ -251,6 +251,13 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     let lenient = args.model.offline || args.model.cache.mode() == flow::cache::CacheMode::Replay;
     let resolved = placeholder::resolve_connections(&exp.connections, &env, lenient)
         .map_err(|d| Failure::diagnostics(&d))?;
+    // A class entry's `init.json` (the GenAIOps template's), where the file gives no `init:`.
+    experiment::init_json::apply(
+        &mut exp,
+        &placeholder::apply_to_env(&env, &resolved),
+        lenient,
+    )
+    .map_err(|d| Failure::diagnostics(&d))?;
 
     let selection = experiment::effective_selection(&exp, cli_selection(&args));
     let variants = experiment::plan_variants(&exp, &selection).map_err(experiment_failure)?;

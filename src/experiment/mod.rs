@@ -13,6 +13,7 @@
 
 mod doc;
 pub mod file;
+pub mod init_json;
 mod overlay;
 pub mod placeholder;
 pub mod runner;

@@ -1150,3 +1150,56 @@ fn class_entries_take_their_init_from_the_experiment_file() {
         .expect_code(2)
         .stderr_has("`init` is for an evaluation flow's class entry");
 }
+
+/// The GenAIOps template's `init.json`: a class entry without `init:` in the experiment file is
+/// made with the `init.json` beside its flow file, `${...}` values read from
+/// `<ARGUMENT>_<FIELD>` (or `<ARGUMENT>`) as the template reads them; an unset one is refused
+/// before anything runs, naming the file, the value and the variable.
+#[test]
+fn a_class_entrys_init_json_is_used_as_the_genaiops_template_uses_it() {
+    let ctx = TestContext::new();
+    class_flows(&ctx);
+    ctx.write("greet/healed", "");
+    ctx.write(
+        "greet/init.json",
+        "{\"greeting\": \"${greeting}\", \"times\": 2}",
+    );
+    ctx.write("judge/init.json", "{\"word\": \"Hello\"}");
+    let experiment = "name: greet\nflow: greet\ndatasets:\n- name: people\n  source: people.jsonl\n  mappings:\n    name: \"${data.name}\"\nevaluators:\n- name: judge\n  flow: judge\n  datasets:\n  - name: people\n    mappings:\n      text: \"${run.outputs.text}\"\n";
+    ctx.write("experiment.yaml", experiment);
+    ctx.run(&["experiment"]).expect_code(2).stderr_has(
+        "init.json: `greeting` is `${greeting}`, to be read from GREETING, which is not set",
+    );
+    let run = ctx
+        .cmd()
+        .env("GREETING", "Hello")
+        .args(["experiment"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let s = summary(&comparison(&ctx));
+    assert_eq!(s["means"]["default"]["has_word"], 1.0, "{s:#}");
+    let run_dir = comparison(&ctx).join(s["runs"][0]["run_dir"].as_str().unwrap());
+    let out = std::fs::read_to_string(run_dir.join("flow_outputs/output.jsonl")).unwrap();
+    assert!(out.contains("Hello Ada Hello Ada"), "{out}");
+    assert_eq!(
+        read_json(&run_dir.join("meta.json"))["settings"]["init_values"],
+        serde_json::json!({"greeting": "Hello", "times": 2})
+    );
+    // The experiment file's own `init:` wins over init.json.
+    ctx.write(
+        "experiment.yaml",
+        CLASS_EXPERIMENT
+            .replace("  greeting: Hello\n", "  greeting: Hi\n")
+            .as_str(),
+    );
+    ctx.run(&["experiment"]).expect_code(0);
+    let s = summary(&comparison(&ctx));
+    let run_dir = comparison(&ctx).join(s["runs"][0]["run_dir"].as_str().unwrap());
+    let out = std::fs::read_to_string(run_dir.join("flow_outputs/output.jsonl")).unwrap();
+    assert!(out.contains("Hi Ada Hi Ada"), "{out}");
+}
