@@ -26,10 +26,15 @@ pub fn write_snapshot(flow: &Flow, dest: &Path) -> io::Result<()> {
 /// (given each source path) is true (`flow build` leaves out secrets).
 pub fn copy_flow(flow: &Flow, dest: &Path, skip: &dyn Fn(&Path) -> bool) -> io::Result<()> {
     std::fs::create_dir_all(dest)?;
-    // A link that leads out of the project is never followed (docs/refusals.md).
+    // A link that leads out of the project is never followed (docs/refusals.md). The copy
+    // itself is never copied: `dest` may lie inside the flow's folder (`flow build x.prompty
+    // --out-dir out` copies the folder holding the .prompty, `out` among it).
     let root = crate::project::root_of(&flow.dir);
+    let dest_real = dest.canonicalize()?;
     let skip = &|path: &Path| {
-        skip(path) || (path.is_symlink() && crate::project::outside(path, &root).is_some())
+        skip(path)
+            || (path.is_symlink() && crate::project::outside(path, &root).is_some())
+            || (path.is_dir() && path.canonicalize().is_ok_and(|p| p == dest_real))
     };
     copy_tree(&flow.dir, dest, skip)?;
     for include in &flow.additional_includes {

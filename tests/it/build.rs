@@ -506,3 +506,27 @@ fn from_source_and_pip_options_are_written_into_the_dockerfile() {
     let runtime = ins.iter().rposition(|i| i.starts_with("FROM ")).unwrap();
     assert!(!ins[runtime..].iter().any(|i| i.contains("pip-ca.crt")));
 }
+
+/// An output folder inside the flow's folder is not copied into itself: `flow build x.prompty`
+/// copies the folder holding the `.prompty`, and `--out-dir` is often beside it.
+#[test]
+fn an_output_folder_inside_the_flows_folder_is_not_copied_into_itself() {
+    let ctx = TestContext::new();
+    ctx.write(
+        "hello.prompty",
+        "---\nname: hello\nmodel:\n  api: chat\n  configuration: {type: openai, connection: echo}\n---\nuser:\nhi\n",
+    );
+    let binary = env!("CARGO_BIN_EXE_flow");
+    ctx.run(&[
+        "build",
+        "hello.prompty",
+        "--out-dir",
+        "image",
+        "--binary",
+        binary,
+    ])
+    .expect_code(0);
+    let all = files(&ctx.root().join("image"));
+    assert!(all.contains(&"flow/hello.prompty".to_string()), "{all:?}");
+    assert!(!all.iter().any(|f| f.starts_with("flow/image")), "{all:?}");
+}
