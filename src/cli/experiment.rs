@@ -370,8 +370,12 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
         _ => None,
     };
     if let Some(prev) = &unchanged {
+        let answers = match args.model.cache.mode() {
+            flow::cache::CacheMode::Off => "--no-cache: every answer is asked for again",
+            _ => "answers come from the response cache",
+        };
         eprintln!(
-            "unchanged since {}: same experiment file, datasets and flows (answers come from the response cache)",
+            "unchanged since {}: same experiment file, datasets and flows ({answers})",
             prev.display()
         );
     }

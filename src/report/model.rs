@@ -76,6 +76,8 @@ pub struct RunReport {
     pub summary: RunSummary,
     /// Numeric metrics: the evaluations' (accuracy, `exact_match.mean`, ...) and the run's own
     /// `log_metric` values, then the standard ones (`lines.pass_rate`, `latency.p50_ms`, ...).
+    /// NaN and the infinities are kept (serialised as [`crate::non_finite`] markers).
+    #[serde(serialize_with = "metrics_with_non_finite")]
     pub metrics: IndexMap<String, f64>,
     /// The newest evaluation's verdict and gates (`verdict.json`), when it recorded them: the
     /// first thing the report shows.
@@ -213,4 +215,18 @@ fn is_zero_u32(n: &u32) -> bool {
 
 fn is_zero_f64(x: &f64) -> bool {
     *x == 0.0
+}
+
+/// Metrics as JSON numbers, NaN and the infinities as [`crate::non_finite`] markers (JSON has
+/// no such numbers; the report's writers turn the markers into what their reader takes).
+fn metrics_with_non_finite<S: serde::Serializer>(
+    metrics: &IndexMap<String, f64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(metrics.len()))?;
+    for (k, v) in metrics {
+        map.serialize_entry(k, &crate::non_finite::number(*v))?;
+    }
+    map.end()
 }

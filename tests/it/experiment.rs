@@ -225,6 +225,12 @@ fn rerunning_an_unchanged_experiment_makes_no_requests() {
             .iter()
             .all(|r| r["cache_hits"].as_u64() == r["lines"].as_u64())
     );
+    // With --no-cache the same note says the answers are asked for again (and they are).
+    ctx.run(&["experiment", "--name", "uncached", "--no-cache"])
+        .expect_code(0)
+        .stderr_has("(--no-cache: every answer is asked for again)");
+    assert!(ctx.mock().request_count() > 0);
+    ctx.mock().clear_requests();
 
     // A changed prompt is a changed experiment: new hash, new requests for that variant only.
     ctx.write(
