@@ -87,7 +87,7 @@ pub enum ConnectionError {
     /// A keyless Azure connection (`auth_mode: meid_token`) without the identity variables
     /// its Entra ID token comes from.
     #[error(
-        "connection '{name}' has auth_mode meid_token (Microsoft Entra ID, no key) but {} not set: set {} in {env_file} or the environment (a service principal's tenant, client id and secret; AZURE_AUTHORITY_HOST optionally, default https://login.microsoftonline.com), or give the connection an API key and auth_mode key",
+        "connection '{name}' has auth_mode meid_token (Microsoft Entra ID, no key) but {} not set: set {} in {env_file} or the environment (a service principal's tenant, client id and secret; AZURE_AUTHORITY_HOST optionally, default https://login.microsoftonline.com), or AZURE_FEDERATED_TOKEN_FILE instead of the secret (workload identity), or IDENTITY_ENDPOINT and IDENTITY_HEADER (managed identity); or give the connection an API key and auth_mode key",
         if .missing.len() == 1 { "this variable is" } else { "these variables are" },
         .missing.join(", ")
     )]

@@ -404,11 +404,11 @@ fn a_union_connection_parameter_gets_the_connections_own_class() {
         .stderr_has("input `conn` is connection `oll`, a CustomConnection, but the tool accepts only AzureOpenAIConnection or OpenAIConnection");
 }
 
-/// A loopback Entra ID token endpoint: answers every POST with a token, counts them, keeps the
-/// last form body.
+/// A loopback Entra ID token endpoint: answers every request with a token, keeps each one's
+/// path (with its query), form body and `x-identity-header`.
 struct TokenServer {
     url: String,
-    hits: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    hits: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
 }
 
 impl TokenServer {
@@ -425,21 +425,28 @@ impl TokenServer {
                 let mut first = String::new();
                 let _ = reader.read_line(&mut first);
                 let mut len = 0usize;
+                let mut identity_header = String::new();
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                         break;
                     }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
                         len = v.trim().parse().unwrap_or(0);
+                    }
+                    if lower.starts_with("x-identity-header:") {
+                        identity_header = line["x-identity-header:".len()..].trim().to_string();
                     }
                 }
                 let mut body = vec![0; len];
                 let _ = reader.read_exact(&mut body);
                 let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
-                seen.lock()
-                    .expect("lock")
-                    .push((path, String::from_utf8_lossy(&body).into_owned()));
+                seen.lock().expect("lock").push((
+                    path,
+                    String::from_utf8_lossy(&body).into_owned(),
+                    identity_header,
+                ));
                 let reply =
                     r#"{"token_type":"Bearer","expires_in":3599,"access_token":"entra-token-123"}"#;
                 let _ = write!(
@@ -543,6 +550,65 @@ fn a_keyless_azure_connection_sends_an_entra_token() {
         assert_eq!(r.header("authorization"), Some("Bearer entra-token-123"));
         assert_eq!(r.header("api-key"), None);
     }
+
+    // Workload identity: the federated token file's token is the client assertion.
+    ctx.write("sa-token", "federated-assertion-abc\n");
+    ctx.write(
+        ".env",
+        &format!(
+            "AZURE_TENANT_ID=tenant-2\nAZURE_CLIENT_ID=client-2\nAZURE_FEDERATED_TOKEN_FILE={}\nAZURE_AUTHORITY_HOST={}\n",
+            ctx.root().join("sa-token").display(),
+            tokens.url
+        ),
+    );
+    ctx.run(&[
+        "run",
+        "az",
+        "--data",
+        "lines.jsonl",
+        "--name",
+        "r2",
+        "--no-cache",
+    ])
+    .expect_code(0);
+    let hits = tokens.hits.lock().expect("lock").clone();
+    let (path, form, _) = hits.last().expect("a token request");
+    assert_eq!(path, "/tenant-2/oauth2/v2.0/token");
+    for part in [
+        "client_id=client-2",
+        "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer",
+        "client_assertion=federated-assertion-abc&",
+        "grant_type=client_credentials",
+    ] {
+        assert!(form.contains(part), "{part} in {form}");
+    }
+
+    // Managed identity (App Service, Container Apps): a GET with the platform's header.
+    ctx.write(
+        ".env",
+        &format!(
+            "IDENTITY_ENDPOINT={}/msi/token\nIDENTITY_HEADER=platform-header-xyz\n",
+            tokens.url
+        ),
+    );
+    ctx.run(&[
+        "run",
+        "az",
+        "--data",
+        "lines.jsonl",
+        "--name",
+        "r3",
+        "--no-cache",
+    ])
+    .expect_code(0);
+    let hits = tokens.hits.lock().expect("lock").clone();
+    let (path, _, header) = hits.last().expect("a token request");
+    assert_eq!(
+        path,
+        "/msi/token?api-version=2019-08-01&resource=https%3A%2F%2Fcognitiveservices.azure.com"
+    );
+    assert_eq!(header, "platform-header-xyz");
+    assert_eq!(ctx.mock().request_count(), 6);
 }
 
 /// `flow connections` lists the connections Python nodes take, not only llm nodes'; `flow
