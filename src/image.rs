@@ -334,6 +334,59 @@ pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// An image's width and height in pixels, read from its header (PNG, GIF, JPEG, WebP, BMP);
+/// `None` for another format or a truncated header.
+pub fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let be16 = |at: usize| Some(u16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?) as u32);
+    let le16 = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?) as u32);
+    let be32 = |at: usize| Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    let le32 = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    let le24 = |at: usize| {
+        let b = bytes.get(at..at + 3)?;
+        Some(u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16)
+    };
+    match sniff(bytes)? {
+        "image/png" => Some((be32(16)?, be32(20)?)),
+        "image/gif" => Some((le16(6)?, le16(8)?)),
+        "image/bmp" => {
+            let h = le32(22)? as i32;
+            Some((le32(18)?, h.unsigned_abs()))
+        }
+        "image/webp" => match bytes.get(12..16)? {
+            b"VP8 " => Some((le16(26)? & 0x3fff, le16(28)? & 0x3fff)),
+            b"VP8L" => {
+                let b = le32(21)?;
+                Some(((b & 0x3fff) + 1, ((b >> 14) & 0x3fff) + 1))
+            }
+            b"VP8X" => Some((le24(24)? + 1, le24(27)? + 1)),
+            _ => None,
+        },
+        "image/jpeg" => {
+            // walk the markers to the first start-of-frame
+            let mut at = 2;
+            loop {
+                while *bytes.get(at)? != 0xff {
+                    at += 1;
+                }
+                while *bytes.get(at)? == 0xff {
+                    at += 1;
+                }
+                let marker = *bytes.get(at)?;
+                at += 1;
+                if matches!(marker, 0xd8 | 0x01 | 0xd0..=0xd7) {
+                    continue;
+                }
+                let len = be16(at)? as usize;
+                if matches!(marker, 0xc0..=0xcf) && !matches!(marker, 0xc4 | 0xc8 | 0xcc) {
+                    return Some((be16(at + 5)?, be16(at + 3)?));
+                }
+                at += len;
+            }
+        }
+        _ => None,
+    }
+}
+
 fn is_url(s: &str) -> bool {
     match s.split_once("://") {
         Some((scheme, rest)) => {
@@ -919,6 +972,42 @@ mod tests {
     use serde_json::json;
 
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+
+    #[test]
+    fn dimensions_read_from_headers() {
+        // made with PIL (tests/fixtures/images): the size is in each file's name
+        let cases: [(&[u8], (u32, u32)); 6] = [
+            (
+                include_bytes!("../tests/fixtures/images/size-3x2.png"),
+                (3, 2),
+            ),
+            (
+                include_bytes!("../tests/fixtures/images/size-37x21.jpg"),
+                (37, 21),
+            ),
+            (
+                include_bytes!("../tests/fixtures/images/size-5x7.gif"),
+                (5, 7),
+            ),
+            (
+                include_bytes!("../tests/fixtures/images/size-9x4.bmp"),
+                (9, 4),
+            ),
+            (
+                include_bytes!("../tests/fixtures/images/size-17x11.webp"),
+                (17, 11),
+            ),
+            (
+                include_bytes!("../tests/fixtures/images/size-13x6-lossless.webp"),
+                (13, 6),
+            ),
+        ];
+        for (bytes, size) in cases {
+            assert_eq!(dimensions(bytes), Some(size));
+        }
+        assert_eq!(dimensions(PNG), None);
+        assert_eq!(dimensions(b"not an image"), None);
+    }
 
     #[test]
     fn forms_load() {

@@ -20,11 +20,12 @@ pub enum TokenCountError {
         "Encountered text corresponding to disallowed special token {0:?}. tiktoken (and so promptflow's estimate_token_count) refuses special tokens in a prompt"
     )]
     SpecialToken(String),
-    /// An image part: promptflow sizes it with PIL, which flow does not do.
+    /// An image part flow cannot size: given by URL (promptflow downloads it to size it), or
+    /// bytes whose size cannot be read.
     #[error(
-        "the prompt holds an image: flow's estimate_token_count counts text only (promptflow sizes images with PIL)"
+        "the prompt holds an image {0}: flow's estimate_token_count sizes images sent inline (PNG, GIF, JPEG, WebP, BMP), where promptflow downloads and opens any with PIL"
     )]
-    Image,
+    Image(&'static str),
     /// A message that is not an object, or a text part without its text.
     #[error("message {0} is not a chat message as promptflow counts them")]
     Malformed(usize),
@@ -75,7 +76,14 @@ pub fn chat_tokens(messages: &[Value], model: Option<&str>) -> Result<u64, Token
                                     .ok_or(TokenCountError::Malformed(i))?;
                                 total += encoded_len(text)?;
                             }
-                            "image_url" => return Err(TokenCountError::Image),
+                            "image_url" => {
+                                let url = item
+                                    .get("image_url")
+                                    .and_then(|u| u.get("url"))
+                                    .and_then(Value::as_str)
+                                    .ok_or(TokenCountError::Malformed(i))?;
+                                total += image_part_tokens(url)?;
+                            }
                             // other items (a tool call) are not counted, as in promptflow
                             _ => {}
                         }
@@ -90,6 +98,49 @@ pub fn chat_tokens(messages: &[Value], model: Option<&str>) -> Result<u64, Token
     }
     total += 3;
     Ok(total.max(0) as u64)
+}
+
+/// An image part's tokens, as promptflow counts them: an inline (base64) image by its size
+/// (`_num_tokens_for_image`), a URL would be downloaded (not done here), anything else as text.
+fn image_part_tokens(url: &str) -> Result<i64, TokenCountError> {
+    use base64::Engine as _;
+    if let Some(payload) = url
+        .strip_prefix("data:")
+        .and_then(|rest| rest.split_once(";base64,"))
+        .map(|(_, payload)| payload)
+    {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(payload.trim())
+            .map_err(|_| TokenCountError::Image("whose base64 does not decode"))?;
+        let (w, h) = crate::image::dimensions(&bytes)
+            .ok_or(TokenCountError::Image("whose size cannot be read"))?;
+        return Ok(image_tokens(w, h));
+    }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Err(TokenCountError::Image("given by URL"));
+    }
+    encoded_len(url)
+}
+
+/// OpenAI's vision cost of a `w`×`h` image at high detail, as promptflow computes it: scaled
+/// to fit 2048×2048, then its short side to 768, then 170 per 512-pixel tile plus 85.
+pub fn image_tokens(w: u32, h: u32) -> i64 {
+    let (mut width, mut height) = (f64::from(w), f64::from(h));
+    if width > 2048.0 || height > 2048.0 {
+        let aspect = width / height;
+        if aspect > 1.0 {
+            (width, height) = (2048.0, (2048.0 / aspect).trunc());
+        } else {
+            (width, height) = ((2048.0 * aspect).trunc(), 2048.0);
+        }
+    }
+    if width >= height && height > 768.0 {
+        (width, height) = ((768.0 / height * width).trunc(), 768.0);
+    } else if height > width && width > 768.0 {
+        (width, height) = (768.0, (768.0 / width * height).trunc());
+    }
+    let tiles = (width / 512.0).ceil() * (height / 512.0).ceil();
+    85 + 170 * tiles as i64
 }
 
 #[cfg(test)]
@@ -119,11 +170,30 @@ mod tests {
         let image = [
             json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}),
         ];
-        assert_eq!(chat_tokens(&image, None), Err(TokenCountError::Image));
+        assert_eq!(
+            chat_tokens(&image, None),
+            Err(TokenCountError::Image("whose size cannot be read"))
+        );
+        let by_url = [
+            json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}),
+        ];
+        assert_eq!(
+            chat_tokens(&by_url, None),
+            Err(TokenCountError::Image("given by URL"))
+        );
         let special = [json!({"role": "user", "content": "a <|endoftext|> b"})];
         assert!(matches!(
             chat_tokens(&special, None),
             Err(TokenCountError::SpecialToken(_))
         ));
+    }
+
+    #[test]
+    fn images_cost_what_openais_vision_pricing_says() {
+        // OpenAI's documented examples: 1024x1024 → 765, 2048x4096 → 1105; a tiny one → 255
+        assert_eq!(image_tokens(1024, 1024), 765);
+        assert_eq!(image_tokens(2048, 4096), 1105);
+        assert_eq!(image_tokens(1, 1), 255);
+        assert_eq!(image_tokens(4096, 2048), 1105);
     }
 }

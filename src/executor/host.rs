@@ -619,7 +619,7 @@ impl ModelHost {
             });
         let prompt = crate::token_count::chat_tokens(&messages, model.as_deref()).map_err(|e| {
             let kind = match e {
-                crate::token_count::TokenCountError::Image => "NotImplementedError",
+                crate::token_count::TokenCountError::Image(_) => "NotImplementedError",
                 _ => "ValueError",
             };
             HostError::new(kind, e.to_string())

@@ -788,3 +788,47 @@ def ask(conn: OpenAIConnection, q: str) -> str:
         "{meta}"
     );
 }
+
+/// `estimate_token_count` of a prompt holding an image sizes the image as promptflow does
+/// (OpenAI's tile pricing, the image opened with PIL there): pinned to what promptflow 1.18.5
+/// computes for this prompty and a 1500×900 PNG given as an `Image` (1225: 1105 for the image,
+/// 20 for the text, 100 `max_tokens`). An image given by URL is refused (promptflow downloads it).
+#[test]
+fn prompty_estimate_token_count_sizes_inline_images_as_promptflow_does() {
+    let ctx = TestContext::new();
+    let png = std::fs::read(
+        crate::support::context::repo_root().join("tests/fixtures/images/size-1500x900.png"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(ctx.root().join("f")).unwrap();
+    std::fs::write(ctx.root().join("f/big.png"), png).unwrap();
+    ctx.flow(
+        "f",
+        &[
+            ("flow.dag.yaml", "inputs: {q: {type: string}}\noutputs:\n  a: {reference: '${ask.output}'}\nnodes:\n- {name: ask, type: python, source: {type: code, path: ask.py}, inputs: {q: '${inputs.q}'}}\n"),
+            (
+                "img.prompty",
+                "---\nname: Img\nmodel:\n  api: chat\n  configuration:\n    type: openai\n    model: gpt-4o-mini\n  parameters:\n    max_tokens: 100\ninputs:\n  question:\n    type: string\n  image:\n    type: image\n---\nsystem:\nYou look at pictures.\n\nuser:\n{{question}}\n![image]({{image}})\n",
+            ),
+            (
+                "ask.py",
+                "from promptflow.core import tool, Prompty\nfrom promptflow.contracts.multimedia import Image\n\n@tool\ndef ask(q: str) -> list:\n    p = Prompty.load('img.prompty')\n    img = Image(open('big.png', 'rb').read(), mime_type='image/png')\n    out = [p.estimate_token_count(question=q, image=img)]\n    try:\n        p.estimate_token_count(question=q, image='https://example.com/a.png')\n    except NotImplementedError as e:\n        out.append(str(e))\n    return out\n",
+            ),
+        ],
+    );
+    let run = ctx.run(&[
+        "run",
+        "f",
+        "--inputs",
+        "q=What is this?",
+        "--offline",
+        "--output",
+        "json",
+    ]);
+    let a = run.expect_code(0).json()["outputs"]["a"].clone();
+    assert_eq!(a[0], 1225, "{a}");
+    assert!(
+        a[1].as_str().unwrap().contains("an image given by URL"),
+        "{a}"
+    );
+}
