@@ -133,7 +133,7 @@ pub async fn smoke_test(
             body: shorten(&body),
         });
     }
-    let Ok(Value::Object(outputs)) = serde_json::from_str::<Value>(&body) else {
+    let Ok(Value::Object(outputs)) = crate::non_finite::from_str::<Value>(&body) else {
         return Err(SmokeError::NotAnObject {
             url,
             body: shorten(&body),
