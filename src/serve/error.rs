@@ -38,6 +38,10 @@ impl ApiError {
         let (status, code) = match error.kind {
             ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
             ErrorKind::Input if error.node.is_none() => (StatusCode::BAD_REQUEST, "BadRequest"),
+            // a streamed request whose flex output has two generators: promptflow's 400
+            _ if error.error_type.as_deref() == Some("MultipleStreamOutputFieldsNotSupported") => {
+                (StatusCode::BAD_REQUEST, "BadRequest")
+            }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "FlowRunFailed"),
         };
         let mut e = Self::new(status, code, error.message.clone());

@@ -48,7 +48,7 @@ fn event_stream_description(
     flow: &Flow,
     stream_output: Option<&crate::executor::StreamOutput>,
 ) -> String {
-    const END: &str = "; a line that streams nothing sends one `data:` event holding all the outputs, and a line that fails ends the stream with an `event: error` holding the JSON error";
+    const END: &str = "; a line that streams nothing sends one `data:` event holding all the outputs, a line that fails before it sent anything is answered with its error's status and JSON error (as without the header), and one that fails later ends the stream with an `event: error` holding the JSON error";
     let Some(s) = stream_output else {
         return "with `Accept: text/event-stream`: one `data:` event holding the outputs, or an `event: error` holding the JSON error".to_string();
     };

@@ -235,7 +235,7 @@ async fn score(
         Err(message) => return ApiError::bad_request(message).into_response(),
     };
     if wants_event_stream(&headers) {
-        return stream::respond(state.clone(), inputs, headers);
+        return stream::respond(state.clone(), inputs, headers).await;
     }
     let _in_flight = state.metrics.start();
     let started = Instant::now();

@@ -42,8 +42,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Run the line in a task and answer with its events as they come.
-pub(super) fn respond(
+/// Run the line in a task and answer with its events as they come. The answer starts with the
+/// first event: a line that fails before it has sent anything is answered with its error's HTTP
+/// status instead, as promptflow answers a request that fails before its stream starts.
+pub(super) async fn respond(
     state: Arc<ServeState>,
     inputs: Map<String, Value>,
     headers: axum::http::HeaderMap,
@@ -106,7 +108,7 @@ pub(super) fn respond(
         let _ = tx.send(Piece::Done(Box::new(result)));
     });
     let stream_output = state.stream.as_ref().map(|s| s.output.clone());
-    let events = EventStream {
+    let mut events = EventStream {
         rx,
         _task: AbortOnDrop(task),
         pieces: Some(pieces_rx),
@@ -116,15 +118,32 @@ pub(super) fn respond(
         queued: VecDeque::new(),
         finished: false,
     };
-    let body = stream::unfold(events, |mut s| async move {
+    let first = match events.next_item().await {
+        Some(Item::Failed(error)) => {
+            // Nothing was sent: the error is the answer. The line's task logged the request.
+            let mut response = error.into_response();
+            response.extensions_mut().insert(super::routes::Streamed);
+            return response;
+        }
+        Some(Item::Event(event)) => Some(Ok::<Event, Infallible>(event)),
+        None => None,
+    };
+    let rest = stream::unfold(events, |mut s| async move {
         let event = s.next_event().await?;
         Some((Ok::<Event, Infallible>(event), s))
     });
+    let body = futures::StreamExt::chain(stream::iter(first), rest);
     let mut response = Sse::new(body)
         .keep_alive(KeepAlive::default())
         .into_response();
     response.extensions_mut().insert(super::routes::Streamed);
     response
+}
+
+/// What the response stream has next: an event, or the line's error.
+enum Item {
+    Event(Event),
+    Failed(ApiError),
 }
 
 /// The request log line of a streamed request, written when its stream ends.
@@ -171,10 +190,18 @@ enum Next {
 }
 
 impl EventStream {
+    /// The next event; a line's error is an `event: error`.
     async fn next_event(&mut self) -> Option<Event> {
+        match self.next_item().await? {
+            Item::Event(event) => Some(event),
+            Item::Failed(error) => Some(json_event(&error.body()).event("error")),
+        }
+    }
+
+    async fn next_item(&mut self) -> Option<Item> {
         loop {
             if let Some(e) = self.queued.pop_front() {
-                return Some(e);
+                return Some(Item::Event(e));
             }
             if self.finished {
                 return None;
@@ -193,7 +220,7 @@ impl EventStream {
                 Next::Python(Some(StreamEvent::Head(head))) => {
                     self.sent_first.extend(head.keys().cloned());
                     if !head.is_empty() {
-                        return Some(json_event(&Value::Object(head)));
+                        return Some(Item::Event(json_event(&Value::Object(head))));
                     }
                 }
                 Next::Python(Some(StreamEvent::Piece { field, value })) => {
@@ -202,7 +229,7 @@ impl EventStream {
                     };
                     let event = data_event(&name, value);
                     self.streamed = Some(name);
-                    return Some(event);
+                    return Some(Item::Event(event));
                 }
                 Next::Line(None) => return None,
                 Next::Line(Some(Piece::Delta(text))) => {
@@ -211,17 +238,20 @@ impl EventStream {
                     };
                     let event = data_event(name, Value::String(text));
                     self.streamed = Some(name.clone());
-                    return Some(event);
+                    return Some(Item::Event(event));
                 }
                 Next::Line(Some(Piece::Done(result))) => {
                     self.finished = true;
-                    self.finish(*result);
+                    if let Some(error) = self.finish(*result) {
+                        return Some(Item::Failed(error));
+                    }
                 }
             }
         }
     }
 
-    fn finish(&mut self, result: Result<LineResult, ApiError>) {
+    /// Queue the outputs a finished line has not sent yet; a failed line's error is returned.
+    fn finish(&mut self, result: Result<LineResult, ApiError>) -> Option<ApiError> {
         let error = match result {
             Ok(line) => match &line.error {
                 Some(e) => ApiError::from_line_error(e),
@@ -235,13 +265,12 @@ impl EventStream {
                     if !rest.is_empty() {
                         self.queued.push_back(json_event(&Value::Object(rest)));
                     }
-                    return;
+                    return None;
                 }
             },
             Err(e) => e,
         };
-        self.queued
-            .push_back(json_event(&error.body()).event("error"));
+        Some(error)
     }
 }
 

@@ -258,16 +258,20 @@ fn streaming_a_flow_without_an_llm_output_sends_one_event() {
         sse_events(&a.body),
         vec![(String::new(), json!({"loud": "HEY HEY"}))]
     );
-    // A failing line in a stream ends with an error event.
+    // A line that fails before it sent anything is answered with its error's status, as
+    // promptflow answers a request that fails before its stream starts.
     let a = server.post(
         "/score",
         &[("accept", "text/event-stream")],
         r#"{"text": "boom"}"#,
     );
-    let events = sse_events(&a.body);
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].0, "error");
-    assert_eq!(events[0].1["error"]["type"], "ValueError");
+    assert_eq!(a.status, 500, "{}", a.body);
+    assert!(
+        a.content_type.starts_with("application/json"),
+        "{}",
+        a.content_type
+    );
+    assert_eq!(a.json()["error"]["type"], "ValueError");
 }
 
 #[test]
@@ -534,7 +538,7 @@ fn while_the_flow_loads_health_answers_and_ready_and_score_say_503() {
 }
 
 #[test]
-fn a_stream_that_runs_out_of_time_ends_with_an_error_event() {
+fn a_stream_that_runs_out_of_time_is_a_timeout() {
     let ctx = TestContext::with_mock();
     chat_flow(&ctx);
     ctx.mock().push(MockReply::Delay(
@@ -547,11 +551,9 @@ fn a_stream_that_runs_out_of_time_ends_with_an_error_event() {
         &[("accept", "text/event-stream")],
         r#"{"question": "slow"}"#,
     );
-    assert_eq!(a.status, 200);
-    let events = sse_events(&a.body);
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].0, "error");
-    assert_eq!(events[0].1["error"]["code"], "Timeout");
+    // nothing was sent when the time ran out: the answer is the timeout itself
+    assert_eq!(a.status, 504, "{}", a.body);
+    assert_eq!(a.json()["error"]["code"], "Timeout");
     assert_eq!(
         server.metric("flow_line_errors_total{kind=\"timeout\"}"),
         Some(1.0)
@@ -559,7 +561,8 @@ fn a_stream_that_runs_out_of_time_ends_with_an_error_event() {
 }
 
 /// A streamed request is logged when its stream ends: its real duration and the status its
-/// outcome came to (504 for one that ran out of time), not the 200 its headers had at once.
+/// outcome came to (504 for one that ran out of time before it sent anything, which is then
+/// also its answer's status).
 #[test]
 fn a_streamed_request_is_logged_with_its_real_duration_and_outcome() {
     let ctx = TestContext::with_mock();
@@ -583,7 +586,8 @@ fn a_streamed_request_is_logged_with_its_real_duration_and_outcome() {
         &[("accept", "text/event-stream")],
         r#"{"question": "never"}"#,
     );
-    assert_eq!(b.status, 200);
+    // nothing was sent before the time ran out: the answer is the timeout
+    assert_eq!(b.status, 504);
     // The log line comes when the stream ends: give the server a moment to write it.
     let record = |server: &Server| -> serde_json::Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -771,16 +775,21 @@ fn a_flex_generator_streams_each_piece_as_it_is_yielded() {
     assert_eq!(broken[1].1["error"]["code"], "FlowRunFailed");
     assert_eq!(broken[1].1["error"]["type"], "ValueError");
     wait_for_log(&server, "broke mid-stream");
-    // Two generator fields: refused as promptflow refuses them; joined without the header.
-    let two = stream("two");
-    assert_eq!(two.len(), 1, "{two:?}");
-    assert_eq!(two[0].0, "error");
+    // Two generator fields: a 400 before any event, as promptflow refuses them; joined
+    // without the header.
+    let two = server.post(
+        "/score",
+        &[("accept", "text/event-stream")],
+        r#"{"mode": "two"}"#,
+    );
+    assert_eq!(two.status, 400, "{}", two.body);
+    let two = two.json();
     assert!(
-        two[0].1["error"]["message"]
+        two["error"]["message"]
             .as_str()
             .unwrap()
             .contains("Multiple stream output fields not supported."),
-        "{two:?}"
+        "{two}"
     );
     assert_eq!(
         server.score(r#"{"mode": "two"}"#).json(),
@@ -795,7 +804,7 @@ fn a_flex_generator_streams_each_piece_as_it_is_yielded() {
         &format!(
             "openapi: {}\n\ntwo generators:\n{}\n\nraised mid-stream:\n{}\n",
             event_stream_description(&server),
-            two[0].1,
+            two,
             broken[1].1
         ),
     );
