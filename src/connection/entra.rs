@@ -208,6 +208,8 @@ pub async fn bearer(http: &reqwest::Client, id: &Identity) -> Result<Secret, Tok
         url: url.clone(),
         message: e.without_url().to_string(),
     };
+    // the workload identity's token, a credential too: never echoed into a message
+    let mut assertion = String::new();
     let request = match &id.credential {
         Credential::Secret(secret) => http.post(&url).form(&[
             ("grant_type", "client_credentials"),
@@ -216,13 +218,14 @@ pub async fn bearer(http: &reqwest::Client, id: &Identity) -> Result<Secret, Tok
             ("scope", SCOPE),
         ]),
         Credential::FederatedTokenFile(path) => {
-            let assertion =
-                tokio::fs::read_to_string(path)
-                    .await
-                    .map_err(|e| TokenError::TokenFile {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
+            assertion = tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| TokenError::TokenFile {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+                .trim()
+                .to_string();
             http.post(&url).form(&[
                 ("grant_type", "client_credentials"),
                 ("client_id", id.client_id.as_str()),
@@ -230,7 +233,7 @@ pub async fn bearer(http: &reqwest::Client, id: &Identity) -> Result<Secret, Tok
                     "client_assertion_type",
                     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
                 ),
-                ("client_assertion", assertion.trim()),
+                ("client_assertion", assertion.as_str()),
                 ("scope", SCOPE),
             ])
         }
@@ -281,10 +284,10 @@ pub async fn bearer(http: &reqwest::Client, id: &Identity) -> Result<Secret, Tok
                 .find_map(|k| body.get(*k).and_then(|v| v.as_str()))
                 .map(str::to_string)
                 .unwrap_or_else(|| body.to_string().chars().take(200).collect());
-            let message = match id.secret_text() {
-                Some(secret) if !secret.is_empty() => message.replace(secret, "***"),
-                _ => message,
-            };
+            let message = [id.secret_text().unwrap_or_default(), assertion.as_str()]
+                .into_iter()
+                .filter(|secret| !secret.is_empty())
+                .fold(message, |m, secret| m.replace(secret, "***"));
             Err(TokenError::Refused {
                 url,
                 status,
