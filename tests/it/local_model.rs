@@ -428,44 +428,10 @@ fn serve_streams_real_token_chunks_as_they_arrive() {
     std::fs::write(flow.join("flow.dag.yaml"), dag).unwrap();
     let server = Server::ready(&p.ctx, "chat", &["--no-cache"], &[]);
 
-    // Read the stream as it comes, timing each event.
-    let url = format!("{}/score", server.url);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let timed: Vec<(Duration, Value)> = rt.block_on(async {
-        use futures::StreamExt;
-        let started = Instant::now();
-        let resp = reqwest::Client::new()
-            .post(&url)
-            .header("accept", "text/event-stream")
-            .header("content-type", "application/json")
-            .body(r#"{"question": "What is a prompt flow?"}"#)
-            .send()
-            .await
-            .expect("POST /score");
-        assert_eq!(resp.status(), 200);
-        let mut body = resp.bytes_stream();
-        let mut buf = String::new();
-        let mut events = Vec::new();
-        while let Some(chunk) = body.next().await {
-            buf.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
-            while let Some(end) = buf.find("\n\n") {
-                let event: String = buf.drain(..end + 2).collect();
-                for line in BufReader::new(event.as_bytes())
-                    .lines()
-                    .map_while(Result::ok)
-                {
-                    if let Some(data) = line.strip_prefix("data:") {
-                        let v: Value = serde_json::from_str(data.trim()).expect("event is JSON");
-                        events.push((started.elapsed(), v));
-                    }
-                }
-            }
-        }
-        events
-    });
+    let timed = timed_sse_events(
+        &format!("{}/score", server.url),
+        r#"{"question": "What is a prompt flow?"}"#,
+    );
     let pieces: Vec<(Duration, &str)> = timed
         .iter()
         .filter_map(|(t, v)| v.get("answer").and_then(Value::as_str).map(|a| (*t, a)))
@@ -732,5 +698,93 @@ fn the_shipped_experiment_runs_keyless_and_reports_in_html() {
     assert!(
         page.contains("classify.variant_1"),
         "the report names the variants"
+    );
+}
+
+/// POST `body` to `url` asking for an event stream; each `data:` event with the time since the
+/// request it arrived at.
+fn timed_sse_events(url: &str, body: &str) -> Vec<(Duration, Value)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use futures::StreamExt;
+        let started = Instant::now();
+        let resp = reqwest::Client::new()
+            .post(url)
+            .header("accept", "text/event-stream")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST /score");
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.bytes_stream();
+        let mut buf = String::new();
+        let mut events = Vec::new();
+        while let Some(chunk) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+            while let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                for line in BufReader::new(event.as_bytes())
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if let Some(data) = line.strip_prefix("data:") {
+                        let v: Value = serde_json::from_str(data.trim()).expect("event is JSON");
+                        events.push((started.elapsed(), v));
+                    }
+                }
+            }
+        }
+        events
+    })
+}
+
+/// A flex flow whose entry returns what a `Prompty` with `stream: true` gives (a generator of
+/// the model's text) streams the real model's chunks end to end in `flow serve`: through the
+/// worker's host channel, piece by piece as the server writes them.
+#[test]
+fn a_prompty_streamed_from_python_reaches_the_client_as_the_model_writes() {
+    let p =
+        project_or_skip!("a_prompty_streamed_from_python_reaches_the_client_as_the_model_writes");
+    p.ctx.flow(
+        "flex",
+        &[
+            ("flow.flex.yaml", "entry: entry:answer\n"),
+            (
+                "entry.py",
+                "from promptflow.core import Prompty\n\n\ndef answer(question: str):\n    return Prompty.load('chat.prompty')(question=question)\n",
+            ),
+            (
+                "chat.prompty",
+                "---\nname: chat\nmodel:\n  api: chat\n  configuration:\n    type: openai\n    connection: open_ai_connection\n    model: gpt-4o-mini\n  parameters:\n    temperature: 0\n    max_tokens: 48\n    stream: true\ninputs:\n  question:\n    type: string\n---\nsystem:\nYou answer in two sentences.\n\nuser:\n{{question}}\n",
+            ),
+        ],
+    );
+    let server = Server::ready(&p.ctx, "flex", &["--no-cache"], &[]);
+    let timed = timed_sse_events(
+        &format!("{}/score", server.url),
+        r#"{"question": "What is a prompt flow?"}"#,
+    );
+    let pieces: Vec<(Duration, &str)> = timed
+        .iter()
+        .filter_map(|(t, v)| v.get("output").and_then(Value::as_str).map(|a| (*t, a)))
+        .collect();
+    assert!(
+        pieces.len() >= 5,
+        "the answer came in {} pieces: {timed:?}",
+        pieces.len()
+    );
+    let streamed: String = pieces.iter().map(|(_, a)| *a).collect();
+    let requests = p.chat.model_requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].request["stream"], true);
+    assert_eq!(requests[0].text(), streamed);
+    let (first, last) = (pieces[0].0, pieces[pieces.len() - 1].0);
+    assert!(
+        last > first + Duration::from_millis(30),
+        "all chunks arrived at once ({first:?} .. {last:?}): not incremental"
     );
 }
