@@ -2,7 +2,7 @@
 //! Every problem is found here, before the first line, with its location.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -109,8 +109,15 @@ impl Executor {
                             } else {
                                 ListStyle::Python
                             };
-                        let template = load_template(&flow, node, style)?;
-                        let reply = prompty_reply(&flow, node, &connection)?;
+                        // A `.prompty` is read and parsed once, for its template and its reply.
+                        let (template, reply) = match node_source(&flow, node)? {
+                            (path, text) if is_prompty(&path) => {
+                                let prompty = parse_prompty(&path, &text)?;
+                                let reply = prompty_reply(&path, &text, &prompty, &connection)?;
+                                (prompty.template, Some(reply))
+                            }
+                            (path, text) => (compile_template(node, &path, text, style)?, None),
+                        };
                         Ok(Prepared::Llm {
                             template: Arc::new(template),
                             connection,
@@ -370,33 +377,20 @@ fn environment_variables(
 /// For a `.prompty` node: how its reply is formatted (`response_format` json_object,
 /// `outputs`, `model.response: all`).
 fn prompty_reply(
-    flow: &Flow,
-    node: &Node,
+    path: &Path,
+    text: &str,
+    prompty: &crate::prompty::Prompty,
     connection: &Connection,
-) -> Result<Option<super::PromptyReply>, Vec<Diagnostic>> {
-    if node.source.extension().is_none_or(|e| e != "prompty") {
-        return Ok(None);
-    }
-    let Some(path) = flow.resolve_file(&node.source) else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        vec![Diagnostic::error(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))]
-    })?;
-    let prompty = crate::prompty::parse(&path, &text)
-        .map_err(|e| vec![crate::model::prompty_flow::prompty_diagnostic(&path, &e)])?;
+) -> Result<super::PromptyReply, Vec<Diagnostic>> {
     if prompty.model.response_all {
         if let Some(problem) = response_all_problem(connection, &prompty.model.parameters) {
-            let location = response_location(&text);
+            let location = response_location(text);
             return Err(vec![
                 Diagnostic::error(format!(
                     "{}: `model.response: all` {problem}",
                     path.display()
                 ))
-                .at(&path, location)
+                .at(path, location)
                 .with_help(RESPONSE_ALL_HELP),
             ]);
         }
@@ -406,11 +400,11 @@ fn prompty_reply(
         .parameters
         .get("response_format")
         .is_some_and(|f| f.get("type").and_then(Value::as_str) == Some("json_object"));
-    Ok(Some(super::PromptyReply {
+    Ok(super::PromptyReply {
         json,
         keys: prompty.outputs.keys().cloned().collect(),
         all: prompty.model.response_all,
-    }))
+    })
 }
 
 /// What to do instead of `model.response: all` when it cannot be honoured.
@@ -518,6 +512,15 @@ fn load_template(
     node: &Node,
     list_style: ListStyle,
 ) -> Result<PromptTemplate, Vec<Diagnostic>> {
+    let (path, text) = node_source(flow, node)?;
+    if is_prompty(&path) {
+        return parse_prompty(&path, &text).map(|p| p.template);
+    }
+    compile_template(node, &path, text, list_style)
+}
+
+/// A template node's source file and its text; located errors when it is missing or unreadable.
+fn node_source(flow: &Flow, node: &Node) -> Result<(PathBuf, String), Vec<Diagnostic>> {
     let Some(path) = flow.resolve_file(&node.source) else {
         return Err(vec![flow.error_at(
             &format!("{}.source.path", node.yaml_path),
@@ -534,11 +537,26 @@ fn load_template(
             format!("cannot read template {}: {e}", path.display()),
         )]
     })?;
-    if path.extension().is_some_and(|e| e == "prompty") {
-        return crate::prompty::parse(&path, &text)
-            .map(|p| p.template)
-            .map_err(|e| vec![crate::model::prompty_flow::prompty_diagnostic(&path, &e)]);
-    }
+    Ok((path, text))
+}
+
+fn is_prompty(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "prompty")
+}
+
+fn parse_prompty(path: &Path, text: &str) -> Result<crate::prompty::Prompty, Vec<Diagnostic>> {
+    crate::prompty::parse(path, text)
+        .map_err(|e| vec![crate::model::prompty_flow::prompty_diagnostic(path, &e)])
+}
+
+/// A Jinja2 template file compiled with promptflow's settings, its variables checked against
+/// the node's tool parameters.
+fn compile_template(
+    node: &Node,
+    path: &Path,
+    text: String,
+    list_style: ListStyle,
+) -> Result<PromptTemplate, Vec<Diagnostic>> {
     let options = TemplateOptions {
         list_style,
         ..TemplateOptions::default()
@@ -551,7 +569,7 @@ fn load_template(
                     .map(|line| Location::new(line, e.col().unwrap_or(1), 1));
                 vec![
                     Diagnostic::error(format!("template of node `{}`: {e}", node.name))
-                        .at(&path, location)
+                        .at(path, location)
                         .with_help("fix the Jinja2 syntax of the template"),
                 ]
             })?;
@@ -566,7 +584,7 @@ fn load_template(
                 node.name,
                 tool_name(node)
             ))
-            .at(&path, word_location(&text, var))
+            .at(path, word_location(&text, var))
             .with_help(format!(
                 "rename `{var}` in the template and under the node's inputs (e.g. `{var}_text`)"
             ))
