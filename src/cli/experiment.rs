@@ -252,12 +252,15 @@ pub fn run(args: ExperimentArgs) -> Result<(), Failure> {
     let resolved = placeholder::resolve_connections(&exp.connections, &env, lenient)
         .map_err(|d| Failure::diagnostics(&d))?;
     // A class entry's `init.json` (the GenAIOps template's), where the file gives no `init:`.
-    experiment::init_json::apply(
+    let notes = experiment::init_json::apply(
         &mut exp,
         &placeholder::apply_to_env(&env, &resolved),
         lenient,
     )
     .map_err(|d| Failure::diagnostics(&d))?;
+    for note in notes {
+        eprintln!("note: {note}");
+    }
 
     let selection = experiment::effective_selection(&exp, cli_selection(&args));
     let variants = experiment::plan_variants(&exp, &selection).map_err(experiment_failure)?;

@@ -24,28 +24,47 @@ use crate::diagnostic::Diagnostic;
 pub const INIT_FILE: &str = "init.json";
 
 /// Give the experiment's flow and its evaluation flows without `init:` the `init.json` their
-/// folder holds (class entries only). `lenient`: keep an unset placeholder as written.
-pub fn apply(exp: &mut Experiment, env: &EnvVars, lenient: bool) -> Result<(), Vec<Diagnostic>> {
+/// folder holds (class entries only). `lenient`: keep an unset placeholder as written. The
+/// notes say which `init.json` files are not used (beside an entry that is not a class).
+pub fn apply(
+    exp: &mut Experiment,
+    env: &EnvVars,
+    lenient: bool,
+) -> Result<Vec<String>, Vec<Diagnostic>> {
     let mut problems = Vec::new();
+    let mut notes = Vec::new();
     if exp.init.is_none() {
-        exp.init = read(&exp.flow, env, lenient, &mut problems);
+        exp.init = read(&exp.flow, env, lenient, &mut problems, &mut notes);
     }
     for e in &mut exp.evaluators {
         if let (None, EvaluatorKind::Flow(dir)) = (&e.init, &e.kind) {
-            e.init = read(dir, env, lenient, &mut problems);
+            e.init = read(dir, env, lenient, &mut problems, &mut notes);
         }
     }
     if problems.is_empty() {
-        Ok(())
+        Ok(notes)
     } else {
         Err(problems)
     }
 }
 
 /// `dir/init.json` as an `init:`, when `dir` is a flex flow whose entry is a class.
-fn read(dir: &Path, env: &EnvVars, lenient: bool, problems: &mut Vec<Diagnostic>) -> Option<Init> {
+fn read(
+    dir: &Path,
+    env: &EnvVars,
+    lenient: bool,
+    problems: &mut Vec<Diagnostic>,
+    notes: &mut Vec<String>,
+) -> Option<Init> {
     let file = dir.join(INIT_FILE);
-    if !file.is_file() || !class_entry(dir) {
+    if !file.is_file() {
+        return None;
+    }
+    if !class_entry(dir) {
+        notes.push(format!(
+            "{} is not used: the flow's entry is not a class (`entry: module:Name` with `class Name` in module.py), and only a class takes `__init__` arguments",
+            file.display()
+        ));
         return None;
     }
     let text = match std::fs::read_to_string(&file) {

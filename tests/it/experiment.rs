@@ -1208,4 +1208,23 @@ fn a_class_entrys_init_json_is_used_as_the_genaiops_template_uses_it() {
     let run_dir = comparison(&ctx).join(s["runs"][0]["run_dir"].as_str().unwrap());
     let out = std::fs::read_to_string(run_dir.join("flow_outputs/output.jsonl")).unwrap();
     assert!(out.contains("Hi Ada Hi Ada"), "{out}");
+    // Beside a function entry an init.json makes nothing, and the run says so.
+    ctx.flow(
+        "plain",
+        &[
+            ("flow.flex.yaml", "entry: plain:greet\n"),
+            (
+                "plain.py",
+                "def greet(name: str) -> dict:\n    return {'text': 'hi ' + name}\n",
+            ),
+            ("init.json", "{\"greeting\": \"Hello\"}"),
+        ],
+    );
+    ctx.write(
+        "experiment.yaml",
+        "name: plain\nflow: plain\ndatasets:\n- name: people\n  source: people.jsonl\n  mappings:\n    name: \"${data.name}\"\n",
+    );
+    ctx.run(&["experiment"])
+        .expect_code(0)
+        .stderr_has("init.json is not used: the flow's entry is not a class");
 }
