@@ -190,7 +190,7 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> serde_json::Result<T> {
 
 /// `bytes` with every bare `NaN`, `Infinity` and `-Infinity` outside strings written as its
 /// marker (a JSON string), so that `serde_json` reads it.
-pub fn lenient(bytes: &[u8]) -> Cow<'_, [u8]> {
+fn lenient(bytes: &[u8]) -> Cow<'_, [u8]> {
     if find(bytes, b"NaN").is_none() && find(bytes, b"Infinity").is_none() {
         return Cow::Borrowed(bytes);
     }

@@ -237,7 +237,7 @@ pub fn connection_vars(flow: &Flow, env: &EnvVars) -> Vec<ConnectionVars> {
                     variables.splice(
                         0..0,
                         [
-                            doc("AZURE_CLIENT_SECRET", "the service principal's secret, for the Entra ID token (auth_mode meid_token)", true),
+                            doc("AZURE_CLIENT_SECRET", "the service principal's secret, for the Entra ID token (auth_mode meid_token); on a platform that gives the container an identity, its variables instead: AZURE_FEDERATED_TOKEN_FILE (workload identity) or IDENTITY_ENDPOINT and IDENTITY_HEADER (managed identity)", true),
                             doc("AZURE_TENANT_ID", "its tenant", false),
                             doc("AZURE_CLIENT_ID", "its client (application) id", false),
                             doc("AZURE_AUTHORITY_HOST", "where tokens come from (default https://login.microsoftonline.com)", false),
